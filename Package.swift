@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+// amqpscope: explains AMQP incidents from packets.
+// Flow, one direction only:
+//   capture (libpcap) -> packet layers -> TCP reassembly -> AMQP codec -> timeline + diagnosis -> reports -> CLI
+import PackageDescription
+
+let package = Package(
+    name: "AMQPScope",
+    products: [
+        .executable(name: "amqpscope", targets: ["amqpscope"]),
+        .library(name: "AMQPScope", targets: ["AMQPScope"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // The only code that touches libpcap.
+        .systemLibrary(
+            name: "CPcap",
+            pkgConfig: "libpcap",
+            providers: [.apt(["libpcap-dev"])]
+        ),
+        .target(
+            name: "AMQPScopeCapture",
+            dependencies: [
+                "CPcap", "AMQPScopePackets",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Pure from here down: bytes in, values out; no I/O, no clock, no globals.
+        .target(name: "AMQPScopePackets"),
+        .target(name: "AMQPScopeReassembly", dependencies: ["AMQPScopePackets"]),
+        .target(name: "AMQPScopeCodec", dependencies: ["AMQPScopePackets"]),
+        .target(name: "AMQPScopeTimeline", dependencies: ["AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeCodec"]),
+        .target(name: "AMQPScopeReports", dependencies: ["AMQPScopeTimeline"]),
+        // The embeddable library: the pipeline that joins the layers, and file analysis.
+        .target(
+            name: "AMQPScope",
+            dependencies: [
+                "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly",
+                "AMQPScopeCodec", "AMQPScopeTimeline", "AMQPScopeReports",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "amqpscope",
+            dependencies: [
+                "AMQPScope",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "AMQPScopeTests",
+            dependencies: [
+                "AMQPScope", "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly",
+                "AMQPScopeCodec", "AMQPScopeTimeline", "AMQPScopeReports",
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,225 @@
+// The only code in amqpscope that touches libpcap. It opens a saved file (pcap or pcapng), pulls packets with
+// pcap_next_ex, copies each packet's captured bytes once into a buffer it owns, and hands on plain values.
+// Live interfaces open through the same type (see `openLive`), so the rest of the pipeline never knows which.
+import AMQPScopePackets
+import CPcap
+import Logging
+
+/// Why a capture could not be opened or read. Compared by `code`; `message` is for people.
+public struct CaptureError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Code: Hashable, Sendable {
+        /// Nothing could be read: no such file, not a capture, no permission, no such interface.
+        case cannotOpen
+        /// Opening or activating a live device needs a capability the process lacks (CAP_NET_RAW).
+        case permissionDenied
+        /// Reading stopped partway: the file is truncated or corrupt after `packetNumber - 1` good packets.
+        case truncated
+        /// The capture's link-layer type is one amqpscope cannot decode.
+        case unsupportedLinkType
+    }
+
+    public var code: Code
+    public var source: String
+    /// The packet number (1-based) at which the error happened, when known.
+    public var packetNumber: Int?
+    public var message: String
+
+    public init(code: Code, source: String, packetNumber: Int? = nil, message: String) {
+        self.code = code
+        self.source = source
+        self.packetNumber = packetNumber
+        self.message = message
+    }
+
+    public static func == (a: CaptureError, b: CaptureError) -> Bool { a.code == b.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+
+    public var description: String {
+        if let packetNumber { return "\(source): packet \(packetNumber): \(message)" }
+        return "\(source): \(message)"
+    }
+}
+
+/// The result of one pull.
+public enum ReadResult: Hashable, Sendable {
+    case packet(PacketHeader)
+    /// A live capture's read timeout passed with no packet (never returned for files).
+    case timeout
+    /// The file ended (or a live capture was broken off).
+    case end
+}
+
+public final class PcapSource {
+    public let source: String
+    public let linkType: LinkType
+    public let isLive: Bool
+    /// The capture's snapshot length (the most bytes kept per packet).
+    public let snapshotLength: Int
+    public private(set) var packetsRead = 0
+
+    private var handle: OpaquePointer?
+    private var buffer: UnsafeMutableRawPointer
+    private var bufferCapacity: Int
+    private var currentLength = 0
+    private let logger: Logger
+
+    private init(handle: OpaquePointer, source: String, isLive: Bool, logger: Logger) {
+        self.handle = handle
+        self.source = source
+        self.isLive = isLive
+        self.logger = logger
+        self.linkType = LinkType(rawValue: pcap_datalink(handle))
+        self.snapshotLength = Int(pcap_snapshot(handle))
+        self.bufferCapacity = max(65_536, snapshotLength)
+        self.buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 16)
+    }
+
+    deinit {
+        if let handle { pcap_close(handle) }
+        buffer.deallocate()
+    }
+
+    /// Opens a saved pcap or pcapng file with nanosecond timestamps.
+    public static func openFile(_ path: String, logger: Logger = Logger(label: "amqpscope.capture")) throws(CaptureError) -> PcapSource {
+        var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
+        let opened = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer)
+        guard let opened else {
+            throw CaptureError(code: .cannotOpen, source: path, message: Self.describeOpenError(errorBuffer))
+        }
+        let capture = PcapSource(handle: opened, source: path, isLive: false, logger: logger)
+        logger.debug("opened capture file", metadata: ["file": "\(path)", "linktype": "\(capture.linkType.rawValue)"])
+        return capture
+    }
+
+    /// Opens a live interface (pcap_create + pcap_activate) with nanosecond timestamps when the device offers them.
+    /// `timeoutMilliseconds` bounds how long `next()` waits before returning `.timeout`, so callers can run timers.
+    public static func openLive(
+        interface: String, snapshotLength: Int = 262_144, promiscuous: Bool = false,
+        timeoutMilliseconds: Int = 200, filter: String? = nil,
+        logger: Logger = Logger(label: "amqpscope.capture")
+    ) throws(CaptureError) -> PcapSource {
+        var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
+        guard let created = pcap_create(interface, &errorBuffer) else {
+            throw CaptureError(code: .cannotOpen, source: interface, message: cString(errorBuffer))
+        }
+        pcap_set_snaplen(created, Int32(clamping: snapshotLength))
+        pcap_set_promisc(created, promiscuous ? 1 : 0)
+        pcap_set_timeout(created, Int32(clamping: timeoutMilliseconds))
+        pcap_set_immediate_mode(created, 1)
+        _ = pcap_set_tstamp_precision(created, Int32(PCAP_TSTAMP_PRECISION_NANO))
+        let status = pcap_activate(created)
+        if status < 0 {
+            let detail = String(cString: pcap_geterr(created))
+            pcap_close(created)
+            switch status {
+            case PCAP_ERROR_PERM_DENIED:
+                throw CaptureError(
+                    code: .permissionDenied, source: interface,
+                    message: "no permission to capture (needs CAP_NET_RAW, e.g. run as root or "
+                        + "`setcap cap_net_raw,cap_net_admin=eip` on the binary): \(detail)")
+            case PCAP_ERROR_NO_SUCH_DEVICE:
+                throw CaptureError(code: .cannotOpen, source: interface, message: "no such interface: \(detail)")
+            default:
+                throw CaptureError(code: .cannotOpen, source: interface, message: detail)
+            }
+        }
+        let capture = PcapSource(handle: created, source: interface, isLive: true, logger: logger)
+        if let filter { try capture.setFilter(filter) }
+        logger.debug("opened interface", metadata: ["interface": "\(interface)"])
+        return capture
+    }
+
+    /// Compiles and installs a BPF filter (tcpdump syntax).
+    public func setFilter(_ expression: String) throws(CaptureError) {
+        guard let handle else { return }
+        var program = bpf_program()
+        guard pcap_compile(handle, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
+            throw CaptureError(code: .cannotOpen, source: source, message: "bad filter: \(String(cString: pcap_geterr(handle)))")
+        }
+        defer { pcap_freecode(&program) }
+        guard pcap_setfilter(handle, &program) == 0 else {
+            throw CaptureError(code: .cannotOpen, source: source, message: "cannot set filter: \(String(cString: pcap_geterr(handle)))")
+        }
+    }
+
+    /// Pulls the next packet. Its bytes are in `packetBytes` until the next call.
+    public func next() throws(CaptureError) -> ReadResult {
+        guard let handle else { return .end }
+        var headerPointer: UnsafeMutablePointer<pcap_pkthdr>?
+        var dataPointer: UnsafePointer<UInt8>?
+        let status = pcap_next_ex(handle, &headerPointer, &dataPointer)
+        switch status {
+        case 1:
+            guard let header = headerPointer?.pointee, let dataPointer else { return .end }
+            packetsRead += 1
+            let captured = Int(header.caplen)
+            if captured > bufferCapacity {
+                buffer.deallocate()
+                bufferCapacity = captured
+                buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 16)
+            }
+            buffer.copyMemory(from: dataPointer, byteCount: captured)
+            currentLength = captured
+            return .packet(PacketHeader(
+                number: packetsRead,
+                timestamp: Timestamp(seconds: Int64(header.ts.tv_sec), nanoseconds: Int64(header.ts.tv_usec)),
+                capturedLength: captured,
+                originalLength: Int(header.len)
+            ))
+        case 0:
+            return .timeout
+        case PCAP_ERROR_BREAK:
+            return .end
+        default:
+            let message = String(cString: pcap_geterr(handle))
+            throw CaptureError(code: .truncated, source: source, packetNumber: packetsRead + 1, message: message)
+        }
+    }
+
+    /// The captured bytes of the packet `next()` last returned; valid until the next call to `next()`.
+    public var packetBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: buffer, count: currentLength) }
+
+    /// Asks a blocking `next()` on another thread to return `.end` (pcap_breakloop); safe from a signal handler path.
+    public func breakLoop() {
+        if let handle { pcap_breakloop(handle) }
+    }
+
+    /// libpcap's received and dropped counts for a live capture.
+    public func statistics() -> (received: UInt32, dropped: UInt32, interfaceDropped: UInt32)? {
+        guard let handle, isLive else { return nil }
+        var stats = pcap_stat()
+        guard pcap_stats(handle, &stats) == 0 else { return nil }
+        return (stats.ps_recv, stats.ps_drop, stats.ps_ifdrop)
+    }
+
+    private static func describeOpenError(_ buffer: [CChar]) -> String {
+        let text = cString(buffer)
+        if text.contains("truncated dump file") || text.contains("unknown file format") || text.contains("bad dump file format") {
+            return "not a readable pcap or pcapng file (\(text))"
+        }
+        return text
+    }
+}
+
+/// Lists capture devices with their descriptions (pcap_findalldevs).
+public func listInterfaces() throws(CaptureError) -> [(name: String, description: String?)] {
+    var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
+    var devices: UnsafeMutablePointer<pcap_if_t>?
+    guard pcap_findalldevs(&devices, &errorBuffer) == 0 else {
+        throw CaptureError(code: .cannotOpen, source: "interfaces", message: cString(errorBuffer))
+    }
+    defer { pcap_freealldevs(devices) }
+    var result: [(String, String?)] = []
+    var current = devices
+    while let device = current {
+        let name = String(cString: device.pointee.name)
+        let description = device.pointee.description.map { String(cString: $0) }
+        result.append((name, description))
+        current = device.pointee.next
+    }
+    return result
+}
+
+private func cString(_ buffer: [CChar]) -> String {
+    buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}

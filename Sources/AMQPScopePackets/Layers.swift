@@ -1,0 +1,295 @@
+// Pure packet layers: link -> IP -> TCP, parsed from a borrowed view of one packet's captured bytes.
+// Each layer checks its length before it reads; short or inconsistent input gives a `Malformed` marker.
+
+/// Which layer a marker or a skip belongs to.
+public enum Layer: String, Hashable, Sendable {
+    case link, vlan, ipv4, ipv6, tcp
+}
+
+/// Why a packet could not be read at some layer. `reason` is fixed text (no allocation).
+public struct Malformed: Hashable, Sendable, CustomStringConvertible {
+    public var layer: Layer
+    public var reason: String
+    public init(_ layer: Layer, _ reason: String) { self.layer = layer; self.reason = reason }
+    public var description: String { "\(layer.rawValue): \(reason)" }
+}
+
+public struct TCPFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    public static let fin = TCPFlags(rawValue: 0x001)
+    public static let syn = TCPFlags(rawValue: 0x002)
+    public static let rst = TCPFlags(rawValue: 0x004)
+    public static let psh = TCPFlags(rawValue: 0x008)
+    public static let ack = TCPFlags(rawValue: 0x010)
+    public static let urg = TCPFlags(rawValue: 0x020)
+    public static let ece = TCPFlags(rawValue: 0x040)
+    public static let cwr = TCPFlags(rawValue: 0x080)
+    public static let ns = TCPFlags(rawValue: 0x100)
+
+    public var description: String {
+        var parts: [String] = []
+        if contains(.syn) { parts.append("SYN") }
+        if contains(.fin) { parts.append("FIN") }
+        if contains(.rst) { parts.append("RST") }
+        if contains(.psh) { parts.append("PSH") }
+        if contains(.ack) { parts.append("ACK") }
+        if contains(.urg) { parts.append("URG") }
+        if contains(.ece) { parts.append("ECE") }
+        if contains(.cwr) { parts.append("CWR") }
+        if contains(.ns) { parts.append("NS") }
+        return parts.joined(separator: ",")
+    }
+}
+
+/// The TCP options amqpscope reads (RFC 9293 MSS, RFC 7323 window scale and timestamps, RFC 2018 SACK).
+public struct TCPOptions: Hashable, Sendable {
+    public var maximumSegmentSize: UInt16?
+    public var windowScale: UInt8?
+    public var sackPermitted = false
+    public var sackBlockCount = 0
+    public var timestampValue: UInt32?
+    public var timestampEcho: UInt32?
+    /// An option whose length ran past the header or was too short for its kind.
+    public var malformed = false
+    public init() {}
+}
+
+/// One TCP segment as read from one packet.
+public struct TCPSegment: Hashable, Sendable {
+    public var source: Endpoint
+    public var destination: Endpoint
+    public var sequence: UInt32
+    public var acknowledgment: UInt32
+    public var flags: TCPFlags
+    public var window: UInt16
+    public var options: TCPOptions
+    /// Where the captured payload starts in the packet's bytes, and how many payload bytes were captured.
+    public var payloadOffset: Int
+    public var capturedPayloadLength: Int
+    /// How many payload bytes the segment carried on the wire (from the IP length); may exceed the captured ones.
+    public var payloadLength: Int
+
+    public var payloadRange: Range<Int> { payloadOffset..<(payloadOffset + capturedPayloadLength) }
+}
+
+/// What one packet turned out to be.
+public enum DecodedPacket: Hashable, Sendable {
+    case tcp(TCPSegment)
+    /// An IP packet of another protocol (UDP, ICMP, ...), or a link frame that is not IP (ARP, ...).
+    case other
+    /// An IP fragment: recorded and skipped (amqpscope does not reassemble IP fragments).
+    case fragment(Layer)
+    case malformed(Malformed)
+    case unsupportedLinkType
+}
+
+/// Big-endian reads from a borrowed byte view; every read is bounds-checked by its caller's `count` check.
+@usableFromInline
+struct Bytes {
+    @usableFromInline let base: UnsafeRawBufferPointer
+    @inlinable init(_ base: UnsafeRawBufferPointer) { self.base = base }
+    @inlinable var count: Int { base.count }
+    @inlinable func u8(_ at: Int) -> UInt8 { base[at] }
+    @inlinable func u16(_ at: Int) -> UInt16 { UInt16(base[at]) << 8 | UInt16(base[at + 1]) }
+    @inlinable func u16le(_ at: Int) -> UInt16 { UInt16(base[at + 1]) << 8 | UInt16(base[at]) }
+    @inlinable func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) << 16 | UInt32(u16(at + 2)) }
+    @inlinable func u32le(_ at: Int) -> UInt32 { UInt32(u16le(at + 2)) << 16 | UInt32(u16le(at)) }
+    @inlinable func u64(_ at: Int) -> UInt64 { UInt64(u32(at)) << 32 | UInt64(u32(at + 4)) }
+}
+
+public enum PacketDecoder {
+    static let etherTypeIPv4: UInt16 = 0x0800
+    static let etherTypeIPv6: UInt16 = 0x86DD
+    static let etherTypeVLAN: UInt16 = 0x8100    // IEEE 802.1Q
+    static let etherTypeQinQ: UInt16 = 0x88A8    // IEEE 802.1ad
+    static let etherTypeQinQOld: UInt16 = 0x9100 // pre-standard stacked tag
+    /// Stacked VLAN tags read before giving up (802.1ad uses two; more is hostile or broken).
+    static let maximumVLANTags = 8
+    /// IPv6 extension headers followed before giving up.
+    static let maximumIPv6ExtensionHeaders = 16
+
+    /// Decodes one packet's captured bytes for the given link type.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, linkType: LinkType) -> DecodedPacket {
+        let b = Bytes(bytes)
+        switch linkType {
+        case .ethernet: return ethernet(b)
+        case .linuxSLL:
+            // 16-byte header; the protocol (an EtherType) is the last field.
+            guard b.count >= 16 else { return .malformed(Malformed(.link, "Linux cooked header shorter than 16 bytes")) }
+            return network(b, etherType: b.u16(14), at: 16)
+        case .linuxSLL2:
+            // 20-byte header; the protocol (an EtherType) is the first field.
+            guard b.count >= 20 else { return .malformed(Malformed(.link, "Linux cooked v2 header shorter than 20 bytes")) }
+            return network(b, etherType: b.u16(0), at: 20)
+        case .null, .loop:
+            guard b.count >= 4 else { return .malformed(Malformed(.link, "loopback header shorter than 4 bytes")) }
+            // The address family is a 32-bit value in the capturing host's byte order (NULL) or in network byte
+            // order (LOOP); files exist with either, so accept both orders.
+            let family = loopbackFamily(b.u32(0)) ?? loopbackFamily(b.u32le(0))
+            switch family {
+            case 4?: return ipv4(b, at: 4)
+            case 6?: return ipv6(b, at: 4)
+            default: return .other
+            }
+        case .raw, .rawDLT12, .rawDLT14:
+            guard b.count >= 1 else { return .malformed(Malformed(.link, "empty raw IP packet")) }
+            switch b.u8(0) >> 4 {
+            case 4: return ipv4(b, at: 0)
+            case 6: return ipv6(b, at: 0)
+            default: return .malformed(Malformed(.link, "raw IP packet with IP version neither 4 nor 6"))
+            }
+        case .ipv4: return ipv4(b, at: 0)
+        case .ipv6: return ipv6(b, at: 0)
+        default: return .unsupportedLinkType
+        }
+    }
+
+    /// AF_INET is 2 everywhere; AF_INET6 is 10 (Linux), 24 (NetBSD, OpenBSD), 28 (FreeBSD), 30 (Darwin).
+    static func loopbackFamily(_ value: UInt32) -> Int? {
+        switch value {
+        case 2: return 4
+        case 10, 24, 28, 30: return 6
+        default: return nil
+        }
+    }
+
+    static func ethernet(_ b: Bytes) -> DecodedPacket {
+        guard b.count >= 14 else { return .malformed(Malformed(.link, "Ethernet header shorter than 14 bytes")) }
+        var offset = 12
+        var etherType = b.u16(offset)
+        var tags = 0
+        while etherType == etherTypeVLAN || etherType == etherTypeQinQ || etherType == etherTypeQinQOld {
+            tags += 1
+            guard tags <= maximumVLANTags else { return .malformed(Malformed(.vlan, "more than 8 stacked VLAN tags")) }
+            guard b.count >= offset + 6 else { return .malformed(Malformed(.vlan, "VLAN tag cut short")) }
+            offset += 4
+            etherType = b.u16(offset)
+        }
+        return network(b, etherType: etherType, at: offset + 2)
+    }
+
+    static func network(_ b: Bytes, etherType: UInt16, at offset: Int) -> DecodedPacket {
+        switch etherType {
+        case etherTypeIPv4: return ipv4(b, at: offset)
+        case etherTypeIPv6: return ipv6(b, at: offset)
+        default: return .other
+        }
+    }
+
+    static func ipv4(_ b: Bytes, at start: Int) -> DecodedPacket {
+        guard b.count >= start + 20 else { return .malformed(Malformed(.ipv4, "IPv4 header shorter than 20 bytes")) }
+        let versionIHL = b.u8(start)
+        guard versionIHL >> 4 == 4 else { return .malformed(Malformed(.ipv4, "IP version is not 4")) }
+        let headerLength = Int(versionIHL & 0x0f) * 4
+        guard headerLength >= 20 else { return .malformed(Malformed(.ipv4, "IPv4 header length below 20 bytes")) }
+        guard b.count >= start + headerLength else { return .malformed(Malformed(.ipv4, "IPv4 options cut short")) }
+        let totalLength = Int(b.u16(start + 2))
+        guard totalLength >= headerLength else {
+            return .malformed(Malformed(.ipv4, "IPv4 total length smaller than its header"))
+        }
+        let fragment = b.u16(start + 6)
+        if fragment & 0x2000 != 0 || fragment & 0x1fff != 0 { return .fragment(.ipv4) }
+        guard b.u8(start + 9) == 6 else { return .other }
+        let source = IPAddress(ipv4: b.u32(start + 12))
+        let destination = IPAddress(ipv4: b.u32(start + 16))
+        // The IP length bounds the payload: anything after it is link padding (short Ethernet frames).
+        let end = start + totalLength
+        return tcp(b, at: start + headerLength, wireEnd: end, source: source, destination: destination)
+    }
+
+    static func ipv6(_ b: Bytes, at start: Int) -> DecodedPacket {
+        guard b.count >= start + 40 else { return .malformed(Malformed(.ipv6, "IPv6 header shorter than 40 bytes")) }
+        guard b.u8(start) >> 4 == 6 else { return .malformed(Malformed(.ipv6, "IP version is not 6")) }
+        let payloadLength = Int(b.u16(start + 4))
+        var next = b.u8(start + 6)
+        let source = IPAddress(ipv6High: b.u64(start + 8), low: b.u64(start + 16))
+        let destination = IPAddress(ipv6High: b.u64(start + 24), low: b.u64(start + 32))
+        // A zero payload length means a jumbogram (RFC 2675): trust the captured length then.
+        let wireEnd = payloadLength == 0 ? Int.max : start + 40 + payloadLength
+        var offset = start + 40
+        var headers = 0
+        while true {
+            switch next {
+            case 6:
+                return tcp(b, at: offset, wireEnd: wireEnd, source: source, destination: destination)
+            case 0, 43, 60, 135, 139, 140: // hop-by-hop, routing, destination options, mobility, HIP, shim6
+                guard b.count >= offset + 2 else { return .malformed(Malformed(.ipv6, "extension header cut short")) }
+                next = b.u8(offset)
+                offset += (Int(b.u8(offset + 1)) + 1) * 8
+            case 44: // fragment
+                guard b.count >= offset + 8 else { return .malformed(Malformed(.ipv6, "fragment header cut short")) }
+                let fragment = b.u16(offset + 2)
+                if fragment & 0xfff9 != 0 { return .fragment(.ipv6) } // offset or more-fragments set
+                next = b.u8(offset)
+                offset += 8
+            case 51: // authentication header: length in 4-octet units, minus 2
+                guard b.count >= offset + 2 else { return .malformed(Malformed(.ipv6, "authentication header cut short")) }
+                next = b.u8(offset)
+                offset += (Int(b.u8(offset + 1)) + 2) * 4
+            default:
+                return .other // ESP (its payload is encrypted), no-next-header, UDP, ICMPv6, ...
+            }
+            headers += 1
+            guard headers <= maximumIPv6ExtensionHeaders else {
+                return .malformed(Malformed(.ipv6, "more than 16 extension headers"))
+            }
+            guard offset <= wireEnd else { return .malformed(Malformed(.ipv6, "extension headers run past the payload length")) }
+        }
+    }
+
+    static func tcp(_ b: Bytes, at start: Int, wireEnd: Int, source: IPAddress, destination: IPAddress) -> DecodedPacket {
+        guard b.count >= start + 20 else { return .malformed(Malformed(.tcp, "TCP header shorter than 20 bytes")) }
+        guard wireEnd == Int.max || wireEnd >= start + 20 else {
+            return .malformed(Malformed(.tcp, "IP length leaves no room for the TCP header"))
+        }
+        let dataOffset = Int(b.u8(start + 12) >> 4) * 4
+        guard dataOffset >= 20 else { return .malformed(Malformed(.tcp, "TCP data offset below 20 bytes")) }
+        guard b.count >= start + dataOffset else { return .malformed(Malformed(.tcp, "TCP options cut short")) }
+        guard wireEnd == Int.max || wireEnd >= start + dataOffset else {
+            return .malformed(Malformed(.tcp, "TCP data offset runs past the IP length"))
+        }
+        let payloadStart = start + dataOffset
+        let wirePayload = wireEnd == Int.max ? b.count - payloadStart : wireEnd - payloadStart
+        let captured = min(wirePayload, b.count - payloadStart)
+        let segment = TCPSegment(
+            source: Endpoint(address: source, port: b.u16(start)),
+            destination: Endpoint(address: destination, port: b.u16(start + 2)),
+            sequence: b.u32(start + 4),
+            acknowledgment: b.u32(start + 8),
+            flags: TCPFlags(rawValue: b.u16(start + 12) & 0x01ff),
+            window: b.u16(start + 14),
+            options: tcpOptions(b, from: start + 20, to: payloadStart),
+            payloadOffset: payloadStart,
+            capturedPayloadLength: captured,
+            payloadLength: wirePayload
+        )
+        return .tcp(segment)
+    }
+
+    static func tcpOptions(_ b: Bytes, from start: Int, to end: Int) -> TCPOptions {
+        var options = TCPOptions()
+        var i = start
+        while i < end {
+            let kind = b.u8(i)
+            if kind == 0 { break }           // end of option list
+            if kind == 1 { i += 1; continue } // no-operation
+            guard i + 1 < end else { options.malformed = true; break }
+            let length = Int(b.u8(i + 1))
+            guard length >= 2, i + length <= end else { options.malformed = true; break }
+            switch (kind, length) {
+            case (2, 4): options.maximumSegmentSize = b.u16(i + 2)
+            case (3, 3): options.windowScale = b.u8(i + 2)
+            case (4, 2): options.sackPermitted = true
+            case (5, _) where (length - 2) % 8 == 0: options.sackBlockCount = (length - 2) / 8
+            case (8, 10):
+                options.timestampValue = b.u32(i + 2)
+                options.timestampEcho = b.u32(i + 6)
+            case (2, _), (3, _), (4, _), (5, _), (8, _): options.malformed = true
+            default: break
+            }
+            i += length
+        }
+        return options
+    }
+}

@@ -1,0 +1,144 @@
+// Plain values shared by every layer: time, link types, packet headers, addresses.
+
+/// A point in capture time: nanoseconds since the Unix epoch, taken from packet timestamps only.
+public struct Timestamp: Hashable, Comparable, Sendable {
+    public var nanoseconds: Int64
+
+    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+    public init(seconds: Int64, nanoseconds: Int64) { self.nanoseconds = seconds &* 1_000_000_000 &+ nanoseconds }
+
+    public static func < (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds < b.nanoseconds }
+
+    public var seconds: Double { Double(nanoseconds) / 1e9 }
+
+    /// The span from `earlier` to `self`, in nanoseconds.
+    public func since(_ earlier: Timestamp) -> Int64 { nanoseconds &- earlier.nanoseconds }
+
+    public func adding(nanoseconds delta: Int64) -> Timestamp { Timestamp(nanoseconds: nanoseconds &+ delta) }
+}
+
+/// A link-layer header type, as libpcap reports it (DLT_ values, which equal LINKTYPE_ values for the types below
+/// except raw IP, whose DLT value differs between systems).
+public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    public static let null = LinkType(rawValue: 0)            // BSD loopback, family in host byte order
+    public static let ethernet = LinkType(rawValue: 1)
+    public static let rawDLT12 = LinkType(rawValue: 12)       // DLT_RAW on most systems
+    public static let rawDLT14 = LinkType(rawValue: 14)       // DLT_RAW on OpenBSD
+    public static let raw = LinkType(rawValue: 101)           // LINKTYPE_RAW
+    public static let loop = LinkType(rawValue: 108)          // OpenBSD loopback, family in network byte order
+    public static let linuxSLL = LinkType(rawValue: 113)
+    public static let ipv4 = LinkType(rawValue: 228)
+    public static let ipv6 = LinkType(rawValue: 229)
+    public static let linuxSLL2 = LinkType(rawValue: 276)
+
+    public var name: String {
+        switch self {
+        case .null: return "NULL (BSD loopback)"
+        case .ethernet: return "EN10MB (Ethernet)"
+        case .rawDLT12, .rawDLT14, .raw: return "RAW (raw IP)"
+        case .loop: return "LOOP (OpenBSD loopback)"
+        case .linuxSLL: return "LINUX_SLL (Linux cooked v1)"
+        case .linuxSLL2: return "LINUX_SLL2 (Linux cooked v2)"
+        case .ipv4: return "IPV4 (raw IPv4)"
+        case .ipv6: return "IPV6 (raw IPv6)"
+        default: return "DLT \(rawValue) (unsupported)"
+        }
+    }
+
+    public var isSupported: Bool {
+        switch self {
+        case .null, .ethernet, .rawDLT12, .rawDLT14, .raw, .loop, .linuxSLL, .linuxSLL2, .ipv4, .ipv6: return true
+        default: return false
+        }
+    }
+
+    public var description: String { name }
+}
+
+/// What the capture says about one packet, besides its bytes.
+public struct PacketHeader: Hashable, Sendable {
+    /// 1-based position in its file (or live capture), as Wireshark numbers frames.
+    public var number: Int
+    public var timestamp: Timestamp
+    /// Bytes present in the capture (`caplen`).
+    public var capturedLength: Int
+    /// Bytes the packet had on the wire (`len`).
+    public var originalLength: Int
+
+    public init(number: Int, timestamp: Timestamp, capturedLength: Int, originalLength: Int) {
+        self.number = number
+        self.timestamp = timestamp
+        self.capturedLength = capturedLength
+        self.originalLength = originalLength
+    }
+
+    /// True when the capture kept fewer bytes than the packet had (snap length).
+    public var isTruncated: Bool { capturedLength < originalLength }
+}
+
+/// An IPv4 or IPv6 address as a value: IPv4 lives in the low 32 bits of `low`.
+public struct IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var high: UInt64
+    public var low: UInt64
+    public var isIPv6: Bool
+
+    public init(ipv4: UInt32) { high = 0; low = UInt64(ipv4); isIPv6 = false }
+    public init(ipv6High: UInt64, low: UInt64) { high = ipv6High; self.low = low; isIPv6 = true }
+
+    public static func < (a: IPAddress, b: IPAddress) -> Bool {
+        if a.isIPv6 != b.isIPv6 { return !a.isIPv6 }
+        return (a.high, a.low) < (b.high, b.low)
+    }
+
+    public var description: String {
+        if !isIPv6 {
+            let v = UInt32(truncatingIfNeeded: low)
+            return "\(v >> 24).\((v >> 16) & 0xff).\((v >> 8) & 0xff).\(v & 0xff)"
+        }
+        // RFC 5952: lower-case hex, the longest run (>= 2) of zero groups shortened to "::".
+        var groups = [UInt16](repeating: 0, count: 8)
+        for i in 0..<4 {
+            groups[i] = UInt16(truncatingIfNeeded: high >> (48 - 16 * UInt64(i)))
+            groups[i + 4] = UInt16(truncatingIfNeeded: low >> (48 - 16 * UInt64(i)))
+        }
+        var bestStart = -1, bestLength = 0, runStart = -1
+        for i in 0...8 {
+            if i < 8 && groups[i] == 0 {
+                if runStart < 0 { runStart = i }
+            } else if runStart >= 0 {
+                if i - runStart > bestLength { bestStart = runStart; bestLength = i - runStart }
+                runStart = -1
+            }
+        }
+        if bestLength < 2 { bestStart = -1 }
+        var out = ""
+        var i = 0
+        while i < 8 {
+            if i == bestStart {
+                out += "::"
+                i += bestLength
+                continue
+            }
+            if !out.isEmpty && !out.hasSuffix(":") { out += ":" }
+            out += String(groups[i], radix: 16)
+            i += 1
+        }
+        return out
+    }
+}
+
+/// An address and a TCP port.
+public struct Endpoint: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var address: IPAddress
+    public var port: UInt16
+
+    public init(address: IPAddress, port: UInt16) { self.address = address; self.port = port }
+
+    public static func < (a: Endpoint, b: Endpoint) -> Bool { (a.address, a.port) < (b.address, b.port) }
+
+    /// "address:port", with IPv6 addresses in brackets.
+    public var description: String { address.isIPv6 ? "[\(address)]:\(port)" : "\(address):\(port)" }
+}
