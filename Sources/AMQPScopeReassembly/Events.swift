@@ -1,0 +1,144 @@
+// What reassembly tells the layers above: per connection, in capture order, the opening, every packet,
+// each direction's in-order bytes, the bytes that never arrived, half-closes, resets and the end.
+import AMQPScopePackets
+
+/// A connection's stable id: 1, 2, 3, ... in order of first packet.
+public struct ConnectionID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    public static func < (a: ConnectionID, b: ConnectionID) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "#\(rawValue)" }
+}
+
+/// Which way bytes travel.
+public enum Direction: Int, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    case clientToServer = 0
+    case serverToClient = 1
+
+    public var reversed: Direction { self == .clientToServer ? .serverToClient : .clientToServer }
+    /// The side that sends in this direction.
+    public var sender: Side { self == .clientToServer ? .client : .server }
+    public var receiver: Side { sender.peer }
+    public var description: String { self == .clientToServer ? "client->server" : "server->client" }
+}
+
+public enum Side: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    case client, server
+    public var peer: Side { self == .client ? .server : .client }
+    /// The direction in which this side sends.
+    public var sending: Direction { self == .client ? .clientToServer : .serverToClient }
+    public var description: String { rawValue }
+}
+
+/// How amqpscope decided which end is the client.
+public enum RoleEvidence: String, Hashable, Sendable {
+    case syn = "SYN"                 // the SYN's sender
+    case synAck = "SYN-ACK"          // the SYN-ACK's receiver (the SYN itself was not captured)
+    case serverPort = "server port"  // mid-stream: the end on a known AMQP port is the server
+    case lowerPort = "lower port"    // mid-stream, no known port: the lower port is the server
+}
+
+public enum Opening: String, Hashable, Sendable {
+    case handshake   // SYN seen
+    case midstream   // picked up after the handshake
+}
+
+/// A TCP endpoint's state as far as the capture shows it (the names of RFC 9293's states).
+public enum TCPState: String, Hashable, Sendable {
+    case synSent = "SYN_SENT"
+    case synReceived = "SYN_RECEIVED"
+    case established = "ESTABLISHED"
+    case finWait = "FIN_WAIT"        // sent its FIN; the peer has not
+    case closeWait = "CLOSE_WAIT"    // got the peer's FIN; has not sent its own
+    case lastAck = "LAST_ACK"        // got the peer's FIN, then sent its own
+    case timeWait = "TIME_WAIT"      // sent its FIN, then got the peer's
+    case closed = "CLOSED"           // sent or got an RST
+}
+
+public struct ConnectionInfo: Hashable, Sendable {
+    public var id: ConnectionID
+    public var client: Endpoint
+    public var server: Endpoint
+    public var opening: Opening
+    public var roleEvidence: RoleEvidence
+
+    public func endpoint(_ side: Side) -> Endpoint { side == .client ? client : server }
+}
+
+/// One TCP segment as the timeline needs it: every packet, pure ACKs and keepalives included.
+public struct PacketInfo: Hashable, Sendable {
+    public var flags: TCPFlags
+    public var sequence: UInt32
+    public var acknowledgment: UInt32
+    public var payloadLength: Int
+    /// Bytes on the wire for the whole frame (as tshark counts them).
+    public var wireLength: Int
+    /// The advertised receive window, scaled when both SYNs carried the window-scale option.
+    public var window: UInt32
+    /// All of its payload had been seen before.
+    public var isRetransmission: Bool
+    /// Part of its payload had been seen before, part is new.
+    public var isPartialRetransmission: Bool
+    /// It arrived ahead of a hole in the stream.
+    public var isOutOfOrder: Bool
+    /// A keepalive probe: one byte (or none) one below the next expected sequence number.
+    public var isKeepalive: Bool
+    public var isZeroWindow: Bool { window == 0 && !flags.contains(.rst) && !flags.contains(.syn) }
+}
+
+public enum GapReason: String, Hashable, Sendable {
+    case lost = "never captured"                 // the segment never showed up
+    case notCaptured = "cut by snap length"      // the packet was captured shorter than it was
+    case bufferLimit = "buffer limit reached"    // out-of-order bytes hit a memory cap and the hole was skipped
+}
+
+public struct ResetInfo: Hashable, Sendable {
+    /// Its sequence number is exactly the next one the receiver expects (RFC 5961: accepted at once).
+    public var exact: Bool
+    /// Its sequence number falls within the receiver's window (accepted, or answered with a challenge ACK).
+    public var inWindow: Bool
+    public var senderState: TCPState
+    /// The receiver's state when the RST reached it: decides the error its socket returns.
+    public var receiverState: TCPState
+    /// Whether the receiver had already seen an RST from this sender (a repeated RST).
+    public var repeated: Bool
+}
+
+public enum EndReason: String, Hashable, Sendable {
+    case finished = "both sides sent FIN"
+    case reset = "reset"
+    case idle = "idle timeout"
+    case replaced = "new connection on the same ports"
+    case captureEnded = "still open when the capture ended"
+    case evicted = "too many connections: oldest evicted"
+}
+
+public enum StreamEventKind {
+    case opened(ConnectionInfo)
+    case packet(PacketInfo)
+    /// In-order bytes of one direction; the view is valid only during the sink call.
+    case data(UnsafeRawBufferPointer)
+    case gap(length: UInt64, reason: GapReason)
+    case fin
+    case reset(ResetInfo)
+    /// A retransmitted copy of buffered bytes differed from the first copy (the first copy was kept).
+    case overlapConflict(length: Int)
+    /// Payload sent after this direction's own FIN.
+    case dataAfterFIN(length: Int)
+    case ended(EndReason)
+}
+
+/// One event. `offset` is the position in the direction's byte stream (for data, gap and fin).
+public struct StreamEvent {
+    public var connection: ConnectionID
+    public var direction: Direction
+    public var time: Timestamp
+    public var packetNumber: Int
+    public var offset: UInt64
+    public var kind: StreamEventKind
+}
+
+/// Receives reassembly's events, in capture order.
+public protocol StreamSink {
+    mutating func consume(_ event: StreamEvent)
+}

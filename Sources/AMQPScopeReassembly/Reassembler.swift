@@ -1,0 +1,529 @@
+// TCP reassembly: sequence numbers modulo 2^32, out-of-order bytes buffered under caps, gaps reported as skips.
+// The in-order path hands the packet's own bytes to the sink: no copy, no allocation.
+import AMQPScopePackets
+
+public struct ReassemblyConfiguration: Hashable, Sendable {
+    /// Ports on which the server side of a mid-stream connection is recognised.
+    public var serverPorts: Set<UInt16> = [5672, 5671]
+    /// Out-of-order bytes buffered per direction before the hole is skipped as a gap.
+    public var maximumBufferedBytesPerDirection = 4 * 1024 * 1024
+    /// Out-of-order bytes buffered over all connections before holes are skipped.
+    public var maximumBufferedBytesTotal = 64 * 1024 * 1024
+    /// Open connections silent this long (nanoseconds of capture time) are ended; nil keeps them to the end.
+    public var idleTimeout: Int64? = nil
+    /// Closed connections (both FINs, or an RST) are forgotten after this much capture time (nanoseconds).
+    public var closedLinger: Int64 = 60 * 1_000_000_000
+    /// Connections tracked at once; past it the least recently active one is ended.
+    public var maximumConnections = 100_000
+
+    public init() {}
+}
+
+struct Chunk {
+    var offset: UInt64
+    var bytes: [UInt8]   // the captured prefix
+    var missing: Int     // bytes after the prefix that were on the wire but not captured
+    var end: UInt64 { offset + UInt64(bytes.count + missing) }
+}
+
+struct HalfConnection {
+    var started = false
+    var base: UInt32 = 0          // sequence number of stream offset 0
+    var nextOffset: UInt64 = 0    // next in-order stream offset expected
+    var sentSYN = false
+    var synSequence: UInt32 = 0
+    var finRank = 0               // 0: no FIN; else 1 for the connection's first FIN, 2 for the second
+    var finOffset: UInt64 = 0
+    var sentRST = false
+    var windowScale: UInt8?
+    var lastWindow: UInt32 = 65_535
+    var chunks: [Chunk] = []
+    var bufferedBytes = 0
+    var packetsSeen = 0
+
+    var sentFIN: Bool { finRank != 0 }
+    var nextSequence: UInt32 { base &+ UInt32(truncatingIfNeeded: nextOffset) }
+
+    /// Stream offset of a sequence number, taken within ±2^31 of the next expected one.
+    func offset(of sequence: UInt32) -> Int64 {
+        Int64(nextOffset) + Int64(Int32(bitPattern: sequence &- nextSequence))
+    }
+}
+
+struct Connection {
+    var info: ConnectionInfo
+    var halves = [HalfConnection(), HalfConnection()]
+    var firstTime: Timestamp
+    var lastTime: Timestamp
+    var synAckSeen = false
+    var handshakeDone = false
+    var endReason: EndReason?
+    var scalingOn: Bool { halves[0].windowScale != nil && halves[1].windowScale != nil }
+
+    func state(of side: Side) -> TCPState {
+        let own = halves[side.sending.rawValue]
+        let peer = halves[side.sending.reversed.rawValue]
+        if own.sentRST || peer.sentRST { return .closed }
+        if own.sentFIN && peer.sentFIN { return own.finRank < peer.finRank ? .timeWait : .lastAck }
+        if own.sentFIN { return .finWait }
+        if peer.sentFIN { return .closeWait }
+        if info.opening == .handshake && !handshakeDone {
+            if side == .client { return synAckSeen ? .established : .synSent }
+            return .synReceived
+        }
+        return .established
+    }
+
+    /// Closed as far as TCP goes: both FINs, or an RST.
+    var isClosed: Bool {
+        halves[0].sentRST || halves[1].sentRST || (halves[0].sentFIN && halves[1].sentFIN)
+    }
+}
+
+struct FlowKey: Hashable {
+    var a: Endpoint
+    var b: Endpoint
+    init(_ x: Endpoint, _ y: Endpoint) {
+        if x < y { a = x; b = y } else { a = y; b = x }
+    }
+}
+
+/// A connection's summary, for reports.
+public struct ConnectionSummary: Hashable, Sendable {
+    public var info: ConnectionInfo
+    public var firstTime: Timestamp
+    public var lastTime: Timestamp
+    public var endReason: EndReason?
+    public var clientState: TCPState
+    public var serverState: TCPState
+}
+
+public struct Reassembler {
+    public let configuration: ReassemblyConfiguration
+    private var connections: [Connection?] = []
+    private var freeSlots: [Int] = []
+    private var index: [FlowKey: Int] = [:]
+    private var nextID = 1
+    private var totalBuffered = 0
+    private var lastSweep: Timestamp?
+    /// Connections ended by the connection cap.
+    public private(set) var evictedForCap = 0
+
+    public init(configuration: ReassemblyConfiguration = ReassemblyConfiguration()) {
+        self.configuration = configuration
+    }
+
+    public var trackedConnections: Int { index.count }
+    public var bufferedBytes: Int { totalBuffered }
+
+    /// Feeds one TCP segment. `bytes` are the packet's captured bytes (the segment's payload lies within them).
+    public mutating func process<S: StreamSink>(
+        _ segment: TCPSegment, header: PacketHeader, bytes: UnsafeRawBufferPointer, into sink: inout S
+    ) {
+        let time = header.timestamp
+        sweepIfDue(now: time, into: &sink)
+        let key = FlowKey(segment.source, segment.destination)
+        let isBareSYN = segment.flags.contains(.syn) && !segment.flags.contains(.ack)
+
+        var slot: Int
+        if let existing = index[key] {
+            slot = existing
+            // A new SYN on a 4-tuple that is closed, or with another initial sequence number, starts a new connection.
+            if isBareSYN, let connection = connections[slot] {
+                let clientHalf = connection.halves[Direction.clientToServer.rawValue]
+                let sameSYN = clientHalf.sentSYN && clientHalf.synSequence == segment.sequence
+                    && connection.info.client == segment.source
+                if !sameSYN && (connection.isClosed || connection.info.client != segment.source || clientHalf.sentSYN
+                                || clientHalf.started) {
+                    end(slot: slot, reason: .replaced, time: time, packetNumber: header.number, into: &sink)
+                    slot = open(segment, header: header, into: &sink)
+                }
+            }
+        } else {
+            slot = open(segment, header: header, into: &sink)
+        }
+        handle(segment, header: header, bytes: bytes, slot: slot, into: &sink)
+    }
+
+    /// Ends every connection (flushing buffered bytes as gaps): call when the capture ends.
+    public mutating func finish<S: StreamSink>(at time: Timestamp, into sink: inout S) {
+        let slots = index.values.sorted { connections[$0]!.info.id < connections[$1]!.info.id }
+        for slot in slots {
+            end(slot: slot, reason: .captureEnded, time: time, packetNumber: 0, into: &sink)
+        }
+    }
+
+    /// Ends idle and long-closed connections as of `now` (capture time); live capture calls it on a timer.
+    public mutating func evictIdle<S: StreamSink>(now: Timestamp, into sink: inout S) {
+        var expired: [(ConnectionID, Int, EndReason)] = []
+        for slot in index.values {
+            guard let connection = connections[slot] else { continue }
+            let silent = now.since(connection.lastTime)
+            if connection.isClosed && silent >= configuration.closedLinger {
+                expired.append((connection.info.id, slot, connection.endReason ?? .finished))
+            } else if !connection.isClosed, let idle = configuration.idleTimeout, silent >= idle {
+                expired.append((connection.info.id, slot, .idle))
+            }
+        }
+        expired.sort { $0.0 < $1.0 }
+        for (_, slot, reason) in expired {
+            end(slot: slot, reason: reason, time: now, packetNumber: 0, into: &sink)
+        }
+    }
+
+    /// Summaries of the connections still tracked.
+    public func summaries() -> [ConnectionSummary] {
+        index.values.compactMap { connections[$0] }.map(Self.summary).sorted { $0.info.id < $1.info.id }
+    }
+
+    static func summary(_ c: Connection) -> ConnectionSummary {
+        ConnectionSummary(
+            info: c.info, firstTime: c.firstTime, lastTime: c.lastTime,
+            endReason: c.endReason,
+            clientState: c.state(of: .client), serverState: c.state(of: .server))
+    }
+
+    // MARK: - Opening and ending
+
+    private mutating func open<S: StreamSink>(_ segment: TCPSegment, header: PacketHeader, into sink: inout S) -> Int {
+        if index.count >= configuration.maximumConnections { evictLeastRecent(header: header, into: &sink) }
+        let flags = segment.flags
+        let client: Endpoint, server: Endpoint, evidence: RoleEvidence
+        if flags.contains(.syn) && !flags.contains(.ack) {
+            (client, server, evidence) = (segment.source, segment.destination, .syn)
+        } else if flags.contains(.syn) {
+            (client, server, evidence) = (segment.destination, segment.source, .synAck)
+        } else {
+            let sourceKnown = configuration.serverPorts.contains(segment.source.port)
+            let destinationKnown = configuration.serverPorts.contains(segment.destination.port)
+            if sourceKnown != destinationKnown {
+                (client, server, evidence) = sourceKnown
+                    ? (segment.destination, segment.source, .serverPort) : (segment.source, segment.destination, .serverPort)
+            } else if segment.source.port < segment.destination.port
+                        || (segment.source.port == segment.destination.port && segment.source < segment.destination) {
+                (client, server, evidence) = (segment.destination, segment.source, .lowerPort)
+            } else {
+                (client, server, evidence) = (segment.source, segment.destination, .lowerPort)
+            }
+        }
+        let info = ConnectionInfo(
+            id: ConnectionID(rawValue: nextID), client: client, server: server,
+            opening: flags.contains(.syn) ? .handshake : .midstream, roleEvidence: evidence)
+        nextID += 1
+        let connection = Connection(info: info, firstTime: header.timestamp, lastTime: header.timestamp)
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+            connections[slot] = connection
+        } else {
+            slot = connections.count
+            connections.append(connection)
+        }
+        index[FlowKey(client, server)] = slot
+        sink.consume(StreamEvent(connection: info.id, direction: .clientToServer, time: header.timestamp,
+                                 packetNumber: header.number, offset: 0, kind: .opened(info)))
+        return slot
+    }
+
+    private mutating func evictLeastRecent<S: StreamSink>(header: PacketHeader, into sink: inout S) {
+        var oldest: (slot: Int, time: Timestamp)?
+        for slot in index.values {
+            guard let c = connections[slot] else { continue }
+            if oldest == nil || c.lastTime < oldest!.time { oldest = (slot, c.lastTime) }
+        }
+        if let oldest {
+            evictedForCap += 1
+            end(slot: oldest.slot, reason: .evicted, time: header.timestamp, packetNumber: header.number, into: &sink)
+        }
+    }
+
+    private mutating func end<S: StreamSink>(slot: Int, reason: EndReason, time: Timestamp, packetNumber: Int, into sink: inout S) {
+        guard var connection = connections[slot] else { return }
+        let id = connection.info.id
+        for direction in Direction.allCases {
+            while !connection.halves[direction.rawValue].chunks.isEmpty {
+                skipHole(&connection, direction, reason: .lost, time: time, packetNumber: packetNumber, into: &sink)
+            }
+        }
+        // A connection TCP already closed ended the way it closed; otherwise, for the reason given.
+        sink.consume(StreamEvent(connection: id, direction: .clientToServer, time: time, packetNumber: packetNumber,
+                                 offset: 0, kind: .ended(connection.endReason ?? reason)))
+        index[FlowKey(connection.info.client, connection.info.server)] = nil
+        connections[slot] = nil
+        freeSlots.append(slot)
+    }
+
+    private mutating func sweepIfDue<S: StreamSink>(now: Timestamp, into sink: inout S) {
+        // Sweep at most once per second of capture time: bounded work per packet.
+        if let last = lastSweep, now.since(last) < 1_000_000_000 { return }
+        lastSweep = now
+        evictIdle(now: now, into: &sink)
+    }
+
+    // MARK: - Segments
+
+    private mutating func handle<S: StreamSink>(
+        _ segment: TCPSegment, header: PacketHeader, bytes: UnsafeRawBufferPointer, slot: Int, into sink: inout S
+    ) {
+        guard var connection = connections[slot] else { return }
+        connections[slot] = nil // take it out while we mutate it: no copy-on-write of its buffers
+        defer { connections[slot] = connection }
+
+        let direction: Direction = segment.source == connection.info.client ? .clientToServer : .serverToClient
+        let d = direction.rawValue
+        let id = connection.info.id
+        let time = header.timestamp
+        let flags = segment.flags
+        connection.lastTime = time
+
+        // Handshake bookkeeping.
+        if flags.contains(.syn) {
+            if !connection.halves[d].sentSYN {
+                connection.halves[d].sentSYN = true
+                connection.halves[d].synSequence = segment.sequence
+                connection.halves[d].started = true
+                connection.halves[d].base = segment.sequence &+ 1
+                connection.halves[d].nextOffset = 0
+                connection.halves[d].windowScale = segment.options.windowScale
+            }
+            if flags.contains(.ack) && direction == .serverToClient { connection.synAckSeen = true }
+        } else if flags.contains(.ack) && direction == .clientToServer && connection.synAckSeen {
+            connection.handshakeDone = true
+        } else if !flags.contains(.syn) && connection.info.opening == .midstream {
+            connection.handshakeDone = true
+        }
+        if !connection.halves[d].started && !flags.contains(.rst) {
+            connection.halves[d].started = true
+            connection.halves[d].base = segment.sequence
+        }
+
+        // Classify the payload against what this direction has delivered.
+        let payloadLength = segment.payloadLength
+        var info = PacketInfo(
+            flags: flags, sequence: segment.sequence, acknowledgment: segment.acknowledgment,
+            payloadLength: payloadLength, wireLength: header.originalLength,
+            window: flags.contains(.syn) || !connection.scalingOn
+                ? UInt32(segment.window)
+                : UInt32(segment.window) << UInt32(min(connection.halves[d].windowScale ?? 0, 14)),
+            isRetransmission: false, isPartialRetransmission: false, isOutOfOrder: false, isKeepalive: false)
+        let dataSequence = flags.contains(.syn) ? segment.sequence &+ 1 : segment.sequence
+        let start = connection.halves[d].started ? connection.halves[d].offset(of: dataSequence) : 0
+        let nextOffset = Int64(connection.halves[d].nextOffset)
+        if payloadLength <= 1 && start == nextOffset - 1 && !flags.contains(.syn) && !flags.contains(.fin)
+            && !flags.contains(.rst) {
+            info.isKeepalive = true
+        } else if payloadLength > 0 {
+            let end = start + Int64(payloadLength)
+            if end <= nextOffset { info.isRetransmission = true }
+            else if start < nextOffset { info.isPartialRetransmission = true }
+            else if start > nextOffset { info.isOutOfOrder = true }
+        }
+
+        connection.halves[d].packetsSeen += 1
+
+        sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
+                                 offset: UInt64(max(0, start)), kind: .packet(info)))
+
+        // Payload.
+        if payloadLength > 0 && !info.isKeepalive && !info.isRetransmission {
+            if connection.halves[d].sentFIN && start >= Int64(connection.halves[d].finOffset) {
+                sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
+                                         offset: UInt64(max(0, start)), kind: .dataAfterFIN(length: payloadLength)))
+            } else {
+                let payload = UnsafeRawBufferPointer(rebasing: bytes[segment.payloadRange])
+                accept(&connection, direction, start: start, payload: payload, wireLength: payloadLength,
+                       time: time, packetNumber: header.number, into: &sink)
+            }
+        }
+
+        // FIN: the first one this direction sends marks its half-close.
+        if flags.contains(.fin) && !connection.halves[d].sentFIN {
+            let otherRank = connection.halves[1 - d].finRank
+            connection.halves[d].finRank = otherRank == 0 ? 1 : 2
+            connection.halves[d].finOffset = UInt64(max(0, start + Int64(payloadLength)))
+            sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
+                                     offset: connection.halves[d].finOffset, kind: .fin))
+            if connection.halves[0].sentFIN && connection.halves[1].sentFIN && connection.endReason == nil {
+                connection.endReason = .finished
+            }
+        }
+
+        // RST: who reset whom, and the state each side was in when it landed.
+        if flags.contains(.rst) {
+            let expected = connection.halves[d] // what the receiver expects next from this sender
+            let distance = expected.started ? expected.offset(of: segment.sequence) - Int64(expected.nextOffset) : 0
+            // The receiver's window as it last advertised it; 65,535 when it has sent nothing yet.
+            let receiverWindow = connection.halves[1 - d].packetsSeen > 0 ? connection.halves[1 - d].lastWindow : 65_535
+            let reset = ResetInfo(
+                exact: distance == 0,
+                inWindow: distance >= 0 && distance < Int64(max(receiverWindow, 1)),
+                senderState: connection.state(of: direction.sender),
+                receiverState: connection.state(of: direction.receiver),
+                repeated: expected.sentRST)
+            connection.halves[d].sentRST = true
+            if connection.endReason == nil { connection.endReason = .reset }
+            sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
+                                     offset: UInt64(max(0, Int64(expected.nextOffset) + distance)), kind: .reset(reset)))
+        }
+        connection.halves[d].lastWindow = info.window
+    }
+
+    /// Delivers or buffers one segment's payload at stream offset `start`.
+    private mutating func accept<S: StreamSink>(
+        _ connection: inout Connection, _ direction: Direction, start: Int64, payload: UnsafeRawBufferPointer,
+        wireLength: Int, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
+        let d = direction.rawValue
+        let id = connection.info.id
+        let next = Int64(connection.halves[d].nextOffset)
+        let end = start + Int64(wireLength)
+        guard end > next else { return }
+        if start <= next {
+            // In order (possibly overlapping what was delivered): hand over the new part of the packet's bytes.
+            let skip = Int(next - start)
+            if skip < payload.count {
+                let fresh = UnsafeRawBufferPointer(rebasing: payload[skip...])
+                sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: packetNumber,
+                                         offset: UInt64(next), kind: .data(fresh)))
+            }
+            let uncaptured = Int64(wireLength - payload.count)
+            if uncaptured > 0 {
+                let gapStart = max(next, start + Int64(payload.count))
+                report(gap: UInt64(end - gapStart), at: UInt64(gapStart), reason: .notCaptured, &connection, direction,
+                       time: time, packetNumber: packetNumber, into: &sink)
+            }
+            connection.halves[d].nextOffset = UInt64(end)
+            drain(&connection, direction, time: time, packetNumber: packetNumber, into: &sink)
+            return
+        }
+        // Ahead of a hole: keep the parts no earlier copy covers (first copy wins), compare the overlaps.
+        insert(&connection, direction, start: UInt64(start), payload: payload, wireLength: wireLength,
+               time: time, packetNumber: packetNumber, into: &sink)
+        enforceLimits(&connection, direction, time: time, packetNumber: packetNumber, into: &sink)
+    }
+
+    private mutating func insert<S: StreamSink>(
+        _ connection: inout Connection, _ direction: Direction, start: UInt64, payload: UnsafeRawBufferPointer,
+        wireLength: Int, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
+        let d = direction.rawValue
+        let capturedEnd = start + UInt64(payload.count)
+        let end = start + UInt64(wireLength)
+        var uncovered: [(UInt64, UInt64)] = [(start, end)]
+        var conflicts = 0
+        for chunk in connection.halves[d].chunks where chunk.offset < end && chunk.end > start {
+            // Compare the bytes both copies captured.
+            let lo = max(chunk.offset, start)
+            let hi = min(chunk.offset + UInt64(chunk.bytes.count), capturedEnd)
+            if lo < hi {
+                for position in lo..<hi where chunk.bytes[Int(position - chunk.offset)] != payload[Int(position - start)] {
+                    conflicts += 1
+                    break
+                }
+            }
+            var remaining: [(UInt64, UInt64)] = []
+            for (a, b) in uncovered {
+                if chunk.end <= a || chunk.offset >= b { remaining.append((a, b)); continue }
+                if a < chunk.offset { remaining.append((a, chunk.offset)) }
+                if chunk.end < b { remaining.append((chunk.end, b)) }
+            }
+            uncovered = remaining
+        }
+        if conflicts > 0 {
+            sink.consume(StreamEvent(connection: connection.info.id, direction: direction, time: time,
+                                     packetNumber: packetNumber, offset: start, kind: .overlapConflict(length: wireLength)))
+        }
+        for (a, b) in uncovered {
+            let capturedHi = min(b, capturedEnd)
+            let bytes: [UInt8] = a < capturedHi
+                ? Array(UnsafeRawBufferPointer(rebasing: payload[Int(a - start)..<Int(capturedHi - start)])) : []
+            let chunk = Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count)
+            var position = connection.halves[d].chunks.count
+            while position > 0 && connection.halves[d].chunks[position - 1].offset > a { position -= 1 }
+            connection.halves[d].chunks.insert(chunk, at: position)
+            connection.halves[d].bufferedBytes += bytes.count
+            totalBuffered += bytes.count
+        }
+    }
+
+    /// Delivers buffered chunks that the stream has now reached.
+    private mutating func drain<S: StreamSink>(
+        _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
+        let d = direction.rawValue
+        var consumed = 0
+        while consumed < connection.halves[d].chunks.count,
+              connection.halves[d].chunks[consumed].offset <= connection.halves[d].nextOffset {
+            let chunk = connection.halves[d].chunks[consumed]
+            consumed += 1
+            connection.halves[d].bufferedBytes -= chunk.bytes.count
+            totalBuffered -= chunk.bytes.count
+            let next = connection.halves[d].nextOffset
+            guard chunk.end > next else { continue }
+            let skip = Int(next - chunk.offset)
+            if skip < chunk.bytes.count {
+                chunk.bytes.withUnsafeBytes { raw in
+                    sink.consume(StreamEvent(connection: connection.info.id, direction: direction, time: time,
+                                             packetNumber: packetNumber, offset: next,
+                                             kind: .data(UnsafeRawBufferPointer(rebasing: raw[skip...]))))
+                }
+            }
+            if chunk.missing > 0 {
+                let gapStart = max(next, chunk.offset + UInt64(chunk.bytes.count))
+                report(gap: chunk.end - gapStart, at: gapStart, reason: .notCaptured, &connection, direction,
+                       time: time, packetNumber: packetNumber, into: &sink)
+            }
+            connection.halves[d].nextOffset = chunk.end
+        }
+        if consumed > 0 { connection.halves[d].chunks.removeFirst(consumed) }
+    }
+
+    /// Skips the hole before the first buffered chunk: the bytes in it never arrived.
+    private mutating func skipHole<S: StreamSink>(
+        _ connection: inout Connection, _ direction: Direction, reason: GapReason, time: Timestamp, packetNumber: Int,
+        into sink: inout S
+    ) {
+        let d = direction.rawValue
+        guard let first = connection.halves[d].chunks.first else { return }
+        let next = connection.halves[d].nextOffset
+        if first.offset > next {
+            report(gap: first.offset - next, at: next, reason: reason, &connection, direction,
+                   time: time, packetNumber: packetNumber, into: &sink)
+            connection.halves[d].nextOffset = first.offset
+        }
+        drain(&connection, direction, time: time, packetNumber: packetNumber, into: &sink)
+    }
+
+    private mutating func enforceLimits<S: StreamSink>(
+        _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
+        let d = direction.rawValue
+        while connection.halves[d].bufferedBytes > configuration.maximumBufferedBytesPerDirection
+                || (totalBuffered > configuration.maximumBufferedBytesTotal && connection.halves[d].bufferedBytes > 0) {
+            skipHole(&connection, direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, into: &sink)
+        }
+        // Still over the total (other connections hold it): skip their holes, largest first.
+        while totalBuffered > configuration.maximumBufferedBytesTotal {
+            var largest: (slot: Int, direction: Direction, bytes: Int)?
+            for slot in index.values {
+                guard let c = connections[slot] else { continue }
+                for dir in Direction.allCases where c.halves[dir.rawValue].bufferedBytes > (largest?.bytes ?? 0) {
+                    largest = (slot, dir, c.halves[dir.rawValue].bufferedBytes)
+                }
+            }
+            guard let largest, var other = connections[largest.slot] else { break }
+            connections[largest.slot] = nil
+            skipHole(&other, largest.direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, into: &sink)
+            connections[largest.slot] = other
+        }
+    }
+
+    private func report<S: StreamSink>(
+        gap length: UInt64, at offset: UInt64, reason: GapReason, _ connection: inout Connection, _ direction: Direction,
+        time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
+        guard length > 0 else { return }
+        sink.consume(StreamEvent(connection: connection.info.id, direction: direction, time: time,
+                                 packetNumber: packetNumber, offset: offset, kind: .gap(length: length, reason: reason)))
+    }
+}
