@@ -1,0 +1,350 @@
+// Decodes both directions of one TCP connection: decides whether it is AMQP (by its protocol header on any port,
+// or by frame sync on the AMQP ports), decodes every frame, follows frame_max from Tune/Tune-Ok, assembles
+// messages from content headers and bodies, and redacts credentials.
+
+/// One decoded frame.
+public struct Frame: Hashable, Sendable {
+    public enum Content: Hashable, Sendable {
+        case method(Method)
+        case header(ContentHeader)
+        case body(length: Int)
+        case heartbeat
+    }
+    public var type: UInt8
+    public var channel: UInt16
+    public var size: UInt32
+    public var content: Content
+}
+
+/// A message assembled from a content-carrying method, its content header and its body frames.
+public struct Message: Hashable, Sendable {
+    public var channel: UInt16
+    public var method: Method
+    public var properties: BasicProperties
+    public var bodySize: UInt64
+    public var bodyFrames: Int
+    /// Kept only when asked (`keepBodies`), and then at most `maximumKeptBodyBytes`.
+    public var body: [UInt8]?
+    /// Bytes of the body lost in capture gaps.
+    public var incomplete: Bool
+}
+
+public enum Verdict: Hashable, Sendable {
+    case undetermined
+    case amqp(ProtocolHeader.Version)          // a 0-8/0-9/0-9-1 header was seen
+    case amqpBySync                            // no header seen: frames found by sync on an AMQP port
+    case amqp10(ProtocolHeader.Version)        // AMQP 1.0 (named, not decoded)
+    case notAMQP(String)
+
+    public var isAMQP: Bool {
+        switch self {
+        case .amqp, .amqpBySync, .amqp10: true
+        case .undetermined, .notAMQP: false
+        }
+    }
+}
+
+public enum CodecEventKind {
+    case protocolHeader(ProtocolHeader)
+    case frame(Frame)
+    case message(Message)
+    /// Bytes that broke a rule; `skipped` bytes were passed over (the parser resynchronises after them).
+    case malformed(reason: String, skipped: UInt64)
+    /// A rule broken by a frame that was still decoded (frame_max exceeded, heartbeat on a channel, ...).
+    case violation(String)
+    /// A frame boundary was found after joining mid-stream or after a gap, past `skipped` bytes.
+    case synchronized(skipped: UInt64)
+    case verdict(Verdict)
+}
+
+public struct CodecEvent {
+    public var direction: CodecDirection
+    public var time: Int64          // nanoseconds, from the packet that completed it
+    public var packetNumber: Int
+    public var offset: UInt64       // stream offset where it starts
+    public var kind: CodecEventKind
+}
+
+/// The codec's own name for a direction, so it does not depend on reassembly's types.
+public enum CodecDirection: Int, Hashable, Sendable {
+    case clientToServer = 0, serverToClient = 1
+}
+
+public protocol CodecSink {
+    mutating func consume(_ event: CodecEvent)
+}
+
+public struct CodecConfiguration: Hashable, Sendable {
+    /// Keep message bodies (shown only when asked).
+    public var keepBodies = false
+    public var maximumKeptBodyBytes = 64 * 1024
+    /// Leave Connection.Start-Ok's password (and other secrets) in the decoded frames.
+    public var showCredentials = false
+    /// With no protocol header, give up looking for frames after this many bytes per direction.
+    public var syncGiveUpBytes: UInt64 = 64 * 1024
+    public init() {}
+}
+
+public struct ConnectionDecoder {
+    public let configuration: CodecConfiguration
+    public private(set) var verdict: Verdict = .undetermined
+    /// Whether the connection's server port is one of the AMQP ports (frame sync allowed without a header).
+    public let onAMQPPort: Bool
+    var parsers: [FrameParser]
+    var content: [[UInt16: PendingContent]] = [[:], [:]]
+    var everSynchronized = false
+    var negotiatedFrameMax: UInt32 = 0
+    var time: Int64 = 0
+    var packetNumber = 0
+
+    struct PendingContent {
+        var method: Method
+        var header: ContentHeader?
+        var received: UInt64 = 0
+        var frames = 0
+        var body: [UInt8]?
+        var incomplete = false
+    }
+
+    /// `fromStart`: the capture saw the connection open, so stream offset 0 is where AMQP begins.
+    public init(fromStart: Bool, onAMQPPort: Bool, configuration: CodecConfiguration = CodecConfiguration()) {
+        self.configuration = configuration
+        self.onAMQPPort = onAMQPPort
+        let mode: FrameParser.Mode = fromStart ? .protocolHeader : (onAMQPPort ? .hunting : .opaque)
+        parsers = [FrameParser(mode: mode), FrameParser(mode: mode)]
+        for i in 0..<2 { parsers[i].keepBodies = configuration.keepBodies }
+        if !fromStart && !onAMQPPort {
+            verdict = .notAMQP("joined mid-stream on a port that is not an AMQP port, and no protocol header was seen")
+        }
+    }
+
+    public mutating func data<S: CodecSink>(
+        _ bytes: UnsafeRawBufferPointer, direction: CodecDirection, time: Int64, packetNumber: Int, into sink: inout S
+    ) {
+        self.time = time
+        self.packetNumber = packetNumber
+        var parser = takeParser(direction)
+        parser.feed(bytes) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
+        putBack(parser, direction)
+        afterFeed(direction: direction, into: &sink)
+    }
+
+    public mutating func gap<S: CodecSink>(
+        _ length: UInt64, direction: CodecDirection, time: Int64, packetNumber: Int, into sink: inout S
+    ) {
+        self.time = time
+        self.packetNumber = packetNumber
+        let d = direction.rawValue
+        for key in content[d].keys { content[d][key]?.incomplete = true }
+        var parser = takeParser(direction)
+        parser.gap(length) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
+        putBack(parser, direction)
+    }
+
+    /// Takes a direction's parser out while it runs, so that its buffer is never copied and the outputs it
+    /// produces can update the decoder; decisions about the parser itself are applied in `putBack`.
+    private mutating func takeParser(_ direction: CodecDirection) -> FrameParser {
+        let parser = parsers[direction.rawValue]
+        parsers[direction.rawValue] = FrameParser(mode: .opaque)
+        return parser
+    }
+
+    private mutating func putBack(_ parser: FrameParser, _ direction: CodecDirection) {
+        var parser = parser
+        parser.negotiatedFrameMax = negotiatedFrameMax
+        if stopsDecoding { parser.mode = .opaque; parser.pending = [] }
+        parsers[direction.rawValue] = parser
+    }
+
+    /// AMQP 1.0 (named, not decoded) and non-AMQP connections are not parsed further.
+    private var stopsDecoding: Bool {
+        switch verdict {
+        case .notAMQP, .amqp10: true
+        default: false
+        }
+    }
+
+    /// The stream ended: says so if a frame was left half-read.
+    public mutating func finish<S: CodecSink>(direction: CodecDirection, time: Int64, packetNumber: Int, into sink: inout S) {
+        let d = direction.rawValue
+        let parser = parsers[d]
+        guard parser.mode == .frames, !parser.isIdle else { return }
+        emit(direction, parser.frameStart, .malformed(reason: "stream ended inside a frame", skipped: parser.offset - parser.frameStart),
+             into: &sink)
+    }
+
+    // MARK: -
+
+    private mutating func afterFeed<S: CodecSink>(direction: CodecDirection, into sink: inout S) {
+        let d = direction.rawValue
+        guard case .undetermined = verdict else { return }
+        if parsers[d].mode == .hunting && parsers[d].huntedBytes + UInt64(parsers[d].pending.count) > configuration.syncGiveUpBytes {
+            setVerdict(.notAMQP("no AMQP frames found in the first \(configuration.syncGiveUpBytes) bytes"), direction, into: &sink)
+        }
+    }
+
+    private mutating func setVerdict<S: CodecSink>(_ v: Verdict, _ direction: CodecDirection, into sink: inout S) {
+        verdict = v
+        emit(direction, 0, .verdict(v), into: &sink)
+        if stopsDecoding {
+            for i in 0..<2 { parsers[i].mode = .opaque; parsers[i].pending = [] }
+        }
+    }
+
+    private func emit<S: CodecSink>(_ direction: CodecDirection, _ offset: UInt64, _ kind: CodecEventKind, into sink: inout S) {
+        sink.consume(CodecEvent(direction: direction, time: time, packetNumber: packetNumber, offset: offset, kind: kind))
+    }
+
+    private mutating func handle<S: CodecSink>(
+        _ output: ParserOutput, offset: UInt64, direction: CodecDirection, into sink: inout S
+    ) {
+        if stopsDecoding { return }
+        switch output {
+        case .protocolHeader(let header):
+            emit(direction, offset, .protocolHeader(header), into: &sink)
+            if case .undetermined = verdict {
+                setVerdict(header.isAMQP10 ? .amqp10(header.version) : .amqp(header.version), direction, into: &sink)
+            }
+        case .frame(let header, let payload, let damaged):
+            if case .undetermined = verdict {
+                if direction == .clientToServer && !everSynchronized && !onAMQPPort {
+                    setVerdict(.notAMQP("the client's first bytes are not an AMQP protocol header"), direction, into: &sink)
+                    return
+                }
+                setVerdict(.amqpBySync, direction, into: &sink)
+            }
+            decodeFrame(header, payload, damaged: damaged, offset: offset, direction: direction, into: &sink)
+        case .bodyPiece(let header, let bytes):
+            let d = direction.rawValue
+            guard configuration.keepBodies, var pending = content[d][header.channel], pending.body != nil else { return }
+            let room = configuration.maximumKeptBodyBytes - pending.body!.count
+            if room > 0 { pending.body!.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[..<min(room, bytes.count)])) }
+            content[d][header.channel] = pending
+        case .malformed(let reason, let skipped):
+            if case .undetermined = verdict, direction == .clientToServer, !onAMQPPort {
+                setVerdict(.notAMQP("the client's first bytes are neither an AMQP protocol header nor AMQP frames"),
+                           direction, into: &sink)
+                return
+            }
+            emit(direction, offset, .malformed(reason: reason, skipped: skipped), into: &sink)
+        case .synchronized(let skipped):
+            everSynchronized = true
+            emit(direction, offset, .synchronized(skipped: skipped), into: &sink)
+        case .notFrames(let reason):
+            if case .undetermined = verdict { setVerdict(.notAMQP(reason), direction, into: &sink) }
+        }
+    }
+
+    private mutating func decodeFrame<S: CodecSink>(
+        _ header: FrameHeader, _ payload: UnsafeRawBufferPointer, damaged: Bool, offset: UInt64,
+        direction: CodecDirection, into sink: inout S
+    ) {
+        let d = direction.rawValue
+        if negotiatedFrameMax != 0 && UInt64(header.size) + 8 > UInt64(negotiatedFrameMax) {
+            emit(direction, offset, .violation(
+                "frame of \(UInt64(header.size) + 8) bytes exceeds the negotiated frame_max \(negotiatedFrameMax) (which counts header and end byte)"),
+                into: &sink)
+        }
+        switch FrameType(rawValue: header.type)! {
+        case .heartbeat:
+            if header.channel != 0 || header.size != 0 {
+                emit(direction, offset, .violation("heartbeat frame on channel \(header.channel) with \(header.size) payload bytes"), into: &sink)
+            }
+            emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .heartbeat)),
+                 into: &sink)
+        case .method:
+            var reader = FieldReader(payload)
+            let method: Method
+            do throws(DecodeError) {
+                let classID = try reader.short()
+                let methodID = try reader.short()
+                method = try Method.decode(classID: classID, methodID: methodID, reader: &reader)
+            } catch {
+                let name = payload.count >= 4
+                    ? AMQPSpec.methodName(classID: UInt16(payload[0]) << 8 | UInt16(payload[1]),
+                                          methodID: UInt16(payload[2]) << 8 | UInt16(payload[3]))
+                    : "method"
+                emit(direction, offset, .malformed(reason: "\(name) on channel \(header.channel): \(error.reason)", skipped: 0),
+                     into: &sink)
+                return
+            }
+            let shown = configuration.showCredentials ? method : Credentials.redacting(method)
+            emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .method(shown))),
+                 into: &sink)
+            follow(method, direction: direction)
+            if case .channelClose = method { dropContent(channel: header.channel) }
+            if method.carriesContent {
+                if content[d][header.channel] != nil {
+                    emit(direction, offset, .violation("\(method.name) on channel \(header.channel) before the previous content was complete"),
+                         into: &sink)
+                }
+                content[d][header.channel] = PendingContent(method: method, body: configuration.keepBodies ? [] : nil)
+            }
+        case .header:
+            var reader = FieldReader(payload)
+            let contentHeader: ContentHeader
+            do throws(DecodeError) {
+                contentHeader = try ContentHeader(from: &reader)
+            } catch {
+                emit(direction, offset, .malformed(reason: "content header on channel \(header.channel): \(error.reason)", skipped: 0),
+                     into: &sink)
+                content[d][header.channel] = nil
+                return
+            }
+            emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
+                                                 content: .header(contentHeader))), into: &sink)
+            guard var pending = content[d][header.channel], pending.header == nil else {
+                emit(direction, offset, .violation("content header on channel \(header.channel) with no content method before it"),
+                     into: &sink)
+                return
+            }
+            pending.header = contentHeader
+            content[d][header.channel] = pending
+            if contentHeader.bodySize == 0 { completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink) }
+        case .body:
+            emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
+                                                 content: .body(length: Int(header.size)))), into: &sink)
+            guard var pending = content[d][header.channel], let contentHeader = pending.header else {
+                emit(direction, offset, .violation("body frame on channel \(header.channel) with no content header before it"), into: &sink)
+                return
+            }
+            pending.received += UInt64(header.size)
+            pending.frames += 1
+            pending.incomplete = pending.incomplete || damaged
+            content[d][header.channel] = pending
+            if pending.received >= contentHeader.bodySize {
+                if pending.received > contentHeader.bodySize {
+                    emit(direction, offset, .violation(
+                        "body of \(pending.received) bytes on channel \(header.channel) exceeds the header's body size \(contentHeader.bodySize)"),
+                        into: &sink)
+                }
+                completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
+            }
+        }
+    }
+
+    private mutating func completeMessage<S: CodecSink>(channel: UInt16, direction: CodecDirection, offset: UInt64, into sink: inout S) {
+        let d = direction.rawValue
+        guard let pending = content[d].removeValue(forKey: channel), let header = pending.header else { return }
+        emit(direction, offset, .message(Message(
+            channel: channel, method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
+            properties: header.properties, bodySize: header.bodySize, bodyFrames: pending.frames, body: pending.body,
+            incomplete: pending.incomplete)), into: &sink)
+    }
+
+    /// Follows the negotiation: frame_max from Tune-Ok (the client's final word) bounds both directions; a closed
+    /// channel drops any half-received content on it.
+    private mutating func follow(_ method: Method, direction: CodecDirection) {
+        switch method {
+        case .connectionTuneOk(let tune):
+            negotiatedFrameMax = tune.frameMax
+            for i in 0..<2 { parsers[i].negotiatedFrameMax = tune.frameMax }
+        default: break
+        }
+    }
+
+    private mutating func dropContent(channel: UInt16) {
+        content[0][channel] = nil
+        content[1][channel] = nil
+    }
+}

@@ -1,0 +1,82 @@
+// Content headers: class, body size and the basic class's 14 properties selected by property flags.
+
+/// The basic class's properties (AMQP 0-9-1 section 1.8.2, generated names in AMQPSpec.basicProperties).
+public struct BasicProperties: Hashable, Sendable {
+    public var contentType: String?
+    public var contentEncoding: String?
+    public var headers: FieldTable?
+    public var deliveryMode: UInt8?
+    public var priority: UInt8?
+    public var correlationID: String?
+    public var replyTo: String?
+    public var expiration: String?
+    public var messageID: String?
+    public var timestamp: UInt64?
+    public var type: String?
+    public var userID: String?
+    public var appID: String?
+    public var clusterID: String?
+    public init() {}
+
+    /// Present properties by their spec names, for reports.
+    public var present: [(name: String, value: ArgumentValue)] {
+        var out: [(String, ArgumentValue)] = []
+        if let contentType { out.append(("content-type", .shortString(contentType))) }
+        if let contentEncoding { out.append(("content-encoding", .shortString(contentEncoding))) }
+        if let headers { out.append(("headers", .table(headers))) }
+        if let deliveryMode { out.append(("delivery-mode", .octet(deliveryMode))) }
+        if let priority { out.append(("priority", .octet(priority))) }
+        if let correlationID { out.append(("correlation-id", .shortString(correlationID))) }
+        if let replyTo { out.append(("reply-to", .shortString(replyTo))) }
+        if let expiration { out.append(("expiration", .shortString(expiration))) }
+        if let messageID { out.append(("message-id", .shortString(messageID))) }
+        if let timestamp { out.append(("timestamp", .timestamp(timestamp))) }
+        if let type { out.append(("type", .shortString(type))) }
+        if let userID { out.append(("user-id", .shortString(userID))) }
+        if let appID { out.append(("app-id", .shortString(appID))) }
+        if let clusterID { out.append(("cluster-id", .shortString(clusterID))) }
+        return out
+    }
+}
+
+public struct ContentHeader: Hashable, Sendable {
+    public var classID: UInt16
+    public var weight: UInt16
+    public var bodySize: UInt64
+    public var propertyFlags: UInt16
+    /// Decoded for the basic class (60); other classes keep only their flags.
+    public var properties: BasicProperties
+
+    init(from reader: inout FieldReader) throws(DecodeError) {
+        classID = try reader.short()
+        weight = try reader.short()
+        bodySize = try reader.longlong()
+        var flags = try reader.short()
+        propertyFlags = flags
+        // Bit 0 set means another flags word follows; 0-9-1 classes use one, so extra words must be empty.
+        while flags & 1 != 0 {
+            flags = try reader.short()
+            if flags & 0xfffe != 0 { throw DecodeError(.badPropertyFlags, "properties beyond the 15th are set") }
+        }
+        properties = BasicProperties()
+        guard classID == 60 else { return }
+        if propertyFlags & 0x0001 != 0 && propertyFlags & 0x0002 != 0 {
+            throw DecodeError(.badPropertyFlags, "property flag bit 1 set; basic has 14 properties")
+        }
+        func has(_ index: Int) -> Bool { propertyFlags & (UInt16(1) << (15 - index)) != 0 }
+        if has(0) { properties.contentType = try reader.shortString() }
+        if has(1) { properties.contentEncoding = try reader.shortString() }
+        if has(2) { properties.headers = try reader.table() }
+        if has(3) { properties.deliveryMode = try reader.octet() }
+        if has(4) { properties.priority = try reader.octet() }
+        if has(5) { properties.correlationID = try reader.shortString() }
+        if has(6) { properties.replyTo = try reader.shortString() }
+        if has(7) { properties.expiration = try reader.shortString() }
+        if has(8) { properties.messageID = try reader.shortString() }
+        if has(9) { properties.timestamp = try reader.longlong() }
+        if has(10) { properties.type = try reader.shortString() }
+        if has(11) { properties.userID = try reader.shortString() }
+        if has(12) { properties.appID = try reader.shortString() }
+        if has(13) { properties.clusterID = try reader.shortString() }
+    }
+}

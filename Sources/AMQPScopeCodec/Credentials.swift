@@ -1,0 +1,60 @@
+// Connection.Start-Ok carries credentials in clear: PLAIN is "\0user\0password" (RFC 4616), AMQPLAIN a field
+// table with LOGIN and PASSWORD. Reports keep the user name and never the password, unless asked.
+
+public enum Credentials {
+    public static let redactedMark = "<redacted>"
+
+    /// The user name in a Start-Ok response, for PLAIN and AMQPLAIN.
+    public static func user(mechanism: String, response: LongString) -> String? {
+        switch mechanism {
+        case "PLAIN":
+            let parts = response.bytes.split(separator: 0, maxSplits: 2, omittingEmptySubsequences: false)
+            return parts.count == 3 ? String(decoding: parts[1], as: UTF8.self) : nil
+        case "AMQPLAIN":
+            return amqplain(response)?.string("LOGIN")
+        default:
+            return nil
+        }
+    }
+
+    /// The method with every secret replaced: Start-Ok's password, Secure-Ok's response, Update-Secret's secret.
+    public static func redacting(_ method: Method) -> Method {
+        switch method {
+        case .connectionStartOk(var startOk):
+            startOk.response = redact(mechanism: startOk.mechanism, response: startOk.response)
+            return .connectionStartOk(startOk)
+        case .connectionSecureOk(var secureOk):
+            secureOk.response = LongString(redactedMark)
+            return .connectionSecureOk(secureOk)
+        case .connectionUpdateSecret(var update):
+            update.newSecret = LongString(redactedMark)
+            return .connectionUpdateSecret(update)
+        default:
+            return method
+        }
+    }
+
+    /// PLAIN keeps "\0user\0<redacted>"; AMQPLAIN keeps LOGIN; EXTERNAL has no secret; anything else is hidden whole.
+    static func redact(mechanism: String, response: LongString) -> LongString {
+        switch mechanism {
+        case "EXTERNAL":
+            return response
+        case "PLAIN", "AMQPLAIN":
+            if let user = user(mechanism: mechanism, response: response) {
+                return LongString([0] + Array(user.utf8) + [0] + Array(redactedMark.utf8))
+            }
+            return LongString(redactedMark)
+        default:
+            return LongString(redactedMark)
+        }
+    }
+
+    /// AMQPLAIN's response is a field table's entries without the table's length prefix.
+    static func amqplain(_ response: LongString) -> FieldTable? {
+        let framed = withUnsafeBytes(of: UInt32(response.bytes.count).bigEndian) { Array($0) } + response.bytes
+        return framed.withUnsafeBytes { raw -> FieldTable? in
+            var reader = FieldReader(raw)
+            return try? reader.table()
+        }
+    }
+}

@@ -1,0 +1,289 @@
+// AMQP 0-9-1 values: field tables with RabbitMQ's type letters, argument values, and the reader that
+// decodes them from a borrowed view, bounded in depth and size, never trapping.
+
+/// Why bytes could not be decoded. Compared by `code`; `reason` says more for people.
+public struct DecodeError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Code: String, Hashable, Sendable {
+        case truncated          // a length or value runs past the end of its frame
+        case tooDeep            // tables/arrays nested past the limit
+        case tooManyEntries     // a table or array with more entries than the limit
+        case badFieldType       // an unknown field-table type letter
+        case badPropertyFlags   // property flags naming properties the class does not have
+    }
+    public var code: Code
+    public var reason: String
+    public init(_ code: Code, _ reason: String) { self.code = code; self.reason = reason }
+    public static func == (a: DecodeError, b: DecodeError) -> Bool { a.code == b.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+    public var description: String { "\(code.rawValue): \(reason)" }
+}
+
+/// Limits that keep hostile tables cheap.
+public enum FieldLimits {
+    /// Tables and arrays nested deeper than this are refused (real peers nest two or three levels).
+    public static let maximumDepth = 32
+    /// Entries in one table or array (each takes at least two bytes, so frame_max bounds it too).
+    public static let maximumEntries = 65_536
+}
+
+/// A long string: bytes that are often, but not always, text.
+public struct LongString: Hashable, Sendable, CustomStringConvertible {
+    public var bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ text: String) { self.bytes = Array(text.utf8) }
+    /// The bytes as UTF-8 text, invalid sequences replaced.
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
+    public var description: String { text }
+}
+
+/// One field-table value, by RabbitMQ's type letters (its "AMQP 0-9-1 errata" table).
+public indirect enum FieldValue: Hashable, Sendable {
+    case boolean(Bool)                        // t
+    case int8(Int8)                           // b
+    case uint8(UInt8)                         // B
+    case int16(Int16)                         // s
+    case uint16(UInt16)                       // u
+    case int32(Int32)                         // I
+    case uint32(UInt32)                       // i
+    case int64(Int64)                         // l
+    case float(Float)                         // f
+    case double(Double)                       // d
+    case decimal(scale: UInt8, value: UInt32) // D
+    case longString(LongString)               // S
+    case array([FieldValue])                  // A
+    case timestamp(UInt64)                    // T
+    case table(FieldTable)                    // F
+    case void                                 // V
+    case byteArray([UInt8])                   // x
+
+    public var typeLetter: Character {
+        switch self {
+        case .boolean: "t"
+        case .int8: "b"
+        case .uint8: "B"
+        case .int16: "s"
+        case .uint16: "u"
+        case .int32: "I"
+        case .uint32: "i"
+        case .int64: "l"
+        case .float: "f"
+        case .double: "d"
+        case .decimal: "D"
+        case .longString: "S"
+        case .array: "A"
+        case .timestamp: "T"
+        case .table: "F"
+        case .void: "V"
+        case .byteArray: "x"
+        }
+    }
+}
+
+/// A field table: named values in wire order (keys may repeat on the wire; all are kept).
+public struct FieldTable: Hashable, Sendable {
+    public struct Entry: Hashable, Sendable {
+        public var key: String
+        public var value: FieldValue
+        public init(key: String, value: FieldValue) { self.key = key; self.value = value }
+    }
+    public var entries: [Entry]
+    public init(_ entries: [Entry] = []) { self.entries = entries }
+
+    public subscript(key: String) -> FieldValue? { entries.first { $0.key == key }?.value }
+
+    /// A string value (long string) by key, as text.
+    public func string(_ key: String) -> String? {
+        if case .longString(let s)? = self[key] { return s.text }
+        return nil
+    }
+}
+
+/// The argument types of the specification.
+public enum ArgumentType: String, Hashable, Sendable {
+    case octet, short, long, longlong, bit, shortString = "shortstr", longString = "longstr", table, timestamp
+}
+
+/// A method argument's value.
+public enum ArgumentValue: Hashable, Sendable {
+    case octet(UInt8)
+    case short(UInt16)
+    case long(UInt32)
+    case longlong(UInt64)
+    case bit(Bool)
+    case shortString(String)
+    case longString(LongString)
+    case table(FieldTable)
+    case timestamp(UInt64)
+}
+
+public struct MethodDescriptor: Sendable {
+    public var classID: UInt16
+    public var methodID: UInt16
+    public var className: String
+    public var methodName: String
+    public var arguments: [(name: String, type: ArgumentType)]
+    public var synchronous: Bool
+    public var carriesContent: Bool
+
+    public var name: String { "\(className).\(methodName)" }
+}
+
+extension AMQPSpec {
+    static let methodIndex: [UInt32: Int] = {
+        var index: [UInt32: Int] = [:]
+        for (i, m) in methods.enumerated() { index[UInt32(m.classID) << 16 | UInt32(m.methodID)] = i }
+        return index
+    }()
+
+    /// The descriptor of a known method.
+    public static func descriptor(classID: UInt16, methodID: UInt16) -> MethodDescriptor? {
+        methodIndex[UInt32(classID) << 16 | UInt32(methodID)].map { methods[$0] }
+    }
+
+    /// "class.method", or "unknown(C, M)".
+    public static func methodName(classID: UInt16, methodID: UInt16) -> String {
+        descriptor(classID: classID, methodID: methodID)?.name ?? "unknown(\(classID), \(methodID))"
+    }
+
+    static let classIDs: Set<UInt16> = Set(methods.map(\.classID))
+    public static func isKnownClass(_ id: UInt16) -> Bool { classIDs.contains(id) }
+}
+
+extension Method {
+    public var descriptor: MethodDescriptor? { AMQPSpec.descriptor(classID: classID, methodID: methodID) }
+    public var name: String { AMQPSpec.methodName(classID: classID, methodID: methodID) }
+    public var carriesContent: Bool { descriptor?.carriesContent ?? false }
+}
+
+/// Big-endian reads from a borrowed view of one frame's payload. Every read checks what is left first.
+public struct FieldReader {
+    let bytes: UnsafeRawBufferPointer
+    public private(set) var position: Int
+    var depth = 0
+
+    public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes; self.position = 0 }
+
+    public var remaining: Int { bytes.count - position }
+
+    @inline(__always)
+    mutating func take(_ count: Int, _ what: StaticString) throws(DecodeError) -> Int {
+        guard count >= 0, count <= remaining else {
+            throw DecodeError(.truncated, "\(what) needs \(count) bytes, \(remaining) left")
+        }
+        let start = position
+        position += count
+        return start
+    }
+
+    public mutating func octet() throws(DecodeError) -> UInt8 { bytes[try take(1, "octet")] }
+
+    public mutating func short() throws(DecodeError) -> UInt16 {
+        let at = try take(2, "short")
+        return UInt16(bytes[at]) << 8 | UInt16(bytes[at + 1])
+    }
+
+    public mutating func long() throws(DecodeError) -> UInt32 {
+        let at = try take(4, "long")
+        return UInt32(bytes[at]) << 24 | UInt32(bytes[at + 1]) << 16 | UInt32(bytes[at + 2]) << 8 | UInt32(bytes[at + 3])
+    }
+
+    public mutating func longlong() throws(DecodeError) -> UInt64 {
+        let high = try long()
+        return UInt64(high) << 32 | UInt64(try long())
+    }
+
+    public mutating func shortString() throws(DecodeError) -> String {
+        let length = Int(try octet())
+        let at = try take(length, "short string")
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<at + length]), as: UTF8.self)
+    }
+
+    public mutating func rawBytes(_ length: Int, _ what: StaticString) throws(DecodeError) -> [UInt8] {
+        let at = try take(length, what)
+        return Array(UnsafeRawBufferPointer(rebasing: bytes[at..<at + length]))
+    }
+
+    public mutating func longString() throws(DecodeError) -> LongString {
+        let length = try long()
+        guard let count = Int(exactly: length), count <= remaining else {
+            throw DecodeError(.truncated, "long string of \(length) bytes, \(remaining) left")
+        }
+        return LongString(try rawBytes(count, "long string"))
+    }
+
+    public mutating func table() throws(DecodeError) -> FieldTable {
+        let length = try long()
+        guard let count = Int(exactly: length), count <= remaining else {
+            throw DecodeError(.truncated, "field table of \(length) bytes, \(remaining) left")
+        }
+        guard depth < FieldLimits.maximumDepth else {
+            throw DecodeError(.tooDeep, "tables nested deeper than \(FieldLimits.maximumDepth)")
+        }
+        // Slice, then read within the slice: a value can never run past its table.
+        let at = try take(count, "field table")
+        var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
+        inner.depth = depth + 1
+        var entries: [FieldTable.Entry] = []
+        while inner.remaining > 0 {
+            guard entries.count < FieldLimits.maximumEntries else {
+                throw DecodeError(.tooManyEntries, "field table with more than \(FieldLimits.maximumEntries) entries")
+            }
+            let key = try inner.shortString()
+            entries.append(FieldTable.Entry(key: key, value: try inner.fieldValue()))
+        }
+        return FieldTable(entries)
+    }
+
+    mutating func array() throws(DecodeError) -> [FieldValue] {
+        let length = try long()
+        guard let count = Int(exactly: length), count <= remaining else {
+            throw DecodeError(.truncated, "field array of \(length) bytes, \(remaining) left")
+        }
+        guard depth < FieldLimits.maximumDepth else {
+            throw DecodeError(.tooDeep, "arrays nested deeper than \(FieldLimits.maximumDepth)")
+        }
+        let at = try take(count, "field array")
+        var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
+        inner.depth = depth + 1
+        var values: [FieldValue] = []
+        while inner.remaining > 0 {
+            guard values.count < FieldLimits.maximumEntries else {
+                throw DecodeError(.tooManyEntries, "field array with more than \(FieldLimits.maximumEntries) entries")
+            }
+            values.append(try inner.fieldValue())
+        }
+        return values
+    }
+
+    mutating func fieldValue() throws(DecodeError) -> FieldValue {
+        let letter = try octet()
+        switch letter {
+        case UInt8(ascii: "t"): return .boolean(try octet() != 0)
+        case UInt8(ascii: "b"): return .int8(Int8(bitPattern: try octet()))
+        case UInt8(ascii: "B"): return .uint8(try octet())
+        case UInt8(ascii: "s"): return .int16(Int16(bitPattern: try short()))
+        case UInt8(ascii: "u"): return .uint16(try short())
+        case UInt8(ascii: "I"): return .int32(Int32(bitPattern: try long()))
+        case UInt8(ascii: "i"): return .uint32(try long())
+        case UInt8(ascii: "l"): return .int64(Int64(bitPattern: try longlong()))
+        case UInt8(ascii: "f"): return .float(Float(bitPattern: try long()))
+        case UInt8(ascii: "d"): return .double(Double(bitPattern: try longlong()))
+        case UInt8(ascii: "D"):
+            let scale = try octet()
+            return .decimal(scale: scale, value: try long())
+        case UInt8(ascii: "S"): return .longString(try longString())
+        case UInt8(ascii: "A"): return .array(try array())
+        case UInt8(ascii: "T"): return .timestamp(try longlong())
+        case UInt8(ascii: "F"): return .table(try table())
+        case UInt8(ascii: "V"): return .void
+        case UInt8(ascii: "x"):
+            let length = try long()
+            guard let count = Int(exactly: length), count <= remaining else {
+                throw DecodeError(.truncated, "byte array of \(length) bytes, \(remaining) left")
+            }
+            return .byteArray(try rawBytes(count, "byte array"))
+        default:
+            throw DecodeError(.badFieldType, "unknown field type \(letter < 0x80 && letter >= 0x20 ? "'\(Character(Unicode.Scalar(letter)))'" : "0x\(String(letter, radix: 16))")")
+        }
+    }
+}
