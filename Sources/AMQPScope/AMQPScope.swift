@@ -1,0 +1,53 @@
+// amqpscope as a library: read capture files through the pure engine and get per-connection records.
+@_exported import AMQPScopeCodec
+@_exported import AMQPScopePackets
+@_exported import AMQPScopeReassembly
+@_exported import AMQPScopeReports
+@_exported import AMQPScopeTimeline
+import AMQPScopeCapture
+import Logging
+
+public enum Analysis {
+    /// Reads one saved capture to its end (or to where it breaks) and returns what it held.
+    public static func analyzeFile(
+        _ path: String, configuration: EngineConfiguration = EngineConfiguration(),
+        logger: Logger = Logger(label: "amqpscope")
+    ) -> CaptureResult {
+        let source: PcapSource
+        do {
+            source = try PcapSource.openFile(path, logger: logger)
+        } catch {
+            return CaptureResult(path: path, linkType: nil, counts: PacketCounts(), records: [], error: error.description, unreadable: true)
+        }
+        guard source.linkType.isSupported else {
+            return CaptureResult(
+                path: path, linkType: source.linkType, counts: PacketCounts(), records: [],
+                error: "\(path): link-layer type \(source.linkType.rawValue) is not one amqpscope decodes", unreadable: true)
+        }
+        var engine = Engine(linkType: source.linkType, configuration: configuration)
+        var records: [ConnectionRecord] = []
+        var failure: String?
+        reading: while true {
+            do {
+                switch try source.next() {
+                case .packet(let header):
+                    engine.process(header, source.packetBytes)
+                    if engine.hasEnded { records.append(contentsOf: engine.takeEnded()) }
+                case .timeout:
+                    continue
+                case .end:
+                    break reading
+                }
+            } catch {
+                failure = error.description
+                logger.debug("capture read stopped", metadata: ["error": "\(error)"])
+                break reading
+            }
+        }
+        engine.finish()
+        records.append(contentsOf: engine.takeEnded())
+        records.sort { $0.info.id < $1.info.id }
+        return CaptureResult(path: path, linkType: source.linkType, counts: engine.counts, records: records,
+                             error: failure, unreadable: false)
+    }
+}

@@ -1,0 +1,253 @@
+// The pure engine: packets in (header + borrowed bytes), per-connection records out.
+// Joins packet layers -> reassembly -> codec; the timeline and diagnoses are built from its records.
+import AMQPScopeCodec
+import AMQPScopePackets
+import AMQPScopeReassembly
+
+public struct EngineConfiguration: Hashable, Sendable {
+    public var reassembly = ReassemblyConfiguration()
+    public var codec = CodecConfiguration()
+    /// Keep every decoded frame in the records (for `--frames`, `--verbose` and tests).
+    public var recordFrames = false
+    /// Feed each data event to the codec one byte at a time (a check that chunking never changes the answer).
+    public var byteAtATime = false
+    /// Problems kept per connection with their detail; past it they are only counted.
+    public var maximumProblemsKept = 100
+    public init() {}
+}
+
+/// Per-direction counters as the timeline counts them.
+public struct DirectionCounters: Hashable, Sendable {
+    public var packets = 0
+    public var wireBytes = 0
+    public var payloadBytes = 0
+    public var retransmissions = 0
+    public var outOfOrder = 0
+    public var gaps = 0
+    public var gapBytes: UInt64 = 0
+    public var overlapConflicts = 0
+    public var keepalives = 0
+    public var zeroWindows = 0
+    public init() {}
+}
+
+/// Capture-wide counts.
+public struct PacketCounts: Hashable, Sendable {
+    public var packets = 0
+    public var truncated = 0
+    public var tcp = 0
+    public var otherProtocols = 0
+    public var fragments = 0
+    public var malformed = 0
+    public var firstMalformed: [(packet: Int, reason: String)] = []
+    public var firstTime: Timestamp?
+    public var lastTime: Timestamp?
+    public init() {}
+
+    public static func == (a: PacketCounts, b: PacketCounts) -> Bool {
+        a.packets == b.packets && a.truncated == b.truncated && a.tcp == b.tcp && a.otherProtocols == b.otherProtocols
+            && a.fragments == b.fragments && a.malformed == b.malformed && a.firstTime == b.firstTime && a.lastTime == b.lastTime
+    }
+    public func hash(into hasher: inout Hasher) { hasher.combine(packets); hasher.combine(tcp) }
+}
+
+/// A TCP moment that shapes a connection's story.
+public struct TCPMoment: Hashable, Sendable {
+    public enum Kind: Hashable, Sendable {
+        case syn, synAck, fin, reset(ResetInfo), gap(length: UInt64, reason: GapReason), dataAfterFIN(length: Int)
+        case overlapConflict(length: Int)
+    }
+    public var kind: Kind
+    public var direction: Direction
+    public var time: Timestamp
+    public var packetNumber: Int
+}
+
+/// One decoded frame, where and when it completed.
+public struct FrameRecord: Hashable, Sendable {
+    public var packetNumber: Int
+    public var time: Timestamp
+    public var direction: Direction
+    public var offset: UInt64
+    public var frame: Frame
+}
+
+/// A codec problem (malformed bytes or a broken rule), with where it happened.
+public struct Problem: Hashable, Sendable {
+    public enum Kind: String, Hashable, Sendable { case malformed, violation }
+    public var kind: Kind
+    public var reason: String
+    public var direction: Direction
+    public var time: Timestamp
+    public var packetNumber: Int
+    public var offset: UInt64
+}
+
+/// Per-direction AMQP frame counts.
+public struct FrameCounts: Hashable, Sendable {
+    public var method = 0
+    public var header = 0
+    public var body = 0
+    public var heartbeat = 0
+    public var bodyBytes: UInt64 = 0
+    public var messages = 0
+    public init() {}
+    public var total: Int { method + header + body + heartbeat }
+}
+
+/// Everything the engine learned about one connection.
+public struct ConnectionRecord: Sendable {
+    public var info: ConnectionInfo
+    public var firstTime: Timestamp
+    public var lastTime: Timestamp
+    public var counters: [DirectionCounters] = [DirectionCounters(), DirectionCounters()]
+    public var endReason: EndReason?
+    public var endTime: Timestamp?
+    public var clientState: TCPState = .established
+    public var serverState: TCPState = .established
+    public var moments: [TCPMoment] = []
+    public var verdict: Verdict = .undetermined
+    public var protocolHeaders: [(direction: Direction, header: ProtocolHeader, time: Timestamp, packetNumber: Int)] = []
+    public var frameCounts = [FrameCounts(), FrameCounts()]
+    public var frames: [FrameRecord] = []
+    public var problems: [Problem] = []
+    public var problemCount = 0
+    public var synchronizations: [(direction: Direction, skipped: UInt64, packetNumber: Int)] = []
+    /// Key AMQP events (connection and channel lifecycle, blocking, errors): always kept, bounded by the protocol.
+    public var keyFrames: [FrameRecord] = []
+    public var keyFramesDropped = 0
+    /// The last time each direction sent any frame, and any packet.
+    public var lastFrameTime: [Timestamp?] = [nil, nil]
+    public var lastPacketTime: [Timestamp?] = [nil, nil]
+    public var firstFrameTime: [Timestamp?] = [nil, nil]
+    /// Heartbeat frame times per direction (bounded ring of the most recent, plus the first few).
+    public var heartbeatTimes: [[Timestamp]] = [[], []]
+    public var messages: [(direction: Direction, time: Timestamp, packetNumber: Int, message: Message)] = []
+
+    public var isAMQP: Bool { verdict.isAMQP }
+}
+
+/// Receives reassembly's events and runs the codec per connection.
+struct EngineState: StreamSink {
+    let configuration: EngineConfiguration
+    var decoders: [ConnectionID: ConnectionDecoder] = [:]
+    var builders: [ConnectionID: RecordBuilder] = [:]
+    var ended: [ConnectionRecord] = []
+
+    init(configuration: EngineConfiguration) { self.configuration = configuration }
+
+    mutating func consume(_ event: StreamEvent) {
+        let id = event.connection
+        switch event.kind {
+        case .opened(let info):
+            let onPort = configuration.reassembly.serverPorts.contains(info.server.port)
+            decoders[id] = ConnectionDecoder(fromStart: info.opening == .handshake, onAMQPPort: onPort,
+                                             configuration: configuration.codec)
+            builders[id] = RecordBuilder(info: info, time: event.time, configuration: configuration)
+        case .packet(let packet):
+            builders[id]?.packet(packet, event)
+        case .data(let bytes):
+            guard builders[id] != nil, decoders[id] != nil else { return }
+            let direction = CodecDirection(rawValue: event.direction.rawValue)!
+            if configuration.byteAtATime {
+                for i in 0..<bytes.count {
+                    decoders[id]!.data(UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: direction,
+                                       time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builders[id]!)
+                }
+            } else {
+                decoders[id]!.data(bytes, direction: direction, time: event.time.nanoseconds,
+                                   packetNumber: event.packetNumber, into: &builders[id]!)
+            }
+        case .gap(let length, let reason):
+            builders[id]?.moment(.gap(length: length, reason: reason), event)
+            guard builders[id] != nil, decoders[id] != nil else { return }
+            decoders[id]!.gap(length, direction: CodecDirection(rawValue: event.direction.rawValue)!,
+                              time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builders[id]!)
+        case .fin:
+            builders[id]?.moment(.fin, event)
+        case .reset(let info):
+            builders[id]?.moment(.reset(info), event)
+        case .overlapConflict(let length):
+            builders[id]?.moment(.overlapConflict(length: length), event)
+        case .dataAfterFIN(let length):
+            builders[id]?.moment(.dataAfterFIN(length: length), event)
+        case .ended(let reason):
+            guard var builder = builders.removeValue(forKey: id) else { return }
+            if var decoder = decoders.removeValue(forKey: id) {
+                for direction in [CodecDirection.clientToServer, .serverToClient] {
+                    decoder.finish(direction: direction, time: event.time.nanoseconds, packetNumber: event.packetNumber,
+                                   into: &builder)
+                }
+                builder.record.verdict = decoder.verdict
+            }
+            builder.record.endReason = reason
+            builder.record.endTime = event.time
+            ended.append(builder.record)
+        }
+    }
+}
+
+/// The engine: feed it packets, then `finish`, then read `records`.
+public struct Engine {
+    public let configuration: EngineConfiguration
+    public let linkType: LinkType
+    var reassembler: Reassembler
+    var state: EngineState
+    public private(set) var counts = PacketCounts()
+
+    public init(linkType: LinkType, configuration: EngineConfiguration = EngineConfiguration()) {
+        self.configuration = configuration
+        self.linkType = linkType
+        reassembler = Reassembler(configuration: configuration.reassembly)
+        state = EngineState(configuration: configuration)
+    }
+
+    /// Feeds one captured packet.
+    public mutating func process(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) {
+        counts.packets += 1
+        if header.isTruncated { counts.truncated += 1 }
+        if counts.firstTime == nil { counts.firstTime = header.timestamp }
+        counts.lastTime = header.timestamp
+        switch PacketDecoder.decode(bytes, linkType: linkType) {
+        case .tcp(let segment):
+            counts.tcp += 1
+            reassembler.process(segment, header: header, bytes: bytes, into: &state)
+        case .other, .unsupportedLinkType:
+            counts.otherProtocols += 1
+        case .fragment:
+            counts.fragments += 1
+        case .malformed(let problem):
+            counts.malformed += 1
+            if counts.firstMalformed.count < configuration.maximumProblemsKept {
+                counts.firstMalformed.append((header.number, problem.description))
+            }
+        }
+    }
+
+    /// Ends idle connections as of `now` (live capture calls this on a timer).
+    public mutating func tick(now: Timestamp) {
+        reassembler.evictIdle(now: now, into: &state)
+    }
+
+    /// Ends every connection still open (the capture is over).
+    public mutating func finish() {
+        let end = counts.lastTime ?? Timestamp(nanoseconds: 0)
+        // Take each connection's final TCP summary before reassembly forgets it.
+        for summary in reassembler.summaries() {
+            state.builders[summary.info.id]?.absorb(summary)
+        }
+        reassembler.finish(at: end, into: &state)
+    }
+
+    /// Records of connections that have ended, in the order they ended; taking them frees their memory.
+    public mutating func takeEnded() -> [ConnectionRecord] {
+        defer { state.ended.removeAll() }
+        return state.ended
+    }
+
+    public var hasEnded: Bool { !state.ended.isEmpty }
+
+    /// Live connections being tracked.
+    public var liveConnections: Int { reassembler.trackedConnections }
+    public var bufferedBytes: Int { reassembler.bufferedBytes }
+}
