@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""Builds captures/NAME.truth.json from what the client and the broker recorded during a scenario.
+
+Inputs (all written by scripts/record-captures):
+  --client        the client's JSON (scripts/captures/scenarios.py): actions, exceptions, errno, tune
+  --broker-log    the bytes the broker appended to its log file while the scenario ran
+  --broker-version, --listen-options   `rabbitmqctl version` and the broker's tcp_listen_options
+  --pcap, --tcpdump-stderr             the capture file and tcpdump's own statistics
+
+Sections of the output:
+  client, broker_log, broker    ground truth as the two programs recorded it
+  expect                        the facts a decoder should find, each with a "source" naming the
+                                log line / exception / pika hook it was taken from
+  capture_observed              what tshark decodes from the pcap (a cross-check, NOT ground truth)
+  checks                        expect vs capture_observed, for the one-line summary
+Prints one summary line on stdout.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[+-]\d\d:\d\d) \[(\w+)\] <([\d.]+)> ?(.*)$")
+CONN_ADDR = re.compile(r"\((\d+\.\d+\.\d+\.\d+):(\d+) -> (\d+\.\d+\.\d+\.\d+):(\d+)")
+CONN_PID = re.compile(r"connection <([\d.]+)>")
+AMQP_PORT = 5672
+
+
+# --- broker log ------------------------------------------------------------------------------
+
+def parse_broker_log(text):
+    """Log entries; continuation lines (same timestamp, level and pid) are joined with newlines."""
+    entries = []
+    for raw in text.splitlines():
+        m = LOG_LINE.match(raw)
+        if not m:
+            if entries and raw.strip():
+                entries[-1]["message"] += "\n" + raw.strip()
+            continue
+        ts, level, pid, msg = m.groups()
+        last = entries[-1] if entries else None
+        if last and last["time_raw"] == ts and last["level"] == level and last["erlang_pid"] == pid:
+            last["message"] += "\n" + msg
+            continue
+        entries.append({"time_raw": ts, "level": level, "erlang_pid": pid, "message": msg})
+    for e in entries:
+        t = datetime.datetime.fromisoformat(e["time_raw"])
+        e["t"] = t.timestamp()
+        e["time"] = t.astimezone(datetime.timezone.utc).isoformat(timespec="microseconds")
+        del e["time_raw"]
+        m = CONN_ADDR.search(e["message"])
+        if m:
+            e["client_port"] = int(m.group(2))
+            e["broker_port"] = int(m.group(4))
+        m = CONN_PID.search(e["message"])
+        if m:
+            e["connection_pid"] = m.group(1)
+        e["kind"] = classify(e["message"])
+    return entries
+
+
+def classify(msg):
+    rules = [
+        ("accepting", "accepting AMQP connection"),
+        ("client_name", "has a client-provided name"),
+        ("authenticated", "authenticated and granted access"),
+        ("missed_heartbeats", "missed heartbeats from client"),
+        ("connection_exception", "caused a connection exception"),
+        ("connection_forced", "CONNECTION_FORCED"),
+        ("close_connection_request", "Closing connection"),
+        ("channel_error", "caused a channel exception"),
+        ("closing", "closing AMQP connection"),
+        ("client_closed_tcp", "client unexpectedly closed TCP connection"),
+        ("memory_alarm_set", "alarm set"),
+        ("memory_alarm_cleared", "alarm cleared"),
+        ("publishers_blocked", "Publishers will be blocked"),
+        ("watermark", "high watermark"),
+    ]
+    for kind, needle in rules:
+        if needle in msg:
+            return kind
+    return "other"
+
+
+def find(entries, kind, port=None):
+    return [e for e in entries if e["kind"] == kind and (port is None or e.get("client_port") == port)]
+
+
+def log_src(e):
+    first = e["message"].replace("\n", " ")
+    return "broker log %s [%s] %s" % (e["time"], e["level"], first[:220])
+
+
+# --- capture (tshark) ------------------------------------------------------------------------
+
+def tshark_json(pcap):
+    try:
+        p = subprocess.run(["tshark", "-r", pcap, "-T", "json", "--no-duplicate-keys", "-J", "frame tcp amqp"],
+                           capture_output=True, text=True, timeout=120)
+        return json.loads(p.stdout or "[]")
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        print("make_truth: tshark failed: %r" % e, file=sys.stderr)
+        return None
+
+
+def flags_of(tcp):
+    ft = tcp.get("tcp.flags_tree", {})
+    names = [n for n, k in (("SYN", "tcp.flags.syn"), ("FIN", "tcp.flags.fin"), ("RST", "tcp.flags.reset"),
+                            ("PSH", "tcp.flags.push"), ("ACK", "tcp.flags.ack")) if ft.get(k) == "1"]
+    return names
+
+
+def observe(pcap):
+    pkts = tshark_json(pcap)
+    if pkts is None:
+        return None
+    streams = {}
+    for pk in pkts:
+        L = pk["_source"]["layers"]
+        fr, tcp = L.get("frame", {}), L.get("tcp")
+        if not tcp:
+            continue
+        num = int(fr.get("frame.number", 0))
+        t = float(fr.get("frame.time_epoch", 0))
+        sp, dp = int(tcp["tcp.srcport"]), int(tcp["tcp.dstport"])
+        side = "broker" if sp == AMQP_PORT else "client"
+        cport = dp if side == "broker" else sp
+        s = streams.setdefault(cport, {
+            "client_port": cport, "broker_port": AMQP_PORT, "tcp_stream": int(tcp.get("tcp.stream", -1)),
+            "first_frame": num, "first_time": t, "packets": 0,
+            "amqp_frames": {"client": {}, "broker": {}},
+            "heartbeats": {"client": [], "broker": []},
+            "methods": [], "close_sequence": [], "tune": None, "tune_ok": None,
+        })
+        s["packets"] += 1
+        s["last_frame"], s["last_time"] = num, t
+        fl = flags_of(tcp)
+        if "FIN" in fl or "RST" in fl:
+            s["close_sequence"].append({"frame": num, "t": t, "from": side, "src_port": sp,
+                                        "flags": ",".join(f for f in fl if f in ("FIN", "RST", "ACK")),
+                                        "tcp_len": int(tcp.get("tcp.len", 0))})
+        amqp = L.get("amqp")
+        if amqp is None:
+            continue
+        for a in amqp if isinstance(amqp, list) else [amqp]:
+            if "amqp.type" not in a:
+                continue
+            ty = int(a["amqp.type"])
+            counts = s["amqp_frames"][side]
+            counts[str(ty)] = counts.get(str(ty), 0) + 1
+            if ty == 8:
+                s["heartbeats"][side].append(round(t, 6))
+            if ty == 1:
+                cls, meth = int(a.get("amqp.method.class", -1)), int(a.get("amqp.method.method", -1))
+                args = a.get("amqp.method.arguments", {}) or {}
+                entry = {"frame": num, "from": side, "channel": int(a.get("amqp.channel", -1)),
+                         "method": "%d.%d" % (cls, meth)}
+                if "amqp.method.arguments.reply_code" in args:
+                    entry["reply_code"] = int(args["amqp.method.arguments.reply_code"])
+                    entry["reply_text"] = args.get("amqp.method.arguments.reply_text")
+                s["methods"].append(entry)
+                if (cls, meth) in ((10, 30), (10, 31)):
+                    s["tune" if meth == 30 else "tune_ok"] = {
+                        k: int(args["amqp.method.arguments." + k]) for k in ("channel_max", "frame_max", "heartbeat")
+                        if "amqp.method.arguments." + k in args}
+    out = {"source": "tshark -T json on the capture (decoder cross-check, not ground truth)",
+           "packets": len(pkts), "tcp_connections": len(streams), "connections": []}
+    for s in sorted(streams.values(), key=lambda x: x["first_frame"]):
+        hb = s.pop("heartbeats")
+        s["heartbeat_frames"] = {k: len(v) for k, v in hb.items()}
+        s["heartbeat_times"] = hb if sum(len(v) for v in hb.values()) <= 40 else None
+        if len(s["methods"]) > 60:
+            s["methods_truncated"] = len(s["methods"]) - 60
+            s["methods"] = s["methods"][:60]
+        out["connections"].append(s)
+    return out
+
+
+# --- expect ----------------------------------------------------------------------------------
+
+def exc_during(client, prefix):
+    return [e for e in client.get("exceptions", []) if e.get("during", "").startswith(prefix)]
+
+
+def events(client, action):
+    return [e for e in client.get("events", []) if e["action"] == action]
+
+
+def tune_expect(client):
+    out = []
+    for c in client.get("connections", []):
+        tune = c.get("tune") or {}
+        out.append({
+            "client_port": c.get("client_port"),
+            "server_proposed": tune.get("server_proposed"),
+            "negotiated": tune.get("negotiated"),
+            "source": tune.get("source", "pika hook"),
+        })
+    return out
+
+
+def build_expect(name, client, log, listen_options):
+    x = {"scenario": name}
+    conns = client.get("connections", [])
+    x["connections"] = {
+        "count": len(conns),
+        "client_ports": [c.get("client_port") for c in conns],
+        "broker_port": AMQP_PORT,
+        "source": "client socket getsockname(); broker log 'accepting AMQP connection' lines: %d"
+                  % len(find(log, "accepting")),
+        "broker_log_accepting_ports": [e.get("client_port") for e in find(log, "accepting")],
+    }
+    x["tune"] = tune_expect(client) if len(conns) <= 3 else {
+        "all_negotiated": sorted({json.dumps((c.get("tune") or {}).get("negotiated"), sort_keys=True) for c in conns}),
+        "source": "pika hook on Connection.Tune / Tune-Ok"}
+    if conns and (conns[0].get("start") or {}).get("version"):
+        x["broker_product_version"] = {"value": "%s %s" % (conns[0]["start"].get("product"), conns[0]["start"]["version"]),
+                                       "source": "Connection.Start server_properties as decoded by pika"}
+    linger_rst = "{linger,{true,0}}" in (listen_options or "").replace(" ", "")
+
+    closes = events(client, "connection_close")
+    if name in ("healthy-heartbeats", "channel-error-404", "large-messages", "many-connections", "blocked"):
+        x["close"] = {
+            "initiated_by": "client",
+            "how": "Connection.Close from client, Connection.Close-Ok from broker (pika BlockingConnection.close())",
+            "count": len(closes),
+            "close_called_at": [c["time"] for c in closes],
+            "broker_log": [log_src(e) for e in find(log, "closing")][:3],
+            "source": "client events 'connection_close'/'connection_closed' and broker log 'closing AMQP connection'",
+        }
+    if name == "healthy-heartbeats":
+        idle = events(client, "idle_start"), events(client, "idle_end")
+        x["idle_window"] = {"from": idle[0][0]["time"] if idle[0] else None, "to": idle[1][0]["time"] if idle[1] else None,
+                            "source": "client events idle_start/idle_end (process_data_events loop)"}
+        x["heartbeats_both_directions"] = {
+            "pika_sent": sum(len(v["sent"]) for v in client.get("heartbeats", {}).values()),
+            "pika_received": sum(len(v["received"]) for v in client.get("heartbeats", {}).values()),
+            "source": "pika HeartbeatChecker hooks (_send_heartbeat_frame / received)"}
+        x["messages"] = client.get("result")
+        x["errors"] = {"client_exceptions": len(client.get("exceptions", [])),
+                       "broker_error_lines": len([e for e in log if e["level"] in ("error",)])}
+    if name == "missed-heartbeats-104":
+        mh = find(log, "missed_heartbeats")
+        silent = events(client, "silent_start"), events(client, "silent_end")
+        exc = exc_during(client, "basic_publish")
+        late = [e for e in events(client, "basic_publish") if e.get("n") == 2]
+        x["heartbeat_timeout_s"] = {
+            "value": int(re.search(r"timeout: (\d+)s", mh[0]["message"]).group(1)) if mh else None,
+            "source": log_src(mh[0]) if mh else "no 'missed heartbeats' line in the broker log"}
+        x["stopped_heartbeating"] = {
+            "side": "client" if mh else None,
+            "silent_from": silent[0][0]["time"] if silent[0] else None,
+            "silent_to": silent[1][0]["time"] if silent[1] else None,
+            "pika_heartbeats_sent": sum(len(v["sent"]) for v in client.get("heartbeats", {}).values()),
+            "source": "broker log 'missed heartbeats from client'; client events silent_start/silent_end "
+                      "(time.sleep without process_data_events); pika heartbeat hook"}
+        x["connection_dropped_by"] = {
+            "side": "broker" if mh else None,
+            "at": mh[0]["time"] if mh else None,
+            "tcp": "RST" if linger_rst else "FIN",
+            # RabbitMQ writes "Error on AMQP connection ... caused a connection exception" when it sends
+            # Connection.Close with an error code (see connection-forced-320); pika saw none either.
+            "amqp_close_method_sent": bool([e for e in log if "Error on AMQP connection" in e["message"]]
+                                           or events(client, "received_connection_close")),
+            "source": "broker log 'closing AMQP connection ... missed heartbeats from client' and no "
+                      "'Error on AMQP connection' line; pika decoded no Connection.Close; RST because the broker's "
+                      "tcp_listen_options has linger {true,0}: " + (listen_options or "?").strip()}
+        oe = client.get("os_errors", [])
+        x["late_publish"] = {
+            "at": late[0]["time"] if late else None,
+            "send_syscall_failed": bool(oe) and oe[0].get("syscall") == "send",
+            "source": "client event basic_publish n=2; client_os_error (the send() of the publish frames "
+                      "failed, so they were not written to the socket)"}
+        if exc:
+            e = exc[0]
+            x["client_error"] = {k: e.get(k) for k in ("class", "qualified_class", "message", "errno", "errno_name",
+                                                      "strerror", "errno_source", "time")}
+            x["client_error"]["during"] = e.get("during")
+            x["client_error"]["source"] = "exception raised by pika's basic_publish"
+        oe = client.get("os_errors", [])
+        if oe:
+            x["client_os_error"] = {k: oe[0].get(k) for k in ("syscall", "class", "errno", "errno_name", "strerror", "time", "source")}
+    if name == "channel-error-404":
+        items = []
+        cc = [e for e in client.get("exceptions", []) if e.get("class") == "ChannelClosedByBroker"]
+        for i, ev in enumerate(events(client, "received_channel_close")):
+            exc = cc[i:i + 1]  # in order: the n-th Channel.Close pika decoded raised the n-th exception
+            items.append({
+                "channel": ev["channel"], "reply_code": ev["reply_code"], "reply_text": ev["reply_text"],
+                "class_id": ev["class_id"], "method_id": ev["method_id"],
+                "pika_exception": exc[0]["class"] if exc else None,
+                "pika_during": exc[0]["during"] if exc else None,
+                "source": ev["source"] + "; pika exception " + (exc[0]["class"] if exc else "?")})
+        x["channel_errors"] = items
+        x["channel_errors_broker_log"] = [log_src(e) for e in find(log, "channel_error")]
+    if name == "large-messages":
+        x["messages"] = client.get("result")
+        x["published"] = [{"n": e["n"], "body_size": e["body_size"], "body_sha256": e.get("body_sha256")}
+                          for e in events(client, "basic_publish")]
+        x["delivered"] = [{"delivery_tag": e["delivery_tag"], "body_size": e["body_size"], "body_sha256": e["body_sha256"]}
+                          for e in events(client, "delivery")]
+        x["messages_source"] = ("client: basic_publish/delivery events; body_frames_per_message computed as "
+                                "ceil(size / (negotiated frame_max - 8))")
+    if name == "many-connections":
+        x["broker_log_counts"] = {k: len(find(log, k)) for k in ("accepting", "closing", "client_closed_tcp")}
+        x["client_exceptions"] = len(client.get("exceptions", []))
+        x["messages"] = client.get("result")
+    if name == "connection-forced-320":
+        rc = events(client, "received_connection_close")
+        exc = exc_during(client, "process_data_events")
+        x["connection_close_from_broker"] = {
+            "reply_code": rc[0]["reply_code"] if rc else None, "reply_text": rc[0]["reply_text"] if rc else None,
+            "class_id": rc[0]["class_id"] if rc else None, "method_id": rc[0]["method_id"] if rc else None,
+            "reason_given_to_rabbitmqctl": client.get("close_reason_given"),
+            "source": rc[0]["source"] if rc else "no Connection.Close seen by pika"}
+        if exc:
+            e = exc[0]
+            x["client_error"] = {k: e.get(k) for k in ("class", "qualified_class", "message", "reply_code",
+                                                      "reply_text", "errno", "time", "during")}
+            x["client_error"]["source"] = "exception raised by pika's process_data_events"
+        frames = [f for fl in (client.get("frames") or {}).values() for f in fl]
+        x["close"] = {
+            "initiated_by": "broker",
+            "how": "Connection.Close(320) from broker after `rabbitmqctl close_connection`",
+            "pika_sent_close_ok": any(f[1] == "sent" and str(f[4]).startswith("Connection.CloseOk") for f in frames),
+            "source": "pika frame hooks (client.frames): frames pika decoded / handed to its transport"}
+        x["broker_log"] = [log_src(e) for e in log if e["kind"] in ("close_connection_request", "connection_exception",
+                                                                   "connection_forced", "closing")]
+    if name == "blocked":
+        b, u = events(client, "connection_blocked"), events(client, "connection_unblocked")
+        x["blocked"] = {"at": b[0]["time"] if b else None, "reason": b[0].get("reason") if b else None,
+                        "unblocked_at": u[0]["time"] if u else None,
+                        "source": "pika on_connection_blocked/unblocked callbacks (Connection.Blocked/Unblocked)"}
+        x["watermark"] = [{"action": e["action"], "time": e["time"]} for e in client.get("events", [])
+                          if e["action"] in ("watermark_lowered", "watermark_restored")]
+        x["broker_log"] = [log_src(e) for e in log if e["kind"] in ("memory_alarm_set", "memory_alarm_cleared",
+                                                                   "publishers_blocked", "watermark")]
+    return x
+
+
+def checks(name, x, obs):
+    """Compare expect with what tshark decodes; each check is (name, ok)."""
+    if not obs:
+        return {}
+    c = {}
+    conns = obs["connections"]
+    c["tcp_connections == client connections"] = len(conns) == x["connections"]["count"]
+    c["client ports match"] = sorted(s["client_port"] for s in conns) == sorted(p for p in x["connections"]["client_ports"] if p)
+    if name == "missed-heartbeats-104" and conns:
+        s = conns[0]
+        seq = s["close_sequence"]
+        c["first close is RST from broker"] = bool(seq) and seq[0]["from"] == "broker" and "RST" in seq[0]["flags"]
+        silent_from = x["stopped_heartbeating"]["silent_from"]
+        if silent_from and s.get("heartbeat_times"):
+            t0 = datetime.datetime.fromisoformat(silent_from).timestamp()
+            c["no client heartbeats while silent"] = not [t for t in s["heartbeat_times"]["client"] if t > t0]
+            c["broker heartbeats while silent"] = len([t for t in s["heartbeat_times"]["broker"] if t > t0]) > 0
+    if name == "channel-error-404" and conns:
+        codes = [m.get("reply_code") for m in conns[0]["methods"] if m["method"] == "20.40" and m["from"] == "broker"]
+        c["Channel.Close 404 x2 on the wire"] = codes == [404, 404]
+    if name == "connection-forced-320" and conns:
+        codes = [m.get("reply_code") for m in conns[0]["methods"] if m["method"] == "10.50"]
+        c["Connection.Close 320 on the wire"] = 320 in codes
+    if name == "healthy-heartbeats" and conns:
+        hb = conns[0]["heartbeat_frames"]
+        c["heartbeats both ways"] = hb["client"] > 0 and hb["broker"] > 0
+    if name == "large-messages" and conns:
+        c["frame_max 4096 in Tune-Ok"] = (conns[0].get("tune_ok") or {}).get("frame_max") == 4096
+    if name == "blocked" and conns:
+        ms = [m["method"] for m in conns[0]["methods"]]
+        c["Connection.Blocked/Unblocked on the wire"] = "10.60" in ms and "10.61" in ms
+    return c
+
+
+def close_story(obs):
+    if not obs or not obs["connections"]:
+        return "no tcp"
+    parts = []
+    for s in obs["connections"][:1]:
+        parts.append(" ".join("%s:%s" % (e["from"], "RST" if "RST" in e["flags"] else "FIN") for e in s["close_sequence"]) or "open")
+    if len(obs["connections"]) > 1:
+        parts.append("(+%d more conns)" % (len(obs["connections"]) - 1))
+    return " ".join(parts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--client", required=True)
+    ap.add_argument("--client-rc", type=int, default=0)
+    ap.add_argument("--broker-log", required=True)
+    ap.add_argument("--broker-log-path", default="")
+    ap.add_argument("--broker-version", default="")
+    ap.add_argument("--listen-options", default="")
+    ap.add_argument("--pcap", required=True)
+    ap.add_argument("--tcpdump-stderr", default="")
+    ap.add_argument("--recorded-by", default="")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+
+    with open(a.client) as f:
+        client = json.load(f)
+    with open(a.broker_log, errors="replace") as f:
+        log = parse_broker_log(f.read())
+    tcpdump = {}
+    if a.tcpdump_stderr and os.path.exists(a.tcpdump_stderr):
+        txt = open(a.tcpdump_stderr).read()
+        for key, pat in (("captured", r"(\d+) packets? captured"), ("received_by_filter", r"(\d+) packets? received by filter"),
+                         ("dropped_by_kernel", r"(\d+) packets? dropped by kernel")):
+            m = re.search(pat, txt)
+            if m:
+                tcpdump[key] = int(m.group(1))
+    obs = observe(a.pcap)
+    x = build_expect(a.scenario, client, log, a.listen_options)
+    truth = {
+        "schema": "amqpscope-capture-truth/1",
+        "scenario": a.scenario,
+        "capture": {
+            "file": os.path.basename(a.pcap),
+            "bytes": os.path.getsize(a.pcap),
+            "tcpdump": tcpdump,
+            "filter": "tcp port %d" % AMQP_PORT, "interface": "lo",
+            "recorded_by": a.recorded_by or "scripts/record-captures " + a.scenario,
+        },
+        "versions": {
+            "rabbitmq": a.broker_version.strip(),
+            "rabbitmq_source": "rabbitmqctl version",
+            "pika": client.get("pika_version"),
+            "python": client.get("python_version"),
+        },
+        "broker": {
+            "address": client.get("broker_address"),
+            "tcp_listen_options": a.listen_options.strip(),
+            "tcp_listen_options_source": "rabbitmqctl eval 'application:get_env(rabbit, tcp_listen_options).'",
+            "log_file": a.broker_log_path,
+        },
+        "expect": x,
+        "client": {k: client.get(k) for k in ("started", "finished", "failing_call", "result", "connections",
+                                              "events", "exceptions", "os_errors", "heartbeats", "frames",
+                                              "scenario_error", "pika_log", "pika_log_dropped",
+                                              "close_reason_given", "broker_connection_pid")
+                   if client.get(k) is not None},
+        "client_exit_status": a.client_rc,
+        "broker_log": log,
+        "capture_observed": obs,
+    }
+    truth["checks"] = checks(a.scenario, x, obs)
+    tmp = a.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(truth, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, a.out)
+
+    # one-line summary
+    exc = client.get("exceptions", [])
+    err = ""
+    if exc:
+        e = exc[0]
+        err = " %s%s%s" % (e["class"], " errno=%s(%s)" % (e["errno"], e.get("errno_name")) if e.get("errno") else "",
+                           " code=%s" % e["reply_code"] if e.get("reply_code") else "")
+        if len(exc) > 1:
+            err += " (+%d)" % (len(exc) - 1)
+    bad = [k for k, ok in truth["checks"].items() if not ok]
+    print("%-22s %s %6d B %4s pkts  conns=%-2s close=[%s]%s  checks=%s%s" % (
+        a.scenario, "ok  " if a.client_rc == 0 else "FAIL", truth["capture"]["bytes"], tcpdump.get("captured", "?"),
+        obs["tcp_connections"] if obs else "?", close_story(obs), err,
+        "%d/%d" % (len(truth["checks"]) - len(bad), len(truth["checks"])), (" FAILED: " + "; ".join(bad)) if bad else ""))
+    return 0 if a.client_rc == 0 and not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""pika clients for scripts/record-captures: python3 scenarios.py SCENARIO OUT.json
+
+Each scenario talks to the private broker on 127.0.0.1 (scripts/broker) and records what the client
+saw (actions with timestamps, exceptions with errno, negotiated tune values) in OUT.json.
+Exit status is 0 when the scenario ran as designed (including the failures it is meant to provoke),
+1 when something unexpected happened (recorded under "scenario_error").
+"""
+
+import hashlib
+import logging
+import sys
+import threading
+import time
+
+import pika
+import pika.exceptions
+
+from common import Recorder, fail_hard
+
+HEARTBEAT = 2
+
+
+def body_of(n, size):
+    """Deterministic body: a short header then a repeating pattern."""
+    head = ("amqpscope message %d size %d\n" % (n, size)).encode()
+    pattern = bytes(range(32, 127))
+    rest = (pattern * (size // len(pattern) + 1))[: max(0, size - len(head))]
+    return (head + rest)[:size]
+
+
+def publish(rec, ch, routing_key, body, n, exchange="", **kw):
+    rec.event("basic_publish", n=n, exchange=exchange, routing_key=routing_key, body_size=len(body),
+              channel=ch.channel_number, **kw)
+    ch.basic_publish(exchange=exchange, routing_key=routing_key, body=body,
+                     properties=pika.BasicProperties(content_type="application/octet-stream", delivery_mode=1))
+
+
+def consume(rec, conn, ch, queue, count, limit=10.0):
+    """basic_consume until `count` deliveries arrived (acking each), then cancel."""
+    got = []
+
+    def on_message(chan, method, props, body):
+        got.append(body)
+        rec.event("delivery", channel=chan.channel_number, delivery_tag=method.delivery_tag,
+                  routing_key=method.routing_key, redelivered=method.redelivered, body_size=len(body),
+                  body_sha256=hashlib.sha256(body).hexdigest())
+        chan.basic_ack(method.delivery_tag)
+
+    tag = ch.basic_consume(queue, on_message, consumer_tag="amqpscope-consumer")
+    rec.event("basic_consume", channel=ch.channel_number, queue=queue, consumer_tag=tag)
+    deadline = time.time() + limit
+    while len(got) < count and time.time() < deadline:
+        conn.process_data_events(time_limit=0.2)
+    ch.basic_cancel(tag)
+    rec.event("basic_cancel", channel=ch.channel_number, consumer_tag=tag, received=len(got))
+    return got
+
+
+def close(rec, conn, label):
+    rec.event("connection_close", connection=label)
+    conn.close()
+    rec.event("connection_closed", connection=label, is_closed=conn.is_closed)
+
+
+def declare(rec, ch, queue, **kw):
+    ok = ch.queue_declare(queue, **kw)
+    rec.event("queue_declare", channel=ch.channel_number, queue=queue, message_count=ok.method.message_count, **kw)
+    return ok
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+def healthy_heartbeats(rec):
+    conn = rec.connect("healthy", heartbeat=HEARTBEAT)
+    ch = conn.channel()
+    rec.event("channel_open", channel=ch.channel_number)
+    q = "amqpscope.healthy"
+    declare(rec, ch, q, exclusive=True)
+    bodies = [body_of(i, 64) for i in range(1, 4)]
+    for i, b in enumerate(bodies, 1):
+        publish(rec, ch, q, b, i)
+    got = consume(rec, conn, ch, q, len(bodies))
+    rec.data["result"] = {"published": len(bodies), "consumed": len(got), "bodies_match": got == bodies}
+    idle = 7.0
+    rec.event("idle_start", seconds=idle, how="connection.process_data_events(time_limit=0.5) in a loop")
+    end = time.time() + idle
+    while time.time() < end:
+        conn.process_data_events(time_limit=0.5)
+    rec.event("idle_end")
+    close(rec, conn, "healthy")
+
+
+def missed_heartbeats_104(rec):
+    conn = rec.connect("silent", heartbeat=HEARTBEAT)
+    ch = conn.channel()
+    rec.event("channel_open", channel=ch.channel_number)
+    q = "amqpscope.silent"
+    declare(rec, ch, q, exclusive=True)
+    publish(rec, ch, q, body_of(1, 64), 1)
+    silent = 10.0
+    rec.event("silent_start", seconds=silent,
+              how="time.sleep() without process_data_events: pika reads nothing and sends no heartbeats")
+    time.sleep(silent)
+    rec.event("silent_end")
+    rec.data["failing_call"] = "basic_publish"
+    try:
+        publish(rec, ch, q, body_of(2, 64), 2, note="late publish after the silent period")
+        rec.event("late_publish_returned_without_error")
+        # Not expected; give pika a chance to notice the dead socket so the truth says what happened.
+        conn.process_data_events(time_limit=1)
+    except Exception as e:  # the point of the scenario
+        rec.exception("basic_publish", e)
+    rec.event("after_failure", connection_is_closed=conn.is_closed, channel_is_closed=ch.is_closed)
+    if not conn.is_closed:
+        try:
+            conn.close()
+        except Exception as e:
+            rec.exception("connection_close", e)
+
+
+def channel_error_404(rec):
+    conn = rec.connect("chan404", heartbeat=HEARTBEAT)
+    # 1) synchronous: passive Queue.Declare of a queue that does not exist.
+    ch1 = conn.channel(channel_number=1)
+    rec.event("channel_open", channel=ch1.channel_number)
+    missing_q = "amqpscope.no-such-queue"
+    try:
+        rec.event("queue_declare_passive", channel=ch1.channel_number, queue=missing_q)
+        ch1.queue_declare(missing_q, passive=True)
+        rec.event("queue_declare_passive_ok_unexpected")
+    except pika.exceptions.ChannelClosedByBroker as e:
+        rec.exception("queue_declare(passive=True)", e, channel=ch1.channel_number)
+    # 2) asynchronous: Basic.Publish to an exchange that does not exist; the broker answers with
+    #    Channel.Close 404, which pika sees while servicing the connection.
+    ch2 = conn.channel(channel_number=2)  # explicit: pika would reuse 1
+    rec.event("channel_open", channel=ch2.channel_number)
+    closed = []
+    ch2._impl.add_on_close_callback(lambda chan, reason: closed.append((time.time(), chan.channel_number, reason)))
+    missing_x = "amqpscope.no-such-exchange"
+    publish(rec, ch2, "rk", body_of(1, 32), 1, exchange=missing_x)
+    end = time.time() + 2
+    while not closed and time.time() < end:
+        conn.process_data_events(time_limit=0.2)
+    for t, num, reason in closed:
+        rec.exception("basic_publish (Channel.Close delivered to on_close callback)", reason, channel=num,
+                      callback_time=t)
+    rec.event("channel_state", channel=ch2.channel_number, is_closed=ch2.is_closed)
+    # 3) the connection is still fine: a third channel works, then a clean close.
+    ch3 = conn.channel(channel_number=3)
+    rec.event("channel_open", channel=ch3.channel_number)
+    declare(rec, ch3, "amqpscope.chan404-ok", exclusive=True)
+    close(rec, conn, "chan404")
+
+
+def large_messages(rec):
+    conn = rec.connect("large", heartbeat=HEARTBEAT, frame_max=4096)
+    ch = conn.channel()
+    rec.event("channel_open", channel=ch.channel_number)
+    q = "amqpscope.large"
+    declare(rec, ch, q, exclusive=True)
+    sizes = [20000, 33333, 65536]
+    bodies = [body_of(i, s) for i, s in enumerate(sizes, 1)]
+    for i, b in enumerate(bodies, 1):
+        publish(rec, ch, q, b, i, body_sha256=hashlib.sha256(b).hexdigest())
+    got = consume(rec, conn, ch, q, len(bodies))
+    fm = conn._impl.params.frame_max
+    rec.data["result"] = {
+        "published": len(bodies), "consumed": len(got), "bodies_match": got == bodies,
+        "body_sizes": sizes,
+        # frame payload = frame_max - 8 (7 header bytes + frame-end octet)
+        "body_frames_per_message": [-(-s // (fm - 8)) for s in sizes],
+        "frame_max_negotiated": fm,
+    }
+    close(rec, conn, "large")
+
+
+def many_connections(rec, n=20):
+    barrier = threading.Barrier(n, timeout=30)
+    errors = []
+
+    def worker(i):
+        label = "c%02d" % i
+        try:
+            conn = rec.connect(label, heartbeat=HEARTBEAT)
+            ch = conn.channel()
+            q = "amqpscope.many.%s" % label
+            declare(rec, ch, q, exclusive=True)
+            barrier.wait()
+            publish(rec, ch, q, body_of(i, 48), 1, connection=label)
+            ok = ch.queue_declare(q, passive=True)
+            rec.event("queue_depth", connection=label, queue=q, message_count=ok.method.message_count)
+            barrier.wait()
+            close(rec, conn, label)
+        except Exception as e:
+            errors.append(e)
+            rec.exception("worker %s" % label, e)
+
+    threads = [threading.Thread(target=worker, args=(i,), name="client-%02d" % i) for i in range(1, n + 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    rec.data["result"] = {"connections": n, "errors": len(errors)}
+    if errors:
+        raise RuntimeError("%d of %d workers failed" % (len(errors), n))
+
+
+def find_connection_pid(rec, client_port, tries=10):
+    for _ in range(tries):
+        p = rec.ctl("list_connections", "--silent", "pid", "peer_port", "name")
+        for line in p.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[1].strip() == str(client_port):
+                return parts[0].strip()
+        time.sleep(0.5)
+    return None
+
+
+def connection_forced_320(rec):
+    conn = rec.connect("forced", heartbeat=HEARTBEAT)
+    info = rec.data["connections"][-1]
+    ch = conn.channel()
+    rec.event("channel_open", channel=ch.channel_number)
+    q = "amqpscope.forced"
+    declare(rec, ch, q, exclusive=True)
+    publish(rec, ch, q, body_of(1, 64), 1)
+    reason = "amqpscope test: closed by operator"
+    rec.data["close_reason_given"] = reason
+
+    def operator():
+        pid = find_connection_pid(rec, info.get("client_port"))
+        rec.data["broker_connection_pid"] = pid
+        if pid:
+            rec.event("close_connection_requested", broker_connection_pid=pid, reason=reason)
+            rec.ctl("close_connection", pid, reason)
+
+    op = threading.Thread(target=operator, name="operator")
+    op.start()
+    rec.data["failing_call"] = "process_data_events"
+    deadline = time.time() + 30
+    try:
+        while time.time() < deadline:
+            conn.process_data_events(time_limit=0.5)
+        rec.event("not_closed_within_30s")
+    except Exception as e:
+        rec.exception("process_data_events", e)
+    op.join(60)
+    rec.event("after_failure", connection_is_closed=conn.is_closed)
+
+
+def blocked(rec):
+    conn = rec.connect("blocked", heartbeat=HEARTBEAT)
+    state = {"blocked": None, "unblocked": None}
+
+    def on_blocked(_c, frame):
+        state["blocked"] = time.time()
+        rec.event("connection_blocked", reason=getattr(frame.method, "reason", None))
+
+    def on_unblocked(_c, _frame):
+        state["unblocked"] = time.time()
+        rec.event("connection_unblocked")
+
+    conn.add_on_connection_blocked_callback(on_blocked)
+    conn.add_on_connection_unblocked_callback(on_unblocked)
+    ch = conn.channel()
+    rec.event("channel_open", channel=ch.channel_number)
+    q = "amqpscope.blocked"
+    declare(rec, ch, q, exclusive=True)
+    publish(rec, ch, q, body_of(1, 64), 1)
+    restored = False
+    try:
+        p = rec.ctl("set_vm_memory_high_watermark", "0.0000001")
+        rec.event("watermark_lowered", rc=p.returncode)
+        publish(rec, ch, q, body_of(2, 64), 2, note="published during the memory alarm")
+        end = time.time() + 10
+        while state["blocked"] is None and time.time() < end:
+            conn.process_data_events(time_limit=0.2)
+        # stay blocked a moment so heartbeats flow while blocked
+        end = time.time() + 2
+        while time.time() < end:
+            conn.process_data_events(time_limit=0.2)
+        p = rec.ctl("set_vm_memory_high_watermark", "0.4")
+        restored = p.returncode == 0
+        rec.event("watermark_restored", rc=p.returncode, value="0.4")
+        end = time.time() + 10
+        while state["unblocked"] is None and time.time() < end:
+            conn.process_data_events(time_limit=0.2)
+    finally:
+        if not restored:
+            rec.ctl("set_vm_memory_high_watermark", "0.4")
+    got = consume(rec, conn, ch, q, 2)
+    rec.data["result"] = {"blocked_seen": state["blocked"] is not None,
+                          "unblocked_seen": state["unblocked"] is not None, "consumed": len(got)}
+    close(rec, conn, "blocked")
+    if state["blocked"] is None or state["unblocked"] is None:
+        raise RuntimeError("Connection.Blocked/Unblocked not both seen within 10 s")
+
+
+SCENARIOS = {
+    "healthy-heartbeats": healthy_heartbeats,
+    "missed-heartbeats-104": missed_heartbeats_104,
+    "channel-error-404": channel_error_404,
+    "large-messages": large_messages,
+    "many-connections": many_connections,
+    "connection-forced-320": connection_forced_320,
+    "blocked": blocked,
+}
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] not in SCENARIOS:
+        print("usage: scenarios.py {%s} OUT.json" % "|".join(SCENARIOS), file=sys.stderr)
+        return 2
+    name, out = sys.argv[1], sys.argv[2]
+    many = name == "many-connections"
+    rec = Recorder(name, out, max_log=120 if many else 300, log_level=logging.WARNING if many else logging.INFO)
+    rc = 0
+    try:
+        SCENARIOS[name](rec)
+    except Exception as e:
+        fail_hard(rec, e)
+        print("scenarios.py %s: %s: %s" % (name, type(e).__name__, e), file=sys.stderr)
+        rc = 1
+    finally:
+        rec.write()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
