@@ -84,7 +84,7 @@ public final class PcapSource {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         let opened = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer)
         guard let opened else {
-            throw CaptureError(code: .cannotOpen, source: path, message: Self.describeOpenError(errorBuffer))
+            throw CaptureError(code: .cannotOpen, source: path, message: Self.describeOpenError(errorBuffer, path: path))
         }
         let capture = PcapSource(handle: opened, source: path, isLive: false, logger: logger)
         logger.debug("opened capture file", metadata: ["file": "\(path)", "linktype": "\(capture.linkType.rawValue)"])
@@ -192,8 +192,9 @@ public final class PcapSource {
         return (stats.ps_recv, stats.ps_drop, stats.ps_ifdrop)
     }
 
-    private static func describeOpenError(_ buffer: [CChar]) -> String {
-        let text = cString(buffer)
+    private static func describeOpenError(_ buffer: [CChar], path: String) -> String {
+        var text = cString(buffer)
+        if text.hasPrefix(path + ": ") { text.removeFirst(path.count + 2) } // libpcap names the file itself
         if text.contains("truncated dump file") || text.contains("unknown file format") || text.contains("bad dump file format") {
             return "not a readable pcap or pcapng file (\(text))"
         }

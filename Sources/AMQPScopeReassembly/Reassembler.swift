@@ -26,6 +26,51 @@ struct Chunk {
     var end: UInt64 { offset + UInt64(bytes.count + missing) }
 }
 
+/// Buffered chunks in stream order; consumed from the front by moving `head`, compacted now and then,
+/// so that draining one chunk costs O(1) however many wait behind it.
+struct ChunkQueue {
+    private var storage: [Chunk] = []
+    private var head = 0
+
+    var isEmpty: Bool { head == storage.count }
+    var count: Int { storage.count - head }
+    var first: Chunk? { isEmpty ? nil : storage[head] }
+
+    mutating func popFirst() -> Chunk? {
+        guard !isEmpty else { return nil }
+        let chunk = storage[head]
+        storage[head].bytes = [] // release its bytes now
+        head += 1
+        if head == storage.count {
+            storage.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 64 && head * 2 >= storage.count {
+            storage.removeFirst(head)
+            head = 0
+        }
+        return chunk
+    }
+
+    /// The chunks overlapping [start, end). Chunks are disjoint and sorted, so their ends are sorted too.
+    func overlapping(_ start: UInt64, _ end: UInt64) -> ArraySlice<Chunk> {
+        var low = head, high = storage.count
+        while low < high {
+            let mid = (low + high) / 2
+            if storage[mid].end <= start { low = mid + 1 } else { high = mid }
+        }
+        var upper = low
+        while upper < storage.count && storage[upper].offset < end { upper += 1 }
+        return storage[low..<upper]
+    }
+
+    /// Inserts keeping the queue ordered by offset (searching from the back: arrivals are mostly in order).
+    mutating func insert(_ chunk: Chunk) {
+        var position = storage.count
+        while position > head && storage[position - 1].offset > chunk.offset { position -= 1 }
+        storage.insert(chunk, at: position)
+    }
+}
+
 struct HalfConnection {
     var started = false
     var base: UInt32 = 0          // sequence number of stream offset 0
@@ -37,12 +82,14 @@ struct HalfConnection {
     var sentRST = false
     var windowScale: UInt8?
     var lastWindow: UInt32 = 65_535
-    var chunks: [Chunk] = []
+    var chunks = ChunkQueue()
     var bufferedBytes = 0
     var packetsSeen = 0
 
     var sentFIN: Bool { finRank != 0 }
     var nextSequence: UInt32 { base &+ UInt32(truncatingIfNeeded: nextOffset) }
+    /// The stream offset of the next sequence number the peer expects: a FIN consumes one.
+    var expectedOffset: UInt64 { sentFIN && nextOffset >= finOffset ? finOffset + 1 : nextOffset }
 
     /// Stream offset of a sequence number, taken within ±2^31 of the next expected one.
     func offset(of sequence: UInt32) -> Int64 {
@@ -351,7 +398,7 @@ public struct Reassembler {
         // RST: who reset whom, and the state each side was in when it landed.
         if flags.contains(.rst) {
             let expected = connection.halves[d] // what the receiver expects next from this sender
-            let distance = expected.started ? expected.offset(of: segment.sequence) - Int64(expected.nextOffset) : 0
+            let distance = expected.started ? expected.offset(of: segment.sequence) - Int64(expected.expectedOffset) : 0
             // The receiver's window as it last advertised it; 65,535 when it has sent nothing yet.
             let receiverWindow = connection.halves[1 - d].packetsSeen > 0 ? connection.halves[1 - d].lastWindow : 65_535
             let reset = ResetInfo(
@@ -363,7 +410,7 @@ public struct Reassembler {
             connection.halves[d].sentRST = true
             if connection.endReason == nil { connection.endReason = .reset }
             sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
-                                     offset: UInt64(max(0, Int64(expected.nextOffset) + distance)), kind: .reset(reset)))
+                                     offset: UInt64(max(0, Int64(expected.expectedOffset) + distance)), kind: .reset(reset)))
         }
         connection.halves[d].lastWindow = info.window
     }
@@ -411,7 +458,7 @@ public struct Reassembler {
         let end = start + UInt64(wireLength)
         var uncovered: [(UInt64, UInt64)] = [(start, end)]
         var conflicts = 0
-        for chunk in connection.halves[d].chunks where chunk.offset < end && chunk.end > start {
+        for chunk in connection.halves[d].chunks.overlapping(start, end) {
             // Compare the bytes both copies captured.
             let lo = max(chunk.offset, start)
             let hi = min(chunk.offset + UInt64(chunk.bytes.count), capturedEnd)
@@ -437,10 +484,7 @@ public struct Reassembler {
             let capturedHi = min(b, capturedEnd)
             let bytes: [UInt8] = a < capturedHi
                 ? Array(UnsafeRawBufferPointer(rebasing: payload[Int(a - start)..<Int(capturedHi - start)])) : []
-            let chunk = Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count)
-            var position = connection.halves[d].chunks.count
-            while position > 0 && connection.halves[d].chunks[position - 1].offset > a { position -= 1 }
-            connection.halves[d].chunks.insert(chunk, at: position)
+            connection.halves[d].chunks.insert(Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count))
             connection.halves[d].bufferedBytes += bytes.count
             totalBuffered += bytes.count
         }
@@ -451,11 +495,8 @@ public struct Reassembler {
         _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
         let d = direction.rawValue
-        var consumed = 0
-        while consumed < connection.halves[d].chunks.count,
-              connection.halves[d].chunks[consumed].offset <= connection.halves[d].nextOffset {
-            let chunk = connection.halves[d].chunks[consumed]
-            consumed += 1
+        while let first = connection.halves[d].chunks.first, first.offset <= connection.halves[d].nextOffset {
+            let chunk = connection.halves[d].chunks.popFirst()!
             connection.halves[d].bufferedBytes -= chunk.bytes.count
             totalBuffered -= chunk.bytes.count
             let next = connection.halves[d].nextOffset
@@ -475,7 +516,6 @@ public struct Reassembler {
             }
             connection.halves[d].nextOffset = chunk.end
         }
-        if consumed > 0 { connection.halves[d].chunks.removeFirst(consumed) }
     }
 
     /// Skips the hole before the first buffered chunk: the bytes in it never arrived.

@@ -21,6 +21,8 @@ public struct DirectionCounters: Hashable, Sendable {
     public var packets = 0
     public var wireBytes = 0
     public var payloadBytes = 0
+    /// Bytes of the direction's byte stream delivered in order (retransmitted copies counted once).
+    public var streamBytes: UInt64 = 0
     public var retransmissions = 0
     public var outOfOrder = 0
     public var gaps = 0
@@ -148,6 +150,7 @@ struct EngineState: StreamSink {
             builders[id]?.packet(packet, event)
         case .data(let bytes):
             guard builders[id] != nil, decoders[id] != nil else { return }
+            builders[id]!.record.counters[event.direction.rawValue].streamBytes += UInt64(bytes.count)
             let direction = CodecDirection(rawValue: event.direction.rawValue)!
             if configuration.byteAtATime {
                 for i in 0..<bytes.count {

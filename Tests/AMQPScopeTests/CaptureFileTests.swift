@@ -1,0 +1,76 @@
+// Bad files: each gets a clear message naming the file (and packet when known), and a report of what was read.
+import Foundation
+import Testing
+@testable import AMQPScope
+
+@Suite("Capture files") struct CaptureFileTests {
+    let packet = Build.segment(fromClient: true, seq: 1, flags: [.syn])
+
+    private func analyze(_ name: String, _ bytes: [UInt8]) -> CaptureResult {
+        Analysis.analyzeFile(Paths.temporaryFile(name, bytes))
+    }
+
+    @Test func missingFile() {
+        let r = Analysis.analyzeFile("/nonexistent/amqpscope/capture.pcap")
+        #expect(r.unreadable)
+        #expect(r.error == "/nonexistent/amqpscope/capture.pcap: No such file or directory")
+    }
+
+    @Test func emptyAndTextFiles() {
+        for (name, bytes) in [("empty.pcap", [UInt8]()), ("text.pcap", Array(String(repeating: "not a capture\n", count: 20).utf8))] {
+            let r = analyze(name, bytes)
+            #expect(r.unreadable, "\(name)")
+            #expect(r.error?.contains(name) == true && r.error?.contains("not a readable pcap or pcapng file") == true, "\(r.error ?? "")")
+        }
+    }
+
+    @Test func cutInARecordHeader() {
+        let whole = Build.pcap(packets: [(1_000_000_000, packet, nil), (2_000_000_000, packet, nil)])
+        let r = analyze("cut-header.pcap", Array(whole.prefix(whole.count - packet.count - 9)))
+        #expect(!r.unreadable)
+        #expect(r.counts.packets == 1)
+        #expect(r.error?.contains("packet 2:") == true, "\(r.error ?? "")")
+        #expect(r.records.count == 1, "what was read is still reported")
+    }
+
+    @Test func cutInARecordBody() {
+        let whole = Build.pcap(packets: [(1_000_000_000, packet, nil), (2_000_000_000, packet, nil)])
+        let r = analyze("cut-body.pcap", Array(whole.prefix(whole.count - 10)))
+        #expect(!r.unreadable && r.counts.packets == 1)
+        #expect(r.error?.contains("cut-body.pcap: packet 2:") == true, "\(r.error ?? "")")
+    }
+
+    @Test func recordLongerThanSnapLength() {
+        // A record claiming more than the file's snaplen and than any link type allows (libpcap's 262144 limit).
+        let long = Build.segment(fromClient: true, seq: 1, payload: Array(repeating: 7, count: 100))
+        var bytes = Build.pcap(snaplen: 64, packets: [(1_000_000_000, Array(long.prefix(64)), long.count)])
+        bytes += Build.le32(2) + Build.le32(0) + Build.le32(300_000) + Build.le32(300_000) + Array(repeating: 0, count: 1000)
+        let r = analyze("oversized.pcap", bytes)
+        #expect(!r.unreadable && r.counts.packets == 1)
+        #expect(r.error?.contains("packet 2: invalid packet capture length 300000") == true, "\(r.error ?? "")")
+        #expect(r.counts.truncated == 1, "the first record was cut by the snap length")
+    }
+
+    @Test func randomBytesAfterAValidHeader() {
+        var rng = SeededGenerator(seed: 42)
+        let garbage = (0..<100_000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let r = analyze("garbage.pcap", Build.pcap(packets: [(1_000_000_000, packet, nil)]) + garbage)
+        #expect(!r.unreadable)
+        #expect(r.error != nil)
+        #expect(r.counts.packets >= 1)
+    }
+
+    @Test func nanosecondTimestampsAndMicrosecondFiles() {
+        let nano = analyze("nano.pcap", Build.pcap(nanoseconds: true, packets: [(1_700_000_000_123_456_789, packet, nil)]))
+        #expect(nano.counts.firstTime?.nanoseconds == 1_700_000_000_123_456_789)
+        let micro = analyze("micro.pcap", Build.pcap(nanoseconds: false, packets: [(1_700_000_000_123_456_789, packet, nil)]))
+        #expect(micro.counts.firstTime?.nanoseconds == 1_700_000_000_123_456_000)
+        #expect(Format.time(nano.counts.firstTime!) == "2023-11-14 22:13:20.123456")
+    }
+
+    @Test func unsupportedLinkType() {
+        let r = analyze("usb.pcap", Build.pcap(linkType: 189, packets: [(1, [1, 2, 3], nil)]))
+        #expect(r.unreadable)
+        #expect(r.error?.contains("link-layer type 189") == true)
+    }
+}
