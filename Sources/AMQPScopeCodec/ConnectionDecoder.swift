@@ -94,6 +94,10 @@ public struct ConnectionDecoder {
     var content: [[UInt16: PendingContent]] = [[:], [:]]
     var everSynchronized = false
     var negotiatedFrameMax: UInt32 = 0
+    /// Channels whose content sequence is known, per direction: nil means all (seen from the start). After a sync
+    /// or a gap only channels with a method frame since are judged, so a joined stream is not blamed for what
+    /// happened before the capture saw it.
+    var contentTracked: [Set<UInt16>?]
     var time: Int64 = 0
     var packetNumber = 0
 
@@ -112,6 +116,7 @@ public struct ConnectionDecoder {
         self.onAMQPPort = onAMQPPort
         let mode: FrameParser.Mode = fromStart ? .protocolHeader : (onAMQPPort ? .hunting : .opaque)
         parsers = [FrameParser(mode: mode), FrameParser(mode: mode)]
+        contentTracked = fromStart ? [nil, nil] : [[], []]
         for i in 0..<2 { parsers[i].keepBodies = configuration.keepBodies }
         if !fromStart && !onAMQPPort {
             verdict = .notAMQP("joined mid-stream on a port that is not an AMQP port, and no protocol header was seen")
@@ -136,6 +141,7 @@ public struct ConnectionDecoder {
         self.packetNumber = packetNumber
         let d = direction.rawValue
         for key in content[d].keys { content[d][key]?.incomplete = true }
+        contentTracked[d] = []
         var parser = takeParser(direction)
         parser.gap(length) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
         putBack(parser, direction)
@@ -229,6 +235,7 @@ public struct ConnectionDecoder {
             emit(direction, offset, .malformed(reason: reason, skipped: skipped), into: &sink)
         case .synchronized(let skipped):
             everSynchronized = true
+            contentTracked[direction.rawValue] = []
             emit(direction, offset, .synchronized(skipped: skipped), into: &sink)
         case .notFrames(let reason):
             if case .undetermined = verdict { setVerdict(.notAMQP(reason), direction, into: &sink) }
@@ -272,6 +279,7 @@ public struct ConnectionDecoder {
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .method(shown))),
                  into: &sink)
             follow(method, direction: direction)
+            contentTracked[d]?.insert(header.channel)
             if case .channelClose = method { dropContent(channel: header.channel) }
             if method.carriesContent {
                 if content[d][header.channel] != nil {
@@ -294,8 +302,10 @@ public struct ConnectionDecoder {
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
                                                  content: .header(contentHeader))), into: &sink)
             guard var pending = content[d][header.channel], pending.header == nil else {
-                emit(direction, offset, .violation("content header on channel \(header.channel) with no content method before it"),
-                     into: &sink)
+                if isTracked(d, header.channel) {
+                    emit(direction, offset, .violation("content header on channel \(header.channel) with no content method before it"),
+                         into: &sink)
+                }
                 return
             }
             pending.header = contentHeader
@@ -305,7 +315,10 @@ public struct ConnectionDecoder {
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
                                                  content: .body(length: Int(header.size)))), into: &sink)
             guard var pending = content[d][header.channel], let contentHeader = pending.header else {
-                emit(direction, offset, .violation("body frame on channel \(header.channel) with no content header before it"), into: &sink)
+                if isTracked(d, header.channel) {
+                    emit(direction, offset, .violation("body frame on channel \(header.channel) with no content header before it"),
+                         into: &sink)
+                }
                 return
             }
             pending.received += UInt64(header.size)
@@ -341,6 +354,10 @@ public struct ConnectionDecoder {
             for i in 0..<2 { parsers[i].negotiatedFrameMax = tune.frameMax }
         default: break
         }
+    }
+
+    private func isTracked(_ d: Int, _ channel: UInt16) -> Bool {
+        contentTracked[d].map { $0.contains(channel) } ?? true
     }
 
     private mutating func dropContent(channel: UInt16) {

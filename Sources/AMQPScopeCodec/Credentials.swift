@@ -36,17 +36,16 @@ public enum Credentials {
 
     /// PLAIN keeps "\0user\0<redacted>"; AMQPLAIN keeps LOGIN; EXTERNAL has no secret; anything else is hidden whole.
     static func redact(mechanism: String, response: LongString) -> LongString {
-        switch mechanism {
-        case "EXTERNAL":
-            return response
-        case "PLAIN", "AMQPLAIN":
-            if let user = user(mechanism: mechanism, response: response) {
-                return LongString([0] + Array(user.utf8) + [0] + Array(redactedMark.utf8))
-            }
-            return LongString(redactedMark)
-        default:
-            return LongString(redactedMark)
+        guard let user = user(mechanism: mechanism, response: response) else {
+            return mechanism == "EXTERNAL" ? response : LongString(redactedMark)
         }
+        if mechanism == "PLAIN" { return LongString([0] + Array(user.utf8) + [0] + Array(redactedMark.utf8)) }
+        // AMQPLAIN: the same two entries, the password's value replaced.
+        func entry(_ key: String, _ value: String) -> [UInt8] {
+            [UInt8(key.utf8.count)] + Array(key.utf8) + [UInt8(ascii: "S")]
+                + withUnsafeBytes(of: UInt32(value.utf8.count).bigEndian) { Array($0) } + Array(value.utf8)
+        }
+        return LongString(entry("LOGIN", String(user.prefix(255))) + entry("PASSWORD", redactedMark))
     }
 
     /// AMQPLAIN's response is a field table's entries without the table's length prefix.
