@@ -26,50 +26,224 @@ public struct CaptureResult: Sendable {
 }
 
 public struct ReportOptions: Sendable {
+    /// Every frame and packet instead of the collapsed timeline (needs records made with frames and packets).
+    public var verbose = false
+    /// List decoded frames (`--frames`): implied by `verbose`.
     public var showFrames = false
     public var showBodies = false
+    /// Only these connection ids (per file).
+    public var connections: Set<Int>?
+    /// Only timeline entries in this window.
+    public var from: Timestamp?
+    public var to: Timestamp?
+    public var story = StoryOptions()
     public init() {}
+
+    func includes(_ t: Timestamp) -> Bool { (from.map { t >= $0 } ?? true) && (to.map { t <= $0 } ?? true) }
 }
 
 public enum AnalyzeReport {
+    /// The stories of a capture's connections that pass the filters.
+    public static func stories(_ result: CaptureResult, options: ReportOptions) -> [Story] {
+        result.records.filter { r in
+            if let ids = options.connections, !ids.contains(r.info.id.rawValue) { return false }
+            // A connection is in a time window when any of its life falls inside it.
+            if let from = options.from, (r.endTime ?? r.lastTime) < from { return false }
+            if let to = options.to, r.firstTime > to { return false }
+            return true
+        }.map { Story($0, options: options.story) }
+    }
+
     // MARK: Text
 
     public static func text(_ results: [CaptureResult], options: ReportOptions = ReportOptions()) -> String {
-        var out = ""
-        for (i, result) in results.enumerated() {
-            if i > 0 { out += "\n" }
-            out += captureText(result, options: options)
-        }
-        return out
+        results.map { captureText($0, options: options) }.joined(separator: "\n")
     }
 
     static func captureText(_ r: CaptureResult, options: ReportOptions) -> String {
         var out = "capture \(Format.safe(r.path))\n"
         if r.unreadable {
-            out += "  error: \(r.error ?? "unreadable")\n"
+            out += "  error: \(Format.safe(r.error ?? "unreadable"))\n"
             return out
         }
         let c = r.counts
-        out += "  link type    \(r.linkType?.name ?? "unknown")\n"
-        out += "  packets      \(c.packets) (\(c.truncated) truncated by snap length, \(c.tcp) TCP"
-        if c.otherProtocols > 0 { out += ", \(c.otherProtocols) other" }
-        if c.fragments > 0 { out += ", \(c.fragments) IP fragments skipped" }
-        if c.malformed > 0 { out += ", \(c.malformed) malformed" }
-        out += ")\n"
+        let stories = stories(r, options: options)
+        var line = "  \(c.packets) packets"
         if let first = c.firstTime, let last = c.lastTime {
-            out += "  time span    \(Format.time(first)) to \(Format.time(last)) UTC (\(Format.duration(nanoseconds: last.since(first))))\n"
+            line += " from \(Format.time(first)) to \(Format.time(last)) UTC (\(Format.duration(nanoseconds: last.since(first))))"
         }
-        let amqp = r.records.filter(\.isAMQP).count
-        out += "  connections  \(r.records.count) TCP, \(amqp) AMQP\n"
+        out += line + ", link type \(r.linkType?.name ?? "unknown")\n"
+        var notes: [String] = []
+        if c.truncated > 0 { notes.append("\(c.truncated) cut by the snap length") }
+        if c.otherProtocols > 0 { notes.append("\(c.otherProtocols) not TCP") }
+        if c.fragments > 0 { notes.append("\(c.fragments) IP fragments skipped") }
+        if c.malformed > 0 { notes.append("\(c.malformed) malformed") }
+        if !notes.isEmpty { out += "  packets: " + notes.joined(separator: ", ") + "\n" }
         for (packet, reason) in c.firstMalformed.prefix(5) { out += "  malformed packet \(packet): \(reason)\n" }
-        if let error = r.error { out += "  stopped early: \(error)\n" }
-        guard !r.records.isEmpty else { return out }
-
-        out += "\n" + connectionTable(r.records)
-        for record in r.records {
-            out += "\n" + connectionText(record, options: options)
+        let amqp = r.records.filter(\.isAMQP).count
+        var tally = "  \(r.records.count) TCP connection\(r.records.count == 1 ? "" : "s"), \(amqp) AMQP"
+        let all = stories.flatMap(\.diagnoses)
+        for severity in [Diagnosis.Severity.error, .warning] {
+            let n = all.filter { $0.severity == severity }.count
+            if n > 0 { tally += ", \(n) \(severity.rawValue)\(n == 1 ? "" : "s")" }
+        }
+        out += tally + "\n"
+        if let error = r.error { out += "  reading stopped early: \(Format.safe(error))\n" }
+        for story in stories {
+            out += "\n" + storyText(story, options: options)
+        }
+        if !r.records.isEmpty {
+            out += "\nconnections\n" + connectionTable(r.records)
         }
         return out
+    }
+
+    static func storyText(_ story: Story, options: ReportOptions) -> String {
+        let r = story.record
+        var out = "connection \(r.info.id.rawValue): \(r.info.client) -> \(r.info.server), \(protocolName(r.verdict))"
+        if case .notAMQP(let why) = r.verdict { out += " (\(why))" }
+        out += "\n"
+        // The diagnoses first, in plain words.
+        if story.diagnoses.allSatisfy({ $0.severity == .info }) && r.isAMQP {
+            out += "  no problems found\n"
+        }
+        for d in story.diagnoses {
+            out += "  \(d.severity.rawValue.uppercased()) \(d.code): \(Format.safe(d.summary, limit: 2000))\n"
+            for detail in d.details { out += "      \(Format.safe(detail, limit: 2000))\n" }
+            let evidence = d.evidence.map { e in (e.packetNumber > 0 ? "#\(e.packetNumber) " : "") + "\(Format.time(e.time).suffix(15)) \(Format.safe(e.what))" }
+            if !evidence.isEmpty { out += "      evidence: " + evidence.joined(separator: "; ") + "\n" }
+            for advice in d.advice { out += "      advice: \(advice)\n" }
+        }
+        // Who, what was agreed, how it ended.
+        if let client = story.client { out += "  client     \(peerLine(client))\n" }
+        if let server = story.server { out += "  server     \(peerLine(server))\n" }
+        if let n = story.negotiated {
+            var text = "heartbeat \(n.heartbeat == 0 ? "off (0)" : "\(n.heartbeat) s")"
+            if n.inferred { text += " (inferred from the heartbeat cadence; no Tune in the capture)" }
+            if let proposed = n.serverProposed, proposed.heartbeat != n.heartbeat { text += " (server proposed \(proposed.heartbeat) s)" }
+            if let fm = n.frameMax { text += ", frame_max \(fm)" }
+            if let cm = n.channelMax { text += ", channel_max \(cm)" }
+            out += "  negotiated \(text)\n"
+        } else if r.isAMQP {
+            out += "  negotiated unknown (no Tune/Tune-Ok in the capture, and no heartbeats to infer from)\n"
+        }
+        if r.isAMQP {
+            let beats = Direction.allCases.map { d -> String in
+                let n = r.frameCounts[d.rawValue].heartbeat
+                let cadence = story.heartbeatCadence[d.rawValue].map { ", every \(Format.duration(nanoseconds: $0))" } ?? ""
+                return "\(d) \(n)\(cadence)"
+            }
+            out += "  heartbeats \(beats.joined(separator: "; "))\n"
+            let frames = Direction.allCases.map { d -> String in
+                let f = r.frameCounts[d.rawValue]
+                return "\(d) \(f.method) method, \(f.header) header, \(f.body) body, \(f.messages) messages"
+            }
+            out += "  frames     \(frames.joined(separator: "; "))\n"
+        }
+        out += "  ended      \(story.ending)\n"
+        out += "  tcp        \(tcpStory(r))\n"
+        for d in Direction.allCases {
+            let k = r.counters[d.rawValue]
+            var extras: [String] = []
+            if k.retransmissions > 0 { extras.append("\(k.retransmissions) retransmitted") }
+            if k.outOfOrder > 0 { extras.append("\(k.outOfOrder) out of order") }
+            if k.gaps > 0 { extras.append("\(k.gaps) gaps (\(k.gapBytes) bytes missing)") }
+            if k.keepalives > 0 { extras.append("\(k.keepalives) keepalives") }
+            if k.zeroWindows > 0 { extras.append("\(k.zeroWindows) zero-window") }
+            if k.overlapConflicts > 0 { extras.append("\(k.overlapConflicts) conflicting overlaps") }
+            out += "             \(d): \(k.packets) packets, \(k.payloadBytes) payload bytes"
+            out += extras.isEmpty ? "\n" : ", " + extras.joined(separator: ", ") + "\n"
+        }
+        for sync in r.synchronizations.prefix(3) {
+            out += "  sync       \(sync.direction) frames found at packet \(sync.packetNumber) after skipping \(sync.skipped) bytes\n"
+        }
+        out += timelineText(story, options: options)
+        return out
+    }
+
+    static func peerLine(_ p: PeerProperties) -> String {
+        var text = Format.safe(p.name ?? "unnamed", limit: 120)
+        if let platform = p.platform { text += " (\(Format.safe(platform, limit: 60)))" }
+        if let name = p.connectionName { text += ", connection_name \"\(Format.safe(name, limit: 120))\"" }
+        return text
+    }
+
+    // MARK: Timeline
+
+    /// The timeline as lines: UTC time, seconds since the connection's first packet, direction, packet, what.
+    static func timelineText(_ story: Story, options: ReportOptions) -> String {
+        let r = story.record
+        var lines: [(Timestamp, Int, String, String)] = [] // time, packet, direction, text
+        if options.verbose {
+            for p in r.packets where options.includes(p.time) {
+                lines.append((p.time, p.packetNumber, p.direction.arrow, packetLine(p.info)))
+            }
+            for f in r.frames where options.includes(f.time) {
+                lines.append((f.time, f.packetNumber, f.direction.arrow, "  AMQP ch \(f.frame.channel) \(Describe.frame(f.frame))"))
+            }
+            for m in r.moments where options.includes(m.time) {
+                if case .syn = m.kind { continue }
+                if case .synAck = m.kind { continue }
+                lines.append((m.time, m.packetNumber, m.direction.arrow, "  " + momentText(m)))
+            }
+            lines.sort { ($0.0, $0.1) < ($1.0, $1.1) }
+        } else {
+            for entry in r.timeline where options.includes(entry.time) {
+                switch entry {
+                case .frame(let f): lines.append((f.time, f.packetNumber, f.direction.arrow, Describe.frame(f.frame)))
+                case .moment(let m): lines.append((m.time, m.packetNumber, m.direction.arrow, momentText(m)))
+                case .run(let run): lines.append((run.first, run.firstPacket, run.direction.arrow, runText(run)))
+                case .problem(let p): lines.append((p.time, p.packetNumber, p.direction.arrow, "\(p.kind.rawValue): \(p.reason)"))
+                }
+            }
+        }
+        guard !lines.isEmpty else { return "" }
+        var out = "  timeline (UTC, seconds since the connection's first packet, packet number)\n"
+        for (time, packet, arrow, text) in lines {
+            out += "    \(Format.time(time).suffix(15))  \(Format.column(Format.relative(time, from: r.firstTime), 12, right: true))  "
+            out += "\(arrow)  \(Format.column("#\(packet)", 7))  \(Format.safe(text, limit: 300))\n"
+        }
+        if r.timelineDropped > 0 && !options.verbose { out += "    ... \(r.timelineDropped) more entries not kept\n" }
+        return out
+    }
+
+    static func runText(_ run: Run) -> String {
+        var text = run.kind == "heartbeat" ? "\(run.count) heartbeat\(run.count == 1 ? "" : "s")" : "\(run.count) × \(run.kind)"
+        if run.count > 1 {
+            let every = run.last.since(run.first) / Int64(run.count - 1)
+            text += ", every \(Format.duration(nanoseconds: every)) (to #\(run.lastPacket))"
+        }
+        if run.bodyBytes > 0 { text += ", \(run.bodyBytes) body bytes" }
+        return text
+    }
+
+    static func packetLine(_ p: PacketInfo) -> String {
+        var text = "TCP [\(p.flags)] seq=\(p.sequence) ack=\(p.acknowledgment) win=\(p.window) len=\(p.payloadLength)"
+        if p.isRetransmission { text += " retransmission" }
+        if p.isOutOfOrder { text += " out-of-order" }
+        if p.isKeepalive { text += " keepalive" }
+        if p.isZeroWindow { text += " zero-window" }
+        return text
+    }
+
+    static func momentText(_ m: TCPMoment) -> String {
+        let side = m.direction.sender
+        switch m.kind {
+        case .syn: return "SYN from the \(side)"
+        case .synAck: return "SYN-ACK from the \(side)"
+        case .fin: return "FIN from the \(side) (half-close)"
+        case .reset(let info):
+            var text = "RST from the \(side)"
+            if info.repeated { return text + " (repeated)" }
+            text += "; the \(side.peer) was \(info.receiverState.rawValue)"
+            if let e = ResetErrno.predict(info.receiverState) { text += ": its next socket call gets \(e.name) (\(e.errno))" }
+            if !info.inWindow { text += " (out of window: may be ignored)" }
+            return text
+        case .gap(let length, let reason): return "\(length) bytes missing (\(reason.rawValue))"
+        case .dataAfterFIN(let n): return "\(n) bytes after its own FIN"
+        case .overlapConflict(let n): return "retransmission of \(n) bytes differs from the first copy"
+        case .lateWrite(let n, let afterReset): return "\(n) bytes written after the \(side.peer)'s \(afterReset ? "RST" : "FIN")"
+        }
     }
 
     static func connectionTable(_ records: [ConnectionRecord]) -> String {
@@ -100,54 +274,10 @@ public enum AnalyzeReport {
         }
     }
 
-    static func connectionText(_ r: ConnectionRecord, options: ReportOptions) -> String {
-        var out = "connection \(r.info.id.rawValue): client \(r.info.client) -> server \(r.info.server)"
-        out += r.info.opening == .handshake ? " (handshake seen)\n" : " (joined mid-stream; server chosen by \(r.info.roleEvidence.rawValue))\n"
-        out += "  tcp      \(tcpStory(r))\n"
-        for d in Direction.allCases {
-            let k = r.counters[d.rawValue]
-            var extras: [String] = []
-            if k.retransmissions > 0 { extras.append("\(k.retransmissions) retransmitted") }
-            if k.outOfOrder > 0 { extras.append("\(k.outOfOrder) out of order") }
-            if k.gaps > 0 { extras.append("\(k.gaps) gaps (\(k.gapBytes) bytes missing)") }
-            if k.keepalives > 0 { extras.append("\(k.keepalives) keepalives") }
-            if k.zeroWindows > 0 { extras.append("\(k.zeroWindows) zero-window") }
-            if k.overlapConflicts > 0 { extras.append("\(k.overlapConflicts) conflicting overlaps") }
-            out += "  \(d == .clientToServer ? "c>s" : "s>c")      \(k.packets) packets, \(k.payloadBytes) payload bytes"
-            out += extras.isEmpty ? "\n" : ", " + extras.joined(separator: ", ") + "\n"
-        }
-        out += "  protocol \(protocolName(r.verdict))"
-        if case .notAMQP(let why) = r.verdict { out += ": \(why)" }
-        out += "\n"
-        if r.isAMQP {
-            for d in Direction.allCases {
-                let f = r.frameCounts[d.rawValue]
-                out += "  \(d == .clientToServer ? "c>s" : "s>c")      \(f.method) method, \(f.header) header, \(f.body) body, \(f.heartbeat) heartbeat frames"
-                out += f.messages > 0 ? ", \(f.messages) messages\n" : "\n"
-            }
-            for sync in r.synchronizations.prefix(5) {
-                out += "  sync     \(sync.direction) frames found at packet \(sync.packetNumber) after skipping \(sync.skipped) bytes\n"
-            }
-            for p in r.problems.prefix(10) {
-                out += "  \(p.kind == .malformed ? "malformed" : "violation") packet \(p.packetNumber) \(p.direction): \(Format.safe(p.reason))\n"
-            }
-            if r.problemCount > 10 { out += "  ... \(r.problemCount - 10) more problems\n" }
-        }
-        if options.showFrames && !r.frames.isEmpty {
-            out += "  frames\n"
-            for f in r.frames {
-                out += "    \(Format.column(String(f.packetNumber), 6, right: true))  \(Format.time(f.time))  "
-                out += "\(Format.relative(f.time, from: r.firstTime))  \(f.direction == .clientToServer ? "c>s" : "s>c")  "
-                out += "ch \(Format.column(String(f.frame.channel), 3, right: true))  \(Describe.frame(f.frame))\n"
-            }
-        }
-        return out
-    }
-
-    /// "SYN client, SYN-ACK server, FIN server, RST client; still open at capture end".
+    /// "SYN client (#1), SYN-ACK server (#2), FIN client (#89), RST server (#91); reset".
     public static func tcpStory(_ r: ConnectionRecord) -> String {
         var parts: [String] = []
-        if r.info.opening == .midstream { parts.append("picked up mid-stream") }
+        if r.info.opening == .midstream { parts.append("picked up mid-stream (server chosen by \(r.info.roleEvidence.rawValue))") }
         for m in r.moments {
             let side = m.direction.sender.rawValue
             switch m.kind {
@@ -156,22 +286,23 @@ public enum AnalyzeReport {
             case .fin: parts.append("FIN \(side) (#\(m.packetNumber))")
             case .reset(let info): parts.append("RST \(side) (#\(m.packetNumber)\(info.repeated ? ", repeated" : "")\(info.inWindow ? "" : ", out of window"))")
             case .dataAfterFIN(let n): parts.append("\(n) bytes after own FIN \(side) (#\(m.packetNumber))")
+            case .lateWrite(let n, _): parts.append("\(n) bytes late write \(side) (#\(m.packetNumber))")
             case .gap, .overlapConflict: break
             }
         }
         var text = parts.joined(separator: ", ")
-        if let end = r.endReason { text += "; \(end.rawValue)" }
+        if let end = r.endReason { text += (text.isEmpty ? "" : "; ") + end.rawValue }
         return text
     }
 
-    // MARK: JSON
+    // MARK: JSON (schema: docs/json.md)
 
     public static func json(_ results: [CaptureResult], options: ReportOptions = ReportOptions()) -> JSON {
         var captures: [JSON] = []
         var connections: [JSON] = []
         for (index, r) in results.enumerated() {
             captures.append(captureJSON(r))
-            for record in r.records { connections.append(connectionJSON(record, capture: index, options: options)) }
+            for story in stories(r, options: options) { connections.append(connectionJSON(story, capture: index, options: options)) }
         }
         return .object([("captures", .array(captures)), ("connections", .array(connections))])
     }
@@ -194,7 +325,7 @@ public enum AnalyzeReport {
         ])
     }
 
-    static func direction(_ k: DirectionCounters) -> JSON {
+    static func directionJSON(_ k: DirectionCounters) -> JSON {
         .object([
             ("packets", .int(k.packets)), ("bytes", .int(k.wireBytes)), ("payload_bytes", .int(k.payloadBytes)),
             ("retransmissions", .int(k.retransmissions)), ("out_of_order", .int(k.outOfOrder)),
@@ -202,33 +333,46 @@ public enum AnalyzeReport {
         ])
     }
 
-    static func frames(_ f: FrameCounts) -> JSON {
+    static func framesJSON(_ f: FrameCounts) -> JSON {
         .object([("method", .int(f.method)), ("header", .int(f.header)), ("body", .int(f.body)), ("heartbeat", .int(f.heartbeat))])
     }
 
-    static func connectionJSON(_ r: ConnectionRecord, capture: Int, options: ReportOptions) -> JSON {
+    static func directionName(_ d: Direction) -> String { d == .clientToServer ? "client_to_server" : "server_to_client" }
+
+    static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
+        let r = story.record
+        let negotiated: JSON = story.negotiated.map { n in
+            .object([
+                ("heartbeat", .int(n.heartbeat)), ("frame_max", .optional(n.frameMax)), ("channel_max", .optional(n.channelMax)),
+                ("inferred", .bool(n.inferred)),
+            ])
+        } ?? .null
         var members: [(String, JSON)] = [
             ("id", .int(r.info.id.rawValue)),
             ("capture", .int(capture)),
             ("client", .string(r.info.client.description)),
             ("server", .string(r.info.server.description)),
             ("protocol", .string(protocolName(r.verdict))),
+            ("negotiated", negotiated),
+            ("client_properties", story.client.map { Describe.json($0.table) } ?? .null),
+            ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),
+            ("frames", .object([("client_to_server", framesJSON(r.frameCounts[0])), ("server_to_client", framesJSON(r.frameCounts[1]))])),
             ("opening", .string(r.info.opening.rawValue)),
             ("first_time", .string(Format.rfc3339(r.firstTime))),
             ("last_time", .string(Format.rfc3339(r.lastTime))),
-            ("end", .optional(r.endReason?.rawValue)),
-            ("tcp", .object([
-                ("client_to_server", direction(r.counters[0])),
-                ("server_to_client", direction(r.counters[1])),
-                ("moments", .array(r.moments.map(momentJSON))),
-            ])),
-            ("frames", .object([("client_to_server", frames(r.frameCounts[0])), ("server_to_client", frames(r.frameCounts[1]))])),
+            ("ended", .string(story.ending)),
+            ("tcp", .object([("client_to_server", directionJSON(r.counters[0])), ("server_to_client", directionJSON(r.counters[1]))])),
+            ("heartbeat_cadence_seconds", .object(Direction.allCases.map { d in
+                (directionName(d), story.heartbeatCadence[d.rawValue].map { .double(Double($0) / 1e9) } ?? .null)
+            })),
+            ("events", .array(eventsJSON(story, options: options))),
+            ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),
         ]
-        if options.showFrames {
-            members.append(("frame_list", .array(r.frames.map { f in
+        if options.showFrames || options.verbose {
+            members.append(("frame_list", .array(r.frames.filter { options.includes($0.time) }.map { f in
                 .object([
                     ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
-                    ("direction", .string(f.direction == .clientToServer ? "client_to_server" : "server_to_client")),
+                    ("direction", .string(directionName(f.direction))),
                     ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
                     ("description", .string(Describe.frame(f.frame))),
                 ])
@@ -237,31 +381,68 @@ public enum AnalyzeReport {
         return .object(members)
     }
 
-    static func momentJSON(_ m: TCPMoment) -> JSON {
-        var members: [(String, JSON)] = [
-            ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))), ("side", .string(m.direction.sender.rawValue)),
-        ]
-        switch m.kind {
-        case .syn: members.insert(("kind", .string("syn")), at: 0)
-        case .synAck: members.insert(("kind", .string("syn-ack")), at: 0)
-        case .fin: members.insert(("kind", .string("fin")), at: 0)
-        case .reset(let info):
-            members.insert(("kind", .string("rst")), at: 0)
-            members.append(("in_window", .bool(info.inWindow)))
-            members.append(("receiver_state", .string(info.receiverState.rawValue)))
-        case .gap(let length, let reason):
-            members.insert(("kind", .string("gap")), at: 0)
-            members.append(("length", .int(Int64(length))))
-            members.append(("reason", .string(reason.rawValue)))
-        case .dataAfterFIN(let n):
-            members.insert(("kind", .string("data-after-fin")), at: 0)
-            members.append(("length", .int(n)))
-        case .overlapConflict(let n):
-            members.insert(("kind", .string("overlap-conflict")), at: 0)
-            members.append(("length", .int(n)))
+    static func eventsJSON(_ story: Story, options: ReportOptions) -> [JSON] {
+        story.record.timeline.filter { options.includes($0.time) }.map { entry in
+            var members: [(String, JSON)] = []
+            switch entry {
+            case .frame(let f):
+                members = [("kind", .string("frame")), ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
+                           ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.frame(f.frame)))]
+                if case .method(let m) = f.frame.content { members.insert(("method", .string(m.name)), at: 1) }
+            case .moment(let m):
+                members = [("kind", .string(momentKind(m.kind))), ("direction", .string(directionName(m.direction))),
+                           ("packet", .int(m.packetNumber)), ("description", .string(momentText(m)))]
+                if case .reset(let info) = m.kind {
+                    members.append(("receiver_state", .string(info.receiverState.rawValue)))
+                    members.append(("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno })))
+                }
+            case .run(let run):
+                members = [("kind", .string("run")), ("direction", .string(directionName(run.direction))), ("packet", .int(run.firstPacket)),
+                           ("last_packet", .int(run.lastPacket)), ("what", .string(run.kind)), ("count", .int(run.count)),
+                           ("until", .string(Format.rfc3339(run.last))), ("description", .string(runText(run)))]
+            case .problem(let p):
+                members = [("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
+                           ("packet", .int(p.packetNumber)), ("description", .string(p.reason))]
+            }
+            return .object([("time", .string(Format.rfc3339(entry.time)))] + members)
         }
-        return .object(members)
     }
+
+    static func momentKind(_ kind: TCPMoment.Kind) -> String {
+        switch kind {
+        case .syn: "syn"
+        case .synAck: "syn-ack"
+        case .fin: "fin"
+        case .reset: "rst"
+        case .gap: "gap"
+        case .dataAfterFIN: "data-after-fin"
+        case .overlapConflict: "overlap-conflict"
+        case .lateWrite: "late-write"
+        }
+    }
+
+    static func diagnosisJSON(_ d: Diagnosis) -> JSON {
+        .object([
+            ("code", .string(d.code)),
+            ("severity", .string(d.severity.rawValue)),
+            ("summary", .string(d.summary)),
+            ("side", .optional(d.side?.rawValue)),
+            ("errno", .optional(d.errno)),
+            ("errno_name", .optional(d.errnoName)),
+            ("rule", .optional(d.rule)),
+            ("evidence", .array(d.evidence.map { e in
+                .object([("packet", e.packetNumber > 0 ? .int(e.packetNumber) : .null), ("time", .string(Format.rfc3339(e.time))),
+                         ("what", .string(e.what))])
+            })),
+            ("details", .array(d.details.map(JSON.string))),
+            ("advice", .array(d.advice.map(JSON.string))),
+        ])
+    }
+}
+
+extension Direction {
+    /// "c>s" or "s>c".
+    var arrow: String { self == .clientToServer ? "c>s" : "s>c" }
 }
 
 extension String {

@@ -13,6 +13,10 @@ public struct EngineConfiguration: Hashable, Sendable {
     public var byteAtATime = false
     /// Problems kept per connection with their detail; past it they are only counted.
     public var maximumProblemsKept = 100
+    /// Timeline entries kept per connection; past it they are only counted.
+    public var maximumTimelineEntries = 5000
+    /// Keep every packet in the records (for `--verbose`).
+    public var recordPackets = false
     public init() {}
 }
 
@@ -58,6 +62,8 @@ public struct TCPMoment: Hashable, Sendable {
     public enum Kind: Hashable, Sendable {
         case syn, synAck, fin, reset(ResetInfo), gap(length: UInt64, reason: GapReason), dataAfterFIN(length: Int)
         case overlapConflict(length: Int)
+        /// Payload sent after the peer's FIN or RST was on the wire (the first such packet per direction).
+        case lateWrite(length: Int, afterPeerReset: Bool)
     }
     public var kind: Kind
     public var direction: Direction
@@ -125,8 +131,56 @@ public struct ConnectionRecord: Sendable {
     /// Heartbeat frame times per direction (bounded ring of the most recent, plus the first few).
     public var heartbeatTimes: [[Timestamp]] = [[], []]
     public var messages: [(direction: Direction, time: Timestamp, packetNumber: Int, message: Message)] = []
+    /// Silences of at least a second between consecutive frames of a direction (bounded).
+    public var idleGaps: [[IdleGap]] = [[], []]
+    /// The packet of each direction's last frame.
+    public var lastFramePacket: [Int] = [0, 0]
+    /// TCP packets each direction sent after its last AMQP frame (its kernel ACKing while the application is silent).
+    public var packetsSinceLastFrame: [Int] = [0, 0]
+    /// The collapsed timeline: key events as they happened, routine traffic folded into runs between them.
+    public var timeline: [TimelineEntry] = []
+    public var timelineDropped = 0
+    /// Every packet, when asked (`--verbose`).
+    public var packets: [(direction: Direction, time: Timestamp, packetNumber: Int, info: PacketInfo)] = []
 
     public var isAMQP: Bool { verdict.isAMQP }
+}
+
+/// A silence between two frames of one direction.
+public struct IdleGap: Hashable, Sendable {
+    public var from: Timestamp
+    public var to: Timestamp
+    public var fromPacket: Int
+    public var toPacket: Int
+    public var length: Int64 { to.since(from) }
+}
+
+/// Routine traffic between two key events, folded into one line: "14 heartbeats server->client, every 1.0 s".
+public struct Run: Hashable, Sendable {
+    public var kind: String            // "heartbeat" or a method name such as "basic.publish"
+    public var direction: Direction
+    public var count: Int
+    public var first: Timestamp
+    public var last: Timestamp
+    public var firstPacket: Int
+    public var lastPacket: Int
+    public var bodyBytes: UInt64
+}
+
+public enum TimelineEntry: Hashable, Sendable {
+    case frame(FrameRecord)
+    case moment(TCPMoment)
+    case run(Run)
+    case problem(Problem)
+
+    public var time: Timestamp {
+        switch self {
+        case .frame(let f): f.time
+        case .moment(let m): m.time
+        case .run(let r): r.first
+        case .problem(let p): p.time
+        }
+    }
 }
 
 /// Receives reassembly's events and runs the codec per connection.
@@ -185,6 +239,7 @@ struct EngineState: StreamSink {
             }
             builder.record.endReason = reason
             builder.record.endTime = event.time
+            builder.closeRuns()
             ended.append(builder.record)
         }
     }

@@ -6,6 +6,14 @@ import AMQPScopeReassembly
 struct RecordBuilder: CodecSink {
     var record: ConnectionRecord
     let configuration: EngineConfiguration
+    /// Runs of routine traffic not yet placed on the timeline (closed by the next key event).
+    var openRuns: [Run] = []
+    /// Per direction: has this direction's peer sent FIN / RST (so this direction's writes are late)?
+    var peerClosed: [(fin: Bool, rst: Bool)] = [(false, false), (false, false)]
+    var lateWriteSeen = [false, false]
+    /// Silences shorter than this are not kept.
+    static let idleGapMinimum: Int64 = 1_000_000_000
+    static let idleGapsKept = 1000
     /// Heartbeat times kept per direction (the most recent ones; cadence needs no more).
     static let heartbeatsKept = 4096
 
@@ -27,10 +35,16 @@ struct RecordBuilder: CodecSink {
         if packet.isKeepalive { counters.keepalives += 1 }
         if packet.isZeroWindow { counters.zeroWindows += 1 }
         record.counters[d] = counters
+        record.packetsSinceLastFrame[d] += 1
+        if configuration.recordPackets { record.packets.append((event.direction, event.time, event.packetNumber, packet)) }
+        if packet.payloadLength > 0 && !packet.isRetransmission && (peerClosed[d].fin || peerClosed[d].rst) && !lateWriteSeen[d] {
+            lateWriteSeen[d] = true
+            moment(.lateWrite(length: packet.payloadLength, afterPeerReset: peerClosed[d].rst), event)
+        }
         if packet.flags.contains(.syn) {
             let kind: TCPMoment.Kind = packet.flags.contains(.ack) ? .synAck : .syn
             if !record.moments.contains(where: { $0.kind == kind }) {
-                record.moments.append(TCPMoment(kind: kind, direction: event.direction, time: event.time, packetNumber: event.packetNumber))
+                moment(kind, event)
             }
         }
     }
@@ -44,9 +58,44 @@ struct RecordBuilder: CodecSink {
             record.counters[event.direction.rawValue].overlapConflicts += 1
         default: break
         }
+        switch kind {
+        case .fin: peerClosed[event.direction.reversed.rawValue].fin = true
+        case .reset: peerClosed[event.direction.reversed.rawValue].rst = true
+        default: break
+        }
         // Gaps can be many on a lossy capture: keep the first hundred, count the rest.
         if case .gap = kind, record.moments.count >= configuration.maximumProblemsKept { return }
-        record.moments.append(TCPMoment(kind: kind, direction: event.direction, time: event.time, packetNumber: event.packetNumber))
+        let m = TCPMoment(kind: kind, direction: event.direction, time: event.time, packetNumber: event.packetNumber)
+        record.moments.append(m)
+        addKey(.moment(m))
+    }
+
+    /// A key event: the routine runs before it go on the timeline first.
+    mutating func addKey(_ entry: TimelineEntry) {
+        closeRuns()
+        append(entry)
+    }
+
+    mutating func closeRuns() {
+        for run in openRuns { append(.run(run)) }
+        openRuns.removeAll(keepingCapacity: true)
+    }
+
+    private mutating func append(_ entry: TimelineEntry) {
+        if record.timeline.count < configuration.maximumTimelineEntries { record.timeline.append(entry) } else { record.timelineDropped += 1 }
+    }
+
+    /// Routine traffic joins the open run of its kind and direction.
+    mutating func routine(_ kind: String, _ direction: Direction, _ time: Timestamp, _ packet: Int, bodyBytes: UInt64 = 0) {
+        if let i = openRuns.firstIndex(where: { $0.kind == kind && $0.direction == direction }) {
+            openRuns[i].count += 1
+            openRuns[i].last = time
+            openRuns[i].lastPacket = packet
+            openRuns[i].bodyBytes += bodyBytes
+        } else {
+            openRuns.append(Run(kind: kind, direction: direction, count: 1, first: time, last: time, firstPacket: packet,
+                                lastPacket: packet, bodyBytes: bodyBytes))
+        }
     }
 
     /// Reassembly's final word on the TCP states (for connections still open when the capture ends).
@@ -63,7 +112,13 @@ struct RecordBuilder: CodecSink {
         case .protocolHeader(let header):
             record.protocolHeaders.append((direction, header, time, event.packetNumber))
         case .frame(let frame):
+            if let previous = record.lastFrameTime[d], time.since(previous) >= Self.idleGapMinimum,
+               record.idleGaps[d].count < Self.idleGapsKept {
+                record.idleGaps[d].append(IdleGap(from: previous, to: time, fromPacket: record.lastFramePacket[d], toPacket: event.packetNumber))
+            }
             record.lastFrameTime[d] = time
+            record.lastFramePacket[d] = event.packetNumber
+            record.packetsSinceLastFrame[d] = 0
             if record.firstFrameTime[d] == nil { record.firstFrameTime[d] = time }
             let frameRecord = FrameRecord(packetNumber: event.packetNumber, time: time, direction: direction,
                                           offset: event.offset, frame: frame)
@@ -72,15 +127,22 @@ struct RecordBuilder: CodecSink {
                 record.frameCounts[d].method += 1
                 if Self.isKey(method) {
                     if record.keyFrames.count < 10_000 { record.keyFrames.append(frameRecord) } else { record.keyFramesDropped += 1 }
+                    addKey(.frame(frameRecord))
+                } else {
+                    routine(method.name, direction, time, event.packetNumber)
                 }
             case .header: record.frameCounts[d].header += 1
             case .body(let length):
                 record.frameCounts[d].body += 1
                 record.frameCounts[d].bodyBytes += UInt64(length)
+                if let i = openRuns.lastIndex(where: { $0.direction == direction && $0.kind != "heartbeat" }) {
+                    openRuns[i].bodyBytes += UInt64(length)
+                }
             case .heartbeat:
                 record.frameCounts[d].heartbeat += 1
                 if record.heartbeatTimes[d].count >= Self.heartbeatsKept { record.heartbeatTimes[d].removeFirst(Self.heartbeatsKept / 2) }
                 record.heartbeatTimes[d].append(time)
+                routine("heartbeat", direction, time, event.packetNumber)
             }
             if configuration.recordFrames { record.frames.append(frameRecord) }
         case .message(let message):
@@ -104,8 +166,10 @@ struct RecordBuilder: CodecSink {
     private mutating func addProblem(_ kind: Problem.Kind, _ reason: String, _ direction: Direction, _ time: Timestamp, _ event: CodecEvent) {
         record.problemCount += 1
         if record.problems.count < configuration.maximumProblemsKept {
-            record.problems.append(Problem(kind: kind, reason: reason, direction: direction, time: time,
-                                           packetNumber: event.packetNumber, offset: event.offset))
+            let problem = Problem(kind: kind, reason: reason, direction: direction, time: time,
+                                  packetNumber: event.packetNumber, offset: event.offset)
+            record.problems.append(problem)
+            addKey(.problem(problem))
         }
     }
 

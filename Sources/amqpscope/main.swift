@@ -11,6 +11,7 @@ import Glibc
 
 enum Exit {
     static let ok: Int32 = 0
+    static let diagnosis: Int32 = 1
     static let usage: Int32 = 2
     static let unreadable: Int32 = 3
     static let partial: Int32 = 4
@@ -86,9 +87,55 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json
 }
 
+enum FailOn: String, ExpressibleByArgument, CaseIterable {
+    case warning, error
+    var severity: Diagnosis.Severity { self == .warning ? .warning : .error }
+}
+
+/// Parses --from/--to: "+SECONDS" from the first packet of the capture, "HH:MM:SS[.frac]" on the capture's first
+/// day (UTC), "YYYY-MM-DD HH:MM:SS[.frac]" or "YYYY-MM-DDTHH:MM:SS[.frac][Z]" (UTC), or Unix seconds.
+enum TimeArgument {
+    static func parse(_ text: String, captureStart: Timestamp?) -> Timestamp? {
+        if text.hasPrefix("+"), let seconds = Double(text.dropFirst()), let start = captureStart {
+            return start.adding(nanoseconds: Int64(seconds * 1e9))
+        }
+        if let seconds = Double(text), !text.contains(":") { return Timestamp(nanoseconds: Int64(seconds * 1e9)) }
+        var rest = Substring(text.hasSuffix("Z") ? String(text.dropLast()) : text)
+        var dayStart: Int64
+        if rest.count >= 10, rest.dropFirst(4).first == "-" {
+            let parts = rest.prefix(10).split(separator: "-").compactMap { Int64($0) }
+            guard parts.count == 3 else { return nil }
+            dayStart = days(year: parts[0], month: parts[1], day: parts[2]) * 86_400
+            rest = rest.dropFirst(10).drop { $0 == " " || $0 == "T" }
+        } else {
+            guard let start = captureStart else { return nil }
+            dayStart = start.nanoseconds / 1_000_000_000 / 86_400 * 86_400
+        }
+        let clock = rest.split(separator: ":")
+        guard clock.count == 3, let h = Int64(clock[0]), let m = Int64(clock[1]), let s = Double(clock[2]) else { return nil }
+        return Timestamp(nanoseconds: (dayStart + h * 3600 + m * 60) * 1_000_000_000 + Int64(s * 1e9))
+    }
+
+    /// Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+    static func days(year: Int64, month: Int64, day: Int64) -> Int64 {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+}
+
 struct Analyze: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Analyse saved captures (pcap or pcapng): every TCP connection, and the AMQP it carried.")
+        abstract: "Analyse saved captures (pcap or pcapng): tell the story of every AMQP connection.",
+        discussion: """
+            By default each connection's diagnoses come first, in plain words, then who the peers were, what they \
+            negotiated, how the connection ended, and its timeline with routine traffic collapsed. Exit codes: \
+            0 analysed; 1 a diagnosis at --fail-on severity or worse; 2 usage error; 3 an input could not be read \
+            at all; 4 an input was read only in part.
+            """)
 
     @Argument(help: "Capture files (pcap or pcapng).")
     var files: [String]
@@ -96,22 +143,54 @@ struct Analyze: ParsableCommand {
     @Option(help: "Output format: text or json.")
     var format: OutputFormat = .text
 
-    @Flag(help: "List every decoded AMQP frame per connection.")
+    @Flag(name: .shortAndLong, help: "Show every frame and packet on the timeline instead of collapsing routine traffic.")
+    var verbose = false
+
+    @Flag(help: "List every decoded AMQP frame (in JSON: a frame_list per connection).")
     var frames = false
+
+    @Option(name: .customLong("connection"), help: "Only this connection id (repeatable).")
+    var connectionIDs: [Int] = []
+
+    @Option(help: "Only what happened from this time: +SECONDS from the capture's start, HH:MM:SS[.frac] (UTC), or a full UTC date and time.")
+    var from: String?
+
+    @Option(help: "Only what happened up to this time (same forms as --from).")
+    var to: String?
+
+    @Option(help: "With heartbeats off, report silences at least this many seconds long.")
+    var idle: Double = 30
+
+    @Option(help: "Exit with 1 when a diagnosis of this severity or worse is found: warning or error.")
+    var failOn: FailOn?
 
     @OptionGroup var pipeline: PipelineOptions
 
     func validate() throws {
         if files.isEmpty { throw ValidationError("name at least one capture file") }
+        guard idle > 0 else { throw ValidationError("--idle must be a positive number of seconds") }
+        for (name, value) in [("--from", from), ("--to", to)] {
+            // Forms that need the capture's start are checked against a placeholder day here.
+            if let value, TimeArgument.parse(value, captureStart: Timestamp(nanoseconds: 0)) == nil {
+                throw ValidationError("\(name) \(value): use +SECONDS, HH:MM:SS, YYYY-MM-DD HH:MM:SS or Unix seconds")
+            }
+        }
     }
 
     func run() throws {
         let logger = Logger(label: "amqpscope")
-        let configuration = pipeline.engineConfiguration(recordFrames: frames)
+        var configuration = pipeline.engineConfiguration(recordFrames: frames || verbose)
+        configuration.recordPackets = verbose
         let results = files.map { Analysis.analyzeFile($0, configuration: configuration, logger: logger) }
         var options = ReportOptions()
         options.showFrames = frames
+        options.verbose = verbose
         options.showBodies = pipeline.showBodies
+        options.connections = connectionIDs.isEmpty ? nil : Set(connectionIDs)
+        options.story.idleThreshold = Int64(idle * 1e9)
+        let captureStart = results.compactMap(\.counts.firstTime).min()
+        options.from = from.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
+        options.to = to.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
         switch format {
         case .text: print(AnalyzeReport.text(results, options: options), terminator: "")
         case .json: print(AnalyzeReport.json(results, options: options).serialized(indent: true))
@@ -121,6 +200,10 @@ struct Analyze: ParsableCommand {
         }
         if results.contains(where: \.unreadable) { throw ExitCode(Exit.unreadable) }
         if results.contains(where: { $0.error != nil }) { throw ExitCode(Exit.partial) }
+        if let failOn {
+            let worst = results.flatMap { AnalyzeReport.stories($0, options: options) }.compactMap(\.worstSeverity).max()
+            if let worst, worst >= failOn.severity { throw ExitCode(Exit.diagnosis) }
+        }
     }
 }
 

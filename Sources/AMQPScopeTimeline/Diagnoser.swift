@@ -1,0 +1,330 @@
+// The diagnoses: each a stable code, a severity, one sentence, and the packets that show it.
+import AMQPScopeCodec
+import AMQPScopePackets
+import AMQPScopeReassembly
+
+struct Diagnoser {
+    let story: Story
+    let options: StoryOptions
+    var record: ConnectionRecord { story.record }
+
+    /// Codes in the order a reader wants them within one severity: causes before their consequences.
+    static let order = ["missed-heartbeats", "write-after-close", "reset", "connection-error", "abrupt-close", "channel-error",
+                        "blocked", "heartbeats-disabled", "protocol-violation", "capture-incomplete"]
+
+    func run() -> [Diagnosis] {
+        var out: [Diagnosis] = []
+        if record.isAMQP {
+            out += missedHeartbeats()
+            out += connectionErrors()
+            out += channelErrors()
+            out += blocked()
+            out += heartbeatsDisabled()
+            out += abruptClose()
+            out += protocolViolations()
+        }
+        out += writeAfterClose()
+        out += resets()
+        out += captureIncomplete()
+        return out.sorted { a, b in
+            if a.severity != b.severity { return a.severity > b.severity }
+            return (Self.order.firstIndex(of: a.code) ?? 99, a.evidence.first?.packetNumber ?? 0)
+                < (Self.order.firstIndex(of: b.code) ?? 99, b.evidence.first?.packetNumber ?? 0)
+        }
+    }
+
+    /// A diagnosis with the advice table's lines for its code (none for a reset that harmed nobody).
+    func make(_ code: String, _ severity: Diagnosis.Severity, _ summary: String, side: Side?, errno: (Int, String, String)? = nil,
+              evidence: [Evidence], details: [String] = []) -> Diagnosis {
+        let harmless = code == "reset" && severity == .info
+        return Diagnosis(code: code, severity: severity, summary: summary, side: side, errno: errno?.0, errnoName: errno?.1, rule: errno?.2,
+                         evidence: evidence, details: details,
+                         advice: harmless ? [] : AdviceTable.advice(for: code, clientProduct: story.client?.product))
+    }
+
+    /// "404 \"NOT_FOUND - no queue ...\"": RabbitMQ's texts start with the code's name; others get it added.
+    static func reply(_ code: UInt16, _ text: String) -> String {
+        let name = AMQPSpec.replyCodes[code]?.name ?? "UNKNOWN"
+        return text.hasPrefix(name) ? "\(code) \"\(text)\"" : "\(code) \(name) \"\(text)\""
+    }
+
+    static func seconds(_ ns: Int64) -> String {
+        let tenths = (ns + 50_000_000) / 100_000_000
+        return tenths % 10 == 0 ? "\(tenths / 10) s" : "\(tenths / 10).\(tenths % 10) s"
+    }
+
+    var clock: (Timestamp) -> String { Story.clock }
+
+    // MARK: - Close events
+
+    /// The first event after `time` by which `side` ended the connection: its RST, its FIN or its Connection.Close.
+    func closeEvent(by side: Side, after time: Timestamp) -> (what: String, time: Timestamp, packet: Int)? {
+        var best: (String, Timestamp, Int)?
+        for m in record.moments where m.direction.sender == side && m.time >= time {
+            switch m.kind {
+            case .reset: if best == nil || m.time < best!.1 { best = ("reset the connection", m.time, m.packetNumber) }
+            case .fin: if best == nil || m.time < best!.1 { best = ("closed the connection (FIN)", m.time, m.packetNumber) }
+            default: break
+            }
+        }
+        for f in record.keyFrames where f.direction.sender == side && f.time >= time {
+            if case .method(.connectionClose(let c)) = f.frame.content, best == nil || f.time < best!.1 {
+                best = ("closed the connection (Connection.Close \(c.replyCode))", f.time, f.packetNumber)
+            }
+        }
+        return best
+    }
+
+    // MARK: - missed-heartbeats
+
+    func missedHeartbeats() -> [Diagnosis] {
+        guard let negotiated = story.negotiated, negotiated.heartbeat > 0 else { return [] }
+        let interval = Int64(negotiated.heartbeat) * 1_000_000_000
+        var out: [Diagnosis] = []
+        for side in Side.allCases {
+            let d = side.sending.rawValue
+            let peer = side.peer
+            let silentFrom = record.lastFrameTime[d] ?? record.firstTime
+            // The trailing silence: from this side's last frame to the peer's close, or to the end of the capture.
+            let close = closeEvent(by: peer, after: silentFrom)
+            let ownClose = closeEvent(by: side, after: silentFrom)
+            let silentTo = close?.time ?? record.endTime ?? record.lastTime
+            let peerBeats = record.heartbeatTimes[peer.sending.rawValue].filter { $0 > silentFrom && $0 <= silentTo }
+            let peerSpoke = (record.lastFrameTime[peer.sending.rawValue] ?? silentFrom) > silentFrom
+            if silentTo.since(silentFrom) >= 2 * interval && peerSpoke && (ownClose == nil || ownClose!.time >= silentTo) {
+                out.append(silence(side: side, from: silentFrom, fromPacket: record.lastFramePacket[d], to: silentTo,
+                                   peerBeats: peerBeats, close: close, negotiated: negotiated, trailing: true))
+                continue
+            }
+            // A silence inside the connection that it survived: the longest one.
+            if let gap = record.idleGaps[d].filter({ $0.length >= 2 * interval }).max(by: { $0.length < $1.length }) {
+                let beats = record.heartbeatTimes[peer.sending.rawValue].filter { $0 > gap.from && $0 < gap.to }
+                guard !beats.isEmpty else { continue }
+                out.append(silence(side: side, from: gap.from, fromPacket: gap.fromPacket, to: gap.to, peerBeats: beats, close: nil,
+                                   negotiated: negotiated, trailing: false))
+            }
+        }
+        return out
+    }
+
+    func silence(side: Side, from: Timestamp, fromPacket: Int, to: Timestamp, peerBeats: [Timestamp],
+                 close: (what: String, time: Timestamp, packet: Int)?, negotiated: Negotiated, trailing: Bool) -> Diagnosis {
+        let peer = side.peer
+        let length = to.since(from)
+        var summary = "\(story.describe(side)) sent nothing for \(Self.seconds(length)) though a \(negotiated.heartbeat) s heartbeat was "
+            + "\(negotiated.inferred ? "in use (inferred from the cadence)" : "negotiated"), while the \(peer) kept sending"
+            + (peerBeats.isEmpty ? "" : " (\(peerBeats.count) heartbeat\(peerBeats.count == 1 ? "" : "s"))")
+        if let close {
+            summary += "; then the \(peer) \(close.what) at \(clock(close.time))."
+        } else if trailing {
+            summary += "; the capture ends before anyone closed the connection."
+        } else {
+            summary += "; it spoke again at \(clock(to))."
+        }
+        var evidence = [Evidence(packetNumber: fromPacket, time: from, what: "last frame from the \(side)")]
+        if let first = peerBeats.first, let last = peerBeats.last {
+            evidence.append(Evidence(packetNumber: 0, time: first, what: "first of \(peerBeats.count) heartbeats from the \(peer) (last at \(clock(last)))"))
+        }
+        if let close { evidence.append(Evidence(packetNumber: close.packet, time: close.time, what: "the \(peer) \(close.what)")) }
+        var details: [String] = []
+        if side == .client, story.server?.product?.lowercased().contains("rabbitmq") == true, close != nil {
+            details.append("RabbitMQ's log should have: \"missed heartbeats from client, timeout: \(negotiated.heartbeat)s\"")
+        }
+        if trailing {
+            let acks = record.packetsSinceLastFrame[side.sending.rawValue]
+            if acks > 0 {
+                details.append("the \(side)'s TCP stack still sent \(acks) packet\(acks == 1 ? "" : "s") (ACKs) after its last frame: "
+                               + "the host was up and the socket open, but the application did not service the connection")
+            } else {
+                details.append("the \(side) sent no TCP packet at all after its last frame: the host, or the network to it, may have been down")
+            }
+        }
+        return make("missed-heartbeats", close != nil ? .error : .warning, summary, side: side,
+                    evidence: evidence, details: details)
+    }
+
+    // MARK: - resets and late writes
+
+    func resets() -> [Diagnosis] {
+        var out: [Diagnosis] = []
+        var seen = Set<Side>()
+        let cleanlyClosedAt = amqpCloseCompleted()
+        for m in record.moments {
+            guard case .reset(let info) = m.kind, !info.repeated, !seen.contains(m.direction.sender) else { continue }
+            seen.insert(m.direction.sender)
+            let sender = m.direction.sender, receiver = sender.peer
+            let errno = ResetErrno.predict(info.receiverState)
+            let evidence = [Evidence(packetNumber: m.packetNumber, time: m.time, what: "RST from the \(sender)")]
+            let afterCleanClose = cleanlyClosedAt.map { $0 <= m.time } ?? false
+            if let errno, !afterCleanClose {
+                out.append(make("reset", .error,
+                    "the \(sender) reset the connection at \(clock(m.time)) while the \(receiver) was \(info.receiverState.rawValue): "
+                    + "the \(receiver)'s next socket call gets \(errno.name) (\(errno.errno)).",
+                    side: receiver, errno: errno, evidence: evidence, details: ["rule: " + errno.rule]))
+            } else {
+                let why = afterCleanClose ? "after the AMQP close handshake" : "after the \(receiver) had already closed its side (\(info.receiverState.rawValue))"
+                var summary = "the \(sender) reset the connection at \(clock(m.time)) \(why): no application call sees an error."
+                if sender == .server, story.server?.product?.lowercased().contains("rabbitmq") == true {
+                    summary += " RabbitMQ closes connections this way by default (linger 0)."
+                }
+                out.append(make("reset", .info, summary, side: receiver, evidence: evidence))
+            }
+        }
+        return out
+    }
+
+    /// When both Connection.Close and Close-Ok were seen: the close handshake's end.
+    func amqpCloseCompleted() -> Timestamp? {
+        var closeSeen = false
+        for f in record.keyFrames {
+            guard case .method(let m) = f.frame.content else { continue }
+            if case .connectionClose = m { closeSeen = true }
+            if case .connectionCloseOk = m, closeSeen { return f.time }
+        }
+        return nil
+    }
+
+    func writeAfterClose() -> [Diagnosis] {
+        var out: [Diagnosis] = []
+        for m in record.moments {
+            guard case .lateWrite(let length, let afterReset) = m.kind else { continue }
+            let writer = m.direction.sender, peer = writer.peer
+            let peerClose = record.moments.first { p in
+                guard p.direction.sender == peer, p.time <= m.time else { return false }
+                if case .fin = p.kind { return true }
+                if case .reset = p.kind { return true }
+                return false
+            }
+            var evidence: [Evidence] = []
+            if let peerClose { evidence.append(Evidence(packetNumber: peerClose.packetNumber, time: peerClose.time, what: "the \(peer)'s \(afterReset ? "RST" : "FIN")")) }
+            evidence.append(Evidence(packetNumber: m.packetNumber, time: m.time, what: "\(length) bytes from the \(writer)"))
+            let answer = record.moments.first { r in
+                if case .reset = r.kind { return r.direction.sender == peer && r.time >= m.time }
+                return false
+            }
+            var summary = "the \(writer) wrote \(length) bytes at \(clock(m.time)) after the \(peer) had "
+                + (afterReset ? "reset the connection" : "closed it (FIN at \(peerClose.map { clock($0.time) } ?? "?"))")
+            var errno: (Int, String, String)?
+            if let answer, case .reset(let info) = answer.kind {
+                errno = ResetErrno.predict(info.receiverState)
+                evidence.append(Evidence(packetNumber: answer.packetNumber, time: answer.time, what: "RST from the \(peer)"))
+                summary += "; the \(peer) answered with an RST at \(clock(answer.time))"
+                if let errno { summary += ": the \(writer)'s next socket call gets \(errno.1) (\(errno.0))" }
+            }
+            out.append(make("write-after-close", .error, summary + ".", side: writer, errno: errno, evidence: evidence,
+                            details: errno.map { ["rule: " + $0.2] } ?? []))
+        }
+        return out
+    }
+
+    // MARK: - AMQP closes
+
+    func abruptClose() -> [Diagnosis] {
+        switch record.verdict {
+        case .amqp, .amqpBySync: break
+        default: return [] // AMQP 1.0 frames are not decoded: its closes cannot be judged
+        }
+        let hasClose = record.keyFrames.contains { if case .method(.connectionClose) = $0.frame.content { return true }; return false }
+        guard !hasClose, let first = record.moments.first(where: { m in
+            if case .fin = m.kind { return true }
+            if case .reset = m.kind { return true }
+            return false
+        }) else { return [] }
+        let how: String
+        if case .reset = first.kind { how = "reset it (RST)" } else { how = "closed it (FIN)" }
+        return [make("abrupt-close", .warning,
+                     "the TCP connection ended without Connection.Close: the \(first.direction.sender) \(how) at \(clock(first.time)).",
+                     side: first.direction.sender, evidence: [Evidence(packetNumber: first.packetNumber, time: first.time, what: "first TCP close")])]
+    }
+
+    func connectionErrors() -> [Diagnosis] {
+        record.keyFrames.compactMap { f in
+            guard case .method(.connectionClose(let c)) = f.frame.content, c.replyCode >= 300 else { return nil }
+            return make("connection-error", .error,
+                        "the \(f.direction.sender) closed the connection: \(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
+                        side: f.direction.sender, evidence: [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Connection.Close")])
+        }
+    }
+
+    func channelErrors() -> [Diagnosis] {
+        record.keyFrames.compactMap { f in
+            guard case .method(.channelClose(let c)) = f.frame.content, c.replyCode >= 300 else { return nil }
+            return make("channel-error", .warning,
+                        "the \(f.direction.sender) closed channel \(f.frame.channel): \(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
+                        side: f.direction.sender, evidence: [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Channel.Close")])
+        }
+    }
+
+    static func cause(_ classID: UInt16, _ methodID: UInt16) -> String {
+        classID == 0 ? "" : " (caused by \(AMQPSpec.methodName(classID: classID, methodID: methodID)))"
+    }
+
+    func blocked() -> [Diagnosis] {
+        var out: [Diagnosis] = []
+        var open: (FrameRecord, String)?
+        func finish(until: Timestamp, packet: Int?, unblocked: Bool) {
+            guard let (f, reason) = open else { return }
+            var evidence = [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Connection.Blocked")]
+            if let packet { evidence.append(Evidence(packetNumber: packet, time: until, what: "Connection.Unblocked")) }
+            out.append(make("blocked", .warning,
+                            "the \(f.direction.sender) blocked the \(f.direction.receiver)'s publishing at \(clock(f.time)) (\"\(reason)\") for "
+                            + "\(Self.seconds(until.since(f.time)))\(unblocked ? "" : ", and it was still blocked when the record ends").",
+                            side: f.direction.receiver, evidence: evidence))
+            open = nil
+        }
+        for f in record.keyFrames {
+            guard case .method(let m) = f.frame.content else { continue }
+            if case .connectionBlocked(let b) = m, open == nil { open = (f, b.reason) }
+            if case .connectionUnblocked = m { finish(until: f.time, packet: f.packetNumber, unblocked: true) }
+        }
+        finish(until: record.endTime ?? record.lastTime, packet: nil, unblocked: false)
+        return out
+    }
+
+    func heartbeatsDisabled() -> [Diagnosis] {
+        guard let n = story.negotiated, n.heartbeat == 0, !n.inferred else { return [] }
+        // The connection is idle when neither direction sends a frame.
+        var longest: IdleGap?
+        for d in 0..<2 {
+            for gap in record.idleGaps[d] where gap.length >= options.idleThreshold {
+                let other = record.idleGaps[1 - d].contains { $0.from <= gap.from && $0.to >= gap.to }
+                if other, longest == nil || gap.length > longest!.length { longest = gap }
+            }
+        }
+        guard let longest else { return [] }
+        return [make("heartbeats-disabled", .warning,
+                     "heartbeats are off (heartbeat 0 negotiated) and the connection was idle for \(Self.seconds(longest.length)) "
+                     + "from \(clock(longest.from)): nothing would notice a dead peer or a dropped connection.",
+                     side: nil, evidence: [Evidence(packetNumber: longest.fromPacket, time: longest.from, what: "idle from here"),
+                                           Evidence(packetNumber: longest.toPacket, time: longest.to, what: "to here")])]
+    }
+
+    func protocolViolations() -> [Diagnosis] {
+        guard let first = record.problems.first else { return [] }
+        let malformed = record.problems.contains { $0.kind == .malformed }
+        return [make("protocol-violation", malformed ? .error : .warning,
+                     "\(record.problemCount) protocol problem\(record.problemCount == 1 ? "" : "s"); the first, from the \(first.direction.sender) "
+                     + "at \(clock(first.time)): \(first.reason).",
+                     side: first.direction.sender,
+                     evidence: record.problems.prefix(5).map { Evidence(packetNumber: $0.packetNumber, time: $0.time, what: $0.reason) })]
+    }
+
+    func captureIncomplete() -> [Diagnosis] {
+        var reasons: [String] = []
+        var evidence: [Evidence] = []
+        if record.info.opening == .midstream {
+            reasons.append("the capture joined the connection after it opened (no handshake\(story.negotiated == nil ? ", no Tune: negotiated values unknown" : story.negotiated!.inferred ? ", heartbeat inferred from its cadence" : ""))")
+        }
+        for d in Direction.allCases where record.counters[d.rawValue].gaps > 0 {
+            reasons.append("\(record.counters[d.rawValue].gapBytes) bytes \(d) never captured (\(record.counters[d.rawValue].gaps) gaps)")
+        }
+        for m in record.moments.prefix(200) {
+            if case .gap(let length, let reason) = m.kind, evidence.count < 5 {
+                evidence.append(Evidence(packetNumber: m.packetNumber, time: m.time, what: "\(length) bytes \(reason.rawValue)"))
+            }
+        }
+        guard !reasons.isEmpty else { return [] }
+        return [make("capture-incomplete", .info, "part of the story is not in the capture: " + reasons.joined(separator: "; ") + ".",
+                     side: nil, evidence: evidence)]
+    }
+}

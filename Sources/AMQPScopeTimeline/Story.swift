@@ -1,0 +1,176 @@
+// A connection's story: the negotiated parameters, the peers, how it ended, and the diagnoses with their evidence.
+// A pure function of the connection's record.
+import AMQPScopeCodec
+import AMQPScopePackets
+import AMQPScopeReassembly
+
+public struct Negotiated: Hashable, Sendable {
+    /// Seconds; 0 means heartbeats are off.
+    public var heartbeat: Int
+    public var frameMax: Int?
+    public var channelMax: Int?
+    /// Estimated from the observed heartbeat cadence (no Tune/Tune-Ok in the capture).
+    public var inferred: Bool
+    public var serverProposed: (heartbeat: Int, frameMax: Int, channelMax: Int)?
+
+    public static func == (a: Negotiated, b: Negotiated) -> Bool {
+        a.heartbeat == b.heartbeat && a.frameMax == b.frameMax && a.channelMax == b.channelMax && a.inferred == b.inferred
+    }
+    public func hash(into hasher: inout Hasher) { hasher.combine(heartbeat) }
+}
+
+/// What a peer says about itself in Connection.Start / Start-Ok.
+public struct PeerProperties: Hashable, Sendable {
+    public var table: FieldTable
+    public var product: String? { table.string("product") }
+    public var version: String? { table.string("version") }
+    public var platform: String? { table.string("platform") }
+    public var connectionName: String? { table.string("connection_name") }
+
+    /// "Pika Python Client Library 1.3.2".
+    public var name: String? {
+        guard let product else { return nil }
+        return version.map { "\(product) \($0)" } ?? product
+    }
+}
+
+public struct Evidence: Hashable, Sendable {
+    public var packetNumber: Int
+    public var time: Timestamp
+    public var what: String
+}
+
+public struct Diagnosis: Hashable, Sendable {
+    public enum Severity: String, Hashable, Sendable, Comparable, CaseIterable {
+        case info, warning, error
+        var rank: Int { self == .info ? 0 : self == .warning ? 1 : 2 }
+        public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
+    }
+    public var code: String
+    public var severity: Severity
+    public var summary: String
+    /// missed-heartbeats: the silent side; reset and write-after-close: the side whose socket gets the error;
+    /// otherwise the side that acted.
+    public var side: Side?
+    public var errno: Int?
+    public var errnoName: String?
+    /// The rule the errno was predicted by.
+    public var rule: String?
+    public var evidence: [Evidence]
+    /// Further facts in plain words (e.g. the broker log line that would match).
+    public var details: [String]
+    public var advice: [String]
+}
+
+public struct StoryOptions: Hashable, Sendable {
+    /// With heartbeats off (or unknown), silences at least this long are reported (nanoseconds).
+    public var idleThreshold: Int64 = 30_000_000_000
+    public init() {}
+}
+
+public struct Story: Sendable {
+    public var record: ConnectionRecord
+    public var negotiated: Negotiated?
+    public var client: PeerProperties?
+    public var server: PeerProperties?
+    /// Median interval between heartbeat frames per direction (nanoseconds), when at least two were seen.
+    public var heartbeatCadence: [Int64?]
+    public var diagnoses: [Diagnosis]
+    /// One sentence: how the connection ended.
+    public var ending: String
+
+    public var worstSeverity: Diagnosis.Severity? { diagnoses.map(\.severity).max() }
+
+    public func peer(_ side: Side) -> PeerProperties? { side == .client ? client : server }
+
+    /// "the client (Pika Python Client Library 1.3.2)".
+    public func describe(_ side: Side) -> String {
+        if let name = peer(side)?.name { return "the \(side) (\(name))" }
+        return "the \(side)"
+    }
+}
+
+/// The error a socket's next call returns after an RST lands, by the TCP state it was in (Linux tcp_reset()).
+public enum ResetErrno {
+    public static func predict(_ state: TCPState) -> (errno: Int, name: String, rule: String)? {
+        switch state {
+        case .synSent: return (111, "ECONNREFUSED", "Linux tcp_reset(): an RST in SYN_SENT gives ECONNREFUSED")
+        case .closeWait: return (32, "EPIPE", "Linux tcp_reset(): an RST in CLOSE_WAIT (after the peer's FIN) gives EPIPE")
+        case .established, .synReceived:
+            return (104, "ECONNRESET", "Linux tcp_reset(): an RST in \(state.rawValue) gives ECONNRESET")
+        case .finWait, .lastAck, .timeWait, .closed:
+            return nil // the application already closed (or the socket is gone): no call of its sees an error
+        }
+    }
+}
+
+extension Story {
+    public init(_ record: ConnectionRecord, options: StoryOptions = StoryOptions()) {
+        self.record = record
+        var tune: ConnectionTune?, tuneOk: ConnectionTuneOk?
+        var client: PeerProperties?, server: PeerProperties?
+        for f in record.keyFrames {
+            guard case .method(let m) = f.frame.content else { continue }
+            switch m {
+            case .connectionTune(let t): tune = t
+            case .connectionTuneOk(let t): tuneOk = t
+            case .connectionStart(let s): server = PeerProperties(table: s.serverProperties)
+            case .connectionStartOk(let s): client = PeerProperties(table: s.clientProperties)
+            default: break
+            }
+        }
+        self.client = client
+        self.server = server
+        heartbeatCadence = record.heartbeatTimes.map(Self.medianInterval)
+        if let tuneOk {
+            negotiated = Negotiated(
+                heartbeat: Int(tuneOk.heartbeat), frameMax: Int(tuneOk.frameMax), channelMax: Int(tuneOk.channelMax), inferred: false,
+                serverProposed: tune.map { (Int($0.heartbeat), Int($0.frameMax), Int($0.channelMax)) })
+        } else if let cadence = heartbeatCadence.compactMap({ $0 }).min() {
+            // RabbitMQ and the common clients send heartbeats at half the negotiated interval.
+            let seconds = max(1, Int((Double(cadence) * 2 / 1e9).rounded()))
+            negotiated = Negotiated(heartbeat: seconds, frameMax: nil, channelMax: nil, inferred: true, serverProposed: nil)
+        } else {
+            negotiated = nil
+        }
+        ending = ""
+        diagnoses = []
+        ending = describeEnding()
+        diagnoses = Diagnoser(story: self, options: options).run()
+    }
+
+    static func medianInterval(_ times: [Timestamp]) -> Int64? {
+        guard times.count >= 2 else { return nil }
+        var intervals = zip(times.dropFirst(), times).map { $0.since($1) }
+        intervals.sort()
+        return intervals[intervals.count / 2]
+    }
+
+    func describeEnding() -> String {
+        let r = record
+        var closeMethod: (FrameRecord, ConnectionClose)?
+        for f in r.keyFrames {
+            if case .method(.connectionClose(let c)) = f.frame.content, closeMethod == nil { closeMethod = (f, c) }
+        }
+        let firstTCPClose = r.moments.first { if case .fin = $0.kind { return true }; if case .reset = $0.kind { return true }; return false }
+        var parts: [String] = []
+        if let (f, c) = closeMethod {
+            parts.append("Connection.Close \(c.replyCode) \(AMQPSpec.replyCodes[c.replyCode]?.name ?? "") from the \(f.direction.sender) at \(Self.clock(f.time))")
+        }
+        if let m = firstTCPClose {
+            let how: String
+            if case .reset = m.kind { how = "reset (RST)" } else { how = "closed (FIN)" }
+            parts.append("\(how) by the \(m.direction.sender) at \(Self.clock(m.time))\(closeMethod == nil && r.isAMQP ? " with no Connection.Close" : "")")
+        }
+        if parts.isEmpty { return r.endReason == .captureEnded || r.endReason == nil ? "still open when the capture ended" : (r.endReason?.rawValue ?? "") }
+        return parts.joined(separator: "; then ")
+    }
+
+    /// "09:30:41.236973" (UTC).
+    static func clock(_ t: Timestamp) -> String {
+        let secondsOfDay = ((t.nanoseconds / 1_000_000_000) % 86_400 + 86_400) % 86_400
+        let micros = (t.nanoseconds % 1_000_000_000 + 1_000_000_000) % 1_000_000_000 / 1000
+        func pad(_ v: Int64, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
+        return "\(pad(secondsOfDay / 3600, 2)):\(pad(secondsOfDay / 60 % 60, 2)):\(pad(secondsOfDay % 60, 2)).\(pad(micros, 6))"
+    }
+}
