@@ -140,6 +140,23 @@ public enum AnalyzeReport {
             }
             out += "  frames     \(frames.joined(separator: "; "))\n"
         }
+        if r.isAMQP {
+            let last = Direction.allCases.map { d -> String in
+                let i = d.rawValue
+                var parts: [String] = []
+                if let t = r.lastFrameTime[i] { parts.append("frame #\(r.lastFramePacket[i]) at \(Format.time(t).suffix(15))") }
+                if let t = r.lastPacketTime[i] { parts.append("packet at \(Format.time(t).suffix(15))") }
+                return "\(d) " + (parts.isEmpty ? "nothing" : parts.joined(separator: ", "))
+            }
+            out += "  last sent  \(last.joined(separator: "; "))\n"
+            for d in Direction.allCases where !story.silences[d.rawValue].isEmpty {
+                let list = story.silences[d.rawValue].prefix(3).map { g in
+                    "\(Format.duration(nanoseconds: g.length)) from #\(g.fromPacket)" + (g.toPacket > 0 ? " to #\(g.toPacket)" : " to the end")
+                }
+                let more = story.silences[d.rawValue].count > 3 ? " and \(story.silences[d.rawValue].count - 3) more" : ""
+                out += "  silences   \(d): \(list.joined(separator: ", "))\(more)\n"
+            }
+        }
         out += "  ended      \(story.ending)\n"
         out += "  tcp        \(tcpStory(r))\n"
         for d in Direction.allCases {
@@ -364,6 +381,20 @@ public enum AnalyzeReport {
             ("tcp", .object([("client_to_server", directionJSON(r.counters[0])), ("server_to_client", directionJSON(r.counters[1]))])),
             ("heartbeat_cadence_seconds", .object(Direction.allCases.map { d in
                 (directionName(d), story.heartbeatCadence[d.rawValue].map { .double(Double($0) / 1e9) } ?? .null)
+            })),
+            ("last_sent", .object(Direction.allCases.map { d in
+                (directionName(d), .object([
+                    ("frame", r.lastFrameTime[d.rawValue].map { .string(Format.rfc3339($0)) } ?? .null),
+                    ("frame_packet", r.lastFrameTime[d.rawValue] == nil ? .null : .int(r.lastFramePacket[d.rawValue])),
+                    ("packet", r.lastPacketTime[d.rawValue].map { .string(Format.rfc3339($0)) } ?? .null),
+                ]))
+            })),
+            ("silences", .object(Direction.allCases.map { d in
+                (directionName(d), .array(story.silences[d.rawValue].map { g in
+                    .object([("from", .string(Format.rfc3339(g.from))), ("to", .string(Format.rfc3339(g.to))),
+                             ("seconds", .double(Double(g.length) / 1e9)), ("from_packet", .int(g.fromPacket)),
+                             ("to_packet", g.toPacket > 0 ? .int(g.toPacket) : .null)])
+                }))
             })),
             ("events", .array(eventsJSON(story, options: options))),
             ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),

@@ -114,8 +114,16 @@ struct Diagnoser {
         var summary = "\(story.describe(side)) sent nothing for \(Self.seconds(length)) though a \(negotiated.heartbeat) s heartbeat was "
             + "\(negotiated.inferred ? "in use (inferred from the cadence)" : "negotiated"), while the \(peer) kept sending"
             + (peerBeats.isEmpty ? "" : " (\(peerBeats.count) heartbeat\(peerBeats.count == 1 ? "" : "s"))")
+        var errno: (Int, String, String)?
         if let close {
-            summary += "; then the \(peer) \(close.what) at \(clock(close.time))."
+            summary += "; then the \(peer) \(close.what) at \(clock(close.time))"
+            // When that close was an RST landing on the silent side, say what its application sees next.
+            if let rst = record.moments.first(where: { $0.packetNumber == close.packet && $0.direction.sender == peer }),
+               case .reset(let info) = rst.kind, let predicted = ResetErrno.predict(info.receiverState) {
+                errno = predicted
+                summary += ": the \(side)'s next socket call gets \(predicted.name) (\(predicted.errno))"
+            }
+            summary += "."
         } else if trailing {
             summary += "; the capture ends before anyone closed the connection."
         } else {
@@ -139,7 +147,7 @@ struct Diagnoser {
                 details.append("the \(side) sent no TCP packet at all after its last frame: the host, or the network to it, may have been down")
             }
         }
-        return make("missed-heartbeats", close != nil ? .error : .warning, summary, side: side,
+        return make("missed-heartbeats", close != nil ? .error : .warning, summary, side: side, errno: errno,
                     evidence: evidence, details: details)
     }
 
@@ -283,20 +291,18 @@ struct Diagnoser {
 
     func heartbeatsDisabled() -> [Diagnosis] {
         guard let n = story.negotiated, n.heartbeat == 0, !n.inferred else { return [] }
-        // The connection is idle when neither direction sends a frame.
-        var longest: IdleGap?
-        for d in 0..<2 {
-            for gap in record.idleGaps[d] where gap.length >= options.idleThreshold {
-                let other = record.idleGaps[1 - d].contains { $0.from <= gap.from && $0.to >= gap.to }
-                if other, longest == nil || gap.length > longest!.length { longest = gap }
-            }
+        // The connection is idle when neither direction sends a frame: between frames, or after the last one.
+        var candidates = record.connectionIdleGaps
+        if let last = record.lastAnyFrame {
+            candidates.append(IdleGap(from: last.time, to: record.endTime ?? record.lastTime, fromPacket: last.packet, toPacket: 0))
         }
+        let longest = candidates.filter { $0.length >= options.idleThreshold }.max { $0.length < $1.length }
         guard let longest else { return [] }
         return [make("heartbeats-disabled", .warning,
                      "heartbeats are off (heartbeat 0 negotiated) and the connection was idle for \(Self.seconds(longest.length)) "
                      + "from \(clock(longest.from)): nothing would notice a dead peer or a dropped connection.",
-                     side: nil, evidence: [Evidence(packetNumber: longest.fromPacket, time: longest.from, what: "idle from here"),
-                                           Evidence(packetNumber: longest.toPacket, time: longest.to, what: "to here")])]
+                     side: nil, evidence: [Evidence(packetNumber: longest.fromPacket, time: longest.from, what: "last frame before the silence"),
+                                           Evidence(packetNumber: longest.toPacket, time: longest.to, what: "end of the silence")])]
     }
 
     func protocolViolations() -> [Diagnosis] {

@@ -133,6 +133,10 @@ public struct ConnectionRecord: Sendable {
     public var messages: [(direction: Direction, time: Timestamp, packetNumber: Int, message: Message)] = []
     /// Silences of at least a second between consecutive frames of a direction (bounded).
     public var idleGaps: [[IdleGap]] = [[], []]
+    /// Silences of at least a second in which neither direction sent a frame (bounded).
+    public var connectionIdleGaps: [IdleGap] = []
+    /// The last frame in either direction.
+    public var lastAnyFrame: (time: Timestamp, packet: Int)?
     /// The packet of each direction's last frame.
     public var lastFramePacket: [Int] = [0, 0]
     /// TCP packets each direction sent after its last AMQP frame (its kernel ACKing while the application is silent).

@@ -116,6 +116,10 @@ struct RecordBuilder: CodecSink {
                record.idleGaps[d].count < Self.idleGapsKept {
                 record.idleGaps[d].append(IdleGap(from: previous, to: time, fromPacket: record.lastFramePacket[d], toPacket: event.packetNumber))
             }
+            if let last = record.lastAnyFrame, time.since(last.time) >= Self.idleGapMinimum, record.connectionIdleGaps.count < Self.idleGapsKept {
+                record.connectionIdleGaps.append(IdleGap(from: last.time, to: time, fromPacket: last.packet, toPacket: event.packetNumber))
+            }
+            record.lastAnyFrame = (time, event.packetNumber)
             record.lastFrameTime[d] = time
             record.lastFramePacket[d] = event.packetNumber
             record.packetsSinceLastFrame[d] = 0

@@ -78,6 +78,9 @@ public struct Story: Sendable {
     public var diagnoses: [Diagnosis]
     /// One sentence: how the connection ended.
     public var ending: String
+    /// Per direction, silences between frames at least as long as the heartbeat interval (or the idle threshold
+    /// when heartbeats are off or unknown), the trailing one (to the connection's end) included.
+    public var silences: [[IdleGap]]
 
     public var worstSeverity: Diagnosis.Severity? { diagnoses.map(\.severity).max() }
 
@@ -135,7 +138,17 @@ extension Story {
         }
         ending = ""
         diagnoses = []
+        silences = [[], []]
         ending = describeEnding()
+        let threshold = negotiated.map { $0.heartbeat > 0 ? Int64($0.heartbeat) * 1_000_000_000 : options.idleThreshold } ?? options.idleThreshold
+        let end = record.endTime ?? record.lastTime
+        for d in 0..<2 {
+            var gaps = record.idleGaps[d].filter { $0.length >= threshold }
+            if let last = record.lastFrameTime[d], end.since(last) >= threshold {
+                gaps.append(IdleGap(from: last, to: end, fromPacket: record.lastFramePacket[d], toPacket: 0))
+            }
+            silences[d] = gaps
+        }
         diagnoses = Diagnoser(story: self, options: options).run()
     }
 

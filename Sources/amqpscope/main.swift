@@ -201,7 +201,9 @@ struct Analyze: ParsableCommand {
         if results.contains(where: \.unreadable) { throw ExitCode(Exit.unreadable) }
         if results.contains(where: { $0.error != nil }) { throw ExitCode(Exit.partial) }
         if let failOn {
-            let worst = results.flatMap { AnalyzeReport.stories($0, options: options) }.compactMap(\.worstSeverity).max()
+            // A closure, not `\.worstSeverity`: with Swift 6.3's debug build that key path crashed copying Story
+            // (no memory error under AddressSanitizer, so the codegen, not the data).
+            let worst = results.flatMap { AnalyzeReport.stories($0, options: options) }.compactMap { $0.worstSeverity }.max()
             if let worst, worst >= failOn.severity { throw ExitCode(Exit.diagnosis) }
         }
     }
