@@ -175,6 +175,21 @@ public enum AnalyzeReport {
             out += "  sync       \(sync.direction) frames found at packet \(sync.packetNumber) after skipping \(sync.skipped) bytes\n"
         }
         out += timelineText(story, options: options)
+        if options.showBodies { out += messagesText(r) }
+        return out
+    }
+
+    /// Messages with their bodies: only with --show-bodies, escaped, at most 2000 characters each.
+    static func messagesText(_ r: ConnectionRecord) -> String {
+        guard !r.messages.isEmpty else { return "" }
+        var out = "  messages (bodies shown because --show-bodies was given)\n"
+        for m in r.messages {
+            out += "    #\(m.packetNumber)  \(m.direction.arrow)  ch \(m.message.channel)  \(Describe.method(m.message.method))  "
+            out += "\(m.message.bodySize) bytes\(m.message.incomplete ? " (incomplete)" : "")\n"
+            if let body = m.message.body {
+                out += "      body: \(Format.safe(String(decoding: body, as: UTF8.self), limit: 2000))\n"
+            }
+        }
         return out
     }
 
@@ -399,6 +414,18 @@ public enum AnalyzeReport {
             ("events", .array(eventsJSON(story, options: options))),
             ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),
         ]
+        if options.showBodies {
+            members.append(("messages", .array(r.messages.map { m in
+                .object([
+                    ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
+                    ("direction", .string(directionName(m.direction))), ("channel", .int(Int64(m.message.channel))),
+                    ("method", .string(Describe.method(m.message.method))), ("body_size", .int(Int64(m.message.bodySize))),
+                    ("properties", .object(m.message.properties.present.map { ($0.name, Describe.json($0.value)) })),
+                    ("body", m.message.body.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null),
+                    ("incomplete", .bool(m.message.incomplete)),
+                ])
+            })))
+        }
         if options.showFrames || options.verbose {
             members.append(("frame_list", .array(r.frames.filter { options.includes($0.time) }.map { f in
                 .object([
