@@ -104,8 +104,8 @@ public final class PcapSource {
         }
         pcap_set_snaplen(created, Int32(clamping: snapshotLength))
         pcap_set_promisc(created, promiscuous ? 1 : 0)
+        // Not immediate mode: on Linux it makes the read timeout void, and callers rely on `.timeout` to run timers.
         pcap_set_timeout(created, Int32(clamping: timeoutMilliseconds))
-        pcap_set_immediate_mode(created, 1)
         _ = pcap_set_tstamp_precision(created, Int32(PCAP_TSTAMP_PRECISION_NANO))
         let status = pcap_activate(created)
         if status < 0 {
@@ -179,9 +179,17 @@ public final class PcapSource {
     /// The captured bytes of the packet `next()` last returned; valid until the next call to `next()`.
     public var packetBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: buffer, count: currentLength) }
 
-    /// Asks a blocking `next()` on another thread to return `.end` (pcap_breakloop); safe from a signal handler path.
+    /// Asks a blocking `next()` to return `.end` (pcap_breakloop).
     public func breakLoop() {
         if let handle { pcap_breakloop(handle) }
+    }
+
+    /// The libpcap handle as an integer, for a signal handler to pass to `PcapSource.breakLoop(handle:)`.
+    public var handleBits: Int { handle.map { Int(bitPattern: UnsafeRawPointer($0)) } ?? 0 }
+
+    /// pcap_breakloop on a handle given as `handleBits`: async-signal-safe (it sets a flag and wakes the poll).
+    public static func breakLoop(handleBits: Int) {
+        if let handle = OpaquePointer(bitPattern: handleBits) { pcap_breakloop(handle) }
     }
 
     /// libpcap's received and dropped counts for a live capture.

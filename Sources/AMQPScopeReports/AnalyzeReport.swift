@@ -221,12 +221,8 @@ public enum AnalyzeReport {
             lines.sort { ($0.0, $0.1) < ($1.0, $1.1) }
         } else {
             for entry in r.timeline where options.includes(entry.time) {
-                switch entry {
-                case .frame(let f): lines.append((f.time, f.packetNumber, f.direction.arrow, Describe.frame(f.frame)))
-                case .moment(let m): lines.append((m.time, m.packetNumber, m.direction.arrow, momentText(m)))
-                case .run(let run): lines.append((run.first, run.firstPacket, run.direction.arrow, runText(run)))
-                case .problem(let p): lines.append((p.time, p.packetNumber, p.direction.arrow, "\(p.kind.rawValue): \(p.reason)"))
-                }
+                let line = entryLine(entry)
+                lines.append((line.time, line.packet, line.arrow, line.text))
             }
         }
         guard !lines.isEmpty else { return "" }
@@ -237,6 +233,16 @@ public enum AnalyzeReport {
         }
         if r.timelineDropped > 0 && !options.verbose { out += "    ... \(r.timelineDropped) more entries not kept\n" }
         return out
+    }
+
+    /// One timeline entry as (time, packet, direction arrow, text): shared by reports and live capture.
+    public static func entryLine(_ entry: TimelineEntry) -> (time: Timestamp, packet: Int, arrow: String, text: String) {
+        switch entry {
+        case .frame(let f): (f.time, f.packetNumber, f.direction.arrow, Describe.frame(f.frame))
+        case .moment(let m): (m.time, m.packetNumber, m.direction.arrow, momentText(m))
+        case .run(let run): (run.first, run.firstPacket, run.direction.arrow, runText(run))
+        case .problem(let p): (p.time, p.packetNumber, p.direction.arrow, "\(p.kind.rawValue): \(p.reason)")
+        }
     }
 
     static func runText(_ run: Run) -> String {
@@ -371,7 +377,7 @@ public enum AnalyzeReport {
 
     static func directionName(_ d: Direction) -> String { d == .clientToServer ? "client_to_server" : "server_to_client" }
 
-    static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
+    public static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
         let r = story.record
         let negotiated: JSON = story.negotiated.map { n in
             .object([
@@ -440,30 +446,33 @@ public enum AnalyzeReport {
     }
 
     static func eventsJSON(_ story: Story, options: ReportOptions) -> [JSON] {
-        story.record.timeline.filter { options.includes($0.time) }.map { entry in
-            var members: [(String, JSON)] = []
-            switch entry {
-            case .frame(let f):
-                members = [("kind", .string("frame")), ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
-                           ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.frame(f.frame)))]
-                if case .method(let m) = f.frame.content { members.insert(("method", .string(m.name)), at: 1) }
-            case .moment(let m):
-                members = [("kind", .string(momentKind(m.kind))), ("direction", .string(directionName(m.direction))),
-                           ("packet", .int(m.packetNumber)), ("description", .string(momentText(m)))]
-                if case .reset(let info) = m.kind {
-                    members.append(("receiver_state", .string(info.receiverState.rawValue)))
-                    members.append(("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno })))
-                }
-            case .run(let run):
-                members = [("kind", .string("run")), ("direction", .string(directionName(run.direction))), ("packet", .int(run.firstPacket)),
-                           ("last_packet", .int(run.lastPacket)), ("what", .string(run.kind)), ("count", .int(run.count)),
-                           ("until", .string(Format.rfc3339(run.last))), ("description", .string(runText(run)))]
-            case .problem(let p):
-                members = [("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
-                           ("packet", .int(p.packetNumber)), ("description", .string(p.reason))]
+        story.record.timeline.filter { options.includes($0.time) }.map(entryJSON)
+    }
+
+    /// One timeline entry as a JSON object: shared by reports and live capture.
+    public static func entryJSON(_ entry: TimelineEntry) -> JSON {
+        var members: [(String, JSON)] = []
+        switch entry {
+        case .frame(let f):
+            members = [("kind", .string("frame")), ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
+                       ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.frame(f.frame)))]
+            if case .method(let m) = f.frame.content { members.insert(("method", .string(m.name)), at: 1) }
+        case .moment(let m):
+            members = [("kind", .string(momentKind(m.kind))), ("direction", .string(directionName(m.direction))),
+                       ("packet", .int(m.packetNumber)), ("description", .string(momentText(m)))]
+            if case .reset(let info) = m.kind {
+                members.append(("receiver_state", .string(info.receiverState.rawValue)))
+                members.append(("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno })))
             }
-            return .object([("time", .string(Format.rfc3339(entry.time)))] + members)
+        case .run(let run):
+            members = [("kind", .string("run")), ("direction", .string(directionName(run.direction))), ("packet", .int(run.firstPacket)),
+                       ("last_packet", .int(run.lastPacket)), ("what", .string(run.kind)), ("count", .int(run.count)),
+                       ("until", .string(Format.rfc3339(run.last))), ("description", .string(runText(run)))]
+        case .problem(let p):
+            members = [("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
+                       ("packet", .int(p.packetNumber)), ("description", .string(p.reason))]
         }
+        return .object([("time", .string(Format.rfc3339(entry.time)))] + members)
     }
 
     static func momentKind(_ kind: TCPMoment.Kind) -> String {
@@ -479,7 +488,7 @@ public enum AnalyzeReport {
         }
     }
 
-    static func diagnosisJSON(_ d: Diagnosis) -> JSON {
+    public static func diagnosisJSON(_ d: Diagnosis) -> JSON {
         .object([
             ("code", .string(d.code)),
             ("severity", .string(d.severity.rawValue)),

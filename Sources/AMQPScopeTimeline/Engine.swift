@@ -17,6 +17,8 @@ public struct EngineConfiguration: Hashable, Sendable {
     public var maximumTimelineEntries = 5000
     /// Keep every packet in the records (for `--verbose`).
     public var recordPackets = false
+    /// Hand out timeline entries as they are made (live capture): see `Engine.takeLiveEntries()`.
+    public var streamEntries = false
     public init() {}
 }
 
@@ -187,14 +189,40 @@ public enum TimelineEntry: Hashable, Sendable {
     }
 }
 
+/// One side of a connection has been silent past its heartbeat interval while the other keeps sending.
+public struct HeartbeatOverdue: Sendable {
+    public var info: ConnectionInfo
+    public var side: Side
+    public var heartbeat: Int
+    public var lastFrame: Timestamp
+    public var lastFramePacket: Int
+    public var silentFor: Int64
+    /// Heartbeats the peer sent since (the peer is alive and waiting).
+    public var peerFramesSince: Int
+    /// RabbitMQ checks for traffic once per interval and closes after two checks find none: between two and three
+    /// intervals after the last frame.
+    public var earliestDrop: Timestamp { lastFrame.adding(nanoseconds: 2 * Int64(heartbeat) * 1_000_000_000) }
+    public var latestDrop: Timestamp { lastFrame.adding(nanoseconds: 3 * Int64(heartbeat) * 1_000_000_000) }
+}
+
 /// Receives reassembly's events and runs the codec per connection.
 struct EngineState: StreamSink {
     let configuration: EngineConfiguration
     var decoders: [ConnectionID: ConnectionDecoder] = [:]
     var builders: [ConnectionID: RecordBuilder] = [:]
     var ended: [ConnectionRecord] = []
+    /// Timeline entries made since the last `takeLiveEntries()` (live capture only).
+    var live: [(ConnectionInfo, TimelineEntry)] = []
 
     init(configuration: EngineConfiguration) { self.configuration = configuration }
+
+    /// Moves a builder's new entries to the live queue.
+    mutating func collectLive(_ id: ConnectionID) {
+        guard configuration.streamEntries, let fresh = builders[id]?.fresh, !fresh.isEmpty else { return }
+        let info = builders[id]!.record.info
+        for entry in fresh { live.append((info, entry)) }
+        builders[id]!.fresh.removeAll(keepingCapacity: true)
+    }
 
     mutating func consume(_ event: StreamEvent) {
         let id = event.connection
@@ -208,6 +236,7 @@ struct EngineState: StreamSink {
             return
         }
         guard builders[id] != nil else { return }
+        defer { if configuration.streamEntries { collectLive(id) } }
         switch event.kind {
         case .opened:
             break
@@ -251,6 +280,9 @@ struct EngineState: StreamSink {
             builder.record.endReason = reason
             builder.record.endTime = event.time
             builder.closeRuns()
+            if configuration.streamEntries {
+                for entry in builder.fresh { live.append((builder.record.info, entry)) }
+            }
             ended.append(builder.record)
         }
     }
@@ -315,6 +347,51 @@ public struct Engine {
     }
 
     public var hasEnded: Bool { !state.ended.isEmpty }
+
+    /// Timeline entries made since the last call, in the order they were made (with `streamEntries`).
+    public mutating func takeLiveEntries() -> [(ConnectionInfo, TimelineEntry)] {
+        defer { state.live.removeAll(keepingCapacity: true) }
+        return state.live
+    }
+
+    /// The records of connections still open, as they stand now (routine runs so far included).
+    public func openRecords() -> [ConnectionRecord] {
+        state.builders.values.map { builder in
+            var copy = builder
+            copy.closeRuns()
+            return copy.record
+        }.sorted { $0.info.id < $1.info.id }
+    }
+
+    /// The record of one open connection as it stands now.
+    public func openRecord(_ id: ConnectionID) -> ConnectionRecord? {
+        guard var builder = state.builders[id] else { return nil }
+        builder.closeRuns()
+        return builder.record
+    }
+
+    /// Sides of open connections that have sent no frame for longer than the negotiated heartbeat while their peer
+    /// kept sending, as of `now`: each silence is reported once. `now` comes from the caller (packet time, or the
+    /// clock of a live capture), so the engine itself keeps no clock.
+    public mutating func overdueHeartbeats(now: Timestamp) -> [HeartbeatOverdue] {
+        var out: [HeartbeatOverdue] = []
+        for id in state.builders.keys.sorted() {
+            let record = state.builders[id]!.record
+            guard let heartbeat = state.builders[id]!.negotiatedHeartbeat, heartbeat > 0, record.isAMQP, record.endReason == nil else { continue }
+            let interval = Int64(heartbeat) * 1_000_000_000
+            for side in Side.allCases {
+                let d = side.sending.rawValue, p = side.peer.sending.rawValue
+                guard let last = record.lastFrameTime[d], let peerLast = record.lastFrameTime[p] else { continue }
+                let silent = now.since(last)
+                guard silent > interval, peerLast > last, state.builders[id]!.overdueReported[d] != last else { continue }
+                state.builders[id]!.overdueReported[d] = last
+                out.append(HeartbeatOverdue(
+                    info: record.info, side: side, heartbeat: Int(heartbeat), lastFrame: last, lastFramePacket: record.lastFramePacket[d],
+                    silentFor: silent, peerFramesSince: record.heartbeatTimes[p].filter { $0 > last }.count))
+            }
+        }
+        return out
+    }
 
     /// Live connections being tracked.
     public var liveConnections: Int { reassembler.trackedConnections }

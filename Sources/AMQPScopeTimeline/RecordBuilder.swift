@@ -11,6 +11,12 @@ struct RecordBuilder: CodecSink {
     /// Per direction: has this direction's peer sent FIN / RST (so this direction's writes are late)?
     var peerClosed: [(fin: Bool, rst: Bool)] = [(false, false), (false, false)]
     var lateWriteSeen = [false, false]
+    /// Entries made since the live queue last took them (only filled with `streamEntries`).
+    var fresh: [TimelineEntry] = []
+    /// Heartbeat from Tune-Ok, once seen (live warnings need it at once).
+    var negotiatedHeartbeat: UInt16?
+    /// Per direction, the last-frame time for which an overdue warning was given.
+    var overdueReported: [Timestamp?] = [nil, nil]
     /// Silences shorter than this are not kept.
     static let idleGapMinimum: Int64 = 1_000_000_000
     static let idleGapsKept = 1000
@@ -82,6 +88,7 @@ struct RecordBuilder: CodecSink {
     }
 
     private mutating func append(_ entry: TimelineEntry) {
+        if configuration.streamEntries { fresh.append(entry) }
         if record.timeline.count < configuration.maximumTimelineEntries { record.timeline.append(entry) } else { record.timelineDropped += 1 }
     }
 
@@ -129,6 +136,7 @@ struct RecordBuilder: CodecSink {
             switch frame.content {
             case .method(let method):
                 record.frameCounts[d].method += 1
+                if case .connectionTuneOk(let tune) = method { negotiatedHeartbeat = tune.heartbeat }
                 if Self.isKey(method) {
                     if record.keyFrames.count < 10_000 { record.keyFrames.append(frameRecord) } else { record.keyFramesDropped += 1 }
                     addKey(.frame(frameRecord))

@@ -26,7 +26,7 @@ struct AMQPScopeCommand: ParsableCommand {
             4 an input was read only in part (truncated or corrupt: what was read is still reported).
             """,
         version: AMQPScopeVersion.string,
-        subcommands: [Analyze.self],
+        subcommands: [Analyze.self, CaptureCommand.self],
         defaultSubcommand: nil
     )
 }

@@ -1,0 +1,311 @@
+// `amqpscope capture`: watch an interface, tell each connection's story as it happens, warn before a broker
+// drops a connection for missed heartbeats, and keep the raw packets for re-analysis.
+import AMQPScope
+import AMQPScopeCapture
+import ArgumentParser
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Set by SIGINT/SIGTERM; the capture loop wakes at least every read timeout and checks it.
+let stopRequested = Atomic<Bool>(false)
+/// The live libpcap handle (as an integer), so the signal handler can break a blocking read at once.
+let activeHandle = Atomic<Int>(0)
+
+enum LiveFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, jsonl
+}
+
+struct CaptureCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capture",
+        abstract: "Capture live from an interface and tell each AMQP connection's story as it happens.",
+        discussion: """
+            Shaped like tcpdump: trailing words are a BPF filter (default: tcp port 5672, plus any --port). \
+            Prints each connection's timeline events and diagnoses as they happen, and a heartbeat-overdue \
+            warning as soon as one side of a connection has been silent past its heartbeat interval while the \
+            other keeps sending, before the broker drops it. Ctrl-C (or SIGTERM, -c, -G) stops: the pcap is \
+            flushed, the final report printed with libpcap's received and dropped counts, and the exit code is 0. \
+            Capturing needs CAP_NET_RAW: without it the exit code is 3.
+            """)
+
+    @Option(name: [.customShort("i"), .customLong("interface")], help: "The interface to capture on (see --list-interfaces).")
+    var interface: String?
+
+    @Flag(help: "List the interfaces libpcap can capture on, and exit.")
+    var listInterfaces = false
+
+    @Option(name: .customShort("c"), help: "Stop after this many packets.")
+    var count: Int?
+
+    @Option(name: [.customShort("G"), .customLong("duration")], help: "Stop after this many seconds.")
+    var duration: Double?
+
+    @Option(name: .customShort("s"), help: "Bytes kept per packet (snap length).")
+    var snaplen: Int = 262_144
+
+    @Option(name: .customShort("w"), help: "Also write the raw packets to this pcap file, for later re-analysis.")
+    var writeFile: String?
+
+    @Option(name: .customShort("C"), help: "With -w: start a new file when the current one reaches this many millions of bytes.")
+    var fileSize: Int?
+
+    @Option(name: .customShort("W"), help: "With -C: keep at most this many files, overwriting the oldest.")
+    var fileCount: Int?
+
+    @Option(name: .customShort("Z"), help: "After opening the interface, drop privileges to this user (before opening -w files).")
+    var user: String?
+
+    @Option(help: "Output: text (one line per event) or jsonl (one JSON object per line).")
+    var format: LiveFormat = .text
+
+    /// Live, connections silent this long are ended unless --idle-timeout says otherwise: memory stays bounded for
+    /// captures that run for days.
+    static let defaultLiveIdleTimeout: Double = 7200
+
+    @OptionGroup var pipeline: PipelineOptions
+
+    @Argument(help: "A BPF filter, in tcpdump's syntax.")
+    var filter: [String] = []
+
+    func validate() throws {
+        if !listInterfaces && interface == nil { throw ValidationError("name an interface with -i (see --list-interfaces)") }
+        if let count, count <= 0 { throw ValidationError("-c must be at least 1") }
+        if let duration, !(duration > 0) { throw ValidationError("-G must be a positive number of seconds") }
+        if snaplen < 64 || snaplen > 262_144 { throw ValidationError("-s must be between 64 and 262144") }
+        if fileSize != nil && writeFile == nil { throw ValidationError("-C needs -w") }
+        if fileCount != nil && fileSize == nil { throw ValidationError("-W needs -C") }
+        if let fileSize, fileSize <= 0 { throw ValidationError("-C must be at least 1") }
+        if let fileCount, fileCount <= 0 { throw ValidationError("-W must be at least 1") }
+    }
+
+    var bpf: String {
+        if !filter.isEmpty { return filter.joined(separator: " ") }
+        return (["tcp port 5672"] + pipeline.ports.map { "tcp port \($0)" }).joined(separator: " or ")
+    }
+
+    func run() throws {
+        if listInterfaces {
+            do {
+                for device in try AMQPScopeCapture.listInterfaces() {
+                    print(device.description.map { "\(device.name)\t\($0)" } ?? device.name)
+                }
+            } catch {
+                printError("amqpscope: \(error)")
+                throw ExitCode(Exit.unreadable)
+            }
+            return
+        }
+        let source: PcapSource
+        do {
+            source = try PcapSource.openLive(interface: interface!, snapshotLength: snaplen, timeoutMilliseconds: 200, filter: bpf)
+        } catch {
+            printError("amqpscope: \(error)")
+            throw ExitCode(Exit.unreadable)
+        }
+        if let user { try dropPrivileges(to: user) }
+        var writer: PcapWriter?
+        if let writeFile {
+            do {
+                writer = try PcapWriter(path: writeFile, linkType: source.linkType, snapshotLength: snaplen,
+                                        rotateBytes: fileSize.map { $0 * 1_000_000 }, fileCount: fileCount)
+            } catch {
+                printError("amqpscope: \(error)")
+                throw ExitCode(Exit.unreadable)
+            }
+        }
+        activeHandle.store(source.handleBits, ordering: .relaxed)
+        installSignalHandlers()
+        printError("amqpscope: listening on \(interface!), link type \(source.linkType.name), filter \"\(bpf)\"")
+
+        var configuration = pipeline.engineConfiguration(recordFrames: false)
+        configuration.streamEntries = true
+        configuration.reassembly.idleTimeout = Int64((pipeline.idleTimeout ?? Self.defaultLiveIdleTimeout) * 1e9)
+        var live = LivePrinter(format: format)
+        var engine = Engine(linkType: source.linkType, configuration: configuration)
+        let started = Clock.now()
+        var lastCheck = Timestamp(nanoseconds: 0)
+        var packets = 0
+
+        func check(now: Timestamp) {
+            guard now.since(lastCheck) >= 100_000_000 else { return }
+            lastCheck = now
+            engine.tick(now: now)
+            for overdue in engine.overdueHeartbeats(now: now) { live.overdue(overdue, now: now, engine: engine) }
+            live.flush(&engine)
+        }
+
+        reading: while !stopRequested.load(ordering: .relaxed) {
+            let result: ReadResult
+            do {
+                result = try source.next()
+            } catch {
+                printError("amqpscope: \(error)")
+                break reading
+            }
+            switch result {
+            case .packet(let header):
+                packets += 1
+                if let writer {
+                    do { try writer.write(header, source.packetBytes) } catch { printError("amqpscope: \(error)"); writer.close() }
+                }
+                engine.process(header, source.packetBytes)
+                live.flush(&engine)
+                check(now: header.timestamp)
+                if let count, packets >= count { break reading }
+            case .timeout:
+                check(now: Clock.now())
+            case .end:
+                break reading
+            }
+            if let duration, Clock.now().since(started) >= Int64(duration * 1e9) { break reading }
+        }
+
+        writer?.close()
+        engine.finish()
+        live.flush(&engine)
+        live.finalReport(engine: &engine, interface: interface!)
+        if let stats = source.statistics() {
+            printError("amqpscope: \(packets) packets captured, \(stats.received) received by filter, \(stats.dropped) dropped by kernel, \(stats.interfaceDropped) dropped by interface")
+        }
+        if let writer { printError("amqpscope: wrote \(writer.filesOpened) file\(writer.filesOpened == 1 ? "" : "s"), last \(writer.currentPath)") }
+    }
+}
+
+/// Prints live events and keeps the bounded state that needs: which diagnoses were already printed, and the
+/// records of the most recently ended connections for the final report.
+struct LivePrinter {
+    let format: LiveFormat
+    var printed: [ConnectionID: Set<String>] = [:]
+    var recent: [ConnectionRecord] = []
+    static let recentKept = 200
+
+    mutating func flush(_ engine: inout Engine) {
+        let entries = engine.takeLiveEntries()
+        var touched: [ConnectionID] = []
+        for (info, entry) in entries {
+            event(info, entry)
+            if case .run = entry {} else if !touched.contains(info.id) { touched.append(info.id) }
+        }
+        // Diagnoses the moment they become true: after a key event, and when a connection ends.
+        for id in touched {
+            if let record = engine.openRecord(id) { diagnoses(Story(record)) }
+        }
+        for record in engine.takeEnded() {
+            diagnoses(Story(record))
+            printed[record.info.id] = nil
+            recent.append(record)
+            if recent.count > Self.recentKept { recent.removeFirst(recent.count - Self.recentKept) }
+        }
+    }
+
+    func prefix(_ info: ConnectionInfo) -> String { "[\(info.id.rawValue) \(info.client)>\(info.server)]" }
+
+    func event(_ info: ConnectionInfo, _ entry: TimelineEntry) {
+        switch format {
+        case .text:
+            let line = AnalyzeReport.entryLine(entry)
+            emit("\(Format.time(line.time).suffix(15)) \(prefix(info)) \(line.arrow) #\(line.packet) \(Format.safe(line.text, limit: 300))")
+        case .jsonl:
+            guard case .object(let members) = AnalyzeReport.entryJSON(entry) else { return }
+            emit(JSON.object([("type", .string("event"))] + connectionMembers(info) + members).serialized())
+        }
+    }
+
+    mutating func diagnoses(_ story: Story) {
+        let id = story.record.info.id
+        for d in story.diagnoses {
+            let key = "\(d.code) \(d.side?.rawValue ?? "-") \(d.evidence.first?.packetNumber ?? 0)"
+            guard printed[id, default: []].insert(key).inserted else { continue }
+            switch format {
+            case .text:
+                emit("\(Format.time(d.evidence.last?.time ?? story.record.lastTime).suffix(15)) \(prefix(story.record.info)) "
+                     + "\(d.severity.rawValue.uppercased()) \(d.code): \(Format.safe(d.summary, limit: 2000))")
+                for detail in d.details { emit("    \(Format.safe(detail, limit: 2000))") }
+            case .jsonl:
+                guard case .object(let members) = AnalyzeReport.diagnosisJSON(d) else { continue }
+                emit(JSON.object([("type", .string("diagnosis"))] + connectionMembers(story.record.info) + members).serialized())
+            }
+        }
+    }
+
+    func overdue(_ o: HeartbeatOverdue, now: Timestamp, engine: Engine) {
+        let story = engine.openRecord(o.info.id).map { Story($0) }
+        let who = story?.describe(o.side) ?? "the \(o.side)"
+        let summary = "\(who) has sent nothing for \(Format.duration(nanoseconds: o.silentFor)) (heartbeat \(o.heartbeat) s, last frame #\(o.lastFramePacket) "
+            + "at \(Format.time(o.lastFrame).suffix(15))) while the \(o.side.peer) keeps sending; RabbitMQ drops a peer after two "
+            + "to three silent intervals: between \(Format.time(o.earliestDrop).suffix(15)) and \(Format.time(o.latestDrop).suffix(15)), unless the \(o.side) sends."
+        switch format {
+        case .text:
+            emit("\(Format.time(now).suffix(15)) \(prefix(o.info)) WARNING heartbeat-overdue: \(summary)")
+        case .jsonl:
+            emit(JSON.object([("type", .string("warning")), ("code", .string("heartbeat-overdue"))] + connectionMembers(o.info) + [
+                ("time", .string(Format.rfc3339(now))), ("side", .string(o.side.rawValue)), ("heartbeat", .int(o.heartbeat)),
+                ("last_frame", .string(Format.rfc3339(o.lastFrame))), ("last_frame_packet", .int(o.lastFramePacket)),
+                ("silent_seconds", .double(Double(o.silentFor) / 1e9)),
+                ("drop_between", .array([.string(Format.rfc3339(o.earliestDrop)), .string(Format.rfc3339(o.latestDrop))])),
+                ("summary", .string(summary)),
+            ]).serialized())
+        }
+    }
+
+    func connectionMembers(_ info: ConnectionInfo) -> [(String, JSON)] {
+        [("connection", .int(info.id.rawValue)), ("client", .string(info.client.description)), ("server", .string(info.server.description))]
+    }
+
+    /// Everything at the end: the stories of the connections (the most recent ones, for a long capture).
+    mutating func finalReport(engine: inout Engine, interface: String) {
+        flush(&engine)
+        let records = recent.sorted { $0.info.id < $1.info.id }
+        let result = CaptureResult(path: "live capture on \(interface)", linkType: engine.linkType, counts: engine.counts,
+                                   records: records, error: nil, unreadable: false)
+        switch format {
+        case .text:
+            emit("")
+            emit("final report" + (records.count == Self.recentKept ? " (the \(Self.recentKept) most recent connections)" : ""))
+            emit(AnalyzeReport.text([result]), terminator: "")
+        case .jsonl:
+            for story in AnalyzeReport.stories(result, options: ReportOptions()) {
+                guard case .object(let members) = AnalyzeReport.connectionJSON(story, capture: 0, options: ReportOptions()) else { continue }
+                emit(JSON.object([("type", .string("connection"))] + members).serialized())
+            }
+        }
+    }
+
+    func emit(_ line: String, terminator: String = "\n") {
+        print(line, terminator: terminator)
+        fflushStandardOutput()
+    }
+}
+
+/// The wall clock, for a live capture's timers only (everything below the CLI takes time as a value).
+enum Clock {
+    static func now() -> Timestamp {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Timestamp(seconds: Int64(spec.tv_sec), nanoseconds: Int64(spec.tv_nsec))
+    }
+}
+
+func fflushStandardOutput() { fflush(nil) }
+
+func installSignalHandlers() {
+    signal(SIGINT) { _ in stopRequested.store(true, ordering: .relaxed); PcapSource.breakLoop(handleBits: activeHandle.load(ordering: .relaxed)) }
+    signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed); PcapSource.breakLoop(handleBits: activeHandle.load(ordering: .relaxed)) }
+}
+
+/// tcpdump's -Z: give up root after the device is open.
+func dropPrivileges(to user: String) throws {
+    guard let entry = getpwnam(user) else {
+        printError("amqpscope: -Z: no such user \(user)")
+        throw ExitCode(Exit.usage)
+    }
+    let uid = entry.pointee.pw_uid, gid = entry.pointee.pw_gid
+    guard setgroups(0, nil) == 0 || getuid() != 0, setgid(gid) == 0, setuid(uid) == 0 else {
+        printError("amqpscope: -Z: cannot change to user \(user): \(String(cString: strerror(errno)))")
+        throw ExitCode(Exit.unreadable)
+    }
+}
