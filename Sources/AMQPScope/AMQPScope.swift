@@ -11,7 +11,8 @@ public enum Analysis {
     /// Reads one saved capture to its end (or to where it breaks) and returns what it held.
     public static func analyzeFile(
         _ path: String, configuration: EngineConfiguration = EngineConfiguration(),
-        logger: Logger = Logger(label: "amqpscope")
+        logger: Logger = Logger(label: "amqpscope"),
+        progress: ((_ bytesRead: Int, _ totalBytes: Int?) -> Void)? = nil
     ) -> CaptureResult {
         let source: PcapSource
         do {
@@ -33,6 +34,7 @@ public enum Analysis {
                 case .packet(let header):
                     engine.process(header, source.packetBytes)
                     if engine.hasEnded { records.append(contentsOf: engine.takeEnded()) }
+                    if let progress, header.number % 16_384 == 0, let read = source.bytesRead { progress(read, source.fileSize) }
                 case .timeout:
                     continue
                 case .end:

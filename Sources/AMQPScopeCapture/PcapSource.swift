@@ -4,6 +4,9 @@
 import AMQPScopePackets
 import CPcap
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Why a capture could not be opened or read. Compared by `code`; `message` is for people.
 public struct CaptureError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -174,6 +177,20 @@ public final class PcapSource {
             let message = String(cString: pcap_geterr(handle))
             throw CaptureError(code: .truncated, source: source, packetNumber: packetsRead + 1, message: message)
         }
+    }
+
+    /// How far into a saved file reading has come (for progress), or nil for a live capture.
+    public var bytesRead: Int? {
+        guard let handle, !isLive, let file = pcap_file(handle) else { return nil }
+        let position = ftell(file)
+        return position >= 0 ? position : nil
+    }
+
+    /// The saved file's size in bytes, or nil.
+    public var fileSize: Int? {
+        guard let handle, !isLive, let file = pcap_file(handle) else { return nil }
+        var info = stat()
+        return fstat(fileno(file), &info) == 0 ? Int(info.st_size) : nil
     }
 
     /// The captured bytes of the packet `next()` last returned; valid until the next call to `next()`.

@@ -37,6 +37,8 @@ public struct ReportOptions: Sendable {
     public var from: Timestamp?
     public var to: Timestamp?
     public var story = StoryOptions()
+    /// ANSI colour for severities in the text report (the CLI sets it only for a terminal without NO_COLOR).
+    public var colour = false
     public init() {}
 
     func includes(_ t: Timestamp) -> Bool { (from.map { t >= $0 } ?? true) && (to.map { t <= $0 } ?? true) }
@@ -108,7 +110,7 @@ public enum AnalyzeReport {
             out += "  no problems found\n"
         }
         for d in story.diagnoses {
-            out += "  \(d.severity.rawValue.uppercased()) \(d.code): \(Format.safe(d.summary, limit: 2000))\n"
+            out += "  \(severityLabel(d.severity, colour: options.colour)) \(d.code): \(Format.safe(d.summary, limit: 2000))\n"
             for detail in d.details { out += "      \(Format.safe(detail, limit: 2000))\n" }
             let evidence = d.evidence.map { e in (e.packetNumber > 0 ? "#\(e.packetNumber) " : "") + "\(Format.time(e.time).suffix(15)) \(Format.safe(e.what))" }
             if !evidence.isEmpty { out += "      evidence: " + evidence.joined(separator: "; ") + "\n" }
@@ -191,6 +193,17 @@ public enum AnalyzeReport {
             }
         }
         return out
+    }
+
+    /// "ERROR", in bold red on a terminal; "WARNING" yellow; "INFO" dim.
+    static func severityLabel(_ severity: Diagnosis.Severity, colour: Bool) -> String {
+        let word = severity.rawValue.uppercased()
+        guard colour else { return word }
+        switch severity {
+        case .error: return "\u{1B}[1;31m\(word)\u{1B}[0m"
+        case .warning: return "\u{1B}[1;33m\(word)\u{1B}[0m"
+        case .info: return "\u{1B}[2m\(word)\u{1B}[0m"
+        }
     }
 
     static func peerLine(_ p: PeerProperties) -> String {

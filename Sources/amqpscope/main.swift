@@ -26,7 +26,7 @@ struct AMQPScopeCommand: ParsableCommand {
             4 an input was read only in part (truncated or corrupt: what was read is still reported).
             """,
         version: AMQPScopeVersion.string,
-        subcommands: [Analyze.self, CaptureCommand.self],
+        subcommands: [Analyze.self, Report.self, CaptureCommand.self],
         defaultSubcommand: nil
     )
 }
@@ -127,6 +127,60 @@ enum TimeArgument {
     }
 }
 
+/// Which connections and what time window a report shows: shared by analyze and report.
+struct ViewOptions: ParsableArguments {
+    @Option(name: .customLong("connection"), help: "Only this connection id (repeatable).")
+    var connectionIDs: [Int] = []
+
+    @Option(help: "Only what happened from this time: +SECONDS from the capture's start, HH:MM:SS[.frac] (UTC), or a full UTC date and time.")
+    var from: String?
+
+    @Option(help: "Only what happened up to this time (same forms as --from).")
+    var to: String?
+
+    @Option(help: "With heartbeats off, report silences at least this many seconds long.")
+    var idle: Double = 30
+
+    func validate() throws {
+        guard idle > 0 else { throw ValidationError("--idle must be a positive number of seconds") }
+        for (name, value) in [("--from", from), ("--to", to)] {
+            // Forms that need the capture's start are checked against a placeholder day here.
+            if let value, TimeArgument.parse(value, captureStart: Timestamp(nanoseconds: 0)) == nil {
+                throw ValidationError("\(name) \(value): use +SECONDS, HH:MM:SS, YYYY-MM-DD HH:MM:SS or Unix seconds")
+            }
+        }
+    }
+
+    func reportOptions(_ results: [CaptureResult]) -> ReportOptions {
+        var options = ReportOptions()
+        options.connections = connectionIDs.isEmpty ? nil : Set(connectionIDs)
+        options.story.idleThreshold = Int64(idle * 1e9)
+        let captureStart = results.compactMap(\.counts.firstTime).min()
+        options.from = from.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
+        options.to = to.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
+        return options
+    }
+}
+
+/// Reads the files, with progress on stderr when it is a terminal.
+func analyzeFiles(_ files: [String], configuration: EngineConfiguration) -> [CaptureResult] {
+    let logger = Logger(label: "amqpscope")
+    let showProgress = isatty(2) == 1
+    return files.map { file in
+        var lastShown = Clock.now()
+        let result = Analysis.analyzeFile(file, configuration: configuration, logger: logger, progress: showProgress ? { read, total in
+            let now = Clock.now()
+            guard now.since(lastShown) >= 500_000_000 else { return }
+            lastShown = now
+            let percent = total.map { $0 > 0 ? " (\(read * 100 / $0)%)" : "" } ?? ""
+            let totalText = total.map { " of \($0 / 1_000_000) MB" } ?? ""
+            printError("\u{1B}[2K\ramqpscope: reading \(file): \(read / 1_000_000) MB\(totalText)\(percent)", terminator: "")
+        } : nil)
+        if showProgress { printError("\u{1B}[2K\r", terminator: "") }
+        return result
+    }
+}
+
 struct Analyze: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Analyse saved captures (pcap or pcapng): tell the story of every AMQP connection.",
@@ -149,17 +203,7 @@ struct Analyze: ParsableCommand {
     @Flag(help: "List every decoded AMQP frame (in JSON: a frame_list per connection).")
     var frames = false
 
-    @Option(name: .customLong("connection"), help: "Only this connection id (repeatable).")
-    var connectionIDs: [Int] = []
-
-    @Option(help: "Only what happened from this time: +SECONDS from the capture's start, HH:MM:SS[.frac] (UTC), or a full UTC date and time.")
-    var from: String?
-
-    @Option(help: "Only what happened up to this time (same forms as --from).")
-    var to: String?
-
-    @Option(help: "With heartbeats off, report silences at least this many seconds long.")
-    var idle: Double = 30
+    @OptionGroup var view: ViewOptions
 
     @Option(help: "Exit with 1 when a diagnosis of this severity or worse is found: warning or error.")
     var failOn: FailOn?
@@ -168,38 +212,22 @@ struct Analyze: ParsableCommand {
 
     func validate() throws {
         if files.isEmpty { throw ValidationError("name at least one capture file") }
-        guard idle > 0 else { throw ValidationError("--idle must be a positive number of seconds") }
-        for (name, value) in [("--from", from), ("--to", to)] {
-            // Forms that need the capture's start are checked against a placeholder day here.
-            if let value, TimeArgument.parse(value, captureStart: Timestamp(nanoseconds: 0)) == nil {
-                throw ValidationError("\(name) \(value): use +SECONDS, HH:MM:SS, YYYY-MM-DD HH:MM:SS or Unix seconds")
-            }
-        }
     }
 
     func run() throws {
-        let logger = Logger(label: "amqpscope")
         var configuration = pipeline.engineConfiguration(recordFrames: frames || verbose)
         configuration.recordPackets = verbose
-        let results = files.map { Analysis.analyzeFile($0, configuration: configuration, logger: logger) }
-        var options = ReportOptions()
+        let results = analyzeFiles(files, configuration: configuration)
+        var options = view.reportOptions(results)
         options.showFrames = frames
         options.verbose = verbose
         options.showBodies = pipeline.showBodies
-        options.connections = connectionIDs.isEmpty ? nil : Set(connectionIDs)
-        options.story.idleThreshold = Int64(idle * 1e9)
-        let captureStart = results.compactMap(\.counts.firstTime).min()
-        options.from = from.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
-        options.to = to.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
+        options.colour = isatty(1) == 1 && (getenv("NO_COLOR").map { String(cString: $0).isEmpty } ?? true)
         switch format {
         case .text: print(AnalyzeReport.text(results, options: options), terminator: "")
         case .json: print(AnalyzeReport.json(results, options: options).serialized(indent: true))
         }
-        for result in results {
-            if let error = result.error { printError("amqpscope: \(error)") }
-        }
-        if results.contains(where: \.unreadable) { throw ExitCode(Exit.unreadable) }
-        if results.contains(where: { $0.error != nil }) { throw ExitCode(Exit.partial) }
+        try exitForInputs(results)
         if let failOn {
             // A closure, not `\.worstSeverity`: with Swift 6.3's debug build that key path crashed copying Story
             // (no memory error under AddressSanitizer, so the codegen, not the data).
@@ -209,9 +237,69 @@ struct Analyze: ParsableCommand {
     }
 }
 
-func printError(_ message: String) {
+/// Names each input that could not be read in full, and exits 3 or 4 as the README documents.
+func exitForInputs(_ results: [CaptureResult]) throws {
+    for result in results {
+        if let error = result.error { printError("amqpscope: \(error)") }
+    }
+    if results.contains(where: \.unreadable) { throw ExitCode(Exit.unreadable) }
+    if results.contains(where: { $0.error != nil }) { throw ExitCode(Exit.partial) }
+}
+
+enum ReviewFormat: String, ExpressibleByArgument, CaseIterable {
+    case html, markdown
+}
+
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write an incident-review report: one self-contained HTML file (with an SVG timeline per connection), or Markdown.",
+        discussion: """
+            The HTML opens anywhere, from an e-mail attachment too: no scripts, fonts or network. Everything taken \
+            from the capture is escaped, credentials stay redacted, and message bodies are never included. \
+            Healthy connections are folded when there are more than three. Exit codes as for analyze.
+            """)
+
+    @Argument(help: "Capture files (pcap or pcapng).")
+    var files: [String]
+
+    @Option(name: [.customShort("o"), .customLong("output")], help: "Write the report to this file (default: standard output).")
+    var output: String?
+
+    @Option(help: "html or markdown.")
+    var format: ReviewFormat = .html
+
+    @OptionGroup var view: ViewOptions
+
+    @OptionGroup var pipeline: PipelineOptions
+
+    func validate() throws {
+        if files.isEmpty { throw ValidationError("name at least one capture file") }
+        if pipeline.showBodies { throw ValidationError("reports never include message bodies; use analyze --show-bodies") }
+    }
+
+    func run() throws {
+        let results = analyzeFiles(files, configuration: pipeline.engineConfiguration(recordFrames: false))
+        let options = view.reportOptions(results)
+        let text = format == .html
+            ? HTMLReport.render(results, options: options, version: AMQPScopeVersion.string)
+            : MarkdownReport.render(results, options: options, version: AMQPScopeVersion.string)
+        if let output {
+            guard let file = fopen(output, "w") else {
+                printError("amqpscope: cannot write \(output): \(String(cString: strerror(errno)))")
+                throw ExitCode(Exit.unreadable)
+            }
+            fputs(text, file)
+            fclose(file)
+        } else {
+            print(text, terminator: "")
+        }
+        try exitForInputs(results)
+    }
+}
+
+func printError(_ message: String, terminator: String = "\n") {
     var standardError = StandardError()
-    print(message, to: &standardError)
+    print(message, terminator: terminator, to: &standardError)
 }
 
 struct StandardError: TextOutputStream {

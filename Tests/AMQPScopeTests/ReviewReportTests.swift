@@ -1,0 +1,140 @@
+// Incident-review reports: escaping, a hostile capture rendered inert, golden Markdown, and real headless Chromium.
+import Foundation
+import Testing
+@testable import AMQPScope
+
+private let chromium = Tools.which("chromium")
+private let chromiumReady = chromium != nil || Tools.requireTshark // CI installs it (scripts/setup)
+private let reviewDirectory = Paths.root.appendingPathComponent(".build/review")
+
+/// A connection whose every name carries hostile text: markup, quotes, control bytes and 10 KB strings.
+private func hostileCapture() -> String {
+    let script = "<script>alert('x')</script>\"'&\u{07}\u{1B}[31m"
+    let huge = String(repeating: "A", count: 10_000)
+    var c = Conversation()
+    c.open()
+    c.client(Encode.header091)
+    let serverProps = FieldTable([.init(key: "product", value: .longString(LongString(script + huge)))])
+    c.server(Encode.methodFrame(0, 10, 10, [.octet(0), .octet(9), .table(serverProps), .longString(LongString("PLAIN")), .longString(LongString("en_US"))]))
+    let clientProps = FieldTable([.init(key: "product", value: .longString(LongString(script))),
+                                  .init(key: "connection_name", value: .longString(LongString(huge + script))),
+                                  .init(key: "<img src=x onerror=alert(1)>", value: .longString(LongString("</td></tr></table>")))])
+    c.client(Encode.methodFrame(0, 10, 11, [.table(clientProps), .shortString("PLAIN"), .longString(LongString([0] + Array("guest\0s3cret-password".utf8))), .shortString("en_US")]))
+    c.server(Encode.methodFrame(0, 10, 30, [.short(2047), .long(131_072), .short(60)]))
+    c.client(Encode.methodFrame(0, 10, 31, [.short(2047), .long(131_072), .short(60)]))
+    c.client(Encode.methodFrame(1, 20, 10, [.shortString("")]))
+    c.client(Encode.methodFrame(1, 50, 10, [.short(0), .shortString(String((script + huge).prefix(255))), .bit(true), .bit(false), .bit(false), .bit(false), .bit(false), .table(FieldTable())]))
+    c.server(Encode.methodFrame(1, 20, 40, [.short(404), .shortString(String(("NOT_FOUND - " + script + huge).prefix(255))), .short(50), .short(10)]))
+    c.server(Encode.methodFrame(0, 10, 50, [.short(541), .shortString(String((script + "| **bold** [link](http://x) `code`").prefix(255))), .short(0), .short(0)]))
+    c.clientFIN(); c.serverRST()
+    return Paths.temporaryFile("hostile.pcap", Build.pcap(packets: c.packets.map { ($0.time, $0.bytes, nil) }))
+}
+
+@Suite("Review reports") struct ReviewReportTests {
+    @Test func escaping() {
+        #expect(HTML.escape("<a href=\"x\">'&'</a>") == "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;")
+        #expect(HTML.escape("bell\u{07}esc\u{1B}") == "bell\\x07esc\\x1b")
+        #expect(HTML.escape(String(repeating: "x", count: 2000), limit: 100).count == 101)
+        #expect(MarkdownReport.escape("a|b *c* [d](e) <f> `g`") == "a\\|b \\*c\\* \\[d\\](e) &lt;f&gt; \\`g\\`")
+    }
+
+    @Test func hostileCaptureRendersInert() throws {
+        let result = Analysis.analyzeFile(hostileCapture())
+        #expect(result.records.count == 1)
+        let html = HTMLReport.render([result], version: "test")
+        // The only markup is ours: no script element, no event handler, no injected image, nothing unescaped.
+        #expect(!html.contains("<script"))
+        #expect(!html.contains("<img"))
+        #expect(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"))
+        #expect(!html.contains("\u{07}") && !html.contains("\u{1B}"))
+        #expect(!html.contains("s3cret-password"), "credentials stay redacted")
+        // Strings from the capture are cut: no 10 KB run of one character.
+        #expect(!html.contains(String(repeating: "A", count: 3001)))
+        let markdown = MarkdownReport.render([result], version: "test")
+        #expect(!markdown.contains("<script") && !markdown.contains("[link](http://x)") && !markdown.contains("s3cret-password"))
+        #expect(markdown.contains("\\| \\*\\*bold\\*\\*"))
+        let text = AnalyzeReport.text([result])
+        #expect(!text.contains("\u{1B}[31m"), "no terminal escape from the capture reaches the terminal")
+    }
+
+    /// Golden Markdown of each recorded capture (re-record with AMQPSCOPE_UPDATE_GOLDEN=1).
+    @Test(arguments: Paths.allCaptures.filter { $0.contains("/captures/") })
+    func goldenMarkdown(path: String) throws {
+        var result = Analysis.analyzeFile(path)
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        result.path = name
+        let output = MarkdownReport.render([result], version: "golden")
+        let file = GoldenReportTests.directory.appendingPathComponent("\(name).md")
+        if GoldenReportTests.update {
+            try output.write(to: file, atomically: true, encoding: .utf8)
+            return
+        }
+        let golden = try String(contentsOf: file, encoding: .utf8)
+        #expect(golden == output, "\(name).md differs from its golden file (re-record with AMQPSCOPE_UPDATE_GOLDEN=1 if intended)")
+    }
+}
+
+/// Renders in real headless Chromium: no console errors, the SVG's lanes and RST marker, and a layout that holds.
+@Suite("Chromium", .enabled(if: chromiumReady, "chromium is not installed (scripts/setup installs it)"), .serialized)
+struct ChromiumTests {
+    func run(_ arguments: [String]) throws -> ProcessResult {
+        let tool = try #require(chromium, "chromium is not installed")
+        return try Tools.run(tool, ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+                                    "--enable-logging=stderr", "--v=0", "--user-data-dir=\(reviewDirectory.path)/profile"] + arguments)
+    }
+
+    /// Console messages and refused loads (CSP) in Chromium's log.
+    func consoleProblems(_ stderr: String) -> [String] {
+        stderr.split(separator: "\n").map(String.init).filter { $0.contains(":CONSOLE") || $0.contains("Refused to") }
+    }
+
+    func write(_ html: String, _ name: String) throws -> URL {
+        try FileManager.default.createDirectory(at: reviewDirectory, withIntermediateDirectories: true)
+        let url = reviewDirectory.appendingPathComponent(name)
+        try html.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    @Test func incidentReportRendersWithLanesAndReset() throws {
+        let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("missed-heartbeats-104.pcap").path)
+        let page = try write(HTMLReport.render([result], version: "test"), "missed-heartbeats-104.html")
+        let png = reviewDirectory.appendingPathComponent("missed-heartbeats-104.png")
+        try? FileManager.default.removeItem(at: png)
+        let shot = try run(["--window-size=1280,1400", "--screenshot=\(png.path)", page.absoluteString])
+        #expect(FileManager.default.fileExists(atPath: png.path), "\(shot.stderr.suffix(500))")
+        #expect(((try? FileManager.default.attributesOfItem(atPath: png.path)[.size] as? Int) ?? 0) > 10_000)
+        #expect(consoleProblems(shot.stderr).isEmpty, "\(consoleProblems(shot.stderr))")
+        // The DOM as Chromium parsed it.
+        let dom = try run(["--dump-dom", page.absoluteString]).stdout
+        #expect(dom.contains("<g class=\"lane\" data-direction=\"client_to_server\">"))
+        #expect(dom.contains("<g class=\"lane\" data-direction=\"server_to_client\">"))
+        #expect(dom.contains("<path class=\"rst\""))
+        #expect(dom.contains(">ECONNRESET (104)</text>"))
+        #expect(dom.contains("class=\"deadline\""))
+    }
+
+    /// The console check can fail: a page that breaks the policy is caught.
+    @Test func consoleCheckCatchesErrors() throws {
+        let bad = "<!DOCTYPE html><meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'\"><script>console.error('boom')</script>"
+        let page = try write(bad, "negative-control.html")
+        #expect(!consoleProblems(try run(["--dump-dom", page.absoluteString]).stderr).isEmpty)
+    }
+
+    /// The hostile page stays inert in a real browser and within its layout: its width is the window's.
+    @Test func hostilePageStaysInLayout() throws {
+        let html = HTMLReport.render([Analysis.analyzeFile(hostileCapture())], version: "test")
+        let page = try write(html, "hostile.html")
+        let rendered = try run(["--window-size=1280,2000", "--screenshot=\(reviewDirectory.path)/hostile.png", page.absoluteString])
+        #expect(consoleProblems(rendered.stderr).isEmpty, "\(consoleProblems(rendered.stderr))")
+        let dom = try run(["--dump-dom", page.absoluteString]).stdout
+        #expect(!dom.contains("<script") && !dom.contains("<img"))
+        // A copy of the same page with a measuring script (and without the policy that forbids scripts) reports
+        // the document's width through its title.
+        let measuring = html.replacingOccurrences(of: "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">", with: "")
+            .replacingOccurrences(of: "</body>", with: "<script>document.title='width='+document.documentElement.scrollWidth</script></body>")
+        let probe = try write(measuring, "hostile-measure.html")
+        let measured = try run(["--window-size=1280,2000", "--dump-dom", probe.absoluteString]).stdout
+        let width = measured.range(of: "<title>width=").flatMap { r in Int(measured[r.upperBound...].prefix { $0.isNumber }) }
+        #expect(width != nil && width! <= 1280, "document width \(width.map(String.init) ?? "unknown") exceeds the 1280 px window")
+    }
+}
