@@ -43,6 +43,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The fuzz targets' bodies: driven by libFuzzer (Fuzz/) and replayed by the tests.
+        .target(
+            name: "AMQPScopeFuzzing",
+            dependencies: ["AMQPScope", "AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeCodec"]
+        ),
         .executableTarget(
             name: "amqpscope",
             dependencies: [
@@ -55,9 +60,21 @@ let package = Package(
             name: "AMQPScopeTests",
             dependencies: [
                 "AMQPScope", "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly",
-                "AMQPScopeCodec", "AMQPScopeTimeline", "AMQPScopeReports",
+                "AMQPScopeCodec", "AMQPScopeTimeline", "AMQPScopeReports", "AMQPScopeFuzzing",
             ]
         ),
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Fuzz targets (libFuzzer), built only when asked: `AMQPSCOPE_FUZZ=1 swift build --sanitize=fuzzer ...`
+// (see scripts/fuzz). Kept out of ordinary builds so that nothing else links libFuzzer's main.
+if Context.environment["AMQPSCOPE_FUZZ"] == "1" {
+    for name in ["FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile"] {
+        package.targets.append(.executableTarget(
+            name: name,
+            dependencies: ["AMQPScopeFuzzing"],
+            path: "Fuzz/\(name)"
+        ))
+    }
+}

@@ -71,6 +71,20 @@ public struct TCPSegment: Hashable, Sendable {
     public var payloadLength: Int
 
     public var payloadRange: Range<Int> { payloadOffset..<(payloadOffset + capturedPayloadLength) }
+
+    public init(source: Endpoint, destination: Endpoint, sequence: UInt32, acknowledgment: UInt32, flags: TCPFlags, window: UInt16,
+                options: TCPOptions = TCPOptions(), payloadOffset: Int, capturedPayloadLength: Int, payloadLength: Int) {
+        self.source = source
+        self.destination = destination
+        self.sequence = sequence
+        self.acknowledgment = acknowledgment
+        self.flags = flags
+        self.window = window
+        self.options = options
+        self.payloadOffset = payloadOffset
+        self.capturedPayloadLength = capturedPayloadLength
+        self.payloadLength = payloadLength
+    }
 }
 
 /// What one packet turned out to be.

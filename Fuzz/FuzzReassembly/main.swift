@@ -1,0 +1,8 @@
+// libFuzzer entry point for FuzzReassembly: the body is AMQPScopeFuzzing.FuzzEntry (replayed by the test suite too).
+import AMQPScopeFuzzing
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzEntry(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    FuzzEntry.run("FuzzReassembly", UnsafeRawBufferPointer(start: start, count: count))
+    return 0
+}

@@ -1,0 +1,158 @@
+// The fuzz targets' bodies, as plain functions: libFuzzer drives them through the executables in Fuzz/ (built only
+// with AMQPSCOPE_FUZZ=1), and the test suite replays the committed seeds and every regression input through them.
+// Each checks the invariants its layer promises with preconditions: a failed one is a crash the fuzzer reports.
+import AMQPScope
+import AMQPScopeCodec
+import AMQPScopePackets
+import AMQPScopeReassembly
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum FuzzEntry {
+    public static let targets = ["FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile"]
+
+    /// Runs one input through the named target.
+    public static func run(_ target: String, _ bytes: UnsafeRawBufferPointer) {
+        switch target {
+        case "FuzzPacketLayers": packetLayers(bytes)
+        case "FuzzReassembly": reassembly(bytes)
+        case "FuzzFrameParser": frameParser(bytes)
+        case "FuzzFieldTable": fieldTable(bytes)
+        case "FuzzPcapFile": pcapFile(bytes)
+        default: preconditionFailure("no fuzz target \(target)")
+        }
+    }
+
+    static let linkTypes: [LinkType] = [.ethernet, .linuxSLL, .linuxSLL2, .null, .loop, .raw, .rawDLT12, .ipv4, .ipv6]
+
+    /// One packet's bytes through every link type's decoder.
+    public static func packetLayers(_ bytes: UnsafeRawBufferPointer) {
+        for link in linkTypes {
+            if case .tcp(let segment) = PacketDecoder.decode(bytes, linkType: link) {
+                // The payload the decoder points at must lie inside the packet.
+                precondition(segment.payloadOffset >= 0 && segment.payloadOffset + segment.capturedPayloadLength <= bytes.count)
+                precondition(segment.capturedPayloadLength <= segment.payloadLength)
+            }
+        }
+    }
+
+    struct CountData: StreamSink {
+        var delivered = 0
+        mutating func consume(_ event: StreamEvent) {
+            if case .data(let bytes) = event.kind { delivered &+= bytes.count }
+        }
+    }
+
+    /// A sequence of TCP segments encoded from the input, through the reassembler under small caps. Each segment
+    /// takes 8 bytes: direction and flags, a signed 3-byte sequence delta, a 2-byte payload length, an ack byte and
+    /// a connection selector; its payload follows.
+    public static func reassembly(_ input: UnsafeRawBufferPointer) {
+        let count = input.count
+        var configuration = ReassemblyConfiguration()
+        configuration.maximumBufferedBytesPerDirection = 4096
+        configuration.maximumBufferedBytesTotal = 8192
+        configuration.maximumConnections = 4
+        var reassembler = Reassembler(configuration: configuration)
+        var sink = CountData()
+        var sequences: [UInt32] = [1000, 5000, 9000, 13000]
+        var i = 0
+        var number = 0
+        while i + 8 <= count {
+            let control = input[i]
+            let delta = Int32(Int8(bitPattern: input[i + 1])) << 16 | Int32(input[i + 2]) << 8 | Int32(input[i + 3])
+            let length = min(Int(input[i + 4]) << 8 | Int(input[i + 5]), count - i - 8)
+            let connection = Int(input[i + 7] & 3)
+            let fromClient = control & 0x80 != 0
+            let flags = TCPFlags(rawValue: UInt16(control & 0x1f) | 0x10)
+            sequences[connection] = sequences[connection] &+ UInt32(bitPattern: delta)
+            let client = Endpoint(address: IPAddress(ipv4: 0x0a00_0001), port: UInt16(40000 + connection))
+            let server = Endpoint(address: IPAddress(ipv4: 0x0a00_0002), port: 5672)
+            let segment = TCPSegment(
+                source: fromClient ? client : server, destination: fromClient ? server : client,
+                sequence: sequences[connection], acknowledgment: UInt32(input[i + 6]), flags: flags, window: 512,
+                payloadOffset: i + 8, capturedPayloadLength: length, payloadLength: length + (control & 0x20 != 0 ? 7 : 0))
+            number += 1
+            let header = PacketHeader(number: number, timestamp: Timestamp(nanoseconds: Int64(number) * 1_000_000),
+                                      capturedLength: count, originalLength: count)
+            reassembler.process(segment, header: header, bytes: input, into: &sink)
+            precondition(reassembler.bufferedBytes <= configuration.maximumBufferedBytesTotal, "buffer cap exceeded")
+            precondition(reassembler.trackedConnections <= configuration.maximumConnections, "connection cap exceeded")
+            i += 8 + length
+        }
+        reassembler.finish(at: Timestamp(nanoseconds: Int64(number + 1) * 1_000_000), into: &sink)
+        precondition(reassembler.bufferedBytes == 0, "bytes left buffered after finish")
+    }
+
+    struct CountEvents: CodecSink {
+        var events = 0
+        mutating func consume(_ event: CodecEvent) { events &+= 1 }
+    }
+
+    /// An AMQP byte stream through a connection decoder in input-chosen chunk sizes, both ways, with gaps; from the
+    /// start (with and without a protocol header) and joined mid-stream.
+    public static func frameParser(_ input: UnsafeRawBufferPointer) {
+        guard input.count >= 2 else { return }
+        let chunk = Int(input[0]) + 1
+        let body = UnsafeRawBufferPointer(rebasing: input[1...])
+        var configuration = CodecConfiguration()
+        configuration.keepBodies = input[1] & 1 != 0
+        for (fromStart, header) in [(true, true), (true, false), (false, false)] {
+            var decoder = ConnectionDecoder(fromStart: fromStart, onAMQPPort: true, configuration: configuration)
+            var sink = CountEvents()
+            if header {
+                let amqp: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1]
+                amqp.withUnsafeBytes { decoder.data($0, direction: .clientToServer, time: 0, packetNumber: 1, into: &sink) }
+            }
+            var at = 0
+            var direction = CodecDirection.clientToServer
+            while at < body.count {
+                let n = min(chunk, body.count - at)
+                decoder.data(UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction: direction, time: Int64(at), packetNumber: at, into: &sink)
+                if body[at] == 0xff {
+                    decoder.gap(UInt64(body[min(at + 1, body.count - 1)]), direction: direction, time: 0, packetNumber: at, into: &sink)
+                }
+                if body[at] & 0x40 != 0 { direction = direction == .clientToServer ? .serverToClient : .clientToServer }
+                at += n
+            }
+            decoder.finish(direction: .clientToServer, time: 0, packetNumber: 0, into: &sink)
+            decoder.finish(direction: .serverToClient, time: 0, packetNumber: 0, into: &sink)
+        }
+    }
+
+    /// Field tables decoded from arbitrary bytes: with a length prefix for the whole input, as they are, and as the
+    /// client properties of a Connection.Start-Ok.
+    public static func fieldTable(_ input: UnsafeRawBufferPointer) {
+        let count = input.count
+        var framed = withUnsafeBytes(of: UInt32(truncatingIfNeeded: count).bigEndian) { Array($0) }
+        framed.append(contentsOf: input)
+        framed.withUnsafeBytes { raw in
+            var reader = FieldReader(raw)
+            _ = try? reader.table()
+        }
+        var reader = FieldReader(input)
+        _ = try? reader.table()
+        let size = withUnsafeBytes(of: UInt32(truncatingIfNeeded: count + 4).bigEndian) { Array($0) }
+        let stream: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1, 1, 0, 0] + size + [0, 10, 0, 11] + Array(input) + [0xCE]
+        var sink = CountEvents()
+        var decoder = ConnectionDecoder(fromStart: true, onAMQPPort: true)
+        stream.withUnsafeBytes { decoder.data($0, direction: .clientToServer, time: 0, packetNumber: 1, into: &sink) }
+    }
+
+    /// A whole pcap file through the analysis in process: capture, layers, reassembly, codec, stories and reports.
+    public static func pcapFile(_ input: UnsafeRawBufferPointer) {
+        let path = "/dev/shm/amqpscope-fuzz-\(getpid()).pcap"
+        guard let file = fopen(path, "w") else { return }
+        if let base = input.baseAddress { fwrite(base, 1, input.count, file) }
+        fclose(file)
+        var configuration = EngineConfiguration()
+        configuration.recordFrames = true
+        configuration.reassembly.maximumConnections = 64
+        let result = Analysis.analyzeFile(path, configuration: configuration)
+        _ = AnalyzeReport.text([result])
+        _ = AnalyzeReport.json([result]).serialized()
+        _ = HTMLReport.render([result], version: "fuzz")
+        _ = MarkdownReport.render([result], version: "fuzz")
+        unlink(path)
+    }
+}
