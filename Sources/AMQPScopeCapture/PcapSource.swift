@@ -62,7 +62,11 @@ public final class PcapSource {
 
     private var handle: OpaquePointer?
     private var buffer: UnsafeMutableRawPointer
-    private var bufferCapacity: Int
+    /// The packet buffer's size: at first the snap length, but never more than libpcap's largest record, whatever a
+    /// (possibly hostile) file header claims; it grows only for a record that really is larger.
+    public private(set) var bufferCapacity: Int
+    /// libpcap's largest record for the link types amqpscope decodes (MAXIMUM_SNAPLEN).
+    public static let largestRecord = 262_144
     private var currentLength = 0
     private let logger: Logger
 
@@ -73,7 +77,7 @@ public final class PcapSource {
         self.logger = logger
         self.linkType = LinkType(rawValue: pcap_datalink(handle))
         self.snapshotLength = Int(pcap_snapshot(handle))
-        self.bufferCapacity = max(65_536, snapshotLength)
+        self.bufferCapacity = min(max(65_536, snapshotLength), Self.largestRecord)
         self.buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 16)
     }
 

@@ -150,7 +150,7 @@ public enum FuzzEntry {
         configuration.reassembly.maximumConnections = 64
         let result = Analysis.analyzeFile(path, configuration: configuration)
         _ = AnalyzeReport.text([result])
-        _ = AnalyzeReport.json([result]).serialized()
+        _ = AnalyzeReport.json([result])
         _ = HTMLReport.render([result], version: "fuzz")
         _ = MarkdownReport.render([result], version: "fuzz")
         unlink(path)

@@ -272,15 +272,19 @@ public struct Reassembler {
         return slot
     }
 
+    /// At the connection cap, ends the least recently active 1% (at least one) in one pass: a scan per hundred new
+    /// connections rather than per connection, so a flood of connections costs amortised constant time each.
     private mutating func evictLeastRecent<S: StreamSink>(header: PacketHeader, into sink: inout S) {
-        var oldest: (slot: Int, time: Timestamp)?
+        var candidates: [(time: Timestamp, id: ConnectionID, slot: Int)] = []
+        candidates.reserveCapacity(index.count)
         for slot in index.values {
-            guard let c = connections[slot] else { continue }
-            if oldest == nil || c.lastTime < oldest!.time { oldest = (slot, c.lastTime) }
+            if let c = connections[slot] { candidates.append((c.lastTime, c.info.id, slot)) }
         }
-        if let oldest {
+        let batch = max(1, index.count / 100)
+        candidates.sort { ($0.time, $0.id) < ($1.time, $1.id) }
+        for victim in candidates.prefix(batch) {
             evictedForCap += 1
-            end(slot: oldest.slot, reason: .evicted, time: header.timestamp, packetNumber: header.number, into: &sink)
+            end(slot: victim.slot, reason: .evicted, time: header.timestamp, packetNumber: header.number, into: &sink)
         }
     }
 

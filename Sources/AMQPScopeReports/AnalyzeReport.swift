@@ -47,34 +47,38 @@ public struct ReportOptions: Sendable {
 public enum AnalyzeReport {
     /// The stories of a capture's connections that pass the filters.
     public static func stories(_ result: CaptureResult, options: ReportOptions) -> [Story] {
-        result.records.filter { r in
-            if let ids = options.connections, !ids.contains(r.info.id.rawValue) { return false }
-            // A connection is in a time window when any of its life falls inside it.
-            if let from = options.from, (r.endTime ?? r.lastTime) < from { return false }
-            if let to = options.to, r.firstTime > to { return false }
-            return true
-        }.map { Story($0, options: options.story) }
+        // A connection is in a time window when any of its life falls inside it.
+        result.records.filter { passes($0, options) }.map { Story($0, options: options.story) }
     }
 
     // MARK: Text
 
+    /// The whole report of captures analysed in memory (the CLI streams the same through `AnalyzeWriter`).
     public static func text(_ results: [CaptureResult], options: ReportOptions = ReportOptions()) -> String {
-        results.map { captureText($0, options: options) }.joined(separator: "\n")
+        render(results, format: .text, options: options)
     }
 
-    static func captureText(_ r: CaptureResult, options: ReportOptions) -> String {
-        var out = "capture \(Format.safe(r.path))\n"
-        if r.unreadable {
-            out += "  error: \(Format.safe(r.error ?? "unreadable"))\n"
-            return out
+    static func render(_ results: [CaptureResult], format: AnalyzeWriter.Kind, options: ReportOptions) -> String {
+        var out = ""
+        var writer = AnalyzeWriter(format: format, options: options) { out += $0 }
+        for (index, r) in results.enumerated() {
+            writer.begin(capture: r.path)
+            for record in r.records { writer.connection(record, capture: index) }
+            writer.end(capture: r)
         }
+        writer.finish()
+        return out
+    }
+
+    /// The capture's summary: packets, time span, link type, tally of connections and diagnoses.
+    static func summaryText(_ r: CaptureResult, connections: Int, amqp: Int, tally: [Diagnosis.Severity: Int]) -> String {
+        if r.unreadable { return "  error: \(Format.safe(r.error ?? "unreadable"))\n" }
         let c = r.counts
-        let stories = stories(r, options: options)
-        var line = "  \(c.packets) packets"
+        var out = "  \(c.packets) packets"
         if let first = c.firstTime, let last = c.lastTime {
-            line += " from \(Format.time(first)) to \(Format.time(last)) UTC (\(Format.duration(nanoseconds: last.since(first))))"
+            out += " from \(Format.time(first)) to \(Format.time(last)) UTC (\(Format.duration(nanoseconds: last.since(first))))"
         }
-        out += line + ", link type \(r.linkType?.name ?? "unknown")\n"
+        out += ", link type \(r.linkType?.name ?? "unknown")\n"
         var notes: [String] = []
         if c.truncated > 0 { notes.append("\(c.truncated) cut by the snap length") }
         if c.otherProtocols > 0 { notes.append("\(c.otherProtocols) not TCP") }
@@ -82,21 +86,13 @@ public enum AnalyzeReport {
         if c.malformed > 0 { notes.append("\(c.malformed) malformed") }
         if !notes.isEmpty { out += "  packets: " + notes.joined(separator: ", ") + "\n" }
         for (packet, reason) in c.firstMalformed.prefix(5) { out += "  malformed packet \(packet): \(reason)\n" }
-        let amqp = r.records.filter(\.isAMQP).count
-        var tally = "  \(r.records.count) TCP connection\(r.records.count == 1 ? "" : "s"), \(amqp) AMQP"
-        let all = stories.flatMap(\.diagnoses)
+        var line = "  \(connections) TCP connection\(connections == 1 ? "" : "s"), \(amqp) AMQP"
         for severity in [Diagnosis.Severity.error, .warning] {
-            let n = all.filter { $0.severity == severity }.count
-            if n > 0 { tally += ", \(n) \(severity.rawValue)\(n == 1 ? "" : "s")" }
+            let n = tally[severity, default: 0]
+            if n > 0 { line += ", \(n) \(severity.rawValue)\(n == 1 ? "" : "s")" }
         }
-        out += tally + "\n"
+        out += line + "\n"
         if let error = r.error { out += "  reading stopped early: \(Format.safe(error))\n" }
-        for story in stories {
-            out += "\n" + storyText(story, options: options)
-        }
-        if !r.records.isEmpty {
-            out += "\nconnections\n" + connectionTable(r.records)
-        }
         return out
     }
 
@@ -297,17 +293,17 @@ public enum AnalyzeReport {
         }
     }
 
-    static func connectionTable(_ records: [ConnectionRecord]) -> String {
-        let header = ["id", "client", "server", "pkts c>s", "bytes c>s", "pkts s>c", "bytes s>c", "first", "last", "protocol"]
-        var rows: [[String]] = [header]
-        for r in records {
-            rows.append([
-                "\(r.info.id.rawValue)", r.info.client.description, r.info.server.description,
-                "\(r.counters[0].packets)", "\(r.counters[0].wireBytes)", "\(r.counters[1].packets)", "\(r.counters[1].wireBytes)",
-                Format.time(r.firstTime), Format.time(r.lastTime), protocolName(r.verdict),
-            ])
-        }
-        let widths = (0..<header.count).map { col in rows.map { $0[col].count }.max() ?? 0 }
+    static let tableHeader = ["id", "client", "server", "pkts c>s", "bytes c>s", "pkts s>c", "bytes s>c", "first", "last", "protocol"]
+
+    static func tableRow(_ r: ConnectionRecord) -> [String] {
+        ["\(r.info.id.rawValue)", r.info.client.description, r.info.server.description,
+         "\(r.counters[0].packets)", "\(r.counters[0].wireBytes)", "\(r.counters[1].packets)", "\(r.counters[1].wireBytes)",
+         Format.time(r.firstTime), Format.time(r.lastTime), protocolName(r.verdict)]
+    }
+
+    static func connectionTable(_ body: [[String]]) -> String {
+        let rows = [tableHeader] + body
+        let widths = (0..<tableHeader.count).map { col in rows.map { $0[col].count }.max() ?? 0 }
         let numeric: Set<Int> = [0, 3, 4, 5, 6]
         return rows.map { row in
             "  " + row.enumerated().map { Format.column($1, widths[$0], right: numeric.contains($0)) }.joined(separator: "  ")
@@ -348,17 +344,12 @@ public enum AnalyzeReport {
 
     // MARK: JSON (schema: docs/json.md)
 
-    public static func json(_ results: [CaptureResult], options: ReportOptions = ReportOptions()) -> JSON {
-        var captures: [JSON] = []
-        var connections: [JSON] = []
-        for (index, r) in results.enumerated() {
-            captures.append(captureJSON(r))
-            for story in stories(r, options: options) { connections.append(connectionJSON(story, capture: index, options: options)) }
-        }
-        return .object([("captures", .array(captures)), ("connections", .array(connections))])
+    /// The JSON document of captures analysed in memory (the CLI streams the same through `AnalyzeWriter`).
+    public static func json(_ results: [CaptureResult], options: ReportOptions = ReportOptions()) -> String {
+        render(results, format: .json, options: options)
     }
 
-    static func captureJSON(_ r: CaptureResult) -> JSON {
+    static func captureJSON(_ r: CaptureResult, connections: Int) -> JSON {
         let c = r.counts
         return .object([
             ("file", .string(r.path)),
@@ -371,6 +362,7 @@ public enum AnalyzeReport {
             ("ip_fragments", .int(c.fragments)),
             ("first_time", c.firstTime.map { .string(Format.rfc3339($0)) } ?? .null),
             ("last_time", c.lastTime.map { .string(Format.rfc3339($0)) } ?? .null),
+            ("connections", .int(connections)),
             ("complete", .bool(r.error == nil)),
             ("error", .optional(r.error)),
         ])

@@ -16,10 +16,10 @@ public indirect enum JSON: Hashable, Sendable {
     public static func optional(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
     public static func optional(_ value: Int?) -> JSON { value.map { JSON.int(Int64($0)) } ?? .null }
 
-    /// Compact by default; `indent` gives a readable document.
-    public func serialized(indent: Bool = false) -> String {
+    /// Compact by default; `indent` gives a readable document, starting at nesting `level`.
+    public func serialized(indent: Bool = false, level: Int = 0) -> String {
         var out = ""
-        write(into: &out, indent: indent ? 0 : nil)
+        write(into: &out, indent: indent ? level : nil)
         return out
     }
 

@@ -151,34 +151,30 @@ struct ViewOptions: ParsableArguments {
         }
     }
 
-    func reportOptions(_ results: [CaptureResult]) -> ReportOptions {
+    func reportOptions(captureStart: Timestamp?) -> ReportOptions {
         var options = ReportOptions()
         options.connections = connectionIDs.isEmpty ? nil : Set(connectionIDs)
         options.story.idleThreshold = Int64(idle * 1e9)
-        let captureStart = results.compactMap(\.counts.firstTime).min()
         options.from = from.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
         options.to = to.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
         return options
     }
 }
 
-/// Reads the files, with progress on stderr when it is a terminal.
-func analyzeFiles(_ files: [String], configuration: EngineConfiguration) -> [CaptureResult] {
-    let logger = Logger(label: "amqpscope")
+/// Reads one file, with progress on stderr when it is a terminal; streams its records to `onRecord` when given.
+func analyzeFile(_ file: String, configuration: EngineConfiguration, onRecord: ((ConnectionRecord) -> Void)? = nil) -> CaptureResult {
     let showProgress = isatty(2) == 1
-    return files.map { file in
-        var lastShown = Clock.now()
-        let result = Analysis.analyzeFile(file, configuration: configuration, logger: logger, progress: showProgress ? { read, total in
-            let now = Clock.now()
-            guard now.since(lastShown) >= 500_000_000 else { return }
-            lastShown = now
-            let percent = total.map { $0 > 0 ? " (\(read * 100 / $0)%)" : "" } ?? ""
-            let totalText = total.map { " of \($0 / 1_000_000) MB" } ?? ""
-            printError("\u{1B}[2K\ramqpscope: reading \(file): \(read / 1_000_000) MB\(totalText)\(percent)", terminator: "")
-        } : nil)
-        if showProgress { printError("\u{1B}[2K\r", terminator: "") }
-        return result
-    }
+    var lastShown = Clock.now()
+    let result = Analysis.analyzeFile(file, configuration: configuration, logger: Logger(label: "amqpscope"), progress: showProgress ? { read, total in
+        let now = Clock.now()
+        guard now.since(lastShown) >= 500_000_000 else { return }
+        lastShown = now
+        let percent = total.map { $0 > 0 ? " (\(read * 100 / $0)%)" : "" } ?? ""
+        let totalText = total.map { " of \($0 / 1_000_000) MB" } ?? ""
+        printError("\u{1B}[2K\ramqpscope: reading \(file): \(read / 1_000_000) MB\(totalText)\(percent)", terminator: "")
+    } : nil, onRecord: onRecord)
+    if showProgress { printError("\u{1B}[2K\r", terminator: "") }
+    return result
 }
 
 struct Analyze: ParsableCommand {
@@ -217,22 +213,27 @@ struct Analyze: ParsableCommand {
     func run() throws {
         var configuration = pipeline.engineConfiguration(recordFrames: frames || verbose)
         configuration.recordPackets = verbose
-        let results = analyzeFiles(files, configuration: configuration)
-        var options = view.reportOptions(results)
+        var options = view.reportOptions(captureStart: files.compactMap { Analysis.firstTimestamp($0) }.min())
         options.showFrames = frames
         options.verbose = verbose
         options.showBodies = pipeline.showBodies
-        options.colour = isatty(1) == 1 && (getenv("NO_COLOR").map { String(cString: $0).isEmpty } ?? true)
-        switch format {
-        case .text: print(AnalyzeReport.text(results, options: options), terminator: "")
-        case .json: print(AnalyzeReport.json(results, options: options).serialized(indent: true))
+        options.colour = format == .text && isatty(1) == 1 && (getenv("NO_COLOR").map { String(cString: $0).isEmpty } ?? true)
+        // Each connection is written as it ends: memory does not grow with the capture.
+        var writer = AnalyzeWriter(format: format == .json ? .json : .text, options: options) { chunk in
+            print(chunk, terminator: "")
         }
+        var results: [CaptureResult] = []
+        for (index, file) in files.enumerated() {
+            writer.begin(capture: file)
+            let result = analyzeFile(file, configuration: configuration) { writer.connection($0, capture: index) }
+            writer.end(capture: result)
+            results.append(result)
+        }
+        writer.finish()
+        fflushStandardOutput()
         try exitForInputs(results)
-        if let failOn {
-            // A closure, not `\.worstSeverity`: with Swift 6.3's debug build that key path crashed copying Story
-            // (no memory error under AddressSanitizer, so the codegen, not the data).
-            let worst = results.flatMap { AnalyzeReport.stories($0, options: options) }.compactMap { $0.worstSeverity }.max()
-            if let worst, worst >= failOn.severity { throw ExitCode(Exit.diagnosis) }
+        if let failOn, let worst = writer.worstSeverity, worst >= failOn.severity {
+            throw ExitCode(Exit.diagnosis)
         }
     }
 }
@@ -278,8 +279,8 @@ struct Report: ParsableCommand {
     }
 
     func run() throws {
-        let results = analyzeFiles(files, configuration: pipeline.engineConfiguration(recordFrames: false))
-        let options = view.reportOptions(results)
+        let results = files.map { analyzeFile($0, configuration: pipeline.engineConfiguration(recordFrames: false)) }
+        let options = view.reportOptions(captureStart: results.compactMap(\.counts.firstTime).min())
         let text = format == .html
             ? HTMLReport.render(results, options: options, version: AMQPScopeVersion.string)
             : MarkdownReport.render(results, options: options, version: AMQPScopeVersion.string)

@@ -2,6 +2,7 @@
 import Foundation
 import Testing
 @testable import AMQPScope
+import AMQPScopeCapture
 
 @Suite("Capture files") struct CaptureFileTests {
     let packet = Build.segment(fromClient: true, seq: 1, flags: [.syn])
@@ -66,6 +67,15 @@ import Testing
         let micro = analyze("micro.pcap", Build.pcap(nanoseconds: false, packets: [(1_700_000_000_123_456_789, packet, nil)]))
         #expect(micro.counts.firstTime?.nanoseconds == 1_700_000_000_123_456_000)
         #expect(Format.time(nano.counts.firstTime!) == "2023-11-14 22:13:20.123456")
+    }
+
+    /// Found by fuzzing: a file header claiming a 1.5 GB snap length made the reader allocate that much up front.
+    @Test func hostileSnapLengthDoesNotSizeTheBuffer() throws {
+        let path = Paths.temporaryFile("huge-snaplen.pcap", Build.pcap(snaplen: 1_582_128_286, packets: [(1, packet, nil)]))
+        let source = try PcapSource.openFile(path)
+        #expect(source.bufferCapacity <= PcapSource.largestRecord)
+        guard case .packet = try source.next() else { Issue.record("the packet was not read"); return }
+        #expect(source.packetBytes.count == packet.count)
     }
 
     @Test func unsupportedLinkType() {

@@ -1,0 +1,93 @@
+// Writes analyze's report connection by connection, as they end, so that memory never grows with the capture:
+// each capture's summary and connection table come after its connections. Text and JSON.
+import AMQPScopeTimeline
+
+public struct AnalyzeWriter {
+    public enum Kind: Sendable { case text, json }
+
+    public let format: Kind
+    public let options: ReportOptions
+    private let write: (String) -> Void
+    /// Rows of the connection table kept per capture; past it they are counted.
+    public static let tableRowsKept = 1000
+
+    private var rows: [[String]] = []
+    private var connections = 0
+    private var amqp = 0
+    private var tally: [Diagnosis.Severity: Int] = [:]
+    private var captures: [JSON] = []
+    private var wroteConnection = false
+    private var started = false
+    public private(set) var worstSeverity: Diagnosis.Severity?
+
+    public init(format: Kind, options: ReportOptions, write: @escaping (String) -> Void) {
+        self.format = format
+        self.options = options
+        self.write = write
+    }
+
+    public mutating func begin(capture path: String) {
+        rows = []
+        connections = 0
+        amqp = 0
+        tally = [:]
+        switch format {
+        case .text:
+            write((started ? "\n" : "") + "capture \(Format.safe(path))\n")
+        case .json:
+            if !started { write("{\n  \"connections\": [") }
+        }
+        started = true
+    }
+
+    /// One connection, as it ends: its story if the filters keep it, and its row in the table.
+    public mutating func connection(_ record: ConnectionRecord, capture: Int) {
+        connections += 1
+        if record.isAMQP { amqp += 1 }
+        if rows.count < Self.tableRowsKept { rows.append(AnalyzeReport.tableRow(record)) }
+        guard AnalyzeReport.passes(record, options) else { return }
+        let story = Story(record, options: options.story)
+        for d in story.diagnoses { tally[d.severity, default: 0] += 1 }
+        if let worst = story.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
+        switch format {
+        case .text:
+            write("\n" + AnalyzeReport.storyText(story, options: options))
+        case .json:
+            write((wroteConnection ? "," : "") + "\n    " + AnalyzeReport.connectionJSON(story, capture: capture, options: options).serialized(indent: true, level: 2))
+            wroteConnection = true
+        }
+    }
+
+    /// The capture is read: its summary and table.
+    public mutating func end(capture result: CaptureResult) {
+        switch format {
+        case .text:
+            var out = "\nsummary of \(Format.safe(result.path))\n"
+            out += AnalyzeReport.summaryText(result, connections: connections, amqp: amqp, tally: tally)
+            if !rows.isEmpty {
+                out += "\n" + AnalyzeReport.connectionTable(rows)
+                if connections > rows.count { out += "  ... and \(connections - rows.count) more connections\n" }
+            }
+            write(out)
+        case .json:
+            captures.append(AnalyzeReport.captureJSON(result, connections: connections))
+        }
+    }
+
+    /// All captures are done.
+    public mutating func finish() {
+        guard format == .json else { return }
+        if !started { write("{\n  \"connections\": [") }
+        write((wroteConnection ? "\n  " : "") + "],\n  \"captures\": " + JSON.array(captures).serialized(indent: true, level: 1) + "\n}\n")
+    }
+}
+
+extension AnalyzeReport {
+    /// Whether a connection passes the --connection and time-window filters.
+    static func passes(_ r: ConnectionRecord, _ options: ReportOptions) -> Bool {
+        if let ids = options.connections, !ids.contains(r.info.id.rawValue) { return false }
+        if let from = options.from, (r.endTime ?? r.lastTime) < from { return false }
+        if let to = options.to, r.firstTime > to { return false }
+        return true
+    }
+}
