@@ -169,7 +169,7 @@ public final class PcapSource {
             currentLength = captured
             return .packet(PacketHeader(
                 number: packetsRead,
-                timestamp: Timestamp(seconds: Int64(header.ts.tv_sec), nanoseconds: Int64(header.ts.tv_usec)),
+                timestamp: Self.timestamp(seconds: Int64(header.ts.tv_sec), nanoseconds: Int64(header.ts.tv_usec)),
                 capturedLength: captured,
                 originalLength: Int(header.len)
             ))
@@ -195,6 +195,14 @@ public final class PcapSource {
         guard let handle, !isLive, let file = pcap_file(handle) else { return nil }
         var info = stat()
         return fstat(fileno(file), &info) == 0 ? Int(info.st_size) : nil
+    }
+
+    /// The range classic pcap can express (1970 to 2106): a (corrupt or hostile) timestamp outside it is clamped,
+    /// so that differences between any two timestamps fit in Int64 nanoseconds twice over.
+    static let latestSecond: Int64 = 4_294_967_295
+
+    static func timestamp(seconds: Int64, nanoseconds: Int64) -> Timestamp {
+        Timestamp(seconds: min(max(seconds, 0), latestSecond), nanoseconds: min(max(nanoseconds, 0), 999_999_999))
     }
 
     /// The captured bytes of the packet `next()` last returned; valid until the next call to `next()`.

@@ -80,6 +80,8 @@ public struct CodecConfiguration: Hashable, Sendable {
     public var maximumKeptBodyBytes = 64 * 1024
     /// Leave Connection.Start-Ok's password (and other secrets) in the decoded frames.
     public var showCredentials = false
+    /// Make values of content-header properties (content type, headers, ...). Off, they are still checked.
+    public var decodeProperties = true
     /// With no protocol header, give up looking for frames after this many bytes per direction.
     public var syncGiveUpBytes: UInt64 = 64 * 1024
     public init() {}
@@ -292,7 +294,7 @@ public struct ConnectionDecoder {
             var reader = FieldReader(payload)
             let contentHeader: ContentHeader
             do throws(DecodeError) {
-                contentHeader = try ContentHeader(from: &reader)
+                contentHeader = try ContentHeader(from: &reader, decodeProperties: configuration.decodeProperties)
             } catch {
                 emit(direction, offset, .malformed(reason: "content header on channel \(header.channel): \(error.reason)", skipped: 0),
                      into: &sink)

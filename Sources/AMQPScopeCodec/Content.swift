@@ -47,7 +47,9 @@ public struct ContentHeader: Hashable, Sendable {
     /// Decoded for the basic class (60); other classes keep only their flags.
     public var properties: BasicProperties
 
-    init(from reader: inout FieldReader) throws(DecodeError) {
+    /// With `decodeProperties` false the properties are checked (lengths, table structure) but not made into
+    /// values: `properties` stays empty. Analysis that shows no properties skips their cost per message.
+    init(from reader: inout FieldReader, decodeProperties: Bool = true) throws(DecodeError) {
         classID = try reader.short()
         weight = try reader.short()
         bodySize = try reader.longlong()
@@ -64,6 +66,18 @@ public struct ContentHeader: Hashable, Sendable {
             throw DecodeError(.badPropertyFlags, "property flag bit 1 set; basic has 14 properties")
         }
         func has(_ index: Int) -> Bool { propertyFlags & (UInt16(1) << (15 - index)) != 0 }
+        guard decodeProperties else {
+            // The same fields in the same order, checked and skipped.
+            for index in 0..<14 where has(index) {
+                switch index {
+                case 2: try reader.skipTable()
+                case 3, 4: _ = try reader.octet()
+                case 9: _ = try reader.longlong()
+                default: try reader.skipShortString()
+                }
+            }
+            return
+        }
         if has(0) { properties.contentType = try reader.shortString() }
         if has(1) { properties.contentEncoding = try reader.shortString() }
         if has(2) { properties.headers = try reader.table() }

@@ -234,6 +234,75 @@ public struct FieldReader {
         return FieldTable(entries)
     }
 
+    // MARK: Skipping: the same checks as decoding, without making values (for data nobody will look at).
+
+    public mutating func skipShortString() throws(DecodeError) {
+        _ = try take(Int(try octet()), "short string")
+    }
+
+    /// Walks a table's entries to check its structure, building nothing.
+    public mutating func skipTable() throws(DecodeError) {
+        let length = try long()
+        guard let count = Int(exactly: length), count <= remaining else {
+            throw DecodeError(.truncated, "field table of \(length) bytes, \(remaining) left")
+        }
+        guard depth < FieldLimits.maximumDepth else {
+            throw DecodeError(.tooDeep, "tables nested deeper than \(FieldLimits.maximumDepth)")
+        }
+        let at = try take(count, "field table")
+        var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
+        inner.depth = depth + 1
+        var entries = 0
+        while inner.remaining > 0 {
+            entries += 1
+            guard entries <= FieldLimits.maximumEntries else {
+                throw DecodeError(.tooManyEntries, "field table with more than \(FieldLimits.maximumEntries) entries")
+            }
+            try inner.skipShortString()
+            try inner.skipFieldValue()
+        }
+    }
+
+    mutating func skipFieldValue() throws(DecodeError) {
+        let letter = try octet()
+        switch letter {
+        case UInt8(ascii: "t"), UInt8(ascii: "b"), UInt8(ascii: "B"): _ = try take(1, "field value")
+        case UInt8(ascii: "s"), UInt8(ascii: "u"): _ = try take(2, "field value")
+        case UInt8(ascii: "I"), UInt8(ascii: "i"), UInt8(ascii: "f"): _ = try take(4, "field value")
+        case UInt8(ascii: "l"), UInt8(ascii: "d"), UInt8(ascii: "T"): _ = try take(8, "field value")
+        case UInt8(ascii: "D"): _ = try take(5, "field value")
+        case UInt8(ascii: "V"): break
+        case UInt8(ascii: "S"), UInt8(ascii: "x"):
+            let length = try long()
+            guard let count = Int(exactly: length), count <= remaining else {
+                throw DecodeError(.truncated, "long string of \(length) bytes, \(remaining) left")
+            }
+            _ = try take(count, "long string")
+        case UInt8(ascii: "F"): try skipTable()
+        case UInt8(ascii: "A"):
+            let length = try long()
+            guard let count = Int(exactly: length), count <= remaining else {
+                throw DecodeError(.truncated, "field array of \(length) bytes, \(remaining) left")
+            }
+            guard depth < FieldLimits.maximumDepth else {
+                throw DecodeError(.tooDeep, "arrays nested deeper than \(FieldLimits.maximumDepth)")
+            }
+            let at = try take(count, "field array")
+            var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
+            inner.depth = depth + 1
+            var values = 0
+            while inner.remaining > 0 {
+                values += 1
+                guard values <= FieldLimits.maximumEntries else {
+                    throw DecodeError(.tooManyEntries, "field array with more than \(FieldLimits.maximumEntries) entries")
+                }
+                try inner.skipFieldValue()
+            }
+        default:
+            throw DecodeError(.badFieldType, "unknown field type \(letter < 0x80 && letter >= 0x20 ? "'\(Character(Unicode.Scalar(letter)))'" : "0x\(String(letter, radix: 16))")")
+        }
+    }
+
     mutating func array() throws(DecodeError) -> [FieldValue] {
         let length = try long()
         guard let count = Int(exactly: length), count <= remaining else {

@@ -255,7 +255,7 @@ public enum AnalyzeReport {
     }
 
     static func runText(_ run: Run) -> String {
-        var text = run.kind == "heartbeat" ? "\(run.count) heartbeat\(run.count == 1 ? "" : "s")" : "\(run.count) × \(run.kind)"
+        var text = run.isHeartbeat ? "\(run.count) heartbeat\(run.count == 1 ? "" : "s")" : "\(run.count) × \(run.kind)"
         if run.count > 1 {
             let every = run.last.since(run.first) / Int64(run.count - 1)
             text += ", every \(Format.duration(nanoseconds: every)) (to #\(run.lastPacket))"

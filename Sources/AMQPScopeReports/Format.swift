@@ -4,22 +4,37 @@ import AMQPScopePackets
 
 public enum Format {
     /// "2026-11-25 09:18:00.123456" (UTC).
-    public static func time(_ t: Timestamp) -> String {
+    public static func time(_ t: Timestamp) -> String { stamp(t, separator: UInt8(ascii: " "), zulu: false) }
+
+    /// "2026-11-25T09:18:00.123456Z" (RFC 3339), for JSON.
+    public static func rfc3339(_ t: Timestamp) -> String { stamp(t, separator: UInt8(ascii: "T"), zulu: true) }
+
+    /// Formats into a fixed buffer: reports call this for every event, so it builds no intermediate strings.
+    static func stamp(_ t: Timestamp, separator: UInt8, zulu: Bool) -> String {
         let nanos = t.nanoseconds
         let seconds = nanos >= 0 ? nanos / 1_000_000_000 : (nanos - 999_999_999) / 1_000_000_000
-        let fraction = nanos - seconds * 1_000_000_000
+        let micros = (nanos - seconds * 1_000_000_000) / 1000
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
         let secondOfDay = seconds - days * 86_400
         let (y, m, d) = civil(fromDays: days)
-        return "\(y)-\(pad(m, 2))-\(pad(d, 2)) \(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2))"
-            + ".\(pad(fraction / 1000, 6))"
-    }
-
-    /// "2026-11-25T09:18:00.123456Z" (RFC 3339), for JSON.
-    public static func rfc3339(_ t: Timestamp) -> String {
-        var s = time(t)
-        s = s.replacingFirst(" ", with: "T")
-        return s + "Z"
+        guard (0...9999).contains(y) else { return "\(y)-\(m)-\(d) \(secondOfDay)s" }
+        return String(unsafeUninitializedCapacity: 27) { buffer in
+            var i = 0
+            func put(_ value: Int64, _ width: Int) {
+                var v = value
+                for k in stride(from: width - 1, through: 0, by: -1) {
+                    buffer[i + k] = UInt8(ascii: "0") + UInt8(v % 10)
+                    v /= 10
+                }
+                i += width
+            }
+            func put(_ byte: UInt8) { buffer[i] = byte; i += 1 }
+            put(y, 4); put(UInt8(ascii: "-")); put(m, 2); put(UInt8(ascii: "-")); put(d, 2); put(separator)
+            put(secondOfDay / 3600, 2); put(UInt8(ascii: ":")); put(secondOfDay / 60 % 60, 2); put(UInt8(ascii: ":"))
+            put(secondOfDay % 60, 2); put(UInt8(ascii: ".")); put(micros, 6)
+            if zulu { put(UInt8(ascii: "Z")) }
+            return i
+        }
     }
 
     /// Seconds relative to a start, "+12.345678s".
@@ -95,12 +110,5 @@ public enum Format {
         if s.count >= width { return s }
         let fill = String(repeating: " ", count: width - s.count)
         return right ? fill + s : s + fill
-    }
-}
-
-extension String {
-    func replacingFirst(_ target: Character, with replacement: String) -> String {
-        guard let index = firstIndex(of: target) else { return self }
-        return String(self[..<index]) + replacement + String(self[self.index(after: index)...])
     }
 }

@@ -32,14 +32,16 @@ struct TimeScale {
 
     init(start: Timestamp, end: Timestamp, events: [Timestamp], x: Double, width: Double) {
         self.start = start
+        // Positions are relative nanoseconds; the proportions are worked out in Double so that no span, however
+        // absurd a capture's timestamps, can overflow.
         let total = max(end.since(start), 1_000_000)
-        let threshold = max(Int64(10_000_000_000), total * 15 / 100)
+        let threshold = max(Int64(10_000_000_000), Int64(Double(total) * 0.15))
         let times = ([Int64(0), total] + events.map { min(max($0.since(start), 0), total) }).sorted()
         var quiet: [(Int64, Int64)] = []
         for (a, b) in zip(times, times.dropFirst()) where b - a > threshold { quiet.append((a, b)) }
-        let compressedTotal = quiet.reduce(Int64(0)) { $0 + ($1.1 - $1.0) }
+        let compressedTotal = quiet.reduce(0.0) { $0 + Double($1.1 - $1.0) }
         let linearWidth = max(width - Double(quiet.count) * Self.breakWidth, width * 0.3)
-        let perNano = linearWidth / Double(max(total - compressedTotal, 1))
+        let perNano = linearWidth / max(Double(total) - compressedTotal, 1)
         var segments: [Segment] = []
         var cursor: Int64 = 0, cx = x
         for (a, b) in quiet {
@@ -248,7 +250,7 @@ enum TimelineSVG {
         let mid: (Direction) -> Double = { laneY($0) + laneHeight / 2 }
         for entry in r.timeline where inside(entry.time) {
             switch entry {
-            case .run(let run) where run.kind != "heartbeat":
+            case .run(let run) where !run.isHeartbeat:
                 let x1 = scale.x(run.first), x2 = scale.x(min(run.last, to))
                 out += "<rect class=\"run\" x=\"\(f(x1))\" y=\"\(f(mid(run.direction) - 4))\" width=\"\(f(max(x2 - x1, 3)))\" height=\"8\"><title>\(HTML.escape(AnalyzeReport.runText(run)))</title></rect>"
             case .frame(let frame):

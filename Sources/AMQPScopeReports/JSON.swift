@@ -18,71 +18,104 @@ public indirect enum JSON: Hashable, Sendable {
 
     /// Compact by default; `indent` gives a readable document, starting at nesting `level`.
     public func serialized(indent: Bool = false, level: Int = 0) -> String {
-        var out = ""
+        var out: [UInt8] = []
+        out.reserveCapacity(1024)
         write(into: &out, indent: indent ? level : nil)
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
-    func write(into out: inout String, indent: Int?) {
+    /// Appends the UTF-8 bytes of the document: byte-level, no per-character String work.
+    func write(into out: inout [UInt8], indent: Int?) {
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .int(let i): out += String(i)
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .int(let i): JSON.appendInteger(i, to: &out)
         case .double(let d):
             if d.isFinite {
-                if d == d.rounded() && abs(d) < 1e15 { out += String(Int64(d)) } else { out += String(d) }
-            } else { out += "null" }
+                if d == d.rounded() && abs(d) < 1e15 { JSON.appendInteger(Int64(d), to: &out) } else { out.append(contentsOf: String(d).utf8) }
+            } else { out.append(contentsOf: "null".utf8) }
         case .string(let s): JSON.escape(s, into: &out)
         case .array(let items):
-            if items.isEmpty { out += "[]"; return }
-            out += "["
+            if items.isEmpty { out.append(contentsOf: "[]".utf8); return }
+            out.append(UInt8(ascii: "["))
             for (i, item) in items.enumerated() {
-                if i > 0 { out += "," }
-                newline(&out, indent.map { $0 + 1 })
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSON.newline(&out, indent.map { $0 + 1 })
                 item.write(into: &out, indent: indent.map { $0 + 1 })
             }
-            newline(&out, indent)
-            out += "]"
+            JSON.newline(&out, indent)
+            out.append(UInt8(ascii: "]"))
         case .object(let members):
-            if members.isEmpty { out += "{}"; return }
-            out += "{"
+            if members.isEmpty { out.append(contentsOf: "{}".utf8); return }
+            out.append(UInt8(ascii: "{"))
             for (i, (key, value)) in members.enumerated() {
-                if i > 0 { out += "," }
-                newline(&out, indent.map { $0 + 1 })
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSON.newline(&out, indent.map { $0 + 1 })
                 JSON.escape(key, into: &out)
-                out += indent == nil ? ":" : ": "
+                out.append(UInt8(ascii: ":"))
+                if indent != nil { out.append(UInt8(ascii: " ")) }
                 value.write(into: &out, indent: indent.map { $0 + 1 })
             }
-            newline(&out, indent)
-            out += "}"
+            JSON.newline(&out, indent)
+            out.append(UInt8(ascii: "}"))
         }
     }
 
-    private func newline(_ out: inout String, _ indent: Int?) {
+    static func newline(_ out: inout [UInt8], _ indent: Int?) {
         guard let indent else { return }
-        out += "\n"
-        out += String(repeating: "  ", count: indent)
+        out.append(UInt8(ascii: "\n"))
+        for _ in 0..<(indent * 2) { out.append(UInt8(ascii: " ")) }
     }
 
-    /// RFC 8259 string escaping: quotes, backslash and every control character.
-    static func escape(_ s: String, into out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7f || scalar.value == 0x2028 || scalar.value == 0x2029 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
+    static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
+        if value == 0 { out.append(UInt8(ascii: "0")); return }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var magnitude = value.magnitude
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            while magnitude > 0 {
+                buffer[19 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
             }
+            if value < 0 { out.append(UInt8(ascii: "-")) }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[(20 - count)...]))
         }
-        out += "\""
+    }
+
+    /// RFC 8259 string escaping: quotes, backslash and every control character (and U+2028/2029, which break
+    /// JavaScript). A string with none of them is copied whole.
+    static func escape(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        var text = s
+        text.withUTF8 { bytes in
+            var clean = 0
+            for (i, byte) in bytes.enumerated() {
+                let needs = byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F
+                    || (byte == 0xE2 && i + 2 < bytes.count && bytes[i + 1] == 0x80 && (bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9))
+                guard needs else { continue }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean..<i]))
+                switch byte {
+                case 0x22: out.append(contentsOf: "\\\"".utf8)
+                case 0x5C: out.append(contentsOf: "\\\\".utf8)
+                case 0x0A: out.append(contentsOf: "\\n".utf8)
+                case 0x0D: out.append(contentsOf: "\\r".utf8)
+                case 0x09: out.append(contentsOf: "\\t".utf8)
+                case 0xE2:
+                    // U+2028 / U+2029: escaped; the continuation bytes are skipped below.
+                    out.append(contentsOf: (bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029").utf8)
+                default:
+                    let hex = Array("0123456789abcdef".utf8)
+                    out.append(contentsOf: "\\u00".utf8)
+                    out.append(hex[Int(byte >> 4)])
+                    out.append(hex[Int(byte & 15)])
+                }
+                clean = byte == 0xE2 ? i + 3 : i + 1
+            }
+            if clean < bytes.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean...])) }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 }

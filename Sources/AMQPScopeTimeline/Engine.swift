@@ -163,7 +163,9 @@ public struct IdleGap: Hashable, Sendable {
 
 /// Routine traffic between two key events, folded into one line: "14 heartbeats server->client, every 1.0 s".
 public struct Run: Hashable, Sendable {
-    public var kind: String            // "heartbeat" or a method name such as "basic.publish"
+    /// The method's class and method ids; (0, 0) for heartbeats. Names are made only when a report shows them.
+    public var classID: UInt16
+    public var methodID: UInt16
     public var direction: Direction
     public var count: Int
     public var first: Timestamp
@@ -171,6 +173,10 @@ public struct Run: Hashable, Sendable {
     public var firstPacket: Int
     public var lastPacket: Int
     public var bodyBytes: UInt64
+
+    public var isHeartbeat: Bool { classID == 0 }
+    /// "heartbeat" or a method name such as "basic.publish".
+    public var kind: String { isHeartbeat ? "heartbeat" : AMQPSpec.methodName(classID: classID, methodID: methodID) }
 }
 
 public enum TimelineEntry: Hashable, Sendable {
@@ -205,78 +211,103 @@ public struct HeartbeatOverdue: Sendable {
     public var latestDrop: Timestamp { lastFrame.adding(nanoseconds: 3 * Int64(heartbeat) * 1_000_000_000) }
 }
 
-/// Receives reassembly's events and runs the codec per connection.
+/// Receives reassembly's events and runs the codec per connection. Builders and decoders live in two slabs
+/// addressed by a slot: one hash lookup per event at most (none when the event is for the same connection as the
+/// last), and a builder is never copied on the hot path.
 struct EngineState: StreamSink {
     let configuration: EngineConfiguration
-    var decoders: [ConnectionID: ConnectionDecoder] = [:]
-    var builders: [ConnectionID: RecordBuilder] = [:]
+    var slots: [ConnectionID: Int] = [:]
+    var builders: [RecordBuilder?] = []
+    var decoders: [ConnectionDecoder?] = []
+    var freeSlots: [Int] = []
+    var cachedID = ConnectionID(rawValue: 0)
+    var cachedSlot = -1
     var ended: [ConnectionRecord] = []
     /// Timeline entries made since the last `takeLiveEntries()` (live capture only).
     var live: [(ConnectionInfo, TimelineEntry)] = []
 
     init(configuration: EngineConfiguration) { self.configuration = configuration }
 
+    mutating func slot(of id: ConnectionID) -> Int? {
+        if id == cachedID { return cachedSlot }
+        guard let slot = slots[id] else { return nil }
+        cachedID = id
+        cachedSlot = slot
+        return slot
+    }
+
+    /// Builders of open connections, by id.
+    var openBuilders: [RecordBuilder] {
+        slots.keys.sorted().compactMap { builders[slots[$0]!] }
+    }
+
     /// Moves a builder's new entries to the live queue.
-    mutating func collectLive(_ id: ConnectionID) {
-        guard configuration.streamEntries, let fresh = builders[id]?.fresh, !fresh.isEmpty else { return }
-        let info = builders[id]!.record.info
+    mutating func collectLive(_ slot: Int) {
+        guard configuration.streamEntries, let fresh = builders[slot]?.fresh, !fresh.isEmpty else { return }
+        let info = builders[slot]!.record.info
         for entry in fresh { live.append((info, entry)) }
-        builders[id]!.fresh.removeAll(keepingCapacity: true)
+        builders[slot]!.fresh.removeAll(keepingCapacity: true)
     }
 
     mutating func consume(_ event: StreamEvent) {
         let id = event.connection
-        // Mutations go through `builders[id]!` after a nil check: measured with valgrind, the optional-chaining
-        // form `builders[id]?.f()` copied the whole dictionary's storage on every packet (3 allocations each).
         if case .opened(let info) = event.kind {
             let onPort = configuration.reassembly.serverPorts.contains(info.server.port)
-            decoders[id] = ConnectionDecoder(fromStart: info.opening == .handshake, onAMQPPort: onPort,
-                                             configuration: configuration.codec)
-            builders[id] = RecordBuilder(info: info, time: event.time, configuration: configuration)
+            let decoder = ConnectionDecoder(fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec)
+            let builder = RecordBuilder(info: info, time: event.time, configuration: configuration)
+            let slot: Int
+            if let free = freeSlots.popLast() {
+                slot = free
+                builders[slot] = builder
+                decoders[slot] = decoder
+            } else {
+                slot = builders.count
+                builders.append(builder)
+                decoders.append(decoder)
+            }
+            slots[id] = slot
             return
         }
-        guard builders[id] != nil else { return }
-        defer { if configuration.streamEntries { collectLive(id) } }
+        guard let s = slot(of: id) else { return }
+        defer { if configuration.streamEntries { collectLive(s) } }
         switch event.kind {
         case .opened:
             break
         case .packet(let packet):
-            builders[id]!.packet(packet, event)
+            builders[s]!.packet(packet, event)
         case .data(let bytes):
-            guard decoders[id] != nil else { return }
-            builders[id]!.record.counters[event.direction.rawValue].streamBytes += UInt64(bytes.count)
+            builders[s]!.record.counters[event.direction.rawValue].streamBytes += UInt64(bytes.count)
             let direction = CodecDirection(rawValue: event.direction.rawValue)!
             if configuration.byteAtATime {
                 for i in 0..<bytes.count {
-                    decoders[id]!.data(UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: direction,
-                                       time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builders[id]!)
+                    decoders[s]!.data(UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: direction,
+                                      time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builders[s]!)
                 }
             } else {
-                decoders[id]!.data(bytes, direction: direction, time: event.time.nanoseconds,
-                                   packetNumber: event.packetNumber, into: &builders[id]!)
+                decoders[s]!.data(bytes, direction: direction, time: event.time.nanoseconds,
+                                  packetNumber: event.packetNumber, into: &builders[s]!)
             }
         case .gap(let length, let reason):
-            builders[id]!.moment(.gap(length: length, reason: reason), event)
-            guard decoders[id] != nil else { return }
-            decoders[id]!.gap(length, direction: CodecDirection(rawValue: event.direction.rawValue)!,
-                              time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builders[id]!)
+            builders[s]!.moment(.gap(length: length, reason: reason), event)
+            decoders[s]!.gap(length, direction: CodecDirection(rawValue: event.direction.rawValue)!,
+                             time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builders[s]!)
         case .fin:
-            builders[id]!.moment(.fin, event)
+            builders[s]!.moment(.fin, event)
         case .reset(let info):
-            builders[id]!.moment(.reset(info), event)
+            builders[s]!.moment(.reset(info), event)
         case .overlapConflict(let length):
-            builders[id]!.moment(.overlapConflict(length: length), event)
+            builders[s]!.moment(.overlapConflict(length: length), event)
         case .dataAfterFIN(let length):
-            builders[id]!.moment(.dataAfterFIN(length: length), event)
+            builders[s]!.moment(.dataAfterFIN(length: length), event)
         case .ended(let reason):
-            guard var builder = builders.removeValue(forKey: id) else { return }
-            if var decoder = decoders.removeValue(forKey: id) {
-                for direction in [CodecDirection.clientToServer, .serverToClient] {
-                    decoder.finish(direction: direction, time: event.time.nanoseconds, packetNumber: event.packetNumber,
-                                   into: &builder)
-                }
-                builder.record.verdict = decoder.verdict
+            guard var builder = builders[s].take(), var decoder = decoders[s].take() else { return }
+            slots[id] = nil
+            freeSlots.append(s)
+            if cachedID == id { cachedSlot = -1; cachedID = ConnectionID(rawValue: 0) }
+            for direction in [CodecDirection.clientToServer, .serverToClient] {
+                decoder.finish(direction: direction, time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builder)
             }
+            builder.record.verdict = decoder.verdict
             builder.record.endReason = reason
             builder.record.endTime = event.time
             builder.closeRuns()
@@ -335,7 +366,7 @@ public struct Engine {
         let end = counts.lastTime ?? Timestamp(nanoseconds: 0)
         // Take each connection's final TCP summary before reassembly forgets it.
         for summary in reassembler.summaries() {
-            state.builders[summary.info.id]?.absorb(summary)
+            if let slot = state.slot(of: summary.info.id) { state.builders[slot]!.absorb(summary) }
         }
         reassembler.finish(at: end, into: &state)
     }
@@ -356,16 +387,16 @@ public struct Engine {
 
     /// The records of connections still open, as they stand now (routine runs so far included).
     public func openRecords() -> [ConnectionRecord] {
-        state.builders.values.map { builder in
+        state.openBuilders.map { builder in
             var copy = builder
             copy.closeRuns()
             return copy.record
-        }.sorted { $0.info.id < $1.info.id }
+        }
     }
 
     /// The record of one open connection as it stands now.
     public func openRecord(_ id: ConnectionID) -> ConnectionRecord? {
-        guard var builder = state.builders[id] else { return nil }
+        guard let slot = state.slots[id], var builder = state.builders[slot] else { return nil }
         builder.closeRuns()
         return builder.record
     }
@@ -375,16 +406,17 @@ public struct Engine {
     /// clock of a live capture), so the engine itself keeps no clock.
     public mutating func overdueHeartbeats(now: Timestamp) -> [HeartbeatOverdue] {
         var out: [HeartbeatOverdue] = []
-        for id in state.builders.keys.sorted() {
-            let record = state.builders[id]!.record
-            guard let heartbeat = state.builders[id]!.negotiatedHeartbeat, heartbeat > 0, record.isAMQP, record.endReason == nil else { continue }
+        for id in state.slots.keys.sorted() {
+            let slot = state.slots[id]!
+            let record = state.builders[slot]!.record
+            guard let heartbeat = state.builders[slot]!.negotiatedHeartbeat, heartbeat > 0, record.isAMQP, record.endReason == nil else { continue }
             let interval = Int64(heartbeat) * 1_000_000_000
             for side in Side.allCases {
                 let d = side.sending.rawValue, p = side.peer.sending.rawValue
                 guard let last = record.lastFrameTime[d], let peerLast = record.lastFrameTime[p] else { continue }
                 let silent = now.since(last)
-                guard silent > interval, peerLast > last, state.builders[id]!.overdueReported[d] != last else { continue }
-                state.builders[id]!.overdueReported[d] = last
+                guard silent > interval, peerLast > last, state.builders[slot]!.overdueReported[d] != last else { continue }
+                state.builders[slot]!.overdueReported[d] = last
                 out.append(HeartbeatOverdue(
                     info: record.info, side: side, heartbeat: Int(heartbeat), lastFrame: last, lastFramePacket: record.lastFramePacket[d],
                     silentFor: silent, peerFramesSince: record.heartbeatTimes[p].filter { $0 > last }.count))

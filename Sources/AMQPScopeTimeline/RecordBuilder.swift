@@ -93,15 +93,14 @@ struct RecordBuilder: CodecSink {
     }
 
     /// Routine traffic joins the open run of its kind and direction.
-    mutating func routine(_ kind: String, _ direction: Direction, _ time: Timestamp, _ packet: Int, bodyBytes: UInt64 = 0) {
-        if let i = openRuns.firstIndex(where: { $0.kind == kind && $0.direction == direction }) {
+    mutating func routine(_ classID: UInt16, _ methodID: UInt16, _ direction: Direction, _ time: Timestamp, _ packet: Int) {
+        if let i = openRuns.firstIndex(where: { $0.classID == classID && $0.methodID == methodID && $0.direction == direction }) {
             openRuns[i].count += 1
             openRuns[i].last = time
             openRuns[i].lastPacket = packet
-            openRuns[i].bodyBytes += bodyBytes
         } else {
-            openRuns.append(Run(kind: kind, direction: direction, count: 1, first: time, last: time, firstPacket: packet,
-                                lastPacket: packet, bodyBytes: bodyBytes))
+            openRuns.append(Run(classID: classID, methodID: methodID, direction: direction, count: 1, first: time, last: time,
+                                firstPacket: packet, lastPacket: packet, bodyBytes: 0))
         }
     }
 
@@ -141,20 +140,20 @@ struct RecordBuilder: CodecSink {
                     if record.keyFrames.count < 10_000 { record.keyFrames.append(frameRecord) } else { record.keyFramesDropped += 1 }
                     addKey(.frame(frameRecord))
                 } else {
-                    routine(method.name, direction, time, event.packetNumber)
+                    routine(method.classID, method.methodID, direction, time, event.packetNumber)
                 }
             case .header: record.frameCounts[d].header += 1
             case .body(let length):
                 record.frameCounts[d].body += 1
                 record.frameCounts[d].bodyBytes += UInt64(length)
-                if let i = openRuns.lastIndex(where: { $0.direction == direction && $0.kind != "heartbeat" }) {
+                if let i = openRuns.lastIndex(where: { $0.direction == direction && !$0.isHeartbeat }) {
                     openRuns[i].bodyBytes += UInt64(length)
                 }
             case .heartbeat:
                 record.frameCounts[d].heartbeat += 1
                 if record.heartbeatTimes[d].count >= Self.heartbeatsKept { record.heartbeatTimes[d].removeFirst(Self.heartbeatsKept / 2) }
                 record.heartbeatTimes[d].append(time)
-                routine("heartbeat", direction, time, event.packetNumber)
+                routine(0, 0, direction, time, event.packetNumber)
             }
             if configuration.recordFrames { record.frames.append(frameRecord) }
         case .message(let message):

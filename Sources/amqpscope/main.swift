@@ -79,6 +79,8 @@ struct PipelineOptions: ParsableArguments {
         configuration.codec.keepBodies = showBodies
         configuration.recordFrames = recordFrames
         configuration.byteAtATime = byteAtATime
+        // Property values are shown only with frames or bodies; otherwise they are checked, not built.
+        configuration.codec.decodeProperties = recordFrames || showBodies
         return configuration
     }
 }
