@@ -93,7 +93,8 @@ public struct ConnectionDecoder {
     /// Whether the connection's server port is one of the AMQP ports (frame sync allowed without a header).
     public let onAMQPPort: Bool
     var parsers: [FrameParser]
-    var content: [[UInt16: PendingContent]] = [[:], [:]]
+    /// Content being received, per direction: a few channels at most, searched linearly and changed in place.
+    var content: [[PendingContent]] = [[], []]
     var everSynchronized = false
     var negotiatedFrameMax: UInt32 = 0
     /// Channels whose content sequence is known, per direction: nil means all (seen from the start). After a sync
@@ -104,6 +105,7 @@ public struct ConnectionDecoder {
     var packetNumber = 0
 
     struct PendingContent {
+        var channel: UInt16
         var method: Method
         var header: ContentHeader?
         var received: UInt64 = 0
@@ -142,7 +144,7 @@ public struct ConnectionDecoder {
         self.time = time
         self.packetNumber = packetNumber
         let d = direction.rawValue
-        for key in content[d].keys { content[d][key]?.incomplete = true }
+        for i in content[d].indices { content[d][i].incomplete = true }
         contentTracked[d] = []
         var parser = takeParser(direction)
         parser.gap(length) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
@@ -224,10 +226,9 @@ public struct ConnectionDecoder {
             decodeFrame(header, payload, damaged: damaged, offset: offset, direction: direction, into: &sink)
         case .bodyPiece(let header, let bytes):
             let d = direction.rawValue
-            guard configuration.keepBodies, var pending = content[d][header.channel], pending.body != nil else { return }
-            let room = configuration.maximumKeptBodyBytes - pending.body!.count
-            if room > 0 { pending.body!.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[..<min(room, bytes.count)])) }
-            content[d][header.channel] = pending
+            guard configuration.keepBodies, let i = pendingIndex(d, header.channel), content[d][i].body != nil else { return }
+            let room = configuration.maximumKeptBodyBytes - content[d][i].body!.count
+            if room > 0 { content[d][i].body!.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[..<min(room, bytes.count)])) }
         case .malformed(let reason, let skipped):
             if case .undetermined = verdict, direction == .clientToServer, !onAMQPPort {
                 setVerdict(.notAMQP("the client's first bytes are neither an AMQP protocol header nor AMQP frames"),
@@ -277,18 +278,22 @@ public struct ConnectionDecoder {
                      into: &sink)
                 return
             }
-            let shown = configuration.showCredentials ? method : Credentials.redacting(method)
+            // Only the connection class carries secrets: other methods are passed on as they are, without a copy.
+            let shown = configuration.showCredentials || method.classID != 10 ? method : Credentials.redacting(method)
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .method(shown))),
                  into: &sink)
             follow(method, direction: direction)
             contentTracked[d]?.insert(header.channel)
             if case .channelClose = method { dropContent(channel: header.channel) }
             if method.carriesContent {
-                if content[d][header.channel] != nil {
+                let pending = PendingContent(channel: header.channel, method: method, body: configuration.keepBodies ? [] : nil)
+                if let i = pendingIndex(d, header.channel) {
                     emit(direction, offset, .violation("\(method.name) on channel \(header.channel) before the previous content was complete"),
                          into: &sink)
+                    content[d][i] = pending
+                } else if content[d].count < Self.maximumPendingContents {
+                    content[d].append(pending)
                 }
-                content[d][header.channel] = PendingContent(method: method, body: configuration.keepBodies ? [] : nil)
             }
         case .header:
             var reader = FieldReader(payload)
@@ -298,39 +303,38 @@ public struct ConnectionDecoder {
             } catch {
                 emit(direction, offset, .malformed(reason: "content header on channel \(header.channel): \(error.reason)", skipped: 0),
                      into: &sink)
-                content[d][header.channel] = nil
+                if let i = pendingIndex(d, header.channel) { content[d].remove(at: i) }
                 return
             }
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
                                                  content: .header(contentHeader))), into: &sink)
-            guard var pending = content[d][header.channel], pending.header == nil else {
+            guard let i = pendingIndex(d, header.channel), content[d][i].header == nil else {
                 if isTracked(d, header.channel) {
                     emit(direction, offset, .violation("content header on channel \(header.channel) with no content method before it"),
                          into: &sink)
                 }
                 return
             }
-            pending.header = contentHeader
-            content[d][header.channel] = pending
+            content[d][i].header = contentHeader
             if contentHeader.bodySize == 0 { completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink) }
         case .body:
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
                                                  content: .body(length: Int(header.size)))), into: &sink)
-            guard var pending = content[d][header.channel], let contentHeader = pending.header else {
+            guard let i = pendingIndex(d, header.channel), let bodySize = content[d][i].header?.bodySize else {
                 if isTracked(d, header.channel) {
                     emit(direction, offset, .violation("body frame on channel \(header.channel) with no content header before it"),
                          into: &sink)
                 }
                 return
             }
-            pending.received += UInt64(header.size)
-            pending.frames += 1
-            pending.incomplete = pending.incomplete || damaged
-            content[d][header.channel] = pending
-            if pending.received >= contentHeader.bodySize {
-                if pending.received > contentHeader.bodySize {
+            content[d][i].received += UInt64(header.size)
+            content[d][i].frames += 1
+            if damaged { content[d][i].incomplete = true }
+            let received = content[d][i].received
+            if received >= bodySize {
+                if received > bodySize {
                     emit(direction, offset, .violation(
-                        "body of \(pending.received) bytes on channel \(header.channel) exceeds the header's body size \(contentHeader.bodySize)"),
+                        "body of \(received) bytes on channel \(header.channel) exceeds the header's body size \(bodySize)"),
                         into: &sink)
                 }
                 completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
@@ -340,7 +344,9 @@ public struct ConnectionDecoder {
 
     private mutating func completeMessage<S: CodecSink>(channel: UInt16, direction: CodecDirection, offset: UInt64, into sink: inout S) {
         let d = direction.rawValue
-        guard let pending = content[d].removeValue(forKey: channel), let header = pending.header else { return }
+        guard let i = pendingIndex(d, channel) else { return }
+        let pending = content[d].remove(at: i)
+        guard let header = pending.header else { return }
         emit(direction, offset, .message(Message(
             channel: channel, method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
             properties: header.properties, bodySize: header.bodySize, bodyFrames: pending.frames, body: pending.body,
@@ -363,7 +369,14 @@ public struct ConnectionDecoder {
     }
 
     private mutating func dropContent(channel: UInt16) {
-        content[0][channel] = nil
-        content[1][channel] = nil
+        content[0].removeAll { $0.channel == channel }
+        content[1].removeAll { $0.channel == channel }
+    }
+
+    /// Channels with content in flight at once, per direction (a peer may interleave at most channel_max).
+    static let maximumPendingContents = 2048
+
+    private func pendingIndex(_ d: Int, _ channel: UInt16) -> Int? {
+        content[d].firstIndex { $0.channel == channel }
     }
 }

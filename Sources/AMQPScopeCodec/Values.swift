@@ -152,7 +152,6 @@ extension AMQPSpec {
 extension Method {
     public var descriptor: MethodDescriptor? { AMQPSpec.descriptor(classID: classID, methodID: methodID) }
     public var name: String { AMQPSpec.methodName(classID: classID, methodID: methodID) }
-    public var carriesContent: Bool { descriptor?.carriesContent ?? false }
 }
 
 /// Big-endian reads from a borrowed view of one frame's payload. Every read checks what is left first.

@@ -20,10 +20,49 @@ public struct AnalyzeWriter {
     private var started = false
     public private(set) var worstSeverity: Diagnosis.Severity?
 
-    public init(format: Kind, options: ReportOptions, write: @escaping (String) -> Void) {
+    /// A fragment writer writes only its connections (JSON: comma-separated objects, no document around them),
+    /// so that files analysed in parallel can be joined in capture order by `joinFragments`.
+    public let fragment: Bool
+
+    public init(format: Kind, options: ReportOptions, fragment: Bool = false, write: @escaping (String) -> Void) {
         self.format = format
         self.options = options
+        self.fragment = fragment
         self.write = write
+    }
+
+    /// What a fragment writer learned, for the writer that joins the fragments.
+    public struct FragmentSummary: Sendable {
+        public var captureJSON: JSON
+        public var wroteConnection: Bool
+        public var worstSeverity: Diagnosis.Severity?
+    }
+
+    public func fragmentSummary() -> FragmentSummary {
+        FragmentSummary(captureJSON: captures.last ?? .null, wroteConnection: wroteConnection, worstSeverity: worstSeverity)
+    }
+
+    /// Joins the fragments of files analysed in parallel, in capture order: `fragment(i)` writes the i-th file's
+    /// text. Text fragments are whole capture sections; JSON fragments are the connections of one capture.
+    public mutating func joinFragments(_ summaries: [FragmentSummary], fragment: (Int, (String) -> Void) -> Void) {
+        for (i, summary) in summaries.enumerated() {
+            if let worst = summary.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
+            switch format {
+            case .text:
+                if started { write("\n") }
+                started = true
+                fragment(i, write)
+            case .json:
+                if !started { write("{\n  \"connections\": [") }
+                started = true
+                if summary.wroteConnection {
+                    if wroteConnection { write(",") }
+                    fragment(i, write)
+                    wroteConnection = true
+                }
+                captures.append(summary.captureJSON)
+            }
+        }
     }
 
     public mutating func begin(capture path: String) {
@@ -35,7 +74,7 @@ public struct AnalyzeWriter {
         case .text:
             write((started ? "\n" : "") + "capture \(Format.safe(path))\n")
         case .json:
-            if !started { write("{\n  \"connections\": [") }
+            if !started && !fragment { write("{\n  \"connections\": [") }
         }
         started = true
     }
@@ -76,7 +115,7 @@ public struct AnalyzeWriter {
 
     /// All captures are done.
     public mutating func finish() {
-        guard format == .json else { return }
+        guard format == .json, !fragment else { return }
         if !started { write("{\n  \"connections\": [") }
         write((wroteConnection ? "\n  " : "") + "],\n  \"captures\": " + JSON.array(captures).serialized(indent: true, level: 1) + "\n}\n")
     }

@@ -220,16 +220,14 @@ struct Analyze: ParsableCommand {
         options.verbose = verbose
         options.showBodies = pipeline.showBodies
         options.colour = format == .text && isatty(1) == 1 && (getenv("NO_COLOR").map { String(cString: $0).isEmpty } ?? true)
+        let kind: AnalyzeWriter.Kind = format == .json ? .json : .text
         // Each connection is written as it ends: memory does not grow with the capture.
-        var writer = AnalyzeWriter(format: format == .json ? .json : .text, options: options) { chunk in
-            print(chunk, terminator: "")
-        }
-        var results: [CaptureResult] = []
-        for (index, file) in files.enumerated() {
-            writer.begin(capture: file)
-            let result = analyzeFile(file, configuration: configuration) { writer.connection($0, capture: index) }
-            writer.end(capture: result)
-            results.append(result)
+        var writer = AnalyzeWriter(format: kind, options: options) { writeStandardOutput($0) }
+        let results: [CaptureResult]
+        if files.count == 1 {
+            results = [ParallelAnalysis.pipelined(files[0], configuration: configuration, writer: &writer)]
+        } else {
+            results = try ParallelAnalysis.files(files, configuration: configuration, kind: kind, options: options, writer: &writer)
         }
         writer.finish()
         fflushStandardOutput()
@@ -303,6 +301,19 @@ struct Report: ParsableCommand {
 func printError(_ message: String, terminator: String = "\n") {
     var standardError = StandardError()
     print(message, terminator: terminator, to: &standardError)
+}
+
+/// Writes straight to file descriptor 1 (the report is the only thing on standard output), all of it.
+func writeStandardOutput(_ text: String) {
+    var text = text
+    text.withUTF8 { bytes in
+        var offset = 0
+        while offset < bytes.count {
+            let n = Glibc.write(1, bytes.baseAddress! + offset, bytes.count - offset)
+            if n <= 0 { if errno == EINTR { continue }; return }
+            offset += n
+        }
+    }
 }
 
 struct StandardError: TextOutputStream {

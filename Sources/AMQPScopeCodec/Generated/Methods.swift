@@ -1588,6 +1588,14 @@ public enum Method: Hashable, Sendable {
         }
     }
 
+    /// Whether content (a header and bodies) follows this method, per the spec's "content" flag.
+    public var carriesContent: Bool {
+        switch self {
+        case .basicPublish, .basicReturn, .basicDeliver, .basicGetOk: return true
+        default: return false
+        }
+    }
+
     /// The arguments by their spec names, for reports.
     public var namedArguments: [(name: String, value: ArgumentValue)] {
         switch self {

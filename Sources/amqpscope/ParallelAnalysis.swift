@@ -1,0 +1,77 @@
+// Using both cores. One file: the engine reads and decodes on this thread while a serial queue renders the
+// connections it hands over (a semaphore bounds the hand-off, so memory stays flat). Several files: they are
+// analysed in parallel, each rendering into its own temporary file, and joined in capture order afterwards.
+import AMQPScope
+import Dispatch
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The writer, owned by the render queue (only ever touched from it, or after it is drained).
+final class WriterBox: @unchecked Sendable {
+    var writer: AnalyzeWriter
+    init(_ writer: AnalyzeWriter) { self.writer = writer }
+}
+
+enum ParallelAnalysis {
+    /// Connections handed to the render queue and not yet written, at most.
+    static let handOff = 64
+
+    static func pipelined(_ file: String, configuration: EngineConfiguration, writer: inout AnalyzeWriter) -> CaptureResult {
+        let box = WriterBox(writer)
+        let queue = DispatchQueue(label: "amqpscope.render")
+        let slots = DispatchSemaphore(value: handOff)
+        box.writer.begin(capture: file)
+        let result = analyzeFile(file, configuration: configuration) { record in
+            slots.wait()
+            queue.async {
+                box.writer.connection(record, capture: 0)
+                slots.signal()
+            }
+        }
+        queue.sync { box.writer.end(capture: result) }
+        writer = box.writer
+        return result
+    }
+
+    /// Results of files analysed in parallel, in their order; their reports are joined into `writer`.
+    static func files(_ files: [String], configuration: EngineConfiguration, kind: AnalyzeWriter.Kind, options: ReportOptions,
+                      writer: inout AnalyzeWriter) throws -> [CaptureResult] {
+        let directory = String(cString: mkdtemp(strdup("/tmp/amqpscope-XXXXXX")))
+        defer { rmdir(directory) }
+        let outputs = files.indices.map { "\(directory)/\($0)" }
+        let slots = Mutex<[(CaptureResult, AnalyzeWriter.FragmentSummary)?]>(Array(repeating: nil, count: files.count))
+        DispatchQueue.concurrentPerform(iterations: files.count) { index in
+            let handle = fopen(outputs[index], "w")
+            var fragment = AnalyzeWriter(format: kind, options: options, fragment: true) { chunk in
+                guard let handle else { return }
+                var text = chunk
+                text.withUTF8 { bytes in _ = fwrite(bytes.baseAddress, 1, bytes.count, handle) }
+            }
+            fragment.begin(capture: files[index])
+            let result = Analysis.analyzeFile(files[index], configuration: configuration, logger: Logger(label: "amqpscope"),
+                                              onRecord: { fragment.connection($0, capture: index) })
+            fragment.end(capture: result)
+            if let handle { fclose(handle) } else { printError("amqpscope: cannot write a temporary file in \(directory)") }
+            let summary = fragment.fragmentSummary()
+            slots.withLock { $0[index] = (result, summary) }
+        }
+        let done = slots.withLock { $0.map { $0! } }
+        let results = done.map(\.0), summaries = done.map(\.1)
+        writer.joinFragments(summaries) { index, write in
+            if let handle = fopen(outputs[index], "r") {
+                var buffer = [UInt8](repeating: 0, count: 1 << 16)
+                while true {
+                    let n = fread(&buffer, 1, buffer.count, handle)
+                    if n <= 0 { break }
+                    write(String(decoding: buffer[..<n], as: UTF8.self))
+                }
+                fclose(handle)
+            }
+            unlink(outputs[index])
+        }
+        return results
+    }
+}
