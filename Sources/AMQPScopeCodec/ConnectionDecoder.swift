@@ -166,6 +166,27 @@ public struct ConnectionDecoder {
         parsers[direction.rawValue] = parser
     }
 
+    /// Bytes this decoder holds: partial frames, hunt buffers and kept bodies.
+    public var bufferedBytes: Int {
+        parsers[0].pending.count + parsers[1].pending.count
+            + content[0].reduce(0) { $0 + ($1.body?.count ?? 0) } + content[1].reduce(0) { $0 + ($1.body?.count ?? 0) }
+    }
+
+    /// Gives up what this decoder holds (the engine's cap on all decoders' buffers was reached).
+    public mutating func shed<S: CodecSink>(time: Int64, packetNumber: Int, into sink: inout S) {
+        self.time = time
+        self.packetNumber = packetNumber
+        for direction in [CodecDirection.clientToServer, .serverToClient] {
+            var parser = takeParser(direction)
+            parser.shed { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
+            putBack(parser, direction)
+            for i in content[direction.rawValue].indices where content[direction.rawValue][i].body != nil {
+                content[direction.rawValue][i].body = []
+                content[direction.rawValue][i].incomplete = true
+            }
+        }
+    }
+
     /// AMQP 1.0 (named, not decoded) and non-AMQP connections are not parsed further.
     private var stopsDecoding: Bool {
         switch verdict {

@@ -169,6 +169,26 @@ struct FrameParser {
         }
     }
 
+    /// Drops what is held (a memory cap was reached): a partial frame is skipped to its known end and reported, a
+    /// hunt buffer is counted as skipped bytes.
+    mutating func shed(_ out: (UInt64, ParserOutput) -> Void) {
+        guard !pending.isEmpty else { return }
+        switch (mode, stage) {
+        case (.frames, .payload(let header)):
+            let remaining = Int(header.size) + 1 - pending.count
+            pending = []
+            stage = .skip(header, remaining: remaining)
+            out(frameStart, .malformed(reason: "\(Self.typeName(header.type)) frame dropped: the decoders' memory cap was reached",
+                                       skipped: UInt64(Int(header.size) + 8)))
+        case (.hunting, _):
+            huntedBytes += UInt64(pending.count)
+            frameStart += UInt64(pending.count)
+            pending = []
+        default:
+            break // a header's few bytes: kept
+        }
+    }
+
     // MARK: - Protocol header
 
     private mutating func headerStep(_ input: UnsafeRawBufferPointer, _ start: Int, _ out: (UInt64, ParserOutput) -> Void) -> Int {

@@ -17,6 +17,9 @@ public struct EngineConfiguration: Hashable, Sendable {
     public var maximumTimelineEntries = 5000
     /// Keep every packet in the records (for `--verbose`).
     public var recordPackets = false
+    /// Bytes all AMQP decoders together may hold (partial frames, frame-hunt buffers, kept bodies); past it the
+    /// decoder that grew sheds what it holds, reported as malformed or skipped bytes.
+    public var maximumCodecBufferedBytes = 64 * 1024 * 1024
     /// Hand out timeline entries as they are made (live capture): see `Engine.takeLiveEntries()`.
     public var streamEntries = false
     public init() {}
@@ -222,6 +225,9 @@ struct EngineState: StreamSink {
     var freeSlots: [Int] = []
     var cachedID = ConnectionID(rawValue: 0)
     var cachedSlot = -1
+    /// What each slot's decoder holds, and the total (kept up to date around every call into a decoder).
+    var held: [Int] = []
+    var totalHeld = 0
     var ended: [ConnectionRecord] = []
     /// Timeline entries made since the last `takeLiveEntries()` (live capture only).
     var live: [(ConnectionInfo, TimelineEntry)] = []
@@ -234,6 +240,21 @@ struct EngineState: StreamSink {
         cachedID = id
         cachedSlot = slot
         return slot
+    }
+
+    /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
+    mutating func account(_ s: Int, _ event: StreamEvent) {
+        var now = decoders[s]!.bufferedBytes
+        if now != held[s] || totalHeld > configuration.maximumCodecBufferedBytes {
+            totalHeld += now - held[s]
+            if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
+                decoders[s]!.shed(time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builders[s]!)
+                let after = decoders[s]!.bufferedBytes
+                totalHeld += after - now
+                now = after
+            }
+            held[s] = now
+        }
     }
 
     /// Builders of open connections, by id.
@@ -260,10 +281,12 @@ struct EngineState: StreamSink {
                 slot = free
                 builders[slot] = builder
                 decoders[slot] = decoder
+                held[slot] = 0
             } else {
                 slot = builders.count
                 builders.append(builder)
                 decoders.append(decoder)
+                held.append(0)
             }
             slots[id] = slot
             return
@@ -287,10 +310,12 @@ struct EngineState: StreamSink {
                 decoders[s]!.data(bytes, direction: direction, time: event.time.nanoseconds,
                                   packetNumber: event.packetNumber, into: &builders[s]!)
             }
+            account(s, event)
         case .gap(let length, let reason):
             builders[s]!.moment(.gap(length: length, reason: reason), event)
             decoders[s]!.gap(length, direction: CodecDirection(rawValue: event.direction.rawValue)!,
                              time: event.time.nanoseconds, packetNumber: event.packetNumber, into: &builders[s]!)
+            account(s, event)
         case .fin:
             builders[s]!.moment(.fin, event)
         case .reset(let info):
@@ -301,6 +326,8 @@ struct EngineState: StreamSink {
             builders[s]!.moment(.dataAfterFIN(length: length), event)
         case .ended(let reason):
             guard var builder = builders[s].take(), var decoder = decoders[s].take() else { return }
+            totalHeld -= held[s]
+            held[s] = 0
             slots[id] = nil
             freeSlots.append(s)
             if cachedID == id { cachedSlot = -1; cachedID = ConnectionID(rawValue: 0) }
@@ -427,5 +454,7 @@ public struct Engine {
 
     /// Live connections being tracked.
     public var liveConnections: Int { reassembler.trackedConnections }
+    /// Bytes all decoders hold now.
+    public var codecBufferedBytes: Int { state.totalHeld }
     public var bufferedBytes: Int { reassembler.bufferedBytes }
 }

@@ -280,3 +280,31 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         #expect(forced.records.allSatisfy { !$0.isAMQP && $0.frameCounts[0].total == 0 && $0.frameCounts[1].total == 0 })
     }
 }
+
+@Suite("Decoder memory cap") struct DecoderMemoryCapTests {
+    /// Fifty connections each hold half of a 100 KB method frame: the engine's cap on all decoders' buffers holds,
+    /// and the frames dropped for it are reported.
+    @Test func heldBytesStayUnderTheCap() throws {
+        var configuration = EngineConfiguration()
+        configuration.maximumCodecBufferedBytes = 1_000_000
+        var engine = Engine(linkType: .ethernet, configuration: configuration)
+        var number = 0
+        var peak = 0
+        for i in 0..<50 {
+            var c = Conversation()
+            c.clientPort = UInt16(30000 + i)
+            c.open()
+            c.client(Encode.header091 + [1, 0, 1] + Encode.u32(100_000) + Encode.u16(60) + Encode.u16(40) + Array(repeating: 0, count: 50_000))
+            for p in c.packets {
+                number += 1
+                p.bytes.withUnsafeBytes { engine.process(PacketHeader(number: number, timestamp: Timestamp(nanoseconds: p.time), capturedLength: p.bytes.count, originalLength: p.bytes.count), $0) }
+                peak = max(peak, engine.codecBufferedBytes)
+            }
+        }
+        #expect(peak <= 1_000_000 + 50_100)
+        engine.finish()
+        let records = engine.takeEnded()
+        #expect(records.count == 50)
+        #expect(records.contains { $0.problems.contains { $0.reason.contains("memory cap was reached") } })
+    }
+}
