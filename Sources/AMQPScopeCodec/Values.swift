@@ -211,26 +211,35 @@ public struct FieldReader {
     }
 
     public mutating func table() throws(DecodeError) -> FieldTable {
-        let length = try long()
-        guard let count = Int(exactly: length), count <= remaining else {
-            throw DecodeError(.truncated, "field table of \(length) bytes, \(remaining) left")
-        }
-        guard depth < FieldLimits.maximumDepth else {
-            throw DecodeError(.tooDeep, "tables nested deeper than \(FieldLimits.maximumDepth)")
-        }
-        // Slice, then read within the slice: a value can never run past its table.
-        let at = try take(count, "field table")
-        var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
-        inner.depth = depth + 1
         var entries: [FieldTable.Entry] = []
-        while inner.remaining > 0 {
-            guard entries.count < FieldLimits.maximumEntries else {
-                throw DecodeError(.tooManyEntries, "field table with more than \(FieldLimits.maximumEntries) entries")
-            }
+        try nested("field table") { (inner: inout FieldReader) throws(DecodeError) in
             let key = try inner.shortString()
             entries.append(FieldTable.Entry(key: key, value: try inner.fieldValue()))
         }
         return FieldTable(entries)
+    }
+
+    /// A table or array: a 32-bit length, then entries read by `entry` from a slice of exactly that length (a value
+    /// can never run past its container), one nesting level deeper, at most `FieldLimits.maximumEntries` of them.
+    mutating func nested(_ what: StaticString, _ entry: (inout FieldReader) throws(DecodeError) -> Void) throws(DecodeError) {
+        let length = try long()
+        guard let count = Int(exactly: length), count <= remaining else {
+            throw DecodeError(.truncated, "\(what) of \(length) bytes, \(remaining) left")
+        }
+        guard depth < FieldLimits.maximumDepth else {
+            throw DecodeError(.tooDeep, "\(what)s nested deeper than \(FieldLimits.maximumDepth)")
+        }
+        let at = try take(count, what)
+        var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
+        inner.depth = depth + 1
+        var entries = 0
+        while inner.remaining > 0 {
+            entries += 1
+            guard entries <= FieldLimits.maximumEntries else {
+                throw DecodeError(.tooManyEntries, "\(what) with more than \(FieldLimits.maximumEntries) entries")
+            }
+            try entry(&inner)
+        }
     }
 
     // MARK: Skipping: the same checks as decoding, without making values (for data nobody will look at).
@@ -241,22 +250,7 @@ public struct FieldReader {
 
     /// Walks a table's entries to check its structure, building nothing.
     public mutating func skipTable() throws(DecodeError) {
-        let length = try long()
-        guard let count = Int(exactly: length), count <= remaining else {
-            throw DecodeError(.truncated, "field table of \(length) bytes, \(remaining) left")
-        }
-        guard depth < FieldLimits.maximumDepth else {
-            throw DecodeError(.tooDeep, "tables nested deeper than \(FieldLimits.maximumDepth)")
-        }
-        let at = try take(count, "field table")
-        var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
-        inner.depth = depth + 1
-        var entries = 0
-        while inner.remaining > 0 {
-            entries += 1
-            guard entries <= FieldLimits.maximumEntries else {
-                throw DecodeError(.tooManyEntries, "field table with more than \(FieldLimits.maximumEntries) entries")
-            }
+        try nested("field table") { (inner: inout FieldReader) throws(DecodeError) in
             try inner.skipShortString()
             try inner.skipFieldValue()
         }
@@ -279,47 +273,15 @@ public struct FieldReader {
             _ = try take(count, "long string")
         case UInt8(ascii: "F"): try skipTable()
         case UInt8(ascii: "A"):
-            let length = try long()
-            guard let count = Int(exactly: length), count <= remaining else {
-                throw DecodeError(.truncated, "field array of \(length) bytes, \(remaining) left")
-            }
-            guard depth < FieldLimits.maximumDepth else {
-                throw DecodeError(.tooDeep, "arrays nested deeper than \(FieldLimits.maximumDepth)")
-            }
-            let at = try take(count, "field array")
-            var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
-            inner.depth = depth + 1
-            var values = 0
-            while inner.remaining > 0 {
-                values += 1
-                guard values <= FieldLimits.maximumEntries else {
-                    throw DecodeError(.tooManyEntries, "field array with more than \(FieldLimits.maximumEntries) entries")
-                }
-                try inner.skipFieldValue()
-            }
+            try nested("field array") { (inner: inout FieldReader) throws(DecodeError) in try inner.skipFieldValue() }
         default:
             throw DecodeError(.badFieldType, "unknown field type \(letter < 0x80 && letter >= 0x20 ? "'\(Character(Unicode.Scalar(letter)))'" : "0x\(String(letter, radix: 16))")")
         }
     }
 
     mutating func array() throws(DecodeError) -> [FieldValue] {
-        let length = try long()
-        guard let count = Int(exactly: length), count <= remaining else {
-            throw DecodeError(.truncated, "field array of \(length) bytes, \(remaining) left")
-        }
-        guard depth < FieldLimits.maximumDepth else {
-            throw DecodeError(.tooDeep, "arrays nested deeper than \(FieldLimits.maximumDepth)")
-        }
-        let at = try take(count, "field array")
-        var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
-        inner.depth = depth + 1
         var values: [FieldValue] = []
-        while inner.remaining > 0 {
-            guard values.count < FieldLimits.maximumEntries else {
-                throw DecodeError(.tooManyEntries, "field array with more than \(FieldLimits.maximumEntries) entries")
-            }
-            values.append(try inner.fieldValue())
-        }
+        try nested("field array") { (inner: inout FieldReader) throws(DecodeError) in values.append(try inner.fieldValue()) }
         return values
     }
 

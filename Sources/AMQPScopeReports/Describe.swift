@@ -54,6 +54,11 @@ public enum Describe {
         }
     }
 
+    /// "packet 20 at 09:30:35.239831: last frame from the client" (not escaped: each report escapes for itself).
+    public static func evidence(_ e: Evidence) -> String {
+        (e.packetNumber > 0 ? "packet \(e.packetNumber) " : "") + "at \(Format.time(e.time).suffix(15)): \(e.what)"
+    }
+
     /// Product, version and connection name from client or server properties.
     public static func peer(_ table: FieldTable) -> [String] {
         var out: [String] = []

@@ -140,9 +140,7 @@ public enum HTMLReport {
             out += "<code>\(d.code)</code> \(HTML.escape(d.summary, limit: 3000))</p>"
             if !d.details.isEmpty { out += "<ul>" + d.details.map { "<li>\(HTML.escape($0, limit: 3000))</li>" }.joined() + "</ul>" }
             if !d.evidence.isEmpty {
-                out += "<p class=\"evidence\">evidence: " + d.evidence.map { e in
-                    (e.packetNumber > 0 ? "packet \(e.packetNumber) " : "") + "at \(Format.time(e.time).suffix(15)): \(HTML.escape(e.what))"
-                }.joined(separator: "; ") + "</p>"
+                out += "<p class=\"evidence\">evidence: " + d.evidence.map { HTML.escape(Describe.evidence($0)) }.joined(separator: "; ") + "</p>"
             }
             for advice in d.advice { out += "<p class=\"advice\">\(HTML.escape(advice, limit: 3000))</p>" }
             out += "</li>"

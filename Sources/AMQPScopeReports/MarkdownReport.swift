@@ -46,9 +46,7 @@ public enum MarkdownReport {
             out += "- **\(d.severity.rawValue.uppercased()) \(d.code)**: \(escape(d.summary, limit: 3000))\n"
             for detail in d.details { out += "  - \(escape(detail, limit: 3000))\n" }
             if !d.evidence.isEmpty {
-                out += "  - evidence: " + d.evidence.map { e in
-                    (e.packetNumber > 0 ? "packet \(e.packetNumber) " : "") + "at \(Format.time(e.time).suffix(15)): \(escape(e.what))"
-                }.joined(separator: "; ") + "\n"
+                out += "  - evidence: " + d.evidence.map { escape(Describe.evidence($0)) }.joined(separator: "; ") + "\n"
             }
             for advice in d.advice { out += "  - advice: \(escape(advice, limit: 3000))\n" }
         }
