@@ -130,13 +130,6 @@ struct CaptureCommand: ParsableCommand {
         var lastCheck = Timestamp(nanoseconds: 0)
         var packets = 0
 
-        func check(now: Timestamp) {
-            guard now.since(lastCheck) >= 100_000_000 else { return }
-            lastCheck = now
-            engine.tick(now: now)
-            for overdue in engine.overdueHeartbeats(now: now) { live.overdue(overdue, now: now, engine: engine) }
-            live.flush(&engine)
-        }
 
         reading: while !stopRequested.load(ordering: .relaxed) {
             let result: ReadResult
@@ -154,10 +147,10 @@ struct CaptureCommand: ParsableCommand {
                 }
                 engine.process(header, source.packetBytes)
                 live.flush(&engine)
-                check(now: header.timestamp)
+                Self.check(now: header.timestamp, last: &lastCheck, engine: &engine, live: &live)
                 if let count, packets >= count { break reading }
             case .timeout:
-                check(now: Clock.now())
+                Self.check(now: Clock.now(), last: &lastCheck, engine: &engine, live: &live)
             case .end:
                 break reading
             }
@@ -172,6 +165,17 @@ struct CaptureCommand: ParsableCommand {
             printError("amqpscope: \(packets) packets captured, \(stats.received) received by filter, \(stats.dropped) dropped by kernel, \(stats.interfaceDropped) dropped by interface")
         }
         if let writer { printError("amqpscope: wrote \(writer.filesOpened) file\(writer.filesOpened == 1 ? "" : "s"), last \(writer.currentPath)") }
+    }
+
+    /// At most every 100 ms (of packet time, or of the clock on read timeouts): idle eviction, overdue heartbeats.
+    /// State is passed in, not captured: a nested function capturing the engine crashed Swift 6.3's debug build
+    /// (clean in release and under AddressSanitizer).
+    static func check(now: Timestamp, last: inout Timestamp, engine: inout Engine, live: inout LivePrinter) {
+        guard now.since(last) >= 100_000_000 else { return }
+        last = now
+        engine.tick(now: now)
+        for overdue in engine.overdueHeartbeats(now: now) { live.overdue(overdue, now: now, engine: engine) }
+        live.flush(&engine)
     }
 }
 

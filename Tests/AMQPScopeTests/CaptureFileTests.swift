@@ -84,3 +84,51 @@ import AMQPScopeCapture
         #expect(r.error?.contains("link-layer type 189") == true)
     }
 }
+
+@Suite("Writing captures") struct PcapWriterTests {
+    /// -w with -C and -W: files rotate at the size, named as tcpdump names them, and the ring keeps N files.
+    @Test func rotatesIntoARingOfFiles() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("amqpscope-writer-\(getpid())")
+        try? FileManager.default.removeItem(at: directory)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let base = directory.appendingPathComponent("ring.pcap").path
+        let writer = try PcapWriter(path: base, linkType: .ethernet, snapshotLength: 262_144, rotateBytes: 20_000, fileCount: 3)
+        let packet = Build.segment(fromClient: true, seq: 1, payload: Array(repeating: 9, count: 946)) // 1000 bytes
+        for i in 0..<100 {
+            try packet.withUnsafeBytes { raw in
+                try writer.write(PacketHeader(number: i + 1, timestamp: Timestamp(nanoseconds: 1_700_000_000_000_000_000 + Int64(i) * 1_234_567),
+                                              capturedLength: raw.count, originalLength: raw.count), raw)
+            }
+        }
+        writer.close()
+        #expect(writer.filesOpened >= 5, "100 KB in 20 KB files")
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
+        #expect(names == ["ring.pcap0", "ring.pcap1", "ring.pcap2"])
+        var total = 0
+        for name in names {
+            let path = directory.appendingPathComponent(name).path
+            let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            #expect(size <= 20_000)
+            let read = Analysis.analyzeFile(path)
+            #expect(read.error == nil && read.linkType == .ethernet)
+            total += read.counts.packets
+        }
+        // The ring kept the newest files; their packets keep nanosecond timestamps.
+        #expect(total > 0 && total < 100)
+        let newest = Analysis.analyzeFile(writer.currentPath)
+        let expected: Int64 = 1_700_000_000_000_000_000 + 99 * 1_234_567
+        #expect(newest.counts.lastTime?.nanoseconds == expected)
+    }
+
+    @Test func withoutRotationOneFile() throws {
+        let path = Paths.temporaryFile("single.pcap", [])
+        let writer = try PcapWriter(path: path, linkType: .ethernet, snapshotLength: 65_535)
+        let packet = Build.segment(fromClient: false, seq: 5)
+        try packet.withUnsafeBytes { raw in
+            try writer.write(PacketHeader(number: 1, timestamp: Timestamp(nanoseconds: 5), capturedLength: raw.count, originalLength: raw.count), raw)
+        }
+        writer.close()
+        #expect(writer.name(0) == path && writer.name(2) == path + "2")
+        #expect(Analysis.analyzeFile(path).counts.packets == 1)
+    }
+}
