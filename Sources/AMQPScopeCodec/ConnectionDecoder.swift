@@ -261,8 +261,6 @@ public struct ConnectionDecoder {
             everSynchronized = true
             contentTracked[direction.rawValue] = []
             emit(direction, offset, .synchronized(skipped: skipped), into: &sink)
-        case .notFrames(let reason):
-            if case .undetermined = verdict { setVerdict(.notAMQP(reason), direction, into: &sink) }
         }
     }
 

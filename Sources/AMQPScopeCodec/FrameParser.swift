@@ -59,8 +59,6 @@ enum ParserOutput {
     case bodyPiece(FrameHeader, UnsafeRawBufferPointer)
     case malformed(reason: String, skipped: UInt64)
     case synchronized(skipped: UInt64)
-    /// Bytes that are not AMQP 0-9-1 frames at all (the opening bytes were neither a header nor a frame).
-    case notFrames(reason: String)
 }
 
 public enum FrameLimits {

@@ -92,6 +92,9 @@ public enum AnalyzeReport {
             if n > 0 { line += ", \(n) \(severity.rawValue)\(n == 1 ? "" : "s")" }
         }
         out += line + "\n"
+        if c.evictedConnections > 0 {
+            out += "  \(c.evictedConnections) connections were ended early: more were open at once than --max-connections allows\n"
+        }
         if let error = r.error { out += "  reading stopped early: \(Format.safe(error))\n" }
         return out
     }
@@ -363,6 +366,7 @@ public enum AnalyzeReport {
             ("first_time", c.firstTime.map { .string(Format.rfc3339($0)) } ?? .null),
             ("last_time", c.lastTime.map { .string(Format.rfc3339($0)) } ?? .null),
             ("connections", .int(connections)),
+            ("evicted_connections", .int(c.evictedConnections)),
             ("complete", .bool(r.error == nil)),
             ("error", .optional(r.error)),
         ])

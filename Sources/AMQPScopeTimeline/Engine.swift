@@ -53,6 +53,8 @@ public struct PacketCounts: Hashable, Sendable {
     public var firstMalformed: [(packet: Int, reason: String)] = []
     public var firstTime: Timestamp?
     public var lastTime: Timestamp?
+    /// Connections ended early because too many were tracked at once (`maximumConnections`).
+    public var evictedConnections = 0
     public init() {}
 
     public static func == (a: PacketCounts, b: PacketCounts) -> Bool {
@@ -132,7 +134,6 @@ public struct ConnectionRecord: Sendable {
     /// The last time each direction sent any frame, and any packet.
     public var lastFrameTime: [Timestamp?] = [nil, nil]
     public var lastPacketTime: [Timestamp?] = [nil, nil]
-    public var firstFrameTime: [Timestamp?] = [nil, nil]
     /// Heartbeat frame times per direction (bounded ring of the most recent, plus the first few).
     public var heartbeatTimes: [[Timestamp]] = [[], []]
     public var messages: [(direction: Direction, time: Timestamp, packetNumber: Int, message: Message)] = []
@@ -396,6 +397,7 @@ public struct Engine {
             if let slot = state.slot(of: summary.info.id) { state.builders[slot]!.absorb(summary) }
         }
         reassembler.finish(at: end, into: &state)
+        counts.evictedConnections = reassembler.evictedForCap
     }
 
     /// Records of connections that have ended, in the order they ended; taking them frees their memory.

@@ -129,7 +129,6 @@ struct RecordBuilder: CodecSink {
             record.lastFrameTime[d] = time
             record.lastFramePacket[d] = event.packetNumber
             record.packetsSinceLastFrame[d] = 0
-            if record.firstFrameTime[d] == nil { record.firstFrameTime[d] = time }
             let frameRecord = FrameRecord(packetNumber: event.packetNumber, time: time, direction: direction,
                                           offset: event.offset, frame: frame)
             switch frame.content {
