@@ -14,6 +14,7 @@ public struct AnalyzeWriter {
     private var rows: [[String]] = []
     private var connections = 0
     private var amqp = 0
+    private var tableOnly = 0
     private var tally: [Diagnosis.Severity: Int] = [:]
     private var captures: [JSON] = []
     private var wroteConnection = false
@@ -69,6 +70,7 @@ public struct AnalyzeWriter {
         rows = []
         connections = 0
         amqp = 0
+        tableOnly = 0
         tally = [:]
         switch format {
         case .text:
@@ -90,6 +92,11 @@ public struct AnalyzeWriter {
         if let worst = story.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
         switch format {
         case .text:
+            // Connections that carry no AMQP are listed in the table only, unless asked for.
+            if !record.isAMQP && !options.verbose && options.connections == nil {
+                tableOnly += 1
+                return
+            }
             write("\n" + AnalyzeReport.storyText(story, options: options))
         case .json:
             write((wroteConnection ? "," : "") + "\n    " + AnalyzeReport.connectionJSON(story, capture: capture, options: options).serialized(indent: true, level: 2))
@@ -103,6 +110,9 @@ public struct AnalyzeWriter {
         case .text:
             var out = "\nsummary of \(Format.safe(result.path))\n"
             out += AnalyzeReport.summaryText(result, connections: connections, amqp: amqp, tally: tally)
+            if tableOnly > 0 {
+                out += "  \(tableOnly) connection\(tableOnly == 1 ? "" : "s") with no AMQP \(tableOnly == 1 ? "is" : "are") in the table only (--verbose or --connection ID shows them)\n"
+            }
             if !rows.isEmpty {
                 out += "\n" + AnalyzeReport.connectionTable(rows)
                 if connections > rows.count { out += "  ... and \(connections - rows.count) more connections\n" }

@@ -168,8 +168,6 @@ struct CaptureCommand: ParsableCommand {
     }
 
     /// At most every 100 ms (of packet time, or of the clock on read timeouts): idle eviction, overdue heartbeats.
-    /// State is passed in, not captured: a nested function capturing the engine crashed Swift 6.3's debug build
-    /// (clean in release and under AddressSanitizer).
     static func check(now: Timestamp, last: inout Timestamp, engine: inout Engine, live: inout LivePrinter) {
         guard now.since(last) >= 100_000_000 else { return }
         last = now
