@@ -129,15 +129,17 @@ struct RecordBuilder: CodecSink {
             record.lastFrameTime[d] = time
             record.lastFramePacket[d] = event.packetNumber
             record.packetsSinceLastFrame[d] = 0
-            let frameRecord = FrameRecord(packetNumber: event.packetNumber, time: time, direction: direction,
-                                          offset: event.offset, frame: frame)
+            // Made only when kept (a key frame, or every frame with recordFrames): most frames are routine.
+            var frameRecord: FrameRecord { FrameRecord(packetNumber: event.packetNumber, time: time, direction: direction,
+                                                       offset: event.offset, frame: frame) }
             switch frame.content {
             case .method(let method):
                 record.frameCounts[d].method += 1
                 if case .connectionTuneOk(let tune) = method { negotiatedHeartbeat = tune.heartbeat }
                 if Self.isKey(method) {
-                    if record.keyFrames.count < 10_000 { record.keyFrames.append(frameRecord) } else { record.keyFramesDropped += 1 }
-                    addKey(.frame(frameRecord))
+                    let key = frameRecord
+                    if record.keyFrames.count < 10_000 { record.keyFrames.append(key) } else { record.keyFramesDropped += 1 }
+                    addKey(.frame(key))
                 } else {
                     routine(method.classID, method.methodID, direction, time, event.packetNumber)
                 }
