@@ -119,12 +119,7 @@ public enum AnalyzeReport {
         if let client = story.client { out += "  client     \(peerLine(client))\n" }
         if let server = story.server { out += "  server     \(peerLine(server))\n" }
         if let n = story.negotiated {
-            var text = "heartbeat \(n.heartbeat == 0 ? "off (0)" : "\(n.heartbeat) s")"
-            if n.inferred { text += " (inferred from the heartbeat cadence; no Tune in the capture)" }
-            if let proposed = n.serverProposed, proposed.heartbeat != n.heartbeat { text += " (server proposed \(proposed.heartbeat) s)" }
-            if let fm = n.frameMax { text += ", frame_max \(fm)" }
-            if let cm = n.channelMax { text += ", channel_max \(cm)" }
-            out += "  negotiated \(text)\n"
+            out += "  negotiated \(Describe.negotiated(n))\n"
         } else if r.isAMQP {
             out += "  negotiated unknown (no Tune/Tune-Ok in the capture, and no heartbeats to infer from)\n"
         }

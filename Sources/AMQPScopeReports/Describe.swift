@@ -59,6 +59,16 @@ public enum Describe {
         (e.packetNumber > 0 ? "packet \(e.packetNumber) " : "") + "at \(Format.time(e.time).suffix(15)): \(e.what)"
     }
 
+    /// "heartbeat 2 s (server proposed 60 s), frame_max 131072, channel_max 2047": one wording for every report.
+    public static func negotiated(_ n: Negotiated) -> String {
+        var text = "heartbeat \(n.heartbeat == 0 ? "off (0)" : "\(n.heartbeat) s")"
+        if n.inferred { text += " (inferred from the heartbeat cadence; no Tune in the capture)" }
+        if let proposed = n.serverProposed, proposed.heartbeat != n.heartbeat { text += " (server proposed \(proposed.heartbeat) s)" }
+        if let fm = n.frameMax { text += ", frame_max \(fm)" }
+        if let cm = n.channelMax { text += ", channel_max \(cm)" }
+        return text
+    }
+
     /// Product, version and connection name from client or server properties.
     public static func peer(_ table: FieldTable) -> [String] {
         var out: [String] = []

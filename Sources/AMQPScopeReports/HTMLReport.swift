@@ -150,12 +150,7 @@ public enum HTMLReport {
         out += "<dl class=\"facts\">"
         if let client = story.client { out += "<dt>client</dt><dd>\(HTML.escape(AnalyzeReport.peerLine(client)))</dd>" }
         if let server = story.server { out += "<dt>server</dt><dd>\(HTML.escape(AnalyzeReport.peerLine(server)))</dd>" }
-        if let n = story.negotiated {
-            out += "<dt>negotiated</dt><dd>heartbeat \(n.heartbeat == 0 ? "off" : "\(n.heartbeat) s")\(n.inferred ? " (inferred from the cadence)" : "")"
-            if let fm = n.frameMax { out += ", frame_max \(fm)" }
-            if let cm = n.channelMax { out += ", channel_max \(cm)" }
-            out += "</dd>"
-        }
+        if let n = story.negotiated { out += "<dt>negotiated</dt><dd>\(HTML.escape(Describe.negotiated(n)))</dd>" }
         out += "<dt>ended</dt><dd>\(HTML.escape(story.ending))</dd>"
         out += "<dt>span</dt><dd>\(Format.time(r.firstTime)) to \(Format.time(r.endTime ?? r.lastTime)) (\(Format.duration(nanoseconds: (r.endTime ?? r.lastTime).since(r.firstTime))))</dd>"
         out += "</dl>"

@@ -53,12 +53,7 @@ public enum MarkdownReport {
         out += "\n| | |\n|---|---|\n"
         if let client = story.client { out += "| client | \(escape(AnalyzeReport.peerLine(client))) |\n" }
         if let server = story.server { out += "| server | \(escape(AnalyzeReport.peerLine(server))) |\n" }
-        if let n = story.negotiated {
-            var text = "heartbeat \(n.heartbeat == 0 ? "off" : "\(n.heartbeat) s")\(n.inferred ? " (inferred)" : "")"
-            if let fm = n.frameMax { text += ", frame_max \(fm)" }
-            if let cm = n.channelMax { text += ", channel_max \(cm)" }
-            out += "| negotiated | \(text) |\n"
-        }
+        if let n = story.negotiated { out += "| negotiated | \(escape(Describe.negotiated(n))) |\n" }
         out += "| ended | \(escape(story.ending)) |\n"
         let entries = r.timeline.filter { options.includes($0.time) }
         if !entries.isEmpty {
