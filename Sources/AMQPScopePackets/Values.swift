@@ -17,6 +17,53 @@ public struct Timestamp: Hashable, Comparable, Sendable {
     public func adding(nanoseconds delta: Int64) -> Timestamp { Timestamp(nanoseconds: nanoseconds &+ delta) }
 }
 
+extension Timestamp {
+    /// "2026-11-25 09:18:00.123456" with `separator` between date and time, and a "Z" with `zulu` (UTC).
+    /// Formatted into a fixed buffer: reports format every event, so no intermediate strings are made.
+    public func utc(separator: UInt8 = UInt8(ascii: " "), zulu: Bool = false) -> String {
+        let seconds = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds - 999_999_999) / 1_000_000_000
+        let micros = (nanoseconds - seconds * 1_000_000_000) / 1000
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let secondOfDay = seconds - days * 86_400
+        let (y, m, d) = Self.civil(fromDays: days)
+        guard (0...9999).contains(y) else { return "\(y)-\(m)-\(d) \(secondOfDay)s" }
+        return String(unsafeUninitializedCapacity: 27) { buffer in
+            var i = 0
+            func put(_ value: Int64, _ width: Int) {
+                var v = value
+                for k in stride(from: width - 1, through: 0, by: -1) {
+                    buffer[i + k] = UInt8(ascii: "0") + UInt8(v % 10)
+                    v /= 10
+                }
+                i += width
+            }
+            func put(_ byte: UInt8) { buffer[i] = byte; i += 1 }
+            put(y, 4); put(UInt8(ascii: "-")); put(m, 2); put(UInt8(ascii: "-")); put(d, 2); put(separator)
+            put(secondOfDay / 3600, 2); put(UInt8(ascii: ":")); put(secondOfDay / 60 % 60, 2); put(UInt8(ascii: ":"))
+            put(secondOfDay % 60, 2); put(UInt8(ascii: ".")); put(micros, 6)
+            if zulu { put(UInt8(ascii: "Z")) }
+            return i
+        }
+    }
+
+    /// "09:18:00.123456": the time of day (UTC), for sentences.
+    public var clock: String { String(utc().suffix(15)) }
+
+    /// Howard Hinnant's days-from-civil inverse: days since 1970-01-01 to (year, month, day).
+    static func civil(fromDays z0: Int64) -> (Int64, Int64, Int64) {
+        let z = z0 + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let y = yoe + era * 400
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        return (m <= 2 ? y + 1 : y, m, d)
+    }
+}
+
 /// A link-layer header type, as libpcap reports it (DLT_ values, which equal LINKTYPE_ values for the types below
 /// except raw IP, whose DLT value differs between systems).
 public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {

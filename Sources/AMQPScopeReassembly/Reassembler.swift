@@ -180,8 +180,8 @@ public struct Reassembler {
                 let clientHalf = connection.halves[Direction.clientToServer.rawValue]
                 let sameSYN = clientHalf.sentSYN && clientHalf.synSequence == segment.sequence
                     && connection.info.client == segment.source
-                if !sameSYN && (connection.isClosed || connection.info.client != segment.source || clientHalf.sentSYN
-                                || clientHalf.started) {
+                // (A client's SYN starts its half, so `started` covers a SYN seen before.)
+                if !sameSYN && (connection.isClosed || connection.info.client != segment.source || clientHalf.started) {
                     end(slot: slot, reason: .replaced, time: time, packetNumber: header.number, into: &sink)
                     slot = open(segment, header: header, into: &sink)
                 }
@@ -339,8 +339,6 @@ public struct Reassembler {
             }
             if flags.contains(.ack) && direction == .serverToClient { connection.synAckSeen = true }
         } else if flags.contains(.ack) && direction == .clientToServer && connection.synAckSeen {
-            connection.handshakeDone = true
-        } else if !flags.contains(.syn) && connection.info.opening == .midstream {
             connection.handshakeDone = true
         }
         if !connection.halves[d].started && !flags.contains(.rst) {

@@ -53,7 +53,7 @@ struct Diagnoser {
         return tenths % 10 == 0 ? "\(tenths / 10) s" : "\(tenths / 10).\(tenths % 10) s"
     }
 
-    var clock: (Timestamp) -> String { Story.clock }
+    func clock(_ t: Timestamp) -> String { t.clock }
 
     // MARK: - Close events
 

@@ -264,11 +264,9 @@ struct EngineState: StreamSink {
     }
 
     /// Moves a builder's new entries to the live queue.
-    mutating func collectLive(_ slot: Int) {
-        guard configuration.streamEntries, let fresh = builders[slot]?.fresh, !fresh.isEmpty else { return }
-        let info = builders[slot]!.record.info
-        for entry in fresh { live.append((info, entry)) }
-        builders[slot]!.fresh.removeAll(keepingCapacity: true)
+    static func moveLive(from builder: inout RecordBuilder, to live: inout [(ConnectionInfo, TimelineEntry)]) {
+        for entry in builder.fresh { live.append((builder.record.info, entry)) }
+        builder.fresh.removeAll(keepingCapacity: true)
     }
 
     mutating func consume(_ event: StreamEvent) {
@@ -293,7 +291,7 @@ struct EngineState: StreamSink {
             return
         }
         guard let s = slot(of: id) else { return }
-        defer { if configuration.streamEntries { collectLive(s) } }
+        defer { if configuration.streamEntries, builders[s] != nil { Self.moveLive(from: &builders[s]!, to: &live) } }
         switch event.kind {
         case .opened:
             break
@@ -339,9 +337,7 @@ struct EngineState: StreamSink {
             builder.record.endReason = reason
             builder.record.endTime = event.time
             builder.closeRuns()
-            if configuration.streamEntries {
-                for entry in builder.fresh { live.append((builder.record.info, entry)) }
-            }
+            Self.moveLive(from: &builder, to: &live)
             ended.append(builder.record)
         }
     }

@@ -159,6 +159,8 @@ extension Story {
         return intervals[intervals.count / 2]
     }
 
+    func clock(_ t: Timestamp) -> String { t.clock }
+
     func describeEnding() -> String {
         let r = record
         var closeMethod: (FrameRecord, ConnectionClose)?
@@ -168,22 +170,15 @@ extension Story {
         let firstTCPClose = r.moments.first { if case .fin = $0.kind { return true }; if case .reset = $0.kind { return true }; return false }
         var parts: [String] = []
         if let (f, c) = closeMethod {
-            parts.append("Connection.Close \(c.replyCode) \(AMQPSpec.replyCodes[c.replyCode]?.name ?? "") from the \(f.direction.sender) at \(Self.clock(f.time))")
+            parts.append("Connection.Close \(c.replyCode) \(AMQPSpec.replyCodes[c.replyCode]?.name ?? "") from the \(f.direction.sender) at \(clock(f.time))")
         }
         if let m = firstTCPClose {
             let how: String
             if case .reset = m.kind { how = "reset (RST)" } else { how = "closed (FIN)" }
-            parts.append("\(how) by the \(m.direction.sender) at \(Self.clock(m.time))\(closeMethod == nil && r.isAMQP ? " with no Connection.Close" : "")")
+            parts.append("\(how) by the \(m.direction.sender) at \(clock(m.time))\(closeMethod == nil && r.isAMQP ? " with no Connection.Close" : "")")
         }
         if parts.isEmpty { return r.endReason == .captureEnded || r.endReason == nil ? "still open when the capture ended" : (r.endReason?.rawValue ?? "") }
         return parts.joined(separator: "; then ")
     }
 
-    /// "09:30:41.236973" (UTC).
-    static func clock(_ t: Timestamp) -> String {
-        let secondsOfDay = ((t.nanoseconds / 1_000_000_000) % 86_400 + 86_400) % 86_400
-        let micros = (t.nanoseconds % 1_000_000_000 + 1_000_000_000) % 1_000_000_000 / 1000
-        func pad(_ v: Int64, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
-        return "\(pad(secondsOfDay / 3600, 2)):\(pad(secondsOfDay / 60 % 60, 2)):\(pad(secondsOfDay % 60, 2)).\(pad(micros, 6))"
-    }
 }
