@@ -66,7 +66,8 @@ let package = Package(
             dependencies: [
                 "AMQPScope", "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly",
                 "AMQPScopeCodec", "AMQPScopeTimeline", "AMQPScopeReports", "AMQPScopeFuzzing",
-            ]
+            ],
+            exclude: ["Golden"] // read from the source tree by path (and re-recorded there), not as resources
         ),
     ],
     swiftLanguageModes: [.v6]
