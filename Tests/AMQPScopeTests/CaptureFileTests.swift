@@ -132,3 +132,30 @@ import AMQPScopeCapture
         #expect(Analysis.analyzeFile(path).counts.packets == 1)
     }
 }
+
+@Suite("Repository data") struct RepositoryDataTests {
+    /// Every capture the captures' READMEs name is in the repository, each recorded one with its truth file, and
+    /// the specifications the generators read are there: a clone stands alone.
+    @Test func everyNamedCaptureIsPresent() throws {
+        let fm = FileManager.default
+        let external = try String(contentsOf: Paths.externalCaptures.appendingPathComponent("README.md"), encoding: .utf8)
+        let externalNames = external.split(separator: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("| "), let name = line.split(separator: "|").first?.trimmingCharacters(in: .whitespaces),
+                name.hasSuffix(".pcap")
+            else { return nil }
+            return name
+        }
+        #expect(externalNames.count == 3, "\(externalNames)")
+        for name in externalNames {
+            #expect(fm.fileExists(atPath: Paths.externalCaptures.appendingPathComponent(name).path), "\(name)")
+        }
+        for path in Paths.recordedCaptures {
+            let truth = String(path.dropLast(".pcap".count)) + ".truth.json"
+            #expect(fm.fileExists(atPath: truth), "\(truth)")
+        }
+        #expect(fm.fileExists(atPath: Paths.spec.path))
+        for part in ["types", "transport", "messaging", "security", "transactions"] {
+            #expect(fm.fileExists(atPath: Paths.root.appendingPathComponent("spec/amqp-1.0/\(part).xml").path), "\(part)")
+        }
+    }
+}

@@ -58,7 +58,7 @@ private func hostileCapture() -> String {
     }
 
     /// Golden Markdown of each recorded capture (re-record with AMQPSCOPE_UPDATE_GOLDEN=1).
-    @Test(arguments: Paths.allCaptures.filter { $0.contains("/captures/") })
+    @Test(arguments: Paths.recordedCaptures)
     func goldenMarkdown(path: String) throws {
         var result = Analysis.analyzeFile(path)
         let name = URL(fileURLWithPath: path).lastPathComponent

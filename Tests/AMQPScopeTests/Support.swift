@@ -5,18 +5,28 @@ import Foundation
 enum Paths {
     static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let captures = root.appendingPathComponent("captures")
-    static let shared = root.deletingLastPathComponent().appendingPathComponent("shared")
-    static let externalCaptures = shared.appendingPathComponent("external-captures")
-    static let spec = shared.appendingPathComponent("spec/amqp-rabbitmq-0.9.1.json")
+    /// Captures recorded by other people, copied into the repository (see captures/external/README.md).
+    static let externalCaptures = captures.appendingPathComponent("external")
+    static let spec = root.appendingPathComponent("spec/amqp-rabbitmq-0.9.1.json")
 
-    /// Every capture the differential tests run over: ours and other people's.
-    static var allCaptures: [String] {
-        var out: [String] = []
-        for dir in [captures, externalCaptures] {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
-            out += names.filter { $0.hasSuffix(".pcap") || $0.hasSuffix(".pcapng") }.sorted().map { dir.appendingPathComponent($0).path }
+    /// Every capture the differential tests run over: ours and other people's. A missing folder is a failure, not
+    /// an empty list: a test without its data must fail rather than pass on nothing.
+    static var allCaptures: [String] { recordedCaptures + externalCaptureFiles }
+
+    /// The captures recorded by scripts/record-captures (each with a truth file).
+    static var recordedCaptures: [String] { pcaps(in: captures) }
+    static var externalCaptureFiles: [String] { pcaps(in: externalCaptures) }
+
+    static func pcaps(in dir: URL) -> [String] {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+        } catch {
+            fatalError("test data missing: \(dir.path): \(error)")
         }
-        return out
+        let found = names.filter { $0.hasSuffix(".pcap") || $0.hasSuffix(".pcapng") }.sorted()
+        precondition(!found.isEmpty, "test data missing: no captures in \(dir.path)")
+        return found.map { dir.appendingPathComponent($0).path }
     }
 
     static func temporaryFile(_ name: String, _ bytes: [UInt8]) -> String {
