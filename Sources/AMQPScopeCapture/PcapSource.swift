@@ -6,6 +6,10 @@ import CPcap
 import Logging
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Why a capture could not be opened or read. Compared by `code`; `message` is for people.

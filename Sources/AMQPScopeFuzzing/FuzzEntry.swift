@@ -7,6 +7,10 @@ import AMQPScopePackets
 import AMQPScopeReassembly
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 public enum FuzzEntry {

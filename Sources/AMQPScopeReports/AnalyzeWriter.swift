@@ -43,22 +43,23 @@ public struct AnalyzeWriter {
         FragmentSummary(captureJSON: captures.last ?? .null, wroteConnection: wroteConnection, worstSeverity: worstSeverity)
     }
 
-    /// Joins the fragments of files analysed in parallel, in capture order: `fragment(i)` writes the i-th file's
-    /// text. Text fragments are whole capture sections; JSON fragments are the connections of one capture.
-    public mutating func joinFragments(_ summaries: [FragmentSummary], fragment: (Int, (String) -> Void) -> Void) {
+    /// Joins the fragments of files analysed in parallel, in capture order: `copyFragment(i)` copies the i-th file's
+    /// report, as the bytes its fragment writer wrote, to this writer's output. Text fragments are whole capture
+    /// sections; JSON fragments are the connections of one capture.
+    public mutating func joinFragments(_ summaries: [FragmentSummary], copyFragment: (Int) -> Void) {
         for (i, summary) in summaries.enumerated() {
             if let worst = summary.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
             switch format {
             case .text:
                 if started { write("\n") }
                 started = true
-                fragment(i, write)
+                copyFragment(i)
             case .json:
                 if !started { write("{\n  \"connections\": [") }
                 started = true
                 if summary.wroteConnection {
                     if wroteConnection { write(",") }
-                    fragment(i, write)
+                    copyFragment(i)
                     wroteConnection = true
                 }
                 captures.append(summary.captureJSON)

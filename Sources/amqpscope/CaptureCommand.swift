@@ -8,6 +8,10 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Set by SIGINT/SIGTERM; the capture loop wakes at least every read timeout and checks it.

@@ -3,10 +3,15 @@
 // analysed in parallel, each rendering into its own temporary file, and joined in capture order afterwards.
 import AMQPScope
 import Dispatch
+import ArgumentParser
 import Logging
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// The writer, owned by the render queue (only ever touched from it, or after it is drained).
@@ -36,10 +41,12 @@ enum ParallelAnalysis {
         return result
     }
 
-    /// Results of files analysed in parallel, in their order; their reports are joined into `writer`.
+    /// Results of files analysed in parallel, in their order; their reports are joined into `writer`. Each file's
+    /// report goes to its own temporary file as bytes and is copied to standard output as bytes: text is never
+    /// re-decoded, so a character split across a read boundary stays whole.
     static func files(_ files: [String], configuration: EngineConfiguration, kind: AnalyzeWriter.Kind, options: ReportOptions,
                       writer: inout AnalyzeWriter) throws -> [CaptureResult] {
-        let directory = String(cString: mkdtemp(strdup("/tmp/amqpscope-XXXXXX")))
+        let directory = try temporaryDirectory()
         defer { rmdir(directory) }
         let outputs = files.indices.map { "\(directory)/\($0)" }
         let slots = Mutex<[(CaptureResult, AnalyzeWriter.FragmentSummary)?]>(Array(repeating: nil, count: files.count))
@@ -60,18 +67,33 @@ enum ParallelAnalysis {
         }
         let done = slots.withLock { $0.map { $0! } }
         let results = done.map(\.0), summaries = done.map(\.1)
-        writer.joinFragments(summaries) { index, write in
-            if let handle = fopen(outputs[index], "r") {
-                var buffer = [UInt8](repeating: 0, count: 1 << 16)
-                while true {
-                    let n = fread(&buffer, 1, buffer.count, handle)
-                    if n <= 0 { break }
-                    write(String(decoding: buffer[..<n], as: UTF8.self))
-                }
-                fclose(handle)
-            }
+        writer.joinFragments(summaries) { index in
+            copyToStandardOutput(outputs[index])
             unlink(outputs[index])
         }
         return results
+    }
+
+    /// A private directory under $TMPDIR (or /tmp), made by mkdtemp from a buffer Swift owns.
+    static func temporaryDirectory() throws -> String {
+        let base = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(base)/amqpscope-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            printError("amqpscope: cannot make a temporary directory in \(base): \(String(cString: strerror(errno)))")
+            throw ExitCode(Exit.unreadable)
+        }
+        return String(cString: template)
+    }
+
+    /// Copies a file to standard output byte for byte.
+    static func copyToStandardOutput(_ path: String) {
+        guard let handle = fopen(path, "r") else { return }
+        defer { fclose(handle) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = fread(&buffer, 1, buffer.count, handle)
+            if n <= 0 { break }
+            buffer.withUnsafeBytes { writeStandardOutput(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+        }
     }
 }

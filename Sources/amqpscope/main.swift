@@ -7,6 +7,10 @@ import Logging
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 enum Exit {
@@ -306,20 +310,31 @@ func printError(_ message: String, terminator: String = "\n") {
 /// Writes straight to file descriptor 1 (the report is the only thing on standard output), all of it.
 func writeStandardOutput(_ text: String) {
     var text = text
-    text.withUTF8 { bytes in
-        var offset = 0
-        while offset < bytes.count {
-            let n = Glibc.write(1, bytes.baseAddress! + offset, bytes.count - offset)
-            if n <= 0 { if errno == EINTR { continue }; return }
-            offset += n
+    text.withUTF8 { writeStandardOutput(UnsafeRawBufferPointer($0)) }
+}
+
+func writeStandardOutput(_ bytes: UnsafeRawBufferPointer) {
+    writeAll(1, bytes)
+}
+
+/// Writes all of `bytes` to a file descriptor, retrying after EINTR and short writes.
+func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) {
+    guard let base = bytes.baseAddress else { return }
+    var offset = 0
+    while offset < bytes.count {
+        let n = write(descriptor, base + offset, bytes.count - offset)
+        if n <= 0 {
+            if errno == EINTR { continue }
+            return
         }
+        offset += n
     }
 }
 
 struct StandardError: TextOutputStream {
     mutating func write(_ string: String) {
-        var bytes = Array(string.utf8)
-        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+        var string = string
+        string.withUTF8 { writeAll(2, UnsafeRawBufferPointer($0)) }
     }
 }
 
