@@ -4,10 +4,6 @@
 //   capture (libpcap) -> packet layers -> TCP reassembly -> AMQP codec -> timeline + diagnosis -> reports -> CLI
 import PackageDescription
 
-/// Release builds optimise across modules: the pipeline's hot calls (engine -> reassembly -> codec -> timeline)
-/// are generic over their sinks and cross module boundaries; specialising them is measured in scripts/bench.
-let optimiseAcrossModules: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
-
 let package = Package(
     name: "AMQPScope",
     products: [
@@ -33,12 +29,11 @@ let package = Package(
             ]
         ),
         // Pure from here down: bytes in, values out; no I/O, no clock, no globals.
-        .target(name: "AMQPScopePackets", swiftSettings: optimiseAcrossModules),
-        .target(name: "AMQPScopeReassembly", dependencies: ["AMQPScopePackets"], swiftSettings: optimiseAcrossModules),
-        .target(name: "AMQPScopeCodec", dependencies: ["AMQPScopePackets"], swiftSettings: optimiseAcrossModules),
-        .target(name: "AMQPScopeTimeline", dependencies: ["AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeCodec"],
-                swiftSettings: optimiseAcrossModules),
-        .target(name: "AMQPScopeReports", dependencies: ["AMQPScopeTimeline"], swiftSettings: optimiseAcrossModules),
+        .target(name: "AMQPScopePackets"),
+        .target(name: "AMQPScopeReassembly", dependencies: ["AMQPScopePackets"]),
+        .target(name: "AMQPScopeCodec", dependencies: ["AMQPScopePackets"]),
+        .target(name: "AMQPScopeTimeline", dependencies: ["AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeCodec"]),
+        .target(name: "AMQPScopeReports", dependencies: ["AMQPScopeTimeline"]),
         // The embeddable library: the pipeline that joins the layers, and file analysis.
         .target(
             name: "AMQPScope",
