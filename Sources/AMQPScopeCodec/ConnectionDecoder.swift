@@ -1,6 +1,7 @@
 // Decodes both directions of one TCP connection: decides whether it is AMQP (by its protocol header on any port,
 // or by frame sync on the AMQP ports), decodes every frame, follows frame_max from Tune/Tune-Ok, assembles
 // messages from content headers and bodies, and redacts credentials.
+import AMQPScopePackets
 
 /// One decoded frame.
 public struct Frame: Hashable, Sendable {
@@ -58,16 +59,12 @@ public enum CodecEventKind {
 }
 
 public struct CodecEvent {
-    public var direction: CodecDirection
-    public var time: Int64          // nanoseconds, from the packet that completed it
+    public var direction: Direction
+    /// The time of the packet that completed it.
+    public var time: Timestamp
     public var packetNumber: Int
     public var offset: UInt64       // stream offset where it starts
     public var kind: CodecEventKind
-}
-
-/// The codec's own name for a direction, so it does not depend on reassembly's types.
-public enum CodecDirection: Int, Hashable, Sendable {
-    case clientToServer = 0, serverToClient = 1
 }
 
 public protocol CodecSink {
@@ -92,16 +89,16 @@ public struct ConnectionDecoder {
     public private(set) var verdict: Verdict = .undetermined
     /// Whether the connection's server port is one of the AMQP ports (frame sync allowed without a header).
     public let onAMQPPort: Bool
-    var parsers: [FrameParser]
+    var parsers: PerDirection<FrameParser>
     /// Content being received, per direction: a few channels at most, searched linearly and changed in place.
-    var content: [[PendingContent]] = [[], []]
+    var content = PerDirection<[PendingContent]>(repeating: [])
     var everSynchronized = false
     var negotiatedFrameMax: UInt32 = 0
     /// Channels whose content sequence is known, per direction: nil means all (seen from the start). After a sync
     /// or a gap only channels with a method frame since are judged, so a joined stream is not blamed for what
     /// happened before the capture saw it.
-    var contentTracked: [Set<UInt16>?]
-    var time: Int64 = 0
+    var contentTracked: PerDirection<Set<UInt16>?>
+    var time = Timestamp(nanoseconds: 0)
     var packetNumber = 0
 
     struct PendingContent {
@@ -119,16 +116,17 @@ public struct ConnectionDecoder {
         self.configuration = configuration
         self.onAMQPPort = onAMQPPort
         let mode: FrameParser.Mode = fromStart ? .protocolHeader : (onAMQPPort ? .hunting : .opaque)
-        parsers = [FrameParser(mode: mode), FrameParser(mode: mode)]
-        contentTracked = fromStart ? [nil, nil] : [[], []]
-        for i in 0..<2 { parsers[i].keepBodies = configuration.keepBodies }
+        var parser = FrameParser(mode: mode)
+        parser.keepBodies = configuration.keepBodies
+        parsers = PerDirection(repeating: parser)
+        contentTracked = PerDirection(repeating: fromStart ? nil : [])
         if !fromStart && !onAMQPPort {
             verdict = .notAMQP("joined mid-stream on a port that is not an AMQP port, and no protocol header was seen")
         }
     }
 
     public mutating func data<S: CodecSink>(
-        _ bytes: UnsafeRawBufferPointer, direction: CodecDirection, time: Int64, packetNumber: Int, into sink: inout S
+        _ bytes: UnsafeRawBufferPointer, direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
         self.time = time
         self.packetNumber = packetNumber
@@ -139,13 +137,12 @@ public struct ConnectionDecoder {
     }
 
     public mutating func gap<S: CodecSink>(
-        _ length: UInt64, direction: CodecDirection, time: Int64, packetNumber: Int, into sink: inout S
+        _ length: UInt64, direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
         self.time = time
         self.packetNumber = packetNumber
-        let d = direction.rawValue
-        for i in content[d].indices { content[d][i].incomplete = true }
-        contentTracked[d] = []
+        for i in content[direction].indices { content[direction][i].incomplete = true }
+        contentTracked[direction] = []
         var parser = takeParser(direction)
         parser.gap(length) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
         putBack(parser, direction)
@@ -153,36 +150,37 @@ public struct ConnectionDecoder {
 
     /// Takes a direction's parser out while it runs, so that its buffer is never copied and the outputs it
     /// produces can update the decoder; decisions about the parser itself are applied in `putBack`.
-    private mutating func takeParser(_ direction: CodecDirection) -> FrameParser {
-        let parser = parsers[direction.rawValue]
-        parsers[direction.rawValue] = FrameParser(mode: .opaque)
+    private mutating func takeParser(_ direction: Direction) -> FrameParser {
+        let parser = parsers[direction]
+        parsers[direction] = FrameParser(mode: .opaque)
         return parser
     }
 
-    private mutating func putBack(_ parser: FrameParser, _ direction: CodecDirection) {
+    private mutating func putBack(_ parser: FrameParser, _ direction: Direction) {
         var parser = parser
         parser.negotiatedFrameMax = negotiatedFrameMax
         if stopsDecoding { parser.mode = .opaque; parser.pending = [] }
-        parsers[direction.rawValue] = parser
+        parsers[direction] = parser
     }
 
     /// Bytes this decoder holds: partial frames, hunt buffers and kept bodies.
     public var bufferedBytes: Int {
-        parsers[0].pending.count + parsers[1].pending.count
-            + content[0].reduce(0) { $0 + ($1.body?.count ?? 0) } + content[1].reduce(0) { $0 + ($1.body?.count ?? 0) }
+        Direction.allCases.reduce(0) { total, direction in
+            total + parsers[direction].pending.count + content[direction].reduce(0) { $0 + ($1.body?.count ?? 0) }
+        }
     }
 
     /// Gives up what this decoder holds (the engine's cap on all decoders' buffers was reached).
-    public mutating func shed<S: CodecSink>(time: Int64, packetNumber: Int, into sink: inout S) {
+    public mutating func shed<S: CodecSink>(time: Timestamp, packetNumber: Int, into sink: inout S) {
         self.time = time
         self.packetNumber = packetNumber
-        for direction in [CodecDirection.clientToServer, .serverToClient] {
+        for direction in Direction.allCases {
             var parser = takeParser(direction)
             parser.shed { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
             putBack(parser, direction)
-            for i in content[direction.rawValue].indices where content[direction.rawValue][i].body != nil {
-                content[direction.rawValue][i].body = []
-                content[direction.rawValue][i].incomplete = true
+            for i in content[direction].indices where content[direction][i].body != nil {
+                content[direction][i].body = []
+                content[direction][i].incomplete = true
             }
         }
     }
@@ -196,9 +194,8 @@ public struct ConnectionDecoder {
     }
 
     /// The stream ended: says so if a frame was left half-read.
-    public mutating func finish<S: CodecSink>(direction: CodecDirection, time: Int64, packetNumber: Int, into sink: inout S) {
-        let d = direction.rawValue
-        let parser = parsers[d]
+    public mutating func finish<S: CodecSink>(direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S) {
+        let parser = parsers[direction]
         guard parser.mode == .frames, !parser.isIdle else { return }
         emit(direction, parser.frameStart, .malformed(reason: "stream ended inside a frame", skipped: parser.offset - parser.frameStart),
              into: &sink)
@@ -206,28 +203,30 @@ public struct ConnectionDecoder {
 
     // MARK: -
 
-    private mutating func afterFeed<S: CodecSink>(direction: CodecDirection, into sink: inout S) {
-        let d = direction.rawValue
+    private mutating func afterFeed<S: CodecSink>(direction: Direction, into sink: inout S) {
         guard case .undetermined = verdict else { return }
-        if parsers[d].mode == .hunting && parsers[d].huntedBytes + UInt64(parsers[d].pending.count) > configuration.syncGiveUpBytes {
+        if parsers[direction].mode == .hunting && parsers[direction].huntedBytes + UInt64(parsers[direction].pending.count) > configuration.syncGiveUpBytes {
             setVerdict(.notAMQP("no AMQP frames found in the first \(configuration.syncGiveUpBytes) bytes"), direction, into: &sink)
         }
     }
 
-    private mutating func setVerdict<S: CodecSink>(_ v: Verdict, _ direction: CodecDirection, into sink: inout S) {
+    private mutating func setVerdict<S: CodecSink>(_ v: Verdict, _ direction: Direction, into sink: inout S) {
         verdict = v
         emit(direction, 0, .verdict(v), into: &sink)
         if stopsDecoding {
-            for i in 0..<2 { parsers[i].mode = .opaque; parsers[i].pending = [] }
+            for direction in Direction.allCases {
+                parsers[direction].mode = .opaque
+                parsers[direction].pending = []
+            }
         }
     }
 
-    private func emit<S: CodecSink>(_ direction: CodecDirection, _ offset: UInt64, _ kind: CodecEventKind, into sink: inout S) {
+    private func emit<S: CodecSink>(_ direction: Direction, _ offset: UInt64, _ kind: CodecEventKind, into sink: inout S) {
         sink.consume(CodecEvent(direction: direction, time: time, packetNumber: packetNumber, offset: offset, kind: kind))
     }
 
     private mutating func handle<S: CodecSink>(
-        _ output: ParserOutput, offset: UInt64, direction: CodecDirection, into sink: inout S
+        _ output: ParserOutput, offset: UInt64, direction: Direction, into sink: inout S
     ) {
         if stopsDecoding { return }
         switch output {
@@ -246,10 +245,9 @@ public struct ConnectionDecoder {
             }
             decodeFrame(header, payload, damaged: damaged, offset: offset, direction: direction, into: &sink)
         case .bodyPiece(let header, let bytes):
-            let d = direction.rawValue
-            guard configuration.keepBodies, let i = pendingIndex(d, header.channel), content[d][i].body != nil else { return }
-            let room = configuration.maximumKeptBodyBytes - content[d][i].body!.count
-            if room > 0 { content[d][i].body!.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[..<min(room, bytes.count)])) }
+            guard configuration.keepBodies, let i = pendingIndex(direction, header.channel), content[direction][i].body != nil else { return }
+            let room = configuration.maximumKeptBodyBytes - content[direction][i].body!.count
+            if room > 0 { content[direction][i].body!.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[..<min(room, bytes.count)])) }
         case .malformed(let reason, let skipped):
             if case .undetermined = verdict, direction == .clientToServer, !onAMQPPort {
                 setVerdict(.notAMQP("the client's first bytes are neither an AMQP protocol header nor AMQP frames"),
@@ -259,16 +257,15 @@ public struct ConnectionDecoder {
             emit(direction, offset, .malformed(reason: reason, skipped: skipped), into: &sink)
         case .synchronized(let skipped):
             everSynchronized = true
-            contentTracked[direction.rawValue] = []
+            contentTracked[direction] = []
             emit(direction, offset, .synchronized(skipped: skipped), into: &sink)
         }
     }
 
     private mutating func decodeFrame<S: CodecSink>(
         _ header: FrameHeader, _ payload: UnsafeRawBufferPointer, damaged: Bool, offset: UInt64,
-        direction: CodecDirection, into sink: inout S
+        direction: Direction, into sink: inout S
     ) {
-        let d = direction.rawValue
         if negotiatedFrameMax != 0 && UInt64(header.size) + 8 > UInt64(negotiatedFrameMax) {
             emit(direction, offset, .violation(
                 "frame of \(UInt64(header.size) + 8) bytes exceeds the negotiated frame_max \(negotiatedFrameMax) (which counts header and end byte)"),
@@ -302,16 +299,16 @@ public struct ConnectionDecoder {
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .method(shown))),
                  into: &sink)
             follow(method, direction: direction)
-            contentTracked[d]?.insert(header.channel)
+            contentTracked[direction]?.insert(header.channel)
             if case .channelClose = method { dropContent(channel: header.channel) }
             if method.carriesContent {
                 let pending = PendingContent(channel: header.channel, method: method, body: configuration.keepBodies ? [] : nil)
-                if let i = pendingIndex(d, header.channel) {
+                if let i = pendingIndex(direction, header.channel) {
                     emit(direction, offset, .violation("\(method.name) on channel \(header.channel) before the previous content was complete"),
                          into: &sink)
-                    content[d][i] = pending
-                } else if content[d].count < Self.maximumPendingContents {
-                    content[d].append(pending)
+                    content[direction][i] = pending
+                } else if content[direction].count < Self.maximumPendingContents {
+                    content[direction].append(pending)
                 }
             }
         case .header:
@@ -322,34 +319,34 @@ public struct ConnectionDecoder {
             } catch {
                 emit(direction, offset, .malformed(reason: "content header on channel \(header.channel): \(error.reason)", skipped: 0),
                      into: &sink)
-                if let i = pendingIndex(d, header.channel) { content[d].remove(at: i) }
+                if let i = pendingIndex(direction, header.channel) { content[direction].remove(at: i) }
                 return
             }
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
                                                  content: .header(contentHeader))), into: &sink)
-            guard let i = pendingIndex(d, header.channel), content[d][i].header == nil else {
-                if isTracked(d, header.channel) {
+            guard let i = pendingIndex(direction, header.channel), content[direction][i].header == nil else {
+                if isTracked(direction, header.channel) {
                     emit(direction, offset, .violation("content header on channel \(header.channel) with no content method before it"),
                          into: &sink)
                 }
                 return
             }
-            content[d][i].header = contentHeader
+            content[direction][i].header = contentHeader
             if contentHeader.bodySize == 0 { completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink) }
         case .body:
             emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
                                                  content: .body(length: Int(header.size)))), into: &sink)
-            guard let i = pendingIndex(d, header.channel), let bodySize = content[d][i].header?.bodySize else {
-                if isTracked(d, header.channel) {
+            guard let i = pendingIndex(direction, header.channel), let bodySize = content[direction][i].header?.bodySize else {
+                if isTracked(direction, header.channel) {
                     emit(direction, offset, .violation("body frame on channel \(header.channel) with no content header before it"),
                          into: &sink)
                 }
                 return
             }
-            content[d][i].received += UInt64(header.size)
-            content[d][i].frames += 1
-            if damaged { content[d][i].incomplete = true }
-            let received = content[d][i].received
+            content[direction][i].received += UInt64(header.size)
+            content[direction][i].frames += 1
+            if damaged { content[direction][i].incomplete = true }
+            let received = content[direction][i].received
             if received >= bodySize {
                 if received > bodySize {
                     emit(direction, offset, .violation(
@@ -361,10 +358,9 @@ public struct ConnectionDecoder {
         }
     }
 
-    private mutating func completeMessage<S: CodecSink>(channel: UInt16, direction: CodecDirection, offset: UInt64, into sink: inout S) {
-        let d = direction.rawValue
-        guard let i = pendingIndex(d, channel) else { return }
-        let pending = content[d].remove(at: i)
+    private mutating func completeMessage<S: CodecSink>(channel: UInt16, direction: Direction, offset: UInt64, into sink: inout S) {
+        guard let i = pendingIndex(direction, channel) else { return }
+        let pending = content[direction].remove(at: i)
         guard let header = pending.header else { return }
         emit(direction, offset, .message(Message(
             channel: channel, method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
@@ -374,28 +370,27 @@ public struct ConnectionDecoder {
 
     /// Follows the negotiation: frame_max from Tune-Ok (the client's final word) bounds both directions; a closed
     /// channel drops any half-received content on it.
-    private mutating func follow(_ method: Method, direction: CodecDirection) {
+    private mutating func follow(_ method: Method, direction: Direction) {
         switch method {
         case .connectionTuneOk(let tune):
             negotiatedFrameMax = tune.frameMax
-            for i in 0..<2 { parsers[i].negotiatedFrameMax = tune.frameMax }
+            for direction in Direction.allCases { parsers[direction].negotiatedFrameMax = tune.frameMax }
         default: break
         }
     }
 
-    private func isTracked(_ d: Int, _ channel: UInt16) -> Bool {
-        contentTracked[d].map { $0.contains(channel) } ?? true
+    private func isTracked(_ direction: Direction, _ channel: UInt16) -> Bool {
+        contentTracked[direction].map { $0.contains(channel) } ?? true
     }
 
     private mutating func dropContent(channel: UInt16) {
-        content[0].removeAll { $0.channel == channel }
-        content[1].removeAll { $0.channel == channel }
+        for direction in Direction.allCases { content[direction].removeAll { $0.channel == channel } }
     }
 
     /// Channels with content in flight at once, per direction (a peer may interleave at most channel_max).
     static let maximumPendingContents = 2048
 
-    private func pendingIndex(_ d: Int, _ channel: UInt16) -> Int? {
-        content[d].firstIndex { $0.channel == channel }
+    private func pendingIndex(_ direction: Direction, _ channel: UInt16) -> Int? {
+        content[direction].firstIndex { $0.channel == channel }
     }
 }

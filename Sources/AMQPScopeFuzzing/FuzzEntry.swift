@@ -106,21 +106,21 @@ public enum FuzzEntry {
             var sink = CountEvents()
             if header {
                 let amqp: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1]
-                amqp.withUnsafeBytes { decoder.data($0, direction: .clientToServer, time: 0, packetNumber: 1, into: &sink) }
+                amqp.withUnsafeBytes { decoder.data($0, direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink) }
             }
             var at = 0
-            var direction = CodecDirection.clientToServer
+            var direction = Direction.clientToServer
             while at < body.count {
                 let n = min(chunk, body.count - at)
-                decoder.data(UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction: direction, time: Int64(at), packetNumber: at, into: &sink)
+                decoder.data(UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction: direction, time: Timestamp(nanoseconds: Int64(at)), packetNumber: at, into: &sink)
                 if body[at] == 0xff {
-                    decoder.gap(UInt64(body[min(at + 1, body.count - 1)]), direction: direction, time: 0, packetNumber: at, into: &sink)
+                    decoder.gap(UInt64(body[min(at + 1, body.count - 1)]), direction: direction, time: Timestamp(nanoseconds: 0), packetNumber: at, into: &sink)
                 }
-                if body[at] & 0x40 != 0 { direction = direction == .clientToServer ? .serverToClient : .clientToServer }
+                if body[at] & 0x40 != 0 { direction = direction.reversed }
                 at += n
             }
-            decoder.finish(direction: .clientToServer, time: 0, packetNumber: 0, into: &sink)
-            decoder.finish(direction: .serverToClient, time: 0, packetNumber: 0, into: &sink)
+            decoder.finish(direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 0, into: &sink)
+            decoder.finish(direction: .serverToClient, time: Timestamp(nanoseconds: 0), packetNumber: 0, into: &sink)
         }
     }
 
@@ -140,7 +140,7 @@ public enum FuzzEntry {
         let stream: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1, 1, 0, 0] + size + [0, 10, 0, 11] + Array(input) + [0xCE]
         var sink = CountEvents()
         var decoder = ConnectionDecoder(fromStart: true, onAMQPPort: true)
-        stream.withUnsafeBytes { decoder.data($0, direction: .clientToServer, time: 0, packetNumber: 1, into: &sink) }
+        stream.withUnsafeBytes { decoder.data($0, direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink) }
     }
 
     /// A whole pcap file through the analysis in process: capture, layers, reassembly, codec, stories and reports.

@@ -1,4 +1,4 @@
-// Plain values shared by every layer: time, link types, packet headers, addresses.
+// Plain values shared by every layer: time, directions, link types, packet headers, addresses.
 
 /// A point in capture time: nanoseconds since the Unix epoch, taken from packet timestamps only.
 public struct Timestamp: Hashable, Comparable, Sendable {
@@ -63,6 +63,79 @@ extension Timestamp {
         return (m <= 2 ? y + 1 : y, m, d)
     }
 }
+
+/// Which way bytes travel on a connection.
+public enum Direction: Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    case clientToServer
+    case serverToClient
+
+    /// The other direction.
+    public var reversed: Direction { self == .clientToServer ? .serverToClient : .clientToServer }
+    /// The side that sends in this direction.
+    public var sender: Side { self == .clientToServer ? .client : .server }
+    /// The side that receives in this direction.
+    public var receiver: Side { sender.peer }
+    /// "client->server" or "server->client".
+    public var description: String { self == .clientToServer ? "client->server" : "server->client" }
+}
+
+/// One end of a connection: the client opened it (or is taken to have), the server accepted it.
+public enum Side: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    case client, server
+    /// The other end.
+    public var peer: Side { self == .client ? .server : .client }
+    /// The direction in which this side sends.
+    public var sending: Direction { self == .client ? .clientToServer : .serverToClient }
+    /// "client" or "server".
+    public var description: String { rawValue }
+}
+
+/// One value per direction of a connection, named as gopacket names reassembly's halves, and subscripted by
+/// `Direction` (or by the `Side` that sends): per-direction state without two-element arrays.
+public struct PerDirection<Value> {
+    /// What belongs to the bytes the client sends.
+    public var clientToServer: Value
+    /// What belongs to the bytes the server sends.
+    public var serverToClient: Value
+
+    /// Both directions' values.
+    public init(clientToServer: Value, serverToClient: Value) {
+        self.clientToServer = clientToServer
+        self.serverToClient = serverToClient
+    }
+
+    /// The same value for both directions.
+    public init(repeating value: Value) {
+        clientToServer = value
+        serverToClient = value
+    }
+
+    /// The value of one direction.
+    public subscript(direction: Direction) -> Value {
+        get { direction == .clientToServer ? clientToServer : serverToClient }
+        set {
+            if direction == .clientToServer { clientToServer = newValue } else { serverToClient = newValue }
+        }
+        _modify {
+            if direction == .clientToServer { yield &clientToServer } else { yield &serverToClient }
+        }
+    }
+
+    /// The value of the direction in which `side` sends.
+    public subscript(sentBy side: Side) -> Value {
+        get { self[side.sending] }
+        _modify { yield &self[side.sending] }
+    }
+
+    /// Each direction's value transformed.
+    public func map<T>(_ transform: (Value) throws -> T) rethrows -> PerDirection<T> {
+        PerDirection<T>(clientToServer: try transform(clientToServer), serverToClient: try transform(serverToClient))
+    }
+}
+
+extension PerDirection: Equatable where Value: Equatable {}
+extension PerDirection: Hashable where Value: Hashable {}
+extension PerDirection: Sendable where Value: Sendable {}
 
 /// A link-layer header type, as libpcap reports it (DLT_ values, which equal LINKTYPE_ values for the types below
 /// except raw IP, whose DLT value differs between systems).

@@ -10,26 +10,6 @@ public struct ConnectionID: RawRepresentable, Hashable, Comparable, Sendable, Cu
     public var description: String { "#\(rawValue)" }
 }
 
-/// Which way bytes travel.
-public enum Direction: Int, Hashable, Sendable, CaseIterable, CustomStringConvertible {
-    case clientToServer = 0
-    case serverToClient = 1
-
-    public var reversed: Direction { self == .clientToServer ? .serverToClient : .clientToServer }
-    /// The side that sends in this direction.
-    public var sender: Side { self == .clientToServer ? .client : .server }
-    public var receiver: Side { sender.peer }
-    public var description: String { self == .clientToServer ? "client->server" : "server->client" }
-}
-
-public enum Side: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
-    case client, server
-    public var peer: Side { self == .client ? .server : .client }
-    /// The direction in which this side sends.
-    public var sending: Direction { self == .client ? .clientToServer : .serverToClient }
-    public var description: String { rawValue }
-}
-
 /// How amqpscope decided which end is the client.
 public enum RoleEvidence: String, Hashable, Sendable {
     case syn = "SYN"                 // the SYN's sender

@@ -99,17 +99,17 @@ struct HalfConnection {
 
 struct Connection {
     var info: ConnectionInfo
-    var halves = [HalfConnection(), HalfConnection()]
+    var halves = PerDirection(repeating: HalfConnection())
     var firstTime: Timestamp
     var lastTime: Timestamp
     var synAckSeen = false
     var handshakeDone = false
     var endReason: EndReason?
-    var scalingOn: Bool { halves[0].windowScale != nil && halves[1].windowScale != nil }
+    var scalingOn: Bool { halves.clientToServer.windowScale != nil && halves.serverToClient.windowScale != nil }
 
     func state(of side: Side) -> TCPState {
-        let own = halves[side.sending.rawValue]
-        let peer = halves[side.sending.reversed.rawValue]
+        let own = halves[sentBy: side]
+        let peer = halves[sentBy: side.peer]
         if own.sentRST || peer.sentRST { return .closed }
         if own.sentFIN && peer.sentFIN { return own.finRank < peer.finRank ? .timeWait : .lastAck }
         if own.sentFIN { return .finWait }
@@ -123,7 +123,8 @@ struct Connection {
 
     /// Closed as far as TCP goes: both FINs, or an RST.
     var isClosed: Bool {
-        halves[0].sentRST || halves[1].sentRST || (halves[0].sentFIN && halves[1].sentFIN)
+        halves.clientToServer.sentRST || halves.serverToClient.sentRST
+            || (halves.clientToServer.sentFIN && halves.serverToClient.sentFIN)
     }
 }
 
@@ -177,7 +178,7 @@ public struct Reassembler {
             slot = existing
             // A new SYN on a 4-tuple that is closed, or with another initial sequence number, starts a new connection.
             if isBareSYN, let connection = connections[slot] {
-                let clientHalf = connection.halves[Direction.clientToServer.rawValue]
+                let clientHalf = connection.halves.clientToServer
                 let sameSYN = clientHalf.sentSYN && clientHalf.synSequence == segment.sequence
                     && connection.info.client == segment.source
                 // (A client's SYN starts its half, so `started` covers a SYN seen before.)
@@ -292,7 +293,7 @@ public struct Reassembler {
         guard var connection = connections[slot] else { return }
         let id = connection.info.id
         for direction in Direction.allCases {
-            while !connection.halves[direction.rawValue].chunks.isEmpty {
+            while !connection.halves[direction].chunks.isEmpty {
                 skipHole(&connection, direction, reason: .lost, time: time, packetNumber: packetNumber, into: &sink)
             }
         }
@@ -321,7 +322,6 @@ public struct Reassembler {
         defer { connections[slot] = connection }
 
         let direction: Direction = segment.source == connection.info.client ? .clientToServer : .serverToClient
-        let d = direction.rawValue
         let id = connection.info.id
         let time = header.timestamp
         let flags = segment.flags
@@ -329,21 +329,21 @@ public struct Reassembler {
 
         // Handshake bookkeeping.
         if flags.contains(.syn) {
-            if !connection.halves[d].sentSYN {
-                connection.halves[d].sentSYN = true
-                connection.halves[d].synSequence = segment.sequence
-                connection.halves[d].started = true
-                connection.halves[d].base = segment.sequence &+ 1
-                connection.halves[d].nextOffset = 0
-                connection.halves[d].windowScale = segment.options.windowScale
+            if !connection.halves[direction].sentSYN {
+                connection.halves[direction].sentSYN = true
+                connection.halves[direction].synSequence = segment.sequence
+                connection.halves[direction].started = true
+                connection.halves[direction].base = segment.sequence &+ 1
+                connection.halves[direction].nextOffset = 0
+                connection.halves[direction].windowScale = segment.options.windowScale
             }
             if flags.contains(.ack) && direction == .serverToClient { connection.synAckSeen = true }
         } else if flags.contains(.ack) && direction == .clientToServer && connection.synAckSeen {
             connection.handshakeDone = true
         }
-        if !connection.halves[d].started && !flags.contains(.rst) {
-            connection.halves[d].started = true
-            connection.halves[d].base = segment.sequence
+        if !connection.halves[direction].started && !flags.contains(.rst) {
+            connection.halves[direction].started = true
+            connection.halves[direction].base = segment.sequence
         }
 
         // Classify the payload against what this direction has delivered.
@@ -353,11 +353,11 @@ public struct Reassembler {
             payloadLength: payloadLength, wireLength: header.originalLength,
             window: flags.contains(.syn) || !connection.scalingOn
                 ? UInt32(segment.window)
-                : UInt32(segment.window) << UInt32(min(connection.halves[d].windowScale ?? 0, 14)),
+                : UInt32(segment.window) << UInt32(min(connection.halves[direction].windowScale ?? 0, 14)),
             isRetransmission: false, isPartialRetransmission: false, isOutOfOrder: false, isKeepalive: false)
         let dataSequence = flags.contains(.syn) ? segment.sequence &+ 1 : segment.sequence
-        let start = connection.halves[d].started ? connection.halves[d].offset(of: dataSequence) : 0
-        let nextOffset = Int64(connection.halves[d].nextOffset)
+        let start = connection.halves[direction].started ? connection.halves[direction].offset(of: dataSequence) : 0
+        let nextOffset = Int64(connection.halves[direction].nextOffset)
         if payloadLength <= 1 && start == nextOffset - 1 && !flags.contains(.syn) && !flags.contains(.fin)
             && !flags.contains(.rst) {
             info.isKeepalive = true
@@ -368,14 +368,14 @@ public struct Reassembler {
             else if start > nextOffset { info.isOutOfOrder = true }
         }
 
-        connection.halves[d].packetsSeen += 1
+        connection.halves[direction].packetsSeen += 1
 
         sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
                                  offset: UInt64(max(0, start)), kind: .packet(info)))
 
         // Payload.
         if payloadLength > 0 && !info.isKeepalive && !info.isRetransmission {
-            if connection.halves[d].sentFIN && start >= Int64(connection.halves[d].finOffset) {
+            if connection.halves[direction].sentFIN && start >= Int64(connection.halves[direction].finOffset) {
                 sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
                                          offset: UInt64(max(0, start)), kind: .dataAfterFIN(length: payloadLength)))
             } else {
@@ -386,35 +386,35 @@ public struct Reassembler {
         }
 
         // FIN: the first one this direction sends marks its half-close.
-        if flags.contains(.fin) && !connection.halves[d].sentFIN {
-            let otherRank = connection.halves[1 - d].finRank
-            connection.halves[d].finRank = otherRank == 0 ? 1 : 2
-            connection.halves[d].finOffset = UInt64(max(0, start + Int64(payloadLength)))
+        if flags.contains(.fin) && !connection.halves[direction].sentFIN {
+            let otherRank = connection.halves[direction.reversed].finRank
+            connection.halves[direction].finRank = otherRank == 0 ? 1 : 2
+            connection.halves[direction].finOffset = UInt64(max(0, start + Int64(payloadLength)))
             sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
-                                     offset: connection.halves[d].finOffset, kind: .fin))
-            if connection.halves[0].sentFIN && connection.halves[1].sentFIN && connection.endReason == nil {
+                                     offset: connection.halves[direction].finOffset, kind: .fin))
+            if connection.halves.clientToServer.sentFIN && connection.halves.serverToClient.sentFIN && connection.endReason == nil {
                 connection.endReason = .finished
             }
         }
 
         // RST: who reset whom, and the state each side was in when it landed.
         if flags.contains(.rst) {
-            let expected = connection.halves[d] // what the receiver expects next from this sender
+            let expected = connection.halves[direction] // what the receiver expects next from this sender
             let distance = expected.started ? expected.offset(of: segment.sequence) - Int64(expected.expectedOffset) : 0
             // The receiver's window as it last advertised it; 65,535 when it has sent nothing yet.
-            let receiverWindow = connection.halves[1 - d].packetsSeen > 0 ? connection.halves[1 - d].lastWindow : 65_535
+            let receiverWindow = connection.halves[direction.reversed].packetsSeen > 0 ? connection.halves[direction.reversed].lastWindow : 65_535
             let reset = ResetInfo(
                 exact: distance == 0,
                 inWindow: distance >= 0 && distance < Int64(max(receiverWindow, 1)),
                 senderState: connection.state(of: direction.sender),
                 receiverState: connection.state(of: direction.receiver),
                 repeated: expected.sentRST)
-            connection.halves[d].sentRST = true
+            connection.halves[direction].sentRST = true
             if connection.endReason == nil { connection.endReason = .reset }
             sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
                                      offset: UInt64(max(0, Int64(expected.expectedOffset) + distance)), kind: .reset(reset)))
         }
-        connection.halves[d].lastWindow = info.window
+        connection.halves[direction].lastWindow = info.window
     }
 
     /// Delivers or buffers one segment's payload at stream offset `start`.
@@ -422,9 +422,8 @@ public struct Reassembler {
         _ connection: inout Connection, _ direction: Direction, start: Int64, payload: UnsafeRawBufferPointer,
         wireLength: Int, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
-        let d = direction.rawValue
         let id = connection.info.id
-        let next = Int64(connection.halves[d].nextOffset)
+        let next = Int64(connection.halves[direction].nextOffset)
         let end = start + Int64(wireLength)
         guard end > next else { return }
         if start <= next {
@@ -441,7 +440,7 @@ public struct Reassembler {
                 report(gap: UInt64(end - gapStart), at: UInt64(gapStart), reason: .notCaptured, &connection, direction,
                        time: time, packetNumber: packetNumber, into: &sink)
             }
-            connection.halves[d].nextOffset = UInt64(end)
+            connection.halves[direction].nextOffset = UInt64(end)
             drain(&connection, direction, time: time, packetNumber: packetNumber, into: &sink)
             return
         }
@@ -455,12 +454,11 @@ public struct Reassembler {
         _ connection: inout Connection, _ direction: Direction, start: UInt64, payload: UnsafeRawBufferPointer,
         wireLength: Int, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
-        let d = direction.rawValue
         let capturedEnd = start + UInt64(payload.count)
         let end = start + UInt64(wireLength)
         var uncovered: [(UInt64, UInt64)] = [(start, end)]
         var conflicts = 0
-        for chunk in connection.halves[d].chunks.overlapping(start, end) {
+        for chunk in connection.halves[direction].chunks.overlapping(start, end) {
             // Compare the bytes both copies captured.
             let lo = max(chunk.offset, start)
             let hi = min(chunk.offset + UInt64(chunk.bytes.count), capturedEnd)
@@ -486,8 +484,8 @@ public struct Reassembler {
             let capturedHi = min(b, capturedEnd)
             let bytes: [UInt8] = a < capturedHi
                 ? Array(UnsafeRawBufferPointer(rebasing: payload[Int(a - start)..<Int(capturedHi - start)])) : []
-            connection.halves[d].chunks.insert(Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count))
-            connection.halves[d].bufferedBytes += bytes.count
+            connection.halves[direction].chunks.insert(Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count))
+            connection.halves[direction].bufferedBytes += bytes.count
             totalBuffered += bytes.count
         }
     }
@@ -496,12 +494,11 @@ public struct Reassembler {
     private mutating func drain<S: StreamSink>(
         _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
-        let d = direction.rawValue
-        while let first = connection.halves[d].chunks.first, first.offset <= connection.halves[d].nextOffset {
-            let chunk = connection.halves[d].chunks.popFirst()!
-            connection.halves[d].bufferedBytes -= chunk.bytes.count
+        while let first = connection.halves[direction].chunks.first, first.offset <= connection.halves[direction].nextOffset {
+            let chunk = connection.halves[direction].chunks.popFirst()!
+            connection.halves[direction].bufferedBytes -= chunk.bytes.count
             totalBuffered -= chunk.bytes.count
-            let next = connection.halves[d].nextOffset
+            let next = connection.halves[direction].nextOffset
             guard chunk.end > next else { continue }
             let skip = Int(next - chunk.offset)
             if skip < chunk.bytes.count {
@@ -516,7 +513,7 @@ public struct Reassembler {
                 report(gap: chunk.end - gapStart, at: gapStart, reason: .notCaptured, &connection, direction,
                        time: time, packetNumber: packetNumber, into: &sink)
             }
-            connection.halves[d].nextOffset = chunk.end
+            connection.halves[direction].nextOffset = chunk.end
         }
     }
 
@@ -525,13 +522,12 @@ public struct Reassembler {
         _ connection: inout Connection, _ direction: Direction, reason: GapReason, time: Timestamp, packetNumber: Int,
         into sink: inout S
     ) {
-        let d = direction.rawValue
-        guard let first = connection.halves[d].chunks.first else { return }
-        let next = connection.halves[d].nextOffset
+        guard let first = connection.halves[direction].chunks.first else { return }
+        let next = connection.halves[direction].nextOffset
         if first.offset > next {
             report(gap: first.offset - next, at: next, reason: reason, &connection, direction,
                    time: time, packetNumber: packetNumber, into: &sink)
-            connection.halves[d].nextOffset = first.offset
+            connection.halves[direction].nextOffset = first.offset
         }
         drain(&connection, direction, time: time, packetNumber: packetNumber, into: &sink)
     }
@@ -539,9 +535,8 @@ public struct Reassembler {
     private mutating func enforceLimits<S: StreamSink>(
         _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
-        let d = direction.rawValue
-        while connection.halves[d].bufferedBytes > configuration.maximumBufferedBytesPerDirection
-                || (totalBuffered > configuration.maximumBufferedBytesTotal && connection.halves[d].bufferedBytes > 0) {
+        while connection.halves[direction].bufferedBytes > configuration.maximumBufferedBytesPerDirection
+                || (totalBuffered > configuration.maximumBufferedBytesTotal && connection.halves[direction].bufferedBytes > 0) {
             skipHole(&connection, direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, into: &sink)
         }
         // Still over the total (other connections hold it): skip their holes, largest first.
@@ -549,8 +544,8 @@ public struct Reassembler {
             var largest: (slot: Int, direction: Direction, bytes: Int)?
             for slot in index.values {
                 guard let c = connections[slot] else { continue }
-                for dir in Direction.allCases where c.halves[dir.rawValue].bufferedBytes > (largest?.bytes ?? 0) {
-                    largest = (slot, dir, c.halves[dir.rawValue].bufferedBytes)
+                for dir in Direction.allCases where c.halves[dir].bufferedBytes > (largest?.bytes ?? 0) {
+                    largest = (slot, dir, c.halves[dir].bufferedBytes)
                 }
             }
             guard let largest, var other = connections[largest.slot] else { break }

@@ -85,7 +85,7 @@ public enum AnalyzeReport {
         if c.fragments > 0 { notes.append("\(c.fragments) IP fragments skipped") }
         if c.malformed > 0 { notes.append("\(c.malformed) malformed") }
         if !notes.isEmpty { out += "  packets: " + notes.joined(separator: ", ") + "\n" }
-        for (packet, reason) in c.firstMalformed.prefix(5) { out += "  malformed packet \(packet): \(reason)\n" }
+        for m in c.firstMalformed.prefix(5) { out += "  malformed packet \(m.packet): \(m.reason)\n" }
         var line = "  \(connections) TCP connection\(connections == 1 ? "" : "s"), \(amqp) AMQP"
         for severity in [Diagnosis.Severity.error, .warning] {
             let n = tally[severity, default: 0]
@@ -125,38 +125,37 @@ public enum AnalyzeReport {
         }
         if r.isAMQP {
             let beats = Direction.allCases.map { d -> String in
-                let n = r.frameCounts[d.rawValue].heartbeat
-                let cadence = story.heartbeatCadence[d.rawValue].map { ", every \(Format.duration(nanoseconds: $0))" } ?? ""
+                let n = r.frameCounts[d].heartbeat
+                let cadence = story.heartbeatCadence[d].map { ", every \(Format.duration(nanoseconds: $0))" } ?? ""
                 return "\(d) \(n)\(cadence)"
             }
             out += "  heartbeats \(beats.joined(separator: "; "))\n"
             let frames = Direction.allCases.map { d -> String in
-                let f = r.frameCounts[d.rawValue]
+                let f = r.frameCounts[d]
                 return "\(d) \(f.method) method, \(f.header) header, \(f.body) body, \(f.messages) messages"
             }
             out += "  frames     \(frames.joined(separator: "; "))\n"
         }
         if r.isAMQP {
             let last = Direction.allCases.map { d -> String in
-                let i = d.rawValue
                 var parts: [String] = []
-                if let t = r.lastFrameTime[i] { parts.append("frame #\(r.lastFramePacket[i]) at \(Format.time(t).suffix(15))") }
-                if let t = r.lastPacketTime[i] { parts.append("packet at \(Format.time(t).suffix(15))") }
+                if let t = r.lastFrameTime[d] { parts.append("frame #\(r.lastFramePacket[d]) at \(Format.time(t).suffix(15))") }
+                if let t = r.lastPacketTime[d] { parts.append("packet at \(Format.time(t).suffix(15))") }
                 return "\(d) " + (parts.isEmpty ? "nothing" : parts.joined(separator: ", "))
             }
             out += "  last sent  \(last.joined(separator: "; "))\n"
-            for d in Direction.allCases where !story.silences[d.rawValue].isEmpty {
-                let list = story.silences[d.rawValue].prefix(3).map { g in
+            for d in Direction.allCases where !story.silences[d].isEmpty {
+                let list = story.silences[d].prefix(3).map { g in
                     "\(Format.duration(nanoseconds: g.length)) from #\(g.fromPacket)" + (g.toPacket > 0 ? " to #\(g.toPacket)" : " to the end")
                 }
-                let more = story.silences[d.rawValue].count > 3 ? " and \(story.silences[d.rawValue].count - 3) more" : ""
+                let more = story.silences[d].count > 3 ? " and \(story.silences[d].count - 3) more" : ""
                 out += "  silences   \(d): \(list.joined(separator: ", "))\(more)\n"
             }
         }
         out += "  ended      \(story.ending)\n"
         out += "  tcp        \(tcpStory(r))\n"
         for d in Direction.allCases {
-            let k = r.counters[d.rawValue]
+            let k = r.counters[d]
             var extras: [String] = []
             if k.retransmissions > 0 { extras.append("\(k.retransmissions) retransmitted") }
             if k.outOfOrder > 0 { extras.append("\(k.outOfOrder) out of order") }
@@ -295,7 +294,7 @@ public enum AnalyzeReport {
 
     static func tableRow(_ r: ConnectionRecord) -> [String] {
         ["\(r.info.id.rawValue)", r.info.client.description, r.info.server.description,
-         "\(r.counters[0].packets)", "\(r.counters[0].wireBytes)", "\(r.counters[1].packets)", "\(r.counters[1].wireBytes)",
+         "\(r.counters.clientToServer.packets)", "\(r.counters.clientToServer.wireBytes)", "\(r.counters.serverToClient.packets)", "\(r.counters.serverToClient.wireBytes)",
          Format.time(r.firstTime), Format.time(r.lastTime), protocolName(r.verdict)]
     }
 
@@ -398,24 +397,24 @@ public enum AnalyzeReport {
             ("negotiated", negotiated),
             ("client_properties", story.client.map { Describe.json($0.table) } ?? .null),
             ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),
-            ("frames", .object([("client_to_server", framesJSON(r.frameCounts[0])), ("server_to_client", framesJSON(r.frameCounts[1]))])),
+            ("frames", .object([("client_to_server", framesJSON(r.frameCounts.clientToServer)), ("server_to_client", framesJSON(r.frameCounts.serverToClient))])),
             ("opening", .string(r.info.opening.rawValue)),
             ("first_time", .string(Format.rfc3339(r.firstTime))),
             ("last_time", .string(Format.rfc3339(r.lastTime))),
             ("ended", .string(story.ending)),
-            ("tcp", .object([("client_to_server", directionJSON(r.counters[0])), ("server_to_client", directionJSON(r.counters[1]))])),
+            ("tcp", .object([("client_to_server", directionJSON(r.counters.clientToServer)), ("server_to_client", directionJSON(r.counters.serverToClient))])),
             ("heartbeat_cadence_seconds", .object(Direction.allCases.map { d in
-                (directionName(d), story.heartbeatCadence[d.rawValue].map { .double(Double($0) / 1e9) } ?? .null)
+                (directionName(d), story.heartbeatCadence[d].map { .double(Double($0) / 1e9) } ?? .null)
             })),
             ("last_sent", .object(Direction.allCases.map { d in
                 (directionName(d), .object([
-                    ("frame", r.lastFrameTime[d.rawValue].map { .string(Format.rfc3339($0)) } ?? .null),
-                    ("frame_packet", r.lastFrameTime[d.rawValue] == nil ? .null : .int(r.lastFramePacket[d.rawValue])),
-                    ("packet", r.lastPacketTime[d.rawValue].map { .string(Format.rfc3339($0)) } ?? .null),
+                    ("frame", r.lastFrameTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
+                    ("frame_packet", r.lastFrameTime[d] == nil ? .null : .int(r.lastFramePacket[d])),
+                    ("packet", r.lastPacketTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
                 ]))
             })),
             ("silences", .object(Direction.allCases.map { d in
-                (directionName(d), .array(story.silences[d.rawValue].map { g in
+                (directionName(d), .array(story.silences[d].map { g in
                     .object([("from", .string(Format.rfc3339(g.from))), ("to", .string(Format.rfc3339(g.to))),
                              ("seconds", .double(Double(g.length) / 1e9)), ("from_packet", .int(g.fromPacket)),
                              ("to_packet", g.toPacket > 0 ? .int(g.toPacket) : .null)])

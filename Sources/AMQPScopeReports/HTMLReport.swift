@@ -214,13 +214,13 @@ enum TimelineSVG {
         let from = options.from.map { max($0, r.firstTime) } ?? r.firstTime
         let to = options.to.map { min($0, r.endTime ?? r.lastTime) } ?? (r.endTime ?? r.lastTime)
         func inside(_ t: Timestamp) -> Bool { t >= from && t <= to }
-        var times: [Timestamp] = r.timeline.map(\.time) + r.heartbeatTimes.flatMap { $0 } + r.moments.map(\.time)
+        var times: [Timestamp] = r.timeline.map(\.time) + r.heartbeatTimes.clientToServer + r.heartbeatTimes.serverToClient + r.moments.map(\.time)
         times += r.timeline.compactMap { if case .run(let run) = $0 { return run.last } else { return nil } }
         times = times.filter(inside)
         let scale = TimeScale(start: from, end: to, events: times, x: left, width: width - left - right)
         let height = top + 2 * laneHeight + 34
         var out = "<svg class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"timeline of connection \(r.info.id.rawValue)\">"
-        func laneY(_ d: Direction) -> Double { top + Double(d.rawValue) * laneHeight }
+        func laneY(_ d: Direction) -> Double { top + (d == .clientToServer ? 0 : laneHeight) }
         let f = format1
         for d in Direction.allCases {
             let y = laneY(d)
@@ -228,12 +228,12 @@ enum TimelineSVG {
             out += "<rect class=\"lane-bg\" x=\"\(f(left))\" y=\"\(f(y + 4))\" width=\"\(f(width - left - right))\" height=\"\(f(laneHeight - 8))\"/>"
             out += "<text class=\"lane-label\" x=\"4\" y=\"\(f(y + laneHeight / 2 + 4))\">\(d == .clientToServer ? "client → server" : "server → client")</text>"
             // Silences.
-            for gap in story.silences[d.rawValue] where gap.to >= from && gap.from <= to {
+            for gap in story.silences[d] where gap.to >= from && gap.from <= to {
                 let x1 = scale.x(max(gap.from, from)), x2 = scale.x(min(gap.to, to))
                 out += "<rect class=\"idle\" x=\"\(f(x1))\" y=\"\(f(y + 4))\" width=\"\(f(max(x2 - x1, 1)))\" height=\"\(f(laneHeight - 8))\"><title>silent for \(Format.duration(nanoseconds: gap.length))</title></rect>"
             }
             // Heartbeat ticks.
-            for t in r.heartbeatTimes[d.rawValue] where inside(t) {
+            for t in r.heartbeatTimes[d] where inside(t) {
                 let x = scale.x(t)
                 out += "<line class=\"hb\" x1=\"\(f(x))\" y1=\"\(f(y + 8))\" x2=\"\(f(x))\" y2=\"\(f(y + laneHeight - 8))\"/>"
             }

@@ -82,23 +82,22 @@ struct Diagnoser {
         let interval = Int64(negotiated.heartbeat) * 1_000_000_000
         var out: [Diagnosis] = []
         for side in Side.allCases {
-            let d = side.sending.rawValue
             let peer = side.peer
-            let silentFrom = record.lastFrameTime[d] ?? record.firstTime
+            let silentFrom = record.lastFrameTime[sentBy: side] ?? record.firstTime
             // The trailing silence: from this side's last frame to the peer's close, or to the end of the capture.
             let close = closeEvent(by: peer, after: silentFrom)
             let ownClose = closeEvent(by: side, after: silentFrom)
             let silentTo = close?.time ?? record.endTime ?? record.lastTime
-            let peerBeats = record.heartbeatTimes[peer.sending.rawValue].filter { $0 > silentFrom && $0 <= silentTo }
-            let peerSpoke = (record.lastFrameTime[peer.sending.rawValue] ?? silentFrom) > silentFrom
+            let peerBeats = record.heartbeatTimes[sentBy: peer].filter { $0 > silentFrom && $0 <= silentTo }
+            let peerSpoke = (record.lastFrameTime[sentBy: peer] ?? silentFrom) > silentFrom
             if silentTo.since(silentFrom) >= 2 * interval && peerSpoke && (ownClose == nil || ownClose!.time >= silentTo) {
-                out.append(silence(side: side, from: silentFrom, fromPacket: record.lastFramePacket[d], to: silentTo,
+                out.append(silence(side: side, from: silentFrom, fromPacket: record.lastFramePacket[sentBy: side], to: silentTo,
                                    peerBeats: peerBeats, close: close, negotiated: negotiated, trailing: true))
                 continue
             }
             // A silence inside the connection that it survived: the longest one.
-            if let gap = record.idleGaps[d].filter({ $0.length >= 2 * interval }).max(by: { $0.length < $1.length }) {
-                let beats = record.heartbeatTimes[peer.sending.rawValue].filter { $0 > gap.from && $0 < gap.to }
+            if let gap = record.idleGaps[sentBy: side].filter({ $0.length >= 2 * interval }).max(by: { $0.length < $1.length }) {
+                let beats = record.heartbeatTimes[sentBy: peer].filter { $0 > gap.from && $0 < gap.to }
                 guard !beats.isEmpty else { continue }
                 out.append(silence(side: side, from: gap.from, fromPacket: gap.fromPacket, to: gap.to, peerBeats: beats, close: nil,
                                    negotiated: negotiated, trailing: false))
@@ -139,7 +138,7 @@ struct Diagnoser {
             details.append("RabbitMQ's log should have: \"missed heartbeats from client, timeout: \(negotiated.heartbeat)s\"")
         }
         if trailing {
-            let acks = record.packetsSinceLastFrame[side.sending.rawValue]
+            let acks = record.packetsSinceLastFrame[sentBy: side]
             if acks > 0 {
                 details.append("the \(side)'s TCP stack still sent \(acks) packet\(acks == 1 ? "" : "s") (ACKs) after its last frame: "
                                + "the host was up and the socket open, but the application did not service the connection")
@@ -321,8 +320,8 @@ struct Diagnoser {
         if record.info.opening == .midstream {
             reasons.append("the capture joined the connection after it opened (no handshake\(story.negotiated == nil ? ", no Tune: negotiated values unknown" : story.negotiated!.inferred ? ", heartbeat inferred from its cadence" : ""))")
         }
-        for d in Direction.allCases where record.counters[d.rawValue].gaps > 0 {
-            reasons.append("\(record.counters[d.rawValue].gapBytes) bytes \(d) never captured (\(record.counters[d.rawValue].gaps) gaps)")
+        for d in Direction.allCases where record.counters[d].gaps > 0 {
+            reasons.append("\(record.counters[d].gapBytes) bytes \(d) never captured (\(record.counters[d].gaps) gaps)")
         }
         for m in record.moments.prefix(200) {
             if case .gap(let length, let reason) = m.kind, evidence.count < 5 {

@@ -9,19 +9,25 @@ struct RecordBuilder: CodecSink {
     /// Runs of routine traffic not yet placed on the timeline (closed by the next key event).
     var openRuns: [Run] = []
     /// Per direction: has this direction's peer sent FIN / RST (so this direction's writes are late)?
-    var peerClosed: [(fin: Bool, rst: Bool)] = [(false, false), (false, false)]
-    var lateWriteSeen = [false, false]
+    var peerClosed = PerDirection(repeating: PeerClosed())
+    var lateWriteSeen = PerDirection(repeating: false)
     /// Entries made since the live queue last took them (only filled with `streamEntries`).
     var fresh: [TimelineEntry] = []
     /// Heartbeat from Tune-Ok, once seen (live warnings need it at once).
     var negotiatedHeartbeat: UInt16?
     /// Per direction, the last-frame time for which an overdue warning was given.
-    var overdueReported: [Timestamp?] = [nil, nil]
+    var overdueReported = PerDirection<Timestamp?>(repeating: nil)
     /// Silences shorter than this are not kept.
     static let idleGapMinimum: Int64 = 1_000_000_000
     static let idleGapsKept = 1000
     /// Heartbeat times kept per direction (the most recent ones; cadence needs no more).
     static let heartbeatsKept = 4096
+
+    /// Whether the peer of a direction's sender has sent FIN or RST.
+    struct PeerClosed {
+        var fin = false
+        var rst = false
+    }
 
     init(info: ConnectionInfo, time: Timestamp, configuration: EngineConfiguration) {
         record = ConnectionRecord(info: info, firstTime: time, lastTime: time)
@@ -29,10 +35,10 @@ struct RecordBuilder: CodecSink {
     }
 
     mutating func packet(_ packet: PacketInfo, _ event: StreamEvent) {
-        let d = event.direction.rawValue
+        let direction = event.direction
         record.lastTime = event.time
-        record.lastPacketTime[d] = event.time
-        var counters = record.counters[d]
+        record.lastPacketTime[direction] = event.time
+        var counters = record.counters[direction]
         counters.packets += 1
         counters.wireBytes += packet.wireLength
         counters.payloadBytes += packet.payloadLength
@@ -40,12 +46,12 @@ struct RecordBuilder: CodecSink {
         if packet.isOutOfOrder { counters.outOfOrder += 1 }
         if packet.isKeepalive { counters.keepalives += 1 }
         if packet.isZeroWindow { counters.zeroWindows += 1 }
-        record.counters[d] = counters
-        record.packetsSinceLastFrame[d] += 1
-        if configuration.recordPackets { record.packets.append((event.direction, event.time, event.packetNumber, packet)) }
-        if packet.payloadLength > 0 && !packet.isRetransmission && (peerClosed[d].fin || peerClosed[d].rst) && !lateWriteSeen[d] {
-            lateWriteSeen[d] = true
-            moment(.lateWrite(length: packet.payloadLength, afterPeerReset: peerClosed[d].rst), event)
+        record.counters[direction] = counters
+        record.packetsSinceLastFrame[direction] += 1
+        if configuration.recordPackets { record.packets.append(PacketRecord(direction: event.direction, time: event.time, packetNumber: event.packetNumber, info: packet)) }
+        if packet.payloadLength > 0 && !packet.isRetransmission && (peerClosed[direction].fin || peerClosed[direction].rst) && !lateWriteSeen[direction] {
+            lateWriteSeen[direction] = true
+            moment(.lateWrite(length: packet.payloadLength, afterPeerReset: peerClosed[direction].rst), event)
         }
         if packet.flags.contains(.syn) {
             let kind: TCPMoment.Kind = packet.flags.contains(.ack) ? .synAck : .syn
@@ -58,15 +64,15 @@ struct RecordBuilder: CodecSink {
     mutating func moment(_ kind: TCPMoment.Kind, _ event: StreamEvent) {
         switch kind {
         case .gap(let length, _):
-            record.counters[event.direction.rawValue].gaps += 1
-            record.counters[event.direction.rawValue].gapBytes += length
+            record.counters[event.direction].gaps += 1
+            record.counters[event.direction].gapBytes += length
         case .overlapConflict:
-            record.counters[event.direction.rawValue].overlapConflicts += 1
+            record.counters[event.direction].overlapConflicts += 1
         default: break
         }
         switch kind {
-        case .fin: peerClosed[event.direction.reversed.rawValue].fin = true
-        case .reset: peerClosed[event.direction.reversed.rawValue].rst = true
+        case .fin: peerClosed[event.direction.reversed].fin = true
+        case .reset: peerClosed[event.direction.reversed].rst = true
         default: break
         }
         // Gaps can be many on a lossy capture: keep the first hundred, count the rest.
@@ -111,30 +117,29 @@ struct RecordBuilder: CodecSink {
     }
 
     mutating func consume(_ event: CodecEvent) {
-        let direction = Direction(rawValue: event.direction.rawValue)!
-        let d = direction.rawValue
-        let time = Timestamp(nanoseconds: event.time)
+        let direction = event.direction
+        let time = event.time
         switch event.kind {
         case .protocolHeader(let header):
-            record.protocolHeaders.append((direction, header, time, event.packetNumber))
+            record.protocolHeaders.append(ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: event.packetNumber))
         case .frame(let frame):
-            if let previous = record.lastFrameTime[d], time.since(previous) >= Self.idleGapMinimum,
-               record.idleGaps[d].count < Self.idleGapsKept {
-                record.idleGaps[d].append(IdleGap(from: previous, to: time, fromPacket: record.lastFramePacket[d], toPacket: event.packetNumber))
+            if let previous = record.lastFrameTime[direction], time.since(previous) >= Self.idleGapMinimum,
+               record.idleGaps[direction].count < Self.idleGapsKept {
+                record.idleGaps[direction].append(IdleGap(from: previous, to: time, fromPacket: record.lastFramePacket[direction], toPacket: event.packetNumber))
             }
             if let last = record.lastAnyFrame, time.since(last.time) >= Self.idleGapMinimum, record.connectionIdleGaps.count < Self.idleGapsKept {
                 record.connectionIdleGaps.append(IdleGap(from: last.time, to: time, fromPacket: last.packet, toPacket: event.packetNumber))
             }
-            record.lastAnyFrame = (time, event.packetNumber)
-            record.lastFrameTime[d] = time
-            record.lastFramePacket[d] = event.packetNumber
-            record.packetsSinceLastFrame[d] = 0
+            record.lastAnyFrame = PacketMoment(time: time, packet: event.packetNumber)
+            record.lastFrameTime[direction] = time
+            record.lastFramePacket[direction] = event.packetNumber
+            record.packetsSinceLastFrame[direction] = 0
             // Made only when kept (a key frame, or every frame with recordFrames): most frames are routine.
             var frameRecord: FrameRecord { FrameRecord(packetNumber: event.packetNumber, time: time, direction: direction,
                                                        offset: event.offset, frame: frame) }
             switch frame.content {
             case .method(let method):
-                record.frameCounts[d].method += 1
+                record.frameCounts[direction].method += 1
                 if case .connectionTuneOk(let tune) = method { negotiatedHeartbeat = tune.heartbeat }
                 if Self.isKey(method) {
                     let key = frameRecord
@@ -143,24 +148,24 @@ struct RecordBuilder: CodecSink {
                 } else {
                     routine(method.classID, method.methodID, direction, time, event.packetNumber)
                 }
-            case .header: record.frameCounts[d].header += 1
+            case .header: record.frameCounts[direction].header += 1
             case .body(let length):
-                record.frameCounts[d].body += 1
-                record.frameCounts[d].bodyBytes += UInt64(length)
+                record.frameCounts[direction].body += 1
+                record.frameCounts[direction].bodyBytes += UInt64(length)
                 if let i = openRuns.lastIndex(where: { $0.direction == direction && !$0.isHeartbeat }) {
                     openRuns[i].bodyBytes += UInt64(length)
                 }
             case .heartbeat:
-                record.frameCounts[d].heartbeat += 1
-                if record.heartbeatTimes[d].count >= Self.heartbeatsKept { record.heartbeatTimes[d].removeFirst(Self.heartbeatsKept / 2) }
-                record.heartbeatTimes[d].append(time)
+                record.frameCounts[direction].heartbeat += 1
+                if record.heartbeatTimes[direction].count >= Self.heartbeatsKept { record.heartbeatTimes[direction].removeFirst(Self.heartbeatsKept / 2) }
+                record.heartbeatTimes[direction].append(time)
                 routine(0, 0, direction, time, event.packetNumber)
             }
             if configuration.recordFrames { record.frames.append(frameRecord) }
         case .message(let message):
-            record.frameCounts[d].messages += 1
+            record.frameCounts[direction].messages += 1
             if configuration.recordFrames || configuration.codec.keepBodies {
-                record.messages.append((direction, time, event.packetNumber, message))
+                record.messages.append(MessageRecord(direction: direction, time: time, packetNumber: event.packetNumber, message: message))
             }
         case .malformed(let reason, _):
             addProblem(.malformed, reason, direction, time, event)
@@ -168,7 +173,7 @@ struct RecordBuilder: CodecSink {
             addProblem(.violation, reason, direction, time, event)
         case .synchronized(let skipped):
             if record.synchronizations.count < configuration.maximumProblemsKept {
-                record.synchronizations.append((direction, skipped, event.packetNumber))
+                record.synchronizations.append(Synchronization(direction: direction, skipped: skipped, packetNumber: event.packetNumber))
             }
         case .verdict(let verdict):
             record.verdict = verdict

@@ -11,12 +11,15 @@ public struct Negotiated: Hashable, Sendable {
     public var channelMax: Int?
     /// Estimated from the observed heartbeat cadence (no Tune/Tune-Ok in the capture).
     public var inferred: Bool
-    public var serverProposed: (heartbeat: Int, frameMax: Int, channelMax: Int)?
+    /// What the server proposed in Connection.Tune, when the capture has it.
+    public var serverProposed: Proposal?
 
-    public static func == (a: Negotiated, b: Negotiated) -> Bool {
-        a.heartbeat == b.heartbeat && a.frameMax == b.frameMax && a.channelMax == b.channelMax && a.inferred == b.inferred
+    /// Connection.Tune's values.
+    public struct Proposal: Hashable, Sendable {
+        public var heartbeat: Int
+        public var frameMax: Int
+        public var channelMax: Int
     }
-    public func hash(into hasher: inout Hasher) { hasher.combine(heartbeat) }
 }
 
 /// What a peer says about itself in Connection.Start / Start-Ok.
@@ -74,13 +77,13 @@ public struct Story: Sendable {
     public var client: PeerProperties?
     public var server: PeerProperties?
     /// Median interval between heartbeat frames per direction (nanoseconds), when at least two were seen.
-    public var heartbeatCadence: [Int64?]
+    public var heartbeatCadence: PerDirection<Int64?>
     public var diagnoses: [Diagnosis]
     /// One sentence: how the connection ended.
     public var ending: String
     /// Per direction, silences between frames at least as long as the heartbeat interval (or the idle threshold
     /// when heartbeats are off or unknown), the trailing one (to the connection's end) included.
-    public var silences: [[IdleGap]]
+    public var silences: PerDirection<[IdleGap]>
 
     public var worstSeverity: Diagnosis.Severity? { diagnoses.map(\.severity).max() }
 
@@ -128,8 +131,10 @@ extension Story {
         if let tuneOk {
             negotiated = Negotiated(
                 heartbeat: Int(tuneOk.heartbeat), frameMax: Int(tuneOk.frameMax), channelMax: Int(tuneOk.channelMax), inferred: false,
-                serverProposed: tune.map { (Int($0.heartbeat), Int($0.frameMax), Int($0.channelMax)) })
-        } else if let cadence = heartbeatCadence.compactMap({ $0 }).min() {
+                serverProposed: tune.map {
+                    Negotiated.Proposal(heartbeat: Int($0.heartbeat), frameMax: Int($0.frameMax), channelMax: Int($0.channelMax))
+                })
+        } else if let cadence = [heartbeatCadence.clientToServer, heartbeatCadence.serverToClient].compactMap({ $0 }).min() {
             // RabbitMQ and the common clients send heartbeats at half the negotiated interval.
             let seconds = max(1, Int((Double(cadence) * 2 / 1e9).rounded()))
             negotiated = Negotiated(heartbeat: seconds, frameMax: nil, channelMax: nil, inferred: true, serverProposed: nil)
@@ -138,11 +143,11 @@ extension Story {
         }
         ending = ""
         diagnoses = []
-        silences = [[], []]
+        silences = PerDirection(repeating: [])
         ending = describeEnding()
         let threshold = negotiated.map { $0.heartbeat > 0 ? Int64($0.heartbeat) * 1_000_000_000 : options.idleThreshold } ?? options.idleThreshold
         let end = record.endTime ?? record.lastTime
-        for d in 0..<2 {
+        for d in Direction.allCases {
             var gaps = record.idleGaps[d].filter { $0.length >= threshold }
             if let last = record.lastFrameTime[d], end.since(last) >= threshold {
                 gaps.append(IdleGap(from: last, to: end, fromPacket: record.lastFramePacket[d], toPacket: 0))

@@ -1,5 +1,6 @@
 // A test-only AMQP encoder (the codec itself only decodes), and a sink that collects codec events.
 @testable import AMQPScopeCodec
+import AMQPScopePackets
 
 enum Encode {
     static func u16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
@@ -120,11 +121,11 @@ func decodeStream(client: [UInt8], server: [UInt8] = [], chunk: Int = .max, from
                   configuration: CodecConfiguration = CodecConfiguration()) -> CodecCollect {
     var decoder = ConnectionDecoder(fromStart: fromStart, onAMQPPort: onAMQPPort, configuration: configuration)
     var sink = CodecCollect()
-    for (bytes, direction) in [(client, CodecDirection.clientToServer), (server, .serverToClient)] {
+    for (bytes, direction) in [(client, Direction.clientToServer), (server, .serverToClient)] {
         var at = 0
         while at < bytes.count {
             let n = min(chunk, bytes.count - at)
-            bytes[at..<at + n].withUnsafeBytes { decoder.data($0, direction: direction, time: 0, packetNumber: 1, into: &sink) }
+            bytes[at..<at + n].withUnsafeBytes { decoder.data($0, direction: direction, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink) }
             at += n
         }
     }

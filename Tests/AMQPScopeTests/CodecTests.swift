@@ -265,7 +265,7 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         for record in r.records {
             #expect(record.verdict == .amqpBySync)
             #expect(record.problemCount == 0, "\(record.problems)")
-            #expect(record.frameCounts[0].total + record.frameCounts[1].total > 0)
+            #expect(record.frameCounts.clientToServer.total + record.frameCounts.serverToClient.total > 0)
         }
     }
 
@@ -277,7 +277,7 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         var configuration = EngineConfiguration()
         configuration.reassembly.serverPorts.insert(5552)
         let forced = Analysis.analyzeFile(Paths.externalCaptures.appendingPathComponent("rabbitmq-stream-protocol-5552.pcap").path, configuration: configuration)
-        #expect(forced.records.allSatisfy { !$0.isAMQP && $0.frameCounts[0].total == 0 && $0.frameCounts[1].total == 0 })
+        #expect(forced.records.allSatisfy { !$0.isAMQP && $0.frameCounts.clientToServer.total == 0 && $0.frameCounts.serverToClient.total == 0 })
     }
 }
 

@@ -7,8 +7,8 @@ import Testing
 struct Collect: StreamSink {
     var events: [String] = []
     var packets: [PacketInfo] = []
-    var streams: [[UInt8]] = [[], []]
-    var gaps: [(direction: Int, offset: UInt64, length: UInt64)] = []
+    var streams = PerDirection<[UInt8]>(repeating: [])
+    var gaps: [(direction: Direction, offset: UInt64, length: UInt64)] = []
 
     mutating func consume(_ e: StreamEvent) {
         let dir = e.direction == .clientToServer ? "c" : "s"
@@ -17,10 +17,10 @@ struct Collect: StreamSink {
         case .packet(let p): packets.append(p)
         case .data(let bytes):
             events.append("data \(dir) @\(e.offset) \(String(decoding: bytes, as: UTF8.self))")
-            streams[e.direction.rawValue] += Array(bytes)
+            streams[e.direction] += Array(bytes)
         case .gap(let length, let reason):
             events.append("gap \(dir) @\(e.offset) \(length) \(reason == .lost ? "lost" : reason == .notCaptured ? "snap" : "limit")")
-            gaps.append((e.direction.rawValue, e.offset, length))
+            gaps.append((e.direction, e.offset, length))
         case .fin: events.append("fin \(dir) @\(e.offset)")
         case .reset(let r): events.append("rst \(dir) exact=\(r.exact) receiver=\(r.receiverState.rawValue)")
         case .overlapConflict: events.append("conflict \(dir)")
@@ -173,7 +173,7 @@ func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = Reas
             Seg.c(isn &+ 1 &+ UInt32(start), String(decoding: stream[start..<start + n], as: UTF8.self))
         }
         let sink = reassemble(segments)
-        #expect(sink.streams[0] == stream)
+        #expect(sink.streams.clientToServer == stream)
         #expect(sink.gaps.isEmpty)
     }
 
@@ -212,7 +212,7 @@ func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = Reas
                 expectedBytes += stream[p.start..<p.start + p.count]
             }
         }
-        #expect(sink.streams[0] == expectedBytes)
+        #expect(sink.streams.clientToServer == expectedBytes)
         #expect(sink.gaps.map { "\($0.offset)+\($0.length)" } == expectedGaps.map { "\($0.0)+\($0.1)" })
     }
 

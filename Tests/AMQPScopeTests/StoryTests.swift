@@ -82,7 +82,7 @@ private func parseTime(_ text: String) -> Timestamp? {
         #expect(s.allSatisfy { $0.diagnoses.allSatisfy { $0.severity == .info } }, "\(s.flatMap(\.diagnoses).map(\.summary))")
         let t = try truth("healthy-heartbeats")
         #expect(s[0].negotiated?.heartbeat == path(t, "expect", "tune", "0", "negotiated", "heartbeat") as? Int)
-        #expect(s[0].record.frameCounts.allSatisfy { $0.heartbeat > 0 }, "heartbeats flow both ways")
+        #expect(Direction.allCases.allSatisfy { s[0].record.frameCounts[$0].heartbeat > 0 }, "heartbeats flow both ways")
     }
 
     @Test func channelErrorsWithTheirTexts() throws {

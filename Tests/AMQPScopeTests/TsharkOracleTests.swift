@@ -45,7 +45,7 @@ struct TsharkOracleTests {
             let aToB = (frames: Int(t[6])!, bytes: Double(t[7])!, unit: t[8])
             let clientToServer = aIsClient ? aToB : bToA
             let serverToClient = aIsClient ? bToA : aToB
-            for (theirs, mine) in [(clientToServer, r.counters[0]), (serverToClient, r.counters[1])] {
+            for (theirs, mine) in [(clientToServer, r.counters.clientToServer), (serverToClient, r.counters.serverToClient)] {
                 #expect(mine.packets == theirs.frames, "\(path) \(a)<->\(b) packets")
                 // tshark prints "N bytes" exactly, or rounds to kB/MB (SI units) past 10 000.
                 let scale: Double = theirs.unit == "bytes" ? 1 : theirs.unit == "kB" ? 1000 : 1_000_000
@@ -70,13 +70,13 @@ struct TsharkOracleTests {
             totals[key, default: (0, 0)].packets += 1
             totals[key, default: (0, 0)].bytes += Int(f[3])!
         }
-        let ourTotal = ours.records.reduce(0) { $0 + $1.counters[0].wireBytes + $1.counters[1].wireBytes }
+        let ourTotal = ours.records.reduce(0) { $0 + $1.counters.clientToServer.wireBytes + $1.counters.serverToClient.wireBytes }
         #expect(ourTotal == totals.values.reduce(0) { $0 + $1.bytes })
         for r in ours.records {
             let matches = totals.filter { $0.key.hasSuffix(" \(r.info.client.port)>\(r.info.server.port)") }
             #expect(matches.count == 1, "\(path): connection \(r.info.client) -> \(r.info.server)")
             if let theirs = matches.first?.value {
-                #expect(r.counters[0].packets == theirs.packets && r.counters[0].wireBytes == theirs.bytes)
+                #expect(r.counters.clientToServer.packets == theirs.packets && r.counters.clientToServer.wireBytes == theirs.bytes)
             }
         }
     }
@@ -106,8 +106,8 @@ struct TsharkOracleTests {
             let (r, node0IsClient) = try #require(record(ours.records, String(node0), String(node1)), "\(path): stream \(node0)")
             let clientBytes = node0IsClient ? bytes0 : bytes1
             let serverBytes = node0IsClient ? bytes1 : bytes0
-            #expect(r.counters[0].streamBytes == UInt64(clientBytes), "\(path) \(node0): client->server stream bytes")
-            #expect(r.counters[1].streamBytes == UInt64(serverBytes), "\(path) \(node0): server->client stream bytes")
+            #expect(r.counters.clientToServer.streamBytes == UInt64(clientBytes), "\(path) \(node0): client->server stream bytes")
+            #expect(r.counters.serverToClient.streamBytes == UInt64(serverBytes), "\(path) \(node0): server->client stream bytes")
             blocksCompared += 1
         }
         #expect(blocksCompared == streams.count, "\(path): compared \(blocksCompared) of \(streams.count) streams")
@@ -156,7 +156,7 @@ struct TsharkOracleTests {
         #expect(onlyMine.isEmpty, "\(name): amqpscope decodes frames tshark does not: \(onlyMine.prefix(10))")
         #expect(theirs.count == mine.count || !known.isEmpty, "\(name): \(theirs.count) frames in tshark, \(mine.count) in amqpscope")
         for d in Direction.allCases {
-            let ourBeats = ours.records.reduce(0) { $0 + $1.frameCounts[d.rawValue].heartbeat }
+            let ourBeats = ours.records.reduce(0) { $0 + $1.frameCounts[d].heartbeat }
             let theirBeats = theirs.filter { line in
                 let p = line.split(separator: " ")
                 guard p[2] == "t8", let port = UInt16(p[1]) else { return false }
