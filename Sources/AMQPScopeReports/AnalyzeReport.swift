@@ -493,13 +493,13 @@ public enum AnalyzeReport {
 
     public static func diagnosisJSON(_ d: Diagnosis) -> JSON {
         .object([
-            ("code", .string(d.code)),
+            ("code", .string(d.code.rawValue)),
             ("severity", .string(d.severity.rawValue)),
             ("summary", .string(d.summary)),
             ("side", .optional(d.side?.rawValue)),
-            ("errno", .optional(d.errno)),
-            ("errno_name", .optional(d.errnoName)),
-            ("rule", .optional(d.rule)),
+            ("errno", .optional(d.errno?.errno)),
+            ("errno_name", .optional(d.errno?.name)),
+            ("rule", .optional(d.errno?.rule)),
             ("evidence", .array(d.evidence.map { e in
                 .object([("packet", e.packetNumber > 0 ? .int(e.packetNumber) : .null), ("time", .string(Format.rfc3339(e.time))),
                          ("what", .string(e.what))])

@@ -275,7 +275,7 @@ enum TimelineSVG {
         }
         // Where a side went silent, the deadline its heartbeat set.
         if let n = story.negotiated, n.heartbeat > 0 {
-            for d in story.diagnoses where d.code == "missed-heartbeats" {
+            for d in story.diagnoses where d.code == .missedHeartbeats {
                 guard let side = d.side, let last = d.evidence.first?.time else { continue }
                 let y = laneY(side.sending)
                 for (k, label) in [(1, "1 interval"), (2, "2 intervals")] {

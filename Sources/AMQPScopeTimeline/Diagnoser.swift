@@ -9,8 +9,6 @@ struct Diagnoser {
     var record: ConnectionRecord { story.record }
 
     /// Codes in the order a reader wants them within one severity: causes before their consequences.
-    static let order = ["missed-heartbeats", "write-after-close", "reset", "connection-error", "abrupt-close", "channel-error",
-                        "blocked", "heartbeats-disabled", "protocol-violation", "capture-incomplete"]
 
     func run() -> [Diagnosis] {
         var out: [Diagnosis] = []
@@ -28,16 +26,15 @@ struct Diagnoser {
         out += captureIncomplete()
         return out.sorted { a, b in
             if a.severity != b.severity { return a.severity > b.severity }
-            return (Self.order.firstIndex(of: a.code) ?? 99, a.evidence.first?.packetNumber ?? 0)
-                < (Self.order.firstIndex(of: b.code) ?? 99, b.evidence.first?.packetNumber ?? 0)
+            return (a.code.rank, a.evidence.first?.packetNumber ?? 0) < (b.code.rank, b.evidence.first?.packetNumber ?? 0)
         }
     }
 
     /// A diagnosis with the advice table's lines for its code (none for a reset that harmed nobody).
-    func make(_ code: String, _ severity: Diagnosis.Severity, _ summary: String, side: Side?, errno: (Int, String, String)? = nil,
+    func make(_ code: DiagnosisCode, _ severity: Diagnosis.Severity, _ summary: String, side: Side?, errno: ErrnoPrediction? = nil,
               evidence: [Evidence], details: [String] = []) -> Diagnosis {
-        let harmless = code == "reset" && severity == .info
-        return Diagnosis(code: code, severity: severity, summary: summary, side: side, errno: errno?.0, errnoName: errno?.1, rule: errno?.2,
+        let harmless = code == .reset && severity == .info
+        return Diagnosis(code: code, severity: severity, summary: summary, side: side, errno: errno,
                          evidence: evidence, details: details,
                          advice: harmless ? [] : AdviceTable.advice(for: code, clientProduct: story.client?.product))
     }
@@ -113,7 +110,7 @@ struct Diagnoser {
         var summary = "\(story.describe(side)) sent nothing for \(Self.seconds(length)) though a \(negotiated.heartbeat) s heartbeat was "
             + "\(negotiated.inferred ? "in use (inferred from the cadence)" : "negotiated"), while the \(peer) kept sending"
             + (peerBeats.isEmpty ? "" : " (\(peerBeats.count) heartbeat\(peerBeats.count == 1 ? "" : "s"))")
-        var errno: (Int, String, String)?
+        var errno: ErrnoPrediction?
         if let close {
             summary += "; then the \(peer) \(close.what) at \(clock(close.time))"
             // When that close was an RST landing on the silent side, say what its application sees next.
@@ -146,7 +143,7 @@ struct Diagnoser {
                 details.append("the \(side) sent no TCP packet at all after its last frame: the host, or the network to it, may have been down")
             }
         }
-        return make("missed-heartbeats", close != nil ? .error : .warning, summary, side: side, errno: errno,
+        return make(.missedHeartbeats, close != nil ? .error : .warning, summary, side: side, errno: errno,
                     evidence: evidence, details: details)
     }
 
@@ -164,7 +161,7 @@ struct Diagnoser {
             let evidence = [Evidence(packetNumber: m.packetNumber, time: m.time, what: "RST from the \(sender)")]
             let afterCleanClose = cleanlyClosedAt.map { $0 <= m.time } ?? false
             if let errno, !afterCleanClose {
-                out.append(make("reset", .error,
+                out.append(make(.reset, .error,
                     "the \(sender) reset the connection at \(clock(m.time)) while the \(receiver) was \(info.receiverState.rawValue): "
                     + "the \(receiver)'s next socket call gets \(errno.name) (\(errno.errno)).",
                     side: receiver, errno: errno, evidence: evidence, details: ["rule: " + errno.rule]))
@@ -174,7 +171,7 @@ struct Diagnoser {
                 if sender == .server, story.server?.product?.lowercased().contains("rabbitmq") == true {
                     summary += " RabbitMQ closes connections this way by default (linger 0)."
                 }
-                out.append(make("reset", .info, summary, side: receiver, evidence: evidence))
+                out.append(make(.reset, .info, summary, side: receiver, evidence: evidence))
             }
         }
         return out
@@ -211,15 +208,15 @@ struct Diagnoser {
             }
             var summary = "the \(writer) wrote \(length) bytes at \(clock(m.time)) after the \(peer) had "
                 + (afterReset ? "reset the connection" : "closed it (FIN at \(peerClose.map { clock($0.time) } ?? "?"))")
-            var errno: (Int, String, String)?
+            var errno: ErrnoPrediction?
             if let answer, case .reset(let info) = answer.kind {
                 errno = ResetErrno.predict(info.receiverState)
                 evidence.append(Evidence(packetNumber: answer.packetNumber, time: answer.time, what: "RST from the \(peer)"))
                 summary += "; the \(peer) answered with an RST at \(clock(answer.time))"
-                if let errno { summary += ": the \(writer)'s next socket call gets \(errno.1) (\(errno.0))" }
+                if let errno { summary += ": the \(writer)'s next socket call gets \(errno.name) (\(errno.errno))" }
             }
-            out.append(make("write-after-close", .error, summary + ".", side: writer, errno: errno, evidence: evidence,
-                            details: errno.map { ["rule: " + $0.2] } ?? []))
+            out.append(make(.writeAfterClose, .error, summary + ".", side: writer, errno: errno, evidence: evidence,
+                            details: errno.map { ["rule: " + $0.rule] } ?? []))
         }
         return out
     }
@@ -239,7 +236,7 @@ struct Diagnoser {
         }) else { return [] }
         let how: String
         if case .reset = first.kind { how = "reset it (RST)" } else { how = "closed it (FIN)" }
-        return [make("abrupt-close", .warning,
+        return [make(.abruptClose, .warning,
                      "the TCP connection ended without Connection.Close: the \(first.direction.sender) \(how) at \(clock(first.time)).",
                      side: first.direction.sender, evidence: [Evidence(packetNumber: first.packetNumber, time: first.time, what: "first TCP close")])]
     }
@@ -247,7 +244,7 @@ struct Diagnoser {
     func connectionErrors() -> [Diagnosis] {
         record.keyFrames.compactMap { f in
             guard case .method(.connectionClose(let c)) = f.frame.content, c.replyCode >= 300 else { return nil }
-            return make("connection-error", .error,
+            return make(.connectionError, .error,
                         "the \(f.direction.sender) closed the connection: \(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
                         side: f.direction.sender, evidence: [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Connection.Close")])
         }
@@ -256,7 +253,7 @@ struct Diagnoser {
     func channelErrors() -> [Diagnosis] {
         record.keyFrames.compactMap { f in
             guard case .method(.channelClose(let c)) = f.frame.content, c.replyCode >= 300 else { return nil }
-            return make("channel-error", .warning,
+            return make(.channelError, .warning,
                         "the \(f.direction.sender) closed channel \(f.frame.channel): \(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
                         side: f.direction.sender, evidence: [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Channel.Close")])
         }
@@ -273,7 +270,7 @@ struct Diagnoser {
             guard let (f, reason) = open else { return }
             var evidence = [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Connection.Blocked")]
             if let packet { evidence.append(Evidence(packetNumber: packet, time: until, what: "Connection.Unblocked")) }
-            out.append(make("blocked", .warning,
+            out.append(make(.blocked, .warning,
                             "the \(f.direction.sender) blocked the \(f.direction.receiver)'s publishing at \(clock(f.time)) (\"\(reason)\") for "
                             + "\(Self.seconds(until.since(f.time)))\(unblocked ? "" : ", and it was still blocked when the record ends").",
                             side: f.direction.receiver, evidence: evidence))
@@ -297,7 +294,7 @@ struct Diagnoser {
         }
         let longest = candidates.filter { $0.length >= options.idleThreshold }.max { $0.length < $1.length }
         guard let longest else { return [] }
-        return [make("heartbeats-disabled", .warning,
+        return [make(.heartbeatsDisabled, .warning,
                      "heartbeats are off (heartbeat 0 negotiated) and the connection was idle for \(Self.seconds(longest.length)) "
                      + "from \(clock(longest.from)): nothing would notice a dead peer or a dropped connection.",
                      side: nil, evidence: [Evidence(packetNumber: longest.fromPacket, time: longest.from, what: "last frame before the silence"),
@@ -307,7 +304,7 @@ struct Diagnoser {
     func protocolViolations() -> [Diagnosis] {
         guard let first = record.problems.first else { return [] }
         let malformed = record.problems.contains { $0.kind == .malformed }
-        return [make("protocol-violation", malformed ? .error : .warning,
+        return [make(.protocolViolation, malformed ? .error : .warning,
                      "\(record.problemCount) protocol problem\(record.problemCount == 1 ? "" : "s"); the first, from the \(first.direction.sender) "
                      + "at \(clock(first.time)): \(first.reason).",
                      side: first.direction.sender,
@@ -329,7 +326,12 @@ struct Diagnoser {
             }
         }
         guard !reasons.isEmpty else { return [] }
-        return [make("capture-incomplete", .info, "part of the story is not in the capture: " + reasons.joined(separator: "; ") + ".",
+        return [make(.captureIncomplete, .info, "part of the story is not in the capture: " + reasons.joined(separator: "; ") + ".",
                      side: nil, evidence: evidence)]
     }
+}
+
+extension DiagnosisCode {
+    /// Where diagnoses of this code come in a story: the order of the cases.
+    var rank: Int { Self.allCases.firstIndex(of: self) ?? 0 }
 }

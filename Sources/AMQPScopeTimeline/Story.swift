@@ -43,22 +43,58 @@ public struct Evidence: Hashable, Sendable {
     public var what: String
 }
 
+/// A diagnosis's stable code. The raw value is the string reports and JSON print; the order of the cases is the
+/// order in which a story lists its diagnoses (the cause before its consequences).
+public enum DiagnosisCode: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// A side went silent past the negotiated heartbeat.
+    case missedHeartbeats = "missed-heartbeats"
+    /// A side wrote after its peer had closed or reset the connection.
+    case writeAfterClose = "write-after-close"
+    /// An RST, with the error the receiving socket then returns.
+    case reset
+    /// Connection.Close with an error reply code.
+    case connectionError = "connection-error"
+    /// TCP closed with no AMQP close handshake.
+    case abruptClose = "abrupt-close"
+    /// Channel.Close with an error reply code.
+    case channelError = "channel-error"
+    /// Connection.Blocked from the server.
+    case blocked
+    /// Heartbeats negotiated off, with long silences.
+    case heartbeatsDisabled = "heartbeats-disabled"
+    /// Bytes or frames that break the protocol.
+    case protocolViolation = "protocol-violation"
+    /// The capture misses part of the connection.
+    case captureIncomplete = "capture-incomplete"
+
+    /// The code as reports print it.
+    public var description: String { rawValue }
+}
+
+/// The error a socket's next call returns after an RST lands on it, and the rule that predicts it.
+public struct ErrnoPrediction: Hashable, Sendable {
+    /// The errno value (Linux).
+    public var errno: Int
+    /// Its symbolic name, such as "ECONNRESET".
+    public var name: String
+    /// The rule the prediction follows, in words.
+    public var rule: String
+}
+
 public struct Diagnosis: Hashable, Sendable {
     public enum Severity: String, Hashable, Sendable, Comparable, CaseIterable {
         case info, warning, error
         var rank: Int { self == .info ? 0 : self == .warning ? 1 : 2 }
         public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
     }
-    public var code: String
+    public var code: DiagnosisCode
     public var severity: Severity
     public var summary: String
     /// missed-heartbeats: the silent side; reset and write-after-close: the side whose socket gets the error;
     /// otherwise the side that acted.
     public var side: Side?
-    public var errno: Int?
-    public var errnoName: String?
-    /// The rule the errno was predicted by.
-    public var rule: String?
+    /// The error the side's socket gets (reset, write-after-close, and missed-heartbeats ended by an RST).
+    public var errno: ErrnoPrediction?
     public var evidence: [Evidence]
     /// Further facts in plain words (e.g. the broker log line that would match).
     public var details: [String]
@@ -98,12 +134,16 @@ public struct Story: Sendable {
 
 /// The error a socket's next call returns after an RST lands, by the TCP state it was in (Linux tcp_reset()).
 public enum ResetErrno {
-    public static func predict(_ state: TCPState) -> (errno: Int, name: String, rule: String)? {
+    public static func predict(_ state: TCPState) -> ErrnoPrediction? {
         switch state {
-        case .synSent: return (111, "ECONNREFUSED", "Linux tcp_reset(): an RST in SYN_SENT gives ECONNREFUSED")
-        case .closeWait: return (32, "EPIPE", "Linux tcp_reset(): an RST in CLOSE_WAIT (after the peer's FIN) gives EPIPE")
+        case .synSent:
+            return ErrnoPrediction(errno: 111, name: "ECONNREFUSED", rule: "Linux tcp_reset(): an RST in SYN_SENT gives ECONNREFUSED")
+        case .closeWait:
+            return ErrnoPrediction(
+                errno: 32, name: "EPIPE", rule: "Linux tcp_reset(): an RST in CLOSE_WAIT (after the peer's FIN) gives EPIPE")
         case .established, .synReceived:
-            return (104, "ECONNRESET", "Linux tcp_reset(): an RST in \(state.rawValue) gives ECONNRESET")
+            return ErrnoPrediction(
+                errno: 104, name: "ECONNRESET", rule: "Linux tcp_reset(): an RST in \(state.rawValue) gives ECONNRESET")
         case .finWait, .lastAck, .timeWait, .closed:
             return nil // the application already closed (or the socket is gone): no call of its sees an error
         }

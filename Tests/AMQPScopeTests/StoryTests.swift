@@ -64,14 +64,14 @@ private func parseTime(_ text: String) -> Timestamp? {
         #expect(firstLines.contains(quoted))
         // The reset we report is the one the broker logged (within a millisecond of its log time).
         let s = try #require(stories("missed-heartbeats-104").first)
-        let reset = try #require(s.diagnoses.first { $0.code == "reset" })
+        let reset = try #require(s.diagnoses.first { $0.code.rawValue == "reset" })
         let droppedText = try #require(path(expect, "connection_dropped_by", "at") as? String)
         let dropped = try #require(parseTime(droppedText))
         #expect(abs(reset.evidence[0].time.since(dropped)) < 1_000_000)
-        #expect(reset.side == .client && reset.errno == errno && reset.severity == .error)
-        let silent = try #require(s.diagnoses.first { $0.code == "missed-heartbeats" })
+        #expect(reset.side == .client && reset.errno?.errno == errno && reset.severity == .error)
+        let silent = try #require(s.diagnoses.first { $0.code.rawValue == "missed-heartbeats" })
         #expect(silent.side == .client && silent.severity == .error)
-        #expect(s.diagnoses.first?.code == "missed-heartbeats", "the cause comes first")
+        #expect(s.diagnoses.first?.code.rawValue == "missed-heartbeats", "the cause comes first")
         let rabbit = try #require(path(t, "versions", "rabbitmq") as? String)
         #expect(s.server?.name == "RabbitMQ \(rabbit)")
     }
@@ -88,7 +88,7 @@ private func parseTime(_ text: String) -> Timestamp? {
     @Test func channelErrorsWithTheirTexts() throws {
         let t = try truth("channel-error-404")
         let expected = try #require(path(t, "expect", "channel_errors") as? [[String: Any]])
-        let diagnoses = stories("channel-error-404").flatMap(\.diagnoses).filter { $0.code == "channel-error" }
+        let diagnoses = stories("channel-error-404").flatMap(\.diagnoses).filter { $0.code.rawValue == "channel-error" }
         #expect(diagnoses.count == expected.count)
         for (d, e) in zip(diagnoses, expected) {
             #expect(d.summary.contains("closed channel \(e["channel"]!)"))
@@ -101,7 +101,7 @@ private func parseTime(_ text: String) -> Timestamp? {
         let t = try truth("connection-forced-320")
         let code = try #require(path(t, "expect", "connection_close_from_broker", "reply_code") as? Int)
         let text = try #require(path(t, "expect", "connection_close_from_broker", "reply_text") as? String)
-        let d = try #require(stories("connection-forced-320").first?.diagnoses.first { $0.code == "connection-error" })
+        let d = try #require(stories("connection-forced-320").first?.diagnoses.first { $0.code.rawValue == "connection-error" })
         #expect(d.summary.contains("\(code) \"\(text)\""))
         #expect(d.side == .server && d.severity == .error)
     }
@@ -109,7 +109,7 @@ private func parseTime(_ text: String) -> Timestamp? {
     @Test func blockedWithReason() throws {
         let t = try truth("blocked")
         let reason = try #require(path(t, "expect", "blocked", "reason") as? String)
-        let d = try #require(stories("blocked").first?.diagnoses.first { $0.code == "blocked" })
+        let d = try #require(stories("blocked").first?.diagnoses.first { $0.code.rawValue == "blocked" })
         #expect(d.summary.contains("(\"\(reason)\")"))
         #expect(d.evidence.count == 2, "blocked and unblocked")
     }
@@ -172,7 +172,7 @@ private func parseTime(_ text: String) -> Timestamp? {
 }
 
 @Suite("Synthetic diagnoses") struct SyntheticDiagnosisTests {
-    func codes(_ s: Story) -> [String] { s.diagnoses.map { "\($0.severity.rawValue) \($0.code) \($0.side?.rawValue ?? "-") \($0.errno.map(String.init) ?? "-")" } }
+    func codes(_ s: Story) -> [String] { s.diagnoses.map { "\($0.severity.rawValue) \($0.code) \($0.side?.rawValue ?? "-") \($0.errno.map { String($0.errno) } ?? "-")" } }
 
     /// The client falls silent; the server keeps beating and then resets it.
     @Test func clientMissesHeartbeats() throws {
@@ -234,7 +234,7 @@ private func parseTime(_ text: String) -> Timestamp? {
         refused.packets.append((c.now + 1000, Build.ethernet(payload: Build.ipv4(payload: Build.tcp(sport: 5672, dport: 40000, seq: 0, ack: 2, flags: [.rst, .ack])))))
         let s = try #require(refused.stories().first)
         #expect(codes(s) == ["error reset client 111"])
-        #expect(s.diagnoses[0].rule?.contains("SYN_SENT") == true)
+        #expect(s.diagnoses[0].errno?.rule.contains("SYN_SENT") == true)
     }
 
     @Test func cleanCloseWithLingerZeroIsHealthy() throws {
@@ -257,7 +257,7 @@ private func parseTime(_ text: String) -> Timestamp? {
         let s = try #require(c.stories().first)
         #expect(codes(s).contains("error connection-error server -"))
         #expect(codes(s).contains("warning channel-error server -"))
-        #expect(s.diagnoses.first { $0.code == "channel-error" }?.summary.contains("(caused by queue.declare)") == true)
+        #expect(s.diagnoses.first { $0.code.rawValue == "channel-error" }?.summary.contains("(caused by queue.declare)") == true)
         #expect(!codes(s).contains { $0.contains("abrupt-close") }, "a Connection.Close was sent")
     }
 
@@ -267,7 +267,7 @@ private func parseTime(_ text: String) -> Timestamp? {
         c.at(1); c.server(Encode.methodFrame(0, 10, 60, [.shortString("low on disk")]))
         c.at(9); c.clientAck()
         let s = try #require(c.stories().first)
-        let d = try #require(s.diagnoses.first { $0.code == "blocked" })
+        let d = try #require(s.diagnoses.first { $0.code.rawValue == "blocked" })
         #expect(d.summary.contains("\"low on disk\""))
         #expect(d.summary.contains("still blocked"))
     }
@@ -299,7 +299,7 @@ private func parseTime(_ text: String) -> Timestamp? {
         m.client(Encode.heartbeat)
         let ms = try #require(m.stories().first)
         #expect(ms.negotiated?.heartbeat == 60 && ms.negotiated?.inferred == true)
-        let incomplete = try #require(ms.diagnoses.first { $0.code == "capture-incomplete" })
+        let incomplete = try #require(ms.diagnoses.first { $0.code.rawValue == "capture-incomplete" })
         #expect(incomplete.summary.contains("joined the connection after it opened"))
         #expect(incomplete.summary.contains("100 bytes client->server never captured"))
     }
