@@ -243,20 +243,28 @@ public final class PcapSource {
     }
 }
 
+/// A capture device as libpcap lists it.
+public struct NetworkInterface: Hashable, Sendable {
+    /// The name to pass to `-i`.
+    public var name: String
+    /// libpcap's description, when it has one.
+    public var description: String?
+}
+
 /// Lists capture devices with their descriptions (pcap_findalldevs).
-public func listInterfaces() throws(CaptureError) -> [(name: String, description: String?)] {
+public func listInterfaces() throws(CaptureError) -> [NetworkInterface] {
     var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
     var devices: UnsafeMutablePointer<pcap_if_t>?
     guard pcap_findalldevs(&devices, &errorBuffer) == 0 else {
         throw CaptureError(code: .cannotOpen, source: "interfaces", message: cString(errorBuffer))
     }
     defer { pcap_freealldevs(devices) }
-    var result: [(String, String?)] = []
+    var result: [NetworkInterface] = []
     var current = devices
     while let device = current {
         let name = String(cString: device.pointee.name)
         let description = device.pointee.description.map { String(cString: $0) }
-        result.append((name, description))
+        result.append(NetworkInterface(name: name, description: description))
         current = device.pointee.next
     }
     return result

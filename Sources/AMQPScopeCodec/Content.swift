@@ -19,23 +19,35 @@ public struct BasicProperties: Hashable, Sendable {
     public init() {}
 
     /// Present properties by their spec names, for reports.
-    public var present: [(name: String, value: ArgumentValue)] {
-        var out: [(String, ArgumentValue)] = []
-        if let contentType { out.append(("content-type", .shortString(contentType))) }
-        if let contentEncoding { out.append(("content-encoding", .shortString(contentEncoding))) }
-        if let headers { out.append(("headers", .table(headers))) }
-        if let deliveryMode { out.append(("delivery-mode", .octet(deliveryMode))) }
-        if let priority { out.append(("priority", .octet(priority))) }
-        if let correlationID { out.append(("correlation-id", .shortString(correlationID))) }
-        if let replyTo { out.append(("reply-to", .shortString(replyTo))) }
-        if let expiration { out.append(("expiration", .shortString(expiration))) }
-        if let messageID { out.append(("message-id", .shortString(messageID))) }
-        if let timestamp { out.append(("timestamp", .timestamp(timestamp))) }
-        if let type { out.append(("type", .shortString(type))) }
-        if let userID { out.append(("user-id", .shortString(userID))) }
-        if let appID { out.append(("app-id", .shortString(appID))) }
-        if let clusterID { out.append(("cluster-id", .shortString(clusterID))) }
+    public var present: [NamedValue] {
+        var out: [NamedValue] = []
+        if let contentType { out.append(NamedValue("content-type", .shortString(contentType))) }
+        if let contentEncoding { out.append(NamedValue("content-encoding", .shortString(contentEncoding))) }
+        if let headers { out.append(NamedValue("headers", .table(headers))) }
+        if let deliveryMode { out.append(NamedValue("delivery-mode", .octet(deliveryMode))) }
+        if let priority { out.append(NamedValue("priority", .octet(priority))) }
+        if let correlationID { out.append(NamedValue("correlation-id", .shortString(correlationID))) }
+        if let replyTo { out.append(NamedValue("reply-to", .shortString(replyTo))) }
+        if let expiration { out.append(NamedValue("expiration", .shortString(expiration))) }
+        if let messageID { out.append(NamedValue("message-id", .shortString(messageID))) }
+        if let timestamp { out.append(NamedValue("timestamp", .timestamp(timestamp))) }
+        if let type { out.append(NamedValue("type", .shortString(type))) }
+        if let userID { out.append(NamedValue("user-id", .shortString(userID))) }
+        if let appID { out.append(NamedValue("app-id", .shortString(appID))) }
+        if let clusterID { out.append(NamedValue("cluster-id", .shortString(clusterID))) }
         return out
+    }
+}
+
+/// A named value decoded from the wire, such as a content property.
+public struct NamedValue: Hashable, Sendable {
+    /// The spec's name, such as "content-type".
+    public var name: String
+    public var value: ArgumentValue
+
+    public init(_ name: String, _ value: ArgumentValue) {
+        self.name = name
+        self.value = value
     }
 }
 

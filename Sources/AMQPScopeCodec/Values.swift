@@ -116,12 +116,39 @@ public enum ArgumentValue: Hashable, Sendable {
     case timestamp(UInt64)
 }
 
+/// A method argument or content property in the spec: its name and wire type.
+public struct ArgumentDescriptor: Hashable, Sendable {
+    /// The spec's name, such as "routing-key".
+    public var name: String
+    /// How it is encoded.
+    public var type: ArgumentType
+
+    public init(_ name: String, _ type: ArgumentType) {
+        self.name = name
+        self.type = type
+    }
+}
+
+/// A reply code's name in the spec and its class: "soft-error" (closes a channel), "hard-error" (closes the
+/// connection), or "success".
+public struct ReplyCode: Hashable, Sendable {
+    /// Such as "NOT_FOUND".
+    public var name: String
+    /// "soft-error", "hard-error" or "success".
+    public var kind: String
+
+    public init(_ name: String, _ kind: String) {
+        self.name = name
+        self.kind = kind
+    }
+}
+
 public struct MethodDescriptor: Sendable {
     public var classID: UInt16
     public var methodID: UInt16
     public var className: String
     public var methodName: String
-    public var arguments: [(name: String, type: ArgumentType)]
+    public var arguments: [ArgumentDescriptor]
     public var synchronous: Bool
     public var carriesContent: Bool
 
