@@ -287,8 +287,7 @@ public struct ConnectionDecoder {
                 method = try Method.decode(classID: classID, methodID: methodID, reader: &reader)
             } catch {
                 let name = payload.count >= 4
-                    ? AMQPSpec.methodName(classID: UInt16(payload[0]) << 8 | UInt16(payload[1]),
-                                          methodID: UInt16(payload[2]) << 8 | UInt16(payload[3]))
+                    ? AMQPSpec.methodName(classID: payload.integer(at: 0), methodID: payload.integer(at: 2))
                     : "method"
                 emit(direction, offset, .malformed(reason: "\(name) on channel \(header.channel): \(error.reason)", skipped: 0),
                      into: &sink)

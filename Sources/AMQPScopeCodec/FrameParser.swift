@@ -3,6 +3,7 @@
 // that are not a frame (or joins mid-stream, or after a gap) it hunts for the next plausible frame boundary.
 //
 // Frame layout (AMQP 0-9-1 section 4.2.3): type (1) channel (2) size (4) payload (size) frame-end 0xCE (1).
+import AMQPScopePackets
 
 public struct FrameHeader: Hashable, Sendable {
     public var type: UInt8
@@ -326,9 +327,7 @@ struct FrameParser {
     }
 
     static func readHeader(_ b: UnsafeRawBufferPointer) -> FrameHeader {
-        FrameHeader(
-            type: b[0], channel: UInt16(b[1]) << 8 | UInt16(b[2]),
-            size: UInt32(b[3]) << 24 | UInt32(b[4]) << 16 | UInt32(b[5]) << 8 | UInt32(b[6]))
+        FrameHeader(type: b[0], channel: b.integer(at: 1), size: b.integer(at: 3))
     }
 
     static func headerBytes(_ h: FrameHeader) -> [UInt8] {
@@ -424,15 +423,15 @@ struct FrameParser {
             case .method:
                 guard header.size >= 4 else { return .invalid }
                 if payload + 4 <= b.count {
-                    let classID = UInt16(b[payload]) << 8 | UInt16(b[payload + 1])
-                    let methodID = UInt16(b[payload + 2]) << 8 | UInt16(b[payload + 3])
+                    let classID: UInt16 = b.integer(at: payload)
+                    let methodID: UInt16 = b.integer(at: payload + 2)
                     guard AMQPSpec.descriptor(classID: classID, methodID: methodID) != nil else { return .invalid }
                     strong = frames == 0
                 }
             case .header:
                 guard header.size >= 14 else { return .invalid }
                 if payload + 2 <= b.count {
-                    let classID = UInt16(b[payload]) << 8 | UInt16(b[payload + 1])
+                    let classID: UInt16 = b.integer(at: payload)
                     guard AMQPSpec.isKnownClass(classID) else { return .invalid }
                 }
             case .body:

@@ -1,5 +1,6 @@
 // AMQP 0-9-1 values: field tables with RabbitMQ's type letters, argument values, and the reader that
 // decodes them from a borrowed view, bounded in depth and size, never trapping.
+import AMQPScopePackets
 
 /// Why bytes could not be decoded. Compared by `code`; `reason` says more for people.
 public struct DecodeError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -204,18 +205,15 @@ public struct FieldReader {
     public mutating func octet() throws(DecodeError) -> UInt8 { bytes[try take(1, "octet")] }
 
     public mutating func short() throws(DecodeError) -> UInt16 {
-        let at = try take(2, "short")
-        return UInt16(bytes[at]) << 8 | UInt16(bytes[at + 1])
+        bytes.integer(at: try take(2, "short"))
     }
 
     public mutating func long() throws(DecodeError) -> UInt32 {
-        let at = try take(4, "long")
-        return UInt32(bytes[at]) << 24 | UInt32(bytes[at + 1]) << 16 | UInt32(bytes[at + 2]) << 8 | UInt32(bytes[at + 3])
+        bytes.integer(at: try take(4, "long"))
     }
 
     public mutating func longlong() throws(DecodeError) -> UInt64 {
-        let high = try long()
-        return UInt64(high) << 32 | UInt64(try long())
+        bytes.integer(at: try take(8, "long long"))
     }
 
     public mutating func shortString() throws(DecodeError) -> String {

@@ -98,20 +98,6 @@ public enum DecodedPacket: Hashable, Sendable {
     case unsupportedLinkType
 }
 
-/// Big-endian reads from a borrowed byte view; every read is bounds-checked by its caller's `count` check.
-@usableFromInline
-struct Bytes {
-    @usableFromInline let base: UnsafeRawBufferPointer
-    @inlinable init(_ base: UnsafeRawBufferPointer) { self.base = base }
-    @inlinable var count: Int { base.count }
-    @inlinable func u8(_ at: Int) -> UInt8 { base[at] }
-    @inlinable func u16(_ at: Int) -> UInt16 { UInt16(base[at]) << 8 | UInt16(base[at + 1]) }
-    @inlinable func u16le(_ at: Int) -> UInt16 { UInt16(base[at + 1]) << 8 | UInt16(base[at]) }
-    @inlinable func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) << 16 | UInt32(u16(at + 2)) }
-    @inlinable func u32le(_ at: Int) -> UInt32 { UInt32(u16le(at + 2)) << 16 | UInt32(u16le(at)) }
-    @inlinable func u64(_ at: Int) -> UInt64 { UInt64(u32(at)) << 32 | UInt64(u32(at + 4)) }
-}
-
 public enum PacketDecoder {
     static let etherTypeIPv4: UInt16 = 0x0800
     static let etherTypeIPv6: UInt16 = 0x86DD
@@ -125,22 +111,22 @@ public enum PacketDecoder {
 
     /// Decodes one packet's captured bytes for the given link type.
     public static func decode(_ bytes: UnsafeRawBufferPointer, linkType: LinkType) -> DecodedPacket {
-        let b = Bytes(bytes)
+        let b = bytes
         switch linkType {
         case .ethernet: return ethernet(b)
         case .linuxSLL:
             // 16-byte header; the protocol (an EtherType) is the last field.
             guard b.count >= 16 else { return .malformed(Malformed(.link, "Linux cooked header shorter than 16 bytes")) }
-            return network(b, etherType: b.u16(14), at: 16)
+            return network(b, etherType: b.integer(at: 14, as: UInt16.self), at: 16)
         case .linuxSLL2:
             // 20-byte header; the protocol (an EtherType) is the first field.
             guard b.count >= 20 else { return .malformed(Malformed(.link, "Linux cooked v2 header shorter than 20 bytes")) }
-            return network(b, etherType: b.u16(0), at: 20)
+            return network(b, etherType: b.integer(at: 0, as: UInt16.self), at: 20)
         case .null, .loop:
             guard b.count >= 4 else { return .malformed(Malformed(.link, "loopback header shorter than 4 bytes")) }
             // The address family is a 32-bit value in the capturing host's byte order (NULL) or in network byte
             // order (LOOP); files exist with either, so accept both orders.
-            let family = loopbackFamily(b.u32(0)) ?? loopbackFamily(b.u32le(0))
+            let family = loopbackFamily(b.integer(at: 0, as: UInt32.self)) ?? loopbackFamily(b.littleEndianInteger(at: 0, as: UInt32.self))
             switch family {
             case 4?: return ipv4(b, at: 4)
             case 6?: return ipv6(b, at: 4)
@@ -148,7 +134,7 @@ public enum PacketDecoder {
             }
         case .raw, .rawDLT12, .rawDLT14:
             guard b.count >= 1 else { return .malformed(Malformed(.link, "empty raw IP packet")) }
-            switch b.u8(0) >> 4 {
+            switch b[0] >> 4 {
             case 4: return ipv4(b, at: 0)
             case 6: return ipv6(b, at: 0)
             default: return .malformed(Malformed(.link, "raw IP packet with IP version neither 4 nor 6"))
@@ -168,22 +154,22 @@ public enum PacketDecoder {
         }
     }
 
-    static func ethernet(_ b: Bytes) -> DecodedPacket {
+    static func ethernet(_ b: UnsafeRawBufferPointer) -> DecodedPacket {
         guard b.count >= 14 else { return .malformed(Malformed(.link, "Ethernet header shorter than 14 bytes")) }
         var offset = 12
-        var etherType = b.u16(offset)
+        var etherType = b.integer(at: offset, as: UInt16.self)
         var tags = 0
         while etherType == etherTypeVLAN || etherType == etherTypeQinQ || etherType == etherTypeQinQOld {
             tags += 1
             guard tags <= maximumVLANTags else { return .malformed(Malformed(.vlan, "more than 8 stacked VLAN tags")) }
             guard b.count >= offset + 6 else { return .malformed(Malformed(.vlan, "VLAN tag cut short")) }
             offset += 4
-            etherType = b.u16(offset)
+            etherType = b.integer(at: offset, as: UInt16.self)
         }
         return network(b, etherType: etherType, at: offset + 2)
     }
 
-    static func network(_ b: Bytes, etherType: UInt16, at offset: Int) -> DecodedPacket {
+    static func network(_ b: UnsafeRawBufferPointer, etherType: UInt16, at offset: Int) -> DecodedPacket {
         switch etherType {
         case etherTypeIPv4: return ipv4(b, at: offset)
         case etherTypeIPv6: return ipv6(b, at: offset)
@@ -191,34 +177,34 @@ public enum PacketDecoder {
         }
     }
 
-    static func ipv4(_ b: Bytes, at start: Int) -> DecodedPacket {
+    static func ipv4(_ b: UnsafeRawBufferPointer, at start: Int) -> DecodedPacket {
         guard b.count >= start + 20 else { return .malformed(Malformed(.ipv4, "IPv4 header shorter than 20 bytes")) }
-        let versionIHL = b.u8(start)
+        let versionIHL = b[start]
         guard versionIHL >> 4 == 4 else { return .malformed(Malformed(.ipv4, "IP version is not 4")) }
         let headerLength = Int(versionIHL & 0x0f) * 4
         guard headerLength >= 20 else { return .malformed(Malformed(.ipv4, "IPv4 header length below 20 bytes")) }
         guard b.count >= start + headerLength else { return .malformed(Malformed(.ipv4, "IPv4 options cut short")) }
-        let totalLength = Int(b.u16(start + 2))
+        let totalLength = Int(b.integer(at: start + 2, as: UInt16.self))
         guard totalLength >= headerLength else {
             return .malformed(Malformed(.ipv4, "IPv4 total length smaller than its header"))
         }
-        let fragment = b.u16(start + 6)
+        let fragment = b.integer(at: start + 6, as: UInt16.self)
         if fragment & 0x2000 != 0 || fragment & 0x1fff != 0 { return .fragment(.ipv4) }
-        guard b.u8(start + 9) == 6 else { return .other }
-        let source = IPAddress(ipv4: b.u32(start + 12))
-        let destination = IPAddress(ipv4: b.u32(start + 16))
+        guard b[start + 9] == 6 else { return .other }
+        let source = IPAddress(ipv4: b.integer(at: start + 12, as: UInt32.self))
+        let destination = IPAddress(ipv4: b.integer(at: start + 16, as: UInt32.self))
         // The IP length bounds the payload: anything after it is link padding (short Ethernet frames).
         let end = start + totalLength
         return tcp(b, at: start + headerLength, wireEnd: end, source: source, destination: destination)
     }
 
-    static func ipv6(_ b: Bytes, at start: Int) -> DecodedPacket {
+    static func ipv6(_ b: UnsafeRawBufferPointer, at start: Int) -> DecodedPacket {
         guard b.count >= start + 40 else { return .malformed(Malformed(.ipv6, "IPv6 header shorter than 40 bytes")) }
-        guard b.u8(start) >> 4 == 6 else { return .malformed(Malformed(.ipv6, "IP version is not 6")) }
-        let payloadLength = Int(b.u16(start + 4))
-        var next = b.u8(start + 6)
-        let source = IPAddress(ipv6High: b.u64(start + 8), low: b.u64(start + 16))
-        let destination = IPAddress(ipv6High: b.u64(start + 24), low: b.u64(start + 32))
+        guard b[start] >> 4 == 6 else { return .malformed(Malformed(.ipv6, "IP version is not 6")) }
+        let payloadLength = Int(b.integer(at: start + 4, as: UInt16.self))
+        var next = b[start + 6]
+        let source = IPAddress(ipv6High: b.integer(at: start + 8, as: UInt64.self), low: b.integer(at: start + 16, as: UInt64.self))
+        let destination = IPAddress(ipv6High: b.integer(at: start + 24, as: UInt64.self), low: b.integer(at: start + 32, as: UInt64.self))
         // A zero payload length means a jumbogram (RFC 2675): trust the captured length then.
         let wireEnd = payloadLength == 0 ? Int.max : start + 40 + payloadLength
         var offset = start + 40
@@ -229,18 +215,18 @@ public enum PacketDecoder {
                 return tcp(b, at: offset, wireEnd: wireEnd, source: source, destination: destination)
             case 0, 43, 60, 135, 139, 140: // hop-by-hop, routing, destination options, mobility, HIP, shim6
                 guard b.count >= offset + 2 else { return .malformed(Malformed(.ipv6, "extension header cut short")) }
-                next = b.u8(offset)
-                offset += (Int(b.u8(offset + 1)) + 1) * 8
+                next = b[offset]
+                offset += (Int(b[offset + 1]) + 1) * 8
             case 44: // fragment
                 guard b.count >= offset + 8 else { return .malformed(Malformed(.ipv6, "fragment header cut short")) }
-                let fragment = b.u16(offset + 2)
+                let fragment = b.integer(at: offset + 2, as: UInt16.self)
                 if fragment & 0xfff9 != 0 { return .fragment(.ipv6) } // offset or more-fragments set
-                next = b.u8(offset)
+                next = b[offset]
                 offset += 8
             case 51: // authentication header: length in 4-octet units, minus 2
                 guard b.count >= offset + 2 else { return .malformed(Malformed(.ipv6, "authentication header cut short")) }
-                next = b.u8(offset)
-                offset += (Int(b.u8(offset + 1)) + 2) * 4
+                next = b[offset]
+                offset += (Int(b[offset + 1]) + 2) * 4
             default:
                 return .other // ESP (its payload is encrypted), no-next-header, UDP, ICMPv6, ...
             }
@@ -252,12 +238,12 @@ public enum PacketDecoder {
         }
     }
 
-    static func tcp(_ b: Bytes, at start: Int, wireEnd: Int, source: IPAddress, destination: IPAddress) -> DecodedPacket {
+    static func tcp(_ b: UnsafeRawBufferPointer, at start: Int, wireEnd: Int, source: IPAddress, destination: IPAddress) -> DecodedPacket {
         guard b.count >= start + 20 else { return .malformed(Malformed(.tcp, "TCP header shorter than 20 bytes")) }
         guard wireEnd == Int.max || wireEnd >= start + 20 else {
             return .malformed(Malformed(.tcp, "IP length leaves no room for the TCP header"))
         }
-        let dataOffset = Int(b.u8(start + 12) >> 4) * 4
+        let dataOffset = Int(b[start + 12] >> 4) * 4
         guard dataOffset >= 20 else { return .malformed(Malformed(.tcp, "TCP data offset below 20 bytes")) }
         guard b.count >= start + dataOffset else { return .malformed(Malformed(.tcp, "TCP options cut short")) }
         guard wireEnd == Int.max || wireEnd >= start + dataOffset else {
@@ -267,12 +253,12 @@ public enum PacketDecoder {
         let wirePayload = wireEnd == Int.max ? b.count - payloadStart : wireEnd - payloadStart
         let captured = min(wirePayload, b.count - payloadStart)
         let segment = TCPSegment(
-            source: Endpoint(address: source, port: b.u16(start)),
-            destination: Endpoint(address: destination, port: b.u16(start + 2)),
-            sequence: b.u32(start + 4),
-            acknowledgment: b.u32(start + 8),
-            flags: TCPFlags(rawValue: b.u16(start + 12) & 0x01ff),
-            window: b.u16(start + 14),
+            source: Endpoint(address: source, port: b.integer(at: start, as: UInt16.self)),
+            destination: Endpoint(address: destination, port: b.integer(at: start + 2, as: UInt16.self)),
+            sequence: b.integer(at: start + 4, as: UInt32.self),
+            acknowledgment: b.integer(at: start + 8, as: UInt32.self),
+            flags: TCPFlags(rawValue: b.integer(at: start + 12, as: UInt16.self) & 0x01ff),
+            window: b.integer(at: start + 14, as: UInt16.self),
             options: tcpOptions(b, from: start + 20, to: payloadStart),
             payloadOffset: payloadStart,
             capturedPayloadLength: captured,
@@ -281,24 +267,24 @@ public enum PacketDecoder {
         return .tcp(segment)
     }
 
-    static func tcpOptions(_ b: Bytes, from start: Int, to end: Int) -> TCPOptions {
+    static func tcpOptions(_ b: UnsafeRawBufferPointer, from start: Int, to end: Int) -> TCPOptions {
         var options = TCPOptions()
         var i = start
         while i < end {
-            let kind = b.u8(i)
+            let kind = b[i]
             if kind == 0 { break }           // end of option list
             if kind == 1 { i += 1; continue } // no-operation
             guard i + 1 < end else { options.malformed = true; break }
-            let length = Int(b.u8(i + 1))
+            let length = Int(b[i + 1])
             guard length >= 2, i + length <= end else { options.malformed = true; break }
             switch (kind, length) {
-            case (2, 4): options.maximumSegmentSize = b.u16(i + 2)
-            case (3, 3): options.windowScale = b.u8(i + 2)
+            case (2, 4): options.maximumSegmentSize = b.integer(at: i + 2, as: UInt16.self)
+            case (3, 3): options.windowScale = b[i + 2]
             case (4, 2): options.sackPermitted = true
             case (5, _) where (length - 2) % 8 == 0: options.sackBlockCount = (length - 2) / 8
             case (8, 10):
-                options.timestampValue = b.u32(i + 2)
-                options.timestampEcho = b.u32(i + 6)
+                options.timestampValue = b.integer(at: i + 2, as: UInt32.self)
+                options.timestampEcho = b.integer(at: i + 6, as: UInt32.self)
             case (2, _), (3, _), (4, _), (5, _), (8, _): options.malformed = true
             default: break
             }
