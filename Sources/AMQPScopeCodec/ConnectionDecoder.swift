@@ -115,8 +115,8 @@ public struct ConnectionDecoder {
     public init(fromStart: Bool, onAMQPPort: Bool, configuration: CodecConfiguration = CodecConfiguration()) {
         self.configuration = configuration
         self.onAMQPPort = onAMQPPort
-        let mode: FrameParser.Mode = fromStart ? .protocolHeader : (onAMQPPort ? .hunting : .opaque)
-        var parser = FrameParser(mode: mode)
+        let state: FrameParser.State = fromStart ? .protocolHeader : (onAMQPPort ? .hunting(start: 0, skipped: 0) : .opaque)
+        var parser = FrameParser(state: state)
         parser.keepBodies = configuration.keepBodies
         parsers = PerDirection(repeating: parser)
         contentTracked = PerDirection(repeating: fromStart ? nil : [])
@@ -152,14 +152,14 @@ public struct ConnectionDecoder {
     /// produces can update the decoder; decisions about the parser itself are applied in `putBack`.
     private mutating func takeParser(_ direction: Direction) -> FrameParser {
         let parser = parsers[direction]
-        parsers[direction] = FrameParser(mode: .opaque)
+        parsers[direction] = FrameParser(state: .opaque)
         return parser
     }
 
     private mutating func putBack(_ parser: FrameParser, _ direction: Direction) {
         var parser = parser
         parser.negotiatedFrameMax = negotiatedFrameMax
-        if stopsDecoding { parser.mode = .opaque; parser.pending = [] }
+        if stopsDecoding { parser.stop() }
         parsers[direction] = parser
     }
 
@@ -196,8 +196,8 @@ public struct ConnectionDecoder {
     /// The stream ended: says so if a frame was left half-read.
     public mutating func finish<S: CodecSink>(direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S) {
         let parser = parsers[direction]
-        guard parser.mode == .frames, !parser.isIdle else { return }
-        emit(direction, parser.frameStart, .malformed(reason: "stream ended inside a frame", skipped: parser.offset - parser.frameStart),
+        guard let start = parser.unfinishedFrameStart else { return }
+        emit(direction, start, .malformed(reason: "stream ended inside a frame", skipped: parser.offset - start),
              into: &sink)
     }
 
@@ -205,7 +205,7 @@ public struct ConnectionDecoder {
 
     private mutating func afterFeed<S: CodecSink>(direction: Direction, into sink: inout S) {
         guard case .undetermined = verdict else { return }
-        if parsers[direction].mode == .hunting && parsers[direction].huntedBytes + UInt64(parsers[direction].pending.count) > configuration.syncGiveUpBytes {
+        if parsers[direction].isHunting && parsers[direction].huntedBytes > configuration.syncGiveUpBytes {
             setVerdict(.notAMQP("no AMQP frames found in the first \(configuration.syncGiveUpBytes) bytes"), direction, into: &sink)
         }
     }
@@ -215,8 +215,7 @@ public struct ConnectionDecoder {
         emit(direction, 0, .verdict(v), into: &sink)
         if stopsDecoding {
             for direction in Direction.allCases {
-                parsers[direction].mode = .opaque
-                parsers[direction].pending = []
+                parsers[direction].stop()
             }
         }
     }

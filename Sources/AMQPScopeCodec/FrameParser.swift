@@ -60,6 +60,20 @@ enum ParserOutput {
     case bodyPiece(FrameHeader, UnsafeRawBufferPointer)
     case malformed(reason: String, skipped: UInt64)
     case synchronized(skipped: UInt64)
+
+    /// The same output with its payload (a frame's) or bytes (a body piece's) in `bytes`.
+    func with(payload bytes: UnsafeRawBufferPointer) -> ParserOutput {
+        switch self {
+        case .frame(let header, _, let damaged): .frame(header, payload: bytes, damaged: damaged)
+        case .bodyPiece(let header, _): .bodyPiece(header, bytes)
+        case .protocolHeader, .malformed, .synchronized: self
+        }
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// No bytes.
+    static var empty: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }
 }
 
 public enum FrameLimits {
@@ -75,96 +89,210 @@ public enum FrameLimits {
 }
 
 struct FrameParser {
-    enum Mode {
-        case protocolHeader  // the stream's first bytes: a protocol header or frames
-        case frames
-        case hunting
-        case opaque          // not (or no longer) decoded: AMQP 1.0, or not AMQP
+    /// Where the parser is in the stream, with what it knows of the frame in flight. The bytes of a frame header,
+    /// protocol header, method payload or hunt that have arrived so far are in `pending`, which the parser owns.
+    enum State {
+        /// The stream's first bytes: a protocol header, or frames when they do not start with "AMQP".
+        case protocolHeader
+        /// Collecting a 7-byte frame header; it starts `pending.count` bytes before `offset`.
+        case frameHeader
+        /// A method, content-header or heartbeat frame: collecting its payload and end byte.
+        case payload(FrameHeader, start: UInt64)
+        /// A body frame's payload, streamed through without buffering; `damaged` when a gap removed bytes of it.
+        case body(FrameHeader, start: UInt64, remaining: Int, damaged: Bool)
+        /// A body frame's end byte.
+        case bodyEnd(FrameHeader, start: UInt64, damaged: Bool)
+        /// A frame lost in a capture gap: skipping its remaining bytes.
+        case skip(FrameHeader, start: UInt64, remaining: Int)
+        /// Looking for a frame boundary in `pending`, which starts at `start`; `skipped` bytes were passed over since
+        /// the hunt began.
+        case hunting(start: UInt64, skipped: UInt64)
+        /// Not decoded (AMQP 1.0, or not AMQP): bytes are only counted.
+        case opaque
     }
 
-    enum Stage {
-        case header                                  // collecting the 7-byte frame header
-        case payload(FrameHeader)                    // collecting a method/header/heartbeat payload + end byte
-        case body(FrameHeader, remaining: Int)       // streaming a body payload
-        case end(FrameHeader)                        // expecting the body frame's end byte
-        case skip(FrameHeader, remaining: Int)       // a frame lost to a gap: skipping its remaining bytes
+    /// One step's result: an output, whose frame payload or body piece lies in the bytes being read or (for a
+    /// frame collected across packets) in `pending`.
+    private struct Step {
+        enum Payload {
+            case none
+            case source(Range<Int>)
+            case pending
+        }
+        var offset: UInt64
+        var output: ParserOutput
+        var payload = Payload.none
     }
 
-    var mode: Mode
-    var stage: Stage = .header
-    var pending: [UInt8] = []
-    var offset: UInt64 = 0            // stream offset of the next byte fed
-    var frameStart: UInt64 = 0        // stream offset where the current frame (or hunt buffer) starts
-    var damaged = false
+    private(set) var state: State
+    /// The in-flight bytes of the current state (see `State`).
+    private(set) var pending: [UInt8] = []
+    /// Bytes after a boundary that a hunt found, to be read again as frames.
+    private var replay: [UInt8] = []
+    /// Stream offset of the next byte read.
+    private(set) var offset: UInt64 = 0
     var negotiatedFrameMax: UInt32 = 0
     var keepBodies = false
-    var huntedBytes: UInt64 = 0       // skipped while hunting since the last sync
 
-    init(mode: Mode) { self.mode = mode }
+    init(state: State) { self.state = state }
 
     var maximumFrameSize: UInt32 {
         negotiatedFrameMax == 0 ? FrameLimits.absoluteMaximumFrameSize
             : min(FrameLimits.absoluteMaximumFrameSize, max(negotiatedFrameMax, UInt32(AMQPSpec.frameMinSize)))
     }
 
-    /// True when nothing is half-read.
-    var isIdle: Bool {
-        if case .header = stage, pending.isEmpty { return true }
-        return mode == .opaque
+    var isHunting: Bool {
+        if case .hunting = state { return true }
+        return false
     }
 
+    /// Bytes passed over or held while hunting for a frame boundary.
+    var huntedBytes: UInt64 {
+        if case .hunting(_, let skipped) = state { return skipped + UInt64(pending.count) }
+        return 0
+    }
+
+    /// Where the frame being read started, when the stream is inside one.
+    var unfinishedFrameStart: UInt64? {
+        switch state {
+        case .frameHeader: pending.isEmpty ? nil : offset - UInt64(pending.count)
+        case .payload(_, let start), .body(_, let start, _, _), .bodyEnd(_, let start, _), .skip(_, let start, _): start
+        case .protocolHeader, .hunting, .opaque: nil
+        }
+    }
+
+    /// Stops decoding and lets go of what is held.
+    mutating func stop() {
+        state = .opaque
+        pending = []
+        replay = []
+    }
+
+    /// Reads `input`, handing each output to `out` (frame payloads and body pieces are valid only during the call).
     mutating func feed(_ input: UnsafeRawBufferPointer, _ out: (UInt64, ParserOutput) -> Void) {
-        var i = 0
-        while i < input.count {
-            switch mode {
-            case .opaque:
-                offset += UInt64(input.count - i)
-                return
-            case .protocolHeader:
-                i = headerStep(input, i, out)
-            case .hunting:
-                pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[i...]))
-                offset += UInt64(input.count - i)
-                i = input.count
-                hunt(out)
-            case .frames:
-                i = frameStep(input, i, out)
+        var cursor = 0
+        read(input, &cursor, out)
+        // A hunt that found a boundary left the bytes after it to be read again (and a hunt among those may do so
+        // once more).
+        while !replay.isEmpty {
+            let bytes = replay
+            replay = []
+            var position = 0
+            bytes.withUnsafeBytes { read($0, &position, out) }
+        }
+    }
+
+    private mutating func read(_ source: UnsafeRawBufferPointer, _ cursor: inout Int, _ out: (UInt64, ParserOutput) -> Void) {
+        while let step = next(source, &cursor) {
+            switch step.payload {
+            case .none:
+                out(step.offset, step.output)
+            case .source(let range):
+                out(step.offset, step.output.with(payload: UnsafeRawBufferPointer(rebasing: source[range])))
+            case .pending:
+                pending.withUnsafeBytes { out(step.offset, step.output.with(payload: $0)) }
+                pending.removeAll(keepingCapacity: true)
             }
         }
+    }
+
+    /// The next output from `source` at `i`, or nil once `source` is used up.
+    private mutating func next(_ source: UnsafeRawBufferPointer, _ i: inout Int) -> Step? {
+        while i < source.count {
+            let available = source.count - i
+            switch state {
+            case .opaque:
+                offset += UInt64(available)
+                i = source.count
+            case .protocolHeader:
+                if let step = protocolHeader(source, &i) { return step }
+            case .hunting(let start, let skipped):
+                pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[i...]))
+                offset += UInt64(available)
+                i = source.count
+                return hunt(start: start, skipped: skipped)
+            case .frameHeader:
+                if let step = frameHeader(source, &i) { return step }
+            case .payload(let header, let start):
+                let needed = Int(header.size) + 1
+                if pending.isEmpty && available >= needed {
+                    let range = i..<i + needed
+                    i += needed
+                    offset += UInt64(needed)
+                    return complete(header, start: start, end: source[range.upperBound - 1], payload: .source(range.dropLast()))
+                }
+                let n = min(needed - pending.count, available)
+                if pending.capacity < needed { pending.reserveCapacity(needed) }
+                pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[i..<i + n]))
+                i += n
+                offset += UInt64(n)
+                if pending.count == needed {
+                    let end = pending.removeLast()
+                    return complete(header, start: start, end: end, payload: .pending)
+                }
+            case .body(let header, let start, let remaining, let damaged):
+                let n = min(remaining, available)
+                let range = i..<i + n
+                let pieceOffset = offset
+                i += n
+                offset += UInt64(n)
+                state = n == remaining
+                    ? .bodyEnd(header, start: start, damaged: damaged)
+                    : .body(header, start: start, remaining: remaining - n, damaged: damaged)
+                if keepBodies { return Step(offset: pieceOffset, output: .bodyPiece(header, .empty), payload: .source(range)) }
+            case .bodyEnd(let header, let start, let damaged):
+                let byte = source[i]
+                i += 1
+                offset += 1
+                state = .frameHeader
+                if byte == AMQPSpec.frameEnd {
+                    return Step(offset: start, output: .frame(header, payload: .empty, damaged: damaged))
+                }
+                // The byte that should have ended the frame may begin the next one: hunt from it.
+                startHunting(at: offset - 1, carrying: [byte])
+                return Step(offset: start, output: .malformed(reason: Self.badEnd(byte), skipped: offset - 1 - start))
+            case .skip(let header, let start, let remaining):
+                let n = min(remaining, available)
+                i += n
+                offset += UInt64(n)
+                if n < remaining {
+                    state = .skip(header, start: start, remaining: remaining - n)
+                } else {
+                    state = .frameHeader
+                    return Step(offset: start, output: .malformed(
+                        reason: "\(Self.typeName(header.type)) frame lost in a capture gap", skipped: offset - start))
+                }
+            }
+        }
+        return nil
     }
 
     /// Bytes that never arrived: continue inside the current frame when its size covers them, else hunt.
     mutating func gap(_ length: UInt64, _ out: (UInt64, ParserOutput) -> Void) {
-        defer { offset += length }
-        switch mode {
-        case .opaque: return
-        case .hunting:
-            huntedBytes += UInt64(pending.count)
+        let end = offset + length
+        defer { offset = end }
+        switch state {
+        case .opaque:
+            return
+        case .hunting(_, let skipped):
+            let held = UInt64(pending.count)
             pending.removeAll(keepingCapacity: true)
-            frameStart = offset + length
-            return
+            state = .hunting(start: end, skipped: skipped + held)
         case .protocolHeader:
-            startHunting(at: offset + length, carrying: [])
-            return
-        case .frames: break
-        }
-        switch stage {
-        case .body(let header, let remaining) where length < UInt64(remaining):
-            stage = .body(header, remaining: remaining - Int(length))
-            damaged = true
-        case .payload(let header) where length < UInt64(Int(header.size) + 1 - pending.count):
+            startHunting(at: end, carrying: [])
+        case .body(let header, let start, let remaining, _) where length < UInt64(remaining):
+            state = .body(header, start: start, remaining: remaining - Int(length), damaged: true)
+        case .payload(let header, let start) where length < UInt64(Int(header.size) + 1 - pending.count):
             let remaining = Int(header.size) + 1 - pending.count - Int(length)
             pending.removeAll(keepingCapacity: true)
-            stage = .skip(header, remaining: remaining)
-        case .skip(let header, let remaining) where length < UInt64(remaining):
-            stage = .skip(header, remaining: remaining - Int(length))
-        default:
-            if !isIdle {
-                out(frameStart, .malformed(reason: "frame cut by a capture gap", skipped: offset + length - frameStart))
+            state = .skip(header, start: start, remaining: remaining)
+        case .skip(let header, let start, let remaining) where length < UInt64(remaining):
+            state = .skip(header, start: start, remaining: remaining - Int(length))
+        case .frameHeader, .payload, .body, .bodyEnd, .skip:
+            if let start = unfinishedFrameStart {
+                out(start, .malformed(reason: "frame cut by a capture gap", skipped: end - start))
             }
-            pending.removeAll(keepingCapacity: true)
-            stage = .header
-            startHunting(at: offset + length, carrying: [])
+            startHunting(at: end, carrying: [])
         }
     }
 
@@ -172,17 +300,17 @@ struct FrameParser {
     /// hunt buffer is counted as skipped bytes.
     mutating func shed(_ out: (UInt64, ParserOutput) -> Void) {
         guard !pending.isEmpty else { return }
-        switch (mode, stage) {
-        case (.frames, .payload(let header)):
+        switch state {
+        case .payload(let header, let start):
             let remaining = Int(header.size) + 1 - pending.count
             pending = []
-            stage = .skip(header, remaining: remaining)
-            out(frameStart, .malformed(reason: "\(Self.typeName(header.type)) frame dropped: the decoders' memory cap was reached",
-                                       skipped: UInt64(Int(header.size) + 8)))
-        case (.hunting, _):
-            huntedBytes += UInt64(pending.count)
-            frameStart += UInt64(pending.count)
+            state = .skip(header, start: start, remaining: remaining)
+            out(start, .malformed(reason: "\(Self.typeName(header.type)) frame dropped: the decoders' memory cap was reached",
+                                  skipped: UInt64(Int(header.size) + 8)))
+        case .hunting(let start, let skipped):
+            let held = UInt64(pending.count)
             pending = []
+            state = .hunting(start: start + held, skipped: skipped + held)
         default:
             break // a header's few bytes: kept
         }
@@ -190,140 +318,70 @@ struct FrameParser {
 
     // MARK: - Protocol header
 
-    private mutating func headerStep(_ input: UnsafeRawBufferPointer, _ start: Int, _ out: (UInt64, ParserOutput) -> Void) -> Int {
+    private mutating func protocolHeader(_ source: UnsafeRawBufferPointer, _ i: inout Int) -> Step? {
         let magic: [UInt8] = [0x41, 0x4D, 0x51, 0x50] // "AMQP"
-        var i = start
-        while i < input.count && pending.count < 8 {
-            let byte = input[i]
+        while i < source.count && pending.count < 8 {
+            let byte = source[i]
             if pending.count < 4 && byte != magic[pending.count] {
-                // Not a protocol header: these bytes must be frames (or something else altogether).
-                let carried = pending
-                pending.removeAll(keepingCapacity: true)
-                mode = .frames
-                frameStart = offset - UInt64(carried.count)
-                if !carried.isEmpty {
-                    // Re-read the bytes held back while looking for "AMQP".
-                    let savedOffset = offset
-                    offset = frameStart
-                    carried.withUnsafeBytes { raw in feed(raw, out) }
-                    offset = savedOffset
-                }
-                return i
+                // Not a protocol header: these bytes must be frames (or something else altogether). The bytes held
+                // while looking for "AMQP" are the start of the first frame header.
+                state = .frameHeader
+                return nil
             }
             pending.append(byte)
             offset += 1
             i += 1
         }
-        if pending.count == 8 {
-            let header = ProtocolHeader(protocolID: pending[4], major: pending[5], minor: pending[6], revision: pending[7])
-            pending.removeAll(keepingCapacity: true)
-            out(offset - 8, .protocolHeader(header))
-            mode = header.usesFrames091 ? .frames : .opaque
-            frameStart = offset
-        }
-        return i
+        guard pending.count == 8 else { return nil }
+        let header = ProtocolHeader(protocolID: pending[4], major: pending[5], minor: pending[6], revision: pending[7])
+        pending.removeAll(keepingCapacity: true)
+        state = header.usesFrames091 ? .frameHeader : .opaque
+        return Step(offset: offset - 8, output: .protocolHeader(header))
     }
 
     // MARK: - Frames
 
-    private mutating func frameStep(_ input: UnsafeRawBufferPointer, _ start: Int, _ out: (UInt64, ParserOutput) -> Void) -> Int {
-        var i = start
-        let available = input.count - i
-        switch stage {
-        case .header:
-            frameStart = offset - UInt64(pending.count)
-            let header: FrameHeader
-            if pending.isEmpty && available >= 7 {
-                header = Self.readHeader(UnsafeRawBufferPointer(rebasing: input[i..<i + 7]))
-                i += 7
-                offset += 7
-            } else {
-                let n = min(7 - pending.count, available)
-                pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[i..<i + n]))
-                i += n
-                offset += UInt64(n)
-                guard pending.count == 7 else { return i }
-                header = pending.withUnsafeBytes { Self.readHeader($0) }
-                pending.removeAll(keepingCapacity: true)
-            }
-            if let problem = Self.problem(with: header, maximum: maximumFrameSize) {
-                // Not a frame: hunt from the byte after this one's start.
-                out(frameStart, .malformed(reason: problem, skipped: 1))
-                startHunting(at: frameStart + 1, carrying: Array(Self.headerBytes(header)[1...]))
-                return i
-            }
-            damaged = false
-            if header.type == FrameType.body.rawValue {
-                stage = header.size == 0 ? .end(header) : .body(header, remaining: Int(header.size))
-            } else {
-                stage = .payload(header)
-            }
-            return i
-        case .payload(let header):
-            let needed = Int(header.size) + 1
-            if pending.isEmpty && available >= needed {
-                let frame = UnsafeRawBufferPointer(rebasing: input[i..<i + needed])
-                i += needed
-                offset += UInt64(needed)
-                complete(header, frame, out)
-            } else {
-                let n = min(needed - pending.count, available)
-                if pending.capacity < needed { pending.reserveCapacity(needed) }
-                pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[i..<i + n]))
-                i += n
-                offset += UInt64(n)
-                if pending.count == needed {
-                    let whole = pending
-                    pending.removeAll(keepingCapacity: true)
-                    whole.withUnsafeBytes { complete(header, $0, out) }
-                }
-            }
-            return i
-        case .body(let header, let remaining):
-            let n = min(remaining, available)
-            if keepBodies { out(offset, .bodyPiece(header, UnsafeRawBufferPointer(rebasing: input[i..<i + n]))) }
+    private mutating func frameHeader(_ source: UnsafeRawBufferPointer, _ i: inout Int) -> Step? {
+        let start = offset - UInt64(pending.count)
+        let available = source.count - i
+        let header: FrameHeader
+        if pending.isEmpty && available >= 7 {
+            header = Self.readHeader(UnsafeRawBufferPointer(rebasing: source[i..<i + 7]))
+            i += 7
+            offset += 7
+        } else {
+            let n = min(7 - pending.count, available)
+            pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[i..<i + n]))
             i += n
             offset += UInt64(n)
-            stage = n == remaining ? .end(header) : .body(header, remaining: remaining - n)
-            return i
-        case .end(let header):
-            let byte = input[i]
-            i += 1
-            offset += 1
-            stage = .header
-            if byte == AMQPSpec.frameEnd {
-                out(frameStart, .frame(header, payload: UnsafeRawBufferPointer(start: nil, count: 0), damaged: damaged))
-            } else {
-                // The byte that should have ended the frame may begin the next one: hunt from it.
-                out(frameStart, .malformed(reason: Self.badEnd(byte), skipped: offset - 1 - frameStart))
-                startHunting(at: offset - 1, carrying: [byte])
-            }
-            return i
-        case .skip(let header, let remaining):
-            let n = min(remaining, available)
-            i += n
-            offset += UInt64(n)
-            if n == remaining {
-                stage = .header
-                out(frameStart, .malformed(reason: "\(Self.typeName(header.type)) frame lost in a capture gap",
-                                           skipped: offset - frameStart))
-            } else {
-                stage = .skip(header, remaining: remaining - n)
-            }
-            return i
+            guard pending.count == 7 else { return nil }
+            header = pending.withUnsafeBytes { Self.readHeader($0) }
+            pending.removeAll(keepingCapacity: true)
         }
+        if let problem = Self.problem(with: header, maximum: maximumFrameSize) {
+            // Not a frame: hunt from the byte after this one's start.
+            startHunting(at: start + 1, carrying: Array(Self.headerBytes(header)[1...]))
+            return Step(offset: start, output: .malformed(reason: problem, skipped: 1))
+        }
+        if header.type == FrameType.body.rawValue {
+            state = header.size == 0
+                ? .bodyEnd(header, start: start, damaged: false)
+                : .body(header, start: start, remaining: Int(header.size), damaged: false)
+        } else {
+            state = .payload(header, start: start)
+        }
+        return nil
     }
 
-    /// A method, header or heartbeat frame's payload plus end byte is complete.
-    private mutating func complete(_ header: FrameHeader, _ bytes: UnsafeRawBufferPointer, _ out: (UInt64, ParserOutput) -> Void) {
-        stage = .header
-        let end = bytes[bytes.count - 1]
+    /// A method, header or heartbeat frame's payload and end byte are complete.
+    private mutating func complete(_ header: FrameHeader, start: UInt64, end: UInt8, payload: Step.Payload) -> Step {
+        state = .frameHeader
         guard end == AMQPSpec.frameEnd else {
-            out(frameStart, .malformed(reason: Self.badEnd(end), skipped: offset - 1 - frameStart))
+            pending.removeAll(keepingCapacity: true)
             startHunting(at: offset - 1, carrying: [end])
-            return
+            return Step(offset: start, output: .malformed(reason: Self.badEnd(end), skipped: offset - 1 - start))
         }
-        out(frameStart, .frame(header, payload: UnsafeRawBufferPointer(rebasing: bytes[0..<bytes.count - 1]), damaged: false))
+        return Step(offset: start, output: .frame(header, payload: .empty, damaged: false), payload: payload)
     }
 
     static func readHeader(_ b: UnsafeRawBufferPointer) -> FrameHeader {
@@ -358,50 +416,41 @@ struct FrameParser {
     // MARK: - Hunting for a frame boundary
 
     mutating func startHunting(at streamOffset: UInt64, carrying bytes: [UInt8]) {
-        mode = .hunting
-        stage = .header
+        state = .hunting(start: streamOffset, skipped: 0)
         pending = bytes
-        frameStart = streamOffset
-        huntedBytes = 0
     }
 
-    /// Looks for a position in `pending` where several consecutive valid frames start.
-    private mutating func hunt(_ out: (UInt64, ParserOutput) -> Void) {
-        let limit = negotiatedFrameMax == 0 ? FrameLimits.huntingFrameSize : min(maximumFrameSize, FrameLimits.huntingFrameSize * 8)
-        var verdict: (position: Int, sync: Bool)? = nil
-        pending.withUnsafeBytes { b in
+    /// Looks for a position in `pending` where several consecutive valid frames start. Once found, the bytes from
+    /// there on are read again as frames, from that offset.
+    private mutating func hunt(start: UInt64, skipped: UInt64) -> Step? {
+        let limit = negotiatedFrameMax == 0
+            ? FrameLimits.huntingFrameSize : min(maximumFrameSize, FrameLimits.huntingFrameSize * 8)
+        let verdict: (position: Int, sync: Bool) = pending.withUnsafeBytes { b in
             var p = 0
             while p + 7 <= b.count {
                 switch Self.chain(b, from: p, limit: limit) {
-                case .sync: verdict = (p, true); return
-                case .needMore: verdict = (p, false); return
+                case .sync: return (p, true)
+                case .needMore: return (p, false)
                 case .invalid: p += 1
                 }
             }
-            verdict = (max(0, b.count - 6), false)
+            return (max(0, b.count - 6), false)
         }
-        guard let verdict else { return }
         var drop = verdict.position
         if !verdict.sync && pending.count - drop > FrameLimits.huntBufferLimit {
             drop = pending.count - FrameLimits.huntBufferLimit // a candidate that never completes: let it go
         }
-        huntedBytes += UInt64(drop)
-        let syncOffset = frameStart + UInt64(drop)
-        if verdict.sync {
-            let rest = Array(pending[drop...])
-            pending.removeAll(keepingCapacity: true)
-            out(syncOffset, .synchronized(skipped: huntedBytes))
-            huntedBytes = 0
-            mode = .frames
-            stage = .header
-            let savedOffset = offset
-            offset = syncOffset
-            rest.withUnsafeBytes { feed($0, out) }
-            offset = savedOffset
-        } else if drop > 0 {
-            pending.removeFirst(drop)
-            frameStart = syncOffset
+        let syncOffset = start + UInt64(drop)
+        guard verdict.sync else {
+            if drop > 0 { pending.removeFirst(drop) }
+            state = .hunting(start: syncOffset, skipped: skipped + UInt64(drop))
+            return nil
         }
+        replay = Array(pending[drop...])
+        pending.removeAll(keepingCapacity: true)
+        offset = syncOffset // the bytes after the boundary are read again
+        state = .frameHeader
+        return Step(offset: syncOffset, output: .synchronized(skipped: skipped + UInt64(drop)))
     }
 
     enum Chain { case sync, needMore, invalid }

@@ -70,11 +70,11 @@ public enum Direction: Hashable, Sendable, CaseIterable, CustomStringConvertible
     case serverToClient
 
     /// The other direction.
-    public var reversed: Direction { self == .clientToServer ? .serverToClient : .clientToServer }
+    @inlinable public var reversed: Direction { self == .clientToServer ? .serverToClient : .clientToServer }
     /// The side that sends in this direction.
-    public var sender: Side { self == .clientToServer ? .client : .server }
+    @inlinable public var sender: Side { self == .clientToServer ? .client : .server }
     /// The side that receives in this direction.
-    public var receiver: Side { sender.peer }
+    @inlinable public var receiver: Side { sender.peer }
     /// "client->server" or "server->client".
     public var description: String { self == .clientToServer ? "client->server" : "server->client" }
 }
@@ -83,9 +83,9 @@ public enum Direction: Hashable, Sendable, CaseIterable, CustomStringConvertible
 public enum Side: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
     case client, server
     /// The other end.
-    public var peer: Side { self == .client ? .server : .client }
+    @inlinable public var peer: Side { self == .client ? .server : .client }
     /// The direction in which this side sends.
-    public var sending: Direction { self == .client ? .clientToServer : .serverToClient }
+    @inlinable public var sending: Direction { self == .client ? .clientToServer : .serverToClient }
     /// "client" or "server".
     public var description: String { rawValue }
 }
@@ -99,35 +99,37 @@ public struct PerDirection<Value> {
     public var serverToClient: Value
 
     /// Both directions' values.
+    @inlinable
     public init(clientToServer: Value, serverToClient: Value) {
         self.clientToServer = clientToServer
         self.serverToClient = serverToClient
     }
 
     /// The same value for both directions.
+    @inlinable
     public init(repeating value: Value) {
         clientToServer = value
         serverToClient = value
     }
 
-    /// The value of one direction.
+    /// The value of one direction (changed in place).
+    @inlinable
     public subscript(direction: Direction) -> Value {
-        get { direction == .clientToServer ? clientToServer : serverToClient }
-        set {
-            if direction == .clientToServer { clientToServer = newValue } else { serverToClient = newValue }
-        }
-        _modify {
+        @inline(__always) get { direction == .clientToServer ? clientToServer : serverToClient }
+        @inline(__always) _modify {
             if direction == .clientToServer { yield &clientToServer } else { yield &serverToClient }
         }
     }
 
     /// The value of the direction in which `side` sends.
+    @inlinable
     public subscript(sentBy side: Side) -> Value {
-        get { self[side.sending] }
-        _modify { yield &self[side.sending] }
+        @inline(__always) get { self[side.sending] }
+        @inline(__always) _modify { yield &self[side.sending] }
     }
 
     /// Each direction's value transformed.
+    @inlinable
     public func map<T>(_ transform: (Value) throws -> T) rethrows -> PerDirection<T> {
         PerDirection<T>(clientToServer: try transform(clientToServer), serverToClient: try transform(serverToClient))
     }

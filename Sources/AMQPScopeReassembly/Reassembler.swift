@@ -294,7 +294,8 @@ public struct Reassembler {
         let id = connection.info.id
         for direction in Direction.allCases {
             while !connection.halves[direction].chunks.isEmpty {
-                skipHole(&connection, direction, reason: .lost, time: time, packetNumber: packetNumber, into: &sink)
+                connection.skipHole(direction, reason: .lost, time: time, packetNumber: packetNumber,
+                                    totalBuffered: &totalBuffered, into: &sink)
             }
         }
         // A connection TCP already closed ended the way it closed; otherwise, for the reason given.
@@ -317,33 +318,69 @@ public struct Reassembler {
     private mutating func handle<S: StreamSink>(
         _ segment: TCPSegment, header: PacketHeader, bytes: UnsafeRawBufferPointer, slot: Int, into sink: inout S
     ) {
-        guard var connection = connections[slot] else { return }
-        connections[slot] = nil // take it out while we mutate it: no copy-on-write of its buffers
-        defer { connections[slot] = connection }
+        // Optional chaining changes the connection in place: nothing is copied or moved per packet.
+        let grown = connections[slot]?.handle(segment, header: header, bytes: bytes, totalBuffered: &totalBuffered, into: &sink)
+        guard let direction = grown ?? nil, var connection = connections[slot].take() else { return }
+        enforceLimits(&connection, direction, time: header.timestamp, packetNumber: header.number, into: &sink)
+        connections[slot] = connection
+    }
 
-        let direction: Direction = segment.source == connection.info.client ? .clientToServer : .serverToClient
-        let id = connection.info.id
+    private mutating func enforceLimits<S: StreamSink>(
+        _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
+        while connection.halves[direction].bufferedBytes > configuration.maximumBufferedBytesPerDirection
+                || (totalBuffered > configuration.maximumBufferedBytesTotal && connection.halves[direction].bufferedBytes > 0) {
+            connection.skipHole(direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
+        }
+        // Still over the total (other connections hold it): skip their holes, largest first.
+        while totalBuffered > configuration.maximumBufferedBytesTotal {
+            var largest: (slot: Int, direction: Direction, bytes: Int)?
+            for slot in index.values {
+                guard let c = connections[slot] else { continue }
+                for dir in Direction.allCases where c.halves[dir].bufferedBytes > (largest?.bytes ?? 0) {
+                    largest = (slot, dir, c.halves[dir].bufferedBytes)
+                }
+            }
+            guard let largest, var other = connections[largest.slot] else { break }
+            connections[largest.slot] = nil
+            other.skipHole(largest.direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
+            connections[largest.slot] = other
+        }
+    }
+}
+
+extension Connection {
+    /// One segment of this connection. Returns the direction whose out-of-order buffer grew (its limits are then
+    /// checked by the reassembler, which sees every connection), or nil.
+    mutating func handle<S: StreamSink>(
+        _ segment: TCPSegment, header: PacketHeader, bytes: UnsafeRawBufferPointer, totalBuffered: inout Int,
+        into sink: inout S
+    ) -> Direction? {
+        var grown: Direction?
+
+        let direction: Direction = segment.source == info.client ? .clientToServer : .serverToClient
+        let id = info.id
         let time = header.timestamp
         let flags = segment.flags
-        connection.lastTime = time
+        lastTime = time
 
         // Handshake bookkeeping.
         if flags.contains(.syn) {
-            if !connection.halves[direction].sentSYN {
-                connection.halves[direction].sentSYN = true
-                connection.halves[direction].synSequence = segment.sequence
-                connection.halves[direction].started = true
-                connection.halves[direction].base = segment.sequence &+ 1
-                connection.halves[direction].nextOffset = 0
-                connection.halves[direction].windowScale = segment.options.windowScale
+            if !halves[direction].sentSYN {
+                halves[direction].sentSYN = true
+                halves[direction].synSequence = segment.sequence
+                halves[direction].started = true
+                halves[direction].base = segment.sequence &+ 1
+                halves[direction].nextOffset = 0
+                halves[direction].windowScale = segment.options.windowScale
             }
-            if flags.contains(.ack) && direction == .serverToClient { connection.synAckSeen = true }
-        } else if flags.contains(.ack) && direction == .clientToServer && connection.synAckSeen {
-            connection.handshakeDone = true
+            if flags.contains(.ack) && direction == .serverToClient { synAckSeen = true }
+        } else if flags.contains(.ack) && direction == .clientToServer && synAckSeen {
+            handshakeDone = true
         }
-        if !connection.halves[direction].started && !flags.contains(.rst) {
-            connection.halves[direction].started = true
-            connection.halves[direction].base = segment.sequence
+        if !halves[direction].started && !flags.contains(.rst) {
+            halves[direction].started = true
+            halves[direction].base = segment.sequence
         }
 
         // Classify the payload against what this direction has delivered.
@@ -351,13 +388,13 @@ public struct Reassembler {
         var info = PacketInfo(
             flags: flags, sequence: segment.sequence, acknowledgment: segment.acknowledgment,
             payloadLength: payloadLength, wireLength: header.originalLength,
-            window: flags.contains(.syn) || !connection.scalingOn
+            window: flags.contains(.syn) || !scalingOn
                 ? UInt32(segment.window)
-                : UInt32(segment.window) << UInt32(min(connection.halves[direction].windowScale ?? 0, 14)),
+                : UInt32(segment.window) << UInt32(min(halves[direction].windowScale ?? 0, 14)),
             isRetransmission: false, isPartialRetransmission: false, isOutOfOrder: false, isKeepalive: false)
         let dataSequence = flags.contains(.syn) ? segment.sequence &+ 1 : segment.sequence
-        let start = connection.halves[direction].started ? connection.halves[direction].offset(of: dataSequence) : 0
-        let nextOffset = Int64(connection.halves[direction].nextOffset)
+        let start = halves[direction].started ? halves[direction].offset(of: dataSequence) : 0
+        let nextOffset = Int64(halves[direction].nextOffset)
         if payloadLength <= 1 && start == nextOffset - 1 && !flags.contains(.syn) && !flags.contains(.fin)
             && !flags.contains(.rst) {
             info.isKeepalive = true
@@ -368,64 +405,67 @@ public struct Reassembler {
             else if start > nextOffset { info.isOutOfOrder = true }
         }
 
-        connection.halves[direction].packetsSeen += 1
+        halves[direction].packetsSeen += 1
 
         sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
                                  offset: UInt64(max(0, start)), kind: .packet(info)))
 
         // Payload.
         if payloadLength > 0 && !info.isKeepalive && !info.isRetransmission {
-            if connection.halves[direction].sentFIN && start >= Int64(connection.halves[direction].finOffset) {
+            if halves[direction].sentFIN && start >= Int64(halves[direction].finOffset) {
                 sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
                                          offset: UInt64(max(0, start)), kind: .dataAfterFIN(length: payloadLength)))
             } else {
                 let payload = UnsafeRawBufferPointer(rebasing: bytes[segment.payloadRange])
-                accept(&connection, direction, start: start, payload: payload, wireLength: payloadLength,
-                       time: time, packetNumber: header.number, into: &sink)
+                if accept(direction, start: start, payload: payload, wireLength: payloadLength,
+                          time: time, packetNumber: header.number, totalBuffered: &totalBuffered, into: &sink) {
+                    grown = direction
+                }
             }
         }
 
         // FIN: the first one this direction sends marks its half-close.
-        if flags.contains(.fin) && !connection.halves[direction].sentFIN {
-            let otherRank = connection.halves[direction.reversed].finRank
-            connection.halves[direction].finRank = otherRank == 0 ? 1 : 2
-            connection.halves[direction].finOffset = UInt64(max(0, start + Int64(payloadLength)))
+        if flags.contains(.fin) && !halves[direction].sentFIN {
+            let otherRank = halves[direction.reversed].finRank
+            halves[direction].finRank = otherRank == 0 ? 1 : 2
+            halves[direction].finOffset = UInt64(max(0, start + Int64(payloadLength)))
             sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
-                                     offset: connection.halves[direction].finOffset, kind: .fin))
-            if connection.halves.clientToServer.sentFIN && connection.halves.serverToClient.sentFIN && connection.endReason == nil {
-                connection.endReason = .finished
+                                     offset: halves[direction].finOffset, kind: .fin))
+            if halves.clientToServer.sentFIN && halves.serverToClient.sentFIN && endReason == nil {
+                endReason = .finished
             }
         }
 
         // RST: who reset whom, and the state each side was in when it landed.
         if flags.contains(.rst) {
-            let expected = connection.halves[direction] // what the receiver expects next from this sender
+            let expected = halves[direction] // what the receiver expects next from this sender
             let distance = expected.started ? expected.offset(of: segment.sequence) - Int64(expected.expectedOffset) : 0
             // The receiver's window as it last advertised it; 65,535 when it has sent nothing yet.
-            let receiverWindow = connection.halves[direction.reversed].packetsSeen > 0 ? connection.halves[direction.reversed].lastWindow : 65_535
+            let receiverWindow = halves[direction.reversed].packetsSeen > 0 ? halves[direction.reversed].lastWindow : 65_535
             let reset = ResetInfo(
                 exact: distance == 0,
                 inWindow: distance >= 0 && distance < Int64(max(receiverWindow, 1)),
-                senderState: connection.state(of: direction.sender),
-                receiverState: connection.state(of: direction.receiver),
+                senderState: state(of: direction.sender),
+                receiverState: state(of: direction.receiver),
                 repeated: expected.sentRST)
-            connection.halves[direction].sentRST = true
-            if connection.endReason == nil { connection.endReason = .reset }
+            halves[direction].sentRST = true
+            if endReason == nil { endReason = .reset }
             sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
                                      offset: UInt64(max(0, Int64(expected.expectedOffset) + distance)), kind: .reset(reset)))
         }
-        connection.halves[direction].lastWindow = info.window
+        halves[direction].lastWindow = info.window
+        return grown
     }
 
-    /// Delivers or buffers one segment's payload at stream offset `start`.
-    private mutating func accept<S: StreamSink>(
-        _ connection: inout Connection, _ direction: Direction, start: Int64, payload: UnsafeRawBufferPointer,
-        wireLength: Int, time: Timestamp, packetNumber: Int, into sink: inout S
-    ) {
-        let id = connection.info.id
-        let next = Int64(connection.halves[direction].nextOffset)
+    /// Delivers or buffers one segment's payload at stream offset `start`; true when it was buffered out of order.
+    mutating func accept<S: StreamSink>(
+        _ direction: Direction, start: Int64, payload: UnsafeRawBufferPointer,
+        wireLength: Int, time: Timestamp, packetNumber: Int, totalBuffered: inout Int, into sink: inout S
+    ) -> Bool {
+        let id = info.id
+        let next = Int64(halves[direction].nextOffset)
         let end = start + Int64(wireLength)
-        guard end > next else { return }
+        guard end > next else { return false }
         if start <= next {
             // In order (possibly overlapping what was delivered): hand over the new part of the packet's bytes.
             let skip = Int(next - start)
@@ -437,28 +477,28 @@ public struct Reassembler {
             let uncaptured = Int64(wireLength - payload.count)
             if uncaptured > 0 {
                 let gapStart = max(next, start + Int64(payload.count))
-                report(gap: UInt64(end - gapStart), at: UInt64(gapStart), reason: .notCaptured, &connection, direction,
+                report(gap: UInt64(end - gapStart), at: UInt64(gapStart), reason: .notCaptured, direction,
                        time: time, packetNumber: packetNumber, into: &sink)
             }
-            connection.halves[direction].nextOffset = UInt64(end)
-            drain(&connection, direction, time: time, packetNumber: packetNumber, into: &sink)
-            return
+            halves[direction].nextOffset = UInt64(end)
+            drain(direction, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
+            return false
         }
         // Ahead of a hole: keep the parts no earlier copy covers (first copy wins), compare the overlaps.
-        insert(&connection, direction, start: UInt64(start), payload: payload, wireLength: wireLength,
-               time: time, packetNumber: packetNumber, into: &sink)
-        enforceLimits(&connection, direction, time: time, packetNumber: packetNumber, into: &sink)
+        insert(direction, start: UInt64(start), payload: payload, wireLength: wireLength,
+               time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
+        return true
     }
 
-    private mutating func insert<S: StreamSink>(
-        _ connection: inout Connection, _ direction: Direction, start: UInt64, payload: UnsafeRawBufferPointer,
-        wireLength: Int, time: Timestamp, packetNumber: Int, into sink: inout S
+    mutating func insert<S: StreamSink>(
+        _ direction: Direction, start: UInt64, payload: UnsafeRawBufferPointer,
+        wireLength: Int, time: Timestamp, packetNumber: Int, totalBuffered: inout Int, into sink: inout S
     ) {
         let capturedEnd = start + UInt64(payload.count)
         let end = start + UInt64(wireLength)
         var uncovered: [(UInt64, UInt64)] = [(start, end)]
         var conflicts = 0
-        for chunk in connection.halves[direction].chunks.overlapping(start, end) {
+        for chunk in halves[direction].chunks.overlapping(start, end) {
             // Compare the bytes both copies captured.
             let lo = max(chunk.offset, start)
             let hi = min(chunk.offset + UInt64(chunk.bytes.count), capturedEnd)
@@ -477,90 +517,67 @@ public struct Reassembler {
             uncovered = remaining
         }
         if conflicts > 0 {
-            sink.consume(StreamEvent(connection: connection.info.id, direction: direction, time: time,
+            sink.consume(StreamEvent(connection: info.id, direction: direction, time: time,
                                      packetNumber: packetNumber, offset: start, kind: .overlapConflict(length: wireLength)))
         }
         for (a, b) in uncovered {
             let capturedHi = min(b, capturedEnd)
             let bytes: [UInt8] = a < capturedHi
                 ? Array(UnsafeRawBufferPointer(rebasing: payload[Int(a - start)..<Int(capturedHi - start)])) : []
-            connection.halves[direction].chunks.insert(Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count))
-            connection.halves[direction].bufferedBytes += bytes.count
+            halves[direction].chunks.insert(Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count))
+            halves[direction].bufferedBytes += bytes.count
             totalBuffered += bytes.count
         }
     }
 
     /// Delivers buffered chunks that the stream has now reached.
-    private mutating func drain<S: StreamSink>(
-        _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
+    mutating func drain<S: StreamSink>(
+        _ direction: Direction, time: Timestamp, packetNumber: Int, totalBuffered: inout Int, into sink: inout S
     ) {
-        while let first = connection.halves[direction].chunks.first, first.offset <= connection.halves[direction].nextOffset {
-            let chunk = connection.halves[direction].chunks.popFirst()!
-            connection.halves[direction].bufferedBytes -= chunk.bytes.count
+        while let first = halves[direction].chunks.first, first.offset <= halves[direction].nextOffset {
+            let chunk = halves[direction].chunks.popFirst()!
+            halves[direction].bufferedBytes -= chunk.bytes.count
             totalBuffered -= chunk.bytes.count
-            let next = connection.halves[direction].nextOffset
+            let next = halves[direction].nextOffset
             guard chunk.end > next else { continue }
             let skip = Int(next - chunk.offset)
             if skip < chunk.bytes.count {
                 chunk.bytes.withUnsafeBytes { raw in
-                    sink.consume(StreamEvent(connection: connection.info.id, direction: direction, time: time,
+                    sink.consume(StreamEvent(connection: info.id, direction: direction, time: time,
                                              packetNumber: packetNumber, offset: next,
                                              kind: .data(UnsafeRawBufferPointer(rebasing: raw[skip...]))))
                 }
             }
             if chunk.missing > 0 {
                 let gapStart = max(next, chunk.offset + UInt64(chunk.bytes.count))
-                report(gap: chunk.end - gapStart, at: gapStart, reason: .notCaptured, &connection, direction,
+                report(gap: chunk.end - gapStart, at: gapStart, reason: .notCaptured, direction,
                        time: time, packetNumber: packetNumber, into: &sink)
             }
-            connection.halves[direction].nextOffset = chunk.end
+            halves[direction].nextOffset = chunk.end
         }
     }
 
     /// Skips the hole before the first buffered chunk: the bytes in it never arrived.
-    private mutating func skipHole<S: StreamSink>(
-        _ connection: inout Connection, _ direction: Direction, reason: GapReason, time: Timestamp, packetNumber: Int,
-        into sink: inout S
+    mutating func skipHole<S: StreamSink>(
+        _ direction: Direction, reason: GapReason, time: Timestamp, packetNumber: Int,
+        totalBuffered: inout Int, into sink: inout S
     ) {
-        guard let first = connection.halves[direction].chunks.first else { return }
-        let next = connection.halves[direction].nextOffset
+        guard let first = halves[direction].chunks.first else { return }
+        let next = halves[direction].nextOffset
         if first.offset > next {
-            report(gap: first.offset - next, at: next, reason: reason, &connection, direction,
+            report(gap: first.offset - next, at: next, reason: reason, direction,
                    time: time, packetNumber: packetNumber, into: &sink)
-            connection.halves[direction].nextOffset = first.offset
+            halves[direction].nextOffset = first.offset
         }
-        drain(&connection, direction, time: time, packetNumber: packetNumber, into: &sink)
+        drain(direction, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
     }
 
-    private mutating func enforceLimits<S: StreamSink>(
-        _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
-    ) {
-        while connection.halves[direction].bufferedBytes > configuration.maximumBufferedBytesPerDirection
-                || (totalBuffered > configuration.maximumBufferedBytesTotal && connection.halves[direction].bufferedBytes > 0) {
-            skipHole(&connection, direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, into: &sink)
-        }
-        // Still over the total (other connections hold it): skip their holes, largest first.
-        while totalBuffered > configuration.maximumBufferedBytesTotal {
-            var largest: (slot: Int, direction: Direction, bytes: Int)?
-            for slot in index.values {
-                guard let c = connections[slot] else { continue }
-                for dir in Direction.allCases where c.halves[dir].bufferedBytes > (largest?.bytes ?? 0) {
-                    largest = (slot, dir, c.halves[dir].bufferedBytes)
-                }
-            }
-            guard let largest, var other = connections[largest.slot] else { break }
-            connections[largest.slot] = nil
-            skipHole(&other, largest.direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, into: &sink)
-            connections[largest.slot] = other
-        }
-    }
-
-    private func report<S: StreamSink>(
-        gap length: UInt64, at offset: UInt64, reason: GapReason, _ connection: inout Connection, _ direction: Direction,
+    func report<S: StreamSink>(
+        gap length: UInt64, at offset: UInt64, reason: GapReason, _ direction: Direction,
         time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
         guard length > 0 else { return }
-        sink.consume(StreamEvent(connection: connection.info.id, direction: direction, time: time,
+        sink.consume(StreamEvent(connection: info.id, direction: direction, time: time,
                                  packetNumber: packetNumber, offset: offset, kind: .gap(length: length, reason: reason)))
     }
 }

@@ -27,7 +27,7 @@ public struct EngineConfiguration: Hashable, Sendable {
 
 /// Receives reassembly's events and runs the codec per connection. Each open connection's builder and decoder live
 /// together in a slab addressed by a slot: one hash lookup per event at most (none when the event is for the same
-/// connection as the last), and an entry is moved out while an event works on it and back after, never copied.
+/// connection as the last), and an entry is changed in place, never copied.
 struct EngineState: StreamSink {
     /// One open connection: its record being built, its decoder, and what the decoder holds.
     struct Entry {
@@ -35,6 +35,56 @@ struct EngineState: StreamSink {
         var decoder: ConnectionDecoder
         /// What the decoder held after the last call into it.
         var held = 0
+
+            /// One event of this connection, through its decoder into its builder; `totalHeld` is what all decoders hold.
+            mutating func handle(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
+            switch event.kind {
+            case .opened, .ended:
+                break
+            case .packet(let packet):
+                builder.packet(packet, event)
+            case .data(let bytes):
+                builder.record.counters[event.direction].streamBytes += UInt64(bytes.count)
+                if configuration.byteAtATime {
+                    for i in 0..<bytes.count {
+                        decoder.data(UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: event.direction,
+                                           time: event.time, packetNumber: event.packetNumber, into: &builder)
+                    }
+                } else {
+                    decoder.data(bytes, direction: event.direction, time: event.time,
+                                       packetNumber: event.packetNumber, into: &builder)
+                }
+                account(event, configuration: configuration, totalHeld: &totalHeld)
+            case .gap(let length, let reason):
+                builder.moment(.gap(length: length, reason: reason), event)
+                decoder.gap(length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
+                                  into: &builder)
+                account(event, configuration: configuration, totalHeld: &totalHeld)
+            case .fin:
+                builder.moment(.fin, event)
+            case .reset(let info):
+                builder.moment(.reset(info), event)
+            case .overlapConflict(let length):
+                builder.moment(.overlapConflict(length: length), event)
+            case .dataAfterFIN(let length):
+                builder.moment(.dataAfterFIN(length: length), event)
+            }
+        }
+
+        /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
+        mutating func account(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
+            var now = decoder.bufferedBytes
+            if now != held || totalHeld > configuration.maximumCodecBufferedBytes {
+                totalHeld += now - held
+                if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
+                    decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
+                    let after = decoder.bufferedBytes
+                    totalHeld += after - now
+                    now = after
+                }
+                held = now
+            }
+        }
     }
 
     let configuration: EngineConfiguration
@@ -59,30 +109,9 @@ struct EngineState: StreamSink {
         return slot
     }
 
-    /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
-    mutating func account(_ entry: inout Entry, _ event: StreamEvent) {
-        var now = entry.decoder.bufferedBytes
-        if now != entry.held || totalHeld > configuration.maximumCodecBufferedBytes {
-            totalHeld += now - entry.held
-            if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
-                entry.decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &entry.builder)
-                let after = entry.decoder.bufferedBytes
-                totalHeld += after - now
-                now = after
-            }
-            entry.held = now
-        }
-    }
-
     /// Builders of open connections, by id.
     var openBuilders: [RecordBuilder] {
         slots.sorted { $0.key < $1.key }.compactMap { entries[$0.value]?.builder }
-    }
-
-    /// Moves a builder's new entries to the live queue.
-    static func moveLive(from builder: inout RecordBuilder, to live: inout [(ConnectionInfo, TimelineEntry)]) {
-        for entry in builder.fresh { live.append((builder.record.info, entry)) }
-        builder.fresh.removeAll(keepingCapacity: true)
     }
 
     mutating func consume(_ event: StreamEvent) {
@@ -90,14 +119,14 @@ struct EngineState: StreamSink {
             open(info, event)
             return
         }
-        guard let s = slot(of: event.connection), var entry = entries[s].take() else { return }
+        guard let s = slot(of: event.connection) else { return }
         if case .ended(let reason) = event.kind {
-            end(entry, reason: reason, slot: s, event)
+            if let entry = entries[s].take() { end(entry, reason: reason, slot: s, event) }
             return
         }
-        handle(event, &entry)
-        if configuration.streamEntries { Self.moveLive(from: &entry.builder, to: &live) }
-        entries[s] = entry
+        // Optional chaining mutates the entry in place: nothing is copied per event.
+        entries[s]?.handle(event, configuration: configuration, totalHeld: &totalHeld)
+        if configuration.streamEntries { entries[s]?.builder.moveFresh(to: &live) }
     }
 
     private mutating func open(_ info: ConnectionInfo, _ event: StreamEvent) {
@@ -117,40 +146,6 @@ struct EngineState: StreamSink {
         slots[info.id] = slot
     }
 
-    private mutating func handle(_ event: StreamEvent, _ entry: inout Entry) {
-        switch event.kind {
-        case .opened, .ended:
-            break
-        case .packet(let packet):
-            entry.builder.packet(packet, event)
-        case .data(let bytes):
-            entry.builder.record.counters[event.direction].streamBytes += UInt64(bytes.count)
-            if configuration.byteAtATime {
-                for i in 0..<bytes.count {
-                    entry.decoder.data(UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: event.direction,
-                                       time: event.time, packetNumber: event.packetNumber, into: &entry.builder)
-                }
-            } else {
-                entry.decoder.data(bytes, direction: event.direction, time: event.time,
-                                   packetNumber: event.packetNumber, into: &entry.builder)
-            }
-            account(&entry, event)
-        case .gap(let length, let reason):
-            entry.builder.moment(.gap(length: length, reason: reason), event)
-            entry.decoder.gap(length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
-                              into: &entry.builder)
-            account(&entry, event)
-        case .fin:
-            entry.builder.moment(.fin, event)
-        case .reset(let info):
-            entry.builder.moment(.reset(info), event)
-        case .overlapConflict(let length):
-            entry.builder.moment(.overlapConflict(length: length), event)
-        case .dataAfterFIN(let length):
-            entry.builder.moment(.dataAfterFIN(length: length), event)
-        }
-    }
-
     private mutating func end(_ entry: Entry, reason: EndReason, slot s: Int, _ event: StreamEvent) {
         var entry = entry
         totalHeld -= entry.held
@@ -167,7 +162,7 @@ struct EngineState: StreamSink {
         entry.builder.record.endReason = reason
         entry.builder.record.endTime = event.time
         entry.builder.closeRuns()
-        Self.moveLive(from: &entry.builder, to: &live)
+        entry.builder.moveFresh(to: &live)
         ended.append(entry.builder.record)
     }
 }

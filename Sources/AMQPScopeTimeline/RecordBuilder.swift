@@ -82,6 +82,12 @@ struct RecordBuilder: CodecSink {
         addKey(.moment(m))
     }
 
+    /// Moves the entries made since the last call to the live queue.
+    mutating func moveFresh(to live: inout [(ConnectionInfo, TimelineEntry)]) {
+        for entry in fresh { live.append((record.info, entry)) }
+        fresh.removeAll(keepingCapacity: true)
+    }
+
     /// A key event: the routine runs before it go on the timeline first.
     mutating func addKey(_ entry: TimelineEntry) {
         closeRuns()
