@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -30,6 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BROKER = os.path.join(os.path.dirname(HERE), "broker")
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("AMQPSCOPE_BROKER_PORT", "5672"))
+TLS_PORT = int(os.environ.get("AMQPSCOPE_BROKER_TLS_PORT", "5671"))
+TLS_SNI = "localhost"  # the broker's throwaway certificate is for localhost and 127.0.0.1
 
 
 def now():
@@ -40,8 +43,19 @@ def iso(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
+def ssl_errno_info(code, text):
+    """An ssl.SSLError's errno is an ssl.SSL_ERROR_* code (8 = SSL_ERROR_EOF), not an OS errno: kept apart."""
+    try:
+        name = ssl.SSLErrorNumber(code).name
+    except ValueError:
+        name = None
+    return {"ssl_errno": code, "ssl_errno_name": name, "strerror": text}
+
+
 def errno_info(exc):
-    """errno/strerror of an OSError, or None."""
+    """errno/strerror of an OSError (ssl_errno/ssl_errno_name of an ssl.SSLError), or None."""
+    if isinstance(exc, ssl.SSLError) and exc.errno is not None:
+        return ssl_errno_info(exc.errno, exc.strerror)
     if isinstance(exc, OSError) and exc.errno is not None:
         return {
             "errno": exc.errno,
@@ -65,6 +79,9 @@ def describe_exception(exc):
         "args": [a if isinstance(a, (int, float, str, type(None))) else repr(a) for a in exc.args],
         "mro": [c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException)],
     }
+    if isinstance(exc, ssl.SSLError):
+        d["ssl_reason"] = exc.reason
+        d["ssl_library"] = exc.library
     if isinstance(exc, (pika.exceptions.ConnectionClosed, pika.exceptions.ChannelClosed)):
         d["reply_code"] = exc.reply_code
         d["reply_text"] = exc.reply_text
@@ -76,7 +93,10 @@ def describe_exception(exc):
         # pika's StreamLostError keeps only the repr of the OSError in its message, e.g.
         # "Stream connection lost: ConnectionResetError(104, 'Connection reset by peer')".
         m = _ERRNO_IN_TEXT.search(str(exc))
-        if m:
+        if m and m.group(1).startswith("SSL"):
+            d.update(ssl_errno_info(int(m.group(2)), m.group(3)))
+            d["errno_source"] = "parsed from exception message (%s; an ssl.SSL_ERROR_* code)" % m.group(1)
+        elif m:
             d["errno"] = int(m.group(2))
             d["errno_name"] = errno_mod.errorcode.get(int(m.group(2)))
             d["strerror"] = m.group(3)
@@ -275,12 +295,38 @@ class Recorder:
             self.data["exceptions"].append(d)
         return d
 
-    def connect(self, label="conn", **params):
-        """Open a BlockingConnection to the private broker, recording it."""
+    def tls_context(self, tls):
+        """An ssl.SSLContext for the broker's TLS listener. tls: {"version": "1.3"|"1.2", "ciphers": OpenSSL
+        cipher string (TLS 1.2 only), "keylog": NSS key log file}. The server certificate is verified against
+        the broker's throwaway CA (scripts/broker tls-ca), with the host name TLS_SNI."""
+        ca = subprocess.run([BROKER, "tls-ca"], capture_output=True, text=True, check=True).stdout.strip()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cafile=ca)
+        if tls.get("version") == "1.3":
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        elif tls.get("version") == "1.2":
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if tls.get("ciphers"):
+            ctx.set_ciphers(tls["ciphers"])
+        if tls.get("keylog"):
+            ctx.keylog_filename = tls["keylog"]
+        return ctx
+
+    def connect(self, label="conn", tls=None, **params):
+        """Open a BlockingConnection to the private broker, recording it. With tls (see tls_context), over
+        TLS to TLS_PORT through pika.SSLOptions."""
         params.setdefault("heartbeat", 2)
-        p = pika.ConnectionParameters(host=HOST, port=PORT, connection_attempts=1, socket_timeout=5,
+        port = PORT
+        shown = {k: v for k, v in params.items()}
+        if tls:
+            port = TLS_PORT
+            params["ssl_options"] = pika.SSLOptions(self.tls_context(tls), server_hostname=TLS_SNI)
+            shown["tls"] = dict(tls, sni=TLS_SNI)
+            self.data["broker_address"] = "%s:%d" % (HOST, port)
+        p = pika.ConnectionParameters(host=HOST, port=port, connection_attempts=1, socket_timeout=5,
                                       client_properties={"connection_name": "amqpscope-" + label}, **params)
-        self.event("connect", connection=label, params={k: v for k, v in params.items()})
+        self.event("connect", connection=label, params=shown)
         conn = pika.BlockingConnection(p)
         info = self.connection_info(conn, label)
         self.event("connected", connection=label, client_port=info.get("client_port"))
@@ -294,6 +340,17 @@ class Recorder:
             info["client_addr"], info["client_port"] = sock.getsockname()[:2]
             info["broker_addr"], info["broker_port"] = sock.getpeername()[:2]
             info["ports_source"] = "client socket getsockname()/getpeername()"
+            if isinstance(sock, ssl.SSLSocket):
+                name, protocol, bits = sock.cipher()
+                info["tls"] = {
+                    "version": sock.version(), "cipher": name, "cipher_protocol": protocol, "cipher_bits": bits,
+                    "sni": sock.server_hostname, "server_cert_subject": _dn(sock.getpeercert().get("subject")),
+                    "server_cert_san": [list(x) for x in sock.getpeercert().get("subjectAltName", ())],
+                    "keylog_file": os.path.basename(sock.context.keylog_filename or "") or None,
+                    "openssl": ssl.OPENSSL_VERSION,
+                    "source": "client ssl.SSLSocket version()/cipher()/server_hostname/getpeercert() "
+                              "after the handshake; keylog = SSLContext.keylog_filename",
+                }
         except Exception as e:  # pragma: no cover - pika internals
             info["ports_error"] = repr(e)
         info["start"] = getattr(impl, "_amqpscope_start", None)
@@ -358,6 +415,10 @@ def _describe_frame(fv):
     if isinstance(fv, pika.frame.Heartbeat):
         return ftype, channel, "heartbeat"
     return ftype, channel, type(fv).__name__
+
+
+def _dn(rdns):
+    return ", ".join("%s=%s" % kv for rdn in (rdns or ()) for kv in rdn)
 
 
 def _port(conn):

@@ -6,12 +6,15 @@ Inputs (all written by scripts/record-captures):
   --broker-log    the bytes the broker appended to its log file while the scenario ran
   --broker-version, --listen-options   `rabbitmqctl version` and the broker's tcp_listen_options
   --pcap, --tcpdump-stderr             the capture file and tcpdump's own statistics
+  --amqp-port, --keylog                the broker's port; for TLS captures (port 5671) the client's NSS
+                                       key log, with which tshark decrypts the capture
 
 Sections of the output:
   client, broker_log, broker    ground truth as the two programs recorded it
   expect                        the facts a decoder should find, each with a "source" naming the
                                 log line / exception / pika hook it was taken from
-  capture_observed              what tshark decodes from the pcap (a cross-check, NOT ground truth)
+  capture_observed              what tshark decodes from the pcap (a cross-check, NOT ground truth);
+                                TLS captures are decrypted with the key log
   checks                        expect vs capture_observed, for the one-line summary
 Prints one summary line on stdout.
 """
@@ -63,6 +66,25 @@ def parse_broker_log(text):
     return entries
 
 
+def own_entries(entries, client_ports):
+    """(entries of this scenario, number left out): other clients may use the broker at the same time
+    (e.g. AMQP 1.0 recordings), so lines that name another connection's port or Erlang pid are left out.
+    Lines that name no connection (memory alarms, ...) are kept."""
+    ours = set(p for p in client_ports if p)
+    own_pids, foreign_pids = set(), set()
+    for e in entries:
+        if "client_port" in e:
+            (own_pids if e["client_port"] in ours else foreign_pids).update(
+                p for p in (e["erlang_pid"], e.get("connection_pid")) if p)
+    for e in entries:  # e.g. "Closing session for connection <0.x.0>" of another client's connection
+        if "client_port" not in e and e.get("connection_pid") and e["connection_pid"] not in own_pids:
+            foreign_pids.update((e["erlang_pid"], e["connection_pid"]))
+    foreign_pids -= own_pids
+    keep = [e for e in entries if not ("client_port" in e and e["client_port"] not in ours)
+            and e["erlang_pid"] not in foreign_pids and e.get("connection_pid") not in foreign_pids]
+    return keep, len(entries) - len(keep)
+
+
 def classify(msg):
     rules = [
         ("accepting", "accepting AMQP connection"),
@@ -97,10 +119,13 @@ def log_src(e):
 
 # --- capture (tshark) ------------------------------------------------------------------------
 
-def tshark_json(pcap):
+def tshark_json(pcap, port=AMQP_PORT, keylog=None):
+    cmd = ["tshark", "-r", pcap, "-T", "json", "--no-duplicate-keys", "-J", "frame tcp amqp"]
+    if keylog:  # decrypt with the client's key log; AMQP is then dissected inside the TLS records
+        cmd[-1] += " tls"
+        cmd[3:3] = ["-o", "tls.keylog_file:" + keylog, "-d", "tcp.port==%d,tls" % port]
     try:
-        p = subprocess.run(["tshark", "-r", pcap, "-T", "json", "--no-duplicate-keys", "-J", "frame tcp amqp"],
-                           capture_output=True, text=True, timeout=120)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         return json.loads(p.stdout or "[]")
     except (OSError, ValueError, subprocess.TimeoutExpired) as e:
         print("make_truth: tshark failed: %r" % e, file=sys.stderr)
@@ -114,8 +139,177 @@ def flags_of(tcp):
     return names
 
 
-def observe(pcap):
-    pkts = tshark_json(pcap)
+def as_list(v):
+    return v if isinstance(v, list) else [] if v is None else [v]
+
+
+_CIPHERS = None
+
+
+def cipher_names():
+    """{"0x1302": (IANA name, OpenSSL name)} from this machine's `openssl ciphers -V -stdname`."""
+    global _CIPHERS
+    if _CIPHERS is None:
+        _CIPHERS = {}
+        try:
+            out = subprocess.run(["openssl", "ciphers", "-V", "-stdname", "ALL:@SECLEVEL=0"],
+                                 capture_output=True, text=True, timeout=30).stdout
+        except OSError:
+            out = ""
+        for line in out.splitlines():
+            m = re.match(r"\s*0x([0-9A-F]{2}),0x([0-9A-F]{2}) - (\S+)\s+- (\S+)", line)
+            if m:
+                _CIPHERS["0x" + (m.group(1) + m.group(2)).lower()] = (m.group(3), m.group(4))
+    return _CIPHERS
+
+
+def iana_cipher(name):
+    """IANA name of a cipher suite given by its OpenSSL name (as Python's ssl reports it) or its code."""
+    for code, (iana, openssl_name) in cipher_names().items():
+        if name in (code, iana, openssl_name):
+            return iana
+    return None
+
+
+TLS_VERSIONS = {"0x0304": "TLSv1.3", "0x0303": "TLSv1.2", "0x0302": "TLSv1.1", "0x0301": "TLSv1"}
+TLS_CONTENT = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}
+
+
+def observe_tls(s, side, num, t, tls, amqp_types, amqp_layer):
+    """Adds one packet's TLS records to stream s["tls"]: handshake parameters, record sizes by inner
+    content type, the record length of packets that carry nothing but one heartbeat frame, alerts."""
+    o = s.setdefault("tls", {"version": None, "cipher_suite": None, "cipher_suite_code": None, "sni": None,
+                             "records": {"client": {}, "broker": {}}, "app_data_records_without_amqp": 0,
+                             "heartbeat_record_lengths": {"client": [], "broker": []}, "alerts": []})
+    records = [r for layer in as_list(tls) for r in as_list(layer.get("tls.record"))]
+    for r in records:
+        outer = int(r.get("tls.record.opaque_type") or r.get("tls.record.content_type") or 0)
+        inner = int(r.get("tls.record.content_type") or 0)
+        if inner in (0, 23) and not amqp_layer:
+            # application data (or a TLS 1.3 record tshark could not decrypt) in a packet in which tshark
+            # decoded no AMQP frame: not decrypted (or a frame continued in a later record). The client's
+            # first one is the protocol header, which tshark -T json shows without an amqp layer.
+            if side == "client" and not o.get("_client_app_data_seen"):
+                o["_client_app_data_seen"] = True
+            else:
+                o["app_data_records_without_amqp"] += 1
+        if inner in (0, 23) and side == "client":
+            o["_client_app_data_seen"] = True
+        kind = TLS_CONTENT.get(inner, str(inner))
+        length = int(r.get("tls.record.length", 0))
+        c = o["records"][side].setdefault(kind, {"count": 0, "lengths": {}})
+        c["count"] += 1
+        c["lengths"][str(length)] = c["lengths"].get(str(length), 0) + 1
+        for h in as_list(r.get("tls.handshake")):
+            if not isinstance(h, dict):  # an encrypted handshake message tshark could not decrypt
+                continue
+            ht = h.get("tls.handshake.type")
+            if ht == "1":  # ClientHello: SNI
+                for k, v in h.items():
+                    if k.startswith("Extension: server_name") and isinstance(v, dict):
+                        o["sni"] = v.get("Server Name Indication extension", {}).get("tls.handshake.extensions_server_name")
+            if ht == "2":  # ServerHello: cipher suite, version (supported_versions for 1.3)
+                code = h.get("tls.handshake.ciphersuite")
+                o["cipher_suite_code"] = code
+                o["cipher_suite"] = (cipher_names().get(code) or (code,))[0]
+                ver = h.get("tls.handshake.version")
+                for k, v in h.items():
+                    if k.startswith("Extension: supported_versions") and isinstance(v, dict):
+                        ver = v.get("tls.handshake.extensions.supported_version", ver)
+                o["version"] = TLS_VERSIONS.get(ver, ver)
+        for a in as_list(r.get("tls.alert_message")):
+            if not isinstance(a, dict):  # an encrypted alert tshark could not decrypt
+                continue
+            # outer_content_type 23: a TLS 1.3 record (alert hidden as application data); 21: TLS 1.2
+            # (encrypted too, but the record header says alert)
+            o["alerts"].append({"frame": num, "t": t, "from": side, "outer_content_type": outer,
+                                "record_length": length,
+                                "level": int(a.get("tls.alert_message.level", -1)),
+                                "description": int(a.get("tls.alert_message.desc", -1)),
+                                "name": {0: "close_notify", 10: "unexpected_message", 40: "handshake_failure",
+                                         80: "internal_error", 90: "user_canceled"}.get(
+                                    int(a.get("tls.alert_message.desc", -1)))})
+    if amqp_types == [8] and len(records) == 1:
+        hl = o["heartbeat_record_lengths"][side]
+        length = int(records[0].get("tls.record.length", 0))
+        if length not in hl:
+            hl.append(length)
+
+
+def wire_detail(a):
+    """An AMQP frame as tshark decoded it, described like common.py describes pika's frames."""
+    ty = int(a["amqp.type"])
+    if ty == 1:
+        return "%s.%s" % (a.get("amqp.method.class"), a.get("amqp.method.method"))
+    if ty == 2:
+        return "body_size=%s" % a.get("amqp.header.body-size")
+    if ty == 3:
+        return "%s bytes" % a.get("amqp.length")
+    return "heartbeat" if ty == 8 else "size=%s" % a.get("amqp.length")
+
+
+_METHOD_IDS = None
+
+
+def pika_frame(f):
+    """[side, type, channel, detail] of a frame in client.frames ([t, sent|recv, type, channel, detail]),
+    with method names turned into class.method ids (pika.spec) as on the wire."""
+    global _METHOD_IDS
+    if _METHOD_IDS is None:
+        import pika.spec
+        _METHOD_IDS = {cls.NAME: "%d.%d" % (idx >> 16, idx & 0xFFFF) for idx, cls in pika.spec.methods.items()}
+    _, direction, ty, channel, detail = f
+    if ty == 1:
+        detail = _METHOD_IDS.get(re.sub(r"\(\d+\)$", "", detail), detail)
+    return ["client" if direction == "sent" else "broker", ty, channel, detail]
+
+
+def compare_frames(s, client):
+    """s["frames_vs_pika"]: the AMQP frames tshark decoded in each direction of stream s against the frames
+    pika handed to its transport (client->broker) and decoded (broker->client)."""
+    frames = client.get("frames") or {}
+    wire = s["frame_list"]
+    raw = [f for f in frames.get(str(s["client_port"]), []) if f[2] != "protocol-header"]
+    mine = [pika_frame(f) for f in raw]
+    sent_times = [f[0] for f in raw if f[1] == "sent"]
+    # the connection's first FIN or RST on the wire: frames pika handed over after it may miss the wire
+    closed_at = min((e["t"] for e in s["close_sequence"]), default=None)
+    client_closed_at = min((e["t"] for e in s["close_sequence"] if e["from"] == "client"), default=None)
+    out = {"source": "client.frames (pika hooks) vs the AMQP frames tshark decodes; the protocol header "
+                     "is left out (pika's Connection.Start wait); frames compared as [type, channel, "
+                     "class.method | body_size | body length | heartbeat]"}
+    for d, side, who in (("client_to_broker", "client", "pika sent"), ("broker_to_client", "broker", "pika decoded")):
+        w = [f[1:4] for f in wire if f[0] == side]
+        w_times = [f[4] for f in wire if f[0] == side]
+        p = [f[1:] for f in mine if f[0] == side]
+        if w == p:
+            match = "equal"
+        elif side == "client" and p[:len(w)] == w and closed_at is not None and all(
+                t >= closed_at for t in sent_times[len(w):]):
+            match = ("the wire is a prefix of what %s: its last %d frames, handed over after the connection's "
+                     "first FIN/RST, never reached the wire" % (who, len(p) - len(w)))
+        elif side == "broker" and w[:len(p)] == p:
+            match = "%s a prefix of the wire: the broker's last %d frames were never decoded by pika" % (who, len(w) - len(p))
+        else:
+            match = "different"
+        out[d] = {"on_wire": len(w), who.replace(" ", "_"): len(p), "match": match}
+        if match.startswith("the wire is"):
+            out[d]["not_on_wire"] = p[len(w):]
+        elif match != "equal" and side == "broker" and match != "different":
+            out[d]["not_decoded_by_pika"] = w[len(p):]
+            # e.g. a heartbeat the broker sent after pika had closed its socket
+            out[d]["all_after_client_fin_or_rst"] = client_closed_at is not None and all(
+                t > client_closed_at for t in w_times[len(p):])
+        elif match == "different":
+            first = next((i for i, (a, b) in enumerate(zip(w, p)) if a != b), min(len(w), len(p)))
+            out[d]["first_difference"] = {"index": first, "wire": w[first:first + 3], "pika": p[first:first + 3]}
+    s["frames_vs_pika"] = out
+
+
+def observe(pcap, port=AMQP_PORT, keylog=None, client=None):
+    """What tshark decodes, per TCP connection; with client (client.json), each connection's frames are
+    compared with pika's (compare_frames)."""
+    pkts = tshark_json(pcap, port, keylog)
     if pkts is None:
         return None
     streams = {}
@@ -127,12 +321,12 @@ def observe(pcap):
         num = int(fr.get("frame.number", 0))
         t = float(fr.get("frame.time_epoch", 0))
         sp, dp = int(tcp["tcp.srcport"]), int(tcp["tcp.dstport"])
-        side = "broker" if sp == AMQP_PORT else "client"
+        side = "broker" if sp == port else "client"
         cport = dp if side == "broker" else sp
         s = streams.setdefault(cport, {
-            "client_port": cport, "broker_port": AMQP_PORT, "tcp_stream": int(tcp.get("tcp.stream", -1)),
+            "client_port": cport, "broker_port": port, "tcp_stream": int(tcp.get("tcp.stream", -1)),
             "first_frame": num, "first_time": t, "packets": 0,
-            "amqp_frames": {"client": {}, "broker": {}},
+            "amqp_frames": {"client": {}, "broker": {}}, "frame_list": [],
             "heartbeats": {"client": [], "broker": []},
             "methods": [], "close_sequence": [], "tune": None, "tune_ok": None,
         })
@@ -143,13 +337,12 @@ def observe(pcap):
             s["close_sequence"].append({"frame": num, "t": t, "from": side, "src_port": sp,
                                         "flags": ",".join(f for f in fl if f in ("FIN", "RST", "ACK")),
                                         "tcp_len": int(tcp.get("tcp.len", 0))})
-        amqp = L.get("amqp")
-        if amqp is None:
-            continue
-        for a in amqp if isinstance(amqp, list) else [amqp]:
-            if "amqp.type" not in a:
-                continue
+        amqp = [a for a in as_list(L.get("amqp")) if "amqp.type" in a]
+        if keylog:
+            observe_tls(s, side, num, t, L.get("tls"), [int(a["amqp.type"]) for a in amqp], bool(L.get("amqp")))
+        for a in amqp:
             ty = int(a["amqp.type"])
+            s["frame_list"].append([side, ty, int(a.get("amqp.channel", -1)), wire_detail(a), t])
             counts = s["amqp_frames"][side]
             counts[str(ty)] = counts.get(str(ty), 0) + 1
             if ty == 8:
@@ -167,9 +360,15 @@ def observe(pcap):
                     s["tune" if meth == 30 else "tune_ok"] = {
                         k: int(args["amqp.method.arguments." + k]) for k in ("channel_max", "frame_max", "heartbeat")
                         if "amqp.method.arguments." + k in args}
-    out = {"source": "tshark -T json on the capture (decoder cross-check, not ground truth)",
+    out = {"source": "tshark -T json on the capture (decoder cross-check, not ground truth)"
+                     + (", decrypted with -o tls.keylog_file:%s -d tcp.port==%d,tls" % (os.path.basename(keylog), port)
+                        if keylog else ""),
            "packets": len(pkts), "tcp_connections": len(streams), "connections": []}
     for s in sorted(streams.values(), key=lambda x: x["first_frame"]):
+        (s.get("tls") or {}).pop("_client_app_data_seen", None)
+        if client is not None:
+            compare_frames(s, client)
+        del s["frame_list"]
         hb = s.pop("heartbeats")
         s["heartbeat_frames"] = {k: len(v) for k, v in hb.items()}
         s["heartbeat_times"] = hb if sum(len(v) for v in hb.values()) <= 40 else None
@@ -203,13 +402,14 @@ def tune_expect(client):
     return out
 
 
-def build_expect(name, client, log, listen_options):
+def build_expect(name, client, log, listen_options, port=AMQP_PORT):
+    """name: the plain scenario whose client ran (a TLS scenario's base_scenario)."""
     x = {"scenario": name}
     conns = client.get("connections", [])
     x["connections"] = {
         "count": len(conns),
         "client_ports": [c.get("client_port") for c in conns],
-        "broker_port": AMQP_PORT,
+        "broker_port": port,
         "source": "client socket getsockname(); broker log 'accepting AMQP connection' lines: %d"
                   % len(find(log, "accepting")),
         "broker_log_accepting_ports": [e.get("client_port") for e in find(log, "accepting")],
@@ -279,11 +479,13 @@ def build_expect(name, client, log, listen_options):
             e = exc[0]
             x["client_error"] = {k: e.get(k) for k in ("class", "qualified_class", "message", "errno", "errno_name",
                                                       "strerror", "errno_source", "time")}
+            x["client_error"].update({k: e[k] for k in ("ssl_errno", "ssl_errno_name") if k in e})
             x["client_error"]["during"] = e.get("during")
             x["client_error"]["source"] = "exception raised by pika's basic_publish"
         oe = client.get("os_errors", [])
         if oe:
             x["client_os_error"] = {k: oe[0].get(k) for k in ("syscall", "class", "errno", "errno_name", "strerror", "time", "source")}
+            x["client_os_error"].update({k: oe[0][k] for k in ("ssl_errno", "ssl_errno_name") if k in oe[0]})
     if name == "channel-error-404":
         items = []
         cc = [e for e in client.get("exceptions", []) if e.get("class") == "ChannelClosedByBroker"]
@@ -342,7 +544,7 @@ def build_expect(name, client, log, listen_options):
     return x
 
 
-def checks(name, x, obs):
+def checks(name, x, obs, client=None):
     """Compare expect with what tshark decodes; each check is (name, ok)."""
     if not obs:
         return {}
@@ -350,6 +552,24 @@ def checks(name, x, obs):
     conns = obs["connections"]
     c["tcp_connections == client connections"] = len(conns) == x["connections"]["count"]
     c["client ports match"] = sorted(s["client_port"] for s in conns) == sorted(p for p in x["connections"]["client_ports"] if p)
+    # Every AMQP frame on the wire is one pika sent / decoded, in order. Frames pika handed over after
+    # the connection's first FIN/RST may miss the wire (compare_frames). Frames the broker sent that pika
+    # never decoded are accepted when the client lost the connection (an exception was raised: it was
+    # not reading) or when they came after the client's FIN/RST.
+    lost = bool((client or {}).get("exceptions"))
+    for d, label in (("client_to_broker", "client->broker"), ("broker_to_client", "broker->client")):
+        fv = [(s.get("frames_vs_pika") or {}).get(d, {}) for s in conns]
+        c["AMQP frames %s on the wire == pika's" % label] = bool(fv) and all(
+            f.get("match") == "equal" or (f.get("match", "different") != "different"
+                                          and (d == "client_to_broker" or lost or f.get("all_after_client_fin_or_rst")))
+            for f in fv)
+    if x.get("tls"):
+        t = (conns[0].get("tls") or {}) if conns else {}
+        c["TLS version on the wire == client's"] = t.get("version") == x["tls"]["version"]
+        c["TLS cipher suite on the wire == client's"] = bool(t.get("cipher_suite")) and t.get("cipher_suite") == x["tls"]["cipher_iana"]
+        c["SNI on the wire == client's"] = t.get("sni") == x["tls"]["sni"]
+        c["every TLS application-data record decrypted to AMQP"] = all(
+            (s.get("tls") or {}).get("app_data_records_without_amqp", 1) == 0 for s in conns)
     if name == "missed-heartbeats-104" and conns:
         s = conns[0]
         seq = s["close_sequence"]
@@ -381,7 +601,12 @@ def close_story(obs):
         return "no tcp"
     parts = []
     for s in obs["connections"][:1]:
-        parts.append(" ".join("%s:%s" % (e["from"], "RST" if "RST" in e["flags"] else "FIN") for e in s["close_sequence"]) or "open")
+        seq = [(e["frame"], "%s:%s" % (e["from"], "RST" if "RST" in e["flags"] else "FIN")) for e in s["close_sequence"]]
+        seq += [(a["frame"], "%s:alert(%s)" % (a["from"], a["name"] or a["description"]))
+                for a in (s.get("tls") or {}).get("alerts", [])]
+        parts.append(" ".join(x for _, x in sorted(seq)) or "open")
+        if s.get("tls"):
+            parts.insert(0, "%s %s" % (s["tls"]["version"], s["tls"]["cipher_suite"]))
     if len(obs["connections"]) > 1:
         parts.append("(+%d more conns)" % (len(obs["connections"]) - 1))
     return " ".join(parts)
@@ -399,6 +624,10 @@ def main():
     ap.add_argument("--pcap", required=True)
     ap.add_argument("--tcpdump-stderr", default="")
     ap.add_argument("--recorded-by", default="")
+    ap.add_argument("--amqp-port", type=int, default=AMQP_PORT, help="the broker's port (5671 for TLS)")
+    ap.add_argument("--keylog", default="", help="TLS captures: the client's NSS key log file")
+    ap.add_argument("--broker-otp", default="", help="the broker's Erlang/OTP version")
+    ap.add_argument("--ssl-options", default="", help="TLS captures: the broker's ssl_options")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -414,8 +643,18 @@ def main():
             m = re.search(pat, txt)
             if m:
                 tcpdump[key] = int(m.group(1))
-    obs = observe(a.pcap)
-    x = build_expect(a.scenario, client, log, a.listen_options)
+    log, log_left_out = own_entries(log, [c.get("client_port") for c in client.get("connections", [])])
+    obs = observe(a.pcap, a.amqp_port, a.keylog or None, client)
+    kind = client.get("base_scenario") or a.scenario
+    x = build_expect(kind, client, log, a.listen_options, a.amqp_port)
+    x["scenario"] = a.scenario
+    if kind != a.scenario:
+        x["base_scenario"] = kind
+    tls = next((c["tls"] for c in client.get("connections", []) if c.get("tls")), None)
+    if tls:
+        x["tls"] = {"version": tls["version"], "cipher": tls["cipher"], "cipher_iana": iana_cipher(tls["cipher"]),
+                    "sni": tls["sni"], "keylog_file": tls["keylog_file"],
+                    "source": tls["source"] + "; cipher_iana: `openssl ciphers -V -stdname` on this machine"}
     truth = {
         "schema": "amqpscope-capture-truth/1",
         "scenario": a.scenario,
@@ -423,7 +662,7 @@ def main():
             "file": os.path.basename(a.pcap),
             "bytes": os.path.getsize(a.pcap),
             "tcpdump": tcpdump,
-            "filter": "tcp port %d" % AMQP_PORT, "interface": "lo",
+            "filter": "tcp port %d" % a.amqp_port, "interface": "lo",
             "recorded_by": a.recorded_by or "scripts/record-captures " + a.scenario,
         },
         "versions": {
@@ -432,6 +671,15 @@ def main():
             "pika": client.get("pika_version"),
             "python": client.get("python_version"),
         },
+    }
+    if a.broker_otp:
+        truth["versions"]["erlang_otp"] = a.broker_otp.strip().strip('"')
+        truth["versions"]["erlang_otp_source"] = "rabbitmqctl eval (the OTP_VERSION file of the broker's Erlang)"
+    if tls:
+        truth["versions"]["openssl_client"] = tls.get("openssl")
+        truth["tls"] = dict(x["tls"], keylog_file=os.path.basename(a.keylog) if a.keylog else tls["keylog_file"])
+        truth["capture"]["keylog"] = truth["tls"]["keylog_file"]
+    truth.update({
         "broker": {
             "address": client.get("broker_address"),
             "tcp_listen_options": a.listen_options.strip(),
@@ -442,13 +690,22 @@ def main():
         "client": {k: client.get(k) for k in ("started", "finished", "failing_call", "result", "connections",
                                               "events", "exceptions", "os_errors", "heartbeats", "frames",
                                               "scenario_error", "pika_log", "pika_log_dropped",
-                                              "close_reason_given", "broker_connection_pid")
+                                              "close_reason_given", "broker_connection_pid", "base_scenario",
+                                              "tls_requested")
                    if client.get(k) is not None},
         "client_exit_status": a.client_rc,
         "broker_log": log,
         "capture_observed": obs,
-    }
-    truth["checks"] = checks(a.scenario, x, obs)
+    })
+    if log_left_out:
+        truth["broker_log_left_out"] = {
+            "entries": log_left_out,
+            "why": "they name other clients' connections (port or Erlang pid) that used the broker while this "
+                   "scenario ran"}
+    if a.ssl_options:
+        truth["broker"]["ssl_options"] = a.ssl_options.strip()
+        truth["broker"]["ssl_options_source"] = "rabbitmqctl eval 'application:get_env(rabbit, ssl_options).'"
+    truth["checks"] = checks(kind, x, obs, client)
     tmp = a.out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(truth, f, indent=1, sort_keys=False)
@@ -460,7 +717,8 @@ def main():
     err = ""
     if exc:
         e = exc[0]
-        err = " %s%s%s" % (e["class"], " errno=%s(%s)" % (e["errno"], e.get("errno_name")) if e.get("errno") else "",
+        err = " %s%s%s%s" % (e["class"], " errno=%s(%s)" % (e["errno"], e.get("errno_name")) if e.get("errno") else "",
+                             " ssl_errno=%s(%s)" % (e["ssl_errno"], e.get("ssl_errno_name")) if e.get("ssl_errno") else "",
                            " code=%s" % e["reply_code"] if e.get("reply_code") else "")
         if len(exc) > 1:
             err += " (+%d)" % (len(exc) - 1)

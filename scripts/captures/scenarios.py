@@ -3,12 +3,16 @@
 
 Each scenario talks to the private broker on 127.0.0.1 (scripts/broker) and records what the client
 saw (actions with timestamps, exceptions with errno, negotiated tune values) in OUT.json.
+The tls* scenarios run a plain scenario's client over TLS (port 5671, pika.SSLOptions); the NSS key
+log goes to $AMQPSCOPE_TLS_KEYLOG.
 Exit status is 0 when the scenario ran as designed (including the failures it is meant to provoke),
 1 when something unexpected happened (recorded under "scenario_error").
 """
 
+import functools
 import hashlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -71,8 +75,8 @@ def declare(rec, ch, queue, **kw):
 
 # --- scenarios ---------------------------------------------------------------------------------
 
-def healthy_heartbeats(rec):
-    conn = rec.connect("healthy", heartbeat=HEARTBEAT)
+def healthy_heartbeats(rec, tls=None):
+    conn = rec.connect("healthy", tls=tls, heartbeat=HEARTBEAT)
     ch = conn.channel()
     rec.event("channel_open", channel=ch.channel_number)
     q = "amqpscope.healthy"
@@ -91,8 +95,8 @@ def healthy_heartbeats(rec):
     close(rec, conn, "healthy")
 
 
-def missed_heartbeats_104(rec):
-    conn = rec.connect("silent", heartbeat=HEARTBEAT)
+def missed_heartbeats_104(rec, tls=None):
+    conn = rec.connect("silent", tls=tls, heartbeat=HEARTBEAT)
     ch = conn.channel()
     rec.event("channel_open", channel=ch.channel_number)
     q = "amqpscope.silent"
@@ -217,8 +221,8 @@ def find_connection_pid(rec, client_port, tries=10):
     return None
 
 
-def connection_forced_320(rec):
-    conn = rec.connect("forced", heartbeat=HEARTBEAT)
+def connection_forced_320(rec, tls=None):
+    conn = rec.connect("forced", tls=tls, heartbeat=HEARTBEAT)
     info = rec.data["connections"][-1]
     ch = conn.channel()
     rec.event("channel_open", channel=ch.channel_number)
@@ -307,6 +311,18 @@ SCENARIOS = {
     "blocked": blocked,
 }
 
+# TLS scenarios: (plain scenario whose client they run, TLS settings). The key log file name comes
+# from the environment (scripts/record-captures puts it beside the capture).
+TLS_SCENARIOS = {
+    "tls13-healthy": ("healthy-heartbeats", {"version": "1.3"}),
+    "tls13-missed-heartbeats": ("missed-heartbeats-104", {"version": "1.3"}),
+    "tls12-missed-heartbeats": ("missed-heartbeats-104", {"version": "1.2", "ciphers": "ECDHE-RSA-AES128-GCM-SHA256"}),
+    "tls12-chacha-healthy": ("healthy-heartbeats", {"version": "1.2", "ciphers": "ECDHE-RSA-CHACHA20-POLY1305"}),
+    "tls13-connection-forced": ("connection-forced-320", {"version": "1.3"}),
+}
+for _name, (_base, _tls) in TLS_SCENARIOS.items():
+    SCENARIOS[_name] = functools.partial(SCENARIOS[_base], tls=_tls)
+
 
 def main():
     if len(sys.argv) != 3 or sys.argv[1] not in SCENARIOS:
@@ -315,6 +331,13 @@ def main():
     name, out = sys.argv[1], sys.argv[2]
     many = name == "many-connections"
     rec = Recorder(name, out, max_log=120 if many else 300, log_level=logging.WARNING if many else logging.INFO)
+    if name in TLS_SCENARIOS:
+        base, tls = TLS_SCENARIOS[name]
+        keylog = os.environ.get("AMQPSCOPE_TLS_KEYLOG")
+        if keylog:
+            SCENARIOS[name].keywords["tls"] = dict(tls, keylog=keylog)
+        rec.data["base_scenario"] = base
+        rec.data["tls_requested"] = SCENARIOS[name].keywords["tls"]
     rc = 0
     try:
         SCENARIOS[name](rec)
