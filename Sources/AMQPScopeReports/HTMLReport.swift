@@ -124,18 +124,21 @@ public enum HTMLReport {
 
     static func anchor(_ s: Story) -> String { "c\(s.record.info.id.rawValue)-\(s.record.firstTime.nanoseconds)" }
 
+    /// The facts the review page states.
+    static let facts: Set<StoryOutline.FactKind> = [.client, .server, .negotiated, .ended, .span]
+
     static func connection(_ story: Story, file: String?, folded: Bool, options: ReportOptions) -> String {
-        let r = story.record
-        var head = "connection \(r.info.id.rawValue): \(HTML.escape(r.info.client.description)) → \(HTML.escape(r.info.server.description))"
-        head += " <span class=\"proto\">\(HTML.escape(AnalyzeReport.protocolName(r.verdict)))</span>"
+        let outline = StoryOutline(story)
+        var head = "connection \(outline.id): \(HTML.escape(outline.client)) → \(HTML.escape(outline.server))"
+        head += " <span class=\"proto\">\(HTML.escape(outline.protocolName))</span>"
         if let worst = story.worstSeverity, worst > .info { head += " <span class=\"sev \(worst.rawValue)\">\(worst.rawValue)</span>" }
         var out = "<section class=\"connection\" id=\"\(anchor(story))\">"
         out += folded ? "<details><summary><h2>\(head) <span class=\"healthy\">healthy</span></h2></summary>" : "<h2>\(head)</h2>"
         if let file { out += "<p class=\"meta\">\(HTML.escape(file))</p>" }
         // Diagnoses first.
-        if story.diagnoses.isEmpty { out += "<p class=\"ok\">No problems found.</p>" }
+        if outline.healthy { out += "<p class=\"ok\">No problems found.</p>" }
         out += "<ol class=\"diagnoses\">"
-        for d in story.diagnoses {
+        for d in outline.diagnoses {
             out += "<li class=\"\(d.severity.rawValue)\"><p><span class=\"sev \(d.severity.rawValue)\">\(d.severity.rawValue)</span> "
             out += "<code>\(d.code)</code> \(HTML.escape(d.summary, limit: 3000))</p>"
             if !d.details.isEmpty { out += "<ul>" + d.details.map { "<li>\(HTML.escape($0, limit: 3000))</li>" }.joined() + "</ul>" }
@@ -148,20 +151,19 @@ public enum HTMLReport {
         out += "</ol>"
         // Who, what was agreed, how it ended.
         out += "<dl class=\"facts\">"
-        if let client = story.client { out += "<dt>client</dt><dd>\(HTML.escape(AnalyzeReport.peerLine(client)))</dd>" }
-        if let server = story.server { out += "<dt>server</dt><dd>\(HTML.escape(AnalyzeReport.peerLine(server)))</dd>" }
-        if let n = story.negotiated { out += "<dt>negotiated</dt><dd>\(HTML.escape(Describe.negotiated(n)))</dd>" }
-        out += "<dt>ended</dt><dd>\(HTML.escape(story.ending))</dd>"
-        out += "<dt>span</dt><dd>\(Format.time(r.firstTime)) to \(Format.time(r.endTime ?? r.lastTime)) (\(Format.duration(nanoseconds: (r.endTime ?? r.lastTime).since(r.firstTime))))</dd>"
+        for fact in outline.facts(facts) {
+            out += "<dt>\(fact.label)</dt><dd>\(HTML.escape(fact.lines.joined(separator: " ")))</dd>"
+        }
         out += "</dl>"
         out += "<figure>" + TimelineSVG.render(story, options: options) + "<figcaption>" + legend + "</figcaption></figure>"
         // Key moments as a table.
-        let entries = r.timeline.filter { options.includes($0.time) }
+        let entries = outline.moments(options)
         if !entries.isEmpty {
-            out += "<details class=\"moments\"><summary>key moments (\(entries.count))</summary><table><thead><tr><th>time</th><th>+s</th><th>dir</th><th>packet</th><th>what</th></tr></thead><tbody>"
+            out += "<details class=\"moments\"><summary>key moments (\(entries.count))</summary><table><thead><tr><th>time</th><th>+s</th>"
+            out += "<th>dir</th><th>packet</th><th>what</th></tr></thead><tbody>"
             for entry in entries.prefix(1000) {
                 let line = AnalyzeReport.entryLine(entry)
-                out += "<tr><td>\(Format.time(line.time).suffix(15))</td><td>\(Format.relative(line.time, from: r.firstTime))</td>"
+                out += "<tr><td>\(Format.time(line.time).suffix(15))</td><td>\(Format.relative(line.time, from: story.record.firstTime))</td>"
                 out += "<td>\(line.arrow)</td><td>\(line.packet)</td><td>\(HTML.escape(line.text, limit: 400))</td></tr>"
             }
             out += "</tbody></table></details>"

@@ -37,12 +37,15 @@ public enum MarkdownReport {
         return out
     }
 
+    /// The facts a review document states.
+    static let facts: Set<StoryOutline.FactKind> = [.client, .server, .negotiated, .ended]
+
     static func connection(_ story: Story, options: ReportOptions) -> String {
-        let r = story.record
-        var out = "## Connection \(r.info.id.rawValue): \(escape(r.info.client.description)) → \(escape(r.info.server.description)) "
-        out += "(\(escape(AnalyzeReport.protocolName(r.verdict))))\n\n"
-        if story.diagnoses.allSatisfy({ $0.severity == .info }) { out += "No problems found.\n\n" }
-        for d in story.diagnoses {
+        let outline = StoryOutline(story)
+        var out = "## Connection \(outline.id): \(escape(outline.client)) → \(escape(outline.server)) "
+        out += "(\(escape(outline.protocolName)))\n\n"
+        if outline.healthy { out += "No problems found.\n\n" }
+        for d in outline.diagnoses {
             out += "- **\(d.severity.rawValue.uppercased()) \(d.code)**: \(escape(d.summary, limit: 3000))\n"
             for detail in d.details { out += "  - \(escape(detail, limit: 3000))\n" }
             if !d.evidence.isEmpty {
@@ -51,16 +54,14 @@ public enum MarkdownReport {
             for advice in d.advice { out += "  - advice: \(escape(advice, limit: 3000))\n" }
         }
         out += "\n| | |\n|---|---|\n"
-        if let client = story.client { out += "| client | \(escape(AnalyzeReport.peerLine(client))) |\n" }
-        if let server = story.server { out += "| server | \(escape(AnalyzeReport.peerLine(server))) |\n" }
-        if let n = story.negotiated { out += "| negotiated | \(escape(Describe.negotiated(n))) |\n" }
-        out += "| ended | \(escape(story.ending)) |\n"
-        let entries = r.timeline.filter { options.includes($0.time) }
+        for fact in outline.facts(facts) { out += "| \(fact.label) | \(escape(fact.lines.joined(separator: " "))) |\n" }
+        let entries = outline.moments(options)
         if !entries.isEmpty {
             out += "\n### Key moments\n\n| time (UTC) | since start | dir | packet | what |\n|---|---:|---|---:|---|\n"
             for entry in entries.prefix(500) {
                 let line = AnalyzeReport.entryLine(entry)
-                out += "| \(Format.time(line.time).suffix(15)) | \(Format.relative(line.time, from: r.firstTime)) | \(line.arrow) | \(line.packet) | \(escape(line.text, limit: 300)) |\n"
+                out += "| \(Format.time(line.time).suffix(15)) | \(Format.relative(line.time, from: story.record.firstTime)) "
+                out += "| \(line.arrow) | \(line.packet) | \(escape(line.text, limit: 300)) |\n"
             }
             if entries.count > 500 { out += "\n(\(entries.count - 500) more moments in the full report)\n" }
         }

@@ -1,0 +1,175 @@
+// The JSON report of `analyze` (schema: docs/json.md).
+import AMQPScopeCodec
+import AMQPScopePackets
+import AMQPScopeReassembly
+import AMQPScopeTimeline
+
+extension AnalyzeReport {
+    /// The JSON document of captures analysed in memory (the CLI streams the same through `AnalyzeWriter`).
+    public static func json(_ results: [CaptureResult], options: ReportOptions = ReportOptions()) -> String {
+        render(results, format: .json, options: options)
+    }
+
+    static func captureJSON(_ r: CaptureResult, connections: Int) -> JSON {
+        let c = r.counts
+        return .object([
+            ("file", .string(r.path)),
+            ("link_type", r.linkType.map { .int(Int64($0.rawValue)) } ?? .null),
+            ("link_type_name", .optional(r.linkType?.name)),
+            ("packets", .int(c.packets)),
+            ("truncated_packets", .int(c.truncated)),
+            ("tcp_packets", .int(c.tcp)),
+            ("malformed_packets", .int(c.malformed)),
+            ("ip_fragments", .int(c.fragments)),
+            ("first_time", c.firstTime.map { .string(Format.rfc3339($0)) } ?? .null),
+            ("last_time", c.lastTime.map { .string(Format.rfc3339($0)) } ?? .null),
+            ("connections", .int(connections)),
+            ("evicted_connections", .int(c.evictedConnections)),
+            ("complete", .bool(r.error == nil)),
+            ("error", .optional(r.error)),
+        ])
+    }
+
+    static func directionJSON(_ k: DirectionCounters) -> JSON {
+        .object([
+            ("packets", .int(k.packets)), ("bytes", .int(k.wireBytes)), ("payload_bytes", .int(k.payloadBytes)),
+            ("retransmissions", .int(k.retransmissions)), ("out_of_order", .int(k.outOfOrder)),
+            ("gaps", .int(k.gaps)), ("gap_bytes", .int(Int64(k.gapBytes))),
+        ])
+    }
+
+    static func framesJSON(_ f: FrameCounts) -> JSON {
+        .object([("method", .int(f.method)), ("header", .int(f.header)), ("body", .int(f.body)), ("heartbeat", .int(f.heartbeat))])
+    }
+
+    static func directionName(_ d: Direction) -> String { d == .clientToServer ? "client_to_server" : "server_to_client" }
+
+    public static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
+        let r = story.record
+        let negotiated: JSON = story.negotiated.map { n in
+            .object([
+                ("heartbeat", .int(n.heartbeat)), ("frame_max", .optional(n.frameMax)), ("channel_max", .optional(n.channelMax)),
+                ("inferred", .bool(n.inferred)),
+            ])
+        } ?? .null
+        var members: [(String, JSON)] = [
+            ("id", .int(r.info.id.rawValue)),
+            ("capture", .int(capture)),
+            ("client", .string(r.info.client.description)),
+            ("server", .string(r.info.server.description)),
+            ("protocol", .string(protocolName(r.verdict))),
+            ("negotiated", negotiated),
+            ("client_properties", story.client.map { Describe.json($0.table) } ?? .null),
+            ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),
+            ("frames", .object([("client_to_server", framesJSON(r.frameCounts.clientToServer)), ("server_to_client", framesJSON(r.frameCounts.serverToClient))])),
+            ("opening", .string(r.info.opening.rawValue)),
+            ("first_time", .string(Format.rfc3339(r.firstTime))),
+            ("last_time", .string(Format.rfc3339(r.lastTime))),
+            ("ended", .string(story.ending)),
+            ("tcp", .object([("client_to_server", directionJSON(r.counters.clientToServer)), ("server_to_client", directionJSON(r.counters.serverToClient))])),
+            ("heartbeat_cadence_seconds", .object(Direction.allCases.map { d in
+                (directionName(d), story.heartbeatCadence[d].map { .double(Double($0) / 1e9) } ?? .null)
+            })),
+            ("last_sent", .object(Direction.allCases.map { d in
+                (directionName(d), .object([
+                    ("frame", r.lastFrameTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
+                    ("frame_packet", r.lastFrameTime[d] == nil ? .null : .int(r.lastFramePacket[d])),
+                    ("packet", r.lastPacketTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
+                ]))
+            })),
+            ("silences", .object(Direction.allCases.map { d in
+                (directionName(d), .array(story.silences[d].map { g in
+                    .object([("from", .string(Format.rfc3339(g.from))), ("to", .string(Format.rfc3339(g.to))),
+                             ("seconds", .double(Double(g.length) / 1e9)), ("from_packet", .int(g.fromPacket)),
+                             ("to_packet", g.toPacket > 0 ? .int(g.toPacket) : .null)])
+                }))
+            })),
+            ("events", .array(eventsJSON(story, options: options))),
+            ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),
+        ]
+        if options.showBodies {
+            members.append(("messages", .array(r.messages.map { m in
+                .object([
+                    ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
+                    ("direction", .string(directionName(m.direction))), ("channel", .int(Int64(m.message.channel))),
+                    ("method", .string(Describe.method(m.message.method))), ("body_size", .int(Int64(m.message.bodySize))),
+                    ("properties", .object(m.message.properties.present.map { ($0.name, Describe.json($0.value)) })),
+                    ("body", m.message.body.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null),
+                    ("incomplete", .bool(m.message.incomplete)),
+                ])
+            })))
+        }
+        if options.showFrames || options.verbose {
+            members.append(("frame_list", .array(r.frames.filter { options.includes($0.time) }.map { f in
+                .object([
+                    ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
+                    ("direction", .string(directionName(f.direction))),
+                    ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
+                    ("description", .string(Describe.frame(f.frame))),
+                ])
+            })))
+        }
+        return .object(members)
+    }
+
+    static func eventsJSON(_ story: Story, options: ReportOptions) -> [JSON] {
+        story.record.timeline.filter { options.includes($0.time) }.map(entryJSON)
+    }
+
+    /// One timeline entry as a JSON object: shared by reports and live capture.
+    public static func entryJSON(_ entry: TimelineEntry) -> JSON {
+        var members: [(String, JSON)] = []
+        switch entry {
+        case .frame(let f):
+            members = [("kind", .string("frame")), ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
+                       ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.frame(f.frame)))]
+            if case .method(let m) = f.frame.content { members.insert(("method", .string(m.name)), at: 1) }
+        case .moment(let m):
+            members = [("kind", .string(momentKind(m.kind))), ("direction", .string(directionName(m.direction))),
+                       ("packet", .int(m.packetNumber)), ("description", .string(momentText(m)))]
+            if case .reset(let info) = m.kind {
+                members.append(("receiver_state", .string(info.receiverState.rawValue)))
+                members.append(("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno })))
+            }
+        case .run(let run):
+            members = [("kind", .string("run")), ("direction", .string(directionName(run.direction))), ("packet", .int(run.firstPacket)),
+                       ("last_packet", .int(run.lastPacket)), ("what", .string(run.kind)), ("count", .int(run.count)),
+                       ("until", .string(Format.rfc3339(run.last))), ("description", .string(runText(run)))]
+        case .problem(let p):
+            members = [("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
+                       ("packet", .int(p.packetNumber)), ("description", .string(p.reason))]
+        }
+        return .object([("time", .string(Format.rfc3339(entry.time)))] + members)
+    }
+
+    static func momentKind(_ kind: TCPMoment.Kind) -> String {
+        switch kind {
+        case .syn: "syn"
+        case .synAck: "syn-ack"
+        case .fin: "fin"
+        case .reset: "rst"
+        case .gap: "gap"
+        case .dataAfterFIN: "data-after-fin"
+        case .overlapConflict: "overlap-conflict"
+        case .lateWrite: "late-write"
+        }
+    }
+
+    public static func diagnosisJSON(_ d: Diagnosis) -> JSON {
+        .object([
+            ("code", .string(d.code.rawValue)),
+            ("severity", .string(d.severity.rawValue)),
+            ("summary", .string(d.summary)),
+            ("side", .optional(d.side?.rawValue)),
+            ("errno", .optional(d.errno?.errno)),
+            ("errno_name", .optional(d.errno?.name)),
+            ("rule", .optional(d.errno?.rule)),
+            ("evidence", .array(d.evidence.map { e in
+                .object([("packet", e.packetNumber > 0 ? .int(e.packetNumber) : .null), ("time", .string(Format.rfc3339(e.time))),
+                         ("what", .string(e.what))])
+            })),
+            ("details", .array(d.details.map(JSON.string))),
+            ("advice", .array(d.advice.map(JSON.string))),
+        ])
+    }
+}

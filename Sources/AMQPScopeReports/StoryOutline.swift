@@ -1,0 +1,111 @@
+// One outline of a connection's story, which every report follows: the heading, whether anything is wrong, the
+// diagnoses (the cause first), the facts (who, what was agreed, how it ended, then the details by direction), and
+// the key moments. Text, Markdown and HTML render this same outline in their own markup; each picks which facts fit
+// its reader, but none decides on its own what a story says or in what order.
+import AMQPScopePackets
+import AMQPScopeReassembly
+import AMQPScopeTimeline
+
+struct StoryOutline {
+    /// The facts a story can state, in the order every report states them.
+    enum FactKind: CaseIterable {
+        case client, server, negotiated, heartbeats, frames, lastSent, silences, ended, span, tcp, sync
+    }
+
+    /// One fact: a label and its value, whose further lines (if any) continue it.
+    struct Fact {
+        var kind: FactKind
+        var label: String
+        var lines: [String]
+    }
+
+    let story: Story
+    /// "1", "127.0.0.1:41836", "127.0.0.1:5672", "AMQP 0-9-1", and why it is not AMQP when it is not.
+    let id: Int
+    let client: String
+    let server: String
+    let protocolName: String
+    let notAMQPReason: String?
+    /// Nothing above info was found in a connection that carried AMQP.
+    let healthy: Bool
+    let facts: [Fact]
+
+    init(_ story: Story) {
+        self.story = story
+        let r = story.record
+        id = r.info.id.rawValue
+        client = r.info.client.description
+        server = r.info.server.description
+        protocolName = AnalyzeReport.protocolName(r.verdict)
+        if case .notAMQP(let why) = r.verdict { notAMQPReason = why } else { notAMQPReason = nil }
+        healthy = r.isAMQP && story.diagnoses.allSatisfy { $0.severity == .info }
+        facts = Self.facts(story)
+    }
+
+    var diagnoses: [Diagnosis] { story.diagnoses }
+
+    /// The facts of these kinds, in outline order.
+    func facts(_ kinds: Set<FactKind>) -> [Fact] { facts.filter { kinds.contains($0.kind) } }
+
+    /// The key moments inside the report's time window.
+    func moments(_ options: ReportOptions) -> [TimelineEntry] { story.record.timeline.filter { options.includes($0.time) } }
+
+    private static func facts(_ story: Story) -> [Fact] {
+        let r = story.record
+        var out: [Fact] = []
+        func add(_ kind: FactKind, _ label: String, _ lines: String...) { out.append(Fact(kind: kind, label: label, lines: lines)) }
+        if let client = story.client { add(.client, "client", AnalyzeReport.peerLine(client)) }
+        if let server = story.server { add(.server, "server", AnalyzeReport.peerLine(server)) }
+        if let n = story.negotiated {
+            add(.negotiated, "negotiated", Describe.negotiated(n))
+        } else if r.isAMQP {
+            add(.negotiated, "negotiated", "unknown (no Tune/Tune-Ok in the capture, and no heartbeats to infer from)")
+        }
+        if r.isAMQP {
+            let beats = Direction.allCases.map { d -> String in
+                let cadence = story.heartbeatCadence[d].map { ", every \(Format.duration(nanoseconds: $0))" } ?? ""
+                return "\(d) \(r.frameCounts[d].heartbeat)\(cadence)"
+            }
+            add(.heartbeats, "heartbeats", beats.joined(separator: "; "))
+            let frames = Direction.allCases.map { d -> String in
+                let f = r.frameCounts[d]
+                return "\(d) \(f.method) method, \(f.header) header, \(f.body) body, \(f.messages) messages"
+            }
+            add(.frames, "frames", frames.joined(separator: "; "))
+            let last = Direction.allCases.map { d -> String in
+                var parts: [String] = []
+                if let t = r.lastFrameTime[d] { parts.append("frame #\(r.lastFramePacket[d]) at \(Format.time(t).suffix(15))") }
+                if let t = r.lastPacketTime[d] { parts.append("packet at \(Format.time(t).suffix(15))") }
+                return "\(d) " + (parts.isEmpty ? "nothing" : parts.joined(separator: ", "))
+            }
+            add(.lastSent, "last sent", last.joined(separator: "; "))
+            for d in Direction.allCases where !story.silences[d].isEmpty {
+                let list = story.silences[d].prefix(3).map { g in
+                    "\(Format.duration(nanoseconds: g.length)) from #\(g.fromPacket)" + (g.toPacket > 0 ? " to #\(g.toPacket)" : " to the end")
+                }
+                let more = story.silences[d].count > 3 ? " and \(story.silences[d].count - 3) more" : ""
+                add(.silences, "silences", "\(d): \(list.joined(separator: ", "))\(more)")
+            }
+        }
+        add(.ended, "ended", story.ending)
+        let end = r.endTime ?? r.lastTime
+        add(.span, "span", "\(Format.time(r.firstTime)) to \(Format.time(end)) (\(Format.duration(nanoseconds: end.since(r.firstTime))))")
+        var tcp = [AnalyzeReport.tcpStory(r)]
+        for d in Direction.allCases {
+            let k = r.counters[d]
+            var extras: [String] = []
+            if k.retransmissions > 0 { extras.append("\(k.retransmissions) retransmitted") }
+            if k.outOfOrder > 0 { extras.append("\(k.outOfOrder) out of order") }
+            if k.gaps > 0 { extras.append("\(k.gaps) gaps (\(k.gapBytes) bytes missing)") }
+            if k.keepalives > 0 { extras.append("\(k.keepalives) keepalives") }
+            if k.zeroWindows > 0 { extras.append("\(k.zeroWindows) zero-window") }
+            if k.overlapConflicts > 0 { extras.append("\(k.overlapConflicts) conflicting overlaps") }
+            tcp.append("\(d): \(k.packets) packets, \(k.payloadBytes) payload bytes" + (extras.isEmpty ? "" : ", " + extras.joined(separator: ", ")))
+        }
+        out.append(Fact(kind: .tcp, label: "tcp", lines: tcp))
+        for sync in r.synchronizations.prefix(3) {
+            add(.sync, "sync", "\(sync.direction) frames found at packet \(sync.packetNumber) after skipping \(sync.skipped) bytes")
+        }
+        return out
+    }
+}

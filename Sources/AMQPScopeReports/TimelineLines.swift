@@ -1,0 +1,92 @@
+// The words for timeline entries, TCP moments and protocols that every report and live capture share.
+import AMQPScopeCodec
+import AMQPScopePackets
+import AMQPScopeReassembly
+import AMQPScopeTimeline
+
+extension AnalyzeReport {
+    /// One timeline entry as (time, packet, direction arrow, text): shared by reports and live capture.
+    public static func entryLine(_ entry: TimelineEntry) -> (time: Timestamp, packet: Int, arrow: String, text: String) {
+        switch entry {
+        case .frame(let f): (f.time, f.packetNumber, f.direction.arrow, Describe.frame(f.frame))
+        case .moment(let m): (m.time, m.packetNumber, m.direction.arrow, momentText(m))
+        case .run(let run): (run.first, run.firstPacket, run.direction.arrow, runText(run))
+        case .problem(let p): (p.time, p.packetNumber, p.direction.arrow, "\(p.kind.rawValue): \(p.reason)")
+        }
+    }
+
+    static func runText(_ run: Run) -> String {
+        var text = run.isHeartbeat ? "\(run.count) heartbeat\(run.count == 1 ? "" : "s")" : "\(run.count) × \(run.kind)"
+        if run.count > 1 {
+            let every = run.last.since(run.first) / Int64(run.count - 1)
+            text += ", every \(Format.duration(nanoseconds: every)) (to #\(run.lastPacket))"
+        }
+        if run.bodyBytes > 0 { text += ", \(run.bodyBytes) body bytes" }
+        return text
+    }
+
+    static func packetLine(_ p: PacketInfo) -> String {
+        var text = "TCP [\(p.flags)] seq=\(p.sequence) ack=\(p.acknowledgment) win=\(p.window) len=\(p.payloadLength)"
+        if p.isRetransmission { text += " retransmission" }
+        if p.isOutOfOrder { text += " out-of-order" }
+        if p.isKeepalive { text += " keepalive" }
+        if p.isZeroWindow { text += " zero-window" }
+        return text
+    }
+
+    static func momentText(_ m: TCPMoment) -> String {
+        let side = m.direction.sender
+        switch m.kind {
+        case .syn: return "SYN from the \(side)"
+        case .synAck: return "SYN-ACK from the \(side)"
+        case .fin: return "FIN from the \(side) (half-close)"
+        case .reset(let info):
+            var text = "RST from the \(side)"
+            if info.repeated { return text + " (repeated)" }
+            text += "; the \(side.peer) was \(info.receiverState.rawValue)"
+            if let e = ResetErrno.predict(info.receiverState) { text += ": its next socket call gets \(e.name) (\(e.errno))" }
+            if !info.inWindow { text += " (out of window: may be ignored)" }
+            return text
+        case .gap(let length, let reason): return "\(length) bytes missing (\(reason.rawValue))"
+        case .dataAfterFIN(let n): return "\(n) bytes after its own FIN"
+        case .overlapConflict(let n): return "retransmission of \(n) bytes differs from the first copy"
+        case .lateWrite(let n, let afterReset): return "\(n) bytes written after the \(side.peer)'s \(afterReset ? "RST" : "FIN")"
+        }
+    }
+
+    public static func protocolName(_ verdict: Verdict) -> String {
+        switch verdict {
+        case .amqp(let v): return v.rawValue
+        case .amqpBySync: return "AMQP 0-9-1 (by frame sync)"
+        case .amqp10(let v): return v.rawValue
+        case .notAMQP: return "not AMQP"
+        case .undetermined: return "no payload"
+        }
+    }
+
+    /// "SYN client (#1), SYN-ACK server (#2), FIN client (#89), RST server (#91); reset".
+    public static func tcpStory(_ r: ConnectionRecord) -> String {
+        var parts: [String] = []
+        if r.info.opening == .midstream { parts.append("picked up mid-stream (server chosen by \(r.info.roleEvidence.rawValue))") }
+        for m in r.moments {
+            let side = m.direction.sender.rawValue
+            switch m.kind {
+            case .syn: parts.append("SYN \(side) (#\(m.packetNumber))")
+            case .synAck: parts.append("SYN-ACK \(side) (#\(m.packetNumber))")
+            case .fin: parts.append("FIN \(side) (#\(m.packetNumber))")
+            case .reset(let info): parts.append("RST \(side) (#\(m.packetNumber)\(info.repeated ? ", repeated" : "")\(info.inWindow ? "" : ", out of window"))")
+            case .dataAfterFIN(let n): parts.append("\(n) bytes after own FIN \(side) (#\(m.packetNumber))")
+            case .lateWrite(let n, _): parts.append("\(n) bytes late write \(side) (#\(m.packetNumber))")
+            case .gap, .overlapConflict: break
+            }
+        }
+        var text = parts.joined(separator: ", ")
+        if let end = r.endReason { text += (text.isEmpty ? "" : "; ") + end.rawValue }
+        return text
+    }
+}
+
+extension Direction {
+    /// "c>s" or "s>c".
+    var arrow: String { self == .clientToServer ? "c>s" : "s>c" }
+}
