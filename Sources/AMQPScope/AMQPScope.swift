@@ -7,6 +7,7 @@
 import AMQPScopeCapture
 import Logging
 
+/// Reads saved captures through the pipeline: the embeddable entry point.
 public enum Analysis {
     /// The first packet's timestamp of a saved capture (for times given relative to its start), or nil.
     public static func firstTimestamp(_ path: String) -> Timestamp? {

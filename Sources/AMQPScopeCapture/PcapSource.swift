@@ -13,8 +13,8 @@ import Darwin
 #endif
 
 /// Why a capture could not be opened or read. Compared by `code`; `message` is for people.
-public struct CaptureError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: Hashable, Sendable {
+package struct CaptureError: Error, Hashable, Sendable, CustomStringConvertible {
+    package enum Code: Hashable, Sendable {
         /// Nothing could be read: no such file, not a capture, no permission, no such interface.
         case cannotOpen
         /// Opening or activating a live device needs a capability the process lacks (CAP_NET_RAW).
@@ -25,30 +25,30 @@ public struct CaptureError: Error, Hashable, Sendable, CustomStringConvertible {
         case unsupportedLinkType
     }
 
-    public var code: Code
-    public var source: String
+    package var code: Code
+    package var source: String
     /// The packet number (1-based) at which the error happened, when known.
-    public var packetNumber: Int?
-    public var message: String
+    package var packetNumber: Int?
+    package var message: String
 
-    public init(code: Code, source: String, packetNumber: Int? = nil, message: String) {
+    package init(code: Code, source: String, packetNumber: Int? = nil, message: String) {
         self.code = code
         self.source = source
         self.packetNumber = packetNumber
         self.message = message
     }
 
-    public static func == (a: CaptureError, b: CaptureError) -> Bool { a.code == b.code }
-    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+    package static func == (a: CaptureError, b: CaptureError) -> Bool { a.code == b.code }
+    package func hash(into hasher: inout Hasher) { hasher.combine(code) }
 
-    public var description: String {
+    package var description: String {
         if let packetNumber { return "\(source): packet \(packetNumber): \(message)" }
         return "\(source): \(message)"
     }
 }
 
 /// The result of one pull.
-public enum ReadResult: Hashable, Sendable {
+package enum ReadResult: Hashable, Sendable {
     case packet(PacketHeader)
     /// A live capture's read timeout passed with no packet (never returned for files).
     case timeout
@@ -56,21 +56,21 @@ public enum ReadResult: Hashable, Sendable {
     case end
 }
 
-public final class PcapSource {
-    public let source: String
-    public let linkType: LinkType
-    public let isLive: Bool
+package final class PcapSource {
+    package let source: String
+    package let linkType: LinkType
+    package let isLive: Bool
     /// The capture's snapshot length (the most bytes kept per packet).
-    public let snapshotLength: Int
-    public private(set) var packetsRead = 0
+    package let snapshotLength: Int
+    package private(set) var packetsRead = 0
 
     private var handle: OpaquePointer?
     private var buffer: UnsafeMutableRawPointer
     /// The packet buffer's size: at first the snap length, but never more than libpcap's largest record, whatever a
     /// (possibly hostile) file header claims; it grows only for a record that really is larger.
-    public private(set) var bufferCapacity: Int
+    package private(set) var bufferCapacity: Int
     /// libpcap's largest record for the link types amqpscope decodes (MAXIMUM_SNAPLEN).
-    public static let largestRecord = 262_144
+    package static let largestRecord = 262_144
     private var currentLength = 0
     private let logger: Logger
 
@@ -91,7 +91,7 @@ public final class PcapSource {
     }
 
     /// Opens a saved pcap or pcapng file with nanosecond timestamps.
-    public static func openFile(_ path: String, logger: Logger = Logger(label: "amqpscope.capture")) throws(CaptureError) -> PcapSource {
+    package static func openFile(_ path: String, logger: Logger = Logger(label: "amqpscope.capture")) throws(CaptureError) -> PcapSource {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         let opened = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer)
         guard let opened else {
@@ -104,7 +104,7 @@ public final class PcapSource {
 
     /// Opens a live interface (pcap_create + pcap_activate) with nanosecond timestamps when the device offers them.
     /// `timeoutMilliseconds` bounds how long `next()` waits before returning `.timeout`, so callers can run timers.
-    public static func openLive(
+    package static func openLive(
         interface: String, snapshotLength: Int = 262_144, promiscuous: Bool = false,
         timeoutMilliseconds: Int = 200, filter: String? = nil,
         logger: Logger = Logger(label: "amqpscope.capture")
@@ -141,7 +141,7 @@ public final class PcapSource {
     }
 
     /// Compiles and installs a BPF filter (tcpdump syntax).
-    public func setFilter(_ expression: String) throws(CaptureError) {
+    package func setFilter(_ expression: String) throws(CaptureError) {
         guard let handle else { return }
         var program = bpf_program()
         guard pcap_compile(handle, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
@@ -154,7 +154,7 @@ public final class PcapSource {
     }
 
     /// Pulls the next packet. Its bytes are in `packetBytes` until the next call.
-    public func next() throws(CaptureError) -> ReadResult {
+    package func next() throws(CaptureError) -> ReadResult {
         guard let handle else { return .end }
         var headerPointer: UnsafeMutablePointer<pcap_pkthdr>?
         var dataPointer: UnsafePointer<UInt8>?
@@ -188,14 +188,14 @@ public final class PcapSource {
     }
 
     /// How far into a saved file reading has come (for progress), or nil for a live capture.
-    public var bytesRead: Int? {
+    package var bytesRead: Int? {
         guard let handle, !isLive, let file = pcap_file(handle) else { return nil }
         let position = ftell(file)
         return position >= 0 ? position : nil
     }
 
     /// The saved file's size in bytes, or nil.
-    public var fileSize: Int? {
+    package var fileSize: Int? {
         guard let handle, !isLive, let file = pcap_file(handle) else { return nil }
         var info = stat()
         return fstat(fileno(file), &info) == 0 ? Int(info.st_size) : nil
@@ -210,23 +210,23 @@ public final class PcapSource {
     }
 
     /// The captured bytes of the packet `next()` last returned; valid until the next call to `next()`.
-    public var packetBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: buffer, count: currentLength) }
+    package var packetBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: buffer, count: currentLength) }
 
     /// Asks a blocking `next()` to return `.end` (pcap_breakloop).
-    public func breakLoop() {
+    package func breakLoop() {
         if let handle { pcap_breakloop(handle) }
     }
 
     /// The libpcap handle as an integer, for a signal handler to pass to `PcapSource.breakLoop(handle:)`.
-    public var handleBits: Int { handle.map { Int(bitPattern: UnsafeRawPointer($0)) } ?? 0 }
+    package var handleBits: Int { handle.map { Int(bitPattern: UnsafeRawPointer($0)) } ?? 0 }
 
     /// pcap_breakloop on a handle given as `handleBits`: async-signal-safe (it sets a flag and wakes the poll).
-    public static func breakLoop(handleBits: Int) {
+    package static func breakLoop(handleBits: Int) {
         if let handle = OpaquePointer(bitPattern: handleBits) { pcap_breakloop(handle) }
     }
 
     /// libpcap's received and dropped counts for a live capture.
-    public func statistics() -> (received: UInt32, dropped: UInt32, interfaceDropped: UInt32)? {
+    package func statistics() -> (received: UInt32, dropped: UInt32, interfaceDropped: UInt32)? {
         guard let handle, isLive else { return nil }
         var stats = pcap_stat()
         guard pcap_stats(handle, &stats) == 0 else { return nil }
@@ -244,15 +244,15 @@ public final class PcapSource {
 }
 
 /// A capture device as libpcap lists it.
-public struct NetworkInterface: Hashable, Sendable {
+package struct NetworkInterface: Hashable, Sendable {
     /// The name to pass to `-i`.
-    public var name: String
+    package var name: String
     /// libpcap's description, when it has one.
-    public var description: String?
+    package var description: String?
 }
 
 /// Lists capture devices with their descriptions (pcap_findalldevs).
-public func listInterfaces() throws(CaptureError) -> [NetworkInterface] {
+package func listInterfaces() throws(CaptureError) -> [NetworkInterface] {
     var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
     var devices: UnsafeMutablePointer<pcap_if_t>?
     guard pcap_findalldevs(&devices, &errorBuffer) == 0 else {

@@ -3,22 +3,22 @@
 import AMQPScopePackets
 import CPcap
 
-public final class PcapWriter {
-    public let basePath: String
-    public let linkType: LinkType
+package final class PcapWriter {
+    package let basePath: String
+    package let linkType: LinkType
     /// Start a new file when the current one reaches this many bytes (tcpdump's -C counts millions of bytes).
-    public let rotateBytes: Int?
+    package let rotateBytes: Int?
     /// Keep at most this many files, overwriting the oldest (tcpdump's -W).
-    public let fileCount: Int?
-    public private(set) var currentPath: String
-    public private(set) var filesOpened = 0
+    package let fileCount: Int?
+    package private(set) var currentPath: String
+    package private(set) var filesOpened = 0
 
     private let dead: OpaquePointer
     private var dumper: OpaquePointer?
     private var bytesInFile = 0
     private var index = 0
 
-    public init(path: String, linkType: LinkType, snapshotLength: Int, rotateBytes: Int? = nil, fileCount: Int? = nil) throws(CaptureError) {
+    package init(path: String, linkType: LinkType, snapshotLength: Int, rotateBytes: Int? = nil, fileCount: Int? = nil) throws(CaptureError) {
         basePath = path
         self.linkType = linkType
         self.rotateBytes = rotateBytes
@@ -38,7 +38,7 @@ public final class PcapWriter {
     }
 
     /// The name of file number `n`: tcpdump's scheme (FILE, FILE1, FILE2, ...; with a ring, FILE0..FILE{N-1}, zero-padded).
-    public func name(_ n: Int) -> String {
+    package func name(_ n: Int) -> String {
         if let fileCount {
             let width = String(max(fileCount - 1, 0)).count
             let digits = String(n % fileCount)
@@ -61,7 +61,7 @@ public final class PcapWriter {
     }
 
     /// Appends one packet; rotates first when the file is full.
-    public func write(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) throws(CaptureError) {
+    package func write(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) throws(CaptureError) {
         if let rotateBytes, bytesInFile + 16 + bytes.count > rotateBytes, bytesInFile > 24 {
             try openNext()
         }
@@ -76,11 +76,11 @@ public final class PcapWriter {
         bytesInFile += 16 + bytes.count
     }
 
-    public func flush() {
+    package func flush() {
         if let dumper { pcap_dump_flush(dumper) }
     }
 
-    public func close() {
+    package func close() {
         if let dumper {
             pcap_dump_flush(dumper)
             pcap_dump_close(dumper)

@@ -5,24 +5,34 @@ import AMQPScopePackets
 
 /// One decoded frame.
 public struct Frame: Hashable, Sendable {
+    /// What a frame carried.
     public enum Content: Hashable, Sendable {
         case method(Method)
         case header(ContentHeader)
         case body(length: Int)
         case heartbeat
     }
+    /// The frame type octet (1 method, 2 header, 3 body, 8 heartbeat).
     public var type: UInt8
+    /// The AMQP channel.
     public var channel: UInt16
+    /// The payload size from the frame header.
     public var size: UInt32
+    /// What it carried.
     public var content: Content
 }
 
 /// A message assembled from a content-carrying method, its content header and its body frames.
 public struct Message: Hashable, Sendable {
+    /// The AMQP channel.
     public var channel: UInt16
+    /// The method that carried it (basic.publish, basic.deliver, ...).
     public var method: Method
+    /// Its content properties.
     public var properties: BasicProperties
+    /// The body size its content header declared.
     public var bodySize: UInt64
+    /// Body frames it came in.
     public var bodyFrames: Int
     /// Kept only when asked (`keepBodies`), and then at most `maximumKeptBodyBytes`.
     public var body: [UInt8]?
@@ -30,6 +40,7 @@ public struct Message: Hashable, Sendable {
     public var incomplete: Bool
 }
 
+/// What the codec decided a connection carries.
 public enum Verdict: Hashable, Sendable {
     case undetermined
     case amqp(ProtocolHeader.Version)          // a 0-8/0-9/0-9-1 header was seen
@@ -37,6 +48,7 @@ public enum Verdict: Hashable, Sendable {
     case amqp10(ProtocolHeader.Version)        // AMQP 1.0 (named, not decoded)
     case notAMQP(String)
 
+    /// It carries AMQP of any version.
     public var isAMQP: Bool {
         switch self {
         case .amqp, .amqpBySync, .amqp10: true
@@ -45,7 +57,7 @@ public enum Verdict: Hashable, Sendable {
     }
 }
 
-public enum CodecEventKind {
+package enum CodecEventKind {
     case protocolHeader(ProtocolHeader)
     case frame(Frame)
     case message(Message)
@@ -58,22 +70,24 @@ public enum CodecEventKind {
     case verdict(Verdict)
 }
 
-public struct CodecEvent {
-    public var direction: Direction
+package struct CodecEvent {
+    package var direction: Direction
     /// The time of the packet that completed it.
-    public var time: Timestamp
-    public var packetNumber: Int
-    public var offset: UInt64       // stream offset where it starts
-    public var kind: CodecEventKind
+    package var time: Timestamp
+    package var packetNumber: Int
+    package var offset: UInt64       // stream offset where it starts
+    package var kind: CodecEventKind
 }
 
-public protocol CodecSink {
+package protocol CodecSink {
     mutating func consume(_ event: CodecEvent)
 }
 
+/// What the codec keeps and shows.
 public struct CodecConfiguration: Hashable, Sendable {
     /// Keep message bodies (shown only when asked).
     public var keepBodies = false
+    /// Bytes kept of each body when bodies are kept.
     public var maximumKeptBodyBytes = 64 * 1024
     /// Leave Connection.Start-Ok's password (and other secrets) in the decoded frames.
     public var showCredentials = false
@@ -84,11 +98,11 @@ public struct CodecConfiguration: Hashable, Sendable {
     public init() {}
 }
 
-public struct ConnectionDecoder {
-    public let configuration: CodecConfiguration
-    public private(set) var verdict: Verdict = .undetermined
+package struct ConnectionDecoder {
+    package let configuration: CodecConfiguration
+    package private(set) var verdict: Verdict = .undetermined
     /// Whether the connection's server port is one of the AMQP ports (frame sync allowed without a header).
-    public let onAMQPPort: Bool
+    package let onAMQPPort: Bool
     var parsers: PerDirection<FrameParser>
     /// Content being received, per direction: a few channels at most, searched linearly and changed in place.
     var content = PerDirection<[PendingContent]>(repeating: [])
@@ -112,7 +126,7 @@ public struct ConnectionDecoder {
     }
 
     /// `fromStart`: the capture saw the connection open, so stream offset 0 is where AMQP begins.
-    public init(fromStart: Bool, onAMQPPort: Bool, configuration: CodecConfiguration = CodecConfiguration()) {
+    package init(fromStart: Bool, onAMQPPort: Bool, configuration: CodecConfiguration = CodecConfiguration()) {
         self.configuration = configuration
         self.onAMQPPort = onAMQPPort
         let state: FrameParser.State = fromStart ? .protocolHeader : (onAMQPPort ? .hunting(start: 0, skipped: 0) : .opaque)
@@ -125,7 +139,7 @@ public struct ConnectionDecoder {
         }
     }
 
-    public mutating func data<S: CodecSink>(
+    package mutating func data<S: CodecSink>(
         _ bytes: UnsafeRawBufferPointer, direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
         self.time = time
@@ -136,7 +150,7 @@ public struct ConnectionDecoder {
         afterFeed(direction: direction, into: &sink)
     }
 
-    public mutating func gap<S: CodecSink>(
+    package mutating func gap<S: CodecSink>(
         _ length: UInt64, direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
         self.time = time
@@ -164,14 +178,14 @@ public struct ConnectionDecoder {
     }
 
     /// Bytes this decoder holds: partial frames, hunt buffers and kept bodies.
-    public var bufferedBytes: Int {
+    package var bufferedBytes: Int {
         Direction.allCases.reduce(0) { total, direction in
             total + parsers[direction].pending.count + content[direction].reduce(0) { $0 + ($1.body?.count ?? 0) }
         }
     }
 
     /// Gives up what this decoder holds (the engine's cap on all decoders' buffers was reached).
-    public mutating func shed<S: CodecSink>(time: Timestamp, packetNumber: Int, into sink: inout S) {
+    package mutating func shed<S: CodecSink>(time: Timestamp, packetNumber: Int, into sink: inout S) {
         self.time = time
         self.packetNumber = packetNumber
         for direction in Direction.allCases {
@@ -194,7 +208,7 @@ public struct ConnectionDecoder {
     }
 
     /// The stream ended: says so if a frame was left half-read.
-    public mutating func finish<S: CodecSink>(direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S) {
+    package mutating func finish<S: CodecSink>(direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S) {
         let parser = parsers[direction]
         guard let start = parser.unfinishedFrameStart else { return }
         emit(direction, start, .malformed(reason: "stream ended inside a frame", skipped: parser.offset - start),

@@ -2,19 +2,33 @@
 
 /// The basic class's properties (AMQP 0-9-1 section 1.8.2, generated names in AMQPSpec.basicProperties).
 public struct BasicProperties: Hashable, Sendable {
+    /// The `content-type` property, when present.
     public var contentType: String?
+    /// The `content-encoding` property, when present.
     public var contentEncoding: String?
+    /// The `headers` property, when present.
     public var headers: FieldTable?
+    /// The `delivery-mode` property (1 transient, 2 persistent), when present.
     public var deliveryMode: UInt8?
+    /// The `priority` property, when present.
     public var priority: UInt8?
+    /// The `correlation-id` property, when present.
     public var correlationID: String?
+    /// The `reply-to` property, when present.
     public var replyTo: String?
+    /// The `expiration` property, when present.
     public var expiration: String?
+    /// The `message-id` property, when present.
     public var messageID: String?
+    /// The `timestamp` property (seconds since the epoch), when present.
     public var timestamp: UInt64?
+    /// The `type` property, when present.
     public var type: String?
+    /// The `user-id` property, when present.
     public var userID: String?
+    /// The `app-id` property, when present.
     public var appID: String?
+    /// The `cluster-id` property, when present.
     public var clusterID: String?
     public init() {}
 
@@ -43,18 +57,25 @@ public struct BasicProperties: Hashable, Sendable {
 public struct NamedValue: Hashable, Sendable {
     /// The spec's name, such as "content-type".
     public var name: String
+    /// Its value.
     public var value: ArgumentValue
 
+    /// A named value.
     public init(_ name: String, _ value: ArgumentValue) {
         self.name = name
         self.value = value
     }
 }
 
+/// A content header frame (AMQP 0-9-1 section 4.2.6.1).
 public struct ContentHeader: Hashable, Sendable {
+    /// The class of the content-carrying method (60, basic).
     public var classID: UInt16
+    /// Unused; always 0.
     public var weight: UInt16
+    /// The body's total size.
     public var bodySize: UInt64
+    /// Which properties are present.
     public var propertyFlags: UInt16
     /// Decoded for the basic class (60); other classes keep only their flags.
     public var properties: BasicProperties

@@ -1,11 +1,11 @@
 // Connection.Start-Ok carries credentials in clear: PLAIN is "\0user\0password" (RFC 4616), AMQPLAIN a field
 // table with LOGIN and PASSWORD. Reports keep the user name and never the password, unless asked.
 
-public enum Credentials {
-    public static let redactedMark = "<redacted>"
+package enum Credentials {
+    package static let redactedMark = "<redacted>"
 
     /// The user name in a Start-Ok response, for PLAIN and AMQPLAIN.
-    public static func user(mechanism: String, response: LongString) -> String? {
+    package static func user(mechanism: String, response: LongString) -> String? {
         switch mechanism {
         case "PLAIN":
             let parts = response.bytes.split(separator: 0, maxSplits: 2, omittingEmptySubsequences: false)
@@ -18,7 +18,7 @@ public enum Credentials {
     }
 
     /// The method with every secret replaced: Start-Ok's password, Secure-Ok's response, Update-Secret's secret.
-    public static func redacting(_ method: Method) -> Method {
+    package static func redacting(_ method: Method) -> Method {
         switch method {
         case .connectionStartOk(var startOk):
             startOk.response = redact(mechanism: startOk.mechanism, response: startOk.response)

@@ -5,23 +5,28 @@
 // Frame layout (AMQP 0-9-1 section 4.2.3): type (1) channel (2) size (4) payload (size) frame-end 0xCE (1).
 import AMQPScopePackets
 
-public struct FrameHeader: Hashable, Sendable {
-    public var type: UInt8
-    public var channel: UInt16
-    public var size: UInt32
+package struct FrameHeader: Hashable, Sendable {
+    package var type: UInt8
+    package var channel: UInt16
+    package var size: UInt32
 }
 
-public enum FrameType: UInt8, Sendable {
+package enum FrameType: UInt8, Sendable {
     case method = 1, header = 2, body = 3, heartbeat = 8
 }
 
 /// The eight bytes a peer sends first: "AMQP" and four version bytes.
 public struct ProtocolHeader: Hashable, Sendable, CustomStringConvertible {
+    /// The protocol id octet (0 for 0-9-1 and 1.0, 2 TLS and 3 SASL in 1.0).
     public var protocolID: UInt8
+    /// The major version.
     public var major: UInt8
+    /// The minor version.
     public var minor: UInt8
+    /// The revision.
     public var revision: UInt8
 
+    /// The protocol a header names.
     public enum Version: String, Hashable, Sendable {
         case amqp091 = "AMQP 0-9-1"
         case amqp09 = "AMQP 0-9"
@@ -32,6 +37,7 @@ public struct ProtocolHeader: Hashable, Sendable, CustomStringConvertible {
         case unknown = "AMQP (unknown version)"
     }
 
+    /// The protocol it names.
     public var version: Version {
         switch (protocolID, major, minor, revision) {
         case (0, 0, 9, 1): .amqp091
@@ -46,6 +52,7 @@ public struct ProtocolHeader: Hashable, Sendable, CustomStringConvertible {
 
     /// Frames in the 0-8/0-9/0-9-1 layout follow this header.
     public var usesFrames091: Bool { version == .amqp091 || version == .amqp09 || version == .amqp08 }
+    /// It is an AMQP 1.0 header (plain, TLS or SASL).
     public var isAMQP10: Bool { version == .amqp10 || version == .amqp10TLS || version == .amqp10SASL }
 
     public var description: String { "\(version.rawValue) (AMQP \(protocolID) \(major) \(minor) \(revision))" }
@@ -76,16 +83,16 @@ extension UnsafeRawBufferPointer {
     static var empty: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }
 }
 
-public enum FrameLimits {
+package enum FrameLimits {
     /// No frame larger than this is accepted whatever was negotiated: 2^32-1 byte sizes are not buffered.
     /// RabbitMQ's own ceiling for frame_max is far lower; this only bounds hostile input.
-    public static let absoluteMaximumFrameSize: UInt32 = 16 * 1024 * 1024
+    package static let absoluteMaximumFrameSize: UInt32 = 16 * 1024 * 1024
     /// Frame size assumed while hunting before frame_max is known: RabbitMQ's default frame_max (131072).
-    public static let huntingFrameSize: UInt32 = 131_072
+    package static let huntingFrameSize: UInt32 = 131_072
     /// Bytes kept while hunting for a frame boundary (enough for two default-sized frames).
-    public static let huntBufferLimit = 2 * 131_072 + 64
+    package static let huntBufferLimit = 2 * 131_072 + 64
     /// Consecutive valid frames that prove a boundary when hunting.
-    public static let framesToSynchronize = 3
+    package static let framesToSynchronize = 3
 }
 
 struct FrameParser {

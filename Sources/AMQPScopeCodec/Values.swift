@@ -3,34 +3,37 @@
 import AMQPScopePackets
 
 /// Why bytes could not be decoded. Compared by `code`; `reason` says more for people.
-public struct DecodeError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: String, Hashable, Sendable {
+package struct DecodeError: Error, Hashable, Sendable, CustomStringConvertible {
+    package enum Code: String, Hashable, Sendable {
         case truncated          // a length or value runs past the end of its frame
         case tooDeep            // tables/arrays nested past the limit
         case tooManyEntries     // a table or array with more entries than the limit
         case badFieldType       // an unknown field-table type letter
         case badPropertyFlags   // property flags naming properties the class does not have
     }
-    public var code: Code
-    public var reason: String
-    public init(_ code: Code, _ reason: String) { self.code = code; self.reason = reason }
-    public static func == (a: DecodeError, b: DecodeError) -> Bool { a.code == b.code }
-    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
-    public var description: String { "\(code.rawValue): \(reason)" }
+    package var code: Code
+    package var reason: String
+    package init(_ code: Code, _ reason: String) { self.code = code; self.reason = reason }
+    package static func == (a: DecodeError, b: DecodeError) -> Bool { a.code == b.code }
+    package func hash(into hasher: inout Hasher) { hasher.combine(code) }
+    package var description: String { "\(code.rawValue): \(reason)" }
 }
 
 /// Limits that keep hostile tables cheap.
-public enum FieldLimits {
+package enum FieldLimits {
     /// Tables and arrays nested deeper than this are refused (real peers nest two or three levels).
-    public static let maximumDepth = 32
+    package static let maximumDepth = 32
     /// Entries in one table or array (each takes at least two bytes, so frame_max bounds it too).
-    public static let maximumEntries = 65_536
+    package static let maximumEntries = 65_536
 }
 
 /// A long string: bytes that are often, but not always, text.
 public struct LongString: Hashable, Sendable, CustomStringConvertible {
+    /// The bytes as sent.
     public var bytes: [UInt8]
+    /// A long string of these bytes.
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    /// A long string of this text's UTF-8.
     public init(_ text: String) { self.bytes = Array(text.utf8) }
     /// The bytes as UTF-8 text, invalid sequences replaced.
     public var text: String { String(decoding: bytes, as: UTF8.self) }
@@ -57,6 +60,7 @@ public indirect enum FieldValue: Hashable, Sendable {
     case void                                 // V
     case byteArray([UInt8])                   // x
 
+    /// RabbitMQ's type letter for this value.
     public var typeLetter: Character {
         switch self {
         case .boolean: "t"
@@ -82,14 +86,21 @@ public indirect enum FieldValue: Hashable, Sendable {
 
 /// A field table: named values in wire order (keys may repeat on the wire; all are kept).
 public struct FieldTable: Hashable, Sendable {
+    /// One key and value.
     public struct Entry: Hashable, Sendable {
+        /// The key.
         public var key: String
+        /// The value.
         public var value: FieldValue
+        /// An entry.
         public init(key: String, value: FieldValue) { self.key = key; self.value = value }
     }
+    /// The entries in wire order.
     public var entries: [Entry]
+    /// A table of these entries.
     public init(_ entries: [Entry] = []) { self.entries = entries }
 
+    /// The first value under `key`.
     public subscript(key: String) -> FieldValue? { entries.first { $0.key == key }?.value }
 
     /// A string value (long string) by key, as text.
@@ -118,13 +129,13 @@ public enum ArgumentValue: Hashable, Sendable {
 }
 
 /// A method argument or content property in the spec: its name and wire type.
-public struct ArgumentDescriptor: Hashable, Sendable {
+package struct ArgumentDescriptor: Hashable, Sendable {
     /// The spec's name, such as "routing-key".
-    public var name: String
+    package var name: String
     /// How it is encoded.
-    public var type: ArgumentType
+    package var type: ArgumentType
 
-    public init(_ name: String, _ type: ArgumentType) {
+    package init(_ name: String, _ type: ArgumentType) {
         self.name = name
         self.type = type
     }
@@ -132,28 +143,28 @@ public struct ArgumentDescriptor: Hashable, Sendable {
 
 /// A reply code's name in the spec and its class: "soft-error" (closes a channel), "hard-error" (closes the
 /// connection), or "success".
-public struct ReplyCode: Hashable, Sendable {
+package struct ReplyCode: Hashable, Sendable {
     /// Such as "NOT_FOUND".
-    public var name: String
+    package var name: String
     /// "soft-error", "hard-error" or "success".
-    public var kind: String
+    package var kind: String
 
-    public init(_ name: String, _ kind: String) {
+    package init(_ name: String, _ kind: String) {
         self.name = name
         self.kind = kind
     }
 }
 
-public struct MethodDescriptor: Sendable {
-    public var classID: UInt16
-    public var methodID: UInt16
-    public var className: String
-    public var methodName: String
-    public var arguments: [ArgumentDescriptor]
-    public var synchronous: Bool
-    public var carriesContent: Bool
+package struct MethodDescriptor: Sendable {
+    package var classID: UInt16
+    package var methodID: UInt16
+    package var className: String
+    package var methodName: String
+    package var arguments: [ArgumentDescriptor]
+    package var synchronous: Bool
+    package var carriesContent: Bool
 
-    public var name: String { "\(className).\(methodName)" }
+    package var name: String { "\(className).\(methodName)" }
 }
 
 extension AMQPSpec {
@@ -164,33 +175,34 @@ extension AMQPSpec {
     }()
 
     /// The descriptor of a known method.
-    public static func descriptor(classID: UInt16, methodID: UInt16) -> MethodDescriptor? {
+    package static func descriptor(classID: UInt16, methodID: UInt16) -> MethodDescriptor? {
         methodIndex[UInt32(classID) << 16 | UInt32(methodID)].map { methods[$0] }
     }
 
     /// "class.method", or "unknown(C, M)".
-    public static func methodName(classID: UInt16, methodID: UInt16) -> String {
+    package static func methodName(classID: UInt16, methodID: UInt16) -> String {
         descriptor(classID: classID, methodID: methodID)?.name ?? "unknown(\(classID), \(methodID))"
     }
 
     static let classIDs: Set<UInt16> = Set(methods.map(\.classID))
-    public static func isKnownClass(_ id: UInt16) -> Bool { classIDs.contains(id) }
+    package static func isKnownClass(_ id: UInt16) -> Bool { classIDs.contains(id) }
 }
 
 extension Method {
-    public var descriptor: MethodDescriptor? { AMQPSpec.descriptor(classID: classID, methodID: methodID) }
+    package var descriptor: MethodDescriptor? { AMQPSpec.descriptor(classID: classID, methodID: methodID) }
+    /// "class.method", such as "basic.publish".
     public var name: String { AMQPSpec.methodName(classID: classID, methodID: methodID) }
 }
 
 /// Big-endian reads from a borrowed view of one frame's payload. Every read checks what is left first.
-public struct FieldReader {
+package struct FieldReader {
     let bytes: UnsafeRawBufferPointer
-    public private(set) var position: Int
+    package private(set) var position: Int
     var depth = 0
 
-    public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes; self.position = 0 }
+    package init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes; self.position = 0 }
 
-    public var remaining: Int { bytes.count - position }
+    package var remaining: Int { bytes.count - position }
 
     @inline(__always)
     mutating func take(_ count: Int, _ what: StaticString) throws(DecodeError) -> Int {
@@ -202,32 +214,32 @@ public struct FieldReader {
         return start
     }
 
-    public mutating func octet() throws(DecodeError) -> UInt8 { bytes[try take(1, "octet")] }
+    package mutating func octet() throws(DecodeError) -> UInt8 { bytes[try take(1, "octet")] }
 
-    public mutating func short() throws(DecodeError) -> UInt16 {
+    package mutating func short() throws(DecodeError) -> UInt16 {
         bytes.integer(at: try take(2, "short"))
     }
 
-    public mutating func long() throws(DecodeError) -> UInt32 {
+    package mutating func long() throws(DecodeError) -> UInt32 {
         bytes.integer(at: try take(4, "long"))
     }
 
-    public mutating func longlong() throws(DecodeError) -> UInt64 {
+    package mutating func longlong() throws(DecodeError) -> UInt64 {
         bytes.integer(at: try take(8, "long long"))
     }
 
-    public mutating func shortString() throws(DecodeError) -> String {
+    package mutating func shortString() throws(DecodeError) -> String {
         let length = Int(try octet())
         let at = try take(length, "short string")
         return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<at + length]), as: UTF8.self)
     }
 
-    public mutating func rawBytes(_ length: Int, _ what: StaticString) throws(DecodeError) -> [UInt8] {
+    package mutating func rawBytes(_ length: Int, _ what: StaticString) throws(DecodeError) -> [UInt8] {
         let at = try take(length, what)
         return Array(UnsafeRawBufferPointer(rebasing: bytes[at..<at + length]))
     }
 
-    public mutating func longString() throws(DecodeError) -> LongString {
+    package mutating func longString() throws(DecodeError) -> LongString {
         let length = try long()
         guard let count = Int(exactly: length), count <= remaining else {
             throw DecodeError(.truncated, "long string of \(length) bytes, \(remaining) left")
@@ -235,7 +247,7 @@ public struct FieldReader {
         return LongString(try rawBytes(count, "long string"))
     }
 
-    public mutating func table() throws(DecodeError) -> FieldTable {
+    package mutating func table() throws(DecodeError) -> FieldTable {
         var entries: [FieldTable.Entry] = []
         try nested("field table") { (inner: inout FieldReader) throws(DecodeError) in
             let key = try inner.shortString()
@@ -269,12 +281,12 @@ public struct FieldReader {
 
     // MARK: Skipping: the same checks as decoding, without making values (for data nobody will look at).
 
-    public mutating func skipShortString() throws(DecodeError) {
+    package mutating func skipShortString() throws(DecodeError) {
         _ = try take(Int(try octet()), "short string")
     }
 
     /// Walks a table's entries to check its structure, building nothing.
-    public mutating func skipTable() throws(DecodeError) {
+    package mutating func skipTable() throws(DecodeError) {
         try nested("field table") { (inner: inout FieldReader) throws(DecodeError) in
             try inner.skipShortString()
             try inner.skipFieldValue()

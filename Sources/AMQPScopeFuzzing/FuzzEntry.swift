@@ -13,11 +13,11 @@ import Musl
 import Darwin
 #endif
 
-public enum FuzzEntry {
-    public static let targets = ["FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile"]
+package enum FuzzEntry {
+    package static let targets = ["FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile"]
 
     /// Runs one input through the named target.
-    public static func run(_ target: String, _ bytes: UnsafeRawBufferPointer) {
+    package static func run(_ target: String, _ bytes: UnsafeRawBufferPointer) {
         switch target {
         case "FuzzPacketLayers": packetLayers(bytes)
         case "FuzzReassembly": reassembly(bytes)
@@ -31,7 +31,7 @@ public enum FuzzEntry {
     static let linkTypes: [LinkType] = [.ethernet, .linuxSLL, .linuxSLL2, .null, .loop, .raw, .rawDLT12, .ipv4, .ipv6]
 
     /// One packet's bytes through every link type's decoder.
-    public static func packetLayers(_ bytes: UnsafeRawBufferPointer) {
+    package static func packetLayers(_ bytes: UnsafeRawBufferPointer) {
         for link in linkTypes {
             if case .tcp(let segment) = PacketDecoder.decode(bytes, linkType: link) {
                 // The payload the decoder points at must lie inside the packet.
@@ -51,7 +51,7 @@ public enum FuzzEntry {
     /// A sequence of TCP segments encoded from the input, through the reassembler under small caps. Each segment
     /// takes 8 bytes: direction and flags, a signed 3-byte sequence delta, a 2-byte payload length, an ack byte and
     /// a connection selector; its payload follows.
-    public static func reassembly(_ input: UnsafeRawBufferPointer) {
+    package static func reassembly(_ input: UnsafeRawBufferPointer) {
         let count = input.count
         var configuration = ReassemblyConfiguration()
         configuration.maximumBufferedBytesPerDirection = 4096
@@ -95,7 +95,7 @@ public enum FuzzEntry {
 
     /// An AMQP byte stream through a connection decoder in input-chosen chunk sizes, both ways, with gaps; from the
     /// start (with and without a protocol header) and joined mid-stream.
-    public static func frameParser(_ input: UnsafeRawBufferPointer) {
+    package static func frameParser(_ input: UnsafeRawBufferPointer) {
         guard input.count >= 2 else { return }
         let chunk = Int(input[0]) + 1
         let body = UnsafeRawBufferPointer(rebasing: input[1...])
@@ -126,7 +126,7 @@ public enum FuzzEntry {
 
     /// Field tables decoded from arbitrary bytes: with a length prefix for the whole input, as they are, and as the
     /// client properties of a Connection.Start-Ok.
-    public static func fieldTable(_ input: UnsafeRawBufferPointer) {
+    package static func fieldTable(_ input: UnsafeRawBufferPointer) {
         let count = input.count
         var framed = withUnsafeBytes(of: UInt32(truncatingIfNeeded: count).bigEndian) { Array($0) }
         framed.append(contentsOf: input)
@@ -144,7 +144,7 @@ public enum FuzzEntry {
     }
 
     /// A whole pcap file through the analysis in process: capture, layers, reassembly, codec, stories and reports.
-    public static func pcapFile(_ input: UnsafeRawBufferPointer) {
+    package static func pcapFile(_ input: UnsafeRawBufferPointer) {
         let path = "/dev/shm/amqpscope-fuzz-\(getpid()).pcap"
         guard let file = fopen(path, "w") else { return }
         if let base = input.baseAddress { fwrite(base, 1, input.count, file) }

@@ -2,29 +2,39 @@
 // Each layer checks its length before it reads; short or inconsistent input gives a `Malformed` marker.
 
 /// Which layer a marker or a skip belongs to.
-public enum Layer: String, Hashable, Sendable {
+package enum Layer: String, Hashable, Sendable {
     case link, vlan, ipv4, ipv6, tcp
 }
 
 /// Why a packet could not be read at some layer. `reason` is fixed text (no allocation).
-public struct Malformed: Hashable, Sendable, CustomStringConvertible {
-    public var layer: Layer
-    public var reason: String
-    public init(_ layer: Layer, _ reason: String) { self.layer = layer; self.reason = reason }
-    public var description: String { "\(layer.rawValue): \(reason)" }
+package struct Malformed: Hashable, Sendable, CustomStringConvertible {
+    package var layer: Layer
+    package var reason: String
+    package init(_ layer: Layer, _ reason: String) { self.layer = layer; self.reason = reason }
+    package var description: String { "\(layer.rawValue): \(reason)" }
 }
 
+/// The TCP header's flags.
 public struct TCPFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// FIN: no more data from the sender.
     public static let fin = TCPFlags(rawValue: 0x001)
+    /// SYN: synchronise sequence numbers.
     public static let syn = TCPFlags(rawValue: 0x002)
+    /// RST: reset the connection.
     public static let rst = TCPFlags(rawValue: 0x004)
+    /// PSH: push.
     public static let psh = TCPFlags(rawValue: 0x008)
+    /// ACK: the acknowledgment field counts.
     public static let ack = TCPFlags(rawValue: 0x010)
+    /// URG: urgent.
     public static let urg = TCPFlags(rawValue: 0x020)
+    /// ECE: ECN echo.
     public static let ece = TCPFlags(rawValue: 0x040)
+    /// CWR: congestion window reduced.
     public static let cwr = TCPFlags(rawValue: 0x080)
+    /// NS: ECN nonce.
     public static let ns = TCPFlags(rawValue: 0x100)
 
     public var description: String {
@@ -43,36 +53,36 @@ public struct TCPFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The TCP options amqpscope reads (RFC 9293 MSS, RFC 7323 window scale and timestamps, RFC 2018 SACK).
-public struct TCPOptions: Hashable, Sendable {
-    public var maximumSegmentSize: UInt16?
-    public var windowScale: UInt8?
-    public var sackPermitted = false
-    public var sackBlockCount = 0
-    public var timestampValue: UInt32?
-    public var timestampEcho: UInt32?
+package struct TCPOptions: Hashable, Sendable {
+    package var maximumSegmentSize: UInt16?
+    package var windowScale: UInt8?
+    package var sackPermitted = false
+    package var sackBlockCount = 0
+    package var timestampValue: UInt32?
+    package var timestampEcho: UInt32?
     /// An option whose length ran past the header or was too short for its kind.
-    public var malformed = false
-    public init() {}
+    package var malformed = false
+    package init() {}
 }
 
 /// One TCP segment as read from one packet.
-public struct TCPSegment: Hashable, Sendable {
-    public var source: Endpoint
-    public var destination: Endpoint
-    public var sequence: UInt32
-    public var acknowledgment: UInt32
-    public var flags: TCPFlags
-    public var window: UInt16
-    public var options: TCPOptions
+package struct TCPSegment: Hashable, Sendable {
+    package var source: Endpoint
+    package var destination: Endpoint
+    package var sequence: UInt32
+    package var acknowledgment: UInt32
+    package var flags: TCPFlags
+    package var window: UInt16
+    package var options: TCPOptions
     /// Where the captured payload starts in the packet's bytes, and how many payload bytes were captured.
-    public var payloadOffset: Int
-    public var capturedPayloadLength: Int
+    package var payloadOffset: Int
+    package var capturedPayloadLength: Int
     /// How many payload bytes the segment carried on the wire (from the IP length); may exceed the captured ones.
-    public var payloadLength: Int
+    package var payloadLength: Int
 
-    public var payloadRange: Range<Int> { payloadOffset..<(payloadOffset + capturedPayloadLength) }
+    package var payloadRange: Range<Int> { payloadOffset..<(payloadOffset + capturedPayloadLength) }
 
-    public init(source: Endpoint, destination: Endpoint, sequence: UInt32, acknowledgment: UInt32, flags: TCPFlags, window: UInt16,
+    package init(source: Endpoint, destination: Endpoint, sequence: UInt32, acknowledgment: UInt32, flags: TCPFlags, window: UInt16,
                 options: TCPOptions = TCPOptions(), payloadOffset: Int, capturedPayloadLength: Int, payloadLength: Int) {
         self.source = source
         self.destination = destination
@@ -88,7 +98,7 @@ public struct TCPSegment: Hashable, Sendable {
 }
 
 /// What one packet turned out to be.
-public enum DecodedPacket: Hashable, Sendable {
+package enum DecodedPacket: Hashable, Sendable {
     case tcp(TCPSegment)
     /// An IP packet of another protocol (UDP, ICMP, ...), or a link frame that is not IP (ARP, ...).
     case other
@@ -98,7 +108,7 @@ public enum DecodedPacket: Hashable, Sendable {
     case unsupportedLinkType
 }
 
-public enum PacketDecoder {
+package enum PacketDecoder {
     static let etherTypeIPv4: UInt16 = 0x0800
     static let etherTypeIPv6: UInt16 = 0x86DD
     static let etherTypeVLAN: UInt16 = 0x8100    // IEEE 802.1Q
@@ -110,7 +120,7 @@ public enum PacketDecoder {
     static let maximumIPv6ExtensionHeaders = 16
 
     /// Decodes one packet's captured bytes for the given link type.
-    public static func decode(_ bytes: UnsafeRawBufferPointer, linkType: LinkType) -> DecodedPacket {
+    package static func decode(_ bytes: UnsafeRawBufferPointer, linkType: LinkType) -> DecodedPacket {
         let b = bytes
         switch linkType {
         case .ethernet: return ethernet(b)

@@ -2,18 +2,23 @@
 
 /// A point in capture time: nanoseconds since the Unix epoch, taken from packet timestamps only.
 public struct Timestamp: Hashable, Comparable, Sendable {
+    /// Nanoseconds since the Unix epoch.
     public var nanoseconds: Int64
 
+    /// A time from nanoseconds since the epoch.
     public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+    /// A time from seconds and nanoseconds since the epoch.
     public init(seconds: Int64, nanoseconds: Int64) { self.nanoseconds = seconds &* 1_000_000_000 &+ nanoseconds }
 
     public static func < (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds < b.nanoseconds }
 
+    /// Seconds since the epoch.
     public var seconds: Double { Double(nanoseconds) / 1e9 }
 
     /// The span from `earlier` to `self`, in nanoseconds.
     public func since(_ earlier: Timestamp) -> Int64 { nanoseconds &- earlier.nanoseconds }
 
+    /// This time plus a span.
     public func adding(nanoseconds delta: Int64) -> Timestamp { Timestamp(nanoseconds: nanoseconds &+ delta) }
 }
 
@@ -145,17 +150,28 @@ public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConver
     public var rawValue: Int32
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
-    public static let null = LinkType(rawValue: 0)            // BSD loopback, family in host byte order
+    /// BSD loopback, family in host byte order.
+    public static let null = LinkType(rawValue: 0)
+    /// Ethernet.
     public static let ethernet = LinkType(rawValue: 1)
-    public static let rawDLT12 = LinkType(rawValue: 12)       // DLT_RAW on most systems
-    public static let rawDLT14 = LinkType(rawValue: 14)       // DLT_RAW on OpenBSD
-    public static let raw = LinkType(rawValue: 101)           // LINKTYPE_RAW
-    public static let loop = LinkType(rawValue: 108)          // OpenBSD loopback, family in network byte order
+    /// DLT_RAW on most systems.
+    public static let rawDLT12 = LinkType(rawValue: 12)
+    /// DLT_RAW on OpenBSD.
+    public static let rawDLT14 = LinkType(rawValue: 14)
+    /// LINKTYPE_RAW.
+    public static let raw = LinkType(rawValue: 101)
+    /// OpenBSD loopback, family in network byte order.
+    public static let loop = LinkType(rawValue: 108)
+    /// Linux cooked capture v1.
     public static let linuxSLL = LinkType(rawValue: 113)
+    /// Raw IPv4.
     public static let ipv4 = LinkType(rawValue: 228)
+    /// Raw IPv6.
     public static let ipv6 = LinkType(rawValue: 229)
+    /// Linux cooked capture v2.
     public static let linuxSLL2 = LinkType(rawValue: 276)
 
+    /// Its name as libpcap and tcpdump print it.
     public var name: String {
         switch self {
         case .null: return "NULL (BSD loopback)"
@@ -170,6 +186,7 @@ public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConver
         }
     }
 
+    /// amqpscope decodes this link type.
     public var isSupported: Bool {
         switch self {
         case .null, .ethernet, .rawDLT12, .rawDLT14, .raw, .loop, .linuxSLL, .linuxSLL2, .ipv4, .ipv6: return true
@@ -184,12 +201,14 @@ public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConver
 public struct PacketHeader: Hashable, Sendable {
     /// 1-based position in its file (or live capture), as Wireshark numbers frames.
     public var number: Int
+    /// When it was captured.
     public var timestamp: Timestamp
     /// Bytes present in the capture (`caplen`).
     public var capturedLength: Int
     /// Bytes the packet had on the wire (`len`).
     public var originalLength: Int
 
+    /// A packet header.
     public init(number: Int, timestamp: Timestamp, capturedLength: Int, originalLength: Int) {
         self.number = number
         self.timestamp = timestamp
@@ -203,11 +222,16 @@ public struct PacketHeader: Hashable, Sendable {
 
 /// An IPv4 or IPv6 address as a value: IPv4 lives in the low 32 bits of `low`.
 public struct IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// IPv6: the high 64 bits; IPv4: 0.
     public var high: UInt64
+    /// IPv6: the low 64 bits; IPv4: the address in the low 32 bits.
     public var low: UInt64
+    /// It is an IPv6 address.
     public var isIPv6: Bool
 
+    /// An IPv4 address.
     public init(ipv4: UInt32) { high = 0; low = UInt64(ipv4); isIPv6 = false }
+    /// An IPv6 address from its two halves.
     public init(ipv6High: UInt64, low: UInt64) { high = ipv6High; self.low = low; isIPv6 = true }
 
     public static func < (a: IPAddress, b: IPAddress) -> Bool {
@@ -254,9 +278,12 @@ public struct IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible
 
 /// An address and a TCP port.
 public struct Endpoint: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The IP address.
     public var address: IPAddress
+    /// The TCP port.
     public var port: UInt16
 
+    /// An address and port.
     public init(address: IPAddress, port: UInt16) { self.address = address; self.port = port }
 
     public static func < (a: Endpoint, b: Endpoint) -> Bool { (a.address, a.port) < (b.address, b.port) }

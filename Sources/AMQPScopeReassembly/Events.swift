@@ -18,6 +18,7 @@ public enum RoleEvidence: String, Hashable, Sendable {
     case lowerPort = "lower port"    // mid-stream, no known port: the lower port is the server
 }
 
+/// Whether the capture saw the connection open.
 public enum Opening: String, Hashable, Sendable {
     case handshake   // SYN seen
     case midstream   // picked up after the handshake
@@ -35,21 +36,32 @@ public enum TCPState: String, Hashable, Sendable {
     case closed = "CLOSED"           // sent or got an RST
 }
 
+/// A connection's identity: its id, its two ends, and how the client was told from the server.
 public struct ConnectionInfo: Hashable, Sendable {
+    /// Its id in the capture.
     public var id: ConnectionID
+    /// The end that opened the connection (or is taken to have).
     public var client: Endpoint
+    /// The end that accepted it.
     public var server: Endpoint
+    /// Whether the handshake was captured.
     public var opening: Opening
+    /// How the client was told from the server.
     public var roleEvidence: RoleEvidence
 
+    /// The address and port of one side.
     public func endpoint(_ side: Side) -> Endpoint { side == .client ? client : server }
 }
 
 /// One TCP segment as the timeline needs it: every packet, pure ACKs and keepalives included.
 public struct PacketInfo: Hashable, Sendable {
+    /// The TCP flags.
     public var flags: TCPFlags
+    /// The TCP sequence number.
     public var sequence: UInt32
+    /// The TCP acknowledgment number.
     public var acknowledgment: UInt32
+    /// Payload bytes on the wire (captured or not).
     public var payloadLength: Int
     /// Bytes on the wire for the whole frame (as tshark counts them).
     public var wireLength: Int
@@ -63,20 +75,24 @@ public struct PacketInfo: Hashable, Sendable {
     public var isOutOfOrder: Bool
     /// A keepalive probe: one byte (or none) one below the next expected sequence number.
     public var isKeepalive: Bool
+    /// It advertised a zero receive window.
     public var isZeroWindow: Bool { window == 0 && !flags.contains(.rst) && !flags.contains(.syn) }
 }
 
+/// Why bytes of a stream are missing.
 public enum GapReason: String, Hashable, Sendable {
     case lost = "never captured"                 // the segment never showed up
     case notCaptured = "cut by snap length"      // the packet was captured shorter than it was
     case bufferLimit = "buffer limit reached"    // out-of-order bytes hit a memory cap and the hole was skipped
 }
 
+/// What an RST meant to the side it reached.
 public struct ResetInfo: Hashable, Sendable {
     /// Its sequence number is exactly the next one the receiver expects (RFC 5961: accepted at once).
     public var exact: Bool
     /// Its sequence number falls within the receiver's window (accepted, or answered with a challenge ACK).
     public var inWindow: Bool
+    /// The sender's TCP state when it sent the RST.
     public var senderState: TCPState
     /// The receiver's state when the RST reached it: decides the error its socket returns.
     public var receiverState: TCPState
@@ -84,6 +100,7 @@ public struct ResetInfo: Hashable, Sendable {
     public var repeated: Bool
 }
 
+/// Why amqpscope stopped following a connection.
 public enum EndReason: String, Hashable, Sendable {
     case finished = "both sides sent FIN"
     case reset = "reset"
@@ -93,7 +110,7 @@ public enum EndReason: String, Hashable, Sendable {
     case evicted = "too many connections: oldest evicted"
 }
 
-public enum StreamEventKind {
+package enum StreamEventKind {
     case opened(ConnectionInfo)
     case packet(PacketInfo)
     /// In-order bytes of one direction; the view is valid only during the sink call.
@@ -109,16 +126,16 @@ public enum StreamEventKind {
 }
 
 /// One event. `offset` is the position in the direction's byte stream (for data, gap and fin).
-public struct StreamEvent {
-    public var connection: ConnectionID
-    public var direction: Direction
-    public var time: Timestamp
-    public var packetNumber: Int
-    public var offset: UInt64
-    public var kind: StreamEventKind
+package struct StreamEvent {
+    package var connection: ConnectionID
+    package var direction: Direction
+    package var time: Timestamp
+    package var packetNumber: Int
+    package var offset: UInt64
+    package var kind: StreamEventKind
 }
 
 /// Receives reassembly's events, in capture order.
-public protocol StreamSink {
+package protocol StreamSink {
     mutating func consume(_ event: StreamEvent)
 }

@@ -2,6 +2,7 @@
 // The in-order path hands the packet's own bytes to the sink: no copy, no allocation.
 import AMQPScopePackets
 
+/// Limits and ports for TCP reassembly.
 public struct ReassemblyConfiguration: Hashable, Sendable {
     /// Ports on which the server side of a mid-stream connection is recognised.
     public var serverPorts: Set<UInt16> = [5672, 5671]
@@ -137,17 +138,17 @@ struct FlowKey: Hashable {
 }
 
 /// A connection's summary, for reports.
-public struct ConnectionSummary: Hashable, Sendable {
-    public var info: ConnectionInfo
-    public var firstTime: Timestamp
-    public var lastTime: Timestamp
-    public var endReason: EndReason?
-    public var clientState: TCPState
-    public var serverState: TCPState
+package struct ConnectionSummary: Hashable, Sendable {
+    package var info: ConnectionInfo
+    package var firstTime: Timestamp
+    package var lastTime: Timestamp
+    package var endReason: EndReason?
+    package var clientState: TCPState
+    package var serverState: TCPState
 }
 
-public struct Reassembler {
-    public let configuration: ReassemblyConfiguration
+package struct Reassembler {
+    package let configuration: ReassemblyConfiguration
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
     private var index: [FlowKey: Int] = [:]
@@ -155,17 +156,17 @@ public struct Reassembler {
     private var totalBuffered = 0
     private var lastSweep: Timestamp?
     /// Connections ended by the connection cap.
-    public private(set) var evictedForCap = 0
+    package private(set) var evictedForCap = 0
 
-    public init(configuration: ReassemblyConfiguration = ReassemblyConfiguration()) {
+    package init(configuration: ReassemblyConfiguration = ReassemblyConfiguration()) {
         self.configuration = configuration
     }
 
-    public var trackedConnections: Int { index.count }
-    public var bufferedBytes: Int { totalBuffered }
+    package var trackedConnections: Int { index.count }
+    package var bufferedBytes: Int { totalBuffered }
 
     /// Feeds one TCP segment. `bytes` are the packet's captured bytes (the segment's payload lies within them).
-    public mutating func process<S: StreamSink>(
+    package mutating func process<S: StreamSink>(
         _ segment: TCPSegment, header: PacketHeader, bytes: UnsafeRawBufferPointer, into sink: inout S
     ) {
         let time = header.timestamp
@@ -194,7 +195,7 @@ public struct Reassembler {
     }
 
     /// Ends every connection (flushing buffered bytes as gaps): call when the capture ends.
-    public mutating func finish<S: StreamSink>(at time: Timestamp, into sink: inout S) {
+    package mutating func finish<S: StreamSink>(at time: Timestamp, into sink: inout S) {
         let slots = index.values.sorted { connections[$0]!.info.id < connections[$1]!.info.id }
         for slot in slots {
             end(slot: slot, reason: .captureEnded, time: time, packetNumber: 0, into: &sink)
@@ -202,7 +203,7 @@ public struct Reassembler {
     }
 
     /// Ends idle and long-closed connections as of `now` (capture time); live capture calls it on a timer.
-    public mutating func evictIdle<S: StreamSink>(now: Timestamp, into sink: inout S) {
+    package mutating func evictIdle<S: StreamSink>(now: Timestamp, into sink: inout S) {
         var expired: [(ConnectionID, Int, EndReason)] = []
         for slot in index.values {
             guard let connection = connections[slot] else { continue }
@@ -220,7 +221,7 @@ public struct Reassembler {
     }
 
     /// Summaries of the connections still tracked.
-    public func summaries() -> [ConnectionSummary] {
+    package func summaries() -> [ConnectionSummary] {
         index.values.compactMap { connections[$0] }.map(Self.summary).sorted { $0.info.id < $1.info.id }
     }
 

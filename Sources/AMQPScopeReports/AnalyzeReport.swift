@@ -8,15 +8,20 @@ import AMQPScopeTimeline
 
 /// One capture file's results, as the reports need them.
 public struct CaptureResult: Sendable {
+    /// The capture file's path, as given.
     public var path: String
+    /// The capture's link-layer type, when the file could be opened.
     public var linkType: LinkType?
+    /// What the packet layers counted.
     public var counts: PacketCounts
+    /// The connections, in id order (empty when they were streamed to a callback).
     public var records: [ConnectionRecord]
     /// Why reading stopped early, or why the file could not be read at all.
     public var error: String?
     /// True when nothing could be read (exit 3); false with an error means read in part (exit 4).
     public var unreadable: Bool
 
+    /// A capture's results.
     public init(path: String, linkType: LinkType?, counts: PacketCounts, records: [ConnectionRecord], error: String?, unreadable: Bool) {
         self.path = path
         self.linkType = linkType
@@ -27,17 +32,21 @@ public struct CaptureResult: Sendable {
     }
 }
 
+/// What a report shows: filters, detail, secrets, colour.
 public struct ReportOptions: Sendable {
     /// Every frame and packet instead of the collapsed timeline (needs records made with frames and packets).
     public var verbose = false
     /// List decoded frames (`--frames`): implied by `verbose`.
     public var showFrames = false
+    /// Show message bodies (`--show-bodies`); never in review reports.
     public var showBodies = false
     /// Only these connection ids (per file).
     public var connections: Set<Int>?
     /// Only timeline entries in this window.
     public var from: Timestamp?
+    /// Only timeline entries up to this time.
     public var to: Timestamp?
+    /// How stories are told (thresholds).
     public var story = StoryOptions()
     /// ANSI colour for severities in the text report (the CLI sets it only for a terminal without NO_COLOR).
     public var colour = false
@@ -46,6 +55,7 @@ public struct ReportOptions: Sendable {
     func includes(_ t: Timestamp) -> Bool { (from.map { t >= $0 } ?? true) && (to.map { t <= $0 } ?? true) }
 }
 
+/// The text and JSON reports of `analyze`.
 public enum AnalyzeReport {
     /// The stories of a capture's connections that pass the filters.
     public static func stories(_ result: CaptureResult, options: ReportOptions) -> [Story] {

@@ -2,14 +2,14 @@
 // each capture's summary and connection table come after its connections. Text and JSON.
 import AMQPScopeTimeline
 
-public struct AnalyzeWriter {
-    public enum Kind: Sendable { case text, json }
+package struct AnalyzeWriter {
+    package enum Kind: Sendable { case text, json }
 
-    public let format: Kind
-    public let options: ReportOptions
+    package let format: Kind
+    package let options: ReportOptions
     private let write: (String) -> Void
     /// Rows of the connection table kept per capture; past it they are counted.
-    public static let tableRowsKept = 1000
+    package static let tableRowsKept = 1000
 
     private var rows: [[String]] = []
     private var connections = 0
@@ -19,13 +19,13 @@ public struct AnalyzeWriter {
     private var captures: [JSON] = []
     private var wroteConnection = false
     private var started = false
-    public private(set) var worstSeverity: Diagnosis.Severity?
+    package private(set) var worstSeverity: Diagnosis.Severity?
 
     /// A fragment writer writes only its connections (JSON: comma-separated objects, no document around them),
     /// so that files analysed in parallel can be joined in capture order by `joinFragments`.
-    public let fragment: Bool
+    package let fragment: Bool
 
-    public init(format: Kind, options: ReportOptions, fragment: Bool = false, write: @escaping (String) -> Void) {
+    package init(format: Kind, options: ReportOptions, fragment: Bool = false, write: @escaping (String) -> Void) {
         self.format = format
         self.options = options
         self.fragment = fragment
@@ -33,20 +33,20 @@ public struct AnalyzeWriter {
     }
 
     /// What a fragment writer learned, for the writer that joins the fragments.
-    public struct FragmentSummary: Sendable {
-        public var captureJSON: JSON
-        public var wroteConnection: Bool
-        public var worstSeverity: Diagnosis.Severity?
+    package struct FragmentSummary: Sendable {
+        package var captureJSON: JSON
+        package var wroteConnection: Bool
+        package var worstSeverity: Diagnosis.Severity?
     }
 
-    public func fragmentSummary() -> FragmentSummary {
+    package func fragmentSummary() -> FragmentSummary {
         FragmentSummary(captureJSON: captures.last ?? .null, wroteConnection: wroteConnection, worstSeverity: worstSeverity)
     }
 
     /// Joins the fragments of files analysed in parallel, in capture order: `copyFragment(i)` copies the i-th file's
     /// report, as the bytes its fragment writer wrote, to this writer's output. Text fragments are whole capture
     /// sections; JSON fragments are the connections of one capture.
-    public mutating func joinFragments(_ summaries: [FragmentSummary], copyFragment: (Int) -> Void) {
+    package mutating func joinFragments(_ summaries: [FragmentSummary], copyFragment: (Int) -> Void) {
         for (i, summary) in summaries.enumerated() {
             if let worst = summary.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
             switch format {
@@ -67,7 +67,7 @@ public struct AnalyzeWriter {
         }
     }
 
-    public mutating func begin(capture path: String) {
+    package mutating func begin(capture path: String) {
         rows = []
         connections = 0
         amqp = 0
@@ -83,7 +83,7 @@ public struct AnalyzeWriter {
     }
 
     /// One connection, as it ends: its story if the filters keep it, and its row in the table.
-    public mutating func connection(_ record: ConnectionRecord, capture: Int) {
+    package mutating func connection(_ record: ConnectionRecord, capture: Int) {
         connections += 1
         if record.isAMQP { amqp += 1 }
         if rows.count < Self.tableRowsKept { rows.append(AnalyzeReport.tableRow(record)) }
@@ -106,7 +106,7 @@ public struct AnalyzeWriter {
     }
 
     /// The capture is read: its summary and table.
-    public mutating func end(capture result: CaptureResult) {
+    package mutating func end(capture result: CaptureResult) {
         switch format {
         case .text:
             var out = "\nsummary of \(Format.safe(result.path))\n"
@@ -125,7 +125,7 @@ public struct AnalyzeWriter {
     }
 
     /// All captures are done.
-    public mutating func finish() {
+    package mutating func finish() {
         guard format == .json, !fragment else { return }
         if !started { write("{\n  \"connections\": [") }
         write((wroteConnection ? "\n  " : "") + "],\n  \"captures\": " + JSON.array(captures).serialized(indent: true, level: 1) + "\n}\n")

@@ -4,9 +4,9 @@ import AMQPScopePackets
 import AMQPScopeReassembly
 import AMQPScopeTimeline
 
-public enum Describe {
+package enum Describe {
     /// "queue.declare queue=orders durable" — arguments that carry information, secrets already redacted.
-    public static func method(_ method: Method) -> String {
+    package static func method(_ method: Method) -> String {
         var parts = [method.name]
         switch method {
         case .connectionStart(let m):
@@ -32,16 +32,16 @@ public enum Describe {
         case .connectionBlocked(let m):
             parts.append("reason=\"\(Format.safe(m.reason))\"")
         default:
-            for (name, value) in method.namedArguments {
-                guard let text = argument(value) else { continue }
-                if case .bit = value { parts.append(name) } else { parts.append("\(name)=\(text)") }
+            for argument in method.namedArguments {
+                guard let text = Self.argument(argument.value) else { continue }
+                if case .bit = argument.value { parts.append(argument.name) } else { parts.append("\(argument.name)=\(text)") }
             }
         }
         return parts.joined(separator: " ")
     }
 
     /// A frame: method description, content header summary, body size or "heartbeat".
-    public static func frame(_ frame: Frame) -> String {
+    package static func frame(_ frame: Frame) -> String {
         switch frame.content {
         case .method(let m): return method(m)
         case .header(let h):
@@ -55,12 +55,12 @@ public enum Describe {
     }
 
     /// "packet 20 at 09:30:35.239831: last frame from the client" (not escaped: each report escapes for itself).
-    public static func evidence(_ e: Evidence) -> String {
+    package static func evidence(_ e: Evidence) -> String {
         (e.packetNumber > 0 ? "packet \(e.packetNumber) " : "") + "at \(Format.time(e.time).suffix(15)): \(e.what)"
     }
 
     /// "heartbeat 2 s (server proposed 60 s), frame_max 131072, channel_max 2047": one wording for every report.
-    public static func negotiated(_ n: Negotiated) -> String {
+    package static func negotiated(_ n: Negotiated) -> String {
         var text = "heartbeat \(n.heartbeat == 0 ? "off (0)" : "\(n.heartbeat) s")"
         if n.inferred { text += " (inferred from the heartbeat cadence; no Tune in the capture)" }
         if let proposed = n.serverProposed, proposed.heartbeat != n.heartbeat { text += " (server proposed \(proposed.heartbeat) s)" }
@@ -70,7 +70,7 @@ public enum Describe {
     }
 
     /// Product, version and connection name from client or server properties.
-    public static func peer(_ table: FieldTable) -> [String] {
+    package static func peer(_ table: FieldTable) -> [String] {
         var out: [String] = []
         if let product = table.string("product") { out.append("product=\"\(Format.safe(product, limit: 60))\"") }
         if let version = table.string("version") { out.append("version=\"\(Format.safe(version, limit: 40))\"") }
@@ -78,7 +78,7 @@ public enum Describe {
         return out
     }
 
-    public static func replyName(_ code: UInt16) -> String { AMQPSpec.replyCodes[code]?.name ?? "UNKNOWN" }
+    package static func replyName(_ code: UInt16) -> String { AMQPSpec.replyCodes[code]?.name ?? "UNKNOWN" }
 
     /// An argument worth showing, or nil for empty strings, false bits, zero tickets and empty tables.
     static func argument(_ value: ArgumentValue) -> String? {
@@ -96,7 +96,7 @@ public enum Describe {
     }
 
     /// A field value as JSON.
-    public static func json(_ value: FieldValue) -> JSON {
+    package static func json(_ value: FieldValue) -> JSON {
         switch value {
         case .boolean(let b): return .bool(b)
         case .int8(let v): return .int(Int64(v))
@@ -118,11 +118,11 @@ public enum Describe {
         }
     }
 
-    public static func json(_ table: FieldTable) -> JSON {
+    package static func json(_ table: FieldTable) -> JSON {
         .object(table.entries.map { ($0.key, json($0.value)) })
     }
 
-    public static func json(_ value: ArgumentValue) -> JSON {
+    package static func json(_ value: ArgumentValue) -> JSON {
         switch value {
         case .octet(let v): return .int(Int64(v))
         case .short(let v): return .int(Int64(v))

@@ -2,15 +2,15 @@
 // byte counts, and making text from the capture safe to print.
 import AMQPScopePackets
 
-public enum Format {
+package enum Format {
     /// "2026-11-25 09:18:00.123456" (UTC).
-    public static func time(_ t: Timestamp) -> String { t.utc(separator: UInt8(ascii: " "), zulu: false) }
+    package static func time(_ t: Timestamp) -> String { t.utc(separator: UInt8(ascii: " "), zulu: false) }
 
     /// "2026-11-25T09:18:00.123456Z" (RFC 3339), for JSON.
-    public static func rfc3339(_ t: Timestamp) -> String { t.utc(separator: UInt8(ascii: "T"), zulu: true) }
+    package static func rfc3339(_ t: Timestamp) -> String { t.utc(separator: UInt8(ascii: "T"), zulu: true) }
 
     /// Seconds relative to a start, "+12.345678s".
-    public static func relative(_ t: Timestamp, from start: Timestamp) -> String {
+    package static func relative(_ t: Timestamp, from start: Timestamp) -> String {
         let delta = t.since(start)
         let sign = delta < 0 ? "-" : "+"
         let magnitude = delta < 0 ? -delta : delta
@@ -18,7 +18,7 @@ public enum Format {
     }
 
     /// A duration in readable units: "850 ms", "12.3 s", "4 min 5 s", "2 h 3 min".
-    public static func duration(nanoseconds: Int64) -> String {
+    package static func duration(nanoseconds: Int64) -> String {
         let n = nanoseconds < 0 ? -nanoseconds : nanoseconds
         if n < 1_000_000 { return "\(n / 1000) µs" }
         if n < 1_000_000_000 { return "\(n / 1_000_000) ms" }
@@ -31,13 +31,13 @@ public enum Format {
         return "\(s / 3600) h \(s / 60 % 60) min"
     }
 
-    public static func pad(_ value: Int64, _ width: Int) -> String {
+    package static func pad(_ value: Int64, _ width: Int) -> String {
         let s = String(value)
         return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
     }
 
     /// Text from the capture made safe for a terminal: control characters shown as escapes, length bounded.
-    public static func safe(_ text: String, limit: Int = 200) -> String {
+    package static func safe(_ text: String, limit: Int = 200) -> String {
         var out = ""
         var count = 0
         for scalar in text.unicodeScalars {
@@ -57,7 +57,7 @@ public enum Format {
     }
 
     /// Pads or cuts to a column width (for tables).
-    public static func column(_ s: String, _ width: Int, right: Bool = false) -> String {
+    package static func column(_ s: String, _ width: Int, right: Bool = false) -> String {
         if s.count >= width { return s }
         let fill = String(repeating: " ", count: width - s.count)
         return right ? fill + s : s + fill

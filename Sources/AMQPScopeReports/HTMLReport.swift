@@ -5,9 +5,9 @@ import AMQPScopePackets
 import AMQPScopeReassembly
 import AMQPScopeTimeline
 
-public enum HTML {
+package enum HTML {
     /// Escapes text for HTML element content and attribute values; control characters become visible escapes.
-    public static func escape(_ text: String, limit: Int = 500) -> String {
+    package static func escape(_ text: String, limit: Int = 500) -> String {
         var out = ""
         for scalar in Format.safe(text, limit: limit).unicodeScalars {
             switch scalar {
@@ -69,7 +69,9 @@ struct TimeScale {
     }
 }
 
+/// The self-contained HTML incident-review report.
 public enum HTMLReport {
+    /// The whole page for these captures; `version` is amqpscope's, for the header.
     public static func render(_ results: [CaptureResult], options: ReportOptions = ReportOptions(), version: String) -> String {
         let stories = results.map { AnalyzeReport.stories($0, options: options) }
         let all = stories.flatMap { $0 }

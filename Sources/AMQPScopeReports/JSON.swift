@@ -1,6 +1,6 @@
 // A small JSON value with ordered keys and a deterministic writer: the same input always gives the same bytes.
 
-public indirect enum JSON: Hashable, Sendable {
+package indirect enum JSON: Hashable, Sendable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -9,15 +9,15 @@ public indirect enum JSON: Hashable, Sendable {
     case array([JSON])
     case object([(String, JSON)])
 
-    public static func == (a: JSON, b: JSON) -> Bool { a.serialized() == b.serialized() }
-    public func hash(into hasher: inout Hasher) { hasher.combine(serialized()) }
+    package static func == (a: JSON, b: JSON) -> Bool { a.serialized() == b.serialized() }
+    package func hash(into hasher: inout Hasher) { hasher.combine(serialized()) }
 
-    public static func int(_ value: Int) -> JSON { .int(Int64(value)) }
-    public static func optional(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
-    public static func optional(_ value: Int?) -> JSON { value.map { JSON.int(Int64($0)) } ?? .null }
+    package static func int(_ value: Int) -> JSON { .int(Int64(value)) }
+    package static func optional(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
+    package static func optional(_ value: Int?) -> JSON { value.map { JSON.int(Int64($0)) } ?? .null }
 
     /// Compact by default; `indent` gives a readable document, starting at nesting `level`.
-    public func serialized(indent: Bool = false, level: Int = 0) -> String {
+    package func serialized(indent: Bool = false, level: Int = 0) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(1024)
         write(into: &out, indent: indent ? level : nil)

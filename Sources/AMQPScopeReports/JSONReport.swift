@@ -44,7 +44,7 @@ extension AnalyzeReport {
 
     static func directionName(_ d: Direction) -> String { d == .clientToServer ? "client_to_server" : "server_to_client" }
 
-    public static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
+    package static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
         let r = story.record
         let negotiated: JSON = story.negotiated.map { n in
             .object([
@@ -117,7 +117,7 @@ extension AnalyzeReport {
     }
 
     /// One timeline entry as a JSON object: shared by reports and live capture.
-    public static func entryJSON(_ entry: TimelineEntry) -> JSON {
+    package static func entryJSON(_ entry: TimelineEntry) -> JSON {
         var members: [(String, JSON)] = []
         switch entry {
         case .frame(let f):
@@ -155,7 +155,7 @@ extension AnalyzeReport {
         }
     }
 
-    public static func diagnosisJSON(_ d: Diagnosis) -> JSON {
+    package static func diagnosisJSON(_ d: Diagnosis) -> JSON {
         .object([
             ("code", .string(d.code.rawValue)),
             ("severity", .string(d.severity.rawValue)),

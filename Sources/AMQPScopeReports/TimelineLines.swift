@@ -6,7 +6,7 @@ import AMQPScopeTimeline
 
 extension AnalyzeReport {
     /// One timeline entry as (time, packet, direction arrow, text): shared by reports and live capture.
-    public static func entryLine(_ entry: TimelineEntry) -> (time: Timestamp, packet: Int, arrow: String, text: String) {
+    package static func entryLine(_ entry: TimelineEntry) -> (time: Timestamp, packet: Int, arrow: String, text: String) {
         switch entry {
         case .frame(let f): (f.time, f.packetNumber, f.direction.arrow, Describe.frame(f.frame))
         case .moment(let m): (m.time, m.packetNumber, m.direction.arrow, momentText(m))
@@ -54,7 +54,7 @@ extension AnalyzeReport {
         }
     }
 
-    public static func protocolName(_ verdict: Verdict) -> String {
+    package static func protocolName(_ verdict: Verdict) -> String {
         switch verdict {
         case .amqp(let v): return v.rawValue
         case .amqpBySync: return "AMQP 0-9-1 (by frame sync)"
@@ -65,7 +65,7 @@ extension AnalyzeReport {
     }
 
     /// "SYN client (#1), SYN-ACK server (#2), FIN client (#89), RST server (#91); reset".
-    public static func tcpStory(_ r: ConnectionRecord) -> String {
+    package static func tcpStory(_ r: ConnectionRecord) -> String {
         var parts: [String] = []
         if r.info.opening == .midstream { parts.append("picked up mid-stream (server chosen by \(r.info.roleEvidence.rawValue))") }
         for m in r.moments {

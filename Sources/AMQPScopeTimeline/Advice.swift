@@ -1,16 +1,16 @@
 // What to do about each diagnosis, by client library where the cause is known. One table, read by people:
 // keep each line a plain sentence. Matching is on the product in Connection.Start-Ok's client_properties.
 
-public struct AdviceRule: Sendable {
+package struct AdviceRule: Sendable {
     /// The diagnosis code it applies to.
-    public var code: DiagnosisCode
+    package var code: DiagnosisCode
     /// A lower-cased fragment of client_properties.product ("pika", "bunny", ...); nil applies to every client.
-    public var product: String?
-    public var text: String
+    package var product: String?
+    package var text: String
 }
 
-public enum AdviceTable {
-    public static let rules: [AdviceRule] = [
+package enum AdviceTable {
+    package static let rules: [AdviceRule] = [
         AdviceRule(code: .missedHeartbeats, product: "pika", text:
             "pika's BlockingConnection sends heartbeats only while the application is inside connection.process_data_events() or connection.sleep(); a thread that blocks elsewhere (a long request, time.sleep, waiting on a web server such as uwsgi between requests) starves them. Call process_data_events() regularly, run the connection in its own thread, or use a connection per unit of work."),
         AdviceRule(code: .missedHeartbeats, product: "py-amqp", text:
@@ -42,7 +42,7 @@ public enum AdviceTable {
     ]
 
     /// The advice for a code, most specific first: the client's own line when its product matches, then the generic one.
-    public static func advice(for code: DiagnosisCode, clientProduct: String?) -> [String] {
+    package static func advice(for code: DiagnosisCode, clientProduct: String?) -> [String] {
         let product = clientProduct?.lowercased() ?? ""
         let specific = rules.filter { $0.code == code && $0.product.map { product.contains($0) } == true }
         let generic = rules.filter { $0.code == code && $0.product == nil }

@@ -6,31 +6,50 @@ import AMQPScopeReassembly
 
 /// Per-direction counters as the timeline counts them.
 public struct DirectionCounters: Hashable, Sendable {
+    /// Packets seen.
     public var packets = 0
+    /// Bytes on the wire, whole frames (as tshark counts them).
     public var wireBytes = 0
+    /// TCP payload bytes, retransmissions included.
     public var payloadBytes = 0
     /// Bytes of the direction's byte stream delivered in order (retransmitted copies counted once).
     public var streamBytes: UInt64 = 0
+    /// Packets whose payload had been seen before, in whole or in part.
     public var retransmissions = 0
+    /// Packets that arrived ahead of a hole.
     public var outOfOrder = 0
+    /// Holes in the stream (bytes that never arrived).
     public var gaps = 0
+    /// Bytes in those holes.
     public var gapBytes: UInt64 = 0
+    /// Retransmissions whose bytes differed from the first copy.
     public var overlapConflicts = 0
+    /// TCP keepalive probes.
     public var keepalives = 0
+    /// Packets advertising a zero window.
     public var zeroWindows = 0
     public init() {}
 }
 
 /// Capture-wide counts.
 public struct PacketCounts: Hashable, Sendable {
+    /// Packets seen.
     public var packets = 0
+    /// Packets cut by the snap length.
     public var truncated = 0
+    /// TCP packets.
     public var tcp = 0
+    /// Packets that are not TCP.
     public var otherProtocols = 0
+    /// IP fragments (skipped).
     public var fragments = 0
+    /// Packets the packet layers could not read.
     public var malformed = 0
+    /// The first of them, with why.
     public var firstMalformed: [MalformedPacket] = []
+    /// The first packet's time.
     public var firstTime: Timestamp?
+    /// The last packet's time.
     public var lastTime: Timestamp?
     /// Connections ended early because too many were tracked at once (`maximumConnections`).
     public var evictedConnections = 0
@@ -47,76 +66,119 @@ public struct MalformedPacket: Hashable, Sendable {
 
 /// A TCP moment that shapes a connection's story.
 public struct TCPMoment: Hashable, Sendable {
+    /// What happened.
     public enum Kind: Hashable, Sendable {
         case syn, synAck, fin, reset(ResetInfo), gap(length: UInt64, reason: GapReason), dataAfterFIN(length: Int)
         case overlapConflict(length: Int)
         /// Payload sent after the peer's FIN or RST was on the wire (the first such packet per direction).
         case lateWrite(length: Int, afterPeerReset: Bool)
     }
+    /// What happened.
     public var kind: Kind
+    /// Which way it travelled.
     public var direction: Direction
+    /// When it happened, in capture time.
     public var time: Timestamp
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
     public var packetNumber: Int
 }
 
 /// One decoded frame, where and when it completed.
 public struct FrameRecord: Hashable, Sendable {
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
     public var packetNumber: Int
+    /// When it happened, in capture time.
     public var time: Timestamp
+    /// Which way it travelled.
     public var direction: Direction
+    /// Where it starts in its direction's byte stream.
     public var offset: UInt64
+    /// The frame.
     public var frame: Frame
 }
 
 /// A codec problem (malformed bytes or a broken rule), with where it happened.
 public struct Problem: Hashable, Sendable {
+    /// Malformed bytes, or a rule broken by a frame that was still decoded.
     public enum Kind: String, Hashable, Sendable { case malformed, violation }
+    /// What happened.
     public var kind: Kind
+    /// What was wrong.
     public var reason: String
+    /// Which way it travelled.
     public var direction: Direction
+    /// When it happened, in capture time.
     public var time: Timestamp
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
     public var packetNumber: Int
+    /// Where it starts in its direction's byte stream.
     public var offset: UInt64
 }
 
 /// Per-direction AMQP frame counts.
 public struct FrameCounts: Hashable, Sendable {
+    /// Method frames.
     public var method = 0
+    /// Content header frames.
     public var header = 0
+    /// Body frames.
     public var body = 0
+    /// Heartbeat frames.
     public var heartbeat = 0
+    /// Body payload bytes.
     public var bodyBytes: UInt64 = 0
+    /// Messages assembled.
     public var messages = 0
     public init() {}
+    /// All frames.
     public var total: Int { method + header + body + heartbeat }
 }
 
 /// Everything the engine learned about one connection.
 public struct ConnectionRecord: Sendable {
+    /// The connection's identity.
     public var info: ConnectionInfo
+    /// The time of its first packet.
     public var firstTime: Timestamp
+    /// The time of its last packet.
     public var lastTime: Timestamp
+    /// TCP counts per direction.
     public var counters = PerDirection(repeating: DirectionCounters())
+    /// Why it ended; nil while open.
     public var endReason: EndReason?
+    /// When it ended; nil while open.
     public var endTime: Timestamp?
+    /// The client's TCP state at the end.
     public var clientState: TCPState = .established
+    /// The server's TCP state at the end.
     public var serverState: TCPState = .established
+    /// SYN, FIN, RST, gaps and late writes, in order (gaps bounded).
     public var moments: [TCPMoment] = []
+    /// What it carries.
     public var verdict: Verdict = .undetermined
+    /// The protocol headers each side sent.
     public var protocolHeaders: [ProtocolHeaderRecord] = []
+    /// AMQP frame counts per direction.
     public var frameCounts = PerDirection(repeating: FrameCounts())
+    /// Every decoded frame, when asked (`recordFrames`).
     public var frames: [FrameRecord] = []
+    /// Codec problems, the first `maximumProblemsKept`.
     public var problems: [Problem] = []
+    /// All codec problems.
     public var problemCount = 0
+    /// Where frame boundaries were found after joining or after gaps.
     public var synchronizations: [Synchronization] = []
     /// Key AMQP events (connection and channel lifecycle, blocking, errors): always kept, bounded by the protocol.
     public var keyFrames: [FrameRecord] = []
+    /// Key frames past the bound, only counted.
     public var keyFramesDropped = 0
     /// The last time each direction sent any frame, and any packet.
     public var lastFrameTime = PerDirection<Timestamp?>(repeating: nil)
+    /// The last time each direction sent any packet.
     public var lastPacketTime = PerDirection<Timestamp?>(repeating: nil)
     /// Heartbeat frame times per direction (bounded ring of the most recent, plus the first few).
     public var heartbeatTimes = PerDirection<[Timestamp]>(repeating: [])
+    /// Assembled messages, when asked (frames or bodies).
     public var messages: [MessageRecord] = []
     /// Silences of at least a second between consecutive frames of a direction (bounded).
     public var idleGaps = PerDirection<[IdleGap]>(repeating: [])
@@ -130,57 +192,80 @@ public struct ConnectionRecord: Sendable {
     public var packetsSinceLastFrame = PerDirection(repeating: 0)
     /// The collapsed timeline: key events as they happened, routine traffic folded into runs between them.
     public var timeline: [TimelineEntry] = []
+    /// Timeline entries past the bound, only counted.
     public var timelineDropped = 0
     /// Every packet, when asked (`--verbose`).
     public var packets: [PacketRecord] = []
 
+    /// It carried AMQP.
     public var isAMQP: Bool { verdict.isAMQP }
 }
 
 /// A protocol header ("AMQP" and its version bytes), which direction sent it, where and when.
 public struct ProtocolHeaderRecord: Hashable, Sendable {
+    /// Which way it travelled.
     public var direction: Direction
+    /// The header.
     public var header: ProtocolHeader
+    /// When it happened, in capture time.
     public var time: Timestamp
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
     public var packetNumber: Int
 }
 
 /// Where the codec found a frame boundary after joining mid-stream or after a gap.
 public struct Synchronization: Hashable, Sendable {
+    /// Which way it travelled.
     public var direction: Direction
     /// Bytes passed over before the boundary.
     public var skipped: UInt64
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
     public var packetNumber: Int
 }
 
 /// An assembled message, which direction carried it, where and when it completed.
 public struct MessageRecord: Hashable, Sendable {
+    /// Which way it travelled.
     public var direction: Direction
+    /// When it happened, in capture time.
     public var time: Timestamp
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
     public var packetNumber: Int
+    /// The message.
     public var message: Message
 }
 
 /// One TCP packet of a connection (kept for `--verbose`).
 public struct PacketRecord: Hashable, Sendable {
+    /// Which way it travelled.
     public var direction: Direction
+    /// When it happened, in capture time.
     public var time: Timestamp
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
     public var packetNumber: Int
+    /// What TCP said about it.
     public var info: PacketInfo
 }
 
 /// A point in a capture: a time and the packet there.
 public struct PacketMoment: Hashable, Sendable {
+    /// When it happened, in capture time.
     public var time: Timestamp
+    /// The packet's number.
     public var packet: Int
 }
 
 /// A silence between two frames of one direction.
 public struct IdleGap: Hashable, Sendable {
+    /// The last frame before the silence.
     public var from: Timestamp
+    /// The first frame after it (or the connection's end).
     public var to: Timestamp
+    /// The packet of the frame before.
     public var fromPacket: Int
+    /// The packet of the frame after; 0 when it ran to the end.
     public var toPacket: Int
+    /// How long it lasted, in nanoseconds.
     public var length: Int64 { to.since(from) }
 }
 
@@ -188,26 +273,37 @@ public struct IdleGap: Hashable, Sendable {
 public struct Run: Hashable, Sendable {
     /// The method's class and method ids; (0, 0) for heartbeats. Names are made only when a report shows them.
     public var classID: UInt16
+    /// The method id within its class.
     public var methodID: UInt16
+    /// Which way it travelled.
     public var direction: Direction
+    /// How many.
     public var count: Int
+    /// The first one's time.
     public var first: Timestamp
+    /// The last one's time.
     public var last: Timestamp
+    /// The first one's packet.
     public var firstPacket: Int
+    /// The last one's packet.
     public var lastPacket: Int
+    /// Body bytes the run's methods carried.
     public var bodyBytes: UInt64
 
+    /// It is a run of heartbeats.
     public var isHeartbeat: Bool { classID == 0 }
     /// "heartbeat" or a method name such as "basic.publish".
     public var kind: String { isHeartbeat ? "heartbeat" : AMQPSpec.methodName(classID: classID, methodID: methodID) }
 }
 
+/// One line of a connection's timeline.
 public enum TimelineEntry: Hashable, Sendable {
     case frame(FrameRecord)
     case moment(TCPMoment)
     case run(Run)
     case problem(Problem)
 
+    /// When it happened.
     public var time: Timestamp {
         switch self {
         case .frame(let f): f.time
@@ -220,16 +316,23 @@ public enum TimelineEntry: Hashable, Sendable {
 
 /// One side of a connection has been silent past its heartbeat interval while the other keeps sending.
 public struct HeartbeatOverdue: Sendable {
+    /// The connection's identity.
     public var info: ConnectionInfo
+    /// The silent side.
     public var side: Side
+    /// The negotiated heartbeat, in seconds.
     public var heartbeat: Int
+    /// The silent side's last frame.
     public var lastFrame: Timestamp
+    /// That frame's packet.
     public var lastFramePacket: Int
+    /// How long it has been silent, in nanoseconds.
     public var silentFor: Int64
     /// Heartbeats the peer sent since (the peer is alive and waiting).
     public var peerFramesSince: Int
     /// RabbitMQ checks for traffic once per interval and closes after two checks find none: between two and three
     /// intervals after the last frame.
     public var earliestDrop: Timestamp { lastFrame.adding(nanoseconds: 2 * Int64(heartbeat) * 1_000_000_000) }
+    /// The latest time RabbitMQ drops the connection.
     public var latestDrop: Timestamp { lastFrame.adding(nanoseconds: 3 * Int64(heartbeat) * 1_000_000_000) }
 }

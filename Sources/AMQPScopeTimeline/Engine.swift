@@ -4,8 +4,11 @@ import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
 
+/// Everything the pipeline can be told: reassembly and codec limits, what to keep.
 public struct EngineConfiguration: Hashable, Sendable {
+    /// TCP reassembly's limits and AMQP ports.
     public var reassembly = ReassemblyConfiguration()
+    /// The AMQP codec's options (bodies, credentials).
     public var codec = CodecConfiguration()
     /// Keep every decoded frame in the records (for `--frames`, `--verbose` and tests).
     public var recordFrames = false
@@ -169,12 +172,16 @@ struct EngineState: StreamSink {
 
 /// The engine: feed it packets, then `finish`, then read `records`.
 public struct Engine {
+    /// What it was configured with.
     public let configuration: EngineConfiguration
+    /// The link-layer type of the packets it is fed.
     public let linkType: LinkType
     var reassembler: Reassembler
     var state: EngineState
+    /// Capture-wide counts so far.
     public private(set) var counts = PacketCounts()
 
+    /// An engine for packets of one link-layer type.
     public init(linkType: LinkType, configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
         self.linkType = linkType
@@ -226,6 +233,7 @@ public struct Engine {
         return state.ended
     }
 
+    /// Whether ended connections wait to be taken.
     public var hasEnded: Bool { !state.ended.isEmpty }
 
     /// Timeline entries made since the last call, in the order they were made (with `streamEntries`).
@@ -277,5 +285,6 @@ public struct Engine {
     public var liveConnections: Int { reassembler.trackedConnections }
     /// Bytes all decoders hold now.
     public var codecBufferedBytes: Int { state.totalHeld }
+    /// Out-of-order TCP bytes held now.
     public var bufferedBytes: Int { reassembler.bufferedBytes }
 }

@@ -1,16 +1,16 @@
 // Hands ended connections on in connection-id order, holding back at most `capacity` of them: a connection that
 // stays open while many later ones end is skipped (and handed on whenever it ends), so memory stays bounded.
 
-public struct RecordOrderer {
-    public let capacity: Int
+package struct RecordOrderer {
+    package let capacity: Int
     private var next = 1
     private var waiting: [Int: ConnectionRecord] = [:]
     /// Ids passed over while still open: handed on as soon as they end.
     private var skipped = Set<Int>()
 
-    public init(capacity: Int = 256) { self.capacity = max(1, capacity) }
+    package init(capacity: Int = 256) { self.capacity = max(1, capacity) }
 
-    public mutating func add(_ record: ConnectionRecord, emit: (ConnectionRecord) -> Void) {
+    package mutating func add(_ record: ConnectionRecord, emit: (ConnectionRecord) -> Void) {
         let id = record.info.id.rawValue
         if skipped.remove(id) != nil {
             emit(record)
@@ -26,7 +26,7 @@ public struct RecordOrderer {
     }
 
     /// Hands on everything still held, in id order.
-    public mutating func finish(emit: (ConnectionRecord) -> Void) {
+    package mutating func finish(emit: (ConnectionRecord) -> Void) {
         for id in waiting.keys.sorted() { emit(waiting[id]!) }
         waiting.removeAll()
         skipped.removeAll()

@@ -4,10 +4,13 @@ import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
 
+/// What the peers agreed in Connection.Tune / Tune-Ok (or what their heartbeats show).
 public struct Negotiated: Hashable, Sendable {
     /// Seconds; 0 means heartbeats are off.
     public var heartbeat: Int
+    /// Largest frame in bytes, header and end byte included.
     public var frameMax: Int?
+    /// Highest channel number.
     public var channelMax: Int?
     /// Estimated from the observed heartbeat cadence (no Tune/Tune-Ok in the capture).
     public var inferred: Bool
@@ -16,18 +19,26 @@ public struct Negotiated: Hashable, Sendable {
 
     /// Connection.Tune's values.
     public struct Proposal: Hashable, Sendable {
+        /// Heartbeat interval, in seconds (0: off).
         public var heartbeat: Int
+        /// Largest frame in bytes, header and end byte included.
         public var frameMax: Int
+        /// Highest channel number.
         public var channelMax: Int
     }
 }
 
 /// What a peer says about itself in Connection.Start / Start-Ok.
 public struct PeerProperties: Hashable, Sendable {
+    /// The properties table as sent.
     public var table: FieldTable
+    /// The `product` property.
     public var product: String? { table.string("product") }
+    /// The `version` property.
     public var version: String? { table.string("version") }
+    /// The `platform` property.
     public var platform: String? { table.string("platform") }
+    /// The `connection_name` property (set by the application).
     public var connectionName: String? { table.string("connection_name") }
 
     /// "Pika Python Client Library 1.3.2".
@@ -37,9 +48,13 @@ public struct PeerProperties: Hashable, Sendable {
     }
 }
 
+/// A fact a diagnosis rests on: a packet, its time, and what it shows.
 public struct Evidence: Hashable, Sendable {
+    /// The packet (0 when the evidence spans several).
     public var packetNumber: Int
+    /// When it happened, in capture time.
     public var time: Timestamp
+    /// What the packet shows, in words.
     public var what: String
 }
 
@@ -81,39 +96,53 @@ public struct ErrnoPrediction: Hashable, Sendable {
     public var rule: String
 }
 
+/// One finding about a connection, with its evidence and advice.
 public struct Diagnosis: Hashable, Sendable {
+    /// How bad it is: info (expected), warning, error.
     public enum Severity: String, Hashable, Sendable, Comparable, CaseIterable {
         case info, warning, error
         var rank: Int { self == .info ? 0 : self == .warning ? 1 : 2 }
         public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
     }
+    /// Its stable code.
     public var code: DiagnosisCode
+    /// How bad it is.
     public var severity: Severity
+    /// One or two sentences in plain words.
     public var summary: String
     /// missed-heartbeats: the silent side; reset and write-after-close: the side whose socket gets the error;
     /// otherwise the side that acted.
     public var side: Side?
     /// The error the side's socket gets (reset, write-after-close, and missed-heartbeats ended by an RST).
     public var errno: ErrnoPrediction?
+    /// The packets it rests on.
     public var evidence: [Evidence]
     /// Further facts in plain words (e.g. the broker log line that would match).
     public var details: [String]
+    /// What to do, fitted to the client library when it is known.
     public var advice: [String]
 }
 
+/// How stories are told.
 public struct StoryOptions: Hashable, Sendable {
     /// With heartbeats off (or unknown), silences at least this long are reported (nanoseconds).
     public var idleThreshold: Int64 = 30_000_000_000
     public init() {}
 }
 
+/// A connection's story: who the peers were, what they agreed, how it ended, and the diagnoses.
 public struct Story: Sendable {
+    /// The record it is told from.
     public var record: ConnectionRecord
+    /// What was negotiated, or inferred from heartbeats; nil when unknown.
     public var negotiated: Negotiated?
+    /// What the client said about itself in Start-Ok.
     public var client: PeerProperties?
+    /// What the server said about itself in Start.
     public var server: PeerProperties?
     /// Median interval between heartbeat frames per direction (nanoseconds), when at least two were seen.
     public var heartbeatCadence: PerDirection<Int64?>
+    /// The diagnoses, the cause first.
     public var diagnoses: [Diagnosis]
     /// One sentence: how the connection ended.
     public var ending: String
@@ -121,8 +150,10 @@ public struct Story: Sendable {
     /// when heartbeats are off or unknown), the trailing one (to the connection's end) included.
     public var silences: PerDirection<[IdleGap]>
 
+    /// The most severe diagnosis's severity, if any.
     public var worstSeverity: Diagnosis.Severity? { diagnoses.map(\.severity).max() }
 
+    /// What one side said about itself.
     public func peer(_ side: Side) -> PeerProperties? { side == .client ? client : server }
 
     /// "the client (Pika Python Client Library 1.3.2)".
@@ -133,8 +164,8 @@ public struct Story: Sendable {
 }
 
 /// The error a socket's next call returns after an RST lands, by the TCP state it was in (Linux tcp_reset()).
-public enum ResetErrno {
-    public static func predict(_ state: TCPState) -> ErrnoPrediction? {
+package enum ResetErrno {
+    package static func predict(_ state: TCPState) -> ErrnoPrediction? {
         switch state {
         case .synSent:
             return ErrnoPrediction(errno: 111, name: "ECONNREFUSED", rule: "Linux tcp_reset(): an RST in SYN_SENT gives ECONNREFUSED")
@@ -151,6 +182,7 @@ public enum ResetErrno {
 }
 
 extension Story {
+    /// Tells a record's story.
     public init(_ record: ConnectionRecord, options: StoryOptions = StoryOptions()) {
         self.record = record
         var tune: ConnectionTune?, tuneOk: ConnectionTuneOk?

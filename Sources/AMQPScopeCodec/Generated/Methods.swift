@@ -2,11 +2,11 @@
 // change the generator, run it, and commit both. A test checks this file against the spec.
 
 /// AMQP 0-9-1 as RabbitMQ speaks it.
-public enum AMQPSpec {
-    public static let frameEnd: UInt8 = 206
-    public static let frameMinSize = 4096
+package enum AMQPSpec {
+    package static let frameEnd: UInt8 = 206
+    package static let frameMinSize = 4096
     /// Reply codes with their names and whether each is a soft (channel) or hard (connection) error.
-    public static let replyCodes: [UInt16: ReplyCode] = [
+    package static let replyCodes: [UInt16: ReplyCode] = [
         200: ReplyCode("REPLY_SUCCESS", "success"),
         311: ReplyCode("CONTENT_TOO_LARGE", "soft-error"),
         312: ReplyCode("NO_ROUTE", "soft-error"),
@@ -27,7 +27,7 @@ public enum AMQPSpec {
         541: ReplyCode("INTERNAL_ERROR", "hard-error"),
     ]
     /// Every method: class and method ids, names, arguments (name, type), and whether content follows it.
-    public static let methods: [MethodDescriptor] = [
+    package static let methods: [MethodDescriptor] = [
         MethodDescriptor(classID: 10, methodID: 10, className: "connection", methodName: "start", arguments: [ArgumentDescriptor("version-major", .octet), ArgumentDescriptor("version-minor", .octet), ArgumentDescriptor("server-properties", .table), ArgumentDescriptor("mechanisms", .longString), ArgumentDescriptor("locales", .longString)], synchronous: true, carriesContent: false),
         MethodDescriptor(classID: 10, methodID: 11, className: "connection", methodName: "start-ok", arguments: [ArgumentDescriptor("client-properties", .table), ArgumentDescriptor("mechanism", .shortString), ArgumentDescriptor("response", .longString), ArgumentDescriptor("locale", .shortString)], synchronous: false, carriesContent: false),
         MethodDescriptor(classID: 10, methodID: 20, className: "connection", methodName: "secure", arguments: [ArgumentDescriptor("challenge", .longString)], synchronous: true, carriesContent: false),
@@ -96,18 +96,26 @@ public enum AMQPSpec {
         MethodDescriptor(classID: 85, methodID: 11, className: "confirm", methodName: "select-ok", arguments: [], synchronous: false, carriesContent: false),
     ]
     /// The basic class's content properties, in property-flag order (bit 15 first).
-    public static let basicProperties: [ArgumentDescriptor] = [ArgumentDescriptor("content-type", .shortString), ArgumentDescriptor("content-encoding", .shortString), ArgumentDescriptor("headers", .table), ArgumentDescriptor("delivery-mode", .octet), ArgumentDescriptor("priority", .octet), ArgumentDescriptor("correlation-id", .shortString), ArgumentDescriptor("reply-to", .shortString), ArgumentDescriptor("expiration", .shortString), ArgumentDescriptor("message-id", .shortString), ArgumentDescriptor("timestamp", .timestamp), ArgumentDescriptor("type", .shortString), ArgumentDescriptor("user-id", .shortString), ArgumentDescriptor("app-id", .shortString), ArgumentDescriptor("cluster-id", .shortString)]
+    package static let basicProperties: [ArgumentDescriptor] = [ArgumentDescriptor("content-type", .shortString), ArgumentDescriptor("content-encoding", .shortString), ArgumentDescriptor("headers", .table), ArgumentDescriptor("delivery-mode", .octet), ArgumentDescriptor("priority", .octet), ArgumentDescriptor("correlation-id", .shortString), ArgumentDescriptor("reply-to", .shortString), ArgumentDescriptor("expiration", .shortString), ArgumentDescriptor("message-id", .shortString), ArgumentDescriptor("timestamp", .timestamp), ArgumentDescriptor("type", .shortString), ArgumentDescriptor("user-id", .shortString), ArgumentDescriptor("app-id", .shortString), ArgumentDescriptor("cluster-id", .shortString)]
 }
 
 /// connection.start (10, 10)
 public struct ConnectionStart: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The start method's id within its class.
     public static let methodID: UInt16 = 10
+    /// The `version-major` argument (octet).
     public var versionMajor: UInt8
+    /// The `version-minor` argument (octet).
     public var versionMinor: UInt8
+    /// The `server-properties` argument (table).
     public var serverProperties: FieldTable
+    /// The `mechanisms` argument (longstr).
     public var mechanisms: LongString
+    /// The `locales` argument (longstr).
     public var locales: LongString
+    /// A connection.start with these arguments.
     public init(versionMajor: UInt8, versionMinor: UInt8, serverProperties: FieldTable, mechanisms: LongString, locales: LongString) {
         self.versionMajor = versionMajor
         self.versionMinor = versionMinor
@@ -123,17 +131,24 @@ public struct ConnectionStart: Hashable, Sendable {
         self.locales = try reader.longString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("version-major", .octet(versionMajor)), ("version-minor", .octet(versionMinor)), ("server-properties", .table(serverProperties)), ("mechanisms", .longString(mechanisms)), ("locales", .longString(locales))] }
+    public var namedArguments: [NamedValue] { [NamedValue("version-major", .octet(versionMajor)), NamedValue("version-minor", .octet(versionMinor)), NamedValue("server-properties", .table(serverProperties)), NamedValue("mechanisms", .longString(mechanisms)), NamedValue("locales", .longString(locales))] }
 }
 
 /// connection.start-ok (10, 11)
 public struct ConnectionStartOk: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The start-ok method's id within its class.
     public static let methodID: UInt16 = 11
+    /// The `client-properties` argument (table).
     public var clientProperties: FieldTable
+    /// The `mechanism` argument (shortstr).
     public var mechanism: String
+    /// The `response` argument (longstr).
     public var response: LongString
+    /// The `locale` argument (shortstr).
     public var locale: String
+    /// A connection.start-ok with these arguments.
     public init(clientProperties: FieldTable, mechanism: String, response: LongString, locale: String) {
         self.clientProperties = clientProperties
         self.mechanism = mechanism
@@ -147,14 +162,18 @@ public struct ConnectionStartOk: Hashable, Sendable {
         self.locale = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("client-properties", .table(clientProperties)), ("mechanism", .shortString(mechanism)), ("response", .longString(response)), ("locale", .shortString(locale))] }
+    public var namedArguments: [NamedValue] { [NamedValue("client-properties", .table(clientProperties)), NamedValue("mechanism", .shortString(mechanism)), NamedValue("response", .longString(response)), NamedValue("locale", .shortString(locale))] }
 }
 
 /// connection.secure (10, 20)
 public struct ConnectionSecure: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The secure method's id within its class.
     public static let methodID: UInt16 = 20
+    /// The `challenge` argument (longstr).
     public var challenge: LongString
+    /// A connection.secure with these arguments.
     public init(challenge: LongString) {
         self.challenge = challenge
     }
@@ -162,14 +181,18 @@ public struct ConnectionSecure: Hashable, Sendable {
         self.challenge = try reader.longString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("challenge", .longString(challenge))] }
+    public var namedArguments: [NamedValue] { [NamedValue("challenge", .longString(challenge))] }
 }
 
 /// connection.secure-ok (10, 21)
 public struct ConnectionSecureOk: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The secure-ok method's id within its class.
     public static let methodID: UInt16 = 21
+    /// The `response` argument (longstr).
     public var response: LongString
+    /// A connection.secure-ok with these arguments.
     public init(response: LongString) {
         self.response = response
     }
@@ -177,16 +200,22 @@ public struct ConnectionSecureOk: Hashable, Sendable {
         self.response = try reader.longString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("response", .longString(response))] }
+    public var namedArguments: [NamedValue] { [NamedValue("response", .longString(response))] }
 }
 
 /// connection.tune (10, 30)
 public struct ConnectionTune: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The tune method's id within its class.
     public static let methodID: UInt16 = 30
+    /// The `channel-max` argument (short).
     public var channelMax: UInt16
+    /// The `frame-max` argument (long).
     public var frameMax: UInt32
+    /// The `heartbeat` argument (short).
     public var heartbeat: UInt16
+    /// A connection.tune with these arguments.
     public init(channelMax: UInt16, frameMax: UInt32, heartbeat: UInt16) {
         self.channelMax = channelMax
         self.frameMax = frameMax
@@ -198,16 +227,22 @@ public struct ConnectionTune: Hashable, Sendable {
         self.heartbeat = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("channel-max", .short(channelMax)), ("frame-max", .long(frameMax)), ("heartbeat", .short(heartbeat))] }
+    public var namedArguments: [NamedValue] { [NamedValue("channel-max", .short(channelMax)), NamedValue("frame-max", .long(frameMax)), NamedValue("heartbeat", .short(heartbeat))] }
 }
 
 /// connection.tune-ok (10, 31)
 public struct ConnectionTuneOk: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The tune-ok method's id within its class.
     public static let methodID: UInt16 = 31
+    /// The `channel-max` argument (short).
     public var channelMax: UInt16
+    /// The `frame-max` argument (long).
     public var frameMax: UInt32
+    /// The `heartbeat` argument (short).
     public var heartbeat: UInt16
+    /// A connection.tune-ok with these arguments.
     public init(channelMax: UInt16, frameMax: UInt32, heartbeat: UInt16) {
         self.channelMax = channelMax
         self.frameMax = frameMax
@@ -219,16 +254,22 @@ public struct ConnectionTuneOk: Hashable, Sendable {
         self.heartbeat = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("channel-max", .short(channelMax)), ("frame-max", .long(frameMax)), ("heartbeat", .short(heartbeat))] }
+    public var namedArguments: [NamedValue] { [NamedValue("channel-max", .short(channelMax)), NamedValue("frame-max", .long(frameMax)), NamedValue("heartbeat", .short(heartbeat))] }
 }
 
 /// connection.open (10, 40)
 public struct ConnectionOpen: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The open method's id within its class.
     public static let methodID: UInt16 = 40
+    /// The `virtual-host` argument (shortstr).
     public var virtualHost: String
+    /// The `capabilities` argument (shortstr).
     public var capabilities: String
+    /// The `insist` argument (bit).
     public var insist: Bool
+    /// A connection.open with these arguments.
     public init(virtualHost: String, capabilities: String, insist: Bool) {
         self.virtualHost = virtualHost
         self.capabilities = capabilities
@@ -241,14 +282,18 @@ public struct ConnectionOpen: Hashable, Sendable {
         self.insist = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("virtual-host", .shortString(virtualHost)), ("capabilities", .shortString(capabilities)), ("insist", .bit(insist))] }
+    public var namedArguments: [NamedValue] { [NamedValue("virtual-host", .shortString(virtualHost)), NamedValue("capabilities", .shortString(capabilities)), NamedValue("insist", .bit(insist))] }
 }
 
 /// connection.open-ok (10, 41)
 public struct ConnectionOpenOk: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The open-ok method's id within its class.
     public static let methodID: UInt16 = 41
+    /// The `known-hosts` argument (shortstr).
     public var knownHosts: String
+    /// A connection.open-ok with these arguments.
     public init(knownHosts: String) {
         self.knownHosts = knownHosts
     }
@@ -256,17 +301,24 @@ public struct ConnectionOpenOk: Hashable, Sendable {
         self.knownHosts = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("known-hosts", .shortString(knownHosts))] }
+    public var namedArguments: [NamedValue] { [NamedValue("known-hosts", .shortString(knownHosts))] }
 }
 
 /// connection.close (10, 50)
 public struct ConnectionClose: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The close method's id within its class.
     public static let methodID: UInt16 = 50
+    /// The `reply-code` argument (short).
     public var replyCode: UInt16
+    /// The `reply-text` argument (shortstr).
     public var replyText: String
+    /// The `class-id` argument (short).
     public var classId: UInt16
+    /// The `method-id` argument (short).
     public var methodId: UInt16
+    /// A connection.close with these arguments.
     public init(replyCode: UInt16, replyText: String, classId: UInt16, methodId: UInt16) {
         self.replyCode = replyCode
         self.replyText = replyText
@@ -280,26 +332,33 @@ public struct ConnectionClose: Hashable, Sendable {
         self.methodId = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("reply-code", .short(replyCode)), ("reply-text", .shortString(replyText)), ("class-id", .short(classId)), ("method-id", .short(methodId))] }
+    public var namedArguments: [NamedValue] { [NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)), NamedValue("class-id", .short(classId)), NamedValue("method-id", .short(methodId))] }
 }
 
 /// connection.close-ok (10, 51)
 public struct ConnectionCloseOk: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The close-ok method's id within its class.
     public static let methodID: UInt16 = 51
+    /// A connection.close-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// connection.blocked (10, 60)
 public struct ConnectionBlocked: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The blocked method's id within its class.
     public static let methodID: UInt16 = 60
+    /// The `reason` argument (shortstr).
     public var reason: String
+    /// A connection.blocked with these arguments.
     public init(reason: String) {
         self.reason = reason
     }
@@ -307,27 +366,35 @@ public struct ConnectionBlocked: Hashable, Sendable {
         self.reason = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("reason", .shortString(reason))] }
+    public var namedArguments: [NamedValue] { [NamedValue("reason", .shortString(reason))] }
 }
 
 /// connection.unblocked (10, 61)
 public struct ConnectionUnblocked: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The unblocked method's id within its class.
     public static let methodID: UInt16 = 61
+    /// A connection.unblocked with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// connection.update-secret (10, 70)
 public struct ConnectionUpdateSecret: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The update-secret method's id within its class.
     public static let methodID: UInt16 = 70
+    /// The `new-secret` argument (longstr).
     public var newSecret: LongString
+    /// The `reason` argument (shortstr).
     public var reason: String
+    /// A connection.update-secret with these arguments.
     public init(newSecret: LongString, reason: String) {
         self.newSecret = newSecret
         self.reason = reason
@@ -337,26 +404,33 @@ public struct ConnectionUpdateSecret: Hashable, Sendable {
         self.reason = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("new-secret", .longString(newSecret)), ("reason", .shortString(reason))] }
+    public var namedArguments: [NamedValue] { [NamedValue("new-secret", .longString(newSecret)), NamedValue("reason", .shortString(reason))] }
 }
 
 /// connection.update-secret-ok (10, 71)
 public struct ConnectionUpdateSecretOk: Hashable, Sendable {
+    /// The connection class's id.
     public static let classID: UInt16 = 10
+    /// The update-secret-ok method's id within its class.
     public static let methodID: UInt16 = 71
+    /// A connection.update-secret-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// channel.open (20, 10)
 public struct ChannelOpen: Hashable, Sendable {
+    /// The channel class's id.
     public static let classID: UInt16 = 20
+    /// The open method's id within its class.
     public static let methodID: UInt16 = 10
+    /// The `out-of-band` argument (shortstr).
     public var outOfBand: String
+    /// A channel.open with these arguments.
     public init(outOfBand: String) {
         self.outOfBand = outOfBand
     }
@@ -364,14 +438,18 @@ public struct ChannelOpen: Hashable, Sendable {
         self.outOfBand = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("out-of-band", .shortString(outOfBand))] }
+    public var namedArguments: [NamedValue] { [NamedValue("out-of-band", .shortString(outOfBand))] }
 }
 
 /// channel.open-ok (20, 11)
 public struct ChannelOpenOk: Hashable, Sendable {
+    /// The channel class's id.
     public static let classID: UInt16 = 20
+    /// The open-ok method's id within its class.
     public static let methodID: UInt16 = 11
+    /// The `channel-id` argument (longstr).
     public var channelId: LongString
+    /// A channel.open-ok with these arguments.
     public init(channelId: LongString) {
         self.channelId = channelId
     }
@@ -379,14 +457,18 @@ public struct ChannelOpenOk: Hashable, Sendable {
         self.channelId = try reader.longString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("channel-id", .longString(channelId))] }
+    public var namedArguments: [NamedValue] { [NamedValue("channel-id", .longString(channelId))] }
 }
 
 /// channel.flow (20, 20)
 public struct ChannelFlow: Hashable, Sendable {
+    /// The channel class's id.
     public static let classID: UInt16 = 20
+    /// The flow method's id within its class.
     public static let methodID: UInt16 = 20
+    /// The `active` argument (bit).
     public var active: Bool
+    /// A channel.flow with these arguments.
     public init(active: Bool) {
         self.active = active
     }
@@ -395,14 +477,18 @@ public struct ChannelFlow: Hashable, Sendable {
         self.active = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("active", .bit(active))] }
+    public var namedArguments: [NamedValue] { [NamedValue("active", .bit(active))] }
 }
 
 /// channel.flow-ok (20, 21)
 public struct ChannelFlowOk: Hashable, Sendable {
+    /// The channel class's id.
     public static let classID: UInt16 = 20
+    /// The flow-ok method's id within its class.
     public static let methodID: UInt16 = 21
+    /// The `active` argument (bit).
     public var active: Bool
+    /// A channel.flow-ok with these arguments.
     public init(active: Bool) {
         self.active = active
     }
@@ -411,17 +497,24 @@ public struct ChannelFlowOk: Hashable, Sendable {
         self.active = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("active", .bit(active))] }
+    public var namedArguments: [NamedValue] { [NamedValue("active", .bit(active))] }
 }
 
 /// channel.close (20, 40)
 public struct ChannelClose: Hashable, Sendable {
+    /// The channel class's id.
     public static let classID: UInt16 = 20
+    /// The close method's id within its class.
     public static let methodID: UInt16 = 40
+    /// The `reply-code` argument (short).
     public var replyCode: UInt16
+    /// The `reply-text` argument (shortstr).
     public var replyText: String
+    /// The `class-id` argument (short).
     public var classId: UInt16
+    /// The `method-id` argument (short).
     public var methodId: UInt16
+    /// A channel.close with these arguments.
     public init(replyCode: UInt16, replyText: String, classId: UInt16, methodId: UInt16) {
         self.replyCode = replyCode
         self.replyText = replyText
@@ -435,31 +528,43 @@ public struct ChannelClose: Hashable, Sendable {
         self.methodId = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("reply-code", .short(replyCode)), ("reply-text", .shortString(replyText)), ("class-id", .short(classId)), ("method-id", .short(methodId))] }
+    public var namedArguments: [NamedValue] { [NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)), NamedValue("class-id", .short(classId)), NamedValue("method-id", .short(methodId))] }
 }
 
 /// channel.close-ok (20, 41)
 public struct ChannelCloseOk: Hashable, Sendable {
+    /// The channel class's id.
     public static let classID: UInt16 = 20
+    /// The close-ok method's id within its class.
     public static let methodID: UInt16 = 41
+    /// A channel.close-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// access.request (30, 10)
 public struct AccessRequest: Hashable, Sendable {
+    /// The access class's id.
     public static let classID: UInt16 = 30
+    /// The request method's id within its class.
     public static let methodID: UInt16 = 10
+    /// The `realm` argument (shortstr).
     public var realm: String
+    /// The `exclusive` argument (bit).
     public var exclusive: Bool
+    /// The `passive` argument (bit).
     public var passive: Bool
+    /// The `active` argument (bit).
     public var active: Bool
+    /// The `write` argument (bit).
     public var write: Bool
+    /// The `read` argument (bit).
     public var read: Bool
+    /// A access.request with these arguments.
     public init(realm: String, exclusive: Bool, passive: Bool, active: Bool, write: Bool, read: Bool) {
         self.realm = realm
         self.exclusive = exclusive
@@ -478,14 +583,18 @@ public struct AccessRequest: Hashable, Sendable {
         self.read = bits1 & 16 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("realm", .shortString(realm)), ("exclusive", .bit(exclusive)), ("passive", .bit(passive)), ("active", .bit(active)), ("write", .bit(write)), ("read", .bit(read))] }
+    public var namedArguments: [NamedValue] { [NamedValue("realm", .shortString(realm)), NamedValue("exclusive", .bit(exclusive)), NamedValue("passive", .bit(passive)), NamedValue("active", .bit(active)), NamedValue("write", .bit(write)), NamedValue("read", .bit(read))] }
 }
 
 /// access.request-ok (30, 11)
 public struct AccessRequestOk: Hashable, Sendable {
+    /// The access class's id.
     public static let classID: UInt16 = 30
+    /// The request-ok method's id within its class.
     public static let methodID: UInt16 = 11
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// A access.request-ok with these arguments.
     public init(ticket: UInt16) {
         self.ticket = ticket
     }
@@ -493,22 +602,34 @@ public struct AccessRequestOk: Hashable, Sendable {
         self.ticket = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket))] }
 }
 
 /// exchange.declare (40, 10)
 public struct ExchangeDeclare: Hashable, Sendable {
+    /// The exchange class's id.
     public static let classID: UInt16 = 40
+    /// The declare method's id within its class.
     public static let methodID: UInt16 = 10
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `exchange` argument (shortstr).
     public var exchange: String
+    /// The `type` argument (shortstr).
     public var type: String
+    /// The `passive` argument (bit).
     public var passive: Bool
+    /// The `durable` argument (bit).
     public var durable: Bool
+    /// The `auto-delete` argument (bit).
     public var autoDelete: Bool
+    /// The `internal` argument (bit).
     public var `internal`: Bool
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// The `arguments` argument (table).
     public var arguments: FieldTable
+    /// A exchange.declare with these arguments.
     public init(ticket: UInt16, exchange: String, type: String, passive: Bool, durable: Bool, autoDelete: Bool, internal: Bool, nowait: Bool, arguments: FieldTable) {
         self.ticket = ticket
         self.exchange = exchange
@@ -533,29 +654,39 @@ public struct ExchangeDeclare: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("exchange", .shortString(exchange)), ("type", .shortString(type)), ("passive", .bit(passive)), ("durable", .bit(durable)), ("auto-delete", .bit(autoDelete)), ("internal", .bit(`internal`)), ("nowait", .bit(nowait)), ("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)), NamedValue("type", .shortString(type)), NamedValue("passive", .bit(passive)), NamedValue("durable", .bit(durable)), NamedValue("auto-delete", .bit(autoDelete)), NamedValue("internal", .bit(`internal`)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
 }
 
 /// exchange.declare-ok (40, 11)
 public struct ExchangeDeclareOk: Hashable, Sendable {
+    /// The exchange class's id.
     public static let classID: UInt16 = 40
+    /// The declare-ok method's id within its class.
     public static let methodID: UInt16 = 11
+    /// A exchange.declare-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// exchange.delete (40, 20)
 public struct ExchangeDelete: Hashable, Sendable {
+    /// The exchange class's id.
     public static let classID: UInt16 = 40
+    /// The delete method's id within its class.
     public static let methodID: UInt16 = 20
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `exchange` argument (shortstr).
     public var exchange: String
+    /// The `if-unused` argument (bit).
     public var ifUnused: Bool
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// A exchange.delete with these arguments.
     public init(ticket: UInt16, exchange: String, ifUnused: Bool, nowait: Bool) {
         self.ticket = ticket
         self.exchange = exchange
@@ -570,31 +701,43 @@ public struct ExchangeDelete: Hashable, Sendable {
         self.nowait = bits1 & 2 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("exchange", .shortString(exchange)), ("if-unused", .bit(ifUnused)), ("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)), NamedValue("if-unused", .bit(ifUnused)), NamedValue("nowait", .bit(nowait))] }
 }
 
 /// exchange.delete-ok (40, 21)
 public struct ExchangeDeleteOk: Hashable, Sendable {
+    /// The exchange class's id.
     public static let classID: UInt16 = 40
+    /// The delete-ok method's id within its class.
     public static let methodID: UInt16 = 21
+    /// A exchange.delete-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// exchange.bind (40, 30)
 public struct ExchangeBind: Hashable, Sendable {
+    /// The exchange class's id.
     public static let classID: UInt16 = 40
+    /// The bind method's id within its class.
     public static let methodID: UInt16 = 30
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `destination` argument (shortstr).
     public var destination: String
+    /// The `source` argument (shortstr).
     public var source: String
+    /// The `routing-key` argument (shortstr).
     public var routingKey: String
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// The `arguments` argument (table).
     public var arguments: FieldTable
+    /// A exchange.bind with these arguments.
     public init(ticket: UInt16, destination: String, source: String, routingKey: String, nowait: Bool, arguments: FieldTable) {
         self.ticket = ticket
         self.destination = destination
@@ -613,31 +756,43 @@ public struct ExchangeBind: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("destination", .shortString(destination)), ("source", .shortString(source)), ("routing-key", .shortString(routingKey)), ("nowait", .bit(nowait)), ("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("destination", .shortString(destination)), NamedValue("source", .shortString(source)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
 }
 
 /// exchange.bind-ok (40, 31)
 public struct ExchangeBindOk: Hashable, Sendable {
+    /// The exchange class's id.
     public static let classID: UInt16 = 40
+    /// The bind-ok method's id within its class.
     public static let methodID: UInt16 = 31
+    /// A exchange.bind-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// exchange.unbind (40, 40)
 public struct ExchangeUnbind: Hashable, Sendable {
+    /// The exchange class's id.
     public static let classID: UInt16 = 40
+    /// The unbind method's id within its class.
     public static let methodID: UInt16 = 40
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `destination` argument (shortstr).
     public var destination: String
+    /// The `source` argument (shortstr).
     public var source: String
+    /// The `routing-key` argument (shortstr).
     public var routingKey: String
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// The `arguments` argument (table).
     public var arguments: FieldTable
+    /// A exchange.unbind with these arguments.
     public init(ticket: UInt16, destination: String, source: String, routingKey: String, nowait: Bool, arguments: FieldTable) {
         self.ticket = ticket
         self.destination = destination
@@ -656,33 +811,47 @@ public struct ExchangeUnbind: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("destination", .shortString(destination)), ("source", .shortString(source)), ("routing-key", .shortString(routingKey)), ("nowait", .bit(nowait)), ("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("destination", .shortString(destination)), NamedValue("source", .shortString(source)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
 }
 
 /// exchange.unbind-ok (40, 51)
 public struct ExchangeUnbindOk: Hashable, Sendable {
+    /// The exchange class's id.
     public static let classID: UInt16 = 40
+    /// The unbind-ok method's id within its class.
     public static let methodID: UInt16 = 51
+    /// A exchange.unbind-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// queue.declare (50, 10)
 public struct QueueDeclare: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The declare method's id within its class.
     public static let methodID: UInt16 = 10
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `queue` argument (shortstr).
     public var queue: String
+    /// The `passive` argument (bit).
     public var passive: Bool
+    /// The `durable` argument (bit).
     public var durable: Bool
+    /// The `exclusive` argument (bit).
     public var exclusive: Bool
+    /// The `auto-delete` argument (bit).
     public var autoDelete: Bool
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// The `arguments` argument (table).
     public var arguments: FieldTable
+    /// A queue.declare with these arguments.
     public init(ticket: UInt16, queue: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, nowait: Bool, arguments: FieldTable) {
         self.ticket = ticket
         self.queue = queue
@@ -705,16 +874,22 @@ public struct QueueDeclare: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("queue", .shortString(queue)), ("passive", .bit(passive)), ("durable", .bit(durable)), ("exclusive", .bit(exclusive)), ("auto-delete", .bit(autoDelete)), ("nowait", .bit(nowait)), ("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("passive", .bit(passive)), NamedValue("durable", .bit(durable)), NamedValue("exclusive", .bit(exclusive)), NamedValue("auto-delete", .bit(autoDelete)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
 }
 
 /// queue.declare-ok (50, 11)
 public struct QueueDeclareOk: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The declare-ok method's id within its class.
     public static let methodID: UInt16 = 11
+    /// The `queue` argument (shortstr).
     public var queue: String
+    /// The `message-count` argument (long).
     public var messageCount: UInt32
+    /// The `consumer-count` argument (long).
     public var consumerCount: UInt32
+    /// A queue.declare-ok with these arguments.
     public init(queue: String, messageCount: UInt32, consumerCount: UInt32) {
         self.queue = queue
         self.messageCount = messageCount
@@ -726,19 +901,28 @@ public struct QueueDeclareOk: Hashable, Sendable {
         self.consumerCount = try reader.long()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("queue", .shortString(queue)), ("message-count", .long(messageCount)), ("consumer-count", .long(consumerCount))] }
+    public var namedArguments: [NamedValue] { [NamedValue("queue", .shortString(queue)), NamedValue("message-count", .long(messageCount)), NamedValue("consumer-count", .long(consumerCount))] }
 }
 
 /// queue.bind (50, 20)
 public struct QueueBind: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The bind method's id within its class.
     public static let methodID: UInt16 = 20
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `queue` argument (shortstr).
     public var queue: String
+    /// The `exchange` argument (shortstr).
     public var exchange: String
+    /// The `routing-key` argument (shortstr).
     public var routingKey: String
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// The `arguments` argument (table).
     public var arguments: FieldTable
+    /// A queue.bind with these arguments.
     public init(ticket: UInt16, queue: String, exchange: String, routingKey: String, nowait: Bool, arguments: FieldTable) {
         self.ticket = ticket
         self.queue = queue
@@ -757,28 +941,37 @@ public struct QueueBind: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("queue", .shortString(queue)), ("exchange", .shortString(exchange)), ("routing-key", .shortString(routingKey)), ("nowait", .bit(nowait)), ("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
 }
 
 /// queue.bind-ok (50, 21)
 public struct QueueBindOk: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The bind-ok method's id within its class.
     public static let methodID: UInt16 = 21
+    /// A queue.bind-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// queue.purge (50, 30)
 public struct QueuePurge: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The purge method's id within its class.
     public static let methodID: UInt16 = 30
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `queue` argument (shortstr).
     public var queue: String
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// A queue.purge with these arguments.
     public init(ticket: UInt16, queue: String, nowait: Bool) {
         self.ticket = ticket
         self.queue = queue
@@ -791,14 +984,18 @@ public struct QueuePurge: Hashable, Sendable {
         self.nowait = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("queue", .shortString(queue)), ("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("nowait", .bit(nowait))] }
 }
 
 /// queue.purge-ok (50, 31)
 public struct QueuePurgeOk: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The purge-ok method's id within its class.
     public static let methodID: UInt16 = 31
+    /// The `message-count` argument (long).
     public var messageCount: UInt32
+    /// A queue.purge-ok with these arguments.
     public init(messageCount: UInt32) {
         self.messageCount = messageCount
     }
@@ -806,18 +1003,26 @@ public struct QueuePurgeOk: Hashable, Sendable {
         self.messageCount = try reader.long()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("message-count", .long(messageCount))] }
+    public var namedArguments: [NamedValue] { [NamedValue("message-count", .long(messageCount))] }
 }
 
 /// queue.delete (50, 40)
 public struct QueueDelete: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The delete method's id within its class.
     public static let methodID: UInt16 = 40
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `queue` argument (shortstr).
     public var queue: String
+    /// The `if-unused` argument (bit).
     public var ifUnused: Bool
+    /// The `if-empty` argument (bit).
     public var ifEmpty: Bool
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// A queue.delete with these arguments.
     public init(ticket: UInt16, queue: String, ifUnused: Bool, ifEmpty: Bool, nowait: Bool) {
         self.ticket = ticket
         self.queue = queue
@@ -834,14 +1039,18 @@ public struct QueueDelete: Hashable, Sendable {
         self.nowait = bits1 & 4 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("queue", .shortString(queue)), ("if-unused", .bit(ifUnused)), ("if-empty", .bit(ifEmpty)), ("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("if-unused", .bit(ifUnused)), NamedValue("if-empty", .bit(ifEmpty)), NamedValue("nowait", .bit(nowait))] }
 }
 
 /// queue.delete-ok (50, 41)
 public struct QueueDeleteOk: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The delete-ok method's id within its class.
     public static let methodID: UInt16 = 41
+    /// The `message-count` argument (long).
     public var messageCount: UInt32
+    /// A queue.delete-ok with these arguments.
     public init(messageCount: UInt32) {
         self.messageCount = messageCount
     }
@@ -849,18 +1058,26 @@ public struct QueueDeleteOk: Hashable, Sendable {
         self.messageCount = try reader.long()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("message-count", .long(messageCount))] }
+    public var namedArguments: [NamedValue] { [NamedValue("message-count", .long(messageCount))] }
 }
 
 /// queue.unbind (50, 50)
 public struct QueueUnbind: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The unbind method's id within its class.
     public static let methodID: UInt16 = 50
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `queue` argument (shortstr).
     public var queue: String
+    /// The `exchange` argument (shortstr).
     public var exchange: String
+    /// The `routing-key` argument (shortstr).
     public var routingKey: String
+    /// The `arguments` argument (table).
     public var arguments: FieldTable
+    /// A queue.unbind with these arguments.
     public init(ticket: UInt16, queue: String, exchange: String, routingKey: String, arguments: FieldTable) {
         self.ticket = ticket
         self.queue = queue
@@ -876,28 +1093,37 @@ public struct QueueUnbind: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("queue", .shortString(queue)), ("exchange", .shortString(exchange)), ("routing-key", .shortString(routingKey)), ("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("arguments", .table(arguments))] }
 }
 
 /// queue.unbind-ok (50, 51)
 public struct QueueUnbindOk: Hashable, Sendable {
+    /// The queue class's id.
     public static let classID: UInt16 = 50
+    /// The unbind-ok method's id within its class.
     public static let methodID: UInt16 = 51
+    /// A queue.unbind-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// basic.qos (60, 10)
 public struct BasicQos: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The qos method's id within its class.
     public static let methodID: UInt16 = 10
+    /// The `prefetch-size` argument (long).
     public var prefetchSize: UInt32
+    /// The `prefetch-count` argument (short).
     public var prefetchCount: UInt16
+    /// The `global` argument (bit).
     public var global: Bool
+    /// A basic.qos with these arguments.
     public init(prefetchSize: UInt32, prefetchCount: UInt16, global: Bool) {
         self.prefetchSize = prefetchSize
         self.prefetchCount = prefetchCount
@@ -910,33 +1136,47 @@ public struct BasicQos: Hashable, Sendable {
         self.global = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("prefetch-size", .long(prefetchSize)), ("prefetch-count", .short(prefetchCount)), ("global", .bit(global))] }
+    public var namedArguments: [NamedValue] { [NamedValue("prefetch-size", .long(prefetchSize)), NamedValue("prefetch-count", .short(prefetchCount)), NamedValue("global", .bit(global))] }
 }
 
 /// basic.qos-ok (60, 11)
 public struct BasicQosOk: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The qos-ok method's id within its class.
     public static let methodID: UInt16 = 11
+    /// A basic.qos-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// basic.consume (60, 20)
 public struct BasicConsume: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The consume method's id within its class.
     public static let methodID: UInt16 = 20
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `queue` argument (shortstr).
     public var queue: String
+    /// The `consumer-tag` argument (shortstr).
     public var consumerTag: String
+    /// The `no-local` argument (bit).
     public var noLocal: Bool
+    /// The `no-ack` argument (bit).
     public var noAck: Bool
+    /// The `exclusive` argument (bit).
     public var exclusive: Bool
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// The `arguments` argument (table).
     public var arguments: FieldTable
+    /// A basic.consume with these arguments.
     public init(ticket: UInt16, queue: String, consumerTag: String, noLocal: Bool, noAck: Bool, exclusive: Bool, nowait: Bool, arguments: FieldTable) {
         self.ticket = ticket
         self.queue = queue
@@ -959,14 +1199,18 @@ public struct BasicConsume: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("queue", .shortString(queue)), ("consumer-tag", .shortString(consumerTag)), ("no-local", .bit(noLocal)), ("no-ack", .bit(noAck)), ("exclusive", .bit(exclusive)), ("nowait", .bit(nowait)), ("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("no-local", .bit(noLocal)), NamedValue("no-ack", .bit(noAck)), NamedValue("exclusive", .bit(exclusive)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
 }
 
 /// basic.consume-ok (60, 21)
 public struct BasicConsumeOk: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The consume-ok method's id within its class.
     public static let methodID: UInt16 = 21
+    /// The `consumer-tag` argument (shortstr).
     public var consumerTag: String
+    /// A basic.consume-ok with these arguments.
     public init(consumerTag: String) {
         self.consumerTag = consumerTag
     }
@@ -974,15 +1218,20 @@ public struct BasicConsumeOk: Hashable, Sendable {
         self.consumerTag = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("consumer-tag", .shortString(consumerTag))] }
+    public var namedArguments: [NamedValue] { [NamedValue("consumer-tag", .shortString(consumerTag))] }
 }
 
 /// basic.cancel (60, 30)
 public struct BasicCancel: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The cancel method's id within its class.
     public static let methodID: UInt16 = 30
+    /// The `consumer-tag` argument (shortstr).
     public var consumerTag: String
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// A basic.cancel with these arguments.
     public init(consumerTag: String, nowait: Bool) {
         self.consumerTag = consumerTag
         self.nowait = nowait
@@ -993,14 +1242,18 @@ public struct BasicCancel: Hashable, Sendable {
         self.nowait = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("consumer-tag", .shortString(consumerTag)), ("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] { [NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("nowait", .bit(nowait))] }
 }
 
 /// basic.cancel-ok (60, 31)
 public struct BasicCancelOk: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The cancel-ok method's id within its class.
     public static let methodID: UInt16 = 31
+    /// The `consumer-tag` argument (shortstr).
     public var consumerTag: String
+    /// A basic.cancel-ok with these arguments.
     public init(consumerTag: String) {
         self.consumerTag = consumerTag
     }
@@ -1008,18 +1261,26 @@ public struct BasicCancelOk: Hashable, Sendable {
         self.consumerTag = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("consumer-tag", .shortString(consumerTag))] }
+    public var namedArguments: [NamedValue] { [NamedValue("consumer-tag", .shortString(consumerTag))] }
 }
 
 /// basic.publish (60, 40)
 public struct BasicPublish: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The publish method's id within its class.
     public static let methodID: UInt16 = 40
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `exchange` argument (shortstr).
     public var exchange: String
+    /// The `routing-key` argument (shortstr).
     public var routingKey: String
+    /// The `mandatory` argument (bit).
     public var mandatory: Bool
+    /// The `immediate` argument (bit).
     public var immediate: Bool
+    /// A basic.publish with these arguments.
     public init(ticket: UInt16, exchange: String, routingKey: String, mandatory: Bool, immediate: Bool) {
         self.ticket = ticket
         self.exchange = exchange
@@ -1036,17 +1297,24 @@ public struct BasicPublish: Hashable, Sendable {
         self.immediate = bits1 & 2 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("exchange", .shortString(exchange)), ("routing-key", .shortString(routingKey)), ("mandatory", .bit(mandatory)), ("immediate", .bit(immediate))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("mandatory", .bit(mandatory)), NamedValue("immediate", .bit(immediate))] }
 }
 
 /// basic.return (60, 50)
 public struct BasicReturn: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The return method's id within its class.
     public static let methodID: UInt16 = 50
+    /// The `reply-code` argument (short).
     public var replyCode: UInt16
+    /// The `reply-text` argument (shortstr).
     public var replyText: String
+    /// The `exchange` argument (shortstr).
     public var exchange: String
+    /// The `routing-key` argument (shortstr).
     public var routingKey: String
+    /// A basic.return with these arguments.
     public init(replyCode: UInt16, replyText: String, exchange: String, routingKey: String) {
         self.replyCode = replyCode
         self.replyText = replyText
@@ -1060,18 +1328,26 @@ public struct BasicReturn: Hashable, Sendable {
         self.routingKey = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("reply-code", .short(replyCode)), ("reply-text", .shortString(replyText)), ("exchange", .shortString(exchange)), ("routing-key", .shortString(routingKey))] }
+    public var namedArguments: [NamedValue] { [NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey))] }
 }
 
 /// basic.deliver (60, 60)
 public struct BasicDeliver: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The deliver method's id within its class.
     public static let methodID: UInt16 = 60
+    /// The `consumer-tag` argument (shortstr).
     public var consumerTag: String
+    /// The `delivery-tag` argument (longlong).
     public var deliveryTag: UInt64
+    /// The `redelivered` argument (bit).
     public var redelivered: Bool
+    /// The `exchange` argument (shortstr).
     public var exchange: String
+    /// The `routing-key` argument (shortstr).
     public var routingKey: String
+    /// A basic.deliver with these arguments.
     public init(consumerTag: String, deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String) {
         self.consumerTag = consumerTag
         self.deliveryTag = deliveryTag
@@ -1088,16 +1364,22 @@ public struct BasicDeliver: Hashable, Sendable {
         self.routingKey = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("consumer-tag", .shortString(consumerTag)), ("delivery-tag", .longlong(deliveryTag)), ("redelivered", .bit(redelivered)), ("exchange", .shortString(exchange)), ("routing-key", .shortString(routingKey))] }
+    public var namedArguments: [NamedValue] { [NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("redelivered", .bit(redelivered)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey))] }
 }
 
 /// basic.get (60, 70)
 public struct BasicGet: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The get method's id within its class.
     public static let methodID: UInt16 = 70
+    /// The `ticket` argument (short).
     public var ticket: UInt16
+    /// The `queue` argument (shortstr).
     public var queue: String
+    /// The `no-ack` argument (bit).
     public var noAck: Bool
+    /// A basic.get with these arguments.
     public init(ticket: UInt16, queue: String, noAck: Bool) {
         self.ticket = ticket
         self.queue = queue
@@ -1110,18 +1392,26 @@ public struct BasicGet: Hashable, Sendable {
         self.noAck = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("ticket", .short(ticket)), ("queue", .shortString(queue)), ("no-ack", .bit(noAck))] }
+    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("no-ack", .bit(noAck))] }
 }
 
 /// basic.get-ok (60, 71)
 public struct BasicGetOk: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The get-ok method's id within its class.
     public static let methodID: UInt16 = 71
+    /// The `delivery-tag` argument (longlong).
     public var deliveryTag: UInt64
+    /// The `redelivered` argument (bit).
     public var redelivered: Bool
+    /// The `exchange` argument (shortstr).
     public var exchange: String
+    /// The `routing-key` argument (shortstr).
     public var routingKey: String
+    /// The `message-count` argument (long).
     public var messageCount: UInt32
+    /// A basic.get-ok with these arguments.
     public init(deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String, messageCount: UInt32) {
         self.deliveryTag = deliveryTag
         self.redelivered = redelivered
@@ -1138,14 +1428,18 @@ public struct BasicGetOk: Hashable, Sendable {
         self.messageCount = try reader.long()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("delivery-tag", .longlong(deliveryTag)), ("redelivered", .bit(redelivered)), ("exchange", .shortString(exchange)), ("routing-key", .shortString(routingKey)), ("message-count", .long(messageCount))] }
+    public var namedArguments: [NamedValue] { [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("redelivered", .bit(redelivered)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("message-count", .long(messageCount))] }
 }
 
 /// basic.get-empty (60, 72)
 public struct BasicGetEmpty: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The get-empty method's id within its class.
     public static let methodID: UInt16 = 72
+    /// The `cluster-id` argument (shortstr).
     public var clusterId: String
+    /// A basic.get-empty with these arguments.
     public init(clusterId: String) {
         self.clusterId = clusterId
     }
@@ -1153,15 +1447,20 @@ public struct BasicGetEmpty: Hashable, Sendable {
         self.clusterId = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("cluster-id", .shortString(clusterId))] }
+    public var namedArguments: [NamedValue] { [NamedValue("cluster-id", .shortString(clusterId))] }
 }
 
 /// basic.ack (60, 80)
 public struct BasicAck: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The ack method's id within its class.
     public static let methodID: UInt16 = 80
+    /// The `delivery-tag` argument (longlong).
     public var deliveryTag: UInt64
+    /// The `multiple` argument (bit).
     public var multiple: Bool
+    /// A basic.ack with these arguments.
     public init(deliveryTag: UInt64, multiple: Bool) {
         self.deliveryTag = deliveryTag
         self.multiple = multiple
@@ -1172,15 +1471,20 @@ public struct BasicAck: Hashable, Sendable {
         self.multiple = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("delivery-tag", .longlong(deliveryTag)), ("multiple", .bit(multiple))] }
+    public var namedArguments: [NamedValue] { [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("multiple", .bit(multiple))] }
 }
 
 /// basic.reject (60, 90)
 public struct BasicReject: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The reject method's id within its class.
     public static let methodID: UInt16 = 90
+    /// The `delivery-tag` argument (longlong).
     public var deliveryTag: UInt64
+    /// The `requeue` argument (bit).
     public var requeue: Bool
+    /// A basic.reject with these arguments.
     public init(deliveryTag: UInt64, requeue: Bool) {
         self.deliveryTag = deliveryTag
         self.requeue = requeue
@@ -1191,14 +1495,18 @@ public struct BasicReject: Hashable, Sendable {
         self.requeue = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("delivery-tag", .longlong(deliveryTag)), ("requeue", .bit(requeue))] }
+    public var namedArguments: [NamedValue] { [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("requeue", .bit(requeue))] }
 }
 
 /// basic.recover-async (60, 100)
 public struct BasicRecoverAsync: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The recover-async method's id within its class.
     public static let methodID: UInt16 = 100
+    /// The `requeue` argument (bit).
     public var requeue: Bool
+    /// A basic.recover-async with these arguments.
     public init(requeue: Bool) {
         self.requeue = requeue
     }
@@ -1207,14 +1515,18 @@ public struct BasicRecoverAsync: Hashable, Sendable {
         self.requeue = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("requeue", .bit(requeue))] }
+    public var namedArguments: [NamedValue] { [NamedValue("requeue", .bit(requeue))] }
 }
 
 /// basic.recover (60, 110)
 public struct BasicRecover: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The recover method's id within its class.
     public static let methodID: UInt16 = 110
+    /// The `requeue` argument (bit).
     public var requeue: Bool
+    /// A basic.recover with these arguments.
     public init(requeue: Bool) {
         self.requeue = requeue
     }
@@ -1223,28 +1535,37 @@ public struct BasicRecover: Hashable, Sendable {
         self.requeue = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("requeue", .bit(requeue))] }
+    public var namedArguments: [NamedValue] { [NamedValue("requeue", .bit(requeue))] }
 }
 
 /// basic.recover-ok (60, 111)
 public struct BasicRecoverOk: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The recover-ok method's id within its class.
     public static let methodID: UInt16 = 111
+    /// A basic.recover-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// basic.nack (60, 120)
 public struct BasicNack: Hashable, Sendable {
+    /// The basic class's id.
     public static let classID: UInt16 = 60
+    /// The nack method's id within its class.
     public static let methodID: UInt16 = 120
+    /// The `delivery-tag` argument (longlong).
     public var deliveryTag: UInt64
+    /// The `multiple` argument (bit).
     public var multiple: Bool
+    /// The `requeue` argument (bit).
     public var requeue: Bool
+    /// A basic.nack with these arguments.
     public init(deliveryTag: UInt64, multiple: Bool, requeue: Bool) {
         self.deliveryTag = deliveryTag
         self.multiple = multiple
@@ -1257,86 +1578,108 @@ public struct BasicNack: Hashable, Sendable {
         self.requeue = bits1 & 2 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("delivery-tag", .longlong(deliveryTag)), ("multiple", .bit(multiple)), ("requeue", .bit(requeue))] }
+    public var namedArguments: [NamedValue] { [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("multiple", .bit(multiple)), NamedValue("requeue", .bit(requeue))] }
 }
 
 /// tx.select (90, 10)
 public struct TxSelect: Hashable, Sendable {
+    /// The tx class's id.
     public static let classID: UInt16 = 90
+    /// The select method's id within its class.
     public static let methodID: UInt16 = 10
+    /// A tx.select with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// tx.select-ok (90, 11)
 public struct TxSelectOk: Hashable, Sendable {
+    /// The tx class's id.
     public static let classID: UInt16 = 90
+    /// The select-ok method's id within its class.
     public static let methodID: UInt16 = 11
+    /// A tx.select-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// tx.commit (90, 20)
 public struct TxCommit: Hashable, Sendable {
+    /// The tx class's id.
     public static let classID: UInt16 = 90
+    /// The commit method's id within its class.
     public static let methodID: UInt16 = 20
+    /// A tx.commit with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// tx.commit-ok (90, 21)
 public struct TxCommitOk: Hashable, Sendable {
+    /// The tx class's id.
     public static let classID: UInt16 = 90
+    /// The commit-ok method's id within its class.
     public static let methodID: UInt16 = 21
+    /// A tx.commit-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// tx.rollback (90, 30)
 public struct TxRollback: Hashable, Sendable {
+    /// The tx class's id.
     public static let classID: UInt16 = 90
+    /// The rollback method's id within its class.
     public static let methodID: UInt16 = 30
+    /// A tx.rollback with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// tx.rollback-ok (90, 31)
 public struct TxRollbackOk: Hashable, Sendable {
+    /// The tx class's id.
     public static let classID: UInt16 = 90
+    /// The rollback-ok method's id within its class.
     public static let methodID: UInt16 = 31
+    /// A tx.rollback-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// confirm.select (85, 10)
 public struct ConfirmSelect: Hashable, Sendable {
+    /// The confirm class's id.
     public static let classID: UInt16 = 85
+    /// The select method's id within its class.
     public static let methodID: UInt16 = 10
+    /// The `nowait` argument (bit).
     public var nowait: Bool
+    /// A confirm.select with these arguments.
     public init(nowait: Bool) {
         self.nowait = nowait
     }
@@ -1345,89 +1688,159 @@ public struct ConfirmSelect: Hashable, Sendable {
         self.nowait = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] { [NamedValue("nowait", .bit(nowait))] }
 }
 
 /// confirm.select-ok (85, 11)
 public struct ConfirmSelectOk: Hashable, Sendable {
+    /// The confirm class's id.
     public static let classID: UInt16 = 85
+    /// The select-ok method's id within its class.
     public static let methodID: UInt16 = 11
+    /// A confirm.select-ok with these arguments.
     public init() {
     }
     init(from reader: inout FieldReader) throws(DecodeError) {
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] { [] }
+    public var namedArguments: [NamedValue] { [] }
 }
 
 /// A decoded method frame payload. Unknown class/method pairs keep their ids and length.
 public enum Method: Hashable, Sendable {
+    /// connection.start
     case connectionStart(ConnectionStart)
+    /// connection.start-ok
     case connectionStartOk(ConnectionStartOk)
+    /// connection.secure
     case connectionSecure(ConnectionSecure)
+    /// connection.secure-ok
     case connectionSecureOk(ConnectionSecureOk)
+    /// connection.tune
     case connectionTune(ConnectionTune)
+    /// connection.tune-ok
     case connectionTuneOk(ConnectionTuneOk)
+    /// connection.open
     case connectionOpen(ConnectionOpen)
+    /// connection.open-ok
     case connectionOpenOk(ConnectionOpenOk)
+    /// connection.close
     case connectionClose(ConnectionClose)
+    /// connection.close-ok
     case connectionCloseOk(ConnectionCloseOk)
+    /// connection.blocked
     case connectionBlocked(ConnectionBlocked)
+    /// connection.unblocked
     case connectionUnblocked(ConnectionUnblocked)
+    /// connection.update-secret
     case connectionUpdateSecret(ConnectionUpdateSecret)
+    /// connection.update-secret-ok
     case connectionUpdateSecretOk(ConnectionUpdateSecretOk)
+    /// channel.open
     case channelOpen(ChannelOpen)
+    /// channel.open-ok
     case channelOpenOk(ChannelOpenOk)
+    /// channel.flow
     case channelFlow(ChannelFlow)
+    /// channel.flow-ok
     case channelFlowOk(ChannelFlowOk)
+    /// channel.close
     case channelClose(ChannelClose)
+    /// channel.close-ok
     case channelCloseOk(ChannelCloseOk)
+    /// access.request
     case accessRequest(AccessRequest)
+    /// access.request-ok
     case accessRequestOk(AccessRequestOk)
+    /// exchange.declare
     case exchangeDeclare(ExchangeDeclare)
+    /// exchange.declare-ok
     case exchangeDeclareOk(ExchangeDeclareOk)
+    /// exchange.delete
     case exchangeDelete(ExchangeDelete)
+    /// exchange.delete-ok
     case exchangeDeleteOk(ExchangeDeleteOk)
+    /// exchange.bind
     case exchangeBind(ExchangeBind)
+    /// exchange.bind-ok
     case exchangeBindOk(ExchangeBindOk)
+    /// exchange.unbind
     case exchangeUnbind(ExchangeUnbind)
+    /// exchange.unbind-ok
     case exchangeUnbindOk(ExchangeUnbindOk)
+    /// queue.declare
     case queueDeclare(QueueDeclare)
+    /// queue.declare-ok
     case queueDeclareOk(QueueDeclareOk)
+    /// queue.bind
     case queueBind(QueueBind)
+    /// queue.bind-ok
     case queueBindOk(QueueBindOk)
+    /// queue.purge
     case queuePurge(QueuePurge)
+    /// queue.purge-ok
     case queuePurgeOk(QueuePurgeOk)
+    /// queue.delete
     case queueDelete(QueueDelete)
+    /// queue.delete-ok
     case queueDeleteOk(QueueDeleteOk)
+    /// queue.unbind
     case queueUnbind(QueueUnbind)
+    /// queue.unbind-ok
     case queueUnbindOk(QueueUnbindOk)
+    /// basic.qos
     case basicQos(BasicQos)
+    /// basic.qos-ok
     case basicQosOk(BasicQosOk)
+    /// basic.consume
     case basicConsume(BasicConsume)
+    /// basic.consume-ok
     case basicConsumeOk(BasicConsumeOk)
+    /// basic.cancel
     case basicCancel(BasicCancel)
+    /// basic.cancel-ok
     case basicCancelOk(BasicCancelOk)
+    /// basic.publish
     case basicPublish(BasicPublish)
+    /// basic.return
     case basicReturn(BasicReturn)
+    /// basic.deliver
     case basicDeliver(BasicDeliver)
+    /// basic.get
     case basicGet(BasicGet)
+    /// basic.get-ok
     case basicGetOk(BasicGetOk)
+    /// basic.get-empty
     case basicGetEmpty(BasicGetEmpty)
+    /// basic.ack
     case basicAck(BasicAck)
+    /// basic.reject
     case basicReject(BasicReject)
+    /// basic.recover-async
     case basicRecoverAsync(BasicRecoverAsync)
+    /// basic.recover
     case basicRecover(BasicRecover)
+    /// basic.recover-ok
     case basicRecoverOk(BasicRecoverOk)
+    /// basic.nack
     case basicNack(BasicNack)
+    /// tx.select
     case txSelect(TxSelect)
+    /// tx.select-ok
     case txSelectOk(TxSelectOk)
+    /// tx.commit
     case txCommit(TxCommit)
+    /// tx.commit-ok
     case txCommitOk(TxCommitOk)
+    /// tx.rollback
     case txRollback(TxRollback)
+    /// tx.rollback-ok
     case txRollbackOk(TxRollbackOk)
+    /// confirm.select
     case confirmSelect(ConfirmSelect)
+    /// confirm.select-ok
     case confirmSelectOk(ConfirmSelectOk)
+    /// A class and method id that the spec does not have, and the length of its arguments.
     case unknown(classID: UInt16, methodID: UInt16, length: Int)
 
     static func decode(classID: UInt16, methodID: UInt16, reader: inout FieldReader) throws(DecodeError) -> Method {
@@ -1502,6 +1915,7 @@ public enum Method: Hashable, Sendable {
         }
     }
 
+    /// The method's class id.
     public var classID: UInt16 {
         switch self {
         case .connectionStart, .connectionStartOk, .connectionSecure, .connectionSecureOk, .connectionTune, .connectionTuneOk, .connectionOpen, .connectionOpenOk, .connectionClose, .connectionCloseOk, .connectionBlocked, .connectionUnblocked, .connectionUpdateSecret, .connectionUpdateSecretOk: return 10
@@ -1516,6 +1930,7 @@ public enum Method: Hashable, Sendable {
         }
     }
 
+    /// The method's id within its class.
     public var methodID: UInt16 {
         switch self {
         case .connectionStart: return 10
@@ -1597,7 +2012,7 @@ public enum Method: Hashable, Sendable {
     }
 
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [(name: String, value: ArgumentValue)] {
+    public var namedArguments: [NamedValue] {
         switch self {
         case .connectionStart(let m): return m.namedArguments
         case .connectionStartOk(let m): return m.namedArguments
