@@ -32,7 +32,8 @@ let package = Package(
         .target(name: "AMQPScopePackets"),
         .target(name: "AMQPScopeReassembly", dependencies: ["AMQPScopePackets"]),
         .target(name: "AMQPScopeCodec", dependencies: ["AMQPScopePackets"]),
-        .target(name: "AMQPScopeTimeline", dependencies: ["AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeCodec"]),
+        .target(
+            name: "AMQPScopeTimeline", dependencies: ["AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeCodec"]),
         .target(name: "AMQPScopeReports", dependencies: ["AMQPScopeTimeline"]),
         // The embeddable library: the pipeline that joins the layers, and file analysis.
         .target(
@@ -62,7 +63,7 @@ let package = Package(
                 "AMQPScope", "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly",
                 "AMQPScopeCodec", "AMQPScopeTimeline", "AMQPScopeReports", "AMQPScopeFuzzing",
             ],
-            exclude: ["Golden"] // read from the source tree by path (and re-recorded there), not as resources
+            exclude: ["Golden"]  // read from the source tree by path (and re-recorded there), not as resources
         ),
     ],
     swiftLanguageModes: [.v6]
@@ -72,10 +73,11 @@ let package = Package(
 // (see scripts/fuzz). Kept out of ordinary builds so that nothing else links libFuzzer's main.
 if Context.environment["AMQPSCOPE_FUZZ"] == "1" {
     for name in ["FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile"] {
-        package.targets.append(.executableTarget(
-            name: name,
-            dependencies: ["AMQPScopeFuzzing"],
-            path: "Fuzz/\(name)"
-        ))
+        package.targets.append(
+            .executableTarget(
+                name: name,
+                dependencies: ["AMQPScopeFuzzing"],
+                path: "Fuzz/\(name)"
+            ))
     }
 }

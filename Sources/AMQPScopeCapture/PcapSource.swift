@@ -4,12 +4,13 @@
 import AMQPScopePackets
 import CPcap
 import Logging
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Why a capture could not be opened or read. Compared by `code`; `message` is for people.
@@ -91,11 +92,14 @@ package final class PcapSource {
     }
 
     /// Opens a saved pcap or pcapng file with nanosecond timestamps.
-    package static func openFile(_ path: String, logger: Logger = Logger(label: "amqpscope.capture")) throws(CaptureError) -> PcapSource {
+    package static func openFile(_ path: String, logger: Logger = Logger(label: "amqpscope.capture"))
+        throws(CaptureError) -> PcapSource
+    {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         let opened = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer)
         guard let opened else {
-            throw CaptureError(code: .cannotOpen, source: path, message: Self.describeOpenError(errorBuffer, path: path))
+            throw CaptureError(
+                code: .cannotOpen, source: path, message: Self.describeOpenError(errorBuffer, path: path))
         }
         let capture = PcapSource(handle: opened, source: path, isLive: false, logger: logger)
         logger.debug("opened capture file", metadata: ["file": "\(path)", "linktype": "\(capture.linkType.rawValue)"])
@@ -145,11 +149,14 @@ package final class PcapSource {
         guard let handle else { return }
         var program = bpf_program()
         guard pcap_compile(handle, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
-            throw CaptureError(code: .cannotOpen, source: source, message: "bad filter: \(String(cString: pcap_geterr(handle)))")
+            throw CaptureError(
+                code: .cannotOpen, source: source, message: "bad filter: \(String(cString: pcap_geterr(handle)))")
         }
         defer { pcap_freecode(&program) }
         guard pcap_setfilter(handle, &program) == 0 else {
-            throw CaptureError(code: .cannotOpen, source: source, message: "cannot set filter: \(String(cString: pcap_geterr(handle)))")
+            throw CaptureError(
+                code: .cannotOpen, source: source, message: "cannot set filter: \(String(cString: pcap_geterr(handle)))"
+            )
         }
     }
 
@@ -171,12 +178,13 @@ package final class PcapSource {
             }
             buffer.copyMemory(from: dataPointer, byteCount: captured)
             currentLength = captured
-            return .packet(PacketHeader(
-                number: packetsRead,
-                timestamp: Self.timestamp(seconds: Int64(header.ts.tv_sec), nanoseconds: Int64(header.ts.tv_usec)),
-                capturedLength: captured,
-                originalLength: Int(header.len)
-            ))
+            return .packet(
+                PacketHeader(
+                    number: packetsRead,
+                    timestamp: Self.timestamp(seconds: Int64(header.ts.tv_sec), nanoseconds: Int64(header.ts.tv_usec)),
+                    capturedLength: captured,
+                    originalLength: Int(header.len)
+                ))
         case 0:
             return .timeout
         case PCAP_ERROR_BREAK:
@@ -235,8 +243,10 @@ package final class PcapSource {
 
     private static func describeOpenError(_ buffer: [CChar], path: String) -> String {
         var text = cString(buffer)
-        if text.hasPrefix(path + ": ") { text.removeFirst(path.count + 2) } // libpcap names the file itself
-        if text.contains("truncated dump file") || text.contains("unknown file format") || text.contains("bad dump file format") {
+        if text.hasPrefix(path + ": ") { text.removeFirst(path.count + 2) }  // libpcap names the file itself
+        if text.contains("truncated dump file") || text.contains("unknown file format")
+            || text.contains("bad dump file format")
+        {
             return "not a readable pcap or pcapng file (\(text))"
         }
         return text

@@ -18,13 +18,18 @@ package final class PcapWriter {
     private var bytesInFile = 0
     private var index = 0
 
-    package init(path: String, linkType: LinkType, snapshotLength: Int, rotateBytes: Int? = nil, fileCount: Int? = nil) throws(CaptureError) {
+    package init(path: String, linkType: LinkType, snapshotLength: Int, rotateBytes: Int? = nil, fileCount: Int? = nil)
+        throws(CaptureError)
+    {
         basePath = path
         self.linkType = linkType
         self.rotateBytes = rotateBytes
         self.fileCount = fileCount
-        guard let dead = pcap_open_dead_with_tstamp_precision(linkType.rawValue, Int32(clamping: snapshotLength),
-                                                              UInt32(PCAP_TSTAMP_PRECISION_NANO)) else {
+        guard
+            let dead = pcap_open_dead_with_tstamp_precision(
+                linkType.rawValue, Int32(clamping: snapshotLength),
+                UInt32(PCAP_TSTAMP_PRECISION_NANO))
+        else {
             throw CaptureError(code: .cannotOpen, source: path, message: "cannot prepare a pcap writer")
         }
         self.dead = dead
@@ -37,7 +42,8 @@ package final class PcapWriter {
         pcap_close(dead)
     }
 
-    /// The name of file number `n`: tcpdump's scheme (FILE, FILE1, FILE2, ...; with a ring, FILE0..FILE{N-1}, zero-padded).
+    /// The name of file number `n`: tcpdump's scheme (FILE, FILE1, FILE2, ...; with a ring, FILE0..FILE{N-1},
+    /// zero-padded).
     package func name(_ n: Int) -> String {
         if let fileCount {
             let width = String(max(fileCount - 1, 0)).count
@@ -68,11 +74,12 @@ package final class PcapWriter {
         guard let dumper else { return }
         var h = pcap_pkthdr()
         h.ts.tv_sec = Int(header.timestamp.nanoseconds / 1_000_000_000)
-        h.ts.tv_usec = Int(header.timestamp.nanoseconds % 1_000_000_000) // nanoseconds: the file says so in its magic
+        h.ts.tv_usec = Int(header.timestamp.nanoseconds % 1_000_000_000)  // nanoseconds: the file says so in its magic
         h.caplen = UInt32(bytes.count)
         h.len = UInt32(header.originalLength)
-        pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &h,
-                  bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        pcap_dump(
+            UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &h,
+            bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
         bytesInFile += 16 + bytes.count
     }
 

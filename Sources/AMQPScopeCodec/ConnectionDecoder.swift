@@ -43,9 +43,9 @@ public struct Message: Hashable, Sendable {
 /// What the codec decided a connection carries.
 public enum Verdict: Hashable, Sendable {
     case undetermined
-    case amqp(ProtocolHeader.Version)          // a 0-8/0-9/0-9-1 header was seen
-    case amqpBySync                            // no header seen: frames found by sync on an AMQP port
-    case amqp10(ProtocolHeader.Version)        // AMQP 1.0 (named, not decoded)
+    case amqp(ProtocolHeader.Version)  // a 0-8/0-9/0-9-1 header was seen
+    case amqpBySync  // no header seen: frames found by sync on an AMQP port
+    case amqp10(ProtocolHeader.Version)  // AMQP 1.0 (named, not decoded)
     case notAMQP(String)
 
     /// It carries AMQP of any version.
@@ -75,7 +75,7 @@ package struct CodecEvent {
     /// The time of the packet that completed it.
     package var time: Timestamp
     package var packetNumber: Int
-    package var offset: UInt64       // stream offset where it starts
+    package var offset: UInt64  // stream offset where it starts
     package var kind: CodecEventKind
 }
 
@@ -95,6 +95,7 @@ public struct CodecConfiguration: Hashable, Sendable {
     public var decodeProperties = true
     /// With no protocol header, give up looking for frames after this many bytes per direction.
     public var syncGiveUpBytes: UInt64 = 64 * 1024
+    /// The defaults.
     public init() {}
 }
 
@@ -129,7 +130,8 @@ package struct ConnectionDecoder {
     package init(fromStart: Bool, onAMQPPort: Bool, configuration: CodecConfiguration = CodecConfiguration()) {
         self.configuration = configuration
         self.onAMQPPort = onAMQPPort
-        let state: FrameParser.State = fromStart ? .protocolHeader : (onAMQPPort ? .hunting(start: 0, skipped: 0) : .opaque)
+        let state: FrameParser.State =
+            fromStart ? .protocolHeader : (onAMQPPort ? .hunting(start: 0, skipped: 0) : .opaque)
         var parser = FrameParser(state: state)
         parser.keepBodies = configuration.keepBodies
         parsers = PerDirection(repeating: parser)
@@ -208,11 +210,14 @@ package struct ConnectionDecoder {
     }
 
     /// The stream ended: says so if a frame was left half-read.
-    package mutating func finish<S: CodecSink>(direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S) {
+    package mutating func finish<S: CodecSink>(
+        direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
         let parser = parsers[direction]
         guard let start = parser.unfinishedFrameStart else { return }
-        emit(direction, start, .malformed(reason: "stream ended inside a frame", skipped: parser.offset - start),
-             into: &sink)
+        emit(
+            direction, start, .malformed(reason: "stream ended inside a frame", skipped: parser.offset - start),
+            into: &sink)
     }
 
     // MARK: -
@@ -220,7 +225,9 @@ package struct ConnectionDecoder {
     private mutating func afterFeed<S: CodecSink>(direction: Direction, into sink: inout S) {
         guard case .undetermined = verdict else { return }
         if parsers[direction].isHunting && parsers[direction].huntedBytes > configuration.syncGiveUpBytes {
-            setVerdict(.notAMQP("no AMQP frames found in the first \(configuration.syncGiveUpBytes) bytes"), direction, into: &sink)
+            setVerdict(
+                .notAMQP("no AMQP frames found in the first \(configuration.syncGiveUpBytes) bytes"), direction,
+                into: &sink)
         }
     }
 
@@ -234,8 +241,11 @@ package struct ConnectionDecoder {
         }
     }
 
-    private func emit<S: CodecSink>(_ direction: Direction, _ offset: UInt64, _ kind: CodecEventKind, into sink: inout S) {
-        sink.consume(CodecEvent(direction: direction, time: time, packetNumber: packetNumber, offset: offset, kind: kind))
+    private func emit<S: CodecSink>(
+        _ direction: Direction, _ offset: UInt64, _ kind: CodecEventKind, into sink: inout S
+    ) {
+        sink.consume(
+            CodecEvent(direction: direction, time: time, packetNumber: packetNumber, offset: offset, kind: kind))
     }
 
     private mutating func handle<S: CodecSink>(
@@ -251,20 +261,27 @@ package struct ConnectionDecoder {
         case .frame(let header, let payload, let damaged):
             if case .undetermined = verdict {
                 if direction == .clientToServer && !everSynchronized && !onAMQPPort {
-                    setVerdict(.notAMQP("the client's first bytes are not an AMQP protocol header"), direction, into: &sink)
+                    setVerdict(
+                        .notAMQP("the client's first bytes are not an AMQP protocol header"), direction, into: &sink)
                     return
                 }
                 setVerdict(.amqpBySync, direction, into: &sink)
             }
             decodeFrame(header, payload, damaged: damaged, offset: offset, direction: direction, into: &sink)
         case .bodyPiece(let header, let bytes):
-            guard configuration.keepBodies, let i = pendingIndex(direction, header.channel), content[direction][i].body != nil else { return }
+            guard configuration.keepBodies, let i = pendingIndex(direction, header.channel),
+                content[direction][i].body != nil
+            else { return }
             let room = configuration.maximumKeptBodyBytes - content[direction][i].body!.count
-            if room > 0 { content[direction][i].body!.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[..<min(room, bytes.count)])) }
+            if room > 0 {
+                content[direction][i].body!.append(
+                    contentsOf: UnsafeRawBufferPointer(rebasing: bytes[..<min(room, bytes.count)]))
+            }
         case .malformed(let reason, let skipped):
             if case .undetermined = verdict, direction == .clientToServer, !onAMQPPort {
-                setVerdict(.notAMQP("the client's first bytes are neither an AMQP protocol header nor AMQP frames"),
-                           direction, into: &sink)
+                setVerdict(
+                    .notAMQP("the client's first bytes are neither an AMQP protocol header nor AMQP frames"),
+                    direction, into: &sink)
                 return
             }
             emit(direction, offset, .malformed(reason: reason, skipped: skipped), into: &sink)
@@ -280,17 +297,26 @@ package struct ConnectionDecoder {
         direction: Direction, into sink: inout S
     ) {
         if negotiatedFrameMax != 0 && UInt64(header.size) + 8 > UInt64(negotiatedFrameMax) {
-            emit(direction, offset, .violation(
-                "frame of \(UInt64(header.size) + 8) bytes exceeds the negotiated frame_max \(negotiatedFrameMax) (which counts header and end byte)"),
+            emit(
+                direction, offset,
+                .violation(
+                    "frame of \(UInt64(header.size) + 8) bytes exceeds the negotiated frame_max \(negotiatedFrameMax) "
+                        + "(which counts header and end byte)"
+                ),
                 into: &sink)
         }
         switch FrameType(rawValue: header.type)! {
         case .heartbeat:
             if header.channel != 0 || header.size != 0 {
-                emit(direction, offset, .violation("heartbeat frame on channel \(header.channel) with \(header.size) payload bytes"), into: &sink)
+                emit(
+                    direction, offset,
+                    .violation("heartbeat frame on channel \(header.channel) with \(header.size) payload bytes"),
+                    into: &sink)
             }
-            emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .heartbeat)),
-                 into: &sink)
+            emit(
+                direction, offset,
+                .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .heartbeat)),
+                into: &sink)
         case .method:
             var reader = FieldReader(payload)
             let method: Method
@@ -299,25 +325,34 @@ package struct ConnectionDecoder {
                 let methodID = try reader.short()
                 method = try Method.decode(classID: classID, methodID: methodID, reader: &reader)
             } catch {
-                let name = payload.count >= 4
+                let name =
+                    payload.count >= 4
                     ? AMQPSpec.methodName(classID: payload.integer(at: 0), methodID: payload.integer(at: 2))
                     : "method"
-                emit(direction, offset, .malformed(reason: "\(name) on channel \(header.channel): \(error.reason)", skipped: 0),
-                     into: &sink)
+                emit(
+                    direction, offset,
+                    .malformed(reason: "\(name) on channel \(header.channel): \(error.reason)", skipped: 0),
+                    into: &sink)
                 return
             }
             // Only the connection class carries secrets: other methods are passed on as they are, without a copy.
             let shown = configuration.showCredentials || method.classID != 10 ? method : Credentials.redacting(method)
-            emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .method(shown))),
-                 into: &sink)
+            emit(
+                direction, offset,
+                .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .method(shown))),
+                into: &sink)
             follow(method, direction: direction)
             contentTracked[direction]?.insert(header.channel)
             if case .channelClose = method { dropContent(channel: header.channel) }
             if method.carriesContent {
-                let pending = PendingContent(channel: header.channel, method: method, body: configuration.keepBodies ? [] : nil)
+                let pending = PendingContent(
+                    channel: header.channel, method: method, body: configuration.keepBodies ? [] : nil)
                 if let i = pendingIndex(direction, header.channel) {
-                    emit(direction, offset, .violation("\(method.name) on channel \(header.channel) before the previous content was complete"),
-                         into: &sink)
+                    emit(
+                        direction, offset,
+                        .violation(
+                            "\(method.name) on channel \(header.channel) before the previous content was complete"),
+                        into: &sink)
                     content[direction][i] = pending
                 } else if content[direction].count < Self.maximumPendingContents {
                     content[direction].append(pending)
@@ -329,29 +364,46 @@ package struct ConnectionDecoder {
             do throws(DecodeError) {
                 contentHeader = try ContentHeader(from: &reader, decodeProperties: configuration.decodeProperties)
             } catch {
-                emit(direction, offset, .malformed(reason: "content header on channel \(header.channel): \(error.reason)", skipped: 0),
-                     into: &sink)
+                emit(
+                    direction, offset,
+                    .malformed(reason: "content header on channel \(header.channel): \(error.reason)", skipped: 0),
+                    into: &sink)
                 if let i = pendingIndex(direction, header.channel) { content[direction].remove(at: i) }
                 return
             }
-            emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
-                                                 content: .header(contentHeader))), into: &sink)
+            emit(
+                direction, offset,
+                .frame(
+                    Frame(
+                        type: header.type, channel: header.channel, size: header.size,
+                        content: .header(contentHeader))), into: &sink)
             guard let i = pendingIndex(direction, header.channel), content[direction][i].header == nil else {
                 if isTracked(direction, header.channel) {
-                    emit(direction, offset, .violation("content header on channel \(header.channel) with no content method before it"),
-                         into: &sink)
+                    emit(
+                        direction, offset,
+                        .violation("content header on channel \(header.channel) with no content method before it"),
+                        into: &sink)
                 }
                 return
             }
             content[direction][i].header = contentHeader
-            if contentHeader.bodySize == 0 { completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink) }
+            if contentHeader.bodySize == 0 {
+                completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
+            }
         case .body:
-            emit(direction, offset, .frame(Frame(type: header.type, channel: header.channel, size: header.size,
-                                                 content: .body(length: Int(header.size)))), into: &sink)
-            guard let i = pendingIndex(direction, header.channel), let bodySize = content[direction][i].header?.bodySize else {
+            emit(
+                direction, offset,
+                .frame(
+                    Frame(
+                        type: header.type, channel: header.channel, size: header.size,
+                        content: .body(length: Int(header.size)))), into: &sink)
+            guard let i = pendingIndex(direction, header.channel), let bodySize = content[direction][i].header?.bodySize
+            else {
                 if isTracked(direction, header.channel) {
-                    emit(direction, offset, .violation("body frame on channel \(header.channel) with no content header before it"),
-                         into: &sink)
+                    emit(
+                        direction, offset,
+                        .violation("body frame on channel \(header.channel) with no content header before it"),
+                        into: &sink)
                 }
                 return
             }
@@ -361,8 +413,12 @@ package struct ConnectionDecoder {
             let received = content[direction][i].received
             if received >= bodySize {
                 if received > bodySize {
-                    emit(direction, offset, .violation(
-                        "body of \(received) bytes on channel \(header.channel) exceeds the header's body size \(bodySize)"),
+                    emit(
+                        direction, offset,
+                        .violation(
+                            "body of \(received) bytes on channel \(header.channel) exceeds the header's body size "
+                                + "\(bodySize)"
+                        ),
                         into: &sink)
                 }
                 completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
@@ -370,14 +426,21 @@ package struct ConnectionDecoder {
         }
     }
 
-    private mutating func completeMessage<S: CodecSink>(channel: UInt16, direction: Direction, offset: UInt64, into sink: inout S) {
+    private mutating func completeMessage<S: CodecSink>(
+        channel: UInt16, direction: Direction, offset: UInt64, into sink: inout S
+    ) {
         guard let i = pendingIndex(direction, channel) else { return }
         let pending = content[direction].remove(at: i)
         guard let header = pending.header else { return }
-        emit(direction, offset, .message(Message(
-            channel: channel, method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
-            properties: header.properties, bodySize: header.bodySize, bodyFrames: pending.frames, body: pending.body,
-            incomplete: pending.incomplete)), into: &sink)
+        emit(
+            direction, offset,
+            .message(
+                Message(
+                    channel: channel,
+                    method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
+                    properties: header.properties, bodySize: header.bodySize, bodyFrames: pending.frames,
+                    body: pending.body,
+                    incomplete: pending.incomplete)), into: &sink)
     }
 
     /// Follows the negotiation: frame_max from Tune-Ok (the client's final word) bounds both directions; a closed

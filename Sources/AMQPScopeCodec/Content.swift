@@ -30,6 +30,7 @@ public struct BasicProperties: Hashable, Sendable {
     public var appID: String?
     /// The `cluster-id` property, when present.
     public var clusterID: String?
+    /// The defaults.
     public init() {}
 
     /// Present properties by their spec names, for reports.

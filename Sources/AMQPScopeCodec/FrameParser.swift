@@ -12,7 +12,10 @@ package struct FrameHeader: Hashable, Sendable {
 }
 
 package enum FrameType: UInt8, Sendable {
-    case method = 1, header = 2, body = 3, heartbeat = 8
+    case method = 1
+    case header = 2
+    case body = 3
+    case heartbeat = 8
 }
 
 /// The eight bytes a peer sends first: "AMQP" and four version bytes.
@@ -42,7 +45,7 @@ public struct ProtocolHeader: Hashable, Sendable, CustomStringConvertible {
         switch (protocolID, major, minor, revision) {
         case (0, 0, 9, 1): .amqp091
         case (1, 1, 0, 9): .amqp09
-        case (1, 1, 8, 0), (1, 1, 9, 1): .amqp08   // RabbitMQ treats 1-1-9-1 as its 0-8 dialect too
+        case (1, 1, 8, 0), (1, 1, 9, 1): .amqp08  // RabbitMQ treats 1-1-9-1 as its 0-8 dialect too
         case (0, 1, 0, _): .amqp10
         case (2, 1, 0, _): .amqp10TLS
         case (3, 1, 0, _): .amqp10SASL
@@ -55,6 +58,7 @@ public struct ProtocolHeader: Hashable, Sendable, CustomStringConvertible {
     /// It is an AMQP 1.0 header (plain, TLS or SASL).
     public var isAMQP10: Bool { version == .amqp10 || version == .amqp10TLS || version == .amqp10SASL }
 
+    /// As reports print it.
     public var description: String { "\(version.rawValue) (AMQP \(protocolID) \(major) \(minor) \(revision))" }
 }
 
@@ -144,7 +148,8 @@ struct FrameParser {
     init(state: State) { self.state = state }
 
     var maximumFrameSize: UInt32 {
-        negotiatedFrameMax == 0 ? FrameLimits.absoluteMaximumFrameSize
+        negotiatedFrameMax == 0
+            ? FrameLimits.absoluteMaximumFrameSize
             : min(FrameLimits.absoluteMaximumFrameSize, max(negotiatedFrameMax, UInt32(AMQPSpec.frameMinSize)))
     }
 
@@ -189,7 +194,9 @@ struct FrameParser {
         }
     }
 
-    private mutating func read(_ source: UnsafeRawBufferPointer, _ cursor: inout Int, _ out: (UInt64, ParserOutput) -> Void) {
+    private mutating func read(
+        _ source: UnsafeRawBufferPointer, _ cursor: inout Int, _ out: (UInt64, ParserOutput) -> Void
+    ) {
         while let step = next(source, &cursor) {
             switch step.payload {
             case .none:
@@ -226,7 +233,8 @@ struct FrameParser {
                     let range = i..<i + needed
                     i += needed
                     offset += UInt64(needed)
-                    return complete(header, start: start, end: source[range.upperBound - 1], payload: .source(range.dropLast()))
+                    return complete(
+                        header, start: start, end: source[range.upperBound - 1], payload: .source(range.dropLast()))
                 }
                 let n = min(needed - pending.count, available)
                 if pending.capacity < needed { pending.reserveCapacity(needed) }
@@ -243,10 +251,13 @@ struct FrameParser {
                 let pieceOffset = offset
                 i += n
                 offset += UInt64(n)
-                state = n == remaining
+                state =
+                    n == remaining
                     ? .bodyEnd(header, start: start, damaged: damaged)
                     : .body(header, start: start, remaining: remaining - n, damaged: damaged)
-                if keepBodies { return Step(offset: pieceOffset, output: .bodyPiece(header, .empty), payload: .source(range)) }
+                if keepBodies {
+                    return Step(offset: pieceOffset, output: .bodyPiece(header, .empty), payload: .source(range))
+                }
             case .bodyEnd(let header, let start, let damaged):
                 let byte = source[i]
                 i += 1
@@ -266,8 +277,11 @@ struct FrameParser {
                     state = .skip(header, start: start, remaining: remaining - n)
                 } else {
                     state = .frameHeader
-                    return Step(offset: start, output: .malformed(
-                        reason: "\(Self.typeName(header.type)) frame lost in a capture gap", skipped: offset - start))
+                    return Step(
+                        offset: start,
+                        output: .malformed(
+                            reason: "\(Self.typeName(header.type)) frame lost in a capture gap", skipped: offset - start
+                        ))
                 }
             }
         }
@@ -312,21 +326,24 @@ struct FrameParser {
             let remaining = Int(header.size) + 1 - pending.count
             pending = []
             state = .skip(header, start: start, remaining: remaining)
-            out(start, .malformed(reason: "\(Self.typeName(header.type)) frame dropped: the decoders' memory cap was reached",
-                                  skipped: UInt64(Int(header.size) + 8)))
+            out(
+                start,
+                .malformed(
+                    reason: "\(Self.typeName(header.type)) frame dropped: the decoders' memory cap was reached",
+                    skipped: UInt64(Int(header.size) + 8)))
         case .hunting(let start, let skipped):
             let held = UInt64(pending.count)
             pending = []
             state = .hunting(start: start + held, skipped: skipped + held)
         default:
-            break // a header's few bytes: kept
+            break  // a header's few bytes: kept
         }
     }
 
     // MARK: - Protocol header
 
     private mutating func protocolHeader(_ source: UnsafeRawBufferPointer, _ i: inout Int) -> Step? {
-        let magic: [UInt8] = [0x41, 0x4D, 0x51, 0x50] // "AMQP"
+        let magic: [UInt8] = [0x41, 0x4D, 0x51, 0x50]  // "AMQP"
         while i < source.count && pending.count < 8 {
             let byte = source[i]
             if pending.count < 4 && byte != magic[pending.count] {
@@ -371,7 +388,8 @@ struct FrameParser {
             return Step(offset: start, output: .malformed(reason: problem, skipped: 1))
         }
         if header.type == FrameType.body.rawValue {
-            state = header.size == 0
+            state =
+                header.size == 0
                 ? .bodyEnd(header, start: start, damaged: false)
                 : .body(header, start: start, remaining: Int(header.size), damaged: false)
         } else {
@@ -396,8 +414,10 @@ struct FrameParser {
     }
 
     static func headerBytes(_ h: FrameHeader) -> [UInt8] {
-        [h.type, UInt8(h.channel >> 8), UInt8(h.channel & 0xff),
-         UInt8(h.size >> 24), UInt8((h.size >> 16) & 0xff), UInt8((h.size >> 8) & 0xff), UInt8(h.size & 0xff)]
+        [
+            h.type, UInt8(h.channel >> 8), UInt8(h.channel & 0xff),
+            UInt8(h.size >> 24), UInt8((h.size >> 16) & 0xff), UInt8((h.size >> 8) & 0xff), UInt8(h.size & 0xff),
+        ]
     }
 
     static func problem(with header: FrameHeader, maximum: UInt32) -> String? {
@@ -430,7 +450,8 @@ struct FrameParser {
     /// Looks for a position in `pending` where several consecutive valid frames start. Once found, the bytes from
     /// there on are read again as frames, from that offset.
     private mutating func hunt(start: UInt64, skipped: UInt64) -> Step? {
-        let limit = negotiatedFrameMax == 0
+        let limit =
+            negotiatedFrameMax == 0
             ? FrameLimits.huntingFrameSize : min(maximumFrameSize, FrameLimits.huntingFrameSize * 8)
         let verdict: (position: Int, sync: Bool) = pending.withUnsafeBytes { b in
             var p = 0
@@ -445,7 +466,7 @@ struct FrameParser {
         }
         var drop = verdict.position
         if !verdict.sync && pending.count - drop > FrameLimits.huntBufferLimit {
-            drop = pending.count - FrameLimits.huntBufferLimit // a candidate that never completes: let it go
+            drop = pending.count - FrameLimits.huntBufferLimit  // a candidate that never completes: let it go
         }
         let syncOffset = start + UInt64(drop)
         guard verdict.sync else {
@@ -455,7 +476,7 @@ struct FrameParser {
         }
         replay = Array(pending[drop...])
         pending.removeAll(keepingCapacity: true)
-        offset = syncOffset // the bytes after the boundary are read again
+        offset = syncOffset  // the bytes after the boundary are read again
         state = .frameHeader
         return Step(offset: syncOffset, output: .synchronized(skipped: skipped + UInt64(drop)))
     }

@@ -5,15 +5,18 @@ import AMQPScopePackets
 /// Why bytes could not be decoded. Compared by `code`; `reason` says more for people.
 package struct DecodeError: Error, Hashable, Sendable, CustomStringConvertible {
     package enum Code: String, Hashable, Sendable {
-        case truncated          // a length or value runs past the end of its frame
-        case tooDeep            // tables/arrays nested past the limit
-        case tooManyEntries     // a table or array with more entries than the limit
-        case badFieldType       // an unknown field-table type letter
-        case badPropertyFlags   // property flags naming properties the class does not have
+        case truncated  // a length or value runs past the end of its frame
+        case tooDeep  // tables/arrays nested past the limit
+        case tooManyEntries  // a table or array with more entries than the limit
+        case badFieldType  // an unknown field-table type letter
+        case badPropertyFlags  // property flags naming properties the class does not have
     }
     package var code: Code
     package var reason: String
-    package init(_ code: Code, _ reason: String) { self.code = code; self.reason = reason }
+    package init(_ code: Code, _ reason: String) {
+        self.code = code
+        self.reason = reason
+    }
     package static func == (a: DecodeError, b: DecodeError) -> Bool { a.code == b.code }
     package func hash(into hasher: inout Hasher) { hasher.combine(code) }
     package var description: String { "\(code.rawValue): \(reason)" }
@@ -37,28 +40,29 @@ public struct LongString: Hashable, Sendable, CustomStringConvertible {
     public init(_ text: String) { self.bytes = Array(text.utf8) }
     /// The bytes as UTF-8 text, invalid sequences replaced.
     public var text: String { String(decoding: bytes, as: UTF8.self) }
+    /// As reports print it.
     public var description: String { text }
 }
 
 /// One field-table value, by RabbitMQ's type letters (its "AMQP 0-9-1 errata" table).
 public indirect enum FieldValue: Hashable, Sendable {
-    case boolean(Bool)                        // t
-    case int8(Int8)                           // b
-    case uint8(UInt8)                         // B
-    case int16(Int16)                         // s
-    case uint16(UInt16)                       // u
-    case int32(Int32)                         // I
-    case uint32(UInt32)                       // i
-    case int64(Int64)                         // l
-    case float(Float)                         // f
-    case double(Double)                       // d
-    case decimal(scale: UInt8, value: UInt32) // D
-    case longString(LongString)               // S
-    case array([FieldValue])                  // A
-    case timestamp(UInt64)                    // T
-    case table(FieldTable)                    // F
-    case void                                 // V
-    case byteArray([UInt8])                   // x
+    case boolean(Bool)  // t
+    case int8(Int8)  // b
+    case uint8(UInt8)  // B
+    case int16(Int16)  // s
+    case uint16(UInt16)  // u
+    case int32(Int32)  // I
+    case uint32(UInt32)  // i
+    case int64(Int64)  // l
+    case float(Float)  // f
+    case double(Double)  // d
+    case decimal(scale: UInt8, value: UInt32)  // D
+    case longString(LongString)  // S
+    case array([FieldValue])  // A
+    case timestamp(UInt64)  // T
+    case table(FieldTable)  // F
+    case void  // V
+    case byteArray([UInt8])  // x
 
     /// RabbitMQ's type letter for this value.
     public var typeLetter: Character {
@@ -93,7 +97,10 @@ public struct FieldTable: Hashable, Sendable {
         /// The value.
         public var value: FieldValue
         /// An entry.
-        public init(key: String, value: FieldValue) { self.key = key; self.value = value }
+        public init(key: String, value: FieldValue) {
+            self.key = key
+            self.value = value
+        }
     }
     /// The entries in wire order.
     public var entries: [Entry]
@@ -112,7 +119,10 @@ public struct FieldTable: Hashable, Sendable {
 
 /// The argument types of the specification.
 public enum ArgumentType: String, Hashable, Sendable {
-    case octet, short, long, longlong, bit, shortString = "shortstr", longString = "longstr", table, timestamp
+    case octet, short, long, longlong, bit
+    case shortString = "shortstr"
+    case longString = "longstr"
+    case table, timestamp
 }
 
 /// A method argument's value.
@@ -196,11 +206,19 @@ extension Method {
 
 /// Big-endian reads from a borrowed view of one frame's payload. Every read checks what is left first.
 package struct FieldReader {
+    /// A field type letter as an error names it: 'x' when printable, 0x.. otherwise.
+    static func describe(typeLetter letter: UInt8) -> String {
+        letter < 0x80 && letter >= 0x20 ? "'\(Character(Unicode.Scalar(letter)))'" : "0x\(String(letter, radix: 16))"
+    }
+
     let bytes: UnsafeRawBufferPointer
     package private(set) var position: Int
     var depth = 0
 
-    package init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes; self.position = 0 }
+    package init(_ bytes: UnsafeRawBufferPointer) {
+        self.bytes = bytes
+        self.position = 0
+    }
 
     package var remaining: Int { bytes.count - position }
 
@@ -258,7 +276,9 @@ package struct FieldReader {
 
     /// A table or array: a 32-bit length, then entries read by `entry` from a slice of exactly that length (a value
     /// can never run past its container), one nesting level deeper, at most `FieldLimits.maximumEntries` of them.
-    mutating func nested(_ what: StaticString, _ entry: (inout FieldReader) throws(DecodeError) -> Void) throws(DecodeError) {
+    mutating func nested(_ what: StaticString, _ entry: (inout FieldReader) throws(DecodeError) -> Void)
+        throws(DecodeError)
+    {
         let length = try long()
         guard let count = Int(exactly: length), count <= remaining else {
             throw DecodeError(.truncated, "\(what) of \(length) bytes, \(remaining) left")
@@ -312,13 +332,18 @@ package struct FieldReader {
         case UInt8(ascii: "A"):
             try nested("field array") { (inner: inout FieldReader) throws(DecodeError) in try inner.skipFieldValue() }
         default:
-            throw DecodeError(.badFieldType, "unknown field type \(letter < 0x80 && letter >= 0x20 ? "'\(Character(Unicode.Scalar(letter)))'" : "0x\(String(letter, radix: 16))")")
+            throw DecodeError(
+                .badFieldType,
+                "unknown field type \(Self.describe(typeLetter: letter))"
+            )
         }
     }
 
     mutating func array() throws(DecodeError) -> [FieldValue] {
         var values: [FieldValue] = []
-        try nested("field array") { (inner: inout FieldReader) throws(DecodeError) in values.append(try inner.fieldValue()) }
+        try nested("field array") { (inner: inout FieldReader) throws(DecodeError) in
+            values.append(try inner.fieldValue())
+        }
         return values
     }
 
@@ -350,7 +375,10 @@ package struct FieldReader {
             }
             return .byteArray(try rawBytes(count, "byte array"))
         default:
-            throw DecodeError(.badFieldType, "unknown field type \(letter < 0x80 && letter >= 0x20 ? "'\(Character(Unicode.Scalar(letter)))'" : "0x\(String(letter, radix: 16))")")
+            throw DecodeError(
+                .badFieldType,
+                "unknown field type \(Self.describe(typeLetter: letter))"
+            )
         }
     }
 }

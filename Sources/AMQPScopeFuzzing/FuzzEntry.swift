@@ -5,16 +5,19 @@ import AMQPScope
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 package enum FuzzEntry {
-    package static let targets = ["FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile"]
+    package static let targets = [
+        "FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile",
+    ]
 
     /// Runs one input through the named target.
     package static func run(_ target: String, _ bytes: UnsafeRawBufferPointer) {
@@ -35,7 +38,8 @@ package enum FuzzEntry {
         for link in linkTypes {
             if case .tcp(let segment) = PacketDecoder.decode(bytes, linkType: link) {
                 // The payload the decoder points at must lie inside the packet.
-                precondition(segment.payloadOffset >= 0 && segment.payloadOffset + segment.capturedPayloadLength <= bytes.count)
+                precondition(
+                    segment.payloadOffset >= 0 && segment.payloadOffset + segment.capturedPayloadLength <= bytes.count)
                 precondition(segment.capturedPayloadLength <= segment.payloadLength)
             }
         }
@@ -75,10 +79,12 @@ package enum FuzzEntry {
             let segment = TCPSegment(
                 source: fromClient ? client : server, destination: fromClient ? server : client,
                 sequence: sequences[connection], acknowledgment: UInt32(input[i + 6]), flags: flags, window: 512,
-                payloadOffset: i + 8, capturedPayloadLength: length, payloadLength: length + (control & 0x20 != 0 ? 7 : 0))
+                payloadOffset: i + 8, capturedPayloadLength: length,
+                payloadLength: length + (control & 0x20 != 0 ? 7 : 0))
             number += 1
-            let header = PacketHeader(number: number, timestamp: Timestamp(nanoseconds: Int64(number) * 1_000_000),
-                                      capturedLength: count, originalLength: count)
+            let header = PacketHeader(
+                number: number, timestamp: Timestamp(nanoseconds: Int64(number) * 1_000_000),
+                capturedLength: count, originalLength: count)
             reassembler.process(segment, header: header, bytes: input, into: &sink)
             precondition(reassembler.bufferedBytes <= configuration.maximumBufferedBytesTotal, "buffer cap exceeded")
             precondition(reassembler.trackedConnections <= configuration.maximumConnections, "connection cap exceeded")
@@ -106,15 +112,22 @@ package enum FuzzEntry {
             var sink = CountEvents()
             if header {
                 let amqp: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1]
-                amqp.withUnsafeBytes { decoder.data($0, direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink) }
+                amqp.withUnsafeBytes {
+                    decoder.data(
+                        $0, direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink)
+                }
             }
             var at = 0
             var direction = Direction.clientToServer
             while at < body.count {
                 let n = min(chunk, body.count - at)
-                decoder.data(UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction: direction, time: Timestamp(nanoseconds: Int64(at)), packetNumber: at, into: &sink)
+                decoder.data(
+                    UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction: direction,
+                    time: Timestamp(nanoseconds: Int64(at)), packetNumber: at, into: &sink)
                 if body[at] == 0xff {
-                    decoder.gap(UInt64(body[min(at + 1, body.count - 1)]), direction: direction, time: Timestamp(nanoseconds: 0), packetNumber: at, into: &sink)
+                    decoder.gap(
+                        UInt64(body[min(at + 1, body.count - 1)]), direction: direction,
+                        time: Timestamp(nanoseconds: 0), packetNumber: at, into: &sink)
                 }
                 if body[at] & 0x40 != 0 { direction = direction.reversed }
                 at += n
@@ -137,10 +150,13 @@ package enum FuzzEntry {
         var reader = FieldReader(input)
         _ = try? reader.table()
         let size = withUnsafeBytes(of: UInt32(truncatingIfNeeded: count + 4).bigEndian) { Array($0) }
-        let stream: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1, 1, 0, 0] + size + [0, 10, 0, 11] + Array(input) + [0xCE]
+        let stream: [UInt8] =
+            [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1, 1, 0, 0] + size + [0, 10, 0, 11] + Array(input) + [0xCE]
         var sink = CountEvents()
         var decoder = ConnectionDecoder(fromStart: true, onAMQPPort: true)
-        stream.withUnsafeBytes { decoder.data($0, direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink) }
+        stream.withUnsafeBytes {
+            decoder.data($0, direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink)
+        }
     }
 
     /// A whole pcap file through the analysis in process: capture, layers, reassembly, codec, stories and reports.

@@ -10,13 +10,18 @@ package enum Layer: String, Hashable, Sendable {
 package struct Malformed: Hashable, Sendable, CustomStringConvertible {
     package var layer: Layer
     package var reason: String
-    package init(_ layer: Layer, _ reason: String) { self.layer = layer; self.reason = reason }
+    package init(_ layer: Layer, _ reason: String) {
+        self.layer = layer
+        self.reason = reason
+    }
     package var description: String { "\(layer.rawValue): \(reason)" }
 }
 
 /// The TCP header's flags.
 public struct TCPFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    /// The underlying value.
     public var rawValue: UInt16
+    /// A value from its raw value.
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// FIN: no more data from the sender.
     public static let fin = TCPFlags(rawValue: 0x001)
@@ -37,6 +42,7 @@ public struct TCPFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// NS: ECN nonce.
     public static let ns = TCPFlags(rawValue: 0x100)
 
+    /// As reports print it.
     public var description: String {
         var parts: [String] = []
         if contains(.syn) { parts.append("SYN") }
@@ -82,8 +88,11 @@ package struct TCPSegment: Hashable, Sendable {
 
     package var payloadRange: Range<Int> { payloadOffset..<(payloadOffset + capturedPayloadLength) }
 
-    package init(source: Endpoint, destination: Endpoint, sequence: UInt32, acknowledgment: UInt32, flags: TCPFlags, window: UInt16,
-                options: TCPOptions = TCPOptions(), payloadOffset: Int, capturedPayloadLength: Int, payloadLength: Int) {
+    package init(
+        source: Endpoint, destination: Endpoint, sequence: UInt32, acknowledgment: UInt32, flags: TCPFlags,
+        window: UInt16,
+        options: TCPOptions = TCPOptions(), payloadOffset: Int, capturedPayloadLength: Int, payloadLength: Int
+    ) {
         self.source = source
         self.destination = destination
         self.sequence = sequence
@@ -111,9 +120,9 @@ package enum DecodedPacket: Hashable, Sendable {
 package enum PacketDecoder {
     static let etherTypeIPv4: UInt16 = 0x0800
     static let etherTypeIPv6: UInt16 = 0x86DD
-    static let etherTypeVLAN: UInt16 = 0x8100    // IEEE 802.1Q
-    static let etherTypeQinQ: UInt16 = 0x88A8    // IEEE 802.1ad
-    static let etherTypeQinQOld: UInt16 = 0x9100 // pre-standard stacked tag
+    static let etherTypeVLAN: UInt16 = 0x8100  // IEEE 802.1Q
+    static let etherTypeQinQ: UInt16 = 0x88A8  // IEEE 802.1ad
+    static let etherTypeQinQOld: UInt16 = 0x9100  // pre-standard stacked tag
     /// Stacked VLAN tags read before giving up (802.1ad uses two; more is hostile or broken).
     static let maximumVLANTags = 8
     /// IPv6 extension headers followed before giving up.
@@ -126,17 +135,23 @@ package enum PacketDecoder {
         case .ethernet: return ethernet(b)
         case .linuxSLL:
             // 16-byte header; the protocol (an EtherType) is the last field.
-            guard b.count >= 16 else { return .malformed(Malformed(.link, "Linux cooked header shorter than 16 bytes")) }
+            guard b.count >= 16 else {
+                return .malformed(Malformed(.link, "Linux cooked header shorter than 16 bytes"))
+            }
             return network(b, etherType: b.integer(at: 14, as: UInt16.self), at: 16)
         case .linuxSLL2:
             // 20-byte header; the protocol (an EtherType) is the first field.
-            guard b.count >= 20 else { return .malformed(Malformed(.link, "Linux cooked v2 header shorter than 20 bytes")) }
+            guard b.count >= 20 else {
+                return .malformed(Malformed(.link, "Linux cooked v2 header shorter than 20 bytes"))
+            }
             return network(b, etherType: b.integer(at: 0, as: UInt16.self), at: 20)
         case .null, .loop:
             guard b.count >= 4 else { return .malformed(Malformed(.link, "loopback header shorter than 4 bytes")) }
             // The address family is a 32-bit value in the capturing host's byte order (NULL) or in network byte
             // order (LOOP); files exist with either, so accept both orders.
-            let family = loopbackFamily(b.integer(at: 0, as: UInt32.self)) ?? loopbackFamily(b.littleEndianInteger(at: 0, as: UInt32.self))
+            let family =
+                loopbackFamily(b.integer(at: 0, as: UInt32.self))
+                ?? loopbackFamily(b.littleEndianInteger(at: 0, as: UInt32.self))
             switch family {
             case 4?: return ipv4(b, at: 4)
             case 6?: return ipv6(b, at: 4)
@@ -213,8 +228,10 @@ package enum PacketDecoder {
         guard b[start] >> 4 == 6 else { return .malformed(Malformed(.ipv6, "IP version is not 6")) }
         let payloadLength = Int(b.integer(at: start + 4, as: UInt16.self))
         var next = b[start + 6]
-        let source = IPAddress(ipv6High: b.integer(at: start + 8, as: UInt64.self), low: b.integer(at: start + 16, as: UInt64.self))
-        let destination = IPAddress(ipv6High: b.integer(at: start + 24, as: UInt64.self), low: b.integer(at: start + 32, as: UInt64.self))
+        let source = IPAddress(
+            ipv6High: b.integer(at: start + 8, as: UInt64.self), low: b.integer(at: start + 16, as: UInt64.self))
+        let destination = IPAddress(
+            ipv6High: b.integer(at: start + 24, as: UInt64.self), low: b.integer(at: start + 32, as: UInt64.self))
         // A zero payload length means a jumbogram (RFC 2675): trust the captured length then.
         let wireEnd = payloadLength == 0 ? Int.max : start + 40 + payloadLength
         var offset = start + 40
@@ -223,32 +240,38 @@ package enum PacketDecoder {
             switch next {
             case 6:
                 return tcp(b, at: offset, wireEnd: wireEnd, source: source, destination: destination)
-            case 0, 43, 60, 135, 139, 140: // hop-by-hop, routing, destination options, mobility, HIP, shim6
+            case 0, 43, 60, 135, 139, 140:  // hop-by-hop, routing, destination options, mobility, HIP, shim6
                 guard b.count >= offset + 2 else { return .malformed(Malformed(.ipv6, "extension header cut short")) }
                 next = b[offset]
                 offset += (Int(b[offset + 1]) + 1) * 8
-            case 44: // fragment
+            case 44:  // fragment
                 guard b.count >= offset + 8 else { return .malformed(Malformed(.ipv6, "fragment header cut short")) }
                 let fragment = b.integer(at: offset + 2, as: UInt16.self)
-                if fragment & 0xfff9 != 0 { return .fragment(.ipv6) } // offset or more-fragments set
+                if fragment & 0xfff9 != 0 { return .fragment(.ipv6) }  // offset or more-fragments set
                 next = b[offset]
                 offset += 8
-            case 51: // authentication header: length in 4-octet units, minus 2
-                guard b.count >= offset + 2 else { return .malformed(Malformed(.ipv6, "authentication header cut short")) }
+            case 51:  // authentication header: length in 4-octet units, minus 2
+                guard b.count >= offset + 2 else {
+                    return .malformed(Malformed(.ipv6, "authentication header cut short"))
+                }
                 next = b[offset]
                 offset += (Int(b[offset + 1]) + 2) * 4
             default:
-                return .other // ESP (its payload is encrypted), no-next-header, UDP, ICMPv6, ...
+                return .other  // ESP (its payload is encrypted), no-next-header, UDP, ICMPv6, ...
             }
             headers += 1
             guard headers <= maximumIPv6ExtensionHeaders else {
                 return .malformed(Malformed(.ipv6, "more than 16 extension headers"))
             }
-            guard offset <= wireEnd else { return .malformed(Malformed(.ipv6, "extension headers run past the payload length")) }
+            guard offset <= wireEnd else {
+                return .malformed(Malformed(.ipv6, "extension headers run past the payload length"))
+            }
         }
     }
 
-    static func tcp(_ b: UnsafeRawBufferPointer, at start: Int, wireEnd: Int, source: IPAddress, destination: IPAddress) -> DecodedPacket {
+    static func tcp(_ b: UnsafeRawBufferPointer, at start: Int, wireEnd: Int, source: IPAddress, destination: IPAddress)
+        -> DecodedPacket
+    {
         guard b.count >= start + 20 else { return .malformed(Malformed(.tcp, "TCP header shorter than 20 bytes")) }
         guard wireEnd == Int.max || wireEnd >= start + 20 else {
             return .malformed(Malformed(.tcp, "IP length leaves no room for the TCP header"))
@@ -282,11 +305,20 @@ package enum PacketDecoder {
         var i = start
         while i < end {
             let kind = b[i]
-            if kind == 0 { break }           // end of option list
-            if kind == 1 { i += 1; continue } // no-operation
-            guard i + 1 < end else { options.malformed = true; break }
+            if kind == 0 { break }  // end of option list
+            if kind == 1 {
+                i += 1
+                continue
+            }  // no-operation
+            guard i + 1 < end else {
+                options.malformed = true
+                break
+            }
             let length = Int(b[i + 1])
-            guard length >= 2, i + length <= end else { options.malformed = true; break }
+            guard length >= 2, i + length <= end else {
+                options.malformed = true
+                break
+            }
             switch (kind, length) {
             case (2, 4): options.maximumSegmentSize = b.integer(at: i + 2, as: UInt16.self)
             case (3, 3): options.windowScale = b[i + 2]

@@ -10,6 +10,7 @@ public struct Timestamp: Hashable, Comparable, Sendable {
     /// A time from seconds and nanoseconds since the epoch.
     public init(seconds: Int64, nanoseconds: Int64) { self.nanoseconds = seconds &* 1_000_000_000 &+ nanoseconds }
 
+    /// Orders by value.
     public static func < (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds < b.nanoseconds }
 
     /// Seconds since the epoch.
@@ -42,10 +43,23 @@ extension Timestamp {
                 }
                 i += width
             }
-            func put(_ byte: UInt8) { buffer[i] = byte; i += 1 }
-            put(y, 4); put(UInt8(ascii: "-")); put(m, 2); put(UInt8(ascii: "-")); put(d, 2); put(separator)
-            put(secondOfDay / 3600, 2); put(UInt8(ascii: ":")); put(secondOfDay / 60 % 60, 2); put(UInt8(ascii: ":"))
-            put(secondOfDay % 60, 2); put(UInt8(ascii: ".")); put(micros, 6)
+            func put(_ byte: UInt8) {
+                buffer[i] = byte
+                i += 1
+            }
+            put(y, 4)
+            put(UInt8(ascii: "-"))
+            put(m, 2)
+            put(UInt8(ascii: "-"))
+            put(d, 2)
+            put(separator)
+            put(secondOfDay / 3600, 2)
+            put(UInt8(ascii: ":"))
+            put(secondOfDay / 60 % 60, 2)
+            put(UInt8(ascii: ":"))
+            put(secondOfDay % 60, 2)
+            put(UInt8(ascii: "."))
+            put(micros, 6)
             if zulu { put(UInt8(ascii: "Z")) }
             return i
         }
@@ -147,7 +161,9 @@ extension PerDirection: Sendable where Value: Sendable {}
 /// A link-layer header type, as libpcap reports it (DLT_ values, which equal LINKTYPE_ values for the types below
 /// except raw IP, whose DLT value differs between systems).
 public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The underlying value.
     public var rawValue: Int32
+    /// A value from its raw value.
     public init(rawValue: Int32) { self.rawValue = rawValue }
 
     /// BSD loopback, family in host byte order.
@@ -194,6 +210,7 @@ public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConver
         }
     }
 
+    /// As reports print it.
     public var description: String { name }
 }
 
@@ -230,15 +247,25 @@ public struct IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible
     public var isIPv6: Bool
 
     /// An IPv4 address.
-    public init(ipv4: UInt32) { high = 0; low = UInt64(ipv4); isIPv6 = false }
+    public init(ipv4: UInt32) {
+        high = 0
+        low = UInt64(ipv4)
+        isIPv6 = false
+    }
     /// An IPv6 address from its two halves.
-    public init(ipv6High: UInt64, low: UInt64) { high = ipv6High; self.low = low; isIPv6 = true }
+    public init(ipv6High: UInt64, low: UInt64) {
+        high = ipv6High
+        self.low = low
+        isIPv6 = true
+    }
 
+    /// Orders by value.
     public static func < (a: IPAddress, b: IPAddress) -> Bool {
         if a.isIPv6 != b.isIPv6 { return !a.isIPv6 }
         return (a.high, a.low) < (b.high, b.low)
     }
 
+    /// As reports print it.
     public var description: String {
         if !isIPv6 {
             let v = UInt32(truncatingIfNeeded: low)
@@ -250,12 +277,17 @@ public struct IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible
             groups[i] = UInt16(truncatingIfNeeded: high >> (48 - 16 * UInt64(i)))
             groups[i + 4] = UInt16(truncatingIfNeeded: low >> (48 - 16 * UInt64(i)))
         }
-        var bestStart = -1, bestLength = 0, runStart = -1
+        var bestStart = -1
+        var bestLength = 0
+        var runStart = -1
         for i in 0...8 {
             if i < 8 && groups[i] == 0 {
                 if runStart < 0 { runStart = i }
             } else if runStart >= 0 {
-                if i - runStart > bestLength { bestStart = runStart; bestLength = i - runStart }
+                if i - runStart > bestLength {
+                    bestStart = runStart
+                    bestLength = i - runStart
+                }
                 runStart = -1
             }
         }
@@ -284,8 +316,12 @@ public struct Endpoint: Hashable, Comparable, Sendable, CustomStringConvertible 
     public var port: UInt16
 
     /// An address and port.
-    public init(address: IPAddress, port: UInt16) { self.address = address; self.port = port }
+    public init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
 
+    /// Orders by value.
     public static func < (a: Endpoint, b: Endpoint) -> Bool { (a.address, a.port) < (b.address, b.port) }
 
     /// "address:port", with IPv6 addresses in brackets.

@@ -4,24 +4,28 @@ import AMQPScopePackets
 
 /// A connection's stable id: 1, 2, 3, ... in order of first packet.
 public struct ConnectionID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The underlying value.
     public var rawValue: Int
+    /// A value from its raw value.
     public init(rawValue: Int) { self.rawValue = rawValue }
+    /// Orders by value.
     public static func < (a: ConnectionID, b: ConnectionID) -> Bool { a.rawValue < b.rawValue }
+    /// As reports print it.
     public var description: String { "#\(rawValue)" }
 }
 
 /// How amqpscope decided which end is the client.
 public enum RoleEvidence: String, Hashable, Sendable {
-    case syn = "SYN"                 // the SYN's sender
-    case synAck = "SYN-ACK"          // the SYN-ACK's receiver (the SYN itself was not captured)
+    case syn = "SYN"  // the SYN's sender
+    case synAck = "SYN-ACK"  // the SYN-ACK's receiver (the SYN itself was not captured)
     case serverPort = "server port"  // mid-stream: the end on a known AMQP port is the server
-    case lowerPort = "lower port"    // mid-stream, no known port: the lower port is the server
+    case lowerPort = "lower port"  // mid-stream, no known port: the lower port is the server
 }
 
 /// Whether the capture saw the connection open.
 public enum Opening: String, Hashable, Sendable {
-    case handshake   // SYN seen
-    case midstream   // picked up after the handshake
+    case handshake  // SYN seen
+    case midstream  // picked up after the handshake
 }
 
 /// A TCP endpoint's state as far as the capture shows it (the names of RFC 9293's states).
@@ -29,11 +33,11 @@ public enum TCPState: String, Hashable, Sendable {
     case synSent = "SYN_SENT"
     case synReceived = "SYN_RECEIVED"
     case established = "ESTABLISHED"
-    case finWait = "FIN_WAIT"        // sent its FIN; the peer has not
-    case closeWait = "CLOSE_WAIT"    // got the peer's FIN; has not sent its own
-    case lastAck = "LAST_ACK"        // got the peer's FIN, then sent its own
-    case timeWait = "TIME_WAIT"      // sent its FIN, then got the peer's
-    case closed = "CLOSED"           // sent or got an RST
+    case finWait = "FIN_WAIT"  // sent its FIN; the peer has not
+    case closeWait = "CLOSE_WAIT"  // got the peer's FIN; has not sent its own
+    case lastAck = "LAST_ACK"  // got the peer's FIN, then sent its own
+    case timeWait = "TIME_WAIT"  // sent its FIN, then got the peer's
+    case closed = "CLOSED"  // sent or got an RST
 }
 
 /// A connection's identity: its id, its two ends, and how the client was told from the server.
@@ -81,9 +85,9 @@ public struct PacketInfo: Hashable, Sendable {
 
 /// Why bytes of a stream are missing.
 public enum GapReason: String, Hashable, Sendable {
-    case lost = "never captured"                 // the segment never showed up
-    case notCaptured = "cut by snap length"      // the packet was captured shorter than it was
-    case bufferLimit = "buffer limit reached"    // out-of-order bytes hit a memory cap and the hole was skipped
+    case lost = "never captured"  // the segment never showed up
+    case notCaptured = "cut by snap length"  // the packet was captured shorter than it was
+    case bufferLimit = "buffer limit reached"  // out-of-order bytes hit a memory cap and the hole was skipped
 }
 
 /// What an RST meant to the side it reached.

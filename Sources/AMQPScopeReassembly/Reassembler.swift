@@ -17,13 +17,14 @@ public struct ReassemblyConfiguration: Hashable, Sendable {
     /// Connections tracked at once; past it the least recently active one is ended.
     public var maximumConnections = 100_000
 
+    /// The defaults.
     public init() {}
 }
 
 struct Chunk {
     var offset: UInt64
-    var bytes: [UInt8]   // the captured prefix
-    var missing: Int     // bytes after the prefix that were on the wire but not captured
+    var bytes: [UInt8]  // the captured prefix
+    var missing: Int  // bytes after the prefix that were on the wire but not captured
     var end: UInt64 { offset + UInt64(bytes.count + missing) }
 }
 
@@ -40,7 +41,7 @@ struct ChunkQueue {
     mutating func popFirst() -> Chunk? {
         guard !isEmpty else { return nil }
         let chunk = storage[head]
-        storage[head].bytes = [] // release its bytes now
+        storage[head].bytes = []  // release its bytes now
         head += 1
         if head == storage.count {
             storage.removeAll(keepingCapacity: true)
@@ -54,7 +55,8 @@ struct ChunkQueue {
 
     /// The chunks overlapping [start, end). Chunks are disjoint and sorted, so their ends are sorted too.
     func overlapping(_ start: UInt64, _ end: UInt64) -> ArraySlice<Chunk> {
-        var low = head, high = storage.count
+        var low = head
+        var high = storage.count
         while low < high {
             let mid = (low + high) / 2
             if storage[mid].end <= start { low = mid + 1 } else { high = mid }
@@ -74,11 +76,11 @@ struct ChunkQueue {
 
 struct HalfConnection {
     var started = false
-    var base: UInt32 = 0          // sequence number of stream offset 0
-    var nextOffset: UInt64 = 0    // next in-order stream offset expected
+    var base: UInt32 = 0  // sequence number of stream offset 0
+    var nextOffset: UInt64 = 0  // next in-order stream offset expected
     var sentSYN = false
     var synSequence: UInt32 = 0
-    var finRank = 0               // 0: no FIN; else 1 for the connection's first FIN, 2 for the second
+    var finRank = 0  // 0: no FIN; else 1 for the connection's first FIN, 2 for the second
     var finOffset: UInt64 = 0
     var sentRST = false
     var windowScale: UInt8?
@@ -133,7 +135,13 @@ struct FlowKey: Hashable {
     var a: Endpoint
     var b: Endpoint
     init(_ x: Endpoint, _ y: Endpoint) {
-        if x < y { a = x; b = y } else { a = y; b = x }
+        if x < y {
+            a = x
+            b = y
+        } else {
+            a = y
+            b = x
+        }
     }
 }
 
@@ -180,7 +188,8 @@ package struct Reassembler {
             // A new SYN on a 4-tuple that is closed, or with another initial sequence number, starts a new connection.
             if isBareSYN, let connection = connections[slot] {
                 let clientHalf = connection.halves.clientToServer
-                let sameSYN = clientHalf.sentSYN && clientHalf.synSequence == segment.sequence
+                let sameSYN =
+                    clientHalf.sentSYN && clientHalf.synSequence == segment.sequence
                     && connection.info.client == segment.source
                 // (A client's SYN starts its half, so `started` covers a SYN seen before.)
                 if !sameSYN && (connection.isClosed || connection.info.client != segment.source || clientHalf.started) {
@@ -237,7 +246,9 @@ package struct Reassembler {
     private mutating func open<S: StreamSink>(_ segment: TCPSegment, header: PacketHeader, into sink: inout S) -> Int {
         if index.count >= configuration.maximumConnections { evictLeastRecent(header: header, into: &sink) }
         let flags = segment.flags
-        let client: Endpoint, server: Endpoint, evidence: RoleEvidence
+        let client: Endpoint
+        let server: Endpoint
+        let evidence: RoleEvidence
         if flags.contains(.syn) && !flags.contains(.ack) {
             (client, server, evidence) = (segment.source, segment.destination, .syn)
         } else if flags.contains(.syn) {
@@ -246,10 +257,13 @@ package struct Reassembler {
             let sourceKnown = configuration.serverPorts.contains(segment.source.port)
             let destinationKnown = configuration.serverPorts.contains(segment.destination.port)
             if sourceKnown != destinationKnown {
-                (client, server, evidence) = sourceKnown
-                    ? (segment.destination, segment.source, .serverPort) : (segment.source, segment.destination, .serverPort)
+                (client, server, evidence) =
+                    sourceKnown
+                    ? (segment.destination, segment.source, .serverPort)
+                    : (segment.source, segment.destination, .serverPort)
             } else if segment.source.port < segment.destination.port
-                        || (segment.source.port == segment.destination.port && segment.source < segment.destination) {
+                || (segment.source.port == segment.destination.port && segment.source < segment.destination)
+            {
                 (client, server, evidence) = (segment.destination, segment.source, .lowerPort)
             } else {
                 (client, server, evidence) = (segment.source, segment.destination, .lowerPort)
@@ -269,8 +283,10 @@ package struct Reassembler {
             connections.append(connection)
         }
         index[FlowKey(client, server)] = slot
-        sink.consume(StreamEvent(connection: info.id, direction: .clientToServer, time: header.timestamp,
-                                 packetNumber: header.number, offset: 0, kind: .opened(info)))
+        sink.consume(
+            StreamEvent(
+                connection: info.id, direction: .clientToServer, time: header.timestamp,
+                packetNumber: header.number, offset: 0, kind: .opened(info)))
         return slot
     }
 
@@ -290,18 +306,23 @@ package struct Reassembler {
         }
     }
 
-    private mutating func end<S: StreamSink>(slot: Int, reason: EndReason, time: Timestamp, packetNumber: Int, into sink: inout S) {
+    private mutating func end<S: StreamSink>(
+        slot: Int, reason: EndReason, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
         guard var connection = connections[slot] else { return }
         let id = connection.info.id
         for direction in Direction.allCases {
             while !connection.halves[direction].chunks.isEmpty {
-                connection.skipHole(direction, reason: .lost, time: time, packetNumber: packetNumber,
-                                    totalBuffered: &totalBuffered, into: &sink)
+                connection.skipHole(
+                    direction, reason: .lost, time: time, packetNumber: packetNumber,
+                    totalBuffered: &totalBuffered, into: &sink)
             }
         }
         // A connection TCP already closed ended the way it closed; otherwise, for the reason given.
-        sink.consume(StreamEvent(connection: id, direction: .clientToServer, time: time, packetNumber: packetNumber,
-                                 offset: 0, kind: .ended(connection.endReason ?? reason)))
+        sink.consume(
+            StreamEvent(
+                connection: id, direction: .clientToServer, time: time, packetNumber: packetNumber,
+                offset: 0, kind: .ended(connection.endReason ?? reason)))
         index[FlowKey(connection.info.client, connection.info.server)] = nil
         connections[slot] = nil
         freeSlots.append(slot)
@@ -320,7 +341,8 @@ package struct Reassembler {
         _ segment: TCPSegment, header: PacketHeader, bytes: UnsafeRawBufferPointer, slot: Int, into sink: inout S
     ) {
         // Optional chaining changes the connection in place: nothing is copied or moved per packet.
-        let grown = connections[slot]?.handle(segment, header: header, bytes: bytes, totalBuffered: &totalBuffered, into: &sink)
+        let grown = connections[slot]?.handle(
+            segment, header: header, bytes: bytes, totalBuffered: &totalBuffered, into: &sink)
         guard let direction = grown ?? nil, var connection = connections[slot].take() else { return }
         enforceLimits(&connection, direction, time: header.timestamp, packetNumber: header.number, into: &sink)
         connections[slot] = connection
@@ -330,8 +352,12 @@ package struct Reassembler {
         _ connection: inout Connection, _ direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
         while connection.halves[direction].bufferedBytes > configuration.maximumBufferedBytesPerDirection
-                || (totalBuffered > configuration.maximumBufferedBytesTotal && connection.halves[direction].bufferedBytes > 0) {
-            connection.skipHole(direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
+            || (totalBuffered > configuration.maximumBufferedBytesTotal
+                && connection.halves[direction].bufferedBytes > 0)
+        {
+            connection.skipHole(
+                direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered,
+                into: &sink)
         }
         // Still over the total (other connections hold it): skip their holes, largest first.
         while totalBuffered > configuration.maximumBufferedBytesTotal {
@@ -344,7 +370,9 @@ package struct Reassembler {
             }
             guard let largest, var other = connections[largest.slot] else { break }
             connections[largest.slot] = nil
-            other.skipHole(largest.direction, reason: .bufferLimit, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
+            other.skipHole(
+                largest.direction, reason: .bufferLimit, time: time, packetNumber: packetNumber,
+                totalBuffered: &totalBuffered, into: &sink)
             connections[largest.slot] = other
         }
     }
@@ -397,29 +425,40 @@ extension Connection {
         let start = halves[direction].started ? halves[direction].offset(of: dataSequence) : 0
         let nextOffset = Int64(halves[direction].nextOffset)
         if payloadLength <= 1 && start == nextOffset - 1 && !flags.contains(.syn) && !flags.contains(.fin)
-            && !flags.contains(.rst) {
+            && !flags.contains(.rst)
+        {
             info.isKeepalive = true
         } else if payloadLength > 0 {
             let end = start + Int64(payloadLength)
-            if end <= nextOffset { info.isRetransmission = true }
-            else if start < nextOffset { info.isPartialRetransmission = true }
-            else if start > nextOffset { info.isOutOfOrder = true }
+            if end <= nextOffset {
+                info.isRetransmission = true
+            } else if start < nextOffset {
+                info.isPartialRetransmission = true
+            } else if start > nextOffset {
+                info.isOutOfOrder = true
+            }
         }
 
         halves[direction].packetsSeen += 1
 
-        sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
-                                 offset: UInt64(max(0, start)), kind: .packet(info)))
+        sink.consume(
+            StreamEvent(
+                connection: id, direction: direction, time: time, packetNumber: header.number,
+                offset: UInt64(max(0, start)), kind: .packet(info)))
 
         // Payload.
         if payloadLength > 0 && !info.isKeepalive && !info.isRetransmission {
             if halves[direction].sentFIN && start >= Int64(halves[direction].finOffset) {
-                sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
-                                         offset: UInt64(max(0, start)), kind: .dataAfterFIN(length: payloadLength)))
+                sink.consume(
+                    StreamEvent(
+                        connection: id, direction: direction, time: time, packetNumber: header.number,
+                        offset: UInt64(max(0, start)), kind: .dataAfterFIN(length: payloadLength)))
             } else {
                 let payload = UnsafeRawBufferPointer(rebasing: bytes[segment.payloadRange])
-                if accept(direction, start: start, payload: payload, wireLength: payloadLength,
-                          time: time, packetNumber: header.number, totalBuffered: &totalBuffered, into: &sink) {
+                if accept(
+                    direction, start: start, payload: payload, wireLength: payloadLength,
+                    time: time, packetNumber: header.number, totalBuffered: &totalBuffered, into: &sink)
+                {
                     grown = direction
                 }
             }
@@ -430,8 +469,10 @@ extension Connection {
             let otherRank = halves[direction.reversed].finRank
             halves[direction].finRank = otherRank == 0 ? 1 : 2
             halves[direction].finOffset = UInt64(max(0, start + Int64(payloadLength)))
-            sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
-                                     offset: halves[direction].finOffset, kind: .fin))
+            sink.consume(
+                StreamEvent(
+                    connection: id, direction: direction, time: time, packetNumber: header.number,
+                    offset: halves[direction].finOffset, kind: .fin))
             if halves.clientToServer.sentFIN && halves.serverToClient.sentFIN && endReason == nil {
                 endReason = .finished
             }
@@ -439,10 +480,11 @@ extension Connection {
 
         // RST: who reset whom, and the state each side was in when it landed.
         if flags.contains(.rst) {
-            let expected = halves[direction] // what the receiver expects next from this sender
+            let expected = halves[direction]  // what the receiver expects next from this sender
             let distance = expected.started ? expected.offset(of: segment.sequence) - Int64(expected.expectedOffset) : 0
             // The receiver's window as it last advertised it; 65,535 when it has sent nothing yet.
-            let receiverWindow = halves[direction.reversed].packetsSeen > 0 ? halves[direction.reversed].lastWindow : 65_535
+            let receiverWindow =
+                halves[direction.reversed].packetsSeen > 0 ? halves[direction.reversed].lastWindow : 65_535
             let reset = ResetInfo(
                 exact: distance == 0,
                 inWindow: distance >= 0 && distance < Int64(max(receiverWindow, 1)),
@@ -451,8 +493,10 @@ extension Connection {
                 repeated: expected.sentRST)
             halves[direction].sentRST = true
             if endReason == nil { endReason = .reset }
-            sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: header.number,
-                                     offset: UInt64(max(0, Int64(expected.expectedOffset) + distance)), kind: .reset(reset)))
+            sink.consume(
+                StreamEvent(
+                    connection: id, direction: direction, time: time, packetNumber: header.number,
+                    offset: UInt64(max(0, Int64(expected.expectedOffset) + distance)), kind: .reset(reset)))
         }
         halves[direction].lastWindow = info.window
         return grown
@@ -472,22 +516,26 @@ extension Connection {
             let skip = Int(next - start)
             if skip < payload.count {
                 let fresh = UnsafeRawBufferPointer(rebasing: payload[skip...])
-                sink.consume(StreamEvent(connection: id, direction: direction, time: time, packetNumber: packetNumber,
-                                         offset: UInt64(next), kind: .data(fresh)))
+                sink.consume(
+                    StreamEvent(
+                        connection: id, direction: direction, time: time, packetNumber: packetNumber,
+                        offset: UInt64(next), kind: .data(fresh)))
             }
             let uncaptured = Int64(wireLength - payload.count)
             if uncaptured > 0 {
                 let gapStart = max(next, start + Int64(payload.count))
-                report(gap: UInt64(end - gapStart), at: UInt64(gapStart), reason: .notCaptured, direction,
-                       time: time, packetNumber: packetNumber, into: &sink)
+                report(
+                    gap: UInt64(end - gapStart), at: UInt64(gapStart), reason: .notCaptured, direction,
+                    time: time, packetNumber: packetNumber, into: &sink)
             }
             halves[direction].nextOffset = UInt64(end)
             drain(direction, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
             return false
         }
         // Ahead of a hole: keep the parts no earlier copy covers (first copy wins), compare the overlaps.
-        insert(direction, start: UInt64(start), payload: payload, wireLength: wireLength,
-               time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
+        insert(
+            direction, start: UInt64(start), payload: payload, wireLength: wireLength,
+            time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
         return true
     }
 
@@ -504,26 +552,33 @@ extension Connection {
             let lo = max(chunk.offset, start)
             let hi = min(chunk.offset + UInt64(chunk.bytes.count), capturedEnd)
             if lo < hi {
-                for position in lo..<hi where chunk.bytes[Int(position - chunk.offset)] != payload[Int(position - start)] {
+                for position in lo..<hi
+                where chunk.bytes[Int(position - chunk.offset)] != payload[Int(position - start)] {
                     conflicts += 1
                     break
                 }
             }
             var remaining: [(UInt64, UInt64)] = []
             for (a, b) in uncovered {
-                if chunk.end <= a || chunk.offset >= b { remaining.append((a, b)); continue }
+                if chunk.end <= a || chunk.offset >= b {
+                    remaining.append((a, b))
+                    continue
+                }
                 if a < chunk.offset { remaining.append((a, chunk.offset)) }
                 if chunk.end < b { remaining.append((chunk.end, b)) }
             }
             uncovered = remaining
         }
         if conflicts > 0 {
-            sink.consume(StreamEvent(connection: info.id, direction: direction, time: time,
-                                     packetNumber: packetNumber, offset: start, kind: .overlapConflict(length: wireLength)))
+            sink.consume(
+                StreamEvent(
+                    connection: info.id, direction: direction, time: time,
+                    packetNumber: packetNumber, offset: start, kind: .overlapConflict(length: wireLength)))
         }
         for (a, b) in uncovered {
             let capturedHi = min(b, capturedEnd)
-            let bytes: [UInt8] = a < capturedHi
+            let bytes: [UInt8] =
+                a < capturedHi
                 ? Array(UnsafeRawBufferPointer(rebasing: payload[Int(a - start)..<Int(capturedHi - start)])) : []
             halves[direction].chunks.insert(Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count))
             halves[direction].bufferedBytes += bytes.count
@@ -544,15 +599,18 @@ extension Connection {
             let skip = Int(next - chunk.offset)
             if skip < chunk.bytes.count {
                 chunk.bytes.withUnsafeBytes { raw in
-                    sink.consume(StreamEvent(connection: info.id, direction: direction, time: time,
-                                             packetNumber: packetNumber, offset: next,
-                                             kind: .data(UnsafeRawBufferPointer(rebasing: raw[skip...]))))
+                    sink.consume(
+                        StreamEvent(
+                            connection: info.id, direction: direction, time: time,
+                            packetNumber: packetNumber, offset: next,
+                            kind: .data(UnsafeRawBufferPointer(rebasing: raw[skip...]))))
                 }
             }
             if chunk.missing > 0 {
                 let gapStart = max(next, chunk.offset + UInt64(chunk.bytes.count))
-                report(gap: chunk.end - gapStart, at: gapStart, reason: .notCaptured, direction,
-                       time: time, packetNumber: packetNumber, into: &sink)
+                report(
+                    gap: chunk.end - gapStart, at: gapStart, reason: .notCaptured, direction,
+                    time: time, packetNumber: packetNumber, into: &sink)
             }
             halves[direction].nextOffset = chunk.end
         }
@@ -566,8 +624,9 @@ extension Connection {
         guard let first = halves[direction].chunks.first else { return }
         let next = halves[direction].nextOffset
         if first.offset > next {
-            report(gap: first.offset - next, at: next, reason: reason, direction,
-                   time: time, packetNumber: packetNumber, into: &sink)
+            report(
+                gap: first.offset - next, at: next, reason: reason, direction,
+                time: time, packetNumber: packetNumber, into: &sink)
             halves[direction].nextOffset = first.offset
         }
         drain(direction, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
@@ -578,7 +637,9 @@ extension Connection {
         time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
         guard length > 0 else { return }
-        sink.consume(StreamEvent(connection: info.id, direction: direction, time: time,
-                                 packetNumber: packetNumber, offset: offset, kind: .gap(length: length, reason: reason)))
+        sink.consume(
+            StreamEvent(
+                connection: info.id, direction: direction, time: time,
+                packetNumber: packetNumber, offset: offset, kind: .gap(length: length, reason: reason)))
     }
 }

@@ -22,7 +22,10 @@ public struct CaptureResult: Sendable {
     public var unreadable: Bool
 
     /// A capture's results.
-    public init(path: String, linkType: LinkType?, counts: PacketCounts, records: [ConnectionRecord], error: String?, unreadable: Bool) {
+    public init(
+        path: String, linkType: LinkType?, counts: PacketCounts, records: [ConnectionRecord], error: String?,
+        unreadable: Bool
+    ) {
         self.path = path
         self.linkType = linkType
         self.counts = counts
@@ -50,6 +53,7 @@ public struct ReportOptions: Sendable {
     public var story = StoryOptions()
     /// ANSI colour for severities in the text report (the CLI sets it only for a terminal without NO_COLOR).
     public var colour = false
+    /// The defaults.
     public init() {}
 
     func includes(_ t: Timestamp) -> Bool { (from.map { t >= $0 } ?? true) && (to.map { t <= $0 } ?? true) }

@@ -40,7 +40,8 @@ package struct AnalyzeWriter {
     }
 
     package func fragmentSummary() -> FragmentSummary {
-        FragmentSummary(captureJSON: captures.last ?? .null, wroteConnection: wroteConnection, worstSeverity: worstSeverity)
+        FragmentSummary(
+            captureJSON: captures.last ?? .null, wroteConnection: wroteConnection, worstSeverity: worstSeverity)
     }
 
     /// Joins the fragments of files analysed in parallel, in capture order: `copyFragment(i)` copies the i-th file's
@@ -100,7 +101,10 @@ package struct AnalyzeWriter {
             }
             write("\n" + AnalyzeReport.storyText(story, options: options))
         case .json:
-            write((wroteConnection ? "," : "") + "\n    " + AnalyzeReport.connectionJSON(story, capture: capture, options: options).serialized(indent: true, level: 2))
+            write(
+                (wroteConnection ? "," : "") + "\n    "
+                    + AnalyzeReport.connectionJSON(story, capture: capture, options: options).serialized(
+                        indent: true, level: 2))
             wroteConnection = true
         }
     }
@@ -112,7 +116,10 @@ package struct AnalyzeWriter {
             var out = "\nsummary of \(Format.safe(result.path))\n"
             out += AnalyzeReport.summaryText(result, connections: connections, amqp: amqp, tally: tally)
             if tableOnly > 0 {
-                out += "  \(tableOnly) connection\(tableOnly == 1 ? "" : "s") with no AMQP \(tableOnly == 1 ? "is" : "are") in the table only (--verbose or --connection ID shows them)\n"
+                out +=
+                    "  \(tableOnly) connection\(tableOnly == 1 ? "" : "s") with no AMQP "
+                    + "\(tableOnly == 1 ? "is" : "are") in the table only (--verbose or --connection ID shows "
+                    + "them)\n"
             }
             if !rows.isEmpty {
                 out += "\n" + AnalyzeReport.connectionTable(rows)
@@ -128,7 +135,9 @@ package struct AnalyzeWriter {
     package mutating func finish() {
         guard format == .json, !fragment else { return }
         if !started { write("{\n  \"connections\": [") }
-        write((wroteConnection ? "\n  " : "") + "],\n  \"captures\": " + JSON.array(captures).serialized(indent: true, level: 1) + "\n}\n")
+        write(
+            (wroteConnection ? "\n  " : "") + "],\n  \"captures\": "
+                + JSON.array(captures).serialized(indent: true, level: 1) + "\n}\n")
     }
 }
 

@@ -34,7 +34,11 @@ package enum Describe {
         default:
             for argument in method.namedArguments {
                 guard let text = Self.argument(argument.value) else { continue }
-                if case .bit = argument.value { parts.append(argument.name) } else { parts.append("\(argument.name)=\(text)") }
+                if case .bit = argument.value {
+                    parts.append(argument.name)
+                } else {
+                    parts.append("\(argument.name)=\(text)")
+                }
             }
         }
         return parts.joined(separator: " ")
@@ -63,7 +67,9 @@ package enum Describe {
     package static func negotiated(_ n: Negotiated) -> String {
         var text = "heartbeat \(n.heartbeat == 0 ? "off (0)" : "\(n.heartbeat) s")"
         if n.inferred { text += " (inferred from the heartbeat cadence; no Tune in the capture)" }
-        if let proposed = n.serverProposed, proposed.heartbeat != n.heartbeat { text += " (server proposed \(proposed.heartbeat) s)" }
+        if let proposed = n.serverProposed, proposed.heartbeat != n.heartbeat {
+            text += " (server proposed \(proposed.heartbeat) s)"
+        }
         if let fm = n.frameMax { text += ", frame_max \(fm)" }
         if let cm = n.channelMax { text += ", channel_max \(cm)" }
         return text
@@ -74,7 +80,9 @@ package enum Describe {
         var out: [String] = []
         if let product = table.string("product") { out.append("product=\"\(Format.safe(product, limit: 60))\"") }
         if let version = table.string("version") { out.append("version=\"\(Format.safe(version, limit: 40))\"") }
-        if let name = table.string("connection_name") { out.append("connection_name=\"\(Format.safe(name, limit: 60))\"") }
+        if let name = table.string("connection_name") {
+            out.append("connection_name=\"\(Format.safe(name, limit: 60))\"")
+        }
         return out
     }
 
@@ -114,7 +122,8 @@ package enum Describe {
         case .timestamp(let t): return .int(Int64(bitPattern: t))
         case .table(let t): return json(t)
         case .void: return .null
-        case .byteArray(let bytes): return .string(bytes.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined())
+        case .byteArray(let bytes):
+            return .string(bytes.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined())
         }
     }
 

@@ -41,7 +41,10 @@ package enum Format {
         var out = ""
         var count = 0
         for scalar in text.unicodeScalars {
-            if count >= limit { out += "…"; break }
+            if count >= limit {
+                out += "…"
+                break
+            }
             switch scalar.value {
             case 0x20..<0x7f, 0xa0...: out.unicodeScalars.append(scalar)
             case 0x0a: out += "\\n"

@@ -25,7 +25,13 @@ package enum HTML {
 
 /// Maps capture time to x: linear, except quiet stretches, which are squeezed to a fixed width with a visible break.
 struct TimeScale {
-    struct Segment { var from: Int64; var to: Int64; var x: Double; var width: Double; var compressed: Bool }
+    struct Segment {
+        var from: Int64
+        var to: Int64
+        var x: Double
+        var width: Double
+        var compressed: Bool
+    }
     let start: Timestamp
     let segments: [Segment]
     static let breakWidth = 36.0
@@ -43,7 +49,8 @@ struct TimeScale {
         let linearWidth = max(width - Double(quiet.count) * Self.breakWidth, width * 0.3)
         let perNano = linearWidth / max(Double(total) - compressedTotal, 1)
         var segments: [Segment] = []
-        var cursor: Int64 = 0, cx = x
+        var cursor: Int64 = 0
+        var cx = x
         for (a, b) in quiet {
             if a > cursor {
                 let w = Double(a - cursor) * perNano
@@ -54,7 +61,8 @@ struct TimeScale {
             cx += Self.breakWidth
             cursor = b
         }
-        segments.append(Segment(from: cursor, to: total, x: cx, width: Double(total - cursor) * perNano, compressed: false))
+        segments.append(
+            Segment(from: cursor, to: total, x: cx, width: Double(total - cursor) * perNano, compressed: false))
         self.segments = segments
     }
 
@@ -72,7 +80,9 @@ struct TimeScale {
 /// The self-contained HTML incident-review report.
 public enum HTMLReport {
     /// The whole page for these captures; `version` is amqpscope's, for the header.
-    public static func render(_ results: [CaptureResult], options: ReportOptions = ReportOptions(), version: String) -> String {
+    public static func render(_ results: [CaptureResult], options: ReportOptions = ReportOptions(), version: String)
+        -> String
+    {
         let stories = results.map { AnalyzeReport.stories($0, options: options) }
         let all = stories.flatMap { $0 }
         let diagnoses = all.flatMap(\.diagnoses)
@@ -83,22 +93,29 @@ public enum HTMLReport {
             <meta name="viewport" content="width=device-width, initial-scale=1">
             <title>AMQP incident review</title>
             <style>\(css)</style></head><body>
-            <header><h1>AMQP incident review</h1><p class="meta">amqpscope \(HTML.escape(version)) · times in UTC</p></header>
+            <header><h1>AMQP incident review</h1><p class="meta">amqpscope \(HTML.escape(version)) · times in \
+            UTC</p></header>
 
             """
         // The summary.
-        out += "<section class=\"summary\"><h2>Summary</h2><table><thead><tr><th>capture</th><th>packets</th><th>from</th><th>to</th><th>connections</th><th>AMQP</th><th>read</th></tr></thead><tbody>"
+        out += "<section class=\"summary\"><h2>Summary</h2><table><thead><tr><th>capture</th><th>packets</th>"
+        out += "<th>from</th><th>to</th><th>connections</th><th>AMQP</th><th>read</th></tr></thead><tbody>"
         for r in results {
             let c = r.counts
             out += "<tr><td class=\"name\">\(HTML.escape(r.path))</td><td>\(c.packets)</td>"
-            out += "<td>\(c.firstTime.map { Format.time($0) } ?? "")</td><td>\(c.lastTime.map { Format.time($0) } ?? "")</td>"
+            let first = c.firstTime.map { Format.time($0) } ?? ""
+            let last = c.lastTime.map { Format.time($0) } ?? ""
+            out += "<td>\(first)</td><td>\(last)</td>"
             out += "<td>\(r.records.count)</td><td>\(r.records.filter(\.isAMQP).count)</td>"
-            out += "<td>\(r.error.map { "<span class=\"sev error\">stopped early</span> " + HTML.escape($0) } ?? "complete")</td></tr>"
+            let read = r.error.map { "<span class=\"sev error\">stopped early</span> " + HTML.escape($0) } ?? "complete"
+            out += "<td>\(read)</td></tr>"
         }
         out += "</tbody></table><p class=\"tally\">"
         for severity in [Diagnosis.Severity.error, .warning, .info] {
             let n = diagnoses.filter { $0.severity == severity }.count
-            out += "<span class=\"sev \(severity.rawValue)\">\(n) \(severity.rawValue)\(n == 1 ? "" : severity == .info ? "" : "s")</span> "
+            out +=
+                "<span class=\"sev \(severity.rawValue)\">\(n) "
+                + "\(severity.rawValue)\(n == 1 ? "" : severity == .info ? "" : "s")</span> "
         }
         out += "</p>"
         let flagged = all.filter { ($0.worstSeverity ?? .info) > .info }
@@ -106,7 +123,9 @@ public enum HTMLReport {
             out += "<ul class=\"index\">"
             for s in flagged {
                 out += "<li><a href=\"#\(anchor(s))\">connection \(s.record.info.id.rawValue)</a>: "
-                out += s.diagnoses.filter { $0.severity > .info }.map { "<span class=\"sev \($0.severity.rawValue)\">\($0.code)</span>" }.joined(separator: " ")
+                out += s.diagnoses.filter { $0.severity > .info }.map {
+                    "<span class=\"sev \($0.severity.rawValue)\">\($0.code)</span>"
+                }.joined(separator: " ")
                 out += "</li>"
             }
             out += "</ul>"
@@ -117,7 +136,9 @@ public enum HTMLReport {
         for (fileIndex, list) in stories.enumerated() {
             for story in list {
                 let healthy = (story.worstSeverity ?? .info) == .info
-                out += connection(story, file: results.count > 1 ? results[fileIndex].path : nil, folded: fold && healthy, options: options)
+                out += connection(
+                    story, file: results.count > 1 ? results[fileIndex].path : nil, folded: fold && healthy,
+                    options: options)
             }
         }
         out += "</body></html>\n"
@@ -133,19 +154,29 @@ public enum HTMLReport {
         let outline = StoryOutline(story)
         var head = "connection \(outline.id): \(HTML.escape(outline.client)) → \(HTML.escape(outline.server))"
         head += " <span class=\"proto\">\(HTML.escape(outline.protocolName))</span>"
-        if let worst = story.worstSeverity, worst > .info { head += " <span class=\"sev \(worst.rawValue)\">\(worst.rawValue)</span>" }
+        if let worst = story.worstSeverity, worst > .info {
+            head += " <span class=\"sev \(worst.rawValue)\">\(worst.rawValue)</span>"
+        }
         var out = "<section class=\"connection\" id=\"\(anchor(story))\">"
-        out += folded ? "<details><summary><h2>\(head) <span class=\"healthy\">healthy</span></h2></summary>" : "<h2>\(head)</h2>"
+        out +=
+            folded
+            ? "<details><summary><h2>\(head) <span class=\"healthy\">healthy</span></h2></summary>" : "<h2>\(head)</h2>"
         if let file { out += "<p class=\"meta\">\(HTML.escape(file))</p>" }
         // Diagnoses first.
         if outline.healthy { out += "<p class=\"ok\">No problems found.</p>" }
         out += "<ol class=\"diagnoses\">"
         for d in outline.diagnoses {
-            out += "<li class=\"\(d.severity.rawValue)\"><p><span class=\"sev \(d.severity.rawValue)\">\(d.severity.rawValue)</span> "
+            out +=
+                "<li class=\"\(d.severity.rawValue)\"><p><span class=\"sev "
+                + "\(d.severity.rawValue)\">\(d.severity.rawValue)</span> "
             out += "<code>\(d.code)</code> \(HTML.escape(d.summary, limit: 3000))</p>"
-            if !d.details.isEmpty { out += "<ul>" + d.details.map { "<li>\(HTML.escape($0, limit: 3000))</li>" }.joined() + "</ul>" }
+            if !d.details.isEmpty {
+                out += "<ul>" + d.details.map { "<li>\(HTML.escape($0, limit: 3000))</li>" }.joined() + "</ul>"
+            }
             if !d.evidence.isEmpty {
-                out += "<p class=\"evidence\">evidence: " + d.evidence.map { HTML.escape(Describe.evidence($0)) }.joined(separator: "; ") + "</p>"
+                out +=
+                    "<p class=\"evidence\">evidence: "
+                    + d.evidence.map { HTML.escape(Describe.evidence($0)) }.joined(separator: "; ") + "</p>"
             }
             for advice in d.advice { out += "<p class=\"advice\">\(HTML.escape(advice, limit: 3000))</p>" }
             out += "</li>"
@@ -157,16 +188,22 @@ public enum HTMLReport {
             out += "<dt>\(fact.label)</dt><dd>\(HTML.escape(fact.lines.joined(separator: " ")))</dd>"
         }
         out += "</dl>"
-        out += "<figure>" + TimelineSVG.render(story, options: options) + "<figcaption>" + legend + "</figcaption></figure>"
+        out +=
+            "<figure>" + TimelineSVG.render(story, options: options) + "<figcaption>" + legend
+            + "</figcaption></figure>"
         // Key moments as a table.
         let entries = outline.moments(options)
         if !entries.isEmpty {
-            out += "<details class=\"moments\"><summary>key moments (\(entries.count))</summary><table><thead><tr><th>time</th><th>+s</th>"
+            out +=
+                "<details class=\"moments\"><summary>key moments "
+                + "(\(entries.count))</summary><table><thead><tr><th>time</th><th>+s</th>"
             out += "<th>dir</th><th>packet</th><th>what</th></tr></thead><tbody>"
             for entry in entries.prefix(1000) {
                 let line = AnalyzeReport.entryLine(entry)
-                out += "<tr><td>\(Format.time(line.time).suffix(15))</td><td>\(Format.relative(line.time, from: story.record.firstTime))</td>"
-                out += "<td>\(line.arrow)</td><td>\(line.packet)</td><td>\(HTML.escape(line.text, limit: 400))</td></tr>"
+                let since = Format.relative(line.time, from: story.record.firstTime)
+                out += "<tr><td>\(Format.time(line.time).suffix(15))</td><td>\(since)</td>"
+                out +=
+                    "<td>\(line.arrow)</td><td>\(line.packet)</td><td>\(HTML.escape(line.text, limit: 400))</td></tr>"
             }
             out += "</tbody></table></details>"
         }
@@ -175,24 +212,35 @@ public enum HTMLReport {
     }
 
     static let legend = """
-        <span class="key"><svg width="10" height="12"><line x1="5" y1="0" x2="5" y2="12" class="hb"/></svg> heartbeat</span>
-        <span class="key"><svg width="12" height="12"><circle cx="6" cy="6" r="4" class="m-conn"/></svg> connection/channel method</span>
-        <span class="key"><svg width="12" height="12"><rect x="1" y="3" width="10" height="6" class="run"/></svg> routine traffic</span>
-        <span class="key"><svg width="12" height="12"><circle cx="6" cy="6" r="4" class="m-err"/></svg> error close</span>
+        <span class="key"><svg width="10" height="12"><line x1="5" y1="0" x2="5" y2="12" class="hb"/></svg> \
+        heartbeat</span>
+        <span class="key"><svg width="12" height="12"><circle cx="6" cy="6" r="4" class="m-conn"/></svg> \
+        connection/channel method</span>
+        <span class="key"><svg width="12" height="12"><rect x="1" y="3" width="10" height="6" class="run"/></svg> \
+        routine traffic</span>
+        <span class="key"><svg width="12" height="12"><circle cx="6" cy="6" r="4" class="m-err"/></svg> error \
+        close</span>
         <span class="key"><svg width="12" height="12"><path d="M2 10 L6 2 L10 10 Z" class="fin"/></svg> FIN</span>
         <span class="key"><svg width="12" height="12"><path d="M2 2 L10 10 M10 2 L2 10" class="rst"/></svg> RST</span>
-        <span class="key"><svg width="14" height="12"><rect x="0" y="2" width="14" height="8" class="idle"/></svg> silence</span>
-        <span class="key"><svg width="10" height="12"><line x1="5" y1="0" x2="5" y2="12" class="deadline"/></svg> heartbeat deadline</span>
+        <span class="key"><svg width="14" height="12"><rect x="0" y="2" width="14" height="8" class="idle"/></svg> \
+        silence</span>
+        <span class="key"><svg width="10" height="12"><line x1="5" y1="0" x2="5" y2="12" class="deadline"/></svg> \
+        heartbeat deadline</span>
         """
 
     static let css = """
-        body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1180px;padding:16px;color:#1d2330;background:#fff}
+        body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1180px;\
+        padding:16px;color:#1d2330;background:#fff}
         h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:0 0 8px;display:inline}
-        .meta{color:#667;margin:0 0 8px}section{border:1px solid #d8dce6;border-radius:6px;padding:12px 14px;margin:14px 0;overflow-wrap:anywhere}
-        table{border-collapse:collapse;width:100%;table-layout:fixed}td,th{border-bottom:1px solid #eceef3;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+        .meta{color:#667;margin:0 0 8px}section{border:1px solid #d8dce6;border-radius:6px;padding:12px 14px;\
+        margin:14px 0;overflow-wrap:anywhere}
+        table{border-collapse:collapse;width:100%;table-layout:fixed}td,th{border-bottom:1px solid #eceef3;\
+        padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
         th{background:#f5f6f9;font-weight:600}td.name{font-family:ui-monospace,monospace}
-        .sev{display:inline-block;border-radius:3px;padding:0 6px;font-size:12px;font-weight:600;text-transform:uppercase}
-        .sev.error{background:#c62828;color:#fff}.sev.warning{background:#f0a020;color:#221}.sev.info{background:#dfe6f3;color:#223}
+        .sev{display:inline-block;border-radius:3px;padding:0 6px;font-size:12px;font-weight:600;\
+        text-transform:uppercase}
+        .sev.error{background:#c62828;color:#fff}.sev.warning{background:#f0a020;color:#221}\
+        .sev.info{background:#dfe6f3;color:#223}
         .proto{color:#556;font-weight:400;font-size:13px}.healthy{color:#2e7d32;font-size:13px;font-weight:400}
         ol.diagnoses{padding-left:20px}ol.diagnoses>li{margin:6px 0}ol.diagnoses p{margin:2px 0}
         .evidence{color:#445;font-size:13px}.advice{color:#1b5e20;font-size:13px}.ok{color:#2e7d32}
@@ -200,10 +248,13 @@ public enum HTMLReport {
         figure{margin:8px 0}figcaption{font-size:12px;color:#556}.key{margin-right:12px;white-space:nowrap}
         svg.timeline{width:100%;height:auto;background:#fafbfd;border:1px solid #e4e7ee;border-radius:4px}
         .lane-bg{fill:#f0f2f7}.lane-label{font-size:11px;fill:#445}.axis{stroke:#99a}.tick{font-size:10px;fill:#556}
-        .hb{stroke:#5c7cfa;stroke-width:1}.run{fill:#9fb3e6;opacity:.7}.m-conn{fill:#2b6cb0}.m-chan{fill:#0f766e}.m-other{fill:#6b7280}
+        .hb{stroke:#5c7cfa;stroke-width:1}.run{fill:#9fb3e6;opacity:.7}.m-conn{fill:#2b6cb0}.m-chan{fill:#0f766e}\
+        .m-other{fill:#6b7280}
         .m-err{fill:#c62828}.m-block{fill:#f0a020}.fin{fill:#374151}.rst{stroke:#c62828;stroke-width:2.5;fill:none}
-        .idle{fill:#f0a020;opacity:.18}.deadline{stroke:#c62828;stroke-width:1.2;stroke-dasharray:4 3}.break{stroke:#99a;fill:none}
-        .errno{font-size:11px;fill:#c62828;font-weight:600}.deadline-label{font-size:10px;fill:#c62828}.gap{fill:#7c3aed;opacity:.5}
+        .idle{fill:#f0a020;opacity:.18}.deadline{stroke:#c62828;stroke-width:1.2;stroke-dasharray:4 3}\
+        .break{stroke:#99a;fill:none}
+        .errno{font-size:11px;fill:#c62828;font-weight:600}.deadline-label{font-size:10px;fill:#c62828}\
+        .gap{fill:#7c3aed;opacity:.5}
         details>summary{cursor:pointer}details>summary h2{display:inline}
         """
 }
@@ -218,28 +269,41 @@ enum TimelineSVG {
         let from = options.from.map { max($0, r.firstTime) } ?? r.firstTime
         let to = options.to.map { min($0, r.endTime ?? r.lastTime) } ?? (r.endTime ?? r.lastTime)
         func inside(_ t: Timestamp) -> Bool { t >= from && t <= to }
-        var times: [Timestamp] = r.timeline.map(\.time) + r.heartbeatTimes.clientToServer + r.heartbeatTimes.serverToClient + r.moments.map(\.time)
+        var times: [Timestamp] =
+            r.timeline.map(\.time) + r.heartbeatTimes.clientToServer + r.heartbeatTimes.serverToClient
+            + r.moments.map(\.time)
         times += r.timeline.compactMap { if case .run(let run) = $0 { return run.last } else { return nil } }
         times = times.filter(inside)
         let scale = TimeScale(start: from, end: to, events: times, x: left, width: width - left - right)
         let height = top + 2 * laneHeight + 34
-        var out = "<svg class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"timeline of connection \(r.info.id.rawValue)\">"
+        var out =
+            "<svg class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 \(Int(width)) "
+            + "\(Int(height))\" role=\"img\" aria-label=\"timeline of connection \(r.info.id.rawValue)\">"
         func laneY(_ d: Direction) -> Double { top + (d == .clientToServer ? 0 : laneHeight) }
         let f = format1
         for d in Direction.allCases {
             let y = laneY(d)
             out += "<g class=\"lane\" data-direction=\"\(AnalyzeReport.directionName(d))\">"
-            out += "<rect class=\"lane-bg\" x=\"\(f(left))\" y=\"\(f(y + 4))\" width=\"\(f(width - left - right))\" height=\"\(f(laneHeight - 8))\"/>"
-            out += "<text class=\"lane-label\" x=\"4\" y=\"\(f(y + laneHeight / 2 + 4))\">\(d == .clientToServer ? "client → server" : "server → client")</text>"
+            out +=
+                "<rect class=\"lane-bg\" x=\"\(f(left))\" y=\"\(f(y + 4))\" width=\"\(f(width - left - right))\" "
+                + "height=\"\(f(laneHeight - 8))\"/>"
+            let lane = d == .clientToServer ? "client → server" : "server → client"
+            out += "<text class=\"lane-label\" x=\"4\" y=\"\(f(y + laneHeight / 2 + 4))\">\(lane)</text>"
             // Silences.
             for gap in story.silences[d] where gap.to >= from && gap.from <= to {
-                let x1 = scale.x(max(gap.from, from)), x2 = scale.x(min(gap.to, to))
-                out += "<rect class=\"idle\" x=\"\(f(x1))\" y=\"\(f(y + 4))\" width=\"\(f(max(x2 - x1, 1)))\" height=\"\(f(laneHeight - 8))\"><title>silent for \(Format.duration(nanoseconds: gap.length))</title></rect>"
+                let x1 = scale.x(max(gap.from, from))
+                let x2 = scale.x(min(gap.to, to))
+                out +=
+                    "<rect class=\"idle\" x=\"\(f(x1))\" y=\"\(f(y + 4))\" width=\"\(f(max(x2 - x1, 1)))\" "
+                    + "height=\"\(f(laneHeight - 8))\"><title>silent for "
+                    + "\(Format.duration(nanoseconds: gap.length))</title></rect>"
             }
             // Heartbeat ticks.
             for t in r.heartbeatTimes[d] where inside(t) {
                 let x = scale.x(t)
-                out += "<line class=\"hb\" x1=\"\(f(x))\" y1=\"\(f(y + 8))\" x2=\"\(f(x))\" y2=\"\(f(y + laneHeight - 8))\"/>"
+                out +=
+                    "<line class=\"hb\" x1=\"\(f(x))\" y1=\"\(f(y + 8))\" x2=\"\(f(x))\" "
+                    + "y2=\"\(f(y + laneHeight - 8))\"/>"
             }
             out += "</g>"
         }
@@ -248,28 +312,52 @@ enum TimelineSVG {
         for entry in r.timeline where inside(entry.time) {
             switch entry {
             case .run(let run) where !run.isHeartbeat:
-                let x1 = scale.x(run.first), x2 = scale.x(min(run.last, to))
-                out += "<rect class=\"run\" x=\"\(f(x1))\" y=\"\(f(mid(run.direction) - 4))\" width=\"\(f(max(x2 - x1, 3)))\" height=\"8\"><title>\(HTML.escape(AnalyzeReport.runText(run)))</title></rect>"
+                let x1 = scale.x(run.first)
+                let x2 = scale.x(min(run.last, to))
+                out +=
+                    "<rect class=\"run\" x=\"\(f(x1))\" y=\"\(f(mid(run.direction) - 4))\" "
+                    + "width=\"\(f(max(x2 - x1, 3)))\" "
+                    + "height=\"8\"><title>\(HTML.escape(AnalyzeReport.runText(run)))</title></rect>"
             case .frame(let frame):
-                out += "<circle class=\"\(frameClass(frame))\" cx=\"\(f(scale.x(frame.time)))\" cy=\"\(f(mid(frame.direction)))\" r=\"4\"><title>\(HTML.escape(Format.time(frame.time).suffix(15) + " #\(frame.packetNumber) " + Describe.frame(frame.frame)))</title></circle>"
+                out +=
+                    "<circle class=\"\(frameClass(frame))\" cx=\"\(f(scale.x(frame.time)))\" "
+                    + "cy=\"\(f(mid(frame.direction)))\" "
+                    + "r=\"4\"><title>"
+                    + HTML.escape(
+                        Format.time(frame.time).suffix(15) + " #\(frame.packetNumber) " + Describe.frame(frame.frame))
+                    + "</title></circle>"
             case .problem(let p):
-                out += "<circle class=\"m-err\" cx=\"\(f(scale.x(p.time)))\" cy=\"\(f(mid(p.direction)))\" r=\"3\"><title>\(HTML.escape(p.reason))</title></circle>"
+                out +=
+                    "<circle class=\"m-err\" cx=\"\(f(scale.x(p.time)))\" cy=\"\(f(mid(p.direction)))\" "
+                    + "r=\"3\"><title>\(HTML.escape(p.reason))</title></circle>"
             case .moment(let m):
-                let x = scale.x(m.time), y = mid(m.direction)
-                let title = "<title>\(HTML.escape(Format.time(m.time).suffix(15) + " #\(m.packetNumber) " + AnalyzeReport.momentText(m)))</title>"
+                let x = scale.x(m.time)
+                let y = mid(m.direction)
+                let title =
+                    "<title>"
+                    + HTML.escape(Format.time(m.time).suffix(15) + " #\(m.packetNumber) " + AnalyzeReport.momentText(m))
+                    + "</title>"
                 switch m.kind {
                 case .fin:
-                    out += "<path class=\"fin\" d=\"M\(f(x - 6)) \(f(y + 7)) L\(f(x)) \(f(y - 7)) L\(f(x + 6)) \(f(y + 7)) Z\">\(title)</path>"
+                    out +=
+                        "<path class=\"fin\" d=\"M\(f(x - 6)) \(f(y + 7)) L\(f(x)) \(f(y - 7)) L\(f(x + 6)) "
+                        + "\(f(y + 7)) Z\">\(title)</path>"
                 case .reset(let info):
-                    out += "<path class=\"rst\" d=\"M\(f(x - 7)) \(f(y - 7)) L\(f(x + 7)) \(f(y + 7)) M\(f(x + 7)) \(f(y - 7)) L\(f(x - 7)) \(f(y + 7))\">\(title)</path>"
+                    out +=
+                        "<path class=\"rst\" d=\"M\(f(x - 7)) \(f(y - 7)) L\(f(x + 7)) \(f(y + 7)) M\(f(x + 7)) "
+                        + "\(f(y - 7)) L\(f(x - 7)) \(f(y + 7))\">\(title)</path>"
                     if !info.repeated, let e = ResetErrno.predict(info.receiverState) {
                         // The errno goes on the receiver's lane: it is the receiver's socket that gets it.
                         let ry = mid(m.direction.reversed)
                         let anchor = x > width - 200 ? "end" : "start"
-                        out += "<text class=\"errno\" x=\"\(f(anchor == "end" ? x - 10 : x + 10))\" y=\"\(f(ry + 4))\" text-anchor=\"\(anchor)\">\(e.name) (\(e.errno))</text>"
+                        out +=
+                            "<text class=\"errno\" x=\"\(f(anchor == "end" ? x - 10 : x + 10))\" y=\"\(f(ry + 4))\" "
+                            + "text-anchor=\"\(anchor)\">\(e.name) (\(e.errno))</text>"
                     }
                 case .gap:
-                    out += "<rect class=\"gap\" x=\"\(f(x - 2))\" y=\"\(f(y - 10))\" width=\"4\" height=\"20\">\(title)</rect>"
+                    out +=
+                        "<rect class=\"gap\" x=\"\(f(x - 2))\" y=\"\(f(y - 10))\" width=\"4\" "
+                        + "height=\"20\">\(title)</rect>"
                 default:
                     break
                 }
@@ -286,19 +374,28 @@ enum TimelineSVG {
                     let t = last.adding(nanoseconds: Int64(k) * Int64(n.heartbeat) * 1_000_000_000)
                     guard inside(t) else { continue }
                     let x = scale.x(t)
-                    out += "<line class=\"deadline\" x1=\"\(f(x))\" y1=\"\(f(y + 2))\" x2=\"\(f(x))\" y2=\"\(f(y + laneHeight - 2))\"><title>heartbeat deadline: \(label) after the last frame</title></line>"
+                    out +=
+                        "<line class=\"deadline\" x1=\"\(f(x))\" y1=\"\(f(y + 2))\" x2=\"\(f(x))\" "
+                        + "y2=\"\(f(y + laneHeight - 2))\"><title>heartbeat deadline: \(label) after the last "
+                        + "frame</title></line>"
                     out += "<text class=\"deadline-label\" x=\"\(f(x + 3))\" y=\"\(f(y + 12))\">\(label)</text>"
                 }
             }
         }
         // The axis, with breaks where quiet time was squeezed.
         let axisY = top + 2 * laneHeight + 6
-        out += "<line class=\"axis\" x1=\"\(f(left))\" y1=\"\(f(axisY))\" x2=\"\(f(width - right))\" y2=\"\(f(axisY))\"/>"
+        out +=
+            "<line class=\"axis\" x1=\"\(f(left))\" y1=\"\(f(axisY))\" x2=\"\(f(width - right))\" y2=\"\(f(axisY))\"/>"
         for segment in scale.segments {
             if segment.compressed {
                 let x = segment.x
-                out += "<path class=\"break\" d=\"M\(f(x + 8)) \(f(axisY - 6)) l6 12 M\(f(x + 16)) \(f(axisY - 6)) l6 12\"/>"
-                out += "<text class=\"tick\" x=\"\(f(x + 2))\" y=\"\(f(axisY + 24))\">\(Format.duration(nanoseconds: segment.to - segment.from)) quiet</text>"
+                out +=
+                    "<path class=\"break\" d=\"M\(f(x + 8)) \(f(axisY - 6)) l6 12 M\(f(x + 16)) \(f(axisY - 6)) l6 "
+                    + "12\"/>"
+                out +=
+                    "<text class=\"tick\" x=\"\(f(x + 2))\" "
+                    + "y=\"\(f(axisY + 24))\">\(Format.duration(nanoseconds: segment.to - segment.from)) "
+                    + "quiet</text>"
             }
         }
         for (t, label) in ticks(scale: scale, from: from, to: to) {
@@ -324,8 +421,10 @@ enum TimelineSVG {
     static func ticks(scale: TimeScale, from: Timestamp, to: Timestamp) -> [(Timestamp, String)] {
         var out: [(Timestamp, String)] = [(from, String(Format.time(from).suffix(15).prefix(12)))]
         let span = to.since(from)
-        let steps: [Int64] = [1_000_000, 10_000_000, 100_000_000, 1_000_000_000, 5_000_000_000, 10_000_000_000, 60_000_000_000,
-                              300_000_000_000, 600_000_000_000, 3_600_000_000_000]
+        let steps: [Int64] = [
+            1_000_000, 10_000_000, 100_000_000, 1_000_000_000, 5_000_000_000, 10_000_000_000, 60_000_000_000,
+            300_000_000_000, 600_000_000_000, 3_600_000_000_000,
+        ]
         let step = steps.first { span / $0 <= 8 } ?? 3_600_000_000_000
         var t = step
         while t < span {

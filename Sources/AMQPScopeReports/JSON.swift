@@ -32,11 +32,20 @@ package indirect enum JSON: Hashable, Sendable {
         case .int(let i): JSON.appendInteger(i, to: &out)
         case .double(let d):
             if d.isFinite {
-                if d == d.rounded() && abs(d) < 1e15 { JSON.appendInteger(Int64(d), to: &out) } else { out.append(contentsOf: String(d).utf8) }
-            } else { out.append(contentsOf: "null".utf8) }
+                if d == d.rounded() && abs(d) < 1e15 {
+                    JSON.appendInteger(Int64(d), to: &out)
+                } else {
+                    out.append(contentsOf: String(d).utf8)
+                }
+            } else {
+                out.append(contentsOf: "null".utf8)
+            }
         case .string(let s): JSON.escape(s, into: &out)
         case .array(let items):
-            if items.isEmpty { out.append(contentsOf: "[]".utf8); return }
+            if items.isEmpty {
+                out.append(contentsOf: "[]".utf8)
+                return
+            }
             out.append(UInt8(ascii: "["))
             for (i, item) in items.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -46,7 +55,10 @@ package indirect enum JSON: Hashable, Sendable {
             JSON.newline(&out, indent)
             out.append(UInt8(ascii: "]"))
         case .object(let members):
-            if members.isEmpty { out.append(contentsOf: "{}".utf8); return }
+            if members.isEmpty {
+                out.append(contentsOf: "{}".utf8)
+                return
+            }
             out.append(UInt8(ascii: "{"))
             for (i, (key, value)) in members.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
@@ -68,10 +80,16 @@ package indirect enum JSON: Hashable, Sendable {
     }
 
     static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
-        if value == 0 { out.append(UInt8(ascii: "0")); return }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        if value == 0 {
+            out.append(UInt8(ascii: "0"))
+            return
+        }
+        var digits:
+            (
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8
+            ) =
+                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var magnitude = value.magnitude
         var count = 0
         withUnsafeMutableBytes(of: &digits) { buffer in
@@ -93,8 +111,10 @@ package indirect enum JSON: Hashable, Sendable {
         text.withUTF8 { bytes in
             var clean = 0
             for (i, byte) in bytes.enumerated() {
-                let needs = byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F
-                    || (byte == 0xE2 && i + 2 < bytes.count && bytes[i + 1] == 0x80 && (bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9))
+                let needs =
+                    byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F
+                    || (byte == 0xE2 && i + 2 < bytes.count && bytes[i + 1] == 0x80
+                        && (bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9))
                 guard needs else { continue }
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean..<i]))
                 switch byte {

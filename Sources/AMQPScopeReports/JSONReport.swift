@@ -39,19 +39,26 @@ extension AnalyzeReport {
     }
 
     static func framesJSON(_ f: FrameCounts) -> JSON {
-        .object([("method", .int(f.method)), ("header", .int(f.header)), ("body", .int(f.body)), ("heartbeat", .int(f.heartbeat))])
+        .object([
+            ("method", .int(f.method)), ("header", .int(f.header)), ("body", .int(f.body)),
+            ("heartbeat", .int(f.heartbeat)),
+        ])
     }
 
-    static func directionName(_ d: Direction) -> String { d == .clientToServer ? "client_to_server" : "server_to_client" }
+    static func directionName(_ d: Direction) -> String {
+        d == .clientToServer ? "client_to_server" : "server_to_client"
+    }
 
     package static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
         let r = story.record
-        let negotiated: JSON = story.negotiated.map { n in
-            .object([
-                ("heartbeat", .int(n.heartbeat)), ("frame_max", .optional(n.frameMax)), ("channel_max", .optional(n.channelMax)),
-                ("inferred", .bool(n.inferred)),
-            ])
-        } ?? .null
+        let negotiated: JSON =
+            story.negotiated.map { n in
+                .object([
+                    ("heartbeat", .int(n.heartbeat)), ("frame_max", .optional(n.frameMax)),
+                    ("channel_max", .optional(n.channelMax)),
+                    ("inferred", .bool(n.inferred)),
+                ])
+            } ?? .null
         var members: [(String, JSON)] = [
             ("id", .int(r.info.id.rawValue)),
             ("capture", .int(capture)),
@@ -61,53 +68,103 @@ extension AnalyzeReport {
             ("negotiated", negotiated),
             ("client_properties", story.client.map { Describe.json($0.table) } ?? .null),
             ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),
-            ("frames", .object([("client_to_server", framesJSON(r.frameCounts.clientToServer)), ("server_to_client", framesJSON(r.frameCounts.serverToClient))])),
+            (
+                "frames",
+                .object([
+                    ("client_to_server", framesJSON(r.frameCounts.clientToServer)),
+                    ("server_to_client", framesJSON(r.frameCounts.serverToClient)),
+                ])
+            ),
             ("opening", .string(r.info.opening.rawValue)),
             ("first_time", .string(Format.rfc3339(r.firstTime))),
             ("last_time", .string(Format.rfc3339(r.lastTime))),
             ("ended", .string(story.ending)),
-            ("tcp", .object([("client_to_server", directionJSON(r.counters.clientToServer)), ("server_to_client", directionJSON(r.counters.serverToClient))])),
-            ("heartbeat_cadence_seconds", .object(Direction.allCases.map { d in
-                (directionName(d), story.heartbeatCadence[d].map { .double(Double($0) / 1e9) } ?? .null)
-            })),
-            ("last_sent", .object(Direction.allCases.map { d in
-                (directionName(d), .object([
-                    ("frame", r.lastFrameTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
-                    ("frame_packet", r.lastFrameTime[d] == nil ? .null : .int(r.lastFramePacket[d])),
-                    ("packet", r.lastPacketTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
-                ]))
-            })),
-            ("silences", .object(Direction.allCases.map { d in
-                (directionName(d), .array(story.silences[d].map { g in
-                    .object([("from", .string(Format.rfc3339(g.from))), ("to", .string(Format.rfc3339(g.to))),
-                             ("seconds", .double(Double(g.length) / 1e9)), ("from_packet", .int(g.fromPacket)),
-                             ("to_packet", g.toPacket > 0 ? .int(g.toPacket) : .null)])
-                }))
-            })),
+            (
+                "tcp",
+                .object([
+                    ("client_to_server", directionJSON(r.counters.clientToServer)),
+                    ("server_to_client", directionJSON(r.counters.serverToClient)),
+                ])
+            ),
+            (
+                "heartbeat_cadence_seconds",
+                .object(
+                    Direction.allCases.map { d in
+                        (directionName(d), story.heartbeatCadence[d].map { .double(Double($0) / 1e9) } ?? .null)
+                    })
+            ),
+            (
+                "last_sent",
+                .object(
+                    Direction.allCases.map { d in
+                        (
+                            directionName(d),
+                            .object([
+                                ("frame", r.lastFrameTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
+                                ("frame_packet", r.lastFrameTime[d] == nil ? .null : .int(r.lastFramePacket[d])),
+                                ("packet", r.lastPacketTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
+                            ])
+                        )
+                    })
+            ),
+            (
+                "silences",
+                .object(
+                    Direction.allCases.map { d in
+                        (
+                            directionName(d),
+                            .array(
+                                story.silences[d].map { g in
+                                    .object([
+                                        ("from", .string(Format.rfc3339(g.from))),
+                                        ("to", .string(Format.rfc3339(g.to))),
+                                        ("seconds", .double(Double(g.length) / 1e9)),
+                                        ("from_packet", .int(g.fromPacket)),
+                                        ("to_packet", g.toPacket > 0 ? .int(g.toPacket) : .null),
+                                    ])
+                                })
+                        )
+                    })
+            ),
             ("events", .array(eventsJSON(story, options: options))),
             ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),
         ]
         if options.showBodies {
-            members.append(("messages", .array(r.messages.map { m in
-                .object([
-                    ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
-                    ("direction", .string(directionName(m.direction))), ("channel", .int(Int64(m.message.channel))),
-                    ("method", .string(Describe.method(m.message.method))), ("body_size", .int(Int64(m.message.bodySize))),
-                    ("properties", .object(m.message.properties.present.map { ($0.name, Describe.json($0.value)) })),
-                    ("body", m.message.body.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null),
-                    ("incomplete", .bool(m.message.incomplete)),
-                ])
-            })))
+            members.append(
+                (
+                    "messages",
+                    .array(
+                        r.messages.map { m in
+                            .object([
+                                ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
+                                ("direction", .string(directionName(m.direction))),
+                                ("channel", .int(Int64(m.message.channel))),
+                                ("method", .string(Describe.method(m.message.method))),
+                                ("body_size", .int(Int64(m.message.bodySize))),
+                                (
+                                    "properties",
+                                    .object(m.message.properties.present.map { ($0.name, Describe.json($0.value)) })
+                                ),
+                                ("body", m.message.body.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null),
+                                ("incomplete", .bool(m.message.incomplete)),
+                            ])
+                        })
+                ))
         }
         if options.showFrames || options.verbose {
-            members.append(("frame_list", .array(r.frames.filter { options.includes($0.time) }.map { f in
-                .object([
-                    ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
-                    ("direction", .string(directionName(f.direction))),
-                    ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
-                    ("description", .string(Describe.frame(f.frame))),
-                ])
-            })))
+            members.append(
+                (
+                    "frame_list",
+                    .array(
+                        r.frames.filter { options.includes($0.time) }.map { f in
+                            .object([
+                                ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
+                                ("direction", .string(directionName(f.direction))),
+                                ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
+                                ("description", .string(Describe.frame(f.frame))),
+                            ])
+                        })
+                ))
         }
         return .object(members)
     }
@@ -121,23 +178,33 @@ extension AnalyzeReport {
         var members: [(String, JSON)] = []
         switch entry {
         case .frame(let f):
-            members = [("kind", .string("frame")), ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
-                       ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.frame(f.frame)))]
+            members = [
+                ("kind", .string("frame")), ("direction", .string(directionName(f.direction))),
+                ("packet", .int(f.packetNumber)),
+                ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.frame(f.frame))),
+            ]
             if case .method(let m) = f.frame.content { members.insert(("method", .string(m.name)), at: 1) }
         case .moment(let m):
-            members = [("kind", .string(momentKind(m.kind))), ("direction", .string(directionName(m.direction))),
-                       ("packet", .int(m.packetNumber)), ("description", .string(momentText(m)))]
+            members = [
+                ("kind", .string(momentKind(m.kind))), ("direction", .string(directionName(m.direction))),
+                ("packet", .int(m.packetNumber)), ("description", .string(momentText(m))),
+            ]
             if case .reset(let info) = m.kind {
                 members.append(("receiver_state", .string(info.receiverState.rawValue)))
                 members.append(("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno })))
             }
         case .run(let run):
-            members = [("kind", .string("run")), ("direction", .string(directionName(run.direction))), ("packet", .int(run.firstPacket)),
-                       ("last_packet", .int(run.lastPacket)), ("what", .string(run.kind)), ("count", .int(run.count)),
-                       ("until", .string(Format.rfc3339(run.last))), ("description", .string(runText(run)))]
+            members = [
+                ("kind", .string("run")), ("direction", .string(directionName(run.direction))),
+                ("packet", .int(run.firstPacket)),
+                ("last_packet", .int(run.lastPacket)), ("what", .string(run.kind)), ("count", .int(run.count)),
+                ("until", .string(Format.rfc3339(run.last))), ("description", .string(runText(run))),
+            ]
         case .problem(let p):
-            members = [("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
-                       ("packet", .int(p.packetNumber)), ("description", .string(p.reason))]
+            members = [
+                ("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
+                ("packet", .int(p.packetNumber)), ("description", .string(p.reason)),
+            ]
         }
         return .object([("time", .string(Format.rfc3339(entry.time)))] + members)
     }
@@ -164,10 +231,17 @@ extension AnalyzeReport {
             ("errno", .optional(d.errno?.errno)),
             ("errno_name", .optional(d.errno?.name)),
             ("rule", .optional(d.errno?.rule)),
-            ("evidence", .array(d.evidence.map { e in
-                .object([("packet", e.packetNumber > 0 ? .int(e.packetNumber) : .null), ("time", .string(Format.rfc3339(e.time))),
-                         ("what", .string(e.what))])
-            })),
+            (
+                "evidence",
+                .array(
+                    d.evidence.map { e in
+                        .object([
+                            ("packet", e.packetNumber > 0 ? .int(e.packetNumber) : .null),
+                            ("time", .string(Format.rfc3339(e.time))),
+                            ("what", .string(e.what)),
+                        ])
+                    })
+            ),
             ("details", .array(d.details.map(JSON.string))),
             ("advice", .array(d.advice.map(JSON.string))),
         ])

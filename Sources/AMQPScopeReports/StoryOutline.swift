@@ -48,12 +48,16 @@ struct StoryOutline {
     func facts(_ kinds: Set<FactKind>) -> [Fact] { facts.filter { kinds.contains($0.kind) } }
 
     /// The key moments inside the report's time window.
-    func moments(_ options: ReportOptions) -> [TimelineEntry] { story.record.timeline.filter { options.includes($0.time) } }
+    func moments(_ options: ReportOptions) -> [TimelineEntry] {
+        story.record.timeline.filter { options.includes($0.time) }
+    }
 
     private static func facts(_ story: Story) -> [Fact] {
         let r = story.record
         var out: [Fact] = []
-        func add(_ kind: FactKind, _ label: String, _ lines: String...) { out.append(Fact(kind: kind, label: label, lines: lines)) }
+        func add(_ kind: FactKind, _ label: String, _ lines: String...) {
+            out.append(Fact(kind: kind, label: label, lines: lines))
+        }
         if let client = story.client { add(.client, "client", AnalyzeReport.peerLine(client)) }
         if let server = story.server { add(.server, "server", AnalyzeReport.peerLine(server)) }
         if let n = story.negotiated {
@@ -74,14 +78,17 @@ struct StoryOutline {
             add(.frames, "frames", frames.joined(separator: "; "))
             let last = Direction.allCases.map { d -> String in
                 var parts: [String] = []
-                if let t = r.lastFrameTime[d] { parts.append("frame #\(r.lastFramePacket[d]) at \(Format.time(t).suffix(15))") }
+                if let t = r.lastFrameTime[d] {
+                    parts.append("frame #\(r.lastFramePacket[d]) at \(Format.time(t).suffix(15))")
+                }
                 if let t = r.lastPacketTime[d] { parts.append("packet at \(Format.time(t).suffix(15))") }
                 return "\(d) " + (parts.isEmpty ? "nothing" : parts.joined(separator: ", "))
             }
             add(.lastSent, "last sent", last.joined(separator: "; "))
             for d in Direction.allCases where !story.silences[d].isEmpty {
                 let list = story.silences[d].prefix(3).map { g in
-                    "\(Format.duration(nanoseconds: g.length)) from #\(g.fromPacket)" + (g.toPacket > 0 ? " to #\(g.toPacket)" : " to the end")
+                    "\(Format.duration(nanoseconds: g.length)) from #\(g.fromPacket)"
+                        + (g.toPacket > 0 ? " to #\(g.toPacket)" : " to the end")
                 }
                 let more = story.silences[d].count > 3 ? " and \(story.silences[d].count - 3) more" : ""
                 add(.silences, "silences", "\(d): \(list.joined(separator: ", "))\(more)")
@@ -89,7 +96,11 @@ struct StoryOutline {
         }
         add(.ended, "ended", story.ending)
         let end = r.endTime ?? r.lastTime
-        add(.span, "span", "\(Format.time(r.firstTime)) to \(Format.time(end)) (\(Format.duration(nanoseconds: end.since(r.firstTime))))")
+        add(
+            .span, "span",
+            "\(Format.time(r.firstTime)) to \(Format.time(end)) "
+                + "(\(Format.duration(nanoseconds: end.since(r.firstTime))))"
+        )
         var tcp = [AnalyzeReport.tcpStory(r)]
         for d in Direction.allCases {
             let k = r.counters[d]
@@ -100,11 +111,15 @@ struct StoryOutline {
             if k.keepalives > 0 { extras.append("\(k.keepalives) keepalives") }
             if k.zeroWindows > 0 { extras.append("\(k.zeroWindows) zero-window") }
             if k.overlapConflicts > 0 { extras.append("\(k.overlapConflicts) conflicting overlaps") }
-            tcp.append("\(d): \(k.packets) packets, \(k.payloadBytes) payload bytes" + (extras.isEmpty ? "" : ", " + extras.joined(separator: ", ")))
+            tcp.append(
+                "\(d): \(k.packets) packets, \(k.payloadBytes) payload bytes"
+                    + (extras.isEmpty ? "" : ", " + extras.joined(separator: ", ")))
         }
         out.append(Fact(kind: .tcp, label: "tcp", lines: tcp))
         for sync in r.synchronizations.prefix(3) {
-            add(.sync, "sync", "\(sync.direction) frames found at packet \(sync.packetNumber) after skipping \(sync.skipped) bytes")
+            add(
+                .sync, "sync",
+                "\(sync.direction) frames found at packet \(sync.packetNumber) after skipping \(sync.skipped) bytes")
         }
         return out
     }

@@ -12,12 +12,15 @@ extension AnalyzeReport {
     }
 
     /// The capture's summary: packets, time span, link type, tally of connections and diagnoses.
-    static func summaryText(_ r: CaptureResult, connections: Int, amqp: Int, tally: [Diagnosis.Severity: Int]) -> String {
+    static func summaryText(_ r: CaptureResult, connections: Int, amqp: Int, tally: [Diagnosis.Severity: Int]) -> String
+    {
         if r.unreadable { return "  error: \(Format.safe(r.error ?? "unreadable"))\n" }
         let c = r.counts
         var out = "  \(c.packets) packets"
         if let first = c.firstTime, let last = c.lastTime {
-            out += " from \(Format.time(first)) to \(Format.time(last)) UTC (\(Format.duration(nanoseconds: last.since(first))))"
+            out +=
+                " from \(Format.time(first)) to \(Format.time(last)) UTC "
+                + "(\(Format.duration(nanoseconds: last.since(first))))"
         }
         out += ", link type \(r.linkType?.name ?? "unknown")\n"
         var notes: [String] = []
@@ -34,7 +37,9 @@ extension AnalyzeReport {
         }
         out += line + "\n"
         if c.evictedConnections > 0 {
-            out += "  \(c.evictedConnections) connections were ended early: more were open at once than --max-connections allows\n"
+            out +=
+                "  \(c.evictedConnections) connections were ended early: more were open at once than "
+                + "--max-connections allows\n"
         }
         if let error = r.error { out += "  reading stopped early: \(Format.safe(error))\n" }
         return out
@@ -51,10 +56,13 @@ extension AnalyzeReport {
         // The diagnoses first, in plain words.
         if outline.healthy { out += "  no problems found\n" }
         for d in outline.diagnoses {
-            out += "  \(severityLabel(d.severity, colour: options.colour)) \(d.code): \(Format.safe(d.summary, limit: 2000))\n"
+            out +=
+                "  \(severityLabel(d.severity, colour: options.colour)) \(d.code): "
+                + "\(Format.safe(d.summary, limit: 2000))\n"
             for detail in d.details { out += "      \(Format.safe(detail, limit: 2000))\n" }
             let evidence = d.evidence.map { e in
-                (e.packetNumber > 0 ? "#\(e.packetNumber) " : "") + "\(Format.time(e.time).suffix(15)) \(Format.safe(e.what))"
+                (e.packetNumber > 0 ? "#\(e.packetNumber) " : "")
+                    + "\(Format.time(e.time).suffix(15)) \(Format.safe(e.what))"
             }
             if !evidence.isEmpty { out += "      evidence: " + evidence.joined(separator: "; ") + "\n" }
             for advice in d.advice { out += "      advice: \(advice)\n" }
@@ -74,7 +82,9 @@ extension AnalyzeReport {
         guard !r.messages.isEmpty else { return "" }
         var out = "  messages (bodies shown because --show-bodies was given)\n"
         for m in r.messages {
-            out += "    #\(m.packetNumber)  \(m.direction.arrow)  ch \(m.message.channel)  \(Describe.method(m.message.method))  "
+            out +=
+                "    #\(m.packetNumber)  \(m.direction.arrow)  ch \(m.message.channel)  "
+                + "\(Describe.method(m.message.method))  "
             out += "\(m.message.bodySize) bytes\(m.message.incomplete ? " (incomplete)" : "")\n"
             if let body = m.message.body {
                 out += "      body: \(Format.safe(String(decoding: body, as: UTF8.self), limit: 2000))\n"
@@ -104,13 +114,17 @@ extension AnalyzeReport {
     /// The timeline as lines: UTC time, seconds since the connection's first packet, direction, packet, what.
     static func timelineText(_ story: Story, options: ReportOptions) -> String {
         let r = story.record
-        var lines: [(Timestamp, Int, String, String)] = [] // time, packet, direction, text
+        var lines: [(Timestamp, Int, String, String)] = []  // time, packet, direction, text
         if options.verbose {
             for p in r.packets where options.includes(p.time) {
                 lines.append((p.time, p.packetNumber, p.direction.arrow, packetLine(p.info)))
             }
             for f in r.frames where options.includes(f.time) {
-                lines.append((f.time, f.packetNumber, f.direction.arrow, "  AMQP ch \(f.frame.channel) \(Describe.frame(f.frame))"))
+                lines.append(
+                    (
+                        f.time, f.packetNumber, f.direction.arrow,
+                        "  AMQP ch \(f.frame.channel) \(Describe.frame(f.frame))"
+                    ))
             }
             for m in r.moments where options.includes(m.time) {
                 if case .syn = m.kind { continue }
@@ -127,19 +141,26 @@ extension AnalyzeReport {
         guard !lines.isEmpty else { return "" }
         var out = "  timeline (UTC, seconds since the connection's first packet, packet number)\n"
         for (time, packet, arrow, text) in lines {
-            out += "    \(Format.time(time).suffix(15))  \(Format.column(Format.relative(time, from: r.firstTime), 12, right: true))  "
+            out +=
+                "    \(Format.time(time).suffix(15))  "
+                + "\(Format.column(Format.relative(time, from: r.firstTime), 12, right: true))  "
             out += "\(arrow)  \(Format.column("#\(packet)", 7))  \(Format.safe(text, limit: 300))\n"
         }
         if r.timelineDropped > 0 && !options.verbose { out += "    ... \(r.timelineDropped) more entries not kept\n" }
         return out
     }
 
-    static let tableHeader = ["id", "client", "server", "pkts c>s", "bytes c>s", "pkts s>c", "bytes s>c", "first", "last", "protocol"]
+    static let tableHeader = [
+        "id", "client", "server", "pkts c>s", "bytes c>s", "pkts s>c", "bytes s>c", "first", "last", "protocol",
+    ]
 
     static func tableRow(_ r: ConnectionRecord) -> [String] {
-        ["\(r.info.id.rawValue)", r.info.client.description, r.info.server.description,
-         "\(r.counters.clientToServer.packets)", "\(r.counters.clientToServer.wireBytes)", "\(r.counters.serverToClient.packets)", "\(r.counters.serverToClient.wireBytes)",
-         Format.time(r.firstTime), Format.time(r.lastTime), protocolName(r.verdict)]
+        [
+            "\(r.info.id.rawValue)", r.info.client.description, r.info.server.description,
+            "\(r.counters.clientToServer.packets)", "\(r.counters.clientToServer.wireBytes)",
+            "\(r.counters.serverToClient.packets)", "\(r.counters.serverToClient.wireBytes)",
+            Format.time(r.firstTime), Format.time(r.lastTime), protocolName(r.verdict),
+        ]
     }
 
     static func connectionTable(_ body: [[String]]) -> String {
@@ -147,7 +168,10 @@ extension AnalyzeReport {
         let widths = (0..<tableHeader.count).map { col in rows.map { $0[col].count }.max() ?? 0 }
         let numeric: Set<Int> = [0, 3, 4, 5, 6]
         return rows.map { row in
-            "  " + row.enumerated().map { Format.column($1, widths[$0], right: numeric.contains($0)) }.joined(separator: "  ")
+            "  "
+                + row.enumerated().map { Format.column($1, widths[$0], right: numeric.contains($0)) }.joined(
+                    separator: "  "
+                )
                 .trimmingTrailingSpaces()
         }.joined(separator: "\n") + "\n"
     }

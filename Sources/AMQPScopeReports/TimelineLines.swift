@@ -6,7 +6,8 @@ import AMQPScopeTimeline
 
 extension AnalyzeReport {
     /// One timeline entry as (time, packet, direction arrow, text): shared by reports and live capture.
-    package static func entryLine(_ entry: TimelineEntry) -> (time: Timestamp, packet: Int, arrow: String, text: String) {
+    package static func entryLine(_ entry: TimelineEntry) -> (time: Timestamp, packet: Int, arrow: String, text: String)
+    {
         switch entry {
         case .frame(let f): (f.time, f.packetNumber, f.direction.arrow, Describe.frame(f.frame))
         case .moment(let m): (m.time, m.packetNumber, m.direction.arrow, momentText(m))
@@ -16,7 +17,8 @@ extension AnalyzeReport {
     }
 
     static func runText(_ run: Run) -> String {
-        var text = run.isHeartbeat ? "\(run.count) heartbeat\(run.count == 1 ? "" : "s")" : "\(run.count) × \(run.kind)"
+        let heartbeats = "\(run.count) heartbeat\(run.count == 1 ? "" : "s")"
+        var text = run.isHeartbeat ? heartbeats : "\(run.count) × \(run.kind)"
         if run.count > 1 {
             let every = run.last.since(run.first) / Int64(run.count - 1)
             text += ", every \(Format.duration(nanoseconds: every)) (to #\(run.lastPacket))"
@@ -44,13 +46,16 @@ extension AnalyzeReport {
             var text = "RST from the \(side)"
             if info.repeated { return text + " (repeated)" }
             text += "; the \(side.peer) was \(info.receiverState.rawValue)"
-            if let e = ResetErrno.predict(info.receiverState) { text += ": its next socket call gets \(e.name) (\(e.errno))" }
+            if let e = ResetErrno.predict(info.receiverState) {
+                text += ": its next socket call gets \(e.name) (\(e.errno))"
+            }
             if !info.inWindow { text += " (out of window: may be ignored)" }
             return text
         case .gap(let length, let reason): return "\(length) bytes missing (\(reason.rawValue))"
         case .dataAfterFIN(let n): return "\(n) bytes after its own FIN"
         case .overlapConflict(let n): return "retransmission of \(n) bytes differs from the first copy"
-        case .lateWrite(let n, let afterReset): return "\(n) bytes written after the \(side.peer)'s \(afterReset ? "RST" : "FIN")"
+        case .lateWrite(let n, let afterReset):
+            return "\(n) bytes written after the \(side.peer)'s \(afterReset ? "RST" : "FIN")"
         }
     }
 
@@ -67,14 +72,18 @@ extension AnalyzeReport {
     /// "SYN client (#1), SYN-ACK server (#2), FIN client (#89), RST server (#91); reset".
     package static func tcpStory(_ r: ConnectionRecord) -> String {
         var parts: [String] = []
-        if r.info.opening == .midstream { parts.append("picked up mid-stream (server chosen by \(r.info.roleEvidence.rawValue))") }
+        if r.info.opening == .midstream {
+            parts.append("picked up mid-stream (server chosen by \(r.info.roleEvidence.rawValue))")
+        }
         for m in r.moments {
             let side = m.direction.sender.rawValue
             switch m.kind {
             case .syn: parts.append("SYN \(side) (#\(m.packetNumber))")
             case .synAck: parts.append("SYN-ACK \(side) (#\(m.packetNumber))")
             case .fin: parts.append("FIN \(side) (#\(m.packetNumber))")
-            case .reset(let info): parts.append("RST \(side) (#\(m.packetNumber)\(info.repeated ? ", repeated" : "")\(info.inWindow ? "" : ", out of window"))")
+            case .reset(let info):
+                let notes = (info.repeated ? ", repeated" : "") + (info.inWindow ? "" : ", out of window")
+                parts.append("RST \(side) (#\(m.packetNumber)\(notes))")
             case .dataAfterFIN(let n): parts.append("\(n) bytes after own FIN \(side) (#\(m.packetNumber))")
             case .lateWrite(let n, _): parts.append("\(n) bytes late write \(side) (#\(m.packetNumber))")
             case .gap, .overlapConflict: break

@@ -11,37 +11,104 @@ package struct AdviceRule: Sendable {
 
 package enum AdviceTable {
     package static let rules: [AdviceRule] = [
-        AdviceRule(code: .missedHeartbeats, product: "pika", text:
-            "pika's BlockingConnection sends heartbeats only while the application is inside connection.process_data_events() or connection.sleep(); a thread that blocks elsewhere (a long request, time.sleep, waiting on a web server such as uwsgi between requests) starves them. Call process_data_events() regularly, run the connection in its own thread, or use a connection per unit of work."),
-        AdviceRule(code: .missedHeartbeats, product: "py-amqp", text:
-            "py-amqp (Celery/kombu) sends heartbeats only when the application calls connection.heartbeat_check(); make sure the worker's event loop keeps calling it at least twice per interval."),
-        AdviceRule(code: .missedHeartbeats, product: "bunny", text:
-            "Bunny sends heartbeats from its own I/O thread: silence usually means the process was stopped (GC pause, CPU starvation, SIGSTOP) or the network between the hosts dropped traffic."),
-        AdviceRule(code: .missedHeartbeats, product: nil, text:
-            "Find out why the silent side stopped sending: a blocked application thread, a paused process, or a network element dropping its traffic. If a proxy or load balancer sits between the peers, its idle timeout must be longer than the heartbeat interval."),
-        AdviceRule(code: .reset, product: nil, text:
-            "The side that got the RST must reconnect; an application should treat this errno as 'connection lost' and retry with a fresh connection and channel."),
-        AdviceRule(code: .writeAfterClose, product: "pika", text:
-            "pika wrote on a connection the broker had already closed: handle pika.exceptions.StreamLostError / AMQPConnectionError around basic_publish by reconnecting and republishing (with publisher confirms if messages must not be lost)."),
-        AdviceRule(code: .writeAfterClose, product: nil, text:
-            "The writer did not notice the peer's close before writing; check for the close (read the socket, or handle the library's connection-closed callback) and reconnect before publishing."),
-        AdviceRule(code: .abruptClose, product: nil, text:
-            "A TCP close without Connection.Close means one side (or something between them) gave up on the connection: look for a missed heartbeat, a crashed process, or a proxy/load balancer/NAT idle timeout at the time of the close."),
-        AdviceRule(code: .connectionError, product: nil, text:
-            "The reply text says why. 320 CONNECTION_FORCED comes from an operator (rabbitmqctl close_connection) or a broker shutting down; 501/505 FRAME_ERROR/UNEXPECTED_FRAME point to a client library bug or a corrupting middlebox."),
-        AdviceRule(code: .channelError, product: nil, text:
-            "A channel error closes only that channel: declare what is used (or use passive declares deliberately), check names and permissions, and open a new channel after handling it."),
-        AdviceRule(code: .blocked, product: nil, text:
-            "The broker stops reading from publishers while a resource alarm (memory or disk) is set: consumers need to catch up, or the broker needs more memory or disk. Publishers should watch Connection.Blocked rather than time out."),
-        AdviceRule(code: .heartbeatsDisabled, product: nil, text:
-            "With heartbeats off, neither side notices a dead peer and proxies or NAT tables drop idle connections silently; negotiate a heartbeat (RabbitMQ's default is 60 s) shorter than every idle timeout on the path."),
-        AdviceRule(code: .protocolViolation, product: nil, text:
-            "Malformed frames mean a client or broker bug, a corrupting middlebox, or non-AMQP traffic on an AMQP port; look at the first malformed frame's bytes."),
-        AdviceRule(code: .captureIncomplete, product: nil, text:
-            "Capture with a larger snap length (-s 0), start before the connection opens, and check the capturing host's drop counters, so that the whole story is in the file."),
+        AdviceRule(
+            code: .missedHeartbeats, product: "pika",
+            text:
+                "pika's BlockingConnection sends heartbeats only while the application is inside "
+                + "connection.process_data_events() or connection.sleep(); a thread that blocks elsewhere (a long "
+                + "request, time.sleep, waiting on a web server such as uwsgi between requests) starves them. "
+                + "Call process_data_events() regularly, run the connection in its own thread, or use a "
+                + "connection per unit of work."
+        ),
+        AdviceRule(
+            code: .missedHeartbeats, product: "py-amqp",
+            text:
+                "py-amqp (Celery/kombu) sends heartbeats only when the application calls "
+                + "connection.heartbeat_check(); make sure the worker's event loop keeps calling it at least "
+                + "twice per interval."
+        ),
+        AdviceRule(
+            code: .missedHeartbeats, product: "bunny",
+            text:
+                "Bunny sends heartbeats from its own I/O thread: silence usually means the process was stopped (GC "
+                + "pause, CPU starvation, SIGSTOP) or the network between the hosts dropped traffic."
+        ),
+        AdviceRule(
+            code: .missedHeartbeats, product: nil,
+            text:
+                "Find out why the silent side stopped sending: a blocked application thread, a paused process, or a "
+                + "network element dropping its traffic. If a proxy or load balancer sits between the peers, its "
+                + "idle timeout must be longer than the heartbeat interval."
+        ),
+        AdviceRule(
+            code: .reset, product: nil,
+            text:
+                "The side that got the RST must reconnect; an application should treat this errno as 'connection "
+                + "lost' and retry with a fresh connection and channel."
+        ),
+        AdviceRule(
+            code: .writeAfterClose, product: "pika",
+            text:
+                "pika wrote on a connection the broker had already closed: handle pika.exceptions.StreamLostError / "
+                + "AMQPConnectionError around basic_publish by reconnecting and republishing (with publisher "
+                + "confirms if messages must not be lost)."
+        ),
+        AdviceRule(
+            code: .writeAfterClose, product: nil,
+            text:
+                "The writer did not notice the peer's close before writing; check for the close (read the socket, or "
+                + "handle the library's connection-closed callback) and reconnect before publishing."
+        ),
+        AdviceRule(
+            code: .abruptClose, product: nil,
+            text:
+                "A TCP close without Connection.Close means one side (or something between them) gave up on the "
+                + "connection: look for a missed heartbeat, a crashed process, or a proxy/load balancer/NAT idle "
+                + "timeout at the time of the close."
+        ),
+        AdviceRule(
+            code: .connectionError, product: nil,
+            text:
+                "The reply text says why. 320 CONNECTION_FORCED comes from an operator (rabbitmqctl close_connection) "
+                + "or a broker shutting down; 501/505 FRAME_ERROR/UNEXPECTED_FRAME point to a client library bug "
+                + "or a corrupting middlebox."
+        ),
+        AdviceRule(
+            code: .channelError, product: nil,
+            text:
+                "A channel error closes only that channel: declare what is used (or use passive declares "
+                + "deliberately), check names and permissions, and open a new channel after handling it."
+        ),
+        AdviceRule(
+            code: .blocked, product: nil,
+            text:
+                "The broker stops reading from publishers while a resource alarm (memory or disk) is set: consumers "
+                + "need to catch up, or the broker needs more memory or disk. Publishers should watch "
+                + "Connection.Blocked rather than time out."
+        ),
+        AdviceRule(
+            code: .heartbeatsDisabled, product: nil,
+            text:
+                "With heartbeats off, neither side notices a dead peer and proxies or NAT tables drop idle "
+                + "connections silently; negotiate a heartbeat (RabbitMQ's default is 60 s) shorter than every "
+                + "idle timeout on the path."
+        ),
+        AdviceRule(
+            code: .protocolViolation, product: nil,
+            text:
+                "Malformed frames mean a client or broker bug, a corrupting middlebox, or non-AMQP traffic on an AMQP "
+                + "port; look at the first malformed frame's bytes."
+        ),
+        AdviceRule(
+            code: .captureIncomplete, product: nil,
+            text:
+                "Capture with a larger snap length (-s 0), start before the connection opens, and check the capturing "
+                + "host's drop counters, so that the whole story is in the file."
+        ),
     ]
 
-    /// The advice for a code, most specific first: the client's own line when its product matches, then the generic one.
+    /// The advice for a code, most specific first: the client's own line when its product matches, then the generic
+    /// one.
     package static func advice(for code: DiagnosisCode, clientProduct: String?) -> [String] {
         let product = clientProduct?.lowercased() ?? ""
         let specific = rules.filter { $0.code == code && $0.product.map { product.contains($0) } == true }

@@ -28,6 +28,7 @@ public struct DirectionCounters: Hashable, Sendable {
     public var keepalives = 0
     /// Packets advertising a zero window.
     public var zeroWindows = 0
+    /// The defaults.
     public init() {}
 }
 
@@ -53,6 +54,7 @@ public struct PacketCounts: Hashable, Sendable {
     public var lastTime: Timestamp?
     /// Connections ended early because too many were tracked at once (`maximumConnections`).
     public var evictedConnections = 0
+    /// The defaults.
     public init() {}
 }
 
@@ -68,7 +70,10 @@ public struct MalformedPacket: Hashable, Sendable {
 public struct TCPMoment: Hashable, Sendable {
     /// What happened.
     public enum Kind: Hashable, Sendable {
-        case syn, synAck, fin, reset(ResetInfo), gap(length: UInt64, reason: GapReason), dataAfterFIN(length: Int)
+        case syn, synAck, fin
+        case reset(ResetInfo)
+        case gap(length: UInt64, reason: GapReason)
+        case dataAfterFIN(length: Int)
         case overlapConflict(length: Int)
         /// Payload sent after the peer's FIN or RST was on the wire (the first such packet per direction).
         case lateWrite(length: Int, afterPeerReset: Bool)
@@ -129,6 +134,7 @@ public struct FrameCounts: Hashable, Sendable {
     public var bodyBytes: UInt64 = 0
     /// Messages assembled.
     public var messages = 0
+    /// The defaults.
     public init() {}
     /// All frames.
     public var total: Int { method + header + body + heartbeat }

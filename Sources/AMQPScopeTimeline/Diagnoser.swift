@@ -26,17 +26,23 @@ struct Diagnoser {
         out += captureIncomplete()
         return out.sorted { a, b in
             if a.severity != b.severity { return a.severity > b.severity }
-            return (a.code.rank, a.evidence.first?.packetNumber ?? 0) < (b.code.rank, b.evidence.first?.packetNumber ?? 0)
+            return (a.code.rank, a.evidence.first?.packetNumber ?? 0) < (
+                b.code.rank, b.evidence.first?.packetNumber ?? 0
+            )
         }
     }
 
     /// A diagnosis with the advice table's lines for its code (none for a reset that harmed nobody).
-    func make(_ code: DiagnosisCode, _ severity: Diagnosis.Severity, _ summary: String, side: Side?, errno: ErrnoPrediction? = nil,
-              evidence: [Evidence], details: [String] = []) -> Diagnosis {
+    func make(
+        _ code: DiagnosisCode, _ severity: Diagnosis.Severity, _ summary: String, side: Side?,
+        errno: ErrnoPrediction? = nil,
+        evidence: [Evidence], details: [String] = []
+    ) -> Diagnosis {
         let harmless = code == .reset && severity == .info
-        return Diagnosis(code: code, severity: severity, summary: summary, side: side, errno: errno,
-                         evidence: evidence, details: details,
-                         advice: harmless ? [] : AdviceTable.advice(for: code, clientProduct: story.client?.product))
+        return Diagnosis(
+            code: code, severity: severity, summary: summary, side: side, errno: errno,
+            evidence: evidence, details: details,
+            advice: harmless ? [] : AdviceTable.advice(for: code, clientProduct: story.client?.product))
     }
 
     /// "404 \"NOT_FOUND - no queue ...\"": RabbitMQ's texts start with the code's name; others get it added.
@@ -60,7 +66,8 @@ struct Diagnoser {
         for m in record.moments where m.direction.sender == side && m.time >= time {
             switch m.kind {
             case .reset: if best == nil || m.time < best!.1 { best = ("reset the connection", m.time, m.packetNumber) }
-            case .fin: if best == nil || m.time < best!.1 { best = ("closed the connection (FIN)", m.time, m.packetNumber) }
+            case .fin:
+                if best == nil || m.time < best!.1 { best = ("closed the connection (FIN)", m.time, m.packetNumber) }
             default: break
             }
         }
@@ -87,35 +94,51 @@ struct Diagnoser {
             let silentTo = close?.time ?? record.endTime ?? record.lastTime
             let peerBeats = record.heartbeatTimes[sentBy: peer].filter { $0 > silentFrom && $0 <= silentTo }
             let peerSpoke = (record.lastFrameTime[sentBy: peer] ?? silentFrom) > silentFrom
-            if silentTo.since(silentFrom) >= 2 * interval && peerSpoke && (ownClose == nil || ownClose!.time >= silentTo) {
-                out.append(silence(side: side, from: silentFrom, fromPacket: record.lastFramePacket[sentBy: side], to: silentTo,
-                                   peerBeats: peerBeats, close: close, negotiated: negotiated, trailing: true))
+            if silentTo.since(silentFrom) >= 2 * interval && peerSpoke
+                && (ownClose == nil || ownClose!.time >= silentTo)
+            {
+                out.append(
+                    silence(
+                        side: side, from: silentFrom, fromPacket: record.lastFramePacket[sentBy: side], to: silentTo,
+                        peerBeats: peerBeats, close: close, negotiated: negotiated, trailing: true))
                 continue
             }
             // A silence inside the connection that it survived: the longest one.
-            if let gap = record.idleGaps[sentBy: side].filter({ $0.length >= 2 * interval }).max(by: { $0.length < $1.length }) {
+            if let gap = record.idleGaps[sentBy: side].filter({ $0.length >= 2 * interval }).max(by: {
+                $0.length < $1.length
+            }) {
                 let beats = record.heartbeatTimes[sentBy: peer].filter { $0 > gap.from && $0 < gap.to }
                 guard !beats.isEmpty else { continue }
-                out.append(silence(side: side, from: gap.from, fromPacket: gap.fromPacket, to: gap.to, peerBeats: beats, close: nil,
-                                   negotiated: negotiated, trailing: false))
+                out.append(
+                    silence(
+                        side: side, from: gap.from, fromPacket: gap.fromPacket, to: gap.to, peerBeats: beats,
+                        close: nil,
+                        negotiated: negotiated, trailing: false))
             }
         }
         return out
     }
 
-    func silence(side: Side, from: Timestamp, fromPacket: Int, to: Timestamp, peerBeats: [Timestamp],
-                 close: (what: String, time: Timestamp, packet: Int)?, negotiated: Negotiated, trailing: Bool) -> Diagnosis {
+    func silence(
+        side: Side, from: Timestamp, fromPacket: Int, to: Timestamp, peerBeats: [Timestamp],
+        close: (what: String, time: Timestamp, packet: Int)?, negotiated: Negotiated, trailing: Bool
+    ) -> Diagnosis {
         let peer = side.peer
         let length = to.since(from)
-        var summary = "\(story.describe(side)) sent nothing for \(Self.seconds(length)) though a \(negotiated.heartbeat) s heartbeat was "
-            + "\(negotiated.inferred ? "in use (inferred from the cadence)" : "negotiated"), while the \(peer) kept sending"
+        var summary =
+            "\(story.describe(side)) sent nothing for \(Self.seconds(length)) though a \(negotiated.heartbeat) s "
+            + "heartbeat was "
+            + "\(negotiated.inferred ? "in use (inferred from the cadence)" : "negotiated"), while the \(peer) kept "
+            + "sending"
             + (peerBeats.isEmpty ? "" : " (\(peerBeats.count) heartbeat\(peerBeats.count == 1 ? "" : "s"))")
         var errno: ErrnoPrediction?
         if let close {
             summary += "; then the \(peer) \(close.what) at \(clock(close.time))"
             // When that close was an RST landing on the silent side, say what its application sees next.
-            if let rst = record.moments.first(where: { $0.packetNumber == close.packet && $0.direction.sender == peer }),
-               case .reset(let info) = rst.kind, let predicted = ResetErrno.predict(info.receiverState) {
+            if let rst = record.moments.first(where: { $0.packetNumber == close.packet && $0.direction.sender == peer }
+            ),
+                case .reset(let info) = rst.kind, let predicted = ResetErrno.predict(info.receiverState)
+            {
                 errno = predicted
                 summary += ": the \(side)'s next socket call gets \(predicted.name) (\(predicted.errno))"
             }
@@ -127,24 +150,36 @@ struct Diagnoser {
         }
         var evidence = [Evidence(packetNumber: fromPacket, time: from, what: "last frame from the \(side)")]
         if let first = peerBeats.first, let last = peerBeats.last {
-            evidence.append(Evidence(packetNumber: 0, time: first, what: "first of \(peerBeats.count) heartbeats from the \(peer) (last at \(clock(last)))"))
+            evidence.append(
+                Evidence(
+                    packetNumber: 0, time: first,
+                    what: "first of \(peerBeats.count) heartbeats from the \(peer) (last at \(clock(last)))"))
         }
-        if let close { evidence.append(Evidence(packetNumber: close.packet, time: close.time, what: "the \(peer) \(close.what)")) }
+        if let close {
+            evidence.append(Evidence(packetNumber: close.packet, time: close.time, what: "the \(peer) \(close.what)"))
+        }
         var details: [String] = []
         if side == .client, story.server?.product?.lowercased().contains("rabbitmq") == true, close != nil {
-            details.append("RabbitMQ's log should have: \"missed heartbeats from client, timeout: \(negotiated.heartbeat)s\"")
+            details.append(
+                "RabbitMQ's log should have: \"missed heartbeats from client, timeout: \(negotiated.heartbeat)s\"")
         }
         if trailing {
             let acks = record.packetsSinceLastFrame[sentBy: side]
             if acks > 0 {
-                details.append("the \(side)'s TCP stack still sent \(acks) packet\(acks == 1 ? "" : "s") (ACKs) after its last frame: "
-                               + "the host was up and the socket open, but the application did not service the connection")
+                details.append(
+                    "the \(side)'s TCP stack still sent \(acks) packet\(acks == 1 ? "" : "s") (ACKs) after its last "
+                        + "frame: "
+                        + "the host was up and the socket open, but the application did not service the connection")
             } else {
-                details.append("the \(side) sent no TCP packet at all after its last frame: the host, or the network to it, may have been down")
+                details.append(
+                    "the \(side) sent no TCP packet at all after its last frame: the host, or the network to it, may "
+                        + "have been down"
+                )
             }
         }
-        return make(.missedHeartbeats, close != nil ? .error : .warning, summary, side: side, errno: errno,
-                    evidence: evidence, details: details)
+        return make(
+            .missedHeartbeats, close != nil ? .error : .warning, summary, side: side, errno: errno,
+            evidence: evidence, details: details)
     }
 
     // MARK: - resets and late writes
@@ -156,18 +191,26 @@ struct Diagnoser {
         for m in record.moments {
             guard case .reset(let info) = m.kind, !info.repeated, !seen.contains(m.direction.sender) else { continue }
             seen.insert(m.direction.sender)
-            let sender = m.direction.sender, receiver = sender.peer
+            let sender = m.direction.sender
+            let receiver = sender.peer
             let errno = ResetErrno.predict(info.receiverState)
             let evidence = [Evidence(packetNumber: m.packetNumber, time: m.time, what: "RST from the \(sender)")]
             let afterCleanClose = cleanlyClosedAt.map { $0 <= m.time } ?? false
             if let errno, !afterCleanClose {
-                out.append(make(.reset, .error,
-                    "the \(sender) reset the connection at \(clock(m.time)) while the \(receiver) was \(info.receiverState.rawValue): "
-                    + "the \(receiver)'s next socket call gets \(errno.name) (\(errno.errno)).",
-                    side: receiver, errno: errno, evidence: evidence, details: ["rule: " + errno.rule]))
+                out.append(
+                    make(
+                        .reset, .error,
+                        "the \(sender) reset the connection at \(clock(m.time)) while the \(receiver) was "
+                            + "\(info.receiverState.rawValue): "
+                            + "the \(receiver)'s next socket call gets \(errno.name) (\(errno.errno)).",
+                        side: receiver, errno: errno, evidence: evidence, details: ["rule: " + errno.rule]))
             } else {
-                let why = afterCleanClose ? "after the AMQP close handshake" : "after the \(receiver) had already closed its side (\(info.receiverState.rawValue))"
-                var summary = "the \(sender) reset the connection at \(clock(m.time)) \(why): no application call sees an error."
+                let why =
+                    afterCleanClose
+                    ? "after the AMQP close handshake"
+                    : "after the \(receiver) had already closed its side (\(info.receiverState.rawValue))"
+                var summary =
+                    "the \(sender) reset the connection at \(clock(m.time)) \(why): no application call sees an error."
                 if sender == .server, story.server?.product?.lowercased().contains("rabbitmq") == true {
                     summary += " RabbitMQ closes connections this way by default (linger 0)."
                 }
@@ -192,7 +235,8 @@ struct Diagnoser {
         var out: [Diagnosis] = []
         for m in record.moments {
             guard case .lateWrite(let length, let afterReset) = m.kind else { continue }
-            let writer = m.direction.sender, peer = writer.peer
+            let writer = m.direction.sender
+            let peer = writer.peer
             let peerClose = record.moments.first { p in
                 guard p.direction.sender == peer, p.time <= m.time else { return false }
                 if case .fin = p.kind { return true }
@@ -200,23 +244,34 @@ struct Diagnoser {
                 return false
             }
             var evidence: [Evidence] = []
-            if let peerClose { evidence.append(Evidence(packetNumber: peerClose.packetNumber, time: peerClose.time, what: "the \(peer)'s \(afterReset ? "RST" : "FIN")")) }
-            evidence.append(Evidence(packetNumber: m.packetNumber, time: m.time, what: "\(length) bytes from the \(writer)"))
+            if let peerClose {
+                evidence.append(
+                    Evidence(
+                        packetNumber: peerClose.packetNumber, time: peerClose.time,
+                        what: "the \(peer)'s \(afterReset ? "RST" : "FIN")"))
+            }
+            evidence.append(
+                Evidence(packetNumber: m.packetNumber, time: m.time, what: "\(length) bytes from the \(writer)"))
             let answer = record.moments.first { r in
                 if case .reset = r.kind { return r.direction.sender == peer && r.time >= m.time }
                 return false
             }
-            var summary = "the \(writer) wrote \(length) bytes at \(clock(m.time)) after the \(peer) had "
-                + (afterReset ? "reset the connection" : "closed it (FIN at \(peerClose.map { clock($0.time) } ?? "?"))")
+            var summary =
+                "the \(writer) wrote \(length) bytes at \(clock(m.time)) after the \(peer) had "
+                + (afterReset
+                    ? "reset the connection" : "closed it (FIN at \(peerClose.map { clock($0.time) } ?? "?"))")
             var errno: ErrnoPrediction?
             if let answer, case .reset(let info) = answer.kind {
                 errno = ResetErrno.predict(info.receiverState)
-                evidence.append(Evidence(packetNumber: answer.packetNumber, time: answer.time, what: "RST from the \(peer)"))
+                evidence.append(
+                    Evidence(packetNumber: answer.packetNumber, time: answer.time, what: "RST from the \(peer)"))
                 summary += "; the \(peer) answered with an RST at \(clock(answer.time))"
                 if let errno { summary += ": the \(writer)'s next socket call gets \(errno.name) (\(errno.errno))" }
             }
-            out.append(make(.writeAfterClose, .error, summary + ".", side: writer, errno: errno, evidence: evidence,
-                            details: errno.map { ["rule: " + $0.rule] } ?? []))
+            out.append(
+                make(
+                    .writeAfterClose, .error, summary + ".", side: writer, errno: errno, evidence: evidence,
+                    details: errno.map { ["rule: " + $0.rule] } ?? []))
         }
         return out
     }
@@ -226,36 +281,52 @@ struct Diagnoser {
     func abruptClose() -> [Diagnosis] {
         switch record.verdict {
         case .amqp, .amqpBySync: break
-        default: return [] // AMQP 1.0 frames are not decoded: its closes cannot be judged
+        default: return []  // AMQP 1.0 frames are not decoded: its closes cannot be judged
         }
-        let hasClose = record.keyFrames.contains { if case .method(.connectionClose) = $0.frame.content { return true }; return false }
-        guard !hasClose, let first = record.moments.first(where: { m in
-            if case .fin = m.kind { return true }
-            if case .reset = m.kind { return true }
+        let hasClose = record.keyFrames.contains {
+            if case .method(.connectionClose) = $0.frame.content { return true }
             return false
-        }) else { return [] }
+        }
+        guard !hasClose,
+            let first = record.moments.first(where: { m in
+                if case .fin = m.kind { return true }
+                if case .reset = m.kind { return true }
+                return false
+            })
+        else { return [] }
         let how: String
         if case .reset = first.kind { how = "reset it (RST)" } else { how = "closed it (FIN)" }
-        return [make(.abruptClose, .warning,
-                     "the TCP connection ended without Connection.Close: the \(first.direction.sender) \(how) at \(clock(first.time)).",
-                     side: first.direction.sender, evidence: [Evidence(packetNumber: first.packetNumber, time: first.time, what: "first TCP close")])]
+        return [
+            make(
+                .abruptClose, .warning,
+                "the TCP connection ended without Connection.Close: the \(first.direction.sender) \(how) at "
+                    + "\(clock(first.time)).",
+                side: first.direction.sender,
+                evidence: [Evidence(packetNumber: first.packetNumber, time: first.time, what: "first TCP close")])
+        ]
     }
 
     func connectionErrors() -> [Diagnosis] {
         record.keyFrames.compactMap { f in
             guard case .method(.connectionClose(let c)) = f.frame.content, c.replyCode >= 300 else { return nil }
-            return make(.connectionError, .error,
-                        "the \(f.direction.sender) closed the connection: \(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
-                        side: f.direction.sender, evidence: [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Connection.Close")])
+            return make(
+                .connectionError, .error,
+                "the \(f.direction.sender) closed the connection: "
+                    + "\(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
+                side: f.direction.sender,
+                evidence: [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Connection.Close")])
         }
     }
 
     func channelErrors() -> [Diagnosis] {
         record.keyFrames.compactMap { f in
             guard case .method(.channelClose(let c)) = f.frame.content, c.replyCode >= 300 else { return nil }
-            return make(.channelError, .warning,
-                        "the \(f.direction.sender) closed channel \(f.frame.channel): \(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
-                        side: f.direction.sender, evidence: [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Channel.Close")])
+            return make(
+                .channelError, .warning,
+                "the \(f.direction.sender) closed channel \(f.frame.channel): "
+                    + "\(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
+                side: f.direction.sender,
+                evidence: [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Channel.Close")])
         }
     }
 
@@ -270,10 +341,14 @@ struct Diagnoser {
             guard let (f, reason) = open else { return }
             var evidence = [Evidence(packetNumber: f.packetNumber, time: f.time, what: "Connection.Blocked")]
             if let packet { evidence.append(Evidence(packetNumber: packet, time: until, what: "Connection.Unblocked")) }
-            out.append(make(.blocked, .warning,
-                            "the \(f.direction.sender) blocked the \(f.direction.receiver)'s publishing at \(clock(f.time)) (\"\(reason)\") for "
-                            + "\(Self.seconds(until.since(f.time)))\(unblocked ? "" : ", and it was still blocked when the record ends").",
-                            side: f.direction.receiver, evidence: evidence))
+            out.append(
+                make(
+                    .blocked, .warning,
+                    "the \(f.direction.sender) blocked the \(f.direction.receiver)'s publishing at \(clock(f.time)) "
+                        + "(\"\(reason)\") for "
+                        + Self.seconds(until.since(f.time))
+                        + (unblocked ? "" : ", and it was still blocked when the record ends") + ".",
+                    side: f.direction.receiver, evidence: evidence))
             open = nil
         }
         for f in record.keyFrames {
@@ -290,44 +365,68 @@ struct Diagnoser {
         // The connection is idle when neither direction sends a frame: between frames, or after the last one.
         var candidates = record.connectionIdleGaps
         if let last = record.lastAnyFrame {
-            candidates.append(IdleGap(from: last.time, to: record.endTime ?? record.lastTime, fromPacket: last.packet, toPacket: 0))
+            candidates.append(
+                IdleGap(from: last.time, to: record.endTime ?? record.lastTime, fromPacket: last.packet, toPacket: 0))
         }
         let longest = candidates.filter { $0.length >= options.idleThreshold }.max { $0.length < $1.length }
         guard let longest else { return [] }
-        return [make(.heartbeatsDisabled, .warning,
-                     "heartbeats are off (heartbeat 0 negotiated) and the connection was idle for \(Self.seconds(longest.length)) "
-                     + "from \(clock(longest.from)): nothing would notice a dead peer or a dropped connection.",
-                     side: nil, evidence: [Evidence(packetNumber: longest.fromPacket, time: longest.from, what: "last frame before the silence"),
-                                           Evidence(packetNumber: longest.toPacket, time: longest.to, what: "end of the silence")])]
+        return [
+            make(
+                .heartbeatsDisabled, .warning,
+                "heartbeats are off (heartbeat 0 negotiated) and the connection was idle for "
+                    + "\(Self.seconds(longest.length)) "
+                    + "from \(clock(longest.from)): nothing would notice a dead peer or a dropped connection.",
+                side: nil,
+                evidence: [
+                    Evidence(
+                        packetNumber: longest.fromPacket, time: longest.from, what: "last frame before the silence"),
+                    Evidence(packetNumber: longest.toPacket, time: longest.to, what: "end of the silence"),
+                ])
+        ]
     }
 
     func protocolViolations() -> [Diagnosis] {
         guard let first = record.problems.first else { return [] }
         let malformed = record.problems.contains { $0.kind == .malformed }
-        return [make(.protocolViolation, malformed ? .error : .warning,
-                     "\(record.problemCount) protocol problem\(record.problemCount == 1 ? "" : "s"); the first, from the \(first.direction.sender) "
-                     + "at \(clock(first.time)): \(first.reason).",
-                     side: first.direction.sender,
-                     evidence: record.problems.prefix(5).map { Evidence(packetNumber: $0.packetNumber, time: $0.time, what: $0.reason) })]
+        return [
+            make(
+                .protocolViolation, malformed ? .error : .warning,
+                "\(record.problemCount) protocol problem\(record.problemCount == 1 ? "" : "s"); the first, from the "
+                    + "\(first.direction.sender) "
+                    + "at \(clock(first.time)): \(first.reason).",
+                side: first.direction.sender,
+                evidence: record.problems.prefix(5).map {
+                    Evidence(packetNumber: $0.packetNumber, time: $0.time, what: $0.reason)
+                })
+        ]
     }
 
     func captureIncomplete() -> [Diagnosis] {
         var reasons: [String] = []
         var evidence: [Evidence] = []
         if record.info.opening == .midstream {
-            reasons.append("the capture joined the connection after it opened (no handshake\(story.negotiated == nil ? ", no Tune: negotiated values unknown" : story.negotiated!.inferred ? ", heartbeat inferred from its cadence" : ""))")
+            let negotiation =
+                story.negotiated == nil
+                ? ", no Tune: negotiated values unknown"
+                : story.negotiated?.inferred == true ? ", heartbeat inferred from its cadence" : ""
+            reasons.append("the capture joined the connection after it opened (no handshake\(negotiation))")
         }
         for d in Direction.allCases where record.counters[d].gaps > 0 {
             reasons.append("\(record.counters[d].gapBytes) bytes \(d) never captured (\(record.counters[d].gaps) gaps)")
         }
         for m in record.moments.prefix(200) {
             if case .gap(let length, let reason) = m.kind, evidence.count < 5 {
-                evidence.append(Evidence(packetNumber: m.packetNumber, time: m.time, what: "\(length) bytes \(reason.rawValue)"))
+                evidence.append(
+                    Evidence(packetNumber: m.packetNumber, time: m.time, what: "\(length) bytes \(reason.rawValue)"))
             }
         }
         guard !reasons.isEmpty else { return [] }
-        return [make(.captureIncomplete, .info, "part of the story is not in the capture: " + reasons.joined(separator: "; ") + ".",
-                     side: nil, evidence: evidence)]
+        return [
+            make(
+                .captureIncomplete, .info,
+                "part of the story is not in the capture: " + reasons.joined(separator: "; ") + ".",
+                side: nil, evidence: evidence)
+        ]
     }
 }
 

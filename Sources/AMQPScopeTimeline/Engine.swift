@@ -25,6 +25,7 @@ public struct EngineConfiguration: Hashable, Sendable {
     public var maximumCodecBufferedBytes = 64 * 1024 * 1024
     /// Hand out timeline entries as they are made (live capture): see `Engine.takeLiveEntries()`.
     public var streamEntries = false
+    /// The defaults.
     public init() {}
 }
 
@@ -39,8 +40,8 @@ struct EngineState: StreamSink {
         /// What the decoder held after the last call into it.
         var held = 0
 
-            /// One event of this connection, through its decoder into its builder; `totalHeld` is what all decoders hold.
-            mutating func handle(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
+        /// One event of this connection, through its decoder into its builder; `totalHeld` is what all decoders hold.
+        mutating func handle(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
             switch event.kind {
             case .opened, .ended:
                 break
@@ -50,18 +51,21 @@ struct EngineState: StreamSink {
                 builder.record.counters[event.direction].streamBytes += UInt64(bytes.count)
                 if configuration.byteAtATime {
                     for i in 0..<bytes.count {
-                        decoder.data(UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: event.direction,
-                                           time: event.time, packetNumber: event.packetNumber, into: &builder)
+                        decoder.data(
+                            UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: event.direction,
+                            time: event.time, packetNumber: event.packetNumber, into: &builder)
                     }
                 } else {
-                    decoder.data(bytes, direction: event.direction, time: event.time,
-                                       packetNumber: event.packetNumber, into: &builder)
+                    decoder.data(
+                        bytes, direction: event.direction, time: event.time,
+                        packetNumber: event.packetNumber, into: &builder)
                 }
                 account(event, configuration: configuration, totalHeld: &totalHeld)
             case .gap(let length, let reason):
                 builder.moment(.gap(length: length, reason: reason), event)
-                decoder.gap(length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
-                                  into: &builder)
+                decoder.gap(
+                    length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
+                    into: &builder)
                 account(event, configuration: configuration, totalHeld: &totalHeld)
             case .fin:
                 builder.moment(.fin, event)
@@ -159,7 +163,8 @@ struct EngineState: StreamSink {
             cachedID = ConnectionID(rawValue: 0)
         }
         for direction in Direction.allCases {
-            entry.decoder.finish(direction: direction, time: event.time, packetNumber: event.packetNumber, into: &entry.builder)
+            entry.decoder.finish(
+                direction: direction, time: event.time, packetNumber: event.packetNumber, into: &entry.builder)
         }
         entry.builder.record.verdict = entry.decoder.verdict
         entry.builder.record.endReason = reason
@@ -266,16 +271,24 @@ public struct Engine {
         for (_, slot) in state.slots.sorted(by: { $0.key < $1.key }) {
             guard let builder = state.entries[slot]?.builder else { continue }
             let record = builder.record
-            guard let heartbeat = builder.negotiatedHeartbeat, heartbeat > 0, record.isAMQP, record.endReason == nil else { continue }
+            guard let heartbeat = builder.negotiatedHeartbeat, heartbeat > 0, record.isAMQP, record.endReason == nil
+            else { continue }
             let interval = Int64(heartbeat) * 1_000_000_000
             for side in Side.allCases {
-                guard let last = record.lastFrameTime[sentBy: side], let peerLast = record.lastFrameTime[sentBy: side.peer] else { continue }
+                guard let last = record.lastFrameTime[sentBy: side],
+                    let peerLast = record.lastFrameTime[sentBy: side.peer]
+                else { continue }
                 let silent = now.since(last)
-                guard silent > interval, peerLast > last, builder.overdueReported[sentBy: side] != last else { continue }
+                guard silent > interval, peerLast > last, builder.overdueReported[sentBy: side] != last else {
+                    continue
+                }
                 state.entries[slot]?.builder.overdueReported[sentBy: side] = last
-                out.append(HeartbeatOverdue(
-                    info: record.info, side: side, heartbeat: Int(heartbeat), lastFrame: last, lastFramePacket: record.lastFramePacket[sentBy: side],
-                    silentFor: silent, peerFramesSince: record.heartbeatTimes[sentBy: side.peer].filter { $0 > last }.count))
+                out.append(
+                    HeartbeatOverdue(
+                        info: record.info, side: side, heartbeat: Int(heartbeat), lastFrame: last,
+                        lastFramePacket: record.lastFramePacket[sentBy: side],
+                        silentFor: silent,
+                        peerFramesSince: record.heartbeatTimes[sentBy: side.peer].filter { $0 > last }.count))
             }
         }
         return out

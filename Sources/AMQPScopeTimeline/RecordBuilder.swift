@@ -48,8 +48,14 @@ struct RecordBuilder: CodecSink {
         if packet.isZeroWindow { counters.zeroWindows += 1 }
         record.counters[direction] = counters
         record.packetsSinceLastFrame[direction] += 1
-        if configuration.recordPackets { record.packets.append(PacketRecord(direction: event.direction, time: event.time, packetNumber: event.packetNumber, info: packet)) }
-        if packet.payloadLength > 0 && !packet.isRetransmission && (peerClosed[direction].fin || peerClosed[direction].rst) && !lateWriteSeen[direction] {
+        if configuration.recordPackets {
+            record.packets.append(
+                PacketRecord(
+                    direction: event.direction, time: event.time, packetNumber: event.packetNumber, info: packet))
+        }
+        if packet.payloadLength > 0 && !packet.isRetransmission
+            && (peerClosed[direction].fin || peerClosed[direction].rst) && !lateWriteSeen[direction]
+        {
             lateWriteSeen[direction] = true
             moment(.lateWrite(length: packet.payloadLength, afterPeerReset: peerClosed[direction].rst), event)
         }
@@ -101,18 +107,28 @@ struct RecordBuilder: CodecSink {
 
     private mutating func append(_ entry: TimelineEntry) {
         if configuration.streamEntries { fresh.append(entry) }
-        if record.timeline.count < configuration.maximumTimelineEntries { record.timeline.append(entry) } else { record.timelineDropped += 1 }
+        if record.timeline.count < configuration.maximumTimelineEntries {
+            record.timeline.append(entry)
+        } else {
+            record.timelineDropped += 1
+        }
     }
 
     /// Routine traffic joins the open run of its kind and direction.
-    mutating func routine(_ classID: UInt16, _ methodID: UInt16, _ direction: Direction, _ time: Timestamp, _ packet: Int) {
-        if let i = openRuns.firstIndex(where: { $0.classID == classID && $0.methodID == methodID && $0.direction == direction }) {
+    mutating func routine(
+        _ classID: UInt16, _ methodID: UInt16, _ direction: Direction, _ time: Timestamp, _ packet: Int
+    ) {
+        if let i = openRuns.firstIndex(where: {
+            $0.classID == classID && $0.methodID == methodID && $0.direction == direction
+        }) {
             openRuns[i].count += 1
             openRuns[i].last = time
             openRuns[i].lastPacket = packet
         } else {
-            openRuns.append(Run(classID: classID, methodID: methodID, direction: direction, count: 1, first: time, last: time,
-                                firstPacket: packet, lastPacket: packet, bodyBytes: 0))
+            openRuns.append(
+                Run(
+                    classID: classID, methodID: methodID, direction: direction, count: 1, first: time, last: time,
+                    firstPacket: packet, lastPacket: packet, bodyBytes: 0))
         }
     }
 
@@ -127,29 +143,45 @@ struct RecordBuilder: CodecSink {
         let time = event.time
         switch event.kind {
         case .protocolHeader(let header):
-            record.protocolHeaders.append(ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: event.packetNumber))
+            record.protocolHeaders.append(
+                ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: event.packetNumber)
+            )
         case .frame(let frame):
             if let previous = record.lastFrameTime[direction], time.since(previous) >= Self.idleGapMinimum,
-               record.idleGaps[direction].count < Self.idleGapsKept {
-                record.idleGaps[direction].append(IdleGap(from: previous, to: time, fromPacket: record.lastFramePacket[direction], toPacket: event.packetNumber))
+                record.idleGaps[direction].count < Self.idleGapsKept
+            {
+                record.idleGaps[direction].append(
+                    IdleGap(
+                        from: previous, to: time, fromPacket: record.lastFramePacket[direction],
+                        toPacket: event.packetNumber))
             }
-            if let last = record.lastAnyFrame, time.since(last.time) >= Self.idleGapMinimum, record.connectionIdleGaps.count < Self.idleGapsKept {
-                record.connectionIdleGaps.append(IdleGap(from: last.time, to: time, fromPacket: last.packet, toPacket: event.packetNumber))
+            if let last = record.lastAnyFrame, time.since(last.time) >= Self.idleGapMinimum,
+                record.connectionIdleGaps.count < Self.idleGapsKept
+            {
+                record.connectionIdleGaps.append(
+                    IdleGap(from: last.time, to: time, fromPacket: last.packet, toPacket: event.packetNumber))
             }
             record.lastAnyFrame = PacketMoment(time: time, packet: event.packetNumber)
             record.lastFrameTime[direction] = time
             record.lastFramePacket[direction] = event.packetNumber
             record.packetsSinceLastFrame[direction] = 0
             // Made only when kept (a key frame, or every frame with recordFrames): most frames are routine.
-            var frameRecord: FrameRecord { FrameRecord(packetNumber: event.packetNumber, time: time, direction: direction,
-                                                       offset: event.offset, frame: frame) }
+            var frameRecord: FrameRecord {
+                FrameRecord(
+                    packetNumber: event.packetNumber, time: time, direction: direction,
+                    offset: event.offset, frame: frame)
+            }
             switch frame.content {
             case .method(let method):
                 record.frameCounts[direction].method += 1
                 if case .connectionTuneOk(let tune) = method { negotiatedHeartbeat = tune.heartbeat }
                 if Self.isKey(method) {
                     let key = frameRecord
-                    if record.keyFrames.count < 10_000 { record.keyFrames.append(key) } else { record.keyFramesDropped += 1 }
+                    if record.keyFrames.count < 10_000 {
+                        record.keyFrames.append(key)
+                    } else {
+                        record.keyFramesDropped += 1
+                    }
                     addKey(.frame(key))
                 } else {
                     routine(method.classID, method.methodID, direction, time, event.packetNumber)
@@ -163,7 +195,9 @@ struct RecordBuilder: CodecSink {
                 }
             case .heartbeat:
                 record.frameCounts[direction].heartbeat += 1
-                if record.heartbeatTimes[direction].count >= Self.heartbeatsKept { record.heartbeatTimes[direction].removeFirst(Self.heartbeatsKept / 2) }
+                if record.heartbeatTimes[direction].count >= Self.heartbeatsKept {
+                    record.heartbeatTimes[direction].removeFirst(Self.heartbeatsKept / 2)
+                }
                 record.heartbeatTimes[direction].append(time)
                 routine(0, 0, direction, time, event.packetNumber)
             }
@@ -171,7 +205,8 @@ struct RecordBuilder: CodecSink {
         case .message(let message):
             record.frameCounts[direction].messages += 1
             if configuration.recordFrames || configuration.codec.keepBodies {
-                record.messages.append(MessageRecord(direction: direction, time: time, packetNumber: event.packetNumber, message: message))
+                record.messages.append(
+                    MessageRecord(direction: direction, time: time, packetNumber: event.packetNumber, message: message))
             }
         case .malformed(let reason, _):
             addProblem(.malformed, reason, direction, time, event)
@@ -179,18 +214,22 @@ struct RecordBuilder: CodecSink {
             addProblem(.violation, reason, direction, time, event)
         case .synchronized(let skipped):
             if record.synchronizations.count < configuration.maximumProblemsKept {
-                record.synchronizations.append(Synchronization(direction: direction, skipped: skipped, packetNumber: event.packetNumber))
+                record.synchronizations.append(
+                    Synchronization(direction: direction, skipped: skipped, packetNumber: event.packetNumber))
             }
         case .verdict(let verdict):
             record.verdict = verdict
         }
     }
 
-    private mutating func addProblem(_ kind: Problem.Kind, _ reason: String, _ direction: Direction, _ time: Timestamp, _ event: CodecEvent) {
+    private mutating func addProblem(
+        _ kind: Problem.Kind, _ reason: String, _ direction: Direction, _ time: Timestamp, _ event: CodecEvent
+    ) {
         record.problemCount += 1
         if record.problems.count < configuration.maximumProblemsKept {
-            let problem = Problem(kind: kind, reason: reason, direction: direction, time: time,
-                                  packetNumber: event.packetNumber, offset: event.offset)
+            let problem = Problem(
+                kind: kind, reason: reason, direction: direction, time: time,
+                packetNumber: event.packetNumber, offset: event.offset)
             record.problems.append(problem)
             addKey(.problem(problem))
         }
@@ -202,7 +241,9 @@ struct RecordBuilder: CodecSink {
         case 10, 20: return true  // connection and channel lifecycle
         case 60:
             switch method {
-            case .basicPublish, .basicDeliver, .basicAck, .basicNack, .basicReject, .basicGet, .basicGetOk, .basicGetEmpty: return false
+            case .basicPublish, .basicDeliver, .basicAck, .basicNack, .basicReject, .basicGet, .basicGetOk,
+                .basicGetEmpty:
+                return false
             default: return true
             }
         default: return true

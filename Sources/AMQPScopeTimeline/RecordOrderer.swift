@@ -19,7 +19,7 @@ package struct RecordOrderer {
         waiting[id] = record
         drain(emit)
         while waiting.count > capacity {
-            skipped.insert(next) // still open: do not wait for it any longer
+            skipped.insert(next)  // still open: do not wait for it any longer
             next += 1
             drain(emit)
         }

@@ -102,6 +102,7 @@ public struct Diagnosis: Hashable, Sendable {
     public enum Severity: String, Hashable, Sendable, Comparable, CaseIterable {
         case info, warning, error
         var rank: Int { self == .info ? 0 : self == .warning ? 1 : 2 }
+        /// Orders by value.
         public static func < (a: Severity, b: Severity) -> Bool { a.rank < b.rank }
     }
     /// Its stable code.
@@ -127,6 +128,7 @@ public struct Diagnosis: Hashable, Sendable {
 public struct StoryOptions: Hashable, Sendable {
     /// With heartbeats off (or unknown), silences at least this long are reported (nanoseconds).
     public var idleThreshold: Int64 = 30_000_000_000
+    /// The defaults.
     public init() {}
 }
 
@@ -168,15 +170,17 @@ package enum ResetErrno {
     package static func predict(_ state: TCPState) -> ErrnoPrediction? {
         switch state {
         case .synSent:
-            return ErrnoPrediction(errno: 111, name: "ECONNREFUSED", rule: "Linux tcp_reset(): an RST in SYN_SENT gives ECONNREFUSED")
+            return ErrnoPrediction(
+                errno: 111, name: "ECONNREFUSED", rule: "Linux tcp_reset(): an RST in SYN_SENT gives ECONNREFUSED")
         case .closeWait:
             return ErrnoPrediction(
-                errno: 32, name: "EPIPE", rule: "Linux tcp_reset(): an RST in CLOSE_WAIT (after the peer's FIN) gives EPIPE")
+                errno: 32, name: "EPIPE",
+                rule: "Linux tcp_reset(): an RST in CLOSE_WAIT (after the peer's FIN) gives EPIPE")
         case .established, .synReceived:
             return ErrnoPrediction(
                 errno: 104, name: "ECONNRESET", rule: "Linux tcp_reset(): an RST in \(state.rawValue) gives ECONNRESET")
         case .finWait, .lastAck, .timeWait, .closed:
-            return nil // the application already closed (or the socket is gone): no call of its sees an error
+            return nil  // the application already closed (or the socket is gone): no call of its sees an error
         }
     }
 }
@@ -185,8 +189,10 @@ extension Story {
     /// Tells a record's story.
     public init(_ record: ConnectionRecord, options: StoryOptions = StoryOptions()) {
         self.record = record
-        var tune: ConnectionTune?, tuneOk: ConnectionTuneOk?
-        var client: PeerProperties?, server: PeerProperties?
+        var tune: ConnectionTune?
+        var tuneOk: ConnectionTuneOk?
+        var client: PeerProperties?
+        var server: PeerProperties?
         for f in record.keyFrames {
             guard case .method(let m) = f.frame.content else { continue }
             switch m {
@@ -202,14 +208,19 @@ extension Story {
         heartbeatCadence = record.heartbeatTimes.map(Self.medianInterval)
         if let tuneOk {
             negotiated = Negotiated(
-                heartbeat: Int(tuneOk.heartbeat), frameMax: Int(tuneOk.frameMax), channelMax: Int(tuneOk.channelMax), inferred: false,
+                heartbeat: Int(tuneOk.heartbeat), frameMax: Int(tuneOk.frameMax), channelMax: Int(tuneOk.channelMax),
+                inferred: false,
                 serverProposed: tune.map {
-                    Negotiated.Proposal(heartbeat: Int($0.heartbeat), frameMax: Int($0.frameMax), channelMax: Int($0.channelMax))
+                    Negotiated.Proposal(
+                        heartbeat: Int($0.heartbeat), frameMax: Int($0.frameMax), channelMax: Int($0.channelMax))
                 })
-        } else if let cadence = [heartbeatCadence.clientToServer, heartbeatCadence.serverToClient].compactMap({ $0 }).min() {
+        } else if let cadence = [heartbeatCadence.clientToServer, heartbeatCadence.serverToClient].compactMap({ $0 })
+            .min()
+        {
             // RabbitMQ and the common clients send heartbeats at half the negotiated interval.
             let seconds = max(1, Int((Double(cadence) * 2 / 1e9).rounded()))
-            negotiated = Negotiated(heartbeat: seconds, frameMax: nil, channelMax: nil, inferred: true, serverProposed: nil)
+            negotiated = Negotiated(
+                heartbeat: seconds, frameMax: nil, channelMax: nil, inferred: true, serverProposed: nil)
         } else {
             negotiated = nil
         }
@@ -217,7 +228,9 @@ extension Story {
         diagnoses = []
         silences = PerDirection(repeating: [])
         ending = describeEnding()
-        let threshold = negotiated.map { $0.heartbeat > 0 ? Int64($0.heartbeat) * 1_000_000_000 : options.idleThreshold } ?? options.idleThreshold
+        let threshold =
+            negotiated.map { $0.heartbeat > 0 ? Int64($0.heartbeat) * 1_000_000_000 : options.idleThreshold }
+            ?? options.idleThreshold
         let end = record.endTime ?? record.lastTime
         for d in Direction.allCases {
             var gaps = record.idleGaps[d].filter { $0.length >= threshold }
@@ -244,17 +257,30 @@ extension Story {
         for f in r.keyFrames {
             if case .method(.connectionClose(let c)) = f.frame.content, closeMethod == nil { closeMethod = (f, c) }
         }
-        let firstTCPClose = r.moments.first { if case .fin = $0.kind { return true }; if case .reset = $0.kind { return true }; return false }
+        let firstTCPClose = r.moments.first {
+            if case .fin = $0.kind { return true }
+            if case .reset = $0.kind { return true }
+            return false
+        }
         var parts: [String] = []
         if let (f, c) = closeMethod {
-            parts.append("Connection.Close \(c.replyCode) \(AMQPSpec.replyCodes[c.replyCode]?.name ?? "") from the \(f.direction.sender) at \(clock(f.time))")
+            parts.append(
+                "Connection.Close \(c.replyCode) \(AMQPSpec.replyCodes[c.replyCode]?.name ?? "") from the "
+                    + "\(f.direction.sender) at \(clock(f.time))"
+            )
         }
         if let m = firstTCPClose {
             let how: String
             if case .reset = m.kind { how = "reset (RST)" } else { how = "closed (FIN)" }
-            parts.append("\(how) by the \(m.direction.sender) at \(clock(m.time))\(closeMethod == nil && r.isAMQP ? " with no Connection.Close" : "")")
+            parts.append(
+                "\(how) by the \(m.direction.sender) at "
+                    + "\(clock(m.time))\(closeMethod == nil && r.isAMQP ? " with no Connection.Close" : "")"
+            )
         }
-        if parts.isEmpty { return r.endReason == .captureEnded || r.endReason == nil ? "still open when the capture ended" : (r.endReason?.rawValue ?? "") }
+        if parts.isEmpty {
+            return r.endReason == .captureEnded || r.endReason == nil
+                ? "still open when the capture ended" : (r.endReason?.rawValue ?? "")
+        }
         return parts.joined(separator: "; then ")
     }
 

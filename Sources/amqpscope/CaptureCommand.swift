@@ -7,11 +7,11 @@ import Logging
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Set by SIGINT/SIGTERM; the capture loop wakes at least every read timeout and checks it.
@@ -36,7 +36,9 @@ struct CaptureCommand: ParsableCommand {
             Capturing needs CAP_NET_RAW: without it the exit code is 3.
             """)
 
-    @Option(name: [.customShort("i"), .customLong("interface")], help: "The interface to capture on (see --list-interfaces).")
+    @Option(
+        name: [.customShort("i"), .customLong("interface")],
+        help: "The interface to capture on (see --list-interfaces).")
     var interface: String?
 
     @Flag(help: "List the interfaces libpcap can capture on, and exit.")
@@ -54,13 +56,17 @@ struct CaptureCommand: ParsableCommand {
     @Option(name: .customShort("w"), help: "Also write the raw packets to this pcap file, for later re-analysis.")
     var writeFile: String?
 
-    @Option(name: .customShort("C"), help: "With -w: start a new file when the current one reaches this many millions of bytes.")
+    @Option(
+        name: .customShort("C"),
+        help: "With -w: start a new file when the current one reaches this many millions of bytes.")
     var fileSize: Int?
 
     @Option(name: .customShort("W"), help: "With -C: keep at most this many files, overwriting the oldest.")
     var fileCount: Int?
 
-    @Option(name: .customShort("Z"), help: "After opening the interface, drop privileges to this user (before opening -w files).")
+    @Option(
+        name: .customShort("Z"),
+        help: "After opening the interface, drop privileges to this user (before opening -w files).")
     var user: String?
 
     @Option(help: "Output: text (one line per event) or jsonl (one JSON object per line).")
@@ -76,7 +82,9 @@ struct CaptureCommand: ParsableCommand {
     var filter: [String] = []
 
     func validate() throws {
-        if !listInterfaces && interface == nil { throw ValidationError("name an interface with -i (see --list-interfaces)") }
+        if !listInterfaces && interface == nil {
+            throw ValidationError("name an interface with -i (see --list-interfaces)")
+        }
         if let count, count <= 0 { throw ValidationError("-c must be at least 1") }
         if let duration, !(duration > 0) { throw ValidationError("-G must be a positive number of seconds") }
         if snaplen < 64 || snaplen > 262_144 { throw ValidationError("-s must be between 64 and 262144") }
@@ -105,7 +113,8 @@ struct CaptureCommand: ParsableCommand {
         }
         let source: PcapSource
         do {
-            source = try PcapSource.openLive(interface: interface!, snapshotLength: snaplen, timeoutMilliseconds: 200, filter: bpf)
+            source = try PcapSource.openLive(
+                interface: interface!, snapshotLength: snaplen, timeoutMilliseconds: 200, filter: bpf)
         } catch {
             printError("amqpscope: \(error)")
             throw ExitCode(Exit.unreadable)
@@ -114,8 +123,9 @@ struct CaptureCommand: ParsableCommand {
         var writer: PcapWriter?
         if let writeFile {
             do {
-                writer = try PcapWriter(path: writeFile, linkType: source.linkType, snapshotLength: snaplen,
-                                        rotateBytes: fileSize.map { $0 * 1_000_000 }, fileCount: fileCount)
+                writer = try PcapWriter(
+                    path: writeFile, linkType: source.linkType, snapshotLength: snaplen,
+                    rotateBytes: fileSize.map { $0 * 1_000_000 }, fileCount: fileCount)
             } catch {
                 printError("amqpscope: \(error)")
                 throw ExitCode(Exit.unreadable)
@@ -134,7 +144,6 @@ struct CaptureCommand: ParsableCommand {
         var lastCheck = Timestamp(nanoseconds: 0)
         var packets = 0
 
-
         reading: while !stopRequested.load(ordering: .relaxed) {
             let result: ReadResult
             do {
@@ -147,7 +156,10 @@ struct CaptureCommand: ParsableCommand {
             case .packet(let header):
                 packets += 1
                 if let writer {
-                    do { try writer.write(header, source.packetBytes) } catch { printError("amqpscope: \(error)"); writer.close() }
+                    do { try writer.write(header, source.packetBytes) } catch {
+                        printError("amqpscope: \(error)")
+                        writer.close()
+                    }
                 }
                 engine.process(header, source.packetBytes)
                 live.flush(&engine)
@@ -166,9 +178,17 @@ struct CaptureCommand: ParsableCommand {
         live.flush(&engine)
         live.finalReport(engine: &engine, interface: interface!)
         if let stats = source.statistics() {
-            printError("amqpscope: \(packets) packets captured, \(stats.received) received by filter, \(stats.dropped) dropped by kernel, \(stats.interfaceDropped) dropped by interface")
+            printError(
+                "amqpscope: \(packets) packets captured, \(stats.received) received by filter, \(stats.dropped) "
+                    + "dropped by kernel, \(stats.interfaceDropped) dropped by interface"
+            )
         }
-        if let writer { printError("amqpscope: wrote \(writer.filesOpened) file\(writer.filesOpened == 1 ? "" : "s"), last \(writer.currentPath)") }
+        if let writer {
+            printError(
+                "amqpscope: wrote \(writer.filesOpened) file\(writer.filesOpened == 1 ? "" : "s"), last "
+                    + "\(writer.currentPath)"
+            )
+        }
     }
 
     /// At most every 100 ms (of packet time, or of the clock on read timeouts): idle eviction, overdue heartbeats.
@@ -214,7 +234,10 @@ struct LivePrinter {
         switch format {
         case .text:
             let line = AnalyzeReport.entryLine(entry)
-            emit("\(Format.time(line.time).suffix(15)) \(prefix(info)) \(line.arrow) #\(line.packet) \(Format.safe(line.text, limit: 300))")
+            emit(
+                "\(Format.time(line.time).suffix(15)) \(prefix(info)) \(line.arrow) #\(line.packet) "
+                    + "\(Format.safe(line.text, limit: 300))"
+            )
         case .jsonl:
             guard case .object(let members) = AnalyzeReport.entryJSON(entry) else { return }
             emit(JSON.object([("type", .string("event"))] + connectionMembers(info) + members).serialized())
@@ -228,12 +251,16 @@ struct LivePrinter {
             guard printed[id, default: []].insert(key).inserted else { continue }
             switch format {
             case .text:
-                emit("\(Format.time(d.evidence.last?.time ?? story.record.lastTime).suffix(15)) \(prefix(story.record.info)) "
-                     + "\(d.severity.rawValue.uppercased()) \(d.code): \(Format.safe(d.summary, limit: 2000))")
+                emit(
+                    "\(Format.time(d.evidence.last?.time ?? story.record.lastTime).suffix(15)) "
+                        + "\(prefix(story.record.info)) "
+                        + "\(d.severity.rawValue.uppercased()) \(d.code): \(Format.safe(d.summary, limit: 2000))")
                 for detail in d.details { emit("    \(Format.safe(detail, limit: 2000))") }
             case .jsonl:
                 guard case .object(let members) = AnalyzeReport.diagnosisJSON(d) else { continue }
-                emit(JSON.object([("type", .string("diagnosis"))] + connectionMembers(story.record.info) + members).serialized())
+                emit(
+                    JSON.object([("type", .string("diagnosis"))] + connectionMembers(story.record.info) + members)
+                        .serialized())
             }
         }
     }
@@ -241,41 +268,63 @@ struct LivePrinter {
     func overdue(_ o: HeartbeatOverdue, now: Timestamp, engine: Engine) {
         let story = engine.openRecord(o.info.id).map { Story($0) }
         let who = story?.describe(o.side) ?? "the \(o.side)"
-        let summary = "\(who) has sent nothing for \(Format.duration(nanoseconds: o.silentFor)) (heartbeat \(o.heartbeat) s, last frame #\(o.lastFramePacket) "
-            + "at \(Format.time(o.lastFrame).suffix(15))) while the \(o.side.peer) keeps sending; RabbitMQ drops a peer after two "
-            + "to three silent intervals: between \(Format.time(o.earliestDrop).suffix(15)) and \(Format.time(o.latestDrop).suffix(15)), unless the \(o.side) sends."
+        let summary =
+            "\(who) has sent nothing for \(Format.duration(nanoseconds: o.silentFor)) (heartbeat \(o.heartbeat) s, "
+            + "last frame #\(o.lastFramePacket) "
+            + "at \(Format.time(o.lastFrame).suffix(15))) while the \(o.side.peer) keeps sending; RabbitMQ drops a "
+            + "peer after two "
+            + "to three silent intervals: between \(Format.time(o.earliestDrop).suffix(15)) and "
+            + "\(Format.time(o.latestDrop).suffix(15)), unless the \(o.side) sends."
         switch format {
         case .text:
             emit("\(Format.time(now).suffix(15)) \(prefix(o.info)) WARNING heartbeat-overdue: \(summary)")
         case .jsonl:
-            emit(JSON.object([("type", .string("warning")), ("code", .string("heartbeat-overdue"))] + connectionMembers(o.info) + [
-                ("time", .string(Format.rfc3339(now))), ("side", .string(o.side.rawValue)), ("heartbeat", .int(o.heartbeat)),
-                ("last_frame", .string(Format.rfc3339(o.lastFrame))), ("last_frame_packet", .int(o.lastFramePacket)),
-                ("silent_seconds", .double(Double(o.silentFor) / 1e9)),
-                ("drop_between", .array([.string(Format.rfc3339(o.earliestDrop)), .string(Format.rfc3339(o.latestDrop))])),
-                ("summary", .string(summary)),
-            ]).serialized())
+            emit(
+                JSON.object(
+                    [("type", .string("warning")), ("code", .string("heartbeat-overdue"))] + connectionMembers(o.info)
+                        + [
+                            ("time", .string(Format.rfc3339(now))), ("side", .string(o.side.rawValue)),
+                            ("heartbeat", .int(o.heartbeat)),
+                            ("last_frame", .string(Format.rfc3339(o.lastFrame))),
+                            ("last_frame_packet", .int(o.lastFramePacket)),
+                            ("silent_seconds", .double(Double(o.silentFor) / 1e9)),
+                            (
+                                "drop_between",
+                                .array([.string(Format.rfc3339(o.earliestDrop)), .string(Format.rfc3339(o.latestDrop))])
+                            ),
+                            ("summary", .string(summary)),
+                        ]
+                ).serialized())
         }
     }
 
     func connectionMembers(_ info: ConnectionInfo) -> [(String, JSON)] {
-        [("connection", .int(info.id.rawValue)), ("client", .string(info.client.description)), ("server", .string(info.server.description))]
+        [
+            ("connection", .int(info.id.rawValue)), ("client", .string(info.client.description)),
+            ("server", .string(info.server.description)),
+        ]
     }
 
     /// Everything at the end: the stories of the connections (the most recent ones, for a long capture).
     mutating func finalReport(engine: inout Engine, interface: String) {
         flush(&engine)
         let records = recent.sorted { $0.info.id < $1.info.id }
-        let result = CaptureResult(path: "live capture on \(interface)", linkType: engine.linkType, counts: engine.counts,
-                                   records: records, error: nil, unreadable: false)
+        let result = CaptureResult(
+            path: "live capture on \(interface)", linkType: engine.linkType, counts: engine.counts,
+            records: records, error: nil, unreadable: false)
         switch format {
         case .text:
             emit("")
-            emit("final report" + (records.count == Self.recentKept ? " (the \(Self.recentKept) most recent connections)" : ""))
+            emit(
+                "final report"
+                    + (records.count == Self.recentKept ? " (the \(Self.recentKept) most recent connections)" : ""))
             emit(AnalyzeReport.text([result]), terminator: "")
         case .jsonl:
             for story in AnalyzeReport.stories(result, options: ReportOptions()) {
-                guard case .object(let members) = AnalyzeReport.connectionJSON(story, capture: 0, options: ReportOptions()) else { continue }
+                guard
+                    case .object(let members) = AnalyzeReport.connectionJSON(
+                        story, capture: 0, options: ReportOptions())
+                else { continue }
                 emit(JSON.object([("type", .string("connection"))] + members).serialized())
             }
         }
@@ -299,8 +348,14 @@ enum Clock {
 func fflushStandardOutput() { fflush(nil) }
 
 func installSignalHandlers() {
-    signal(SIGINT) { _ in stopRequested.store(true, ordering: .relaxed); PcapSource.breakLoop(handleBits: activeHandle.load(ordering: .relaxed)) }
-    signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed); PcapSource.breakLoop(handleBits: activeHandle.load(ordering: .relaxed)) }
+    signal(SIGINT) { _ in
+        stopRequested.store(true, ordering: .relaxed)
+        PcapSource.breakLoop(handleBits: activeHandle.load(ordering: .relaxed))
+    }
+    signal(SIGTERM) { _ in
+        stopRequested.store(true, ordering: .relaxed)
+        PcapSource.breakLoop(handleBits: activeHandle.load(ordering: .relaxed))
+    }
 }
 
 /// tcpdump's -Z: give up root after the device is open.
@@ -309,7 +364,8 @@ func dropPrivileges(to user: String) throws {
         printError("amqpscope: -Z: no such user \(user)")
         throw ExitCode(Exit.usage)
     }
-    let uid = entry.pointee.pw_uid, gid = entry.pointee.pw_gid
+    let uid = entry.pointee.pw_uid
+    let gid = entry.pointee.pw_gid
     guard setgroups(0, nil) == 0 || getuid() != 0, setgid(gid) == 0, setuid(uid) == 0 else {
         printError("amqpscope: -Z: cannot change to user \(user): \(String(cString: strerror(errno)))")
         throw ExitCode(Exit.unreadable)

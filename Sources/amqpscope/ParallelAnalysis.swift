@@ -2,16 +2,17 @@
 // connections it hands over (a semaphore bounds the hand-off, so memory stays flat). Several files: they are
 // analysed in parallel, each rendering into its own temporary file, and joined in capture order afterwards.
 import AMQPScope
-import Dispatch
 import ArgumentParser
+import Dispatch
 import Logging
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The writer, owned by the render queue (only ever touched from it, or after it is drained).
@@ -24,7 +25,9 @@ enum ParallelAnalysis {
     /// Connections handed to the render queue and not yet written, at most.
     static let handOff = 64
 
-    static func pipelined(_ file: String, configuration: EngineConfiguration, writer: inout AnalyzeWriter) -> CaptureResult {
+    static func pipelined(_ file: String, configuration: EngineConfiguration, writer: inout AnalyzeWriter)
+        -> CaptureResult
+    {
         let box = WriterBox(writer)
         let queue = DispatchQueue(label: "amqpscope.render")
         let slots = DispatchSemaphore(value: handOff)
@@ -44,8 +47,10 @@ enum ParallelAnalysis {
     /// Results of files analysed in parallel, in their order; their reports are joined into `writer`. Each file's
     /// report goes to its own temporary file as bytes and is copied to standard output as bytes: text is never
     /// re-decoded, so a character split across a read boundary stays whole.
-    static func files(_ files: [String], configuration: EngineConfiguration, kind: AnalyzeWriter.Kind, options: ReportOptions,
-                      writer: inout AnalyzeWriter) throws -> [CaptureResult] {
+    static func files(
+        _ files: [String], configuration: EngineConfiguration, kind: AnalyzeWriter.Kind, options: ReportOptions,
+        writer: inout AnalyzeWriter
+    ) throws -> [CaptureResult] {
         let directory = try temporaryDirectory()
         defer { rmdir(directory) }
         let outputs = files.indices.map { "\(directory)/\($0)" }
@@ -58,15 +63,21 @@ enum ParallelAnalysis {
                 text.withUTF8 { bytes in _ = fwrite(bytes.baseAddress, 1, bytes.count, handle) }
             }
             fragment.begin(capture: files[index])
-            let result = Analysis.analyzeFile(files[index], configuration: configuration, logger: Logger(label: "amqpscope"),
-                                              onRecord: { fragment.connection($0, capture: index) })
+            let result = Analysis.analyzeFile(
+                files[index], configuration: configuration, logger: Logger(label: "amqpscope"),
+                onRecord: { fragment.connection($0, capture: index) })
             fragment.end(capture: result)
-            if let handle { fclose(handle) } else { printError("amqpscope: cannot write a temporary file in \(directory)") }
+            if let handle {
+                fclose(handle)
+            } else {
+                printError("amqpscope: cannot write a temporary file in \(directory)")
+            }
             let summary = fragment.fragmentSummary()
             slots.withLock { $0[index] = (result, summary) }
         }
         let done = slots.withLock { $0.map { $0! } }
-        let results = done.map(\.0), summaries = done.map(\.1)
+        let results = done.map(\.0)
+        let summaries = done.map(\.1)
         writer.joinFragments(summaries) { index in
             copyToStandardOutput(outputs[index])
             unlink(outputs[index])

@@ -6,11 +6,11 @@ import ArgumentParser
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 enum Exit {
@@ -24,7 +24,9 @@ enum Exit {
 struct AMQPScopeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "amqpscope",
-        abstract: "Explains AMQP incidents from packets: who stopped heartbeating, who closed, who reset, which error each socket got.",
+        abstract:
+            "Explains AMQP incidents from packets: who stopped heartbeating, who closed, who reset, which error each "
+            + "socket got.",
         discussion: """
             Exit codes: 0 analysed; 2 usage error; 3 an input could not be read at all; \
             4 an input was read only in part (truncated or corrupt: what was read is still reported).
@@ -41,7 +43,9 @@ enum AMQPScopeVersion {
 
 /// Options every analysing subcommand shares.
 struct PipelineOptions: ParsableArguments {
-    @Option(name: .customLong("port"), help: "Another TCP port an AMQP server listens on (repeatable; 5672 and 5671 always count).")
+    @Option(
+        name: .customLong("port"),
+        help: "Another TCP port an AMQP server listens on (repeatable; 5672 and 5671 always count).")
     var ports: [UInt16] = []
 
     @Flag(help: "Show AMQP passwords and other secrets instead of redacting them.")
@@ -56,7 +60,8 @@ struct PipelineOptions: ParsableArguments {
     @Option(help: "Out-of-order bytes buffered over all connections before holes are skipped (bytes).")
     var maxBufferTotal: Int = ReassemblyConfiguration().maximumBufferedBytesTotal
 
-    @Option(help: "End connections silent for this many seconds of capture time (default: keep until the capture ends).")
+    @Option(
+        help: "End connections silent for this many seconds of capture time (default: keep until the capture ends).")
     var idleTimeout: Double?
 
     @Option(help: "Connections tracked at once; past it the least recently active is ended and reported.")
@@ -66,9 +71,13 @@ struct PipelineOptions: ParsableArguments {
     var byteAtATime = false
 
     func validate() throws {
-        guard maxBufferPerDirection >= 0, maxBufferTotal >= 0 else { throw ValidationError("buffer limits must not be negative") }
+        guard maxBufferPerDirection >= 0, maxBufferTotal >= 0 else {
+            throw ValidationError("buffer limits must not be negative")
+        }
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
-        if let idleTimeout, !(idleTimeout > 0) { throw ValidationError("--idle-timeout must be a positive number of seconds") }
+        if let idleTimeout, !(idleTimeout > 0) {
+            throw ValidationError("--idle-timeout must be a positive number of seconds")
+        }
         if ports.contains(0) { throw ValidationError("--port 0 is not a port") }
     }
 
@@ -118,7 +127,9 @@ enum TimeArgument {
             dayStart = start.nanoseconds / 1_000_000_000 / 86_400 * 86_400
         }
         let clock = rest.split(separator: ":")
-        guard clock.count == 3, let h = Int64(clock[0]), let m = Int64(clock[1]), let s = Double(clock[2]) else { return nil }
+        guard clock.count == 3, let h = Int64(clock[0]), let m = Int64(clock[1]), let s = Double(clock[2]) else {
+            return nil
+        }
         return Timestamp(nanoseconds: (dayStart + h * 3600 + m * 60) * 1_000_000_000 + Int64(s * 1e9))
     }
 
@@ -138,7 +149,11 @@ struct ViewOptions: ParsableArguments {
     @Option(name: .customLong("connection"), help: "Only this connection id (repeatable).")
     var connectionIDs: [Int] = []
 
-    @Option(help: "Only what happened from this time: +SECONDS from the capture's start, HH:MM:SS[.frac] (UTC), or a full UTC date and time.")
+    @Option(
+        help: ArgumentHelp(
+            "Only what happened from this time: +SECONDS from the capture's start, HH:MM:SS[.frac] (UTC), or a full "
+                + "UTC date and time.")
+    )
     var from: String?
 
     @Option(help: "Only what happened up to this time (same forms as --from).")
@@ -168,17 +183,24 @@ struct ViewOptions: ParsableArguments {
 }
 
 /// Reads one file, with progress on stderr when it is a terminal; streams its records to `onRecord` when given.
-func analyzeFile(_ file: String, configuration: EngineConfiguration, onRecord: ((ConnectionRecord) -> Void)? = nil) -> CaptureResult {
+func analyzeFile(_ file: String, configuration: EngineConfiguration, onRecord: ((ConnectionRecord) -> Void)? = nil)
+    -> CaptureResult
+{
     let showProgress = isatty(2) == 1
     var lastShown = Clock.now()
-    let result = Analysis.analyzeFile(file, configuration: configuration, logger: Logger(label: "amqpscope"), progress: showProgress ? { read, total in
-        let now = Clock.now()
-        guard now.since(lastShown) >= 500_000_000 else { return }
-        lastShown = now
-        let percent = total.map { $0 > 0 ? " (\(read * 100 / $0)%)" : "" } ?? ""
-        let totalText = total.map { " of \($0 / 1_000_000) MB" } ?? ""
-        printError("\u{1B}[2K\ramqpscope: reading \(file): \(read / 1_000_000) MB\(totalText)\(percent)", terminator: "")
-    } : nil, onRecord: onRecord)
+    let result = Analysis.analyzeFile(
+        file, configuration: configuration, logger: Logger(label: "amqpscope"),
+        progress: showProgress
+            ? { read, total in
+                let now = Clock.now()
+                guard now.since(lastShown) >= 500_000_000 else { return }
+                lastShown = now
+                let percent = total.map { $0 > 0 ? " (\(read * 100 / $0)%)" : "" } ?? ""
+                let totalText = total.map { " of \($0 / 1_000_000) MB" } ?? ""
+                printError(
+                    "\u{1B}[2K\ramqpscope: reading \(file): \(read / 1_000_000) MB\(totalText)\(percent)",
+                    terminator: "")
+            } : nil, onRecord: onRecord)
     if showProgress { printError("\u{1B}[2K\r", terminator: "") }
     return result
 }
@@ -199,7 +221,8 @@ struct Analyze: ParsableCommand {
     @Option(help: "Output format: text or json.")
     var format: OutputFormat = .text
 
-    @Flag(name: .shortAndLong, help: "Show every frame and packet on the timeline instead of collapsing routine traffic.")
+    @Flag(
+        name: .shortAndLong, help: "Show every frame and packet on the timeline instead of collapsing routine traffic.")
     var verbose = false
 
     @Flag(help: "List every decoded AMQP frame (in JSON: a frame_list per connection).")
@@ -223,7 +246,8 @@ struct Analyze: ParsableCommand {
         options.showFrames = frames
         options.verbose = verbose
         options.showBodies = pipeline.showBodies
-        options.colour = format == .text && isatty(1) == 1 && (getenv("NO_COLOR").map { String(cString: $0).isEmpty } ?? true)
+        options.colour =
+            format == .text && isatty(1) == 1 && (getenv("NO_COLOR").map { String(cString: $0).isEmpty } ?? true)
         let kind: AnalyzeWriter.Kind = format == .json ? .json : .text
         // Each connection is written as it ends: memory does not grow with the capture.
         var writer = AnalyzeWriter(format: kind, options: options) { writeStandardOutput($0) }
@@ -231,7 +255,8 @@ struct Analyze: ParsableCommand {
         if files.count == 1 {
             results = [ParallelAnalysis.pipelined(files[0], configuration: configuration, writer: &writer)]
         } else {
-            results = try ParallelAnalysis.files(files, configuration: configuration, kind: kind, options: options, writer: &writer)
+            results = try ParallelAnalysis.files(
+                files, configuration: configuration, kind: kind, options: options, writer: &writer)
         }
         writer.finish()
         fflushStandardOutput()
@@ -257,7 +282,9 @@ enum ReviewFormat: String, ExpressibleByArgument, CaseIterable {
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write an incident-review report: one self-contained HTML file (with an SVG timeline per connection), or Markdown.",
+        abstract:
+            "Write an incident-review report: one self-contained HTML file (with an SVG timeline per connection), or "
+            + "Markdown.",
         discussion: """
             The HTML opens anywhere, from an e-mail attachment too: no scripts, fonts or network. Everything taken \
             from the capture is escaped, credentials stay redacted, and message bodies are never included. \
@@ -267,7 +294,9 @@ struct Report: ParsableCommand {
     @Argument(help: "Capture files (pcap or pcapng).")
     var files: [String]
 
-    @Option(name: [.customShort("o"), .customLong("output")], help: "Write the report to this file (default: standard output).")
+    @Option(
+        name: [.customShort("o"), .customLong("output")],
+        help: "Write the report to this file (default: standard output).")
     var output: String?
 
     @Option(help: "html or markdown.")
@@ -279,13 +308,16 @@ struct Report: ParsableCommand {
 
     func validate() throws {
         if files.isEmpty { throw ValidationError("name at least one capture file") }
-        if pipeline.showBodies { throw ValidationError("reports never include message bodies; use analyze --show-bodies") }
+        if pipeline.showBodies {
+            throw ValidationError("reports never include message bodies; use analyze --show-bodies")
+        }
     }
 
     func run() throws {
         let results = files.map { analyzeFile($0, configuration: pipeline.engineConfiguration(recordFrames: false)) }
         let options = view.reportOptions(captureStart: results.compactMap(\.counts.firstTime).min())
-        let text = format == .html
+        let text =
+            format == .html
             ? HTMLReport.render(results, options: options, version: AMQPScopeVersion.string)
             : MarkdownReport.render(results, options: options, version: AMQPScopeVersion.string)
         if let output {

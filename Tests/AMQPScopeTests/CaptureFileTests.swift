@@ -1,8 +1,9 @@
+import AMQPScopeCapture
 // Bad files: each gets a clear message naming the file (and packet when known), and a report of what was read.
 import Foundation
 import Testing
+
 @testable import AMQPScope
-import AMQPScopeCapture
 
 @Suite("Capture files") struct CaptureFileTests {
     let packet = Build.segment(fromClient: true, seq: 1, flags: [.syn])
@@ -18,10 +19,14 @@ import AMQPScopeCapture
     }
 
     @Test func emptyAndTextFiles() {
-        for (name, bytes) in [("empty.pcap", [UInt8]()), ("text.pcap", Array(String(repeating: "not a capture\n", count: 20).utf8))] {
+        for (name, bytes) in [
+            ("empty.pcap", [UInt8]()), ("text.pcap", Array(String(repeating: "not a capture\n", count: 20).utf8)),
+        ] {
             let r = analyze(name, bytes)
             #expect(r.unreadable, "\(name)")
-            #expect(r.error?.contains(name) == true && r.error?.contains("not a readable pcap or pcapng file") == true, "\(r.error ?? "")")
+            #expect(
+                r.error?.contains(name) == true && r.error?.contains("not a readable pcap or pcapng file") == true,
+                "\(r.error ?? "")")
         }
     }
 
@@ -45,7 +50,8 @@ import AMQPScopeCapture
         // A record claiming more than the file's snaplen and than any link type allows (libpcap's 262144 limit).
         let long = Build.segment(fromClient: true, seq: 1, payload: Array(repeating: 7, count: 100))
         var bytes = Build.pcap(snaplen: 64, packets: [(1_000_000_000, Array(long.prefix(64)), long.count)])
-        bytes += Build.le32(2) + Build.le32(0) + Build.le32(300_000) + Build.le32(300_000) + Array(repeating: 0, count: 1000)
+        bytes +=
+            Build.le32(2) + Build.le32(0) + Build.le32(300_000) + Build.le32(300_000) + Array(repeating: 0, count: 1000)
         let r = analyze("oversized.pcap", bytes)
         #expect(!r.unreadable && r.counts.packets == 1)
         #expect(r.error?.contains("packet 2: invalid packet capture length 300000") == true, "\(r.error ?? "")")
@@ -62,19 +68,25 @@ import AMQPScopeCapture
     }
 
     @Test func nanosecondTimestampsAndMicrosecondFiles() {
-        let nano = analyze("nano.pcap", Build.pcap(nanoseconds: true, packets: [(1_700_000_000_123_456_789, packet, nil)]))
+        let nano = analyze(
+            "nano.pcap", Build.pcap(nanoseconds: true, packets: [(1_700_000_000_123_456_789, packet, nil)]))
         #expect(nano.counts.firstTime?.nanoseconds == 1_700_000_000_123_456_789)
-        let micro = analyze("micro.pcap", Build.pcap(nanoseconds: false, packets: [(1_700_000_000_123_456_789, packet, nil)]))
+        let micro = analyze(
+            "micro.pcap", Build.pcap(nanoseconds: false, packets: [(1_700_000_000_123_456_789, packet, nil)]))
         #expect(micro.counts.firstTime?.nanoseconds == 1_700_000_000_123_456_000)
         #expect(Format.time(nano.counts.firstTime!) == "2023-11-14 22:13:20.123456")
     }
 
     /// Found by fuzzing: a file header claiming a 1.5 GB snap length made the reader allocate that much up front.
     @Test func hostileSnapLengthDoesNotSizeTheBuffer() throws {
-        let path = Paths.temporaryFile("huge-snaplen.pcap", Build.pcap(snaplen: 1_582_128_286, packets: [(1, packet, nil)]))
+        let path = Paths.temporaryFile(
+            "huge-snaplen.pcap", Build.pcap(snaplen: 1_582_128_286, packets: [(1, packet, nil)]))
         let source = try PcapSource.openFile(path)
         #expect(source.bufferCapacity <= PcapSource.largestRecord)
-        guard case .packet = try source.next() else { Issue.record("the packet was not read"); return }
+        guard case .packet = try source.next() else {
+            Issue.record("the packet was not read")
+            return
+        }
         #expect(source.packetBytes.count == packet.count)
     }
 
@@ -92,12 +104,16 @@ import AMQPScopeCapture
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let base = directory.appendingPathComponent("ring.pcap").path
-        let writer = try PcapWriter(path: base, linkType: .ethernet, snapshotLength: 262_144, rotateBytes: 20_000, fileCount: 3)
-        let packet = Build.segment(fromClient: true, seq: 1, payload: Array(repeating: 9, count: 946)) // 1000 bytes
+        let writer = try PcapWriter(
+            path: base, linkType: .ethernet, snapshotLength: 262_144, rotateBytes: 20_000, fileCount: 3)
+        let packet = Build.segment(fromClient: true, seq: 1, payload: Array(repeating: 9, count: 946))  // 1000 bytes
         for i in 0..<100 {
             try packet.withUnsafeBytes { raw in
-                try writer.write(PacketHeader(number: i + 1, timestamp: Timestamp(nanoseconds: 1_700_000_000_000_000_000 + Int64(i) * 1_234_567),
-                                              capturedLength: raw.count, originalLength: raw.count), raw)
+                try writer.write(
+                    PacketHeader(
+                        number: i + 1,
+                        timestamp: Timestamp(nanoseconds: 1_700_000_000_000_000_000 + Int64(i) * 1_234_567),
+                        capturedLength: raw.count, originalLength: raw.count), raw)
             }
         }
         writer.close()
@@ -125,7 +141,10 @@ import AMQPScopeCapture
         let writer = try PcapWriter(path: path, linkType: .ethernet, snapshotLength: 65_535)
         let packet = Build.segment(fromClient: false, seq: 5)
         try packet.withUnsafeBytes { raw in
-            try writer.write(PacketHeader(number: 1, timestamp: Timestamp(nanoseconds: 5), capturedLength: raw.count, originalLength: raw.count), raw)
+            try writer.write(
+                PacketHeader(
+                    number: 1, timestamp: Timestamp(nanoseconds: 5), capturedLength: raw.count,
+                    originalLength: raw.count), raw)
         }
         writer.close()
         #expect(writer.name(0) == path && writer.name(2) == path + "2")
@@ -138,9 +157,11 @@ import AMQPScopeCapture
     /// the specifications the generators read are there: a clone stands alone.
     @Test func everyNamedCaptureIsPresent() throws {
         let fm = FileManager.default
-        let external = try String(contentsOf: Paths.externalCaptures.appendingPathComponent("README.md"), encoding: .utf8)
+        let external = try String(
+            contentsOf: Paths.externalCaptures.appendingPathComponent("README.md"), encoding: .utf8)
         let externalNames = external.split(separator: "\n").compactMap { line -> String? in
-            guard line.hasPrefix("| "), let name = line.split(separator: "|").first?.trimmingCharacters(in: .whitespaces),
+            guard line.hasPrefix("| "),
+                let name = line.split(separator: "|").first?.trimmingCharacters(in: .whitespaces),
                 name.hasSuffix(".pcap")
             else { return nil }
             return name
@@ -155,7 +176,8 @@ import AMQPScopeCapture
         }
         #expect(fm.fileExists(atPath: Paths.spec.path))
         for part in ["types", "transport", "messaging", "security", "transactions"] {
-            #expect(fm.fileExists(atPath: Paths.root.appendingPathComponent("spec/amqp-1.0/\(part).xml").path), "\(part)")
+            #expect(
+                fm.fileExists(atPath: Paths.root.appendingPathComponent("spec/amqp-1.0/\(part).xml").path), "\(part)")
         }
     }
 }

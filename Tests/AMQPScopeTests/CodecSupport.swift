@@ -1,10 +1,13 @@
+import AMQPScopePackets
+
 // A test-only AMQP encoder (the codec itself only decodes), and a sink that collects codec events.
 @testable import AMQPScopeCodec
-import AMQPScopePackets
 
 enum Encode {
     static func u16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
-    static func u32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
+    static func u32(_ v: UInt32) -> [UInt8] {
+        [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)]
+    }
     static func u64(_ v: UInt64) -> [UInt8] { u32(UInt32(v >> 32)) + u32(UInt32(v & 0xffff_ffff)) }
     static func shortString(_ s: String) -> [UInt8] { [UInt8(s.utf8.count)] + Array(s.utf8) }
     static func longString(_ b: [UInt8]) -> [UInt8] { u32(UInt32(b.count)) + b }
@@ -76,7 +79,9 @@ enum Encode {
         [type] + u16(channel) + u32(UInt32(payload.count)) + payload + [end]
     }
 
-    static func methodFrame(_ channel: UInt16, _ classID: UInt16, _ methodID: UInt16, _ arguments: [ArgumentValue]) -> [UInt8] {
+    static func methodFrame(_ channel: UInt16, _ classID: UInt16, _ methodID: UInt16, _ arguments: [ArgumentValue])
+        -> [UInt8]
+    {
         frame(1, channel, method(classID, methodID, arguments))
     }
 
@@ -84,7 +89,9 @@ enum Encode {
     static let heartbeat: [UInt8] = frame(8, 0, [])
 
     /// A content header frame for the basic class with the given property flags and raw property bytes.
-    static func contentHeader(_ channel: UInt16, bodySize: UInt64, flags: UInt16 = 0, properties: [UInt8] = []) -> [UInt8] {
+    static func contentHeader(_ channel: UInt16, bodySize: UInt64, flags: UInt16 = 0, properties: [UInt8] = [])
+        -> [UInt8]
+    {
         frame(2, channel, u16(60) + u16(0) + u64(bodySize) + u16(flags) + properties)
     }
 }
@@ -117,15 +124,19 @@ struct CodecCollect: CodecSink {
 }
 
 /// Feeds client->server bytes (and optionally server->client) through a fresh decoder, in chunks of `chunk` bytes.
-func decodeStream(client: [UInt8], server: [UInt8] = [], chunk: Int = .max, fromStart: Bool = true, onAMQPPort: Bool = true,
-                  configuration: CodecConfiguration = CodecConfiguration()) -> CodecCollect {
+func decodeStream(
+    client: [UInt8], server: [UInt8] = [], chunk: Int = .max, fromStart: Bool = true, onAMQPPort: Bool = true,
+    configuration: CodecConfiguration = CodecConfiguration()
+) -> CodecCollect {
     var decoder = ConnectionDecoder(fromStart: fromStart, onAMQPPort: onAMQPPort, configuration: configuration)
     var sink = CodecCollect()
     for (bytes, direction) in [(client, Direction.clientToServer), (server, .serverToClient)] {
         var at = 0
         while at < bytes.count {
             let n = min(chunk, bytes.count - at)
-            bytes[at..<at + n].withUnsafeBytes { decoder.data($0, direction: direction, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink) }
+            bytes[at..<at + n].withUnsafeBytes {
+                decoder.data($0, direction: direction, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink)
+            }
             at += n
         }
     }

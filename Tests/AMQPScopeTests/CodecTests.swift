@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import AMQPScope
 @testable import AMQPScopeCodec
 
@@ -13,7 +14,11 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
     case .bit: .bit(i % 3 != 1)
     case .shortString: .shortString("arg-\(i)")
     case .longString: .longString(LongString("long-\(i)"))
-    case .table: .table(FieldTable([.init(key: "k\(i)", value: .longString(LongString("v"))), .init(key: "n", value: .int32(-Int32(i)))]))
+    case .table:
+        .table(
+            FieldTable([
+                .init(key: "k\(i)", value: .longString(LongString("v"))), .init(key: "n", value: .int32(-Int32(i))),
+            ]))
     case .timestamp: .timestamp(1_700_000_000 + UInt64(i))
     }
 }
@@ -30,12 +35,14 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
                 let args = (m["arguments"] as! [[String: Any]]).map { a in
                     "\(a["name"]!):\((a["type"] as? String) ?? domains[a["domain"] as! String]!)"
                 }
-                expected.append("\(cls["id"]!) \(m["id"]!) \(cls["name"]!).\(m["name"]!) [\(args.joined(separator: ","))] "
-                                + "sync=\((m["synchronous"] as? Bool) ?? false) content=\((m["content"] as? Bool) ?? false)")
+                expected.append(
+                    "\(cls["id"]!) \(m["id"]!) \(cls["name"]!).\(m["name"]!) [\(args.joined(separator: ","))] "
+                        + "sync=\((m["synchronous"] as? Bool) ?? false) content=\((m["content"] as? Bool) ?? false)")
             }
         }
         let ours = AMQPSpec.methods.map { m in
-            "\(m.classID) \(m.methodID) \(m.name) [\(m.arguments.map { "\($0.name):\($0.type.rawValue)" }.joined(separator: ","))] "
+            "\(m.classID) \(m.methodID) \(m.name) "
+                + "[\(m.arguments.map { "\($0.name):\($0.type.rawValue)" }.joined(separator: ","))] "
                 + "sync=\(m.synchronous) content=\(m.carriesContent)"
         }
         #expect(ours == expected)
@@ -67,21 +74,34 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
     }
 
     @Test func unknownMethodsKeepTheirIdsAndLength() {
-        let sink = decodeStream(client: Encode.header091 + Encode.frame(1, 0, Encode.u16(99) + Encode.u16(7) + [1, 2, 3]))
+        let sink = decodeStream(
+            client: Encode.header091 + Encode.frame(1, 0, Encode.u16(99) + Encode.u16(7) + [1, 2, 3]))
         #expect(sink.methods == [.unknown(classID: 99, methodID: 7, length: 3)])
         #expect(sink.methods.first?.name == "unknown(99, 7)")
     }
 
     @Test func everyFieldType() {
         let values: [FieldValue] = [
-            .boolean(true), .int8(-5), .uint8(250), .int16(-300), .uint16(60000), .int32(-70000), .uint32(4_000_000_000),
-            .int64(-1 << 40), .float(1.5), .double(-2.25), .decimal(scale: 2, value: 12345), .longString(LongString("text")),
+            .boolean(true), .int8(-5), .uint8(250), .int16(-300), .uint16(60000), .int32(-70000),
+            .uint32(4_000_000_000),
+            .int64(-1 << 40), .float(1.5), .double(-2.25), .decimal(scale: 2, value: 12345),
+            .longString(LongString("text")),
             .array([.int8(1), .longString(LongString("x")), .array([])]), .timestamp(1_700_000_000),
             .table(FieldTable([.init(key: "inner", value: .boolean(false))])), .void, .byteArray([0, 1, 255]),
         ]
         let table = FieldTable(values.enumerated().map { .init(key: "f\($0.offset)", value: $0.element) })
-        let sink = decodeStream(client: Encode.header091 + Encode.methodFrame(0, 10, 11, [.table(table), .shortString("PLAIN"), .longString(LongString([0, 117, 0, 112])), .shortString("en_US")]))
-        guard case .connectionStartOk(let startOk)? = sink.methods.first else { Issue.record("no start-ok"); return }
+        let sink = decodeStream(
+            client: Encode.header091
+                + Encode.methodFrame(
+                    0, 10, 11,
+                    [
+                        .table(table), .shortString("PLAIN"), .longString(LongString([0, 117, 0, 112])),
+                        .shortString("en_US"),
+                    ]))
+        guard case .connectionStartOk(let startOk)? = sink.methods.first else {
+            Issue.record("no start-ok")
+            return
+        }
         #expect(startOk.clientProperties == table)
         #expect(Set(values.map(\.typeLetter)) == Set("tbBsuIilfdDSATFVx"))
     }
@@ -89,34 +109,51 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
     @Test func badFieldTypeIsMalformedNotATrap() {
         var table = Encode.u32(5) + Encode.shortString("k") + [UInt8(ascii: "Z"), 0, 0]
         table = Array(table.prefix(4 + 5))
-        let sink = decodeStream(client: Encode.header091 + Encode.frame(1, 0, Encode.method(10, 11, []) + table + Encode.shortString("PLAIN")))
+        let sink = decodeStream(
+            client: Encode.header091
+                + Encode.frame(1, 0, Encode.method(10, 11, []) + table + Encode.shortString("PLAIN")))
         #expect(sink.malformed.count == 1)
         #expect(sink.malformed.first?.contains("unknown field type 'Z'") == true, "\(sink.malformed)")
     }
 
     @Test func allFourteenBasicProperties() {
-        let props: [UInt8] = Encode.shortString("application/json") + Encode.shortString("gzip")
+        let props: [UInt8] =
+            Encode.shortString("application/json") + Encode.shortString("gzip")
             + Encode.table(FieldTable([.init(key: "x-retry", value: .int32(3))])) + [2, 9]
-            + Encode.shortString("corr") + Encode.shortString("reply.q") + Encode.shortString("60000") + Encode.shortString("msg-1")
-            + Encode.u64(1_700_000_000) + Encode.shortString("order.created") + Encode.shortString("guest") + Encode.shortString("shop")
+            + Encode.shortString("corr") + Encode.shortString("reply.q") + Encode.shortString("60000")
+            + Encode.shortString("msg-1")
+            + Encode.u64(1_700_000_000) + Encode.shortString("order.created") + Encode.shortString("guest")
+            + Encode.shortString("shop")
             + Encode.shortString("cluster-a")
-        let stream = Encode.header091 + Encode.methodFrame(1, 60, 40, [.short(0), .shortString("ex"), .shortString("rk"), .bit(false), .bit(false)])
-            + Encode.contentHeader(1, bodySize: 5, flags: 0xfffc, properties: props) + Encode.frame(3, 1, Array("hello".utf8))
+        let stream =
+            Encode.header091
+            + Encode.methodFrame(
+                1, 60, 40, [.short(0), .shortString("ex"), .shortString("rk"), .bit(false), .bit(false)])
+            + Encode.contentHeader(1, bodySize: 5, flags: 0xfffc, properties: props)
+            + Encode.frame(3, 1, Array("hello".utf8))
         let sink = decodeStream(client: stream)
         let p = sink.messages.first?.properties
-        #expect(p?.contentType == "application/json" && p?.contentEncoding == "gzip" && p?.headers?["x-retry"] == .int32(3))
+        #expect(
+            p?.contentType == "application/json" && p?.contentEncoding == "gzip" && p?.headers?["x-retry"] == .int32(3))
         #expect(p?.deliveryMode == 2 && p?.priority == 9 && p?.correlationID == "corr" && p?.replyTo == "reply.q")
-        #expect(p?.expiration == "60000" && p?.messageID == "msg-1" && p?.timestamp == 1_700_000_000 && p?.type == "order.created")
+        #expect(
+            p?.expiration == "60000" && p?.messageID == "msg-1" && p?.timestamp == 1_700_000_000
+                && p?.type == "order.created")
         #expect(p?.userID == "guest" && p?.appID == "shop" && p?.clusterID == "cluster-a")
         #expect(p?.present.count == 14)
-        #expect(sink.messages.first?.bodySize == 5 && sink.messages.first?.body == nil, "bodies are kept only when asked")
+        #expect(
+            sink.messages.first?.bodySize == 5 && sink.messages.first?.body == nil, "bodies are kept only when asked")
     }
 
     @Test func bodiesSplitAcrossManySegmentsAndFrames() {
         let body = (0..<10_000).map { UInt8($0 % 251) }
-        var stream = Encode.header091 + Encode.methodFrame(1, 60, 40, [.short(0), .shortString(""), .shortString("q"), .bit(false), .bit(false)])
+        var stream =
+            Encode.header091
+            + Encode.methodFrame(1, 60, 40, [.short(0), .shortString(""), .shortString("q"), .bit(false), .bit(false)])
         stream += Encode.contentHeader(1, bodySize: UInt64(body.count))
-        for start in stride(from: 0, to: body.count, by: 4088) { stream += Encode.frame(3, 1, Array(body[start..<min(body.count, start + 4088)])) }
+        for start in stride(from: 0, to: body.count, by: 4088) {
+            stream += Encode.frame(3, 1, Array(body[start..<min(body.count, start + 4088)]))
+        }
         var configuration = CodecConfiguration()
         configuration.keepBodies = true
         for chunk in [1, 7, 100, 4096, .max] {
@@ -130,9 +167,16 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
 
     @Test func thousandDeepNestedTablesAreRefused() {
         var inner: [UInt8] = Encode.u32(0)
-        for _ in 0..<1000 { inner = Encode.u32(UInt32(inner.count + 3)) + Encode.shortString("t") + [UInt8(ascii: "F")] + inner }
-        let sink = decodeStream(client: Encode.header091 + Encode.frame(1, 0, Encode.method(10, 11, []) + inner + Encode.shortString("PLAIN") + Encode.longString([]) + Encode.shortString("en"))
-                                + Encode.heartbeat)
+        for _ in 0..<1000 {
+            inner = Encode.u32(UInt32(inner.count + 3)) + Encode.shortString("t") + [UInt8(ascii: "F")] + inner
+        }
+        let sink = decodeStream(
+            client: Encode.header091
+                + Encode.frame(
+                    1, 0,
+                    Encode.method(10, 11, []) + inner + Encode.shortString("PLAIN") + Encode.longString([])
+                        + Encode.shortString("en"))
+                + Encode.heartbeat)
         #expect(sink.malformed.count == 1)
         #expect(sink.malformed.first?.contains("nested deeper than 32") == true, "\(sink.malformed)")
         #expect(sink.frames.count == 1, "the heartbeat after it still decodes")
@@ -155,7 +199,9 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         #expect(sink.syncs.count == 1)
         #expect(sink.frames.count == 3)
         // A bad end byte.
-        stream = Encode.header091 + Encode.frame(8, 0, [], end: 0xAB) + Encode.heartbeat + Encode.heartbeat + Encode.heartbeat
+        stream =
+            Encode.header091 + Encode.frame(8, 0, [], end: 0xAB) + Encode.heartbeat + Encode.heartbeat
+            + Encode.heartbeat
         sink = decodeStream(client: stream)
         #expect(sink.malformed == ["frame end byte is 0xab, not 0xce"])
         #expect(sink.frames.count == 3)
@@ -163,10 +209,12 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
 
     @Test func frameMaxAndHeartbeatRulesAreChecked() {
         let tuneOk = Encode.methodFrame(0, 10, 31, [.short(0), .long(4096), .short(2)])
-        let big = Encode.frame(3, 1, Array(repeating: 1, count: 4089)) // 4097 bytes with header and end byte
+        let big = Encode.frame(3, 1, Array(repeating: 1, count: 4089))  // 4097 bytes with header and end byte
         let badBeat = Encode.frame(8, 3, [])
         let sink = decodeStream(client: Encode.header091 + tuneOk + big + badBeat)
-        #expect(sink.violations.contains { $0.contains("4097 bytes exceeds the negotiated frame_max 4096") }, "\(sink.violations)")
+        #expect(
+            sink.violations.contains { $0.contains("4097 bytes exceeds the negotiated frame_max 4096") },
+            "\(sink.violations)")
         #expect(sink.violations.contains { $0.contains("heartbeat frame on channel 3") })
     }
 
@@ -179,7 +227,8 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         #expect(verdict(Array("AMQP".utf8) + [1, 1, 8, 0]) == .amqp(.amqp08))
         #expect(verdict(Array("AMQP".utf8) + [0, 1, 0, 0]) == .amqp10(.amqp10))
         #expect(verdict(Array("AMQP".utf8) + [3, 1, 0, 0]) == .amqp10(.amqp10SASL))
-        #expect(verdict(Array("AMQP".utf8) + [2, 1, 0, 0], onPort: false) == .amqp10(.amqp10TLS), "recognised on any port")
+        #expect(
+            verdict(Array("AMQP".utf8) + [2, 1, 0, 0], onPort: false) == .amqp10(.amqp10TLS), "recognised on any port")
         // The broker answering with its own header refuses the client's version.
         let refused = decodeStream(client: Array("AMQP".utf8) + [1, 1, 0, 10], server: Encode.header091)
         #expect(refused.headers.map(\.version) == [.unknown, .amqp091])
@@ -192,7 +241,8 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
     }
 
     @Test func joiningMidStreamFindsFrameBoundaries() {
-        let method = Encode.methodFrame(1, 60, 40, [.short(0), .shortString("ex"), .shortString("rk"), .bit(false), .bit(false)])
+        let method = Encode.methodFrame(
+            1, 60, 40, [.short(0), .shortString("ex"), .shortString("rk"), .bit(false), .bit(false)])
         let publish = method + Encode.contentHeader(1, bodySize: 3) + Encode.frame(3, 1, [1, 2, 3])
         // Joined five bytes into a method frame: its content header and body are whole, and found first.
         let stream = Array(publish.dropFirst(5)) + publish + publish + Encode.heartbeat
@@ -204,38 +254,67 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         #expect(sink.violations.isEmpty, "what came before the join is not the peer's fault: \(sink.violations)")
         // From the start, the same orphan frames are violations.
         let orphan = decodeStream(client: Encode.header091 + Array(publish.dropFirst(method.count)))
-        #expect(orphan.violations == ["content header on channel 1 with no content method before it",
-                                      "body frame on channel 1 with no content header before it"])
+        #expect(
+            orphan.violations == [
+                "content header on channel 1 with no content method before it",
+                "body frame on channel 1 with no content header before it",
+            ])
     }
 
     @Test func credentialsAreRedactedUnlessAsked() {
-        let plain = Encode.methodFrame(0, 10, 11, [.table(FieldTable()), .shortString("PLAIN"), .longString(LongString([0] + Array("alice\0s3cret".utf8))), .shortString("en_US")])
+        let plain = Encode.methodFrame(
+            0, 10, 11,
+            [
+                .table(FieldTable()), .shortString("PLAIN"), .longString(LongString([0] + Array("alice\0s3cret".utf8))),
+                .shortString("en_US"),
+            ])
         let sink = decodeStream(client: Encode.header091 + plain)
-        guard case .connectionStartOk(let s)? = sink.methods.first else { Issue.record("no start-ok"); return }
+        guard case .connectionStartOk(let s)? = sink.methods.first else {
+            Issue.record("no start-ok")
+            return
+        }
         #expect(!s.response.text.contains("s3cret"))
         #expect(Credentials.user(mechanism: "PLAIN", response: s.response) == "alice")
         #expect(Describe.method(.connectionStartOk(s)).contains("user=alice"))
         var shown = CodecConfiguration()
         shown.showCredentials = true
-        guard case .connectionStartOk(let t)? = decodeStream(client: Encode.header091 + plain, configuration: shown).methods.first else { return }
+        guard
+            case .connectionStartOk(let t)? = decodeStream(client: Encode.header091 + plain, configuration: shown)
+                .methods.first
+        else { return }
         #expect(t.response.text.contains("s3cret"))
         // AMQPLAIN: a table body without its length prefix.
-        let amqplain = Array(Encode.table(FieldTable([.init(key: "LOGIN", value: .longString(LongString("bob"))), .init(key: "PASSWORD", value: .longString(LongString("hunter2")))])).dropFirst(4))
-        let frame = Encode.methodFrame(0, 10, 11, [.table(FieldTable()), .shortString("AMQPLAIN"), .longString(LongString(amqplain)), .shortString("en_US")])
-        guard case .connectionStartOk(let u)? = decodeStream(client: Encode.header091 + frame).methods.first else { return }
+        let amqplain = Array(
+            Encode.table(
+                FieldTable([
+                    .init(key: "LOGIN", value: .longString(LongString("bob"))),
+                    .init(key: "PASSWORD", value: .longString(LongString("hunter2"))),
+                ])
+            ).dropFirst(4))
+        let frame = Encode.methodFrame(
+            0, 10, 11,
+            [.table(FieldTable()), .shortString("AMQPLAIN"), .longString(LongString(amqplain)), .shortString("en_US")])
+        guard case .connectionStartOk(let u)? = decodeStream(client: Encode.header091 + frame).methods.first else {
+            return
+        }
         #expect(!u.response.text.contains("hunter2"))
         #expect(Credentials.user(mechanism: "AMQPLAIN", response: u.response) == "bob")
     }
 
     @Test func everyPrefixAndRandomGarbageNeverTraps() {
-        let stream = Encode.header091 + Encode.methodFrame(0, 10, 31, [.short(1), .long(4096), .short(2)]) + Encode.heartbeat
-            + Encode.methodFrame(1, 60, 40, [.short(0), .shortString("ex"), .shortString("rk"), .bit(true), .bit(false)])
-            + Encode.contentHeader(1, bodySize: 2, flags: 0x8000, properties: Encode.shortString("text/plain")) + Encode.frame(3, 1, [7, 7])
+        let stream =
+            Encode.header091 + Encode.methodFrame(0, 10, 31, [.short(1), .long(4096), .short(2)]) + Encode.heartbeat
+            + Encode.methodFrame(
+                1, 60, 40, [.short(0), .shortString("ex"), .shortString("rk"), .bit(true), .bit(false)])
+            + Encode.contentHeader(1, bodySize: 2, flags: 0x8000, properties: Encode.shortString("text/plain"))
+            + Encode.frame(3, 1, [7, 7])
         for length in 0...stream.count { _ = decodeStream(client: Array(stream.prefix(length))) }
         var rng = SeededGenerator(seed: 7)
         for _ in 0..<300 {
             var mutated = stream
-            for _ in 0..<3 { mutated[Int.random(in: 0..<mutated.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            for _ in 0..<3 {
+                mutated[Int.random(in: 0..<mutated.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+            }
             _ = decodeStream(client: mutated, chunk: Int.random(in: 1...20, using: &rng))
             _ = decodeStream(client: mutated, fromStart: false)
         }
@@ -246,7 +325,8 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
     /// Each capture's streams fed one byte at a time decode to the same frames as fed whole.
     @Test(arguments: Paths.allCaptures)
     func dripFeedEqualsWhole(path: String) {
-        var whole = EngineConfiguration(), drip = EngineConfiguration()
+        var whole = EngineConfiguration()
+        var drip = EngineConfiguration()
         whole.recordFrames = true
         drip.recordFrames = true
         drip.byteAtATime = true
@@ -260,7 +340,8 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
     }
 
     @Test func celeryMidStreamHasNoMalformedFramesAfterSync() throws {
-        let r = Analysis.analyzeFile(Paths.externalCaptures.appendingPathComponent("celery-midstream-ethernet.pcap").path)
+        let r = Analysis.analyzeFile(
+            Paths.externalCaptures.appendingPathComponent("celery-midstream-ethernet.pcap").path)
         #expect(r.records.count == 3)
         for record in r.records {
             #expect(record.verdict == .amqpBySync)
@@ -270,14 +351,20 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
     }
 
     @Test func streamProtocolCaptureHasNoAMQPConnection() {
-        let r = Analysis.analyzeFile(Paths.externalCaptures.appendingPathComponent("rabbitmq-stream-protocol-5552.pcap").path)
+        let r = Analysis.analyzeFile(
+            Paths.externalCaptures.appendingPathComponent("rabbitmq-stream-protocol-5552.pcap").path)
         #expect(r.records.count == 4)
         #expect(r.records.allSatisfy { !$0.isAMQP })
         // Even when told 5552 is an AMQP port, its bytes are not misread as frames.
         var configuration = EngineConfiguration()
         configuration.reassembly.serverPorts.insert(5552)
-        let forced = Analysis.analyzeFile(Paths.externalCaptures.appendingPathComponent("rabbitmq-stream-protocol-5552.pcap").path, configuration: configuration)
-        #expect(forced.records.allSatisfy { !$0.isAMQP && $0.frameCounts.clientToServer.total == 0 && $0.frameCounts.serverToClient.total == 0 })
+        let forced = Analysis.analyzeFile(
+            Paths.externalCaptures.appendingPathComponent("rabbitmq-stream-protocol-5552.pcap").path,
+            configuration: configuration)
+        #expect(
+            forced.records.allSatisfy {
+                !$0.isAMQP && $0.frameCounts.clientToServer.total == 0 && $0.frameCounts.serverToClient.total == 0
+            })
     }
 }
 
@@ -294,10 +381,17 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
             var c = Conversation()
             c.clientPort = UInt16(30000 + i)
             c.open()
-            c.client(Encode.header091 + [1, 0, 1] + Encode.u32(100_000) + Encode.u16(60) + Encode.u16(40) + Array(repeating: 0, count: 50_000))
+            c.client(
+                Encode.header091 + [1, 0, 1] + Encode.u32(100_000) + Encode.u16(60) + Encode.u16(40)
+                    + Array(repeating: 0, count: 50_000))
             for p in c.packets {
                 number += 1
-                p.bytes.withUnsafeBytes { engine.process(PacketHeader(number: number, timestamp: Timestamp(nanoseconds: p.time), capturedLength: p.bytes.count, originalLength: p.bytes.count), $0) }
+                p.bytes.withUnsafeBytes {
+                    engine.process(
+                        PacketHeader(
+                            number: number, timestamp: Timestamp(nanoseconds: p.time), capturedLength: p.bytes.count,
+                            originalLength: p.bytes.count), $0)
+                }
                 peak = max(peak, engine.codecBufferedBytes)
             }
         }

@@ -16,41 +16,80 @@ struct Conversation {
         let s = seq ?? (fromClient ? clientSeq : serverSeq)
         let a = fromClient ? serverSeq : clientSeq
         let (sp, dp): (UInt16, UInt16) = fromClient ? (clientPort, 5672) : (5672, clientPort)
-        packets.append((now, Build.ethernet(payload: Build.ipv4(payload: Build.tcp(sport: sp, dport: dp, seq: s, ack: a, flags: flags, payload: payload)))))
+        packets.append(
+            (
+                now,
+                Build.ethernet(
+                    payload: Build.ipv4(
+                        payload: Build.tcp(sport: sp, dport: dp, seq: s, ack: a, flags: flags, payload: payload)))
+            ))
         now += 100_000
     }
 
     mutating func open() {
-        emit(true, [.syn]); clientSeq &+= 1
-        emit(false, [.syn, .ack]); serverSeq &+= 1
+        emit(true, [.syn])
+        clientSeq &+= 1
+        emit(false, [.syn, .ack])
+        serverSeq &+= 1
         emit(true, [.ack])
     }
 
-    mutating func client(_ payload: [UInt8]) { emit(true, [.ack, .psh], payload); clientSeq &+= UInt32(payload.count) }
-    mutating func server(_ payload: [UInt8]) { emit(false, [.ack, .psh], payload); serverSeq &+= UInt32(payload.count) }
+    mutating func client(_ payload: [UInt8]) {
+        emit(true, [.ack, .psh], payload)
+        clientSeq &+= UInt32(payload.count)
+    }
+    mutating func server(_ payload: [UInt8]) {
+        emit(false, [.ack, .psh], payload)
+        serverSeq &+= UInt32(payload.count)
+    }
     mutating func clientAck() { emit(true, [.ack]) }
     mutating func serverAck() { emit(false, [.ack]) }
-    mutating func clientFIN() { emit(true, [.fin, .ack]); clientSeq &+= 1 }
-    mutating func serverFIN() { emit(false, [.fin, .ack]); serverSeq &+= 1 }
+    mutating func clientFIN() {
+        emit(true, [.fin, .ack])
+        clientSeq &+= 1
+    }
+    mutating func serverFIN() {
+        emit(false, [.fin, .ack])
+        serverSeq &+= 1
+    }
     mutating func clientRST() { emit(true, [.rst, .ack]) }
     mutating func serverRST() { emit(false, [.rst, .ack]) }
 
     /// Protocol header, Start/Start-Ok with products, Tune/Tune-Ok, Open/Open-Ok.
-    mutating func amqpHandshake(heartbeat: UInt16, clientProduct: String = "Pika Python Client Library", clientVersion: String = "1.3.2") {
+    mutating func amqpHandshake(
+        heartbeat: UInt16, clientProduct: String = "Pika Python Client Library", clientVersion: String = "1.3.2"
+    ) {
         client(Encode.header091)
-        let serverProps = FieldTable([.init(key: "product", value: .longString(LongString("RabbitMQ"))),
-                                      .init(key: "version", value: .longString(LongString("3.13.0")))])
-        server(Encode.methodFrame(0, 10, 10, [.octet(0), .octet(9), .table(serverProps), .longString(LongString("PLAIN")), .longString(LongString("en_US"))]))
-        let clientProps = FieldTable([.init(key: "product", value: .longString(LongString(clientProduct))),
-                                      .init(key: "version", value: .longString(LongString(clientVersion)))])
-        client(Encode.methodFrame(0, 10, 11, [.table(clientProps), .shortString("PLAIN"), .longString(LongString([0] + Array("guest\0guest".utf8))), .shortString("en_US")]))
+        let serverProps = FieldTable([
+            .init(key: "product", value: .longString(LongString("RabbitMQ"))),
+            .init(key: "version", value: .longString(LongString("3.13.0"))),
+        ])
+        server(
+            Encode.methodFrame(
+                0, 10, 10,
+                [
+                    .octet(0), .octet(9), .table(serverProps), .longString(LongString("PLAIN")),
+                    .longString(LongString("en_US")),
+                ]))
+        let clientProps = FieldTable([
+            .init(key: "product", value: .longString(LongString(clientProduct))),
+            .init(key: "version", value: .longString(LongString(clientVersion))),
+        ])
+        client(
+            Encode.methodFrame(
+                0, 10, 11,
+                [
+                    .table(clientProps), .shortString("PLAIN"),
+                    .longString(LongString([0] + Array("guest\0guest".utf8))), .shortString("en_US"),
+                ]))
         server(Encode.methodFrame(0, 10, 30, [.short(2047), .long(131_072), .short(60)]))
         client(Encode.methodFrame(0, 10, 31, [.short(2047), .long(131_072), .short(heartbeat)]))
         client(Encode.methodFrame(0, 10, 40, [.shortString("/"), .shortString(""), .bit(false)]))
         server(Encode.methodFrame(0, 10, 41, [.shortString("")]))
     }
 
-    static let connectionClose = Encode.methodFrame(0, 10, 50, [.short(200), .shortString("Normal shutdown"), .short(0), .short(0)])
+    static let connectionClose = Encode.methodFrame(
+        0, 10, 50, [.short(200), .shortString("Normal shutdown"), .short(0), .short(0)])
     static let connectionCloseOk = Encode.methodFrame(0, 10, 51, [])
 
     func stories(configure: (inout EngineConfiguration) -> Void = { _ in }) -> [Story] {
@@ -58,7 +97,12 @@ struct Conversation {
         configure(&configuration)
         var engine = Engine(linkType: .ethernet, configuration: configuration)
         for (i, p) in packets.enumerated() {
-            p.bytes.withUnsafeBytes { engine.process(PacketHeader(number: i + 1, timestamp: Timestamp(nanoseconds: p.time), capturedLength: p.bytes.count, originalLength: p.bytes.count), $0) }
+            p.bytes.withUnsafeBytes {
+                engine.process(
+                    PacketHeader(
+                        number: i + 1, timestamp: Timestamp(nanoseconds: p.time), capturedLength: p.bytes.count,
+                        originalLength: p.bytes.count), $0)
+            }
         }
         engine.finish()
         return engine.takeEnded().map { Story($0) }

@@ -1,8 +1,8 @@
+import AMQPScopeFuzzing
 // Every seed of the fuzz corpus and every input a fuzzer ever crashed on, replayed through the same bodies the
 // fuzzers run (AMQPScopeFuzzing), without libFuzzer: a regression fails the ordinary test suite.
 import Foundation
 import Testing
-import AMQPScopeFuzzing
 
 @Suite("Fuzz inputs replayed") struct FuzzRegressionTests {
     static func inputs(_ folder: String) -> [String] {
@@ -17,7 +17,9 @@ import AMQPScopeFuzzing
 
     @Test func corpusIsThere() {
         let seeds = Self.inputs("corpus")
-        for target in FuzzEntry.targets { #expect(seeds.contains { $0.hasPrefix(target + "/") }, "no seeds for \(target)") }
+        for target in FuzzEntry.targets {
+            #expect(seeds.contains { $0.hasPrefix(target + "/") }, "no seeds for \(target)")
+        }
     }
 
     @Test(arguments: inputs("regressions") + inputs("corpus").filter { !$0.hasPrefix("FuzzPacketLayers") })

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import AMQPScopePackets
 
 private func decode(_ bytes: [UInt8], _ link: LinkType) -> DecodedPacket {
@@ -11,10 +12,13 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
 }
 
 @Suite("Packet layers") struct PacketLayerTests {
-    let tcpBytes = Build.tcp(sport: 40000, dport: 5672, seq: 1000, ack: 7, flags: [.psh, .ack], window: 512, payload: Array("hello".utf8))
+    let tcpBytes = Build.tcp(
+        sport: 40000, dport: 5672, seq: 1000, ack: 7, flags: [.psh, .ack], window: 512, payload: Array("hello".utf8))
 
     @Test func ethernetIPv4TCP() throws {
-        let s = try #require(segment(Build.ethernet(payload: Build.ipv4(src: 0x0a00_0001, dst: 0x0a00_0002, payload: tcpBytes)), .ethernet))
+        let s = try #require(
+            segment(
+                Build.ethernet(payload: Build.ipv4(src: 0x0a00_0001, dst: 0x0a00_0002, payload: tcpBytes)), .ethernet))
         #expect(s.source.description == "10.0.0.1:40000")
         #expect(s.destination.description == "10.0.0.2:5672")
         #expect(s.sequence == 1000 && s.acknowledgment == 7 && s.window == 512)
@@ -31,11 +35,13 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
     }
 
     @Test func stackedVLANTags() throws {
-        let frame = Build.ethernet(etherType: 0x0800, vlanTags: [0x88a8, 0x8100], payload: Build.ipv4(payload: tcpBytes))
+        let frame = Build.ethernet(
+            etherType: 0x0800, vlanTags: [0x88a8, 0x8100], payload: Build.ipv4(payload: tcpBytes))
         let s = try #require(segment(frame, .ethernet))
         #expect(s.destination.port == 5672)
         // Nine stacked tags is past the limit.
-        let hostile = Build.ethernet(etherType: 0x0800, vlanTags: Array(repeating: 0x8100, count: 9), payload: Build.ipv4(payload: tcpBytes))
+        let hostile = Build.ethernet(
+            etherType: 0x0800, vlanTags: Array(repeating: 0x8100, count: 9), payload: Build.ipv4(payload: tcpBytes))
         #expect(decode(hostile, .ethernet) == .malformed(Malformed(.vlan, "more than 8 stacked VLAN tags")))
     }
 
@@ -43,9 +49,12 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
         let ip = Build.ipv4(payload: tcpBytes)
         let sll: [UInt8] = [0, 0, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0] + Build.be16(0x0800) + ip
         #expect(segment(sll, .linuxSLL)?.destination.port == 5672)
-        let sll2: [UInt8] = Build.be16(0x0800) + [0, 0] + Build.be32(1) + [0, 1, 0, 6] + [1, 2, 3, 4, 5, 6, 0, 0] + ip
+        let sll2: [UInt8] =
+            Build.be16(0x0800) + [0, 0] + Build.be32(1) + [0, 1, 0, 6] + [1, 2, 3, 4, 5, 6, 0, 0] + ip
         #expect(segment(sll2, .linuxSLL2)?.destination.port == 5672)
-        #expect(decode(Array(sll2.prefix(19)), .linuxSLL2) == .malformed(Malformed(.link, "Linux cooked v2 header shorter than 20 bytes")))
+        #expect(
+            decode(Array(sll2.prefix(19)), .linuxSLL2)
+                == .malformed(Malformed(.link, "Linux cooked v2 header shorter than 20 bytes")))
     }
 
     @Test func loopbackFamilyInEitherByteOrder() throws {
@@ -54,7 +63,7 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
         #expect(segment(Build.be32(2) + ip, .null) != nil)
         #expect(segment(Build.be32(2) + ip, .loop) != nil)
         let ip6 = Build.ipv6(payload: tcpBytes)
-        #expect(segment(Build.le32(30) + ip6, .null)?.source.description == "[::1]:40000") // Darwin's AF_INET6
+        #expect(segment(Build.le32(30) + ip6, .null)?.source.description == "[::1]:40000")  // Darwin's AF_INET6
         #expect(segment(Build.be32(24) + ip6, .loop) != nil)
         #expect(decode(Build.le32(17) + ip, .null) == .other)
     }
@@ -63,14 +72,17 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
         #expect(segment(Build.ipv4(payload: tcpBytes), .raw) != nil)
         #expect(segment(Build.ipv4(payload: tcpBytes), .rawDLT12) != nil)
         #expect(segment(Build.ipv6(payload: tcpBytes), .raw) != nil)
-        #expect(decode([0x50, 1, 2, 3], .raw) == .malformed(Malformed(.link, "raw IP packet with IP version neither 4 nor 6")))
+        #expect(
+            decode([0x50, 1, 2, 3], .raw)
+                == .malformed(Malformed(.link, "raw IP packet with IP version neither 4 nor 6")))
     }
 
     @Test func ipv4OptionsAndFragments() throws {
-        let withOptions = Build.ipv4(options: [1, 1, 1, 0], payload: tcpBytes) // NOPs + end of list
+        let withOptions = Build.ipv4(options: [1, 1, 1, 0], payload: tcpBytes)  // NOPs + end of list
         #expect(segment(withOptions, .raw)?.payloadLength == 5)
-        #expect(decode(Build.ipv4(flagsFragment: 0x2000, payload: tcpBytes), .raw) == .fragment(.ipv4)) // more fragments
-        #expect(decode(Build.ipv4(flagsFragment: 0x0010, payload: tcpBytes), .raw) == .fragment(.ipv4)) // offset
+        // More fragments follow.
+        #expect(decode(Build.ipv4(flagsFragment: 0x2000, payload: tcpBytes), .raw) == .fragment(.ipv4))
+        #expect(decode(Build.ipv4(flagsFragment: 0x0010, payload: tcpBytes), .raw) == .fragment(.ipv4))  // offset
         #expect(decode(Build.ipv4(proto: 17, payload: [0, 1, 0, 2, 0, 8, 0, 0]), .raw) == .other)
     }
 
@@ -83,7 +95,9 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
         #expect(s.destination.port == 5672 && s.payloadLength == 5)
         // An atomic fragment header (offset 0, no more fragments) is passed through; a real fragment is skipped.
         #expect(segment(Build.ipv6(next: 44, extensions: [6, 0, 0, 0, 0, 0, 0, 1], payload: tcpBytes), .raw) != nil)
-        #expect(decode(Build.ipv6(next: 44, extensions: [6, 0, 0, 1, 0, 0, 0, 1], payload: tcpBytes), .raw) == .fragment(.ipv6))
+        #expect(
+            decode(Build.ipv6(next: 44, extensions: [6, 0, 0, 1, 0, 0, 0, 1], payload: tcpBytes), .raw)
+                == .fragment(.ipv6))
         // An extension header whose length runs past the payload.
         let runaway = Build.ipv6(next: 0, extensions: [6, 200, 0, 0, 0, 0, 0, 0], payload: tcpBytes)
         if case .malformed = decode(runaway, .raw) {} else { Issue.record("runaway extension header was accepted") }
@@ -92,20 +106,23 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
     @Test func ipv6AddressText() {
         #expect(IPAddress(ipv6High: 0x2001_0db8_0000_0000, low: 0x0000_0000_0000_0001).description == "2001:db8::1")
         #expect(IPAddress(ipv6High: 0, low: 0).description == "::")
-        #expect(IPAddress(ipv6High: 0x2001_0db8_0001_0000, low: 0x0001_0000_0000_0001).description == "2001:db8:1:0:1::1")
+        #expect(
+            IPAddress(ipv6High: 0x2001_0db8_0001_0000, low: 0x0001_0000_0000_0001).description == "2001:db8:1:0:1::1")
         #expect(Endpoint(address: IPAddress(ipv6High: 0, low: 1), port: 5672).description == "[::1]:5672")
     }
 
     @Test func tcpOptions() throws {
         let options: [UInt8] = [2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7]
-        let s = try #require(segment(Build.ipv4(payload: Build.tcp(sport: 1, dport: 2, seq: 0, flags: [.syn], options: options)), .raw))
+        let s = try #require(
+            segment(Build.ipv4(payload: Build.tcp(sport: 1, dport: 2, seq: 0, flags: [.syn], options: options)), .raw))
         #expect(s.options.maximumSegmentSize == 1460)
         #expect(s.options.sackPermitted)
         #expect(s.options.timestampValue == 1 && s.options.timestampEcho == 2)
         #expect(s.options.windowScale == 7)
         #expect(!s.options.malformed)
-        let bad: [UInt8] = [2, 9, 0, 0] // MSS claiming 9 bytes
-        let t = try #require(segment(Build.ipv4(payload: Build.tcp(sport: 1, dport: 2, seq: 0, flags: [.syn], options: bad)), .raw))
+        let bad: [UInt8] = [2, 9, 0, 0]  // MSS claiming 9 bytes
+        let t = try #require(
+            segment(Build.ipv4(payload: Build.tcp(sport: 1, dport: 2, seq: 0, flags: [.syn], options: bad)), .raw))
         #expect(t.options.malformed)
     }
 
@@ -119,15 +136,20 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
     /// Every prefix of valid packets, and garbage, at every layer: nothing traps, a prefix never yields more payload.
     @Test(arguments: [LinkType.ethernet, .linuxSLL, .linuxSLL2, .null, .raw])
     func everyPrefixIsSafe(link: LinkType) {
-        let ip4 = Build.ipv4(options: [1, 1, 1, 1], payload: Build.tcp(sport: 1, dport: 2, seq: 3, flags: [.ack], options: [1, 1, 1, 0], payload: [1, 2, 3]))
-        let ip6 = Build.ipv6(next: 0, extensions: [6, 0, 1, 4, 0, 0, 0, 0], payload: Build.tcp(sport: 1, dport: 2, seq: 3, flags: [.ack], payload: [9]))
+        let ip4 = Build.ipv4(
+            options: [1, 1, 1, 1],
+            payload: Build.tcp(sport: 1, dport: 2, seq: 3, flags: [.ack], options: [1, 1, 1, 0], payload: [1, 2, 3]))
+        let ip6 = Build.ipv6(
+            next: 0, extensions: [6, 0, 1, 4, 0, 0, 0, 0],
+            payload: Build.tcp(sport: 1, dport: 2, seq: 3, flags: [.ack], payload: [9]))
         for ip in [ip4, ip6] {
             let etherType: UInt16 = ip[0] >> 4 == 4 ? 0x0800 : 0x86dd
             let packet: [UInt8]
             switch link {
             case .ethernet: packet = Build.ethernet(etherType: etherType, vlanTags: [0x8100], payload: ip)
             case .linuxSLL: packet = [0, 0, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0] + Build.be16(etherType) + ip
-            case .linuxSLL2: packet = Build.be16(etherType) + [0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0] + ip
+            case .linuxSLL2:
+                packet = Build.be16(etherType) + [0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0] + ip
             case .null: packet = Build.le32(ip[0] >> 4 == 4 ? 2 : 10) + ip
             default: packet = ip
             }

@@ -1,5 +1,6 @@
 // Segments in, events out (gopacket's table style), plus property and flood tests.
 import Testing
+
 @testable import AMQPScopePackets
 @testable import AMQPScopeReassembly
 
@@ -13,13 +14,17 @@ struct Collect: StreamSink {
     mutating func consume(_ e: StreamEvent) {
         let dir = e.direction == .clientToServer ? "c" : "s"
         switch e.kind {
-        case .opened(let info): events.append("open \(info.opening.rawValue) client=\(info.client.port) id=\(e.connection.rawValue)")
+        case .opened(let info):
+            events.append("open \(info.opening.rawValue) client=\(info.client.port) id=\(e.connection.rawValue)")
         case .packet(let p): packets.append(p)
         case .data(let bytes):
             events.append("data \(dir) @\(e.offset) \(String(decoding: bytes, as: UTF8.self))")
             streams[e.direction] += Array(bytes)
         case .gap(let length, let reason):
-            events.append("gap \(dir) @\(e.offset) \(length) \(reason == .lost ? "lost" : reason == .notCaptured ? "snap" : "limit")")
+            events.append(
+                "gap \(dir) @\(e.offset) \(length) "
+                    + "\(reason == .lost ? "lost" : reason == .notCaptured ? "snap" : "limit")"
+            )
             gaps.append((e.direction, e.offset, length))
         case .fin: events.append("fin \(dir) @\(e.offset)")
         case .reset(let r): events.append("rst \(dir) exact=\(r.exact) receiver=\(r.receiverState.rawValue)")
@@ -35,23 +40,34 @@ struct Seg {
     var seq: UInt32
     var flags: TCPFlags = [.ack]
     var payload: String = ""
-    var capture: Int? = nil // captured bytes of the payload, when cut by a snap length
+    var capture: Int? = nil  // captured bytes of the payload, when cut by a snap length
     var ack: UInt32 = 0
 
-    static func c(_ seq: UInt32, _ payload: String = "", _ flags: TCPFlags = [.ack, .psh]) -> Seg { Seg(client: true, seq: seq, flags: flags, payload: payload) }
-    static func s(_ seq: UInt32, _ payload: String = "", _ flags: TCPFlags = [.ack, .psh]) -> Seg { Seg(client: false, seq: seq, flags: flags, payload: payload) }
+    static func c(_ seq: UInt32, _ payload: String = "", _ flags: TCPFlags = [.ack, .psh]) -> Seg {
+        Seg(client: true, seq: seq, flags: flags, payload: payload)
+    }
+    static func s(_ seq: UInt32, _ payload: String = "", _ flags: TCPFlags = [.ack, .psh]) -> Seg {
+        Seg(client: false, seq: seq, flags: flags, payload: payload)
+    }
 }
 
-func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = ReassemblyConfiguration(), finish: Bool = true) -> Collect {
+func reassemble(
+    _ segments: [Seg], configuration: ReassemblyConfiguration = ReassemblyConfiguration(), finish: Bool = true
+) -> Collect {
     var reassembler = Reassembler(configuration: configuration)
     var sink = Collect()
     for (i, seg) in segments.enumerated() {
-        var bytes = Build.segment(fromClient: seg.client, seq: seg.seq, ack: seg.ack, flags: seg.flags, payload: Array(seg.payload.utf8))
+        var bytes = Build.segment(
+            fromClient: seg.client, seq: seg.seq, ack: seg.ack, flags: seg.flags, payload: Array(seg.payload.utf8))
         if let capture = seg.capture { bytes = Array(bytes.prefix(bytes.count - seg.payload.utf8.count + capture)) }
-        let header = PacketHeader(number: i + 1, timestamp: Timestamp(nanoseconds: Int64(i) * 1_000_000), capturedLength: bytes.count,
-                                  originalLength: bytes.count)
+        let header = PacketHeader(
+            number: i + 1, timestamp: Timestamp(nanoseconds: Int64(i) * 1_000_000), capturedLength: bytes.count,
+            originalLength: bytes.count)
         bytes.withUnsafeBytes { raw in
-            guard case .tcp(let s) = PacketDecoder.decode(raw, linkType: .ethernet) else { Issue.record("not TCP"); return }
+            guard case .tcp(let s) = PacketDecoder.decode(raw, linkType: .ethernet) else {
+                Issue.record("not TCP")
+                return
+            }
             reassembler.process(s, header: header, bytes: raw, into: &sink)
         }
     }
@@ -74,46 +90,115 @@ func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = Reas
     }
 
     static let cases: [Case] = [
-        Case(name: "in order, FIN each way", segments: handshake + [.c(101, "hello"), .s(301, "world"), .c(106, "", [.fin, .ack]), .s(306, "", [.fin, .ack])],
-             expected: ["open handshake client=40000 id=1", "data c @0 hello", "data s @0 world", "fin c @5", "fin s @5",
-                        "end id=1 both sides sent FIN"]),
-        Case(name: "sequence numbers wrap past 2^32",
-             segments: [Seg(client: true, seq: 0xFFFF_FFFC, flags: [.syn]), .c(0xFFFF_FFFD, "abcdef"), .c(3, "gh")],
-             expected: ["open handshake client=40000 id=1", "data c @0 abcdef", "data c @6 gh", "end id=1 still open when the capture ended"]),
-        Case(name: "reordered", segments: handshake + [.c(101, "abc"), .c(107, "ghi"), .c(104, "def")],
-             expected: ["open handshake client=40000 id=1", "data c @0 abc", "data c @3 def", "data c @6 ghi",
-                        "end id=1 still open when the capture ended"]),
-        Case(name: "duplicate", segments: handshake + [.c(101, "abc"), .c(101, "abc"), .c(104, "d")],
-             expected: ["open handshake client=40000 id=1", "data c @0 abc", "data c @3 d", "end id=1 still open when the capture ended"]),
-        Case(name: "partial retransmission overlaps delivered bytes", segments: handshake + [.c(101, "abcdef"), .c(104, "defgh")],
-             expected: ["open handshake client=40000 id=1", "data c @0 abcdef", "data c @6 gh", "end id=1 still open when the capture ended"]),
-        Case(name: "overlap that disagrees: first copy wins", segments: handshake + [.c(101, "ab"), .c(106, "xyz"), .c(105, "qXYZ"), .c(103, "cd")],
-             expected: ["open handshake client=40000 id=1", "data c @0 ab", "conflict c", "data c @2 cd", "data c @4 q", "data c @5 xyz",
-                        "end id=1 still open when the capture ended"]),
-        Case(name: "gap: bytes that never arrived", segments: handshake + [.c(101, "abc"), .c(107, "ghi")],
-             expected: ["open handshake client=40000 id=1", "data c @0 abc", "gap c @3 3 lost", "data c @6 ghi",
-                        "end id=1 still open when the capture ended"]),
-        Case(name: "RST from the server lands on an established client", segments: handshake + [.c(101, "abc"), .s(301, "", [.rst])],
-             expected: ["open handshake client=40000 id=1", "data c @0 abc", "rst s exact=true receiver=ESTABLISHED", "end id=1 reset"]),
-        Case(name: "FIN, a late write, then RST: the writer is in CLOSE_WAIT",
-             segments: handshake + [.s(301, "", [.fin, .ack]), .c(101, "late"), .s(302, "", [.rst])],
-             expected: ["open handshake client=40000 id=1", "fin s @0", "data c @0 late", "rst s exact=true receiver=CLOSE_WAIT", "end id=1 reset"]),
-        Case(name: "RST from the client", segments: handshake + [.c(101, "", [.rst, .ack])],
-             expected: ["open handshake client=40000 id=1", "rst c exact=true receiver=ESTABLISHED", "end id=1 reset"]),
-        Case(name: "RST answering a SYN: connection refused", segments: [Seg(client: true, seq: 100, flags: [.syn]), Seg(client: false, seq: 0, flags: [.rst, .ack], ack: 101)],
-             expected: ["open handshake client=40000 id=1", "rst s exact=true receiver=SYN_SENT", "end id=1 reset"]),
-        Case(name: "picked up mid-stream: the AMQP port is the server", segments: [.s(9000, "tick"), .c(5000, "tock")],
-             expected: ["open midstream client=40000 id=1", "data s @0 tick", "data c @0 tock", "end id=1 still open when the capture ended"]),
-        Case(name: "SYN retransmitted", segments: [Seg(client: true, seq: 100, flags: [.syn]), Seg(client: true, seq: 100, flags: [.syn])] + Array(handshake.dropFirst()),
-             expected: ["open handshake client=40000 id=1", "end id=1 still open when the capture ended"]),
-        Case(name: "port reuse: a new SYN on a closed 4-tuple starts a new connection",
-             segments: handshake + [.c(101, "", [.fin, .ack]), .s(301, "", [.fin, .ack]), Seg(client: true, seq: 7000, flags: [.syn]), .c(7001, "again")],
-             expected: ["open handshake client=40000 id=1", "fin c @0", "fin s @0", "end id=1 both sides sent FIN",
-                        "open handshake client=40000 id=2", "data c @0 again", "end id=2 still open when the capture ended"]),
-        Case(name: "data after FIN is recorded, not delivered", segments: handshake + [.c(101, "ab", [.fin, .ack, .psh]), .c(104, "zz")],
-             expected: ["open handshake client=40000 id=1", "data c @0 ab", "fin c @2", "after-fin c 2", "end id=1 still open when the capture ended"]),
-        Case(name: "packet cut by the snap length", segments: handshake + [Seg(client: true, seq: 101, flags: [.ack], payload: "abcdef", capture: 2), .c(107, "g")],
-             expected: ["open handshake client=40000 id=1", "data c @0 ab", "gap c @2 4 snap", "data c @6 g", "end id=1 still open when the capture ended"]),
+        Case(
+            name: "in order, FIN each way",
+            segments: handshake + [
+                .c(101, "hello"), .s(301, "world"), .c(106, "", [.fin, .ack]), .s(306, "", [.fin, .ack]),
+            ],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 hello", "data s @0 world", "fin c @5", "fin s @5",
+                "end id=1 both sides sent FIN",
+            ]),
+        Case(
+            name: "sequence numbers wrap past 2^32",
+            segments: [Seg(client: true, seq: 0xFFFF_FFFC, flags: [.syn]), .c(0xFFFF_FFFD, "abcdef"), .c(3, "gh")],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 abcdef", "data c @6 gh",
+                "end id=1 still open when the capture ended",
+            ]),
+        Case(
+            name: "reordered", segments: handshake + [.c(101, "abc"), .c(107, "ghi"), .c(104, "def")],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 abc", "data c @3 def", "data c @6 ghi",
+                "end id=1 still open when the capture ended",
+            ]),
+        Case(
+            name: "duplicate", segments: handshake + [.c(101, "abc"), .c(101, "abc"), .c(104, "d")],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 abc", "data c @3 d",
+                "end id=1 still open when the capture ended",
+            ]),
+        Case(
+            name: "partial retransmission overlaps delivered bytes",
+            segments: handshake + [.c(101, "abcdef"), .c(104, "defgh")],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 abcdef", "data c @6 gh",
+                "end id=1 still open when the capture ended",
+            ]),
+        Case(
+            name: "overlap that disagrees: first copy wins",
+            segments: handshake + [.c(101, "ab"), .c(106, "xyz"), .c(105, "qXYZ"), .c(103, "cd")],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 ab", "conflict c", "data c @2 cd", "data c @4 q",
+                "data c @5 xyz",
+                "end id=1 still open when the capture ended",
+            ]),
+        Case(
+            name: "gap: bytes that never arrived", segments: handshake + [.c(101, "abc"), .c(107, "ghi")],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 abc", "gap c @3 3 lost", "data c @6 ghi",
+                "end id=1 still open when the capture ended",
+            ]),
+        Case(
+            name: "RST from the server lands on an established client",
+            segments: handshake + [.c(101, "abc"), .s(301, "", [.rst])],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 abc", "rst s exact=true receiver=ESTABLISHED",
+                "end id=1 reset",
+            ]),
+        Case(
+            name: "FIN, a late write, then RST: the writer is in CLOSE_WAIT",
+            segments: handshake + [.s(301, "", [.fin, .ack]), .c(101, "late"), .s(302, "", [.rst])],
+            expected: [
+                "open handshake client=40000 id=1", "fin s @0", "data c @0 late",
+                "rst s exact=true receiver=CLOSE_WAIT", "end id=1 reset",
+            ]),
+        Case(
+            name: "RST from the client", segments: handshake + [.c(101, "", [.rst, .ack])],
+            expected: ["open handshake client=40000 id=1", "rst c exact=true receiver=ESTABLISHED", "end id=1 reset"]),
+        Case(
+            name: "RST answering a SYN: connection refused",
+            segments: [
+                Seg(client: true, seq: 100, flags: [.syn]), Seg(client: false, seq: 0, flags: [.rst, .ack], ack: 101),
+            ],
+            expected: ["open handshake client=40000 id=1", "rst s exact=true receiver=SYN_SENT", "end id=1 reset"]),
+        Case(
+            name: "picked up mid-stream: the AMQP port is the server", segments: [.s(9000, "tick"), .c(5000, "tock")],
+            expected: [
+                "open midstream client=40000 id=1", "data s @0 tick", "data c @0 tock",
+                "end id=1 still open when the capture ended",
+            ]),
+        Case(
+            name: "SYN retransmitted",
+            segments: [Seg(client: true, seq: 100, flags: [.syn]), Seg(client: true, seq: 100, flags: [.syn])]
+                + Array(handshake.dropFirst()),
+            expected: ["open handshake client=40000 id=1", "end id=1 still open when the capture ended"]),
+        Case(
+            name: "port reuse: a new SYN on a closed 4-tuple starts a new connection",
+            segments: handshake + [
+                .c(101, "", [.fin, .ack]), .s(301, "", [.fin, .ack]), Seg(client: true, seq: 7000, flags: [.syn]),
+                .c(7001, "again"),
+            ],
+            expected: [
+                "open handshake client=40000 id=1", "fin c @0", "fin s @0", "end id=1 both sides sent FIN",
+                "open handshake client=40000 id=2", "data c @0 again", "end id=2 still open when the capture ended",
+            ]),
+        Case(
+            name: "data after FIN is recorded, not delivered",
+            segments: handshake + [.c(101, "ab", [.fin, .ack, .psh]), .c(104, "zz")],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 ab", "fin c @2", "after-fin c 2",
+                "end id=1 still open when the capture ended",
+            ]),
+        Case(
+            name: "packet cut by the snap length",
+            segments: handshake + [
+                Seg(client: true, seq: 101, flags: [.ack], payload: "abcdef", capture: 2), .c(107, "g"),
+            ],
+            expected: [
+                "open handshake client=40000 id=1", "data c @0 ab", "gap c @2 4 snap", "data c @6 g",
+                "end id=1 still open when the capture ended",
+            ]),
     ]
 
     @Test(arguments: cases)
@@ -122,23 +207,29 @@ func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = Reas
     }
 
     @Test func everyPacketIsOnTheTimeline() {
-        let sink = reassemble(Self.handshake + [.c(101, "abc"), .c(101, "abc"), .s(301, "", [.ack]), .c(103, "c", [.ack])])
+        let sink = reassemble(
+            Self.handshake + [.c(101, "abc"), .c(101, "abc"), .s(301, "", [.ack]), .c(103, "c", [.ack])])
         #expect(sink.packets.count == 7)
         #expect(sink.packets[4].isRetransmission)
         #expect(sink.packets[5].payloadLength == 0)
-        #expect(sink.packets[6].isKeepalive) // one byte one below the next expected sequence number
+        #expect(sink.packets[6].isKeepalive)  // one byte one below the next expected sequence number
     }
 
     @Test func connectionsThatNeverCloseAndIdleEviction() {
         var configuration = ReassemblyConfiguration()
-        configuration.idleTimeout = 10_000_000 // 10 ms of capture time
+        configuration.idleTimeout = 10_000_000  // 10 ms of capture time
         var reassembler = Reassembler(configuration: configuration)
         var sink = Collect()
         for (i, seg) in (Self.handshake + [.c(101, "x")]).enumerated() {
-            let bytes = Build.segment(fromClient: seg.client, seq: seg.seq, flags: seg.flags, payload: Array(seg.payload.utf8))
+            let bytes = Build.segment(
+                fromClient: seg.client, seq: seg.seq, flags: seg.flags, payload: Array(seg.payload.utf8))
             bytes.withUnsafeBytes { raw in
                 guard case .tcp(let s) = PacketDecoder.decode(raw, linkType: .ethernet) else { return }
-                reassembler.process(s, header: PacketHeader(number: i + 1, timestamp: Timestamp(nanoseconds: Int64(i)), capturedLength: raw.count, originalLength: raw.count), bytes: raw, into: &sink)
+                reassembler.process(
+                    s,
+                    header: PacketHeader(
+                        number: i + 1, timestamp: Timestamp(nanoseconds: Int64(i)), capturedLength: raw.count,
+                        originalLength: raw.count), bytes: raw, into: &sink)
             }
         }
         #expect(reassembler.trackedConnections == 1)
@@ -155,7 +246,7 @@ func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = Reas
         var rng = SeededGenerator(seed: UInt64(seed) &* 7919 &+ 1)
         let length = Int.random(in: 1...4000, using: &rng)
         let stream = (0..<length).map { _ in UInt8.random(in: 97...122, using: &rng) }
-        let isn = UInt32.random(in: 0...UInt32.max, using: &rng) // any start, so some runs wrap
+        let isn = UInt32.random(in: 0...UInt32.max, using: &rng)  // any start, so some runs wrap
         var pieces: [(Int, Int)] = []
         var at = 0
         while at < length {
@@ -169,9 +260,11 @@ func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = Reas
             pieces.append((start, min(length - start, Int.random(in: 1...400, using: &rng))))
         }
         pieces.shuffle(using: &rng)
-        let segments = [Seg(client: true, seq: isn, flags: [.syn])] + pieces.map { (start, n) in
-            Seg.c(isn &+ 1 &+ UInt32(start), String(decoding: stream[start..<start + n], as: UTF8.self))
-        }
+        let segments =
+            [Seg(client: true, seq: isn, flags: [.syn])]
+            + pieces.map { (start, n) in
+                Seg.c(isn &+ 1 &+ UInt32(start), String(decoding: stream[start..<start + n], as: UTF8.self))
+            }
         let sink = reassemble(segments)
         #expect(sink.streams.clientToServer == stream)
         #expect(sink.gaps.isEmpty)
@@ -191,12 +284,14 @@ func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = Reas
             pieces.append((at, n, Bool.random(using: &rng) && Bool.random(using: &rng)))
             at += n
         }
-        pieces[pieces.count - 1].dropped = false // bytes after the last one seen cannot be known to be missing
+        pieces[pieces.count - 1].dropped = false  // bytes after the last one seen cannot be known to be missing
         var sent = pieces.filter { !$0.dropped }.flatMap { p in [p] + (Bool.random(using: &rng) ? [p] : []) }
         sent.shuffle(using: &rng)
-        let segments = [Seg(client: true, seq: isn, flags: [.syn])] + sent.map { p in
-            Seg.c(isn &+ 1 &+ UInt32(p.start), String(decoding: stream[p.start..<p.start + p.count], as: UTF8.self))
-        }
+        let segments =
+            [Seg(client: true, seq: isn, flags: [.syn])]
+            + sent.map { p in
+                Seg.c(isn &+ 1 &+ UInt32(p.start), String(decoding: stream[p.start..<p.start + p.count], as: UTF8.self))
+            }
         let sink = reassemble(segments)
         // Expected: every non-dropped byte, in order; and one gap per run of dropped pieces.
         var expectedBytes: [UInt8] = []
@@ -236,11 +331,17 @@ func reassemble(_ segments: [Seg], configuration: ReassemblyConfiguration = Reas
         for i in 0..<1_000_000 {
             // Every segment starts 100 bytes past the previous one's end: a hole before each.
             let seq = UInt32(truncatingIfNeeded: 1000 + i * 200)
-            bytes[seqOffset] = UInt8(seq >> 24); bytes[seqOffset + 1] = UInt8((seq >> 16) & 0xff)
-            bytes[seqOffset + 2] = UInt8((seq >> 8) & 0xff); bytes[seqOffset + 3] = UInt8(seq & 0xff)
+            bytes[seqOffset] = UInt8(seq >> 24)
+            bytes[seqOffset + 1] = UInt8((seq >> 16) & 0xff)
+            bytes[seqOffset + 2] = UInt8((seq >> 8) & 0xff)
+            bytes[seqOffset + 3] = UInt8(seq & 0xff)
             bytes.withUnsafeBytes { raw in
                 guard case .tcp(let s) = PacketDecoder.decode(raw, linkType: .ethernet) else { return }
-                reassembler.process(s, header: PacketHeader(number: i + 1, timestamp: Timestamp(nanoseconds: Int64(i)), capturedLength: raw.count, originalLength: raw.count), bytes: raw, into: &sink)
+                reassembler.process(
+                    s,
+                    header: PacketHeader(
+                        number: i + 1, timestamp: Timestamp(nanoseconds: Int64(i)), capturedLength: raw.count,
+                        originalLength: raw.count), bytes: raw, into: &sink)
             }
             peak = max(peak, reassembler.bufferedBytes)
         }

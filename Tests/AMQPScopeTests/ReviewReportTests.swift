@@ -1,10 +1,11 @@
 // Incident-review reports: escaping, a hostile capture rendered inert, golden Markdown, and real headless Chromium.
 import Foundation
 import Testing
+
 @testable import AMQPScope
 
 private let chromium = Tools.which("chromium")
-private let chromiumReady = chromium != nil || Tools.requireTshark // CI installs it (scripts/setup)
+private let chromiumReady = chromium != nil || Tools.requireTshark  // CI installs it (scripts/setup)
 private let reviewDirectory = Paths.root.appendingPathComponent(".build/review")
 
 /// A connection whose every name carries hostile text: markup, quotes, control bytes and 10 KB strings.
@@ -15,18 +16,48 @@ private func hostileCapture() -> String {
     c.open()
     c.client(Encode.header091)
     let serverProps = FieldTable([.init(key: "product", value: .longString(LongString(script + huge)))])
-    c.server(Encode.methodFrame(0, 10, 10, [.octet(0), .octet(9), .table(serverProps), .longString(LongString("PLAIN")), .longString(LongString("en_US"))]))
-    let clientProps = FieldTable([.init(key: "product", value: .longString(LongString(script))),
-                                  .init(key: "connection_name", value: .longString(LongString(huge + script))),
-                                  .init(key: "<img src=x onerror=alert(1)>", value: .longString(LongString("</td></tr></table>")))])
-    c.client(Encode.methodFrame(0, 10, 11, [.table(clientProps), .shortString("PLAIN"), .longString(LongString([0] + Array("guest\0s3cret-password".utf8))), .shortString("en_US")]))
+    c.server(
+        Encode.methodFrame(
+            0, 10, 10,
+            [
+                .octet(0), .octet(9), .table(serverProps), .longString(LongString("PLAIN")),
+                .longString(LongString("en_US")),
+            ]))
+    let clientProps = FieldTable([
+        .init(key: "product", value: .longString(LongString(script))),
+        .init(key: "connection_name", value: .longString(LongString(huge + script))),
+        .init(key: "<img src=x onerror=alert(1)>", value: .longString(LongString("</td></tr></table>"))),
+    ])
+    c.client(
+        Encode.methodFrame(
+            0, 10, 11,
+            [
+                .table(clientProps), .shortString("PLAIN"),
+                .longString(LongString([0] + Array("guest\0s3cret-password".utf8))), .shortString("en_US"),
+            ]))
     c.server(Encode.methodFrame(0, 10, 30, [.short(2047), .long(131_072), .short(60)]))
     c.client(Encode.methodFrame(0, 10, 31, [.short(2047), .long(131_072), .short(60)]))
     c.client(Encode.methodFrame(1, 20, 10, [.shortString("")]))
-    c.client(Encode.methodFrame(1, 50, 10, [.short(0), .shortString(String((script + huge).prefix(255))), .bit(true), .bit(false), .bit(false), .bit(false), .bit(false), .table(FieldTable())]))
-    c.server(Encode.methodFrame(1, 20, 40, [.short(404), .shortString(String(("NOT_FOUND - " + script + huge).prefix(255))), .short(50), .short(10)]))
-    c.server(Encode.methodFrame(0, 10, 50, [.short(541), .shortString(String((script + "| **bold** [link](http://x) `code`").prefix(255))), .short(0), .short(0)]))
-    c.clientFIN(); c.serverRST()
+    c.client(
+        Encode.methodFrame(
+            1, 50, 10,
+            [
+                .short(0), .shortString(String((script + huge).prefix(255))), .bit(true), .bit(false), .bit(false),
+                .bit(false), .bit(false), .table(FieldTable()),
+            ]))
+    c.server(
+        Encode.methodFrame(
+            1, 20, 40,
+            [.short(404), .shortString(String(("NOT_FOUND - " + script + huge).prefix(255))), .short(50), .short(10)]))
+    c.server(
+        Encode.methodFrame(
+            0, 10, 50,
+            [
+                .short(541), .shortString(String((script + "| **bold** [link](http://x) `code`").prefix(255))),
+                .short(0), .short(0),
+            ]))
+    c.clientFIN()
+    c.serverRST()
     return Paths.temporaryFile("hostile.pcap", Build.pcap(packets: c.packets.map { ($0.time, $0.bytes, nil) }))
 }
 
@@ -51,7 +82,9 @@ private func hostileCapture() -> String {
         // Strings from the capture are cut: no 10 KB run of one character.
         #expect(!html.contains(String(repeating: "A", count: 3001)))
         let markdown = MarkdownReport.render([result], version: "test")
-        #expect(!markdown.contains("<script") && !markdown.contains("[link](http://x)") && !markdown.contains("s3cret-password"))
+        #expect(
+            !markdown.contains("<script") && !markdown.contains("[link](http://x)")
+                && !markdown.contains("s3cret-password"))
         #expect(markdown.contains("\\| \\*\\*bold\\*\\*"))
         let text = AnalyzeReport.text([result])
         #expect(!text.contains("\u{1B}[31m"), "no terminal escape from the capture reaches the terminal")
@@ -70,7 +103,9 @@ private func hostileCapture() -> String {
             return
         }
         let golden = try String(contentsOf: file, encoding: .utf8)
-        #expect(golden == output, "\(name).md differs from its golden file (re-record with AMQPSCOPE_UPDATE_GOLDEN=1 if intended)")
+        #expect(
+            golden == output,
+            "\(name).md differs from its golden file (re-record with AMQPSCOPE_UPDATE_GOLDEN=1 if intended)")
     }
 }
 
@@ -79,8 +114,12 @@ private func hostileCapture() -> String {
 struct ChromiumTests {
     func run(_ arguments: [String]) throws -> ProcessResult {
         let tool = try #require(chromium, "chromium is not installed")
-        return try Tools.run(tool, ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-                                    "--enable-logging=stderr", "--v=0", "--user-data-dir=\(reviewDirectory.path)/profile"] + arguments)
+        return try Tools.run(
+            tool,
+            [
+                "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+                "--enable-logging=stderr", "--v=0", "--user-data-dir=\(reviewDirectory.path)/profile",
+            ] + arguments)
     }
 
     /// Console messages and refused loads (CSP) in Chromium's log.
@@ -115,7 +154,9 @@ struct ChromiumTests {
 
     /// The console check can fail: a page that breaks the policy is caught.
     @Test func consoleCheckCatchesErrors() throws {
-        let bad = "<!DOCTYPE html><meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'\"><script>console.error('boom')</script>"
+        let bad =
+            "<!DOCTYPE html><meta http-equiv=\"Content-Security-Policy\" content=\"default-src "
+            + "'none'\"><script>console.error('boom')</script>"
         let page = try write(bad, "negative-control.html")
         #expect(!consoleProblems(try run(["--dump-dom", page.absoluteString]).stderr).isEmpty)
     }
@@ -124,17 +165,29 @@ struct ChromiumTests {
     @Test func hostilePageStaysInLayout() throws {
         let html = HTMLReport.render([Analysis.analyzeFile(hostileCapture())], version: "test")
         let page = try write(html, "hostile.html")
-        let rendered = try run(["--window-size=1280,2000", "--screenshot=\(reviewDirectory.path)/hostile.png", page.absoluteString])
+        let rendered = try run([
+            "--window-size=1280,2000", "--screenshot=\(reviewDirectory.path)/hostile.png", page.absoluteString,
+        ])
         #expect(consoleProblems(rendered.stderr).isEmpty, "\(consoleProblems(rendered.stderr))")
         let dom = try run(["--dump-dom", page.absoluteString]).stdout
         #expect(!dom.contains("<script") && !dom.contains("<img"))
         // A copy of the same page with a measuring script (and without the policy that forbids scripts) reports
         // the document's width through its title.
-        let measuring = html.replacingOccurrences(of: "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">", with: "")
-            .replacingOccurrences(of: "</body>", with: "<script>document.title='width='+document.documentElement.scrollWidth</script></body>")
+        let measuring = html.replacingOccurrences(
+            of:
+                "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src "
+                + "'unsafe-inline'\">",
+            with: ""
+        )
+        .replacingOccurrences(
+            of: "</body>", with: "<script>document.title='width='+document.documentElement.scrollWidth</script></body>")
         let probe = try write(measuring, "hostile-measure.html")
         let measured = try run(["--window-size=1280,2000", "--dump-dom", probe.absoluteString]).stdout
-        let width = measured.range(of: "<title>width=").flatMap { r in Int(measured[r.upperBound...].prefix { $0.isNumber }) }
-        #expect(width != nil && width! <= 1280, "document width \(width.map(String.init) ?? "unknown") exceeds the 1280 px window")
+        let width = measured.range(of: "<title>width=").flatMap { r in
+            Int(measured[r.upperBound...].prefix { $0.isNumber })
+        }
+        #expect(
+            width != nil && width! <= 1280,
+            "document width \(width.map(String.init) ?? "unknown") exceeds the 1280 px window")
     }
 }

@@ -2,9 +2,10 @@
 // and synthetic timelines for every diagnosis.
 import Foundation
 import Testing
+
 @testable import AMQPScope
-@testable import AMQPScopeTimeline
 @testable import AMQPScopeReassembly
+@testable import AMQPScopeTimeline
 
 private func truth(_ name: String) throws -> [String: Any] {
     let data = try Data(contentsOf: Paths.captures.appendingPathComponent("\(name).truth.json"))
@@ -14,8 +15,11 @@ private func truth(_ name: String) throws -> [String: Any] {
 private func path(_ obj: Any?, _ keys: String...) -> Any? {
     var current = obj
     for key in keys {
-        if let index = Int(key), let array = current as? [Any] { current = index < array.count ? array[index] : nil }
-        else { current = (current as? [String: Any])?[key] }
+        if let index = Int(key), let array = current as? [Any] {
+            current = index < array.count ? array[index] : nil
+        } else {
+            current = (current as? [String: Any])?[key]
+        }
     }
     return current
 }
@@ -31,8 +35,11 @@ private func parseTime(_ text: String) -> Timestamp? {
     guard parts.count == 2 else { return nil }
     let date = parts[0].split(separator: "-").compactMap { Int64($0) }
     let clock = parts[1].prefix(15).split(separator: ":")
-    guard date.count == 3, clock.count == 3, let h = Int64(clock[0]), let m = Int64(clock[1]), let s = Double(clock[2]) else { return nil }
-    var y = date[0]; let mo = date[1]; let d = date[2]
+    guard date.count == 3, clock.count == 3, let h = Int64(clock[0]), let m = Int64(clock[1]), let s = Double(clock[2])
+    else { return nil }
+    var y = date[0]
+    let mo = date[1]
+    let d = date[2]
     if mo <= 2 { y -= 1 }
     let era = (y >= 0 ? y : y - 399) / 400
     let yoe = y - era * 400
@@ -53,7 +60,9 @@ private func parseTime(_ text: String) -> Timestamp? {
         let heartbeat = try #require(path(expect, "tune", "0", "negotiated", "heartbeat") as? Int)
         let errno = try #require(path(expect, "client_error", "errno") as? Int)
         let errnoName = try #require(path(expect, "client_error", "errno_name") as? String)
-        #expect(firstLines.contains("ERROR missed-heartbeats: the client (Pika Python Client Library \(pika)) sent nothing for"))
+        #expect(
+            firstLines.contains(
+                "ERROR missed-heartbeats: the client (Pika Python Client Library \(pika)) sent nothing for"))
         #expect(firstLines.contains("though a \(heartbeat) s heartbeat was negotiated"))
         #expect(firstLines.contains("then the server reset the connection at"))
         #expect(firstLines.contains("\(errnoName) (\(errno))"))
@@ -79,10 +88,13 @@ private func parseTime(_ text: String) -> Timestamp? {
     @Test func healthyConnectionHasNoWarnings() throws {
         let s = stories("healthy-heartbeats")
         #expect(s.count == 1)
-        #expect(s.allSatisfy { $0.diagnoses.allSatisfy { $0.severity == .info } }, "\(s.flatMap(\.diagnoses).map(\.summary))")
+        #expect(
+            s.allSatisfy { $0.diagnoses.allSatisfy { $0.severity == .info } },
+            "\(s.flatMap(\.diagnoses).map(\.summary))")
         let t = try truth("healthy-heartbeats")
         #expect(s[0].negotiated?.heartbeat == path(t, "expect", "tune", "0", "negotiated", "heartbeat") as? Int)
-        #expect(Direction.allCases.allSatisfy { s[0].record.frameCounts[$0].heartbeat > 0 }, "heartbeats flow both ways")
+        #expect(
+            Direction.allCases.allSatisfy { s[0].record.frameCounts[$0].heartbeat > 0 }, "heartbeats flow both ways")
     }
 
     @Test func channelErrorsWithTheirTexts() throws {
@@ -101,7 +113,8 @@ private func parseTime(_ text: String) -> Timestamp? {
         let t = try truth("connection-forced-320")
         let code = try #require(path(t, "expect", "connection_close_from_broker", "reply_code") as? Int)
         let text = try #require(path(t, "expect", "connection_close_from_broker", "reply_text") as? String)
-        let d = try #require(stories("connection-forced-320").first?.diagnoses.first { $0.code.rawValue == "connection-error" })
+        let d = try #require(
+            stories("connection-forced-320").first?.diagnoses.first { $0.code.rawValue == "connection-error" })
         #expect(d.summary.contains("\(code) \"\(text)\""))
         #expect(d.side == .server && d.severity == .error)
     }
@@ -115,7 +128,10 @@ private func parseTime(_ text: String) -> Timestamp? {
     }
 
     /// Every recorded connection's negotiated values equal what pika itself logged.
-    @Test(arguments: ["healthy-heartbeats", "missed-heartbeats-104", "channel-error-404", "large-messages", "many-connections", "connection-forced-320", "blocked"])
+    @Test(arguments: [
+        "healthy-heartbeats", "missed-heartbeats-104", "channel-error-404", "large-messages", "many-connections",
+        "connection-forced-320", "blocked",
+    ])
     func negotiatedValuesMatchTheClientsLog(name: String) throws {
         let t = try truth(name)
         let all = stories(name)
@@ -124,7 +140,10 @@ private func parseTime(_ text: String) -> Timestamp? {
             let values = try #require(try JSONSerialization.jsonObject(with: Data(aggregate[0].utf8)) as? [String: Int])
             #expect(aggregate.count == 1)
             #expect(all.count == path(t, "expect", "connections", "count") as? Int)
-            #expect(all.allSatisfy { $0.negotiated?.heartbeat == values["heartbeat"] && $0.negotiated?.frameMax == values["frame_max"] })
+            #expect(
+                all.allSatisfy {
+                    $0.negotiated?.heartbeat == values["heartbeat"] && $0.negotiated?.frameMax == values["frame_max"]
+                })
             return
         }
         let tunes = try #require(path(t, "expect", "tune") as? [[String: Any]])
@@ -164,24 +183,44 @@ private func parseTime(_ text: String) -> Timestamp? {
             if golden != output {
                 let a = golden.split(separator: "\n", omittingEmptySubsequences: false)
                 let b = output.split(separator: "\n", omittingEmptySubsequences: false)
-                let line = zip(a, b).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(a.count, b.count)
-                Issue.record("\(name).\(ext) differs from its golden file at line \(line + 1):\n  golden: \(line < a.count ? String(a[line]) : "<end>")\n  now:    \(line < b.count ? String(b[line]) : "<end>")\n(re-record with AMQPSCOPE_UPDATE_GOLDEN=1 if the change is intended)")
+                let line =
+                    zip(a, b).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(a.count, b.count)
+                let was = line < a.count ? String(a[line]) : "<end>"
+                let now = line < b.count ? String(b[line]) : "<end>"
+                Issue.record(
+                    Comment(
+                        rawValue: "\(name).\(ext) differs from its golden file at line \(line + 1):\n  golden: \(was)\n"
+                            + "  now:    \(now)\n(re-record with AMQPSCOPE_UPDATE_GOLDEN=1 if the change is intended)")
+                )
             }
         }
     }
 }
 
 @Suite("Synthetic diagnoses") struct SyntheticDiagnosisTests {
-    func codes(_ s: Story) -> [String] { s.diagnoses.map { "\($0.severity.rawValue) \($0.code) \($0.side?.rawValue ?? "-") \($0.errno.map { String($0.errno) } ?? "-")" } }
+    func codes(_ s: Story) -> [String] {
+        s.diagnoses.map {
+            "\($0.severity.rawValue) \($0.code) \($0.side?.rawValue ?? "-") \($0.errno.map { String($0.errno) } ?? "-")"
+        }
+    }
 
     /// The client falls silent; the server keeps beating and then resets it.
     @Test func clientMissesHeartbeats() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 2)
-        for second in 1...6 { c.at(Double(second)); c.server(Encode.heartbeat); c.clientAck() }
-        c.at(6.5); c.serverRST()
+        c.open()
+        c.amqpHandshake(heartbeat: 2)
+        for second in 1...6 {
+            c.at(Double(second))
+            c.server(Encode.heartbeat)
+            c.clientAck()
+        }
+        c.at(6.5)
+        c.serverRST()
         let s = try #require(c.stories().first)
-        #expect(codes(s) == ["error missed-heartbeats client 104", "error reset client 104", "warning abrupt-close server -"])
+        #expect(
+            codes(s) == [
+                "error missed-heartbeats client 104", "error reset client 104", "warning abrupt-close server -",
+            ])
         #expect(s.diagnoses[0].advice.first?.contains("process_data_events") == true, "advice fitted to pika")
         #expect(s.diagnoses[0].details.contains { $0.contains("TCP stack still sent 6 packets") })
     }
@@ -189,26 +228,38 @@ private func parseTime(_ text: String) -> Timestamp? {
     /// Roles swapped: the server falls silent and the client closes with a FIN; advice is generic for another client.
     @Test func serverMissesHeartbeats() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 1, clientProduct: "amqp-client-java", clientVersion: "5.20.0")
-        for i in 1...5 { c.at(Double(i) * 0.5); c.client(Encode.heartbeat) }
-        c.at(3.0); c.clientFIN()
+        c.open()
+        c.amqpHandshake(heartbeat: 1, clientProduct: "amqp-client-java", clientVersion: "5.20.0")
+        for i in 1...5 {
+            c.at(Double(i) * 0.5)
+            c.client(Encode.heartbeat)
+        }
+        c.at(3.0)
+        c.clientFIN()
         let s = try #require(c.stories().first)
         #expect(codes(s).first == "error missed-heartbeats server -")
         #expect(s.diagnoses[0].summary.contains("then the client closed the connection (FIN)"))
         #expect(s.diagnoses[0].advice.first?.hasPrefix("Find out why the silent side stopped sending") == true)
-        #expect(!s.diagnoses[0].details.contains { $0.contains("RabbitMQ's log") }, "the broker log line is only for a silent client")
+        #expect(
+            !s.diagnoses[0].details.contains { $0.contains("RabbitMQ's log") },
+            "the broker log line is only for a silent client")
         #expect(s.diagnoses[0].details.contains { $0.contains("sent no TCP packet at all") })
     }
 
     /// FIN, then a late write, then the RST it draws: EPIPE on the writer.
     @Test func finThenLateWriteThenResetGivesEPIPE() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 0)
-        c.at(1); c.serverFIN()
-        c.at(2); c.client(Encode.methodFrame(1, 60, 40, [.short(0), .shortString(""), .shortString("q"), .bit(false), .bit(false)]))
+        c.open()
+        c.amqpHandshake(heartbeat: 0)
+        c.at(1)
+        c.serverFIN()
+        c.at(2)
+        c.client(
+            Encode.methodFrame(1, 60, 40, [.short(0), .shortString(""), .shortString("q"), .bit(false), .bit(false)]))
         c.serverRST()
         let s = try #require(c.stories().first)
-        #expect(codes(s) == ["error write-after-close client 32", "error reset client 32", "warning abrupt-close server -"])
+        #expect(
+            codes(s) == ["error write-after-close client 32", "error reset client 32", "warning abrupt-close server -"])
         #expect(s.diagnoses[0].summary.contains("EPIPE (32)"))
         #expect(s.diagnoses[0].advice.first?.contains("StreamLostError") == true)
     }
@@ -216,9 +267,12 @@ private func parseTime(_ text: String) -> Timestamp? {
     /// Roles swapped: the client closes (FIN), the server writes late, the client resets: EPIPE on the server.
     @Test func serverWritesAfterClientFIN() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 0)
-        c.at(1); c.clientFIN()
-        c.at(2); c.server(Encode.heartbeat)
+        c.open()
+        c.amqpHandshake(heartbeat: 0)
+        c.at(1)
+        c.clientFIN()
+        c.at(2)
+        c.server(Encode.heartbeat)
         c.clientRST()
         let s = try #require(c.stories().first)
         #expect(codes(s).prefix(2) == ["error write-after-close server 32", "error reset server 32"])
@@ -230,8 +284,19 @@ private func parseTime(_ text: String) -> Timestamp? {
         var refused = Conversation()
         refused.packets = []
         // SYN, then RST-ACK from the server.
-        refused.packets.append((c.now, Build.ethernet(payload: Build.ipv4(payload: Build.tcp(sport: 40000, dport: 5672, seq: 1, flags: [.syn])))))
-        refused.packets.append((c.now + 1000, Build.ethernet(payload: Build.ipv4(payload: Build.tcp(sport: 5672, dport: 40000, seq: 0, ack: 2, flags: [.rst, .ack])))))
+        refused.packets.append(
+            (
+                c.now,
+                Build.ethernet(
+                    payload: Build.ipv4(payload: Build.tcp(sport: 40000, dport: 5672, seq: 1, flags: [.syn])))
+            ))
+        refused.packets.append(
+            (
+                c.now + 1000,
+                Build.ethernet(
+                    payload: Build.ipv4(
+                        payload: Build.tcp(sport: 5672, dport: 40000, seq: 0, ack: 2, flags: [.rst, .ack])))
+            ))
         let s = try #require(refused.stories().first)
         #expect(codes(s) == ["error reset client 111"])
         #expect(s.diagnoses[0].errno?.rule.contains("SYN_SENT") == true)
@@ -239,9 +304,13 @@ private func parseTime(_ text: String) -> Timestamp? {
 
     @Test func cleanCloseWithLingerZeroIsHealthy() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 60)
-        c.at(1); c.client(Conversation.connectionClose); c.server(Conversation.connectionCloseOk)
-        c.clientFIN(); c.serverRST()
+        c.open()
+        c.amqpHandshake(heartbeat: 60)
+        c.at(1)
+        c.client(Conversation.connectionClose)
+        c.server(Conversation.connectionCloseOk)
+        c.clientFIN()
+        c.serverRST()
         let s = try #require(c.stories().first)
         #expect(codes(s) == ["info reset client -"])
         #expect(s.diagnoses[0].advice.isEmpty)
@@ -249,23 +318,35 @@ private func parseTime(_ text: String) -> Timestamp? {
 
     @Test func connectionAndChannelErrors() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 60)
+        c.open()
+        c.amqpHandshake(heartbeat: 60)
         c.client(Encode.methodFrame(1, 20, 10, [.shortString("")]))
-        c.server(Encode.methodFrame(1, 20, 40, [.short(406), .shortString("PRECONDITION_FAILED - inequivalent arg 'durable'"), .short(50), .short(10)]))
-        c.server(Encode.methodFrame(0, 10, 50, [.short(501), .shortString("FRAME_ERROR - bad frame"), .short(0), .short(0)]))
-        c.clientFIN(); c.serverRST()
+        c.server(
+            Encode.methodFrame(
+                1, 20, 40,
+                [.short(406), .shortString("PRECONDITION_FAILED - inequivalent arg 'durable'"), .short(50), .short(10)])
+        )
+        c.server(
+            Encode.methodFrame(0, 10, 50, [.short(501), .shortString("FRAME_ERROR - bad frame"), .short(0), .short(0)]))
+        c.clientFIN()
+        c.serverRST()
         let s = try #require(c.stories().first)
         #expect(codes(s).contains("error connection-error server -"))
         #expect(codes(s).contains("warning channel-error server -"))
-        #expect(s.diagnoses.first { $0.code.rawValue == "channel-error" }?.summary.contains("(caused by queue.declare)") == true)
+        #expect(
+            s.diagnoses.first { $0.code.rawValue == "channel-error" }?.summary.contains("(caused by queue.declare)")
+                == true)
         #expect(!codes(s).contains { $0.contains("abrupt-close") }, "a Connection.Close was sent")
     }
 
     @Test func blockedUntilTheEnd() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 0)
-        c.at(1); c.server(Encode.methodFrame(0, 10, 60, [.shortString("low on disk")]))
-        c.at(9); c.clientAck()
+        c.open()
+        c.amqpHandshake(heartbeat: 0)
+        c.at(1)
+        c.server(Encode.methodFrame(0, 10, 60, [.shortString("low on disk")]))
+        c.at(9)
+        c.clientAck()
         let s = try #require(c.stories().first)
         let d = try #require(s.diagnoses.first { $0.code.rawValue == "blocked" })
         #expect(d.summary.contains("\"low on disk\""))
@@ -274,28 +355,38 @@ private func parseTime(_ text: String) -> Timestamp? {
 
     @Test func heartbeatsDisabledAndIdle() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 0)
-        c.at(100); c.client(Encode.methodFrame(1, 20, 10, [.shortString("")]))
+        c.open()
+        c.amqpHandshake(heartbeat: 0)
+        c.at(100)
+        c.client(Encode.methodFrame(1, 20, 10, [.shortString("")]))
         let s = try #require(c.stories().first)
         #expect(codes(s) == ["warning heartbeats-disabled - -"])
         // Short idle periods are fine.
         var d = Conversation()
-        d.open(); d.amqpHandshake(heartbeat: 0)
-        d.at(10); d.client(Encode.methodFrame(1, 20, 10, [.shortString("")]))
+        d.open()
+        d.amqpHandshake(heartbeat: 0)
+        d.at(10)
+        d.client(Encode.methodFrame(1, 20, 10, [.shortString("")]))
         #expect(try #require(d.stories().first).diagnoses.isEmpty)
     }
 
     @Test func protocolViolationAndCaptureIncomplete() throws {
         var c = Conversation()
-        c.open(); c.amqpHandshake(heartbeat: 0)
+        c.open()
+        c.amqpHandshake(heartbeat: 0)
         c.client(Encode.frame(8, 0, [], end: 0x00) + Encode.heartbeat + Encode.heartbeat + Encode.heartbeat)
         let s = try #require(c.stories().first)
         #expect(codes(s) == ["error protocol-violation client -"])
         // Mid-stream pickup with a gap: capture-incomplete, and the heartbeat is inferred from the cadence.
         var m = Conversation()
-        m.clientSeq = 777; m.serverSeq = 999
-        for i in 0..<5 { m.at(Double(i) * 30); m.server(Encode.heartbeat); m.client(Encode.heartbeat) }
-        m.clientSeq &+= 100 // 100 bytes never captured
+        m.clientSeq = 777
+        m.serverSeq = 999
+        for i in 0..<5 {
+            m.at(Double(i) * 30)
+            m.server(Encode.heartbeat)
+            m.client(Encode.heartbeat)
+        }
+        m.clientSeq &+= 100  // 100 bytes never captured
         m.client(Encode.heartbeat)
         let ms = try #require(m.stories().first)
         #expect(ms.negotiated?.heartbeat == 60 && ms.negotiated?.inferred == true)
@@ -308,8 +399,10 @@ private func parseTime(_ text: String) -> Timestamp? {
 @Suite("Record order") struct RecordOrdererTests {
     func record(_ id: Int) -> ConnectionRecord {
         let e = Endpoint(address: IPAddress(ipv4: 1), port: UInt16(id))
-        return ConnectionRecord(info: ConnectionInfo(id: ConnectionID(rawValue: id), client: e, server: e, opening: .handshake, roleEvidence: .syn),
-                                firstTime: Timestamp(nanoseconds: 0), lastTime: Timestamp(nanoseconds: 0))
+        return ConnectionRecord(
+            info: ConnectionInfo(
+                id: ConnectionID(rawValue: id), client: e, server: e, opening: .handshake, roleEvidence: .syn),
+            firstTime: Timestamp(nanoseconds: 0), lastTime: Timestamp(nanoseconds: 0))
     }
 
     @Test func handsOnInIdOrder() {

@@ -1,9 +1,11 @@
 // Test support: builds packets and pcap files from bytes, finds the repository's data, runs tools.
 import Foundation
+
 @testable import AMQPScopePackets
 
 enum Paths {
-    static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     static let captures = root.appendingPathComponent("captures")
     /// Captures recorded by other people, copied into the repository (see captures/external/README.md).
     static let externalCaptures = captures.appendingPathComponent("external")
@@ -75,20 +77,25 @@ enum Tools {
         process.standardError = try FileHandle(forWritingTo: errURL)
         try process.run()
         process.waitUntilExit()
-        return ProcessResult(status: process.terminationStatus,
-                             stdout: String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self),
-                             stderr: String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self))
+        return ProcessResult(
+            status: process.terminationStatus,
+            stdout: String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self),
+            stderr: String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self))
     }
 }
 
 /// Builds packets byte by byte.
 enum Build {
     static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
-    static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
+    static func be32(_ v: UInt32) -> [UInt8] {
+        [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)]
+    }
     static func le32(_ v: UInt32) -> [UInt8] { be32(v).reversed() }
 
-    static func tcp(sport: UInt16, dport: UInt16, seq: UInt32, ack: UInt32 = 0, flags: TCPFlags, window: UInt16 = 65535,
-                    options: [UInt8] = [], payload: [UInt8] = []) -> [UInt8] {
+    static func tcp(
+        sport: UInt16, dport: UInt16, seq: UInt32, ack: UInt32 = 0, flags: TCPFlags, window: UInt16 = 65535,
+        options: [UInt8] = [], payload: [UInt8] = []
+    ) -> [UInt8] {
         precondition(options.count % 4 == 0)
         let offset = UInt8((20 + options.count) / 4) << 4
         var b = be16(sport) + be16(dport) + be32(seq) + be32(ack)
@@ -96,15 +103,20 @@ enum Build {
         return b + options + payload
     }
 
-    static func ipv4(src: UInt32 = 0x7f00_0001, dst: UInt32 = 0x7f00_0001, proto: UInt8 = 6, options: [UInt8] = [],
-                     flagsFragment: UInt16 = 0x4000, payload: [UInt8]) -> [UInt8] {
+    static func ipv4(
+        src: UInt32 = 0x7f00_0001, dst: UInt32 = 0x7f00_0001, proto: UInt8 = 6, options: [UInt8] = [],
+        flagsFragment: UInt16 = 0x4000, payload: [UInt8]
+    ) -> [UInt8] {
         let ihl = UInt8(5 + options.count / 4)
         let total = UInt16(Int(ihl) * 4 + payload.count)
-        return [0x40 | ihl, 0] + be16(total) + be16(1) + be16(flagsFragment) + [64, proto, 0, 0] + be32(src) + be32(dst) + options + payload
+        return [0x40 | ihl, 0] + be16(total) + be16(1) + be16(flagsFragment) + [64, proto, 0, 0] + be32(src) + be32(dst)
+            + options + payload
     }
 
-    static func ipv6(src: [UInt8] = Array(repeating: 0, count: 15) + [1], dst: [UInt8] = Array(repeating: 0, count: 15) + [1],
-                     next: UInt8 = 6, extensions: [UInt8] = [], payload: [UInt8]) -> [UInt8] {
+    static func ipv6(
+        src: [UInt8] = Array(repeating: 0, count: 15) + [1], dst: [UInt8] = Array(repeating: 0, count: 15) + [1],
+        next: UInt8 = 6, extensions: [UInt8] = [], payload: [UInt8]
+    ) -> [UInt8] {
         [0x60, 0, 0, 0] + be16(UInt16(extensions.count + payload.count)) + [next, 64] + src + dst + extensions + payload
     }
 
@@ -115,20 +127,30 @@ enum Build {
     }
 
     /// A client (127.0.0.1:40000) <-> server (127.0.0.1:5672) segment over Ethernet/IPv4.
-    static func segment(fromClient: Bool, seq: UInt32, ack: UInt32 = 0, flags: TCPFlags = [.ack], payload: [UInt8] = [],
-                        window: UInt16 = 65535) -> [UInt8] {
+    static func segment(
+        fromClient: Bool, seq: UInt32, ack: UInt32 = 0, flags: TCPFlags = [.ack], payload: [UInt8] = [],
+        window: UInt16 = 65535
+    ) -> [UInt8] {
         let (s, d): (UInt16, UInt16) = fromClient ? (40000, 5672) : (5672, 40000)
-        return ethernet(payload: ipv4(payload: tcp(sport: s, dport: d, seq: seq, ack: ack, flags: flags, window: window, payload: payload)))
+        return ethernet(
+            payload: ipv4(
+                payload: tcp(sport: s, dport: d, seq: seq, ack: ack, flags: flags, window: window, payload: payload)))
     }
 
     /// A classic pcap file (microsecond or nanosecond magic).
-    static func pcap(linkType: UInt32 = 1, snaplen: UInt32 = 262_144, nanoseconds: Bool = true,
-                     packets: [(time: Int64, bytes: [UInt8], originalLength: Int?)]) -> [UInt8] {
-        var b = le32(nanoseconds ? 0xa1b2_3c4d : 0xa1b2_c3d4) + [2, 0, 4, 0] + le32(0) + le32(0) + le32(snaplen) + le32(linkType)
+    static func pcap(
+        linkType: UInt32 = 1, snaplen: UInt32 = 262_144, nanoseconds: Bool = true,
+        packets: [(time: Int64, bytes: [UInt8], originalLength: Int?)]
+    ) -> [UInt8] {
+        var b =
+            le32(nanoseconds ? 0xa1b2_3c4d : 0xa1b2_c3d4) + [2, 0, 4, 0] + le32(0) + le32(0) + le32(snaplen)
+            + le32(linkType)
         for p in packets {
             let seconds = UInt32(p.time / 1_000_000_000)
             let fraction = UInt32(nanoseconds ? p.time % 1_000_000_000 : p.time % 1_000_000_000 / 1000)
-            b += le32(seconds) + le32(fraction) + le32(UInt32(p.bytes.count)) + le32(UInt32(p.originalLength ?? p.bytes.count))
+            b +=
+                le32(seconds) + le32(fraction) + le32(UInt32(p.bytes.count))
+                + le32(UInt32(p.originalLength ?? p.bytes.count))
             b += p.bytes
         }
         return b

@@ -1,6 +1,7 @@
 // tshark, decoding the same captures, is the oracle: connection table, stream bytes and AMQP frames must agree.
 import Foundation
 import Testing
+
 @testable import AMQPScope
 
 private let tsharkReady = Tools.tshark != nil || Tools.requireTshark
@@ -40,12 +41,15 @@ struct TsharkOracleTests {
             guard t.count >= 9 else { continue }
             conversations += 1
             let (a, b) = (t[0], t[2])
-            let (r, aIsClient) = try #require(record(ours.records, a, b), "tshark conversation \(a) <-> \(b) missing in \(path)")
+            let (r, aIsClient) = try #require(
+                record(ours.records, a, b), "tshark conversation \(a) <-> \(b) missing in \(path)")
             let bToA = (frames: Int(t[3])!, bytes: Double(t[4])!, unit: t[5])
             let aToB = (frames: Int(t[6])!, bytes: Double(t[7])!, unit: t[8])
             let clientToServer = aIsClient ? aToB : bToA
             let serverToClient = aIsClient ? bToA : aToB
-            for (theirs, mine) in [(clientToServer, r.counters.clientToServer), (serverToClient, r.counters.serverToClient)] {
+            for (theirs, mine) in [
+                (clientToServer, r.counters.clientToServer), (serverToClient, r.counters.serverToClient),
+            ] {
                 #expect(mine.packets == theirs.frames, "\(path) \(a)<->\(b) packets")
                 // tshark prints "N bytes" exactly, or rounds to kB/MB (SI units) past 10 000.
                 let scale: Double = theirs.unit == "bytes" ? 1 : theirs.unit == "kB" ? 1000 : 1_000_000
@@ -54,14 +58,19 @@ struct TsharkOracleTests {
             }
         }
         #expect(conversations > 0)
-        #expect(conversations == ours.records.count, "\(path): tshark lists \(conversations) conversations, amqpscope \(ours.records.count)")
+        #expect(
+            conversations == ours.records.count,
+            "\(path): tshark lists \(conversations) conversations, amqpscope \(ours.records.count)")
     }
 
     /// The exact byte counts behind the table, per stream and direction, from tshark's per-packet fields.
     @Test(arguments: Paths.allCaptures)
     func exactBytesPerDirection(path: String) throws {
         let ours = analyze(path)
-        let text = try tshark(["-r", path, "-T", "fields", "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "frame.len", "-Y", "tcp"])
+        let text = try tshark([
+            "-r", path, "-T", "fields", "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "frame.len",
+            "-Y", "tcp",
+        ])
         var totals: [String: (packets: Int, bytes: Int)] = [:]
         for line in text.split(separator: "\n") {
             let f = line.split(separator: "\t").map(String.init)
@@ -70,13 +79,17 @@ struct TsharkOracleTests {
             totals[key, default: (0, 0)].packets += 1
             totals[key, default: (0, 0)].bytes += Int(f[3])!
         }
-        let ourTotal = ours.records.reduce(0) { $0 + $1.counters.clientToServer.wireBytes + $1.counters.serverToClient.wireBytes }
+        let ourTotal = ours.records.reduce(0) {
+            $0 + $1.counters.clientToServer.wireBytes + $1.counters.serverToClient.wireBytes
+        }
         #expect(ourTotal == totals.values.reduce(0) { $0 + $1.bytes })
         for r in ours.records {
             let matches = totals.filter { $0.key.hasSuffix(" \(r.info.client.port)>\(r.info.server.port)") }
             #expect(matches.count == 1, "\(path): connection \(r.info.client) -> \(r.info.server)")
             if let theirs = matches.first?.value {
-                #expect(r.counters.clientToServer.packets == theirs.packets && r.counters.clientToServer.wireBytes == theirs.bytes)
+                #expect(
+                    r.counters.clientToServer.packets == theirs.packets
+                        && r.counters.clientToServer.wireBytes == theirs.bytes)
             }
         }
     }
@@ -85,29 +98,43 @@ struct TsharkOracleTests {
     @Test(arguments: Paths.allCaptures)
     func streamBytesMatchFollow(path: String) throws {
         let ours = analyze(path)
-        let streams = Set(try tshark(["-r", path, "-T", "fields", "-e", "tcp.stream", "-Y", "tcp"]).split(separator: "\n").compactMap { Int($0) })
+        let streams = Set(
+            try tshark(["-r", path, "-T", "fields", "-e", "tcp.stream", "-Y", "tcp"]).split(separator: "\n").compactMap
+            { Int($0) })
         #expect(streams.count == ours.records.count)
         var arguments = ["-r", path, "-q"]
         for s in streams.sorted() { arguments += ["-z", "follow,tcp,raw,\(s)"] }
         let text = try tshark(arguments)
         // Each block: "Node 0: addr:port", "Node 1: addr:port", then hex lines (node 1's indented with a tab).
         var blocksCompared = 0
-        for block in text.components(separatedBy: "===================================================================").dropFirst() {
+        for block in text.components(separatedBy: "===================================================================")
+            .dropFirst()
+        {
             let lines = block.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             guard let node0 = lines.first(where: { $0.hasPrefix("Node 0: ") })?.dropFirst(8),
-                  let node1 = lines.first(where: { $0.hasPrefix("Node 1: ") })?.dropFirst(8) else { continue }
-            var bytes0 = 0, bytes1 = 0
+                let node1 = lines.first(where: { $0.hasPrefix("Node 1: ") })?.dropFirst(8)
+            else { continue }
+            var bytes0 = 0
+            var bytes1 = 0
             var pastHeader = false
             for line in lines {
-                if line.hasPrefix("Node 1: ") { pastHeader = true; continue }
+                if line.hasPrefix("Node 1: ") {
+                    pastHeader = true
+                    continue
+                }
                 guard pastHeader, !line.isEmpty else { continue }
                 if line.hasPrefix("\t") { bytes1 += (line.count - 1) / 2 } else { bytes0 += line.count / 2 }
             }
-            let (r, node0IsClient) = try #require(record(ours.records, String(node0), String(node1)), "\(path): stream \(node0)")
+            let (r, node0IsClient) = try #require(
+                record(ours.records, String(node0), String(node1)), "\(path): stream \(node0)")
             let clientBytes = node0IsClient ? bytes0 : bytes1
             let serverBytes = node0IsClient ? bytes1 : bytes0
-            #expect(r.counters.clientToServer.streamBytes == UInt64(clientBytes), "\(path) \(node0): client->server stream bytes")
-            #expect(r.counters.serverToClient.streamBytes == UInt64(serverBytes), "\(path) \(node0): server->client stream bytes")
+            #expect(
+                r.counters.clientToServer.streamBytes == UInt64(clientBytes),
+                "\(path) \(node0): client->server stream bytes")
+            #expect(
+                r.counters.serverToClient.streamBytes == UInt64(serverBytes),
+                "\(path) \(node0): server->client stream bytes")
             blocksCompared += 1
         }
         #expect(blocksCompared == streams.count, "\(path): compared \(blocksCompared) of \(streams.count) streams")
@@ -120,13 +147,15 @@ struct TsharkOracleTests {
     @Test(arguments: Paths.allCaptures)
     func framesMatchTshark(path: String) throws {
         let ours = analyze(path, frames: true)
-        let text = try tshark(["-r", path, "-Y", "amqp", "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport",
-                               "-e", "amqp.type", "-e", "amqp.channel", "-e", "amqp.method.class", "-e", "amqp.method.method",
-                               "-E", "occurrence=a", "-E", "aggregator=,"])
+        let text = try tshark([
+            "-r", path, "-Y", "amqp", "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport",
+            "-e", "amqp.type", "-e", "amqp.channel", "-e", "amqp.method.class", "-e", "amqp.method.method",
+            "-E", "occurrence=a", "-E", "aggregator=,",
+        ])
         var theirs: [String] = []
         for line in text.split(separator: "\n") {
             let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
-            guard f.count == 6, !f[2].isEmpty else { continue } // a protocol header has no frame type
+            guard f.count == 6, !f[2].isEmpty else { continue }  // a protocol header has no frame type
             let types = f[2].split(separator: ",").map(String.init)
             let channels = f[3].split(separator: ",").map(String.init)
             var classes = f[4].split(separator: ",").map(String.init)
@@ -148,19 +177,25 @@ struct TsharkOracleTests {
         }
         let name = URL(fileURLWithPath: path).lastPathComponent
         // Not vacuous: every capture but the Stream-protocol one carries AMQP frames.
-        #expect(theirs.isEmpty == name.hasPrefix("rabbitmq-stream-protocol"), "\(name): tshark found \(theirs.count) frames")
+        #expect(
+            theirs.isEmpty == name.hasPrefix("rabbitmq-stream-protocol"), "\(name): tshark found \(theirs.count) frames"
+        )
         let known = Self.knownTsharkErrors[name] ?? []
         let onlyTheirs = theirs.filter { !mine.contains($0) && !known.contains(Int($0.split(separator: " ")[0])!) }
         let onlyMine = mine.filter { !theirs.contains($0) && !known.contains(Int($0.split(separator: " ")[0])!) }
         #expect(onlyTheirs.isEmpty, "\(name): tshark decodes frames amqpscope does not: \(onlyTheirs.prefix(10))")
         #expect(onlyMine.isEmpty, "\(name): amqpscope decodes frames tshark does not: \(onlyMine.prefix(10))")
-        #expect(theirs.count == mine.count || !known.isEmpty, "\(name): \(theirs.count) frames in tshark, \(mine.count) in amqpscope")
+        #expect(
+            theirs.count == mine.count || !known.isEmpty,
+            "\(name): \(theirs.count) frames in tshark, \(mine.count) in amqpscope")
         for d in Direction.allCases {
             let ourBeats = ours.records.reduce(0) { $0 + $1.frameCounts[d].heartbeat }
             let theirBeats = theirs.filter { line in
                 let p = line.split(separator: " ")
                 guard p[2] == "t8", let port = UInt16(p[1]) else { return false }
-                return ours.records.contains { r in (d == .clientToServer ? r.info.client.port : r.info.server.port) == port }
+                return ours.records.contains { r in
+                    (d == .clientToServer ? r.info.client.port : r.info.server.port) == port
+                }
             }.count
             #expect(ourBeats == theirBeats, "\(name): heartbeats \(d)")
         }

@@ -28,75 +28,314 @@ package enum AMQPSpec {
     ]
     /// Every method: class and method ids, names, arguments (name, type), and whether content follows it.
     package static let methods: [MethodDescriptor] = [
-        MethodDescriptor(classID: 10, methodID: 10, className: "connection", methodName: "start", arguments: [ArgumentDescriptor("version-major", .octet), ArgumentDescriptor("version-minor", .octet), ArgumentDescriptor("server-properties", .table), ArgumentDescriptor("mechanisms", .longString), ArgumentDescriptor("locales", .longString)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 11, className: "connection", methodName: "start-ok", arguments: [ArgumentDescriptor("client-properties", .table), ArgumentDescriptor("mechanism", .shortString), ArgumentDescriptor("response", .longString), ArgumentDescriptor("locale", .shortString)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 20, className: "connection", methodName: "secure", arguments: [ArgumentDescriptor("challenge", .longString)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 21, className: "connection", methodName: "secure-ok", arguments: [ArgumentDescriptor("response", .longString)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 30, className: "connection", methodName: "tune", arguments: [ArgumentDescriptor("channel-max", .short), ArgumentDescriptor("frame-max", .long), ArgumentDescriptor("heartbeat", .short)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 31, className: "connection", methodName: "tune-ok", arguments: [ArgumentDescriptor("channel-max", .short), ArgumentDescriptor("frame-max", .long), ArgumentDescriptor("heartbeat", .short)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 40, className: "connection", methodName: "open", arguments: [ArgumentDescriptor("virtual-host", .shortString), ArgumentDescriptor("capabilities", .shortString), ArgumentDescriptor("insist", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 41, className: "connection", methodName: "open-ok", arguments: [ArgumentDescriptor("known-hosts", .shortString)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 50, className: "connection", methodName: "close", arguments: [ArgumentDescriptor("reply-code", .short), ArgumentDescriptor("reply-text", .shortString), ArgumentDescriptor("class-id", .short), ArgumentDescriptor("method-id", .short)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 51, className: "connection", methodName: "close-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 60, className: "connection", methodName: "blocked", arguments: [ArgumentDescriptor("reason", .shortString)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 61, className: "connection", methodName: "unblocked", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 70, className: "connection", methodName: "update-secret", arguments: [ArgumentDescriptor("new-secret", .longString), ArgumentDescriptor("reason", .shortString)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 10, methodID: 71, className: "connection", methodName: "update-secret-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 20, methodID: 10, className: "channel", methodName: "open", arguments: [ArgumentDescriptor("out-of-band", .shortString)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 20, methodID: 11, className: "channel", methodName: "open-ok", arguments: [ArgumentDescriptor("channel-id", .longString)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 20, methodID: 20, className: "channel", methodName: "flow", arguments: [ArgumentDescriptor("active", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 20, methodID: 21, className: "channel", methodName: "flow-ok", arguments: [ArgumentDescriptor("active", .bit)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 20, methodID: 40, className: "channel", methodName: "close", arguments: [ArgumentDescriptor("reply-code", .short), ArgumentDescriptor("reply-text", .shortString), ArgumentDescriptor("class-id", .short), ArgumentDescriptor("method-id", .short)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 20, methodID: 41, className: "channel", methodName: "close-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 30, methodID: 10, className: "access", methodName: "request", arguments: [ArgumentDescriptor("realm", .shortString), ArgumentDescriptor("exclusive", .bit), ArgumentDescriptor("passive", .bit), ArgumentDescriptor("active", .bit), ArgumentDescriptor("write", .bit), ArgumentDescriptor("read", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 30, methodID: 11, className: "access", methodName: "request-ok", arguments: [ArgumentDescriptor("ticket", .short)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 40, methodID: 10, className: "exchange", methodName: "declare", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("type", .shortString), ArgumentDescriptor("passive", .bit), ArgumentDescriptor("durable", .bit), ArgumentDescriptor("auto-delete", .bit), ArgumentDescriptor("internal", .bit), ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 40, methodID: 11, className: "exchange", methodName: "declare-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 40, methodID: 20, className: "exchange", methodName: "delete", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("if-unused", .bit), ArgumentDescriptor("nowait", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 40, methodID: 21, className: "exchange", methodName: "delete-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 40, methodID: 30, className: "exchange", methodName: "bind", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("destination", .shortString), ArgumentDescriptor("source", .shortString), ArgumentDescriptor("routing-key", .shortString), ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 40, methodID: 31, className: "exchange", methodName: "bind-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 40, methodID: 40, className: "exchange", methodName: "unbind", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("destination", .shortString), ArgumentDescriptor("source", .shortString), ArgumentDescriptor("routing-key", .shortString), ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 40, methodID: 51, className: "exchange", methodName: "unbind-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 10, className: "queue", methodName: "declare", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("passive", .bit), ArgumentDescriptor("durable", .bit), ArgumentDescriptor("exclusive", .bit), ArgumentDescriptor("auto-delete", .bit), ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 11, className: "queue", methodName: "declare-ok", arguments: [ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("message-count", .long), ArgumentDescriptor("consumer-count", .long)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 20, className: "queue", methodName: "bind", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString), ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 21, className: "queue", methodName: "bind-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 30, className: "queue", methodName: "purge", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("nowait", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 31, className: "queue", methodName: "purge-ok", arguments: [ArgumentDescriptor("message-count", .long)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 40, className: "queue", methodName: "delete", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("if-unused", .bit), ArgumentDescriptor("if-empty", .bit), ArgumentDescriptor("nowait", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 41, className: "queue", methodName: "delete-ok", arguments: [ArgumentDescriptor("message-count", .long)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 50, className: "queue", methodName: "unbind", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString), ArgumentDescriptor("arguments", .table)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 50, methodID: 51, className: "queue", methodName: "unbind-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 10, className: "basic", methodName: "qos", arguments: [ArgumentDescriptor("prefetch-size", .long), ArgumentDescriptor("prefetch-count", .short), ArgumentDescriptor("global", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 11, className: "basic", methodName: "qos-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 20, className: "basic", methodName: "consume", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("consumer-tag", .shortString), ArgumentDescriptor("no-local", .bit), ArgumentDescriptor("no-ack", .bit), ArgumentDescriptor("exclusive", .bit), ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 21, className: "basic", methodName: "consume-ok", arguments: [ArgumentDescriptor("consumer-tag", .shortString)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 30, className: "basic", methodName: "cancel", arguments: [ArgumentDescriptor("consumer-tag", .shortString), ArgumentDescriptor("nowait", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 31, className: "basic", methodName: "cancel-ok", arguments: [ArgumentDescriptor("consumer-tag", .shortString)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 40, className: "basic", methodName: "publish", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString), ArgumentDescriptor("mandatory", .bit), ArgumentDescriptor("immediate", .bit)], synchronous: false, carriesContent: true),
-        MethodDescriptor(classID: 60, methodID: 50, className: "basic", methodName: "return", arguments: [ArgumentDescriptor("reply-code", .short), ArgumentDescriptor("reply-text", .shortString), ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString)], synchronous: false, carriesContent: true),
-        MethodDescriptor(classID: 60, methodID: 60, className: "basic", methodName: "deliver", arguments: [ArgumentDescriptor("consumer-tag", .shortString), ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("redelivered", .bit), ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString)], synchronous: false, carriesContent: true),
-        MethodDescriptor(classID: 60, methodID: 70, className: "basic", methodName: "get", arguments: [ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("no-ack", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 71, className: "basic", methodName: "get-ok", arguments: [ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("redelivered", .bit), ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString), ArgumentDescriptor("message-count", .long)], synchronous: false, carriesContent: true),
-        MethodDescriptor(classID: 60, methodID: 72, className: "basic", methodName: "get-empty", arguments: [ArgumentDescriptor("cluster-id", .shortString)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 80, className: "basic", methodName: "ack", arguments: [ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("multiple", .bit)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 90, className: "basic", methodName: "reject", arguments: [ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("requeue", .bit)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 100, className: "basic", methodName: "recover-async", arguments: [ArgumentDescriptor("requeue", .bit)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 110, className: "basic", methodName: "recover", arguments: [ArgumentDescriptor("requeue", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 111, className: "basic", methodName: "recover-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 60, methodID: 120, className: "basic", methodName: "nack", arguments: [ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("multiple", .bit), ArgumentDescriptor("requeue", .bit)], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 90, methodID: 10, className: "tx", methodName: "select", arguments: [], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 90, methodID: 11, className: "tx", methodName: "select-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 90, methodID: 20, className: "tx", methodName: "commit", arguments: [], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 90, methodID: 21, className: "tx", methodName: "commit-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 90, methodID: 30, className: "tx", methodName: "rollback", arguments: [], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 90, methodID: 31, className: "tx", methodName: "rollback-ok", arguments: [], synchronous: false, carriesContent: false),
-        MethodDescriptor(classID: 85, methodID: 10, className: "confirm", methodName: "select", arguments: [ArgumentDescriptor("nowait", .bit)], synchronous: true, carriesContent: false),
-        MethodDescriptor(classID: 85, methodID: 11, className: "confirm", methodName: "select-ok", arguments: [], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 10, className: "connection", methodName: "start",
+            arguments: [
+                ArgumentDescriptor("version-major", .octet), ArgumentDescriptor("version-minor", .octet),
+                ArgumentDescriptor("server-properties", .table), ArgumentDescriptor("mechanisms", .longString),
+                ArgumentDescriptor("locales", .longString),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 11, className: "connection", methodName: "start-ok",
+            arguments: [
+                ArgumentDescriptor("client-properties", .table), ArgumentDescriptor("mechanism", .shortString),
+                ArgumentDescriptor("response", .longString), ArgumentDescriptor("locale", .shortString),
+            ], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 20, className: "connection", methodName: "secure",
+            arguments: [ArgumentDescriptor("challenge", .longString)], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 21, className: "connection", methodName: "secure-ok",
+            arguments: [ArgumentDescriptor("response", .longString)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 30, className: "connection", methodName: "tune",
+            arguments: [
+                ArgumentDescriptor("channel-max", .short), ArgumentDescriptor("frame-max", .long),
+                ArgumentDescriptor("heartbeat", .short),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 31, className: "connection", methodName: "tune-ok",
+            arguments: [
+                ArgumentDescriptor("channel-max", .short), ArgumentDescriptor("frame-max", .long),
+                ArgumentDescriptor("heartbeat", .short),
+            ], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 40, className: "connection", methodName: "open",
+            arguments: [
+                ArgumentDescriptor("virtual-host", .shortString), ArgumentDescriptor("capabilities", .shortString),
+                ArgumentDescriptor("insist", .bit),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 41, className: "connection", methodName: "open-ok",
+            arguments: [ArgumentDescriptor("known-hosts", .shortString)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 50, className: "connection", methodName: "close",
+            arguments: [
+                ArgumentDescriptor("reply-code", .short), ArgumentDescriptor("reply-text", .shortString),
+                ArgumentDescriptor("class-id", .short), ArgumentDescriptor("method-id", .short),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 51, className: "connection", methodName: "close-ok", arguments: [],
+            synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 60, className: "connection", methodName: "blocked",
+            arguments: [ArgumentDescriptor("reason", .shortString)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 61, className: "connection", methodName: "unblocked", arguments: [],
+            synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 70, className: "connection", methodName: "update-secret",
+            arguments: [ArgumentDescriptor("new-secret", .longString), ArgumentDescriptor("reason", .shortString)],
+            synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 10, methodID: 71, className: "connection", methodName: "update-secret-ok", arguments: [],
+            synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 20, methodID: 10, className: "channel", methodName: "open",
+            arguments: [ArgumentDescriptor("out-of-band", .shortString)], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 20, methodID: 11, className: "channel", methodName: "open-ok",
+            arguments: [ArgumentDescriptor("channel-id", .longString)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 20, methodID: 20, className: "channel", methodName: "flow",
+            arguments: [ArgumentDescriptor("active", .bit)], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 20, methodID: 21, className: "channel", methodName: "flow-ok",
+            arguments: [ArgumentDescriptor("active", .bit)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 20, methodID: 40, className: "channel", methodName: "close",
+            arguments: [
+                ArgumentDescriptor("reply-code", .short), ArgumentDescriptor("reply-text", .shortString),
+                ArgumentDescriptor("class-id", .short), ArgumentDescriptor("method-id", .short),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 20, methodID: 41, className: "channel", methodName: "close-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 30, methodID: 10, className: "access", methodName: "request",
+            arguments: [
+                ArgumentDescriptor("realm", .shortString), ArgumentDescriptor("exclusive", .bit),
+                ArgumentDescriptor("passive", .bit), ArgumentDescriptor("active", .bit),
+                ArgumentDescriptor("write", .bit), ArgumentDescriptor("read", .bit),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 30, methodID: 11, className: "access", methodName: "request-ok",
+            arguments: [ArgumentDescriptor("ticket", .short)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 40, methodID: 10, className: "exchange", methodName: "declare",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("exchange", .shortString),
+                ArgumentDescriptor("type", .shortString), ArgumentDescriptor("passive", .bit),
+                ArgumentDescriptor("durable", .bit), ArgumentDescriptor("auto-delete", .bit),
+                ArgumentDescriptor("internal", .bit), ArgumentDescriptor("nowait", .bit),
+                ArgumentDescriptor("arguments", .table),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 40, methodID: 11, className: "exchange", methodName: "declare-ok", arguments: [],
+            synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 40, methodID: 20, className: "exchange", methodName: "delete",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("exchange", .shortString),
+                ArgumentDescriptor("if-unused", .bit), ArgumentDescriptor("nowait", .bit),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 40, methodID: 21, className: "exchange", methodName: "delete-ok", arguments: [],
+            synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 40, methodID: 30, className: "exchange", methodName: "bind",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("destination", .shortString),
+                ArgumentDescriptor("source", .shortString), ArgumentDescriptor("routing-key", .shortString),
+                ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 40, methodID: 31, className: "exchange", methodName: "bind-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 40, methodID: 40, className: "exchange", methodName: "unbind",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("destination", .shortString),
+                ArgumentDescriptor("source", .shortString), ArgumentDescriptor("routing-key", .shortString),
+                ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 40, methodID: 51, className: "exchange", methodName: "unbind-ok", arguments: [],
+            synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 10, className: "queue", methodName: "declare",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString),
+                ArgumentDescriptor("passive", .bit), ArgumentDescriptor("durable", .bit),
+                ArgumentDescriptor("exclusive", .bit), ArgumentDescriptor("auto-delete", .bit),
+                ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 11, className: "queue", methodName: "declare-ok",
+            arguments: [
+                ArgumentDescriptor("queue", .shortString), ArgumentDescriptor("message-count", .long),
+                ArgumentDescriptor("consumer-count", .long),
+            ], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 20, className: "queue", methodName: "bind",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString),
+                ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString),
+                ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 21, className: "queue", methodName: "bind-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 30, className: "queue", methodName: "purge",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString),
+                ArgumentDescriptor("nowait", .bit),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 31, className: "queue", methodName: "purge-ok",
+            arguments: [ArgumentDescriptor("message-count", .long)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 40, className: "queue", methodName: "delete",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString),
+                ArgumentDescriptor("if-unused", .bit), ArgumentDescriptor("if-empty", .bit),
+                ArgumentDescriptor("nowait", .bit),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 41, className: "queue", methodName: "delete-ok",
+            arguments: [ArgumentDescriptor("message-count", .long)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 50, className: "queue", methodName: "unbind",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString),
+                ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString),
+                ArgumentDescriptor("arguments", .table),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 50, methodID: 51, className: "queue", methodName: "unbind-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 10, className: "basic", methodName: "qos",
+            arguments: [
+                ArgumentDescriptor("prefetch-size", .long), ArgumentDescriptor("prefetch-count", .short),
+                ArgumentDescriptor("global", .bit),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 11, className: "basic", methodName: "qos-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 20, className: "basic", methodName: "consume",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString),
+                ArgumentDescriptor("consumer-tag", .shortString), ArgumentDescriptor("no-local", .bit),
+                ArgumentDescriptor("no-ack", .bit), ArgumentDescriptor("exclusive", .bit),
+                ArgumentDescriptor("nowait", .bit), ArgumentDescriptor("arguments", .table),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 21, className: "basic", methodName: "consume-ok",
+            arguments: [ArgumentDescriptor("consumer-tag", .shortString)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 30, className: "basic", methodName: "cancel",
+            arguments: [ArgumentDescriptor("consumer-tag", .shortString), ArgumentDescriptor("nowait", .bit)],
+            synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 31, className: "basic", methodName: "cancel-ok",
+            arguments: [ArgumentDescriptor("consumer-tag", .shortString)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 40, className: "basic", methodName: "publish",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("exchange", .shortString),
+                ArgumentDescriptor("routing-key", .shortString), ArgumentDescriptor("mandatory", .bit),
+                ArgumentDescriptor("immediate", .bit),
+            ], synchronous: false, carriesContent: true),
+        MethodDescriptor(
+            classID: 60, methodID: 50, className: "basic", methodName: "return",
+            arguments: [
+                ArgumentDescriptor("reply-code", .short), ArgumentDescriptor("reply-text", .shortString),
+                ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString),
+            ], synchronous: false, carriesContent: true),
+        MethodDescriptor(
+            classID: 60, methodID: 60, className: "basic", methodName: "deliver",
+            arguments: [
+                ArgumentDescriptor("consumer-tag", .shortString), ArgumentDescriptor("delivery-tag", .longlong),
+                ArgumentDescriptor("redelivered", .bit), ArgumentDescriptor("exchange", .shortString),
+                ArgumentDescriptor("routing-key", .shortString),
+            ], synchronous: false, carriesContent: true),
+        MethodDescriptor(
+            classID: 60, methodID: 70, className: "basic", methodName: "get",
+            arguments: [
+                ArgumentDescriptor("ticket", .short), ArgumentDescriptor("queue", .shortString),
+                ArgumentDescriptor("no-ack", .bit),
+            ], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 71, className: "basic", methodName: "get-ok",
+            arguments: [
+                ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("redelivered", .bit),
+                ArgumentDescriptor("exchange", .shortString), ArgumentDescriptor("routing-key", .shortString),
+                ArgumentDescriptor("message-count", .long),
+            ], synchronous: false, carriesContent: true),
+        MethodDescriptor(
+            classID: 60, methodID: 72, className: "basic", methodName: "get-empty",
+            arguments: [ArgumentDescriptor("cluster-id", .shortString)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 80, className: "basic", methodName: "ack",
+            arguments: [ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("multiple", .bit)],
+            synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 90, className: "basic", methodName: "reject",
+            arguments: [ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("requeue", .bit)],
+            synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 100, className: "basic", methodName: "recover-async",
+            arguments: [ArgumentDescriptor("requeue", .bit)], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 110, className: "basic", methodName: "recover",
+            arguments: [ArgumentDescriptor("requeue", .bit)], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 111, className: "basic", methodName: "recover-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 60, methodID: 120, className: "basic", methodName: "nack",
+            arguments: [
+                ArgumentDescriptor("delivery-tag", .longlong), ArgumentDescriptor("multiple", .bit),
+                ArgumentDescriptor("requeue", .bit),
+            ], synchronous: false, carriesContent: false),
+        MethodDescriptor(
+            classID: 90, methodID: 10, className: "tx", methodName: "select", arguments: [], synchronous: true,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 90, methodID: 11, className: "tx", methodName: "select-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 90, methodID: 20, className: "tx", methodName: "commit", arguments: [], synchronous: true,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 90, methodID: 21, className: "tx", methodName: "commit-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 90, methodID: 30, className: "tx", methodName: "rollback", arguments: [], synchronous: true,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 90, methodID: 31, className: "tx", methodName: "rollback-ok", arguments: [], synchronous: false,
+            carriesContent: false),
+        MethodDescriptor(
+            classID: 85, methodID: 10, className: "confirm", methodName: "select",
+            arguments: [ArgumentDescriptor("nowait", .bit)], synchronous: true, carriesContent: false),
+        MethodDescriptor(
+            classID: 85, methodID: 11, className: "confirm", methodName: "select-ok", arguments: [], synchronous: false,
+            carriesContent: false),
     ]
     /// The basic class's content properties, in property-flag order (bit 15 first).
-    package static let basicProperties: [ArgumentDescriptor] = [ArgumentDescriptor("content-type", .shortString), ArgumentDescriptor("content-encoding", .shortString), ArgumentDescriptor("headers", .table), ArgumentDescriptor("delivery-mode", .octet), ArgumentDescriptor("priority", .octet), ArgumentDescriptor("correlation-id", .shortString), ArgumentDescriptor("reply-to", .shortString), ArgumentDescriptor("expiration", .shortString), ArgumentDescriptor("message-id", .shortString), ArgumentDescriptor("timestamp", .timestamp), ArgumentDescriptor("type", .shortString), ArgumentDescriptor("user-id", .shortString), ArgumentDescriptor("app-id", .shortString), ArgumentDescriptor("cluster-id", .shortString)]
+    package static let basicProperties: [ArgumentDescriptor] = [
+        ArgumentDescriptor("content-type", .shortString), ArgumentDescriptor("content-encoding", .shortString),
+        ArgumentDescriptor("headers", .table), ArgumentDescriptor("delivery-mode", .octet),
+        ArgumentDescriptor("priority", .octet), ArgumentDescriptor("correlation-id", .shortString),
+        ArgumentDescriptor("reply-to", .shortString), ArgumentDescriptor("expiration", .shortString),
+        ArgumentDescriptor("message-id", .shortString), ArgumentDescriptor("timestamp", .timestamp),
+        ArgumentDescriptor("type", .shortString), ArgumentDescriptor("user-id", .shortString),
+        ArgumentDescriptor("app-id", .shortString), ArgumentDescriptor("cluster-id", .shortString),
+    ]
 }
 
 /// connection.start (10, 10)
@@ -116,7 +355,10 @@ public struct ConnectionStart: Hashable, Sendable {
     /// The `locales` argument (longstr).
     public var locales: LongString
     /// A connection.start with these arguments.
-    public init(versionMajor: UInt8, versionMinor: UInt8, serverProperties: FieldTable, mechanisms: LongString, locales: LongString) {
+    public init(
+        versionMajor: UInt8, versionMinor: UInt8, serverProperties: FieldTable, mechanisms: LongString,
+        locales: LongString
+    ) {
         self.versionMajor = versionMajor
         self.versionMinor = versionMinor
         self.serverProperties = serverProperties
@@ -131,7 +373,13 @@ public struct ConnectionStart: Hashable, Sendable {
         self.locales = try reader.longString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("version-major", .octet(versionMajor)), NamedValue("version-minor", .octet(versionMinor)), NamedValue("server-properties", .table(serverProperties)), NamedValue("mechanisms", .longString(mechanisms)), NamedValue("locales", .longString(locales))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("version-major", .octet(versionMajor)), NamedValue("version-minor", .octet(versionMinor)),
+            NamedValue("server-properties", .table(serverProperties)),
+            NamedValue("mechanisms", .longString(mechanisms)), NamedValue("locales", .longString(locales)),
+        ]
+    }
 }
 
 /// connection.start-ok (10, 11)
@@ -162,7 +410,12 @@ public struct ConnectionStartOk: Hashable, Sendable {
         self.locale = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("client-properties", .table(clientProperties)), NamedValue("mechanism", .shortString(mechanism)), NamedValue("response", .longString(response)), NamedValue("locale", .shortString(locale))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("client-properties", .table(clientProperties)), NamedValue("mechanism", .shortString(mechanism)),
+            NamedValue("response", .longString(response)), NamedValue("locale", .shortString(locale)),
+        ]
+    }
 }
 
 /// connection.secure (10, 20)
@@ -227,7 +480,12 @@ public struct ConnectionTune: Hashable, Sendable {
         self.heartbeat = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("channel-max", .short(channelMax)), NamedValue("frame-max", .long(frameMax)), NamedValue("heartbeat", .short(heartbeat))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("channel-max", .short(channelMax)), NamedValue("frame-max", .long(frameMax)),
+            NamedValue("heartbeat", .short(heartbeat)),
+        ]
+    }
 }
 
 /// connection.tune-ok (10, 31)
@@ -254,7 +512,12 @@ public struct ConnectionTuneOk: Hashable, Sendable {
         self.heartbeat = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("channel-max", .short(channelMax)), NamedValue("frame-max", .long(frameMax)), NamedValue("heartbeat", .short(heartbeat))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("channel-max", .short(channelMax)), NamedValue("frame-max", .long(frameMax)),
+            NamedValue("heartbeat", .short(heartbeat)),
+        ]
+    }
 }
 
 /// connection.open (10, 40)
@@ -282,7 +545,12 @@ public struct ConnectionOpen: Hashable, Sendable {
         self.insist = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("virtual-host", .shortString(virtualHost)), NamedValue("capabilities", .shortString(capabilities)), NamedValue("insist", .bit(insist))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("virtual-host", .shortString(virtualHost)),
+            NamedValue("capabilities", .shortString(capabilities)), NamedValue("insist", .bit(insist)),
+        ]
+    }
 }
 
 /// connection.open-ok (10, 41)
@@ -332,7 +600,12 @@ public struct ConnectionClose: Hashable, Sendable {
         self.methodId = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)), NamedValue("class-id", .short(classId)), NamedValue("method-id", .short(methodId))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)),
+            NamedValue("class-id", .short(classId)), NamedValue("method-id", .short(methodId)),
+        ]
+    }
 }
 
 /// connection.close-ok (10, 51)
@@ -404,7 +677,9 @@ public struct ConnectionUpdateSecret: Hashable, Sendable {
         self.reason = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("new-secret", .longString(newSecret)), NamedValue("reason", .shortString(reason))] }
+    public var namedArguments: [NamedValue] {
+        [NamedValue("new-secret", .longString(newSecret)), NamedValue("reason", .shortString(reason))]
+    }
 }
 
 /// connection.update-secret-ok (10, 71)
@@ -528,7 +803,12 @@ public struct ChannelClose: Hashable, Sendable {
         self.methodId = try reader.short()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)), NamedValue("class-id", .short(classId)), NamedValue("method-id", .short(methodId))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)),
+            NamedValue("class-id", .short(classId)), NamedValue("method-id", .short(methodId)),
+        ]
+    }
 }
 
 /// channel.close-ok (20, 41)
@@ -583,7 +863,13 @@ public struct AccessRequest: Hashable, Sendable {
         self.read = bits1 & 16 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("realm", .shortString(realm)), NamedValue("exclusive", .bit(exclusive)), NamedValue("passive", .bit(passive)), NamedValue("active", .bit(active)), NamedValue("write", .bit(write)), NamedValue("read", .bit(read))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("realm", .shortString(realm)), NamedValue("exclusive", .bit(exclusive)),
+            NamedValue("passive", .bit(passive)), NamedValue("active", .bit(active)), NamedValue("write", .bit(write)),
+            NamedValue("read", .bit(read)),
+        ]
+    }
 }
 
 /// access.request-ok (30, 11)
@@ -630,7 +916,10 @@ public struct ExchangeDeclare: Hashable, Sendable {
     /// The `arguments` argument (table).
     public var arguments: FieldTable
     /// A exchange.declare with these arguments.
-    public init(ticket: UInt16, exchange: String, type: String, passive: Bool, durable: Bool, autoDelete: Bool, internal: Bool, nowait: Bool, arguments: FieldTable) {
+    public init(
+        ticket: UInt16, exchange: String, type: String, passive: Bool, durable: Bool, autoDelete: Bool, internal: Bool,
+        nowait: Bool, arguments: FieldTable
+    ) {
         self.ticket = ticket
         self.exchange = exchange
         self.type = type
@@ -654,7 +943,15 @@ public struct ExchangeDeclare: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)), NamedValue("type", .shortString(type)), NamedValue("passive", .bit(passive)), NamedValue("durable", .bit(durable)), NamedValue("auto-delete", .bit(autoDelete)), NamedValue("internal", .bit(`internal`)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)),
+            NamedValue("type", .shortString(type)), NamedValue("passive", .bit(passive)),
+            NamedValue("durable", .bit(durable)), NamedValue("auto-delete", .bit(autoDelete)),
+            NamedValue("internal", .bit(`internal`)), NamedValue("nowait", .bit(nowait)),
+            NamedValue("arguments", .table(arguments)),
+        ]
+    }
 }
 
 /// exchange.declare-ok (40, 11)
@@ -701,7 +998,12 @@ public struct ExchangeDelete: Hashable, Sendable {
         self.nowait = bits1 & 2 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)), NamedValue("if-unused", .bit(ifUnused)), NamedValue("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)),
+            NamedValue("if-unused", .bit(ifUnused)), NamedValue("nowait", .bit(nowait)),
+        ]
+    }
 }
 
 /// exchange.delete-ok (40, 21)
@@ -738,7 +1040,9 @@ public struct ExchangeBind: Hashable, Sendable {
     /// The `arguments` argument (table).
     public var arguments: FieldTable
     /// A exchange.bind with these arguments.
-    public init(ticket: UInt16, destination: String, source: String, routingKey: String, nowait: Bool, arguments: FieldTable) {
+    public init(
+        ticket: UInt16, destination: String, source: String, routingKey: String, nowait: Bool, arguments: FieldTable
+    ) {
         self.ticket = ticket
         self.destination = destination
         self.source = source
@@ -756,7 +1060,13 @@ public struct ExchangeBind: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("destination", .shortString(destination)), NamedValue("source", .shortString(source)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("destination", .shortString(destination)),
+            NamedValue("source", .shortString(source)), NamedValue("routing-key", .shortString(routingKey)),
+            NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments)),
+        ]
+    }
 }
 
 /// exchange.bind-ok (40, 31)
@@ -793,7 +1103,9 @@ public struct ExchangeUnbind: Hashable, Sendable {
     /// The `arguments` argument (table).
     public var arguments: FieldTable
     /// A exchange.unbind with these arguments.
-    public init(ticket: UInt16, destination: String, source: String, routingKey: String, nowait: Bool, arguments: FieldTable) {
+    public init(
+        ticket: UInt16, destination: String, source: String, routingKey: String, nowait: Bool, arguments: FieldTable
+    ) {
         self.ticket = ticket
         self.destination = destination
         self.source = source
@@ -811,7 +1123,13 @@ public struct ExchangeUnbind: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("destination", .shortString(destination)), NamedValue("source", .shortString(source)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("destination", .shortString(destination)),
+            NamedValue("source", .shortString(source)), NamedValue("routing-key", .shortString(routingKey)),
+            NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments)),
+        ]
+    }
 }
 
 /// exchange.unbind-ok (40, 51)
@@ -852,7 +1170,10 @@ public struct QueueDeclare: Hashable, Sendable {
     /// The `arguments` argument (table).
     public var arguments: FieldTable
     /// A queue.declare with these arguments.
-    public init(ticket: UInt16, queue: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, nowait: Bool, arguments: FieldTable) {
+    public init(
+        ticket: UInt16, queue: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, nowait: Bool,
+        arguments: FieldTable
+    ) {
         self.ticket = ticket
         self.queue = queue
         self.passive = passive
@@ -874,7 +1195,14 @@ public struct QueueDeclare: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("passive", .bit(passive)), NamedValue("durable", .bit(durable)), NamedValue("exclusive", .bit(exclusive)), NamedValue("auto-delete", .bit(autoDelete)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)),
+            NamedValue("passive", .bit(passive)), NamedValue("durable", .bit(durable)),
+            NamedValue("exclusive", .bit(exclusive)), NamedValue("auto-delete", .bit(autoDelete)),
+            NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments)),
+        ]
+    }
 }
 
 /// queue.declare-ok (50, 11)
@@ -901,7 +1229,12 @@ public struct QueueDeclareOk: Hashable, Sendable {
         self.consumerCount = try reader.long()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("queue", .shortString(queue)), NamedValue("message-count", .long(messageCount)), NamedValue("consumer-count", .long(consumerCount))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("queue", .shortString(queue)), NamedValue("message-count", .long(messageCount)),
+            NamedValue("consumer-count", .long(consumerCount)),
+        ]
+    }
 }
 
 /// queue.bind (50, 20)
@@ -923,7 +1256,9 @@ public struct QueueBind: Hashable, Sendable {
     /// The `arguments` argument (table).
     public var arguments: FieldTable
     /// A queue.bind with these arguments.
-    public init(ticket: UInt16, queue: String, exchange: String, routingKey: String, nowait: Bool, arguments: FieldTable) {
+    public init(
+        ticket: UInt16, queue: String, exchange: String, routingKey: String, nowait: Bool, arguments: FieldTable
+    ) {
         self.ticket = ticket
         self.queue = queue
         self.exchange = exchange
@@ -941,7 +1276,13 @@ public struct QueueBind: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)),
+            NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)),
+            NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments)),
+        ]
+    }
 }
 
 /// queue.bind-ok (50, 21)
@@ -984,7 +1325,12 @@ public struct QueuePurge: Hashable, Sendable {
         self.nowait = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)),
+            NamedValue("nowait", .bit(nowait)),
+        ]
+    }
 }
 
 /// queue.purge-ok (50, 31)
@@ -1039,7 +1385,13 @@ public struct QueueDelete: Hashable, Sendable {
         self.nowait = bits1 & 4 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("if-unused", .bit(ifUnused)), NamedValue("if-empty", .bit(ifEmpty)), NamedValue("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)),
+            NamedValue("if-unused", .bit(ifUnused)), NamedValue("if-empty", .bit(ifEmpty)),
+            NamedValue("nowait", .bit(nowait)),
+        ]
+    }
 }
 
 /// queue.delete-ok (50, 41)
@@ -1093,7 +1445,13 @@ public struct QueueUnbind: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)),
+            NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)),
+            NamedValue("arguments", .table(arguments)),
+        ]
+    }
 }
 
 /// queue.unbind-ok (50, 51)
@@ -1136,7 +1494,12 @@ public struct BasicQos: Hashable, Sendable {
         self.global = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("prefetch-size", .long(prefetchSize)), NamedValue("prefetch-count", .short(prefetchCount)), NamedValue("global", .bit(global))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("prefetch-size", .long(prefetchSize)), NamedValue("prefetch-count", .short(prefetchCount)),
+            NamedValue("global", .bit(global)),
+        ]
+    }
 }
 
 /// basic.qos-ok (60, 11)
@@ -1177,7 +1540,10 @@ public struct BasicConsume: Hashable, Sendable {
     /// The `arguments` argument (table).
     public var arguments: FieldTable
     /// A basic.consume with these arguments.
-    public init(ticket: UInt16, queue: String, consumerTag: String, noLocal: Bool, noAck: Bool, exclusive: Bool, nowait: Bool, arguments: FieldTable) {
+    public init(
+        ticket: UInt16, queue: String, consumerTag: String, noLocal: Bool, noAck: Bool, exclusive: Bool, nowait: Bool,
+        arguments: FieldTable
+    ) {
         self.ticket = ticket
         self.queue = queue
         self.consumerTag = consumerTag
@@ -1199,7 +1565,14 @@ public struct BasicConsume: Hashable, Sendable {
         self.arguments = try reader.table()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("no-local", .bit(noLocal)), NamedValue("no-ack", .bit(noAck)), NamedValue("exclusive", .bit(exclusive)), NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)),
+            NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("no-local", .bit(noLocal)),
+            NamedValue("no-ack", .bit(noAck)), NamedValue("exclusive", .bit(exclusive)),
+            NamedValue("nowait", .bit(nowait)), NamedValue("arguments", .table(arguments)),
+        ]
+    }
 }
 
 /// basic.consume-ok (60, 21)
@@ -1242,7 +1615,9 @@ public struct BasicCancel: Hashable, Sendable {
         self.nowait = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("nowait", .bit(nowait))] }
+    public var namedArguments: [NamedValue] {
+        [NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("nowait", .bit(nowait))]
+    }
 }
 
 /// basic.cancel-ok (60, 31)
@@ -1297,7 +1672,13 @@ public struct BasicPublish: Hashable, Sendable {
         self.immediate = bits1 & 2 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("mandatory", .bit(mandatory)), NamedValue("immediate", .bit(immediate))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("exchange", .shortString(exchange)),
+            NamedValue("routing-key", .shortString(routingKey)), NamedValue("mandatory", .bit(mandatory)),
+            NamedValue("immediate", .bit(immediate)),
+        ]
+    }
 }
 
 /// basic.return (60, 50)
@@ -1328,7 +1709,12 @@ public struct BasicReturn: Hashable, Sendable {
         self.routingKey = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("reply-code", .short(replyCode)), NamedValue("reply-text", .shortString(replyText)),
+            NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)),
+        ]
+    }
 }
 
 /// basic.deliver (60, 60)
@@ -1364,7 +1750,13 @@ public struct BasicDeliver: Hashable, Sendable {
         self.routingKey = try reader.shortString()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("redelivered", .bit(redelivered)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("consumer-tag", .shortString(consumerTag)), NamedValue("delivery-tag", .longlong(deliveryTag)),
+            NamedValue("redelivered", .bit(redelivered)), NamedValue("exchange", .shortString(exchange)),
+            NamedValue("routing-key", .shortString(routingKey)),
+        ]
+    }
 }
 
 /// basic.get (60, 70)
@@ -1392,7 +1784,12 @@ public struct BasicGet: Hashable, Sendable {
         self.noAck = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)), NamedValue("no-ack", .bit(noAck))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("ticket", .short(ticket)), NamedValue("queue", .shortString(queue)),
+            NamedValue("no-ack", .bit(noAck)),
+        ]
+    }
 }
 
 /// basic.get-ok (60, 71)
@@ -1428,7 +1825,13 @@ public struct BasicGetOk: Hashable, Sendable {
         self.messageCount = try reader.long()
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("redelivered", .bit(redelivered)), NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)), NamedValue("message-count", .long(messageCount))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("redelivered", .bit(redelivered)),
+            NamedValue("exchange", .shortString(exchange)), NamedValue("routing-key", .shortString(routingKey)),
+            NamedValue("message-count", .long(messageCount)),
+        ]
+    }
 }
 
 /// basic.get-empty (60, 72)
@@ -1471,7 +1874,9 @@ public struct BasicAck: Hashable, Sendable {
         self.multiple = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("multiple", .bit(multiple))] }
+    public var namedArguments: [NamedValue] {
+        [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("multiple", .bit(multiple))]
+    }
 }
 
 /// basic.reject (60, 90)
@@ -1495,7 +1900,9 @@ public struct BasicReject: Hashable, Sendable {
         self.requeue = bits1 & 1 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("requeue", .bit(requeue))] }
+    public var namedArguments: [NamedValue] {
+        [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("requeue", .bit(requeue))]
+    }
 }
 
 /// basic.recover-async (60, 100)
@@ -1578,7 +1985,12 @@ public struct BasicNack: Hashable, Sendable {
         self.requeue = bits1 & 2 != 0
     }
     /// The arguments by their spec names, for reports.
-    public var namedArguments: [NamedValue] { [NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("multiple", .bit(multiple)), NamedValue("requeue", .bit(requeue))] }
+    public var namedArguments: [NamedValue] {
+        [
+            NamedValue("delivery-tag", .longlong(deliveryTag)), NamedValue("multiple", .bit(multiple)),
+            NamedValue("requeue", .bit(requeue)),
+        ]
+    }
 }
 
 /// tx.select (90, 10)
@@ -1918,12 +2330,22 @@ public enum Method: Hashable, Sendable {
     /// The method's class id.
     public var classID: UInt16 {
         switch self {
-        case .connectionStart, .connectionStartOk, .connectionSecure, .connectionSecureOk, .connectionTune, .connectionTuneOk, .connectionOpen, .connectionOpenOk, .connectionClose, .connectionCloseOk, .connectionBlocked, .connectionUnblocked, .connectionUpdateSecret, .connectionUpdateSecretOk: return 10
+        case .connectionStart, .connectionStartOk, .connectionSecure, .connectionSecureOk, .connectionTune,
+            .connectionTuneOk, .connectionOpen, .connectionOpenOk, .connectionClose, .connectionCloseOk,
+            .connectionBlocked, .connectionUnblocked, .connectionUpdateSecret, .connectionUpdateSecretOk:
+            return 10
         case .channelOpen, .channelOpenOk, .channelFlow, .channelFlowOk, .channelClose, .channelCloseOk: return 20
         case .accessRequest, .accessRequestOk: return 30
-        case .exchangeDeclare, .exchangeDeclareOk, .exchangeDelete, .exchangeDeleteOk, .exchangeBind, .exchangeBindOk, .exchangeUnbind, .exchangeUnbindOk: return 40
-        case .queueDeclare, .queueDeclareOk, .queueBind, .queueBindOk, .queuePurge, .queuePurgeOk, .queueDelete, .queueDeleteOk, .queueUnbind, .queueUnbindOk: return 50
-        case .basicQos, .basicQosOk, .basicConsume, .basicConsumeOk, .basicCancel, .basicCancelOk, .basicPublish, .basicReturn, .basicDeliver, .basicGet, .basicGetOk, .basicGetEmpty, .basicAck, .basicReject, .basicRecoverAsync, .basicRecover, .basicRecoverOk, .basicNack: return 60
+        case .exchangeDeclare, .exchangeDeclareOk, .exchangeDelete, .exchangeDeleteOk, .exchangeBind, .exchangeBindOk,
+            .exchangeUnbind, .exchangeUnbindOk:
+            return 40
+        case .queueDeclare, .queueDeclareOk, .queueBind, .queueBindOk, .queuePurge, .queuePurgeOk, .queueDelete,
+            .queueDeleteOk, .queueUnbind, .queueUnbindOk:
+            return 50
+        case .basicQos, .basicQosOk, .basicConsume, .basicConsumeOk, .basicCancel, .basicCancelOk, .basicPublish,
+            .basicReturn, .basicDeliver, .basicGet, .basicGetOk, .basicGetEmpty, .basicAck, .basicReject,
+            .basicRecoverAsync, .basicRecover, .basicRecoverOk, .basicNack:
+            return 60
         case .txSelect, .txSelectOk, .txCommit, .txCommitOk, .txRollback, .txRollbackOk: return 90
         case .confirmSelect, .confirmSelectOk: return 85
         case .unknown(let classID, _, _): return classID
