@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 // amqpscope: explains AMQP incidents from packets.
 // Flow, one direction only:
-//   capture (libpcap) -> packet layers -> TCP reassembly -> AMQP codec -> timeline + diagnosis -> reports -> CLI
+//   capture (libpcap) -> packet layers -> TCP reassembly -> TLS -> AMQP codec -> timeline + diagnosis -> reports
+//   -> CLI
 import PackageDescription
 
 let package = Package(
@@ -31,15 +32,18 @@ let package = Package(
         // Pure from here down: bytes in, values out; no I/O, no clock, no globals.
         .target(name: "AMQPScopePackets"),
         .target(name: "AMQPScopeReassembly", dependencies: ["AMQPScopePackets"]),
+        .target(name: "AMQPScopeTLS", dependencies: ["AMQPScopePackets"]),
         .target(name: "AMQPScopeCodec", dependencies: ["AMQPScopePackets"]),
         .target(
-            name: "AMQPScopeTimeline", dependencies: ["AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeCodec"]),
-        .target(name: "AMQPScopeReports", dependencies: ["AMQPScopeTimeline"]),
+            name: "AMQPScopeTimeline",
+            dependencies: ["AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeTLS", "AMQPScopeCodec"]
+        ),
+        .target(name: "AMQPScopeReports", dependencies: ["AMQPScopeTimeline", "AMQPScopeTLS"]),
         // The embeddable library: the pipeline that joins the layers, and file analysis.
         .target(
             name: "AMQPScope",
             dependencies: [
-                "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly",
+                "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeTLS",
                 "AMQPScopeCodec", "AMQPScopeTimeline", "AMQPScopeReports",
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -47,7 +51,7 @@ let package = Package(
         // The fuzz targets' bodies: driven by libFuzzer (Fuzz/) and replayed by the tests.
         .target(
             name: "AMQPScopeFuzzing",
-            dependencies: ["AMQPScope", "AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeCodec"]
+            dependencies: ["AMQPScope", "AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeTLS", "AMQPScopeCodec"]
         ),
         .executableTarget(
             name: "amqpscope",
@@ -60,7 +64,7 @@ let package = Package(
         .testTarget(
             name: "AMQPScopeTests",
             dependencies: [
-                "AMQPScope", "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly",
+                "AMQPScope", "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeTLS",
                 "AMQPScopeCodec", "AMQPScopeTimeline", "AMQPScopeReports", "AMQPScopeFuzzing",
             ],
             exclude: ["Golden"]  // read from the source tree by path (and re-recorded there), not as resources
@@ -72,7 +76,9 @@ let package = Package(
 // Fuzz targets (libFuzzer), built only when asked: `AMQPSCOPE_FUZZ=1 swift build --sanitize=fuzzer ...`
 // (see scripts/fuzz). Kept out of ordinary builds so that nothing else links libFuzzer's main.
 if Context.environment["AMQPSCOPE_FUZZ"] == "1" {
-    for name in ["FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile"] {
+    for name in [
+        "FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile", "FuzzTLSRecords",
+    ] {
         package.targets.append(
             .executableTarget(
                 name: name,

@@ -4,6 +4,7 @@ import AMQPScopeCapture
 @_exported import AMQPScopePackets
 @_exported import AMQPScopeReassembly
 @_exported import AMQPScopeReports
+@_exported import AMQPScopeTLS
 @_exported import AMQPScopeTimeline
 import Logging
 

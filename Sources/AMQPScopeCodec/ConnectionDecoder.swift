@@ -47,11 +47,14 @@ public enum Verdict: Hashable, Sendable {
     case amqpBySync  // no header seen: frames found by sync on an AMQP port
     case amqp10(ProtocolHeader.Version)  // AMQP 1.0 (named, not decoded)
     case notAMQP(String)
+    /// TLS that was not decrypted; on an AMQP port (5671, or one given with --port) it is taken to carry AMQP.
+    case encrypted(onAMQPPort: Bool)
 
-    /// It carries AMQP of any version.
+    /// It carries AMQP of any version (encrypted on an AMQP port included).
     public var isAMQP: Bool {
         switch self {
         case .amqp, .amqpBySync, .amqp10: true
+        case .encrypted(let onAMQPPort): onAMQPPort
         case .undetermined, .notAMQP: false
         }
     }

@@ -5,6 +5,7 @@ import AMQPScope
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
+import AMQPScopeTLS
 
 #if canImport(Glibc)
     import Glibc
@@ -16,7 +17,7 @@ import AMQPScopeReassembly
 
 package enum FuzzEntry {
     package static let targets = [
-        "FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile",
+        "FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile", "FuzzTLSRecords",
     ]
 
     /// Runs one input through the named target.
@@ -27,6 +28,7 @@ package enum FuzzEntry {
         case "FuzzFrameParser": frameParser(bytes)
         case "FuzzFieldTable": fieldTable(bytes)
         case "FuzzPcapFile": pcapFile(bytes)
+        case "FuzzTLSRecords": tlsRecords(bytes)
         default: preconditionFailure("no fuzz target \(target)")
         }
     }
@@ -134,6 +136,41 @@ package enum FuzzEntry {
             }
             decoder.finish(direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 0, into: &sink)
             decoder.finish(direction: .serverToClient, time: Timestamp(nanoseconds: 0), packetNumber: 0, into: &sink)
+        }
+    }
+
+    struct CountTLS: TLSSink {
+        var events = 0
+        mutating func consume(_ event: TLSEvent) { events &+= 1 }
+    }
+
+    /// A byte stream through the TLS layer (record parser, handshake parser, heartbeat inference) in input-chosen
+    /// chunk sizes, both ways, with gaps, from the start and joined mid-stream, encoded as for `frameParser`. What
+    /// the layer holds stays within its documented bounds.
+    package static func tlsRecords(_ input: UnsafeRawBufferPointer) {
+        guard input.count >= 2 else { return }
+        let chunk = Int(input[0]) + 1
+        let body = UnsafeRawBufferPointer(rebasing: input[1...])
+        for fromStart in [true, false] {
+            var session = TLSSession(fromStart: fromStart)
+            var sink = CountTLS()
+            var at = 0
+            var direction = Direction.clientToServer
+            while at < body.count {
+                let n = min(chunk, body.count - at)
+                let time = Timestamp(nanoseconds: Int64(at))
+                session.data(
+                    UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction: direction, time: time,
+                    packetNumber: at, into: &sink)
+                if body[at] == 0xff {
+                    let gap = UInt64(body[min(at + 1, body.count - 1)])
+                    session.gap(gap, direction: direction, time: time, packetNumber: at, into: &sink)
+                }
+                if body[at] & 0x40 != 0 { direction = direction.reversed }
+                precondition(
+                    session.bufferedBytes <= 4 * TLSLimits.huntBufferLimit + 2 * TLSLimits.maximumHandshakeMessage)
+                at += n
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
+import AMQPScopeTLS
 import AMQPScopeTimeline
 
 extension AnalyzeReport {
@@ -38,6 +39,45 @@ extension AnalyzeReport {
         ])
     }
 
+    /// The connection's TLS, as docs/json.md describes it.
+    static func tlsJSON(_ t: TLSSummary) -> JSON {
+        func perDirection(_ v: PerDirection<Int>) -> JSON {
+            .object(Direction.allCases.map { (directionName($0), .int(v[$0])) })
+        }
+        return .object([
+            ("version", .optional(t.versionName)),
+            ("cipher", .optional(t.cipherName)),
+            ("sni", .optional(t.serverName)),
+            ("alpn", .array(t.alpn.map(JSON.string))),
+            ("resumed", .bool(t.resumed)),
+            (
+                "handshake_seconds",
+                t.helloTime.flatMap { hello in
+                    t.handshakeDoneTime.map { .double(Double($0.since(hello)) / 1e9) }
+                } ?? .null
+            ),
+            ("decrypted", .bool(t.decrypted)),
+            ("decrypt_error", .optional(t.decryptError)),
+            ("records", perDirection(t.records)),
+            ("application_records", perDirection(t.applicationRecords)),
+            ("inferred_heartbeats", t.inferredHeartbeats.map(perDirection) ?? .null),
+            ("heartbeat_record_length", .optional(t.heartbeatRecordLength)),
+            (
+                "alerts",
+                .array(
+                    t.alerts.map { a in
+                        .object([
+                            ("direction", .string(directionName(a.direction))), ("packet", .int(a.packetNumber)),
+                            ("time", .string(Format.rfc3339(a.time))),
+                            ("alert", a.description.map { .string(TLSNames.alert($0)) } ?? .null),
+                            ("level", a.level.map { .int(Int64($0)) } ?? .null),
+                        ])
+                    })
+            ),
+            ("malformed_records", .int(t.malformedRecords)),
+        ])
+    }
+
     static func framesJSON(_ f: FrameCounts) -> JSON {
         .object([
             ("method", .int(f.method)), ("header", .int(f.header)), ("body", .int(f.body)),
@@ -65,6 +105,7 @@ extension AnalyzeReport {
             ("client", .string(r.info.client.description)),
             ("server", .string(r.info.server.description)),
             ("protocol", .string(protocolName(r.verdict))),
+            ("tls", r.tls.map(tlsJSON) ?? .null),
             ("negotiated", negotiated),
             ("client_properties", story.client.map { Describe.json($0.table) } ?? .null),
             ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),
@@ -204,6 +245,11 @@ extension AnalyzeReport {
             members = [
                 ("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
                 ("packet", .int(p.packetNumber)), ("description", .string(p.reason)),
+            ]
+        case .tls(let t):
+            members = [
+                ("kind", .string("tls")), ("direction", .string(directionName(t.direction))),
+                ("packet", .int(t.packetNumber)), ("description", .string(tlsText(t))),
             ]
         }
         return .object([("time", .string(Format.rfc3339(entry.time)))] + members)

@@ -4,12 +4,13 @@
 // its reader, but none decides on its own what a story says or in what order.
 import AMQPScopePackets
 import AMQPScopeReassembly
+import AMQPScopeTLS
 import AMQPScopeTimeline
 
 struct StoryOutline {
     /// The facts a story can state, in the order every report states them.
     enum FactKind: CaseIterable {
-        case client, server, negotiated, heartbeats, frames, lastSent, silences, ended, span, tcp, sync
+        case client, server, tls, negotiated, heartbeats, frames, lastSent, silences, ended, span, tcp, sync
     }
 
     /// One fact: a label and its value, whose further lines (if any) continue it.
@@ -52,6 +53,32 @@ struct StoryOutline {
         story.record.timeline.filter { options.includes($0.time) }
     }
 
+    /// "TLS 1.3, TLS_AES_256_GCM_SHA384, SNI "localhost", handshake 12.1 ms; encrypted: heartbeats inferred from
+    /// record sizes (25-byte records)".
+    static func tlsLine(_ tls: TLSSummary, record r: ConnectionRecord) -> String {
+        var parts: [String] = []
+        if let version = tls.versionName {
+            parts.append("TLS \(version), \(tls.cipherName ?? "unknown cipher")")
+        } else {
+            parts.append("TLS (no ServerHello in the capture: version and cipher unknown)")
+        }
+        if let name = tls.serverName { parts.append("SNI \"\(Format.safe(name, limit: 120))\"") }
+        if tls.resumed { parts.append("session resumed") }
+        if let hello = tls.helloTime, let done = tls.handshakeDoneTime {
+            parts.append("handshake \(Format.duration(nanoseconds: done.since(hello)))")
+        }
+        var text = parts.joined(separator: ", ")
+        if tls.decrypted {
+            text += "; decrypted with the key log"
+        } else if let length = tls.heartbeatRecordLength {
+            text += "; encrypted: heartbeats inferred from record sizes (\(length)-byte records)"
+        } else {
+            text += "; encrypted: heartbeats cannot be inferred (cipher unknown or CBC)"
+        }
+        if let error = tls.decryptError { text += "; could not decrypt: \(Format.safe(error, limit: 300))" }
+        return text
+    }
+
     private static func facts(_ story: Story) -> [Fact] {
         let r = story.record
         var out: [Fact] = []
@@ -60,6 +87,8 @@ struct StoryOutline {
         }
         if let client = story.client { add(.client, "client", AnalyzeReport.peerLine(client)) }
         if let server = story.server { add(.server, "server", AnalyzeReport.peerLine(server)) }
+        let encrypted = r.tls.map { !$0.decrypted } ?? false
+        if let tls = r.tls { add(.tls, "tls", Self.tlsLine(tls, record: r)) }
         if let n = story.negotiated {
             add(.negotiated, "negotiated", Describe.negotiated(n))
         } else if r.isAMQP {
@@ -68,18 +97,27 @@ struct StoryOutline {
         if r.isAMQP {
             let beats = Direction.allCases.map { d -> String in
                 let cadence = story.heartbeatCadence[d].map { ", every \(Format.duration(nanoseconds: $0))" } ?? ""
-                return "\(d) \(r.frameCounts[d].heartbeat)\(cadence)"
+                let count = encrypted ? r.tls?.inferredHeartbeats?[d] ?? 0 : r.frameCounts[d].heartbeat
+                return "\(d) \(count)\(cadence)"
             }
-            add(.heartbeats, "heartbeats", beats.joined(separator: "; "))
-            let frames = Direction.allCases.map { d -> String in
-                let f = r.frameCounts[d]
-                return "\(d) \(f.method) method, \(f.header) header, \(f.body) body, \(f.messages) messages"
+            add(
+                .heartbeats, "heartbeats",
+                beats.joined(separator: "; ") + (encrypted ? " (inferred from the lengths of encrypted records)" : ""))
+            if let tls = r.tls, encrypted {
+                let records = Direction.allCases.map { d in "\(d) \(tls.applicationRecords[d]) application data" }
+                add(.frames, "records", records.joined(separator: "; ") + " (encrypted: no frames decoded)")
+            } else {
+                let frames = Direction.allCases.map { d -> String in
+                    let f = r.frameCounts[d]
+                    return "\(d) \(f.method) method, \(f.header) header, \(f.body) body, \(f.messages) messages"
+                }
+                add(.frames, "frames", frames.joined(separator: "; "))
             }
-            add(.frames, "frames", frames.joined(separator: "; "))
+            let unit = encrypted ? "record" : "frame"
             let last = Direction.allCases.map { d -> String in
                 var parts: [String] = []
                 if let t = r.lastFrameTime[d] {
-                    parts.append("frame #\(r.lastFramePacket[d]) at \(Format.time(t).suffix(15))")
+                    parts.append("\(unit) #\(r.lastFramePacket[d]) at \(Format.time(t).suffix(15))")
                 }
                 if let t = r.lastPacketTime[d] { parts.append("packet at \(Format.time(t).suffix(15))") }
                 return "\(d) " + (parts.isEmpty ? "nothing" : parts.joined(separator: ", "))

@@ -2,6 +2,7 @@
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
+import AMQPScopeTLS
 import AMQPScopeTimeline
 
 extension AnalyzeReport {
@@ -13,6 +14,32 @@ extension AnalyzeReport {
         case .moment(let m): (m.time, m.packetNumber, m.direction.arrow, momentText(m))
         case .run(let run): (run.first, run.firstPacket, run.direction.arrow, runText(run))
         case .problem(let p): (p.time, p.packetNumber, p.direction.arrow, "\(p.kind.rawValue): \(p.reason)")
+        case .tls(let t): (t.time, t.packetNumber, t.direction.arrow, tlsText(t))
+        }
+    }
+
+    /// A TLS moment in words; what is inferred says so.
+    static func tlsText(_ t: TLSMoment) -> String {
+        let side = t.direction.sender
+        switch t.kind {
+        case .clientHello(let serverName, let offered):
+            return "TLS ClientHello from the \(side)" + (serverName.map { " for \"\($0)\"" } ?? "")
+                + " (\(offered) cipher suites offered)"
+        case .serverHello(let version, let suite, let resumed, let retry):
+            if retry { return "TLS HelloRetryRequest from the \(side)" }
+            return "TLS ServerHello: TLS \(TLSNames.version(version)), \(TLSNames.cipherSuite(suite))"
+                + (resumed ? ", session resumed" : "")
+        case .handshakeDone(let after):
+            return "TLS handshake done" + (after.map { " in \(Format.duration(nanoseconds: $0))" } ?? "")
+        case .alert(let level, let description):
+            return "TLS alert \(TLSNames.alert(description)) (\(level == 2 ? "fatal" : "warning")) from the \(side)"
+        case .encryptedAlert(let length, let inferred):
+            return inferred
+                ? "\(length)-byte TLS record from the \(side): an encrypted alert's length (probably close_notify; inferred)"
+                : "encrypted TLS alert from the \(side) (\(length) bytes; its content is hidden)"
+        case .malformed(let reason): return "not TLS: \(reason)"
+        case .cutRecord(let length): return "TLS record of \(length) bytes cut by a capture gap"
+        case .synchronized(let skipped): return "TLS record boundary found after skipping \(skipped) bytes"
         }
     }
 
@@ -22,6 +49,17 @@ extension AnalyzeReport {
         if run.count > 1 {
             let every = run.last.since(run.first) / Int64(run.count - 1)
             text += ", every \(Format.duration(nanoseconds: every)) (to #\(run.lastPacket))"
+        }
+        if run.inferred {
+            text =
+                run.isHeartbeat
+                ? "\(run.count) heartbeat-sized TLS record\(run.count == 1 ? "" : "s") (heartbeats, inferred)"
+                : "\(run.count) TLS record\(run.count == 1 ? "" : "s"), \(run.bodyBytes) bytes"
+            if run.count > 1 {
+                let every = run.last.since(run.first) / Int64(run.count - 1)
+                text += ", every \(Format.duration(nanoseconds: every)) (to #\(run.lastPacket))"
+            }
+            return text
         }
         if run.bodyBytes > 0 { text += ", \(run.bodyBytes) body bytes" }
         return text
@@ -65,6 +103,7 @@ extension AnalyzeReport {
         case .amqpBySync: return "AMQP 0-9-1 (by frame sync)"
         case .amqp10(let v): return v.rawValue
         case .notAMQP: return "not AMQP"
+        case .encrypted: return "TLS"
         case .undetermined: return "no payload"
         }
     }

@@ -3,6 +3,7 @@
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
+import AMQPScopeTLS
 
 /// Per-direction counters as the timeline counts them.
 public struct DirectionCounters: Hashable, Sendable {
@@ -196,6 +197,8 @@ public struct ConnectionRecord: Sendable {
     public var lastFramePacket = PerDirection(repeating: 0)
     /// TCP packets each direction sent after its last AMQP frame (its kernel ACKing while the application is silent).
     public var packetsSinceLastFrame = PerDirection(repeating: 0)
+    /// The TLS layer's summary, when the connection is TLS.
+    public var tls: TLSSummary?
     /// The collapsed timeline: key events as they happened, routine traffic folded into runs between them.
     public var timeline: [TimelineEntry] = []
     /// Timeline entries past the bound, only counted.
@@ -293,13 +296,51 @@ public struct Run: Hashable, Sendable {
     public var firstPacket: Int
     /// The last one's packet.
     public var lastPacket: Int
-    /// Body bytes the run's methods carried.
+    /// Body bytes the run's methods carried (encrypted records: the records' bytes).
     public var bodyBytes: UInt64
+    /// Encrypted TLS records, not decoded frames: (0, 0) is a run of records of a heartbeat's encrypted length,
+    /// (0, 1) a run of other records.
+    public var inferred = false
 
-    /// It is a run of heartbeats.
-    public var isHeartbeat: Bool { classID == 0 }
-    /// "heartbeat" or a method name such as "basic.publish".
-    public var kind: String { isHeartbeat ? "heartbeat" : AMQPSpec.methodName(classID: classID, methodID: methodID) }
+    /// It is a run of heartbeats (decoded, or inferred from TLS record lengths).
+    public var isHeartbeat: Bool { classID == 0 && methodID == 0 }
+    /// "heartbeat", a method name such as "basic.publish", "heartbeat-sized TLS record" or "TLS record".
+    public var kind: String {
+        if inferred { return isHeartbeat ? "heartbeat-sized TLS record" : "TLS record" }
+        return isHeartbeat ? "heartbeat" : AMQPSpec.methodName(classID: classID, methodID: methodID)
+    }
+}
+
+/// A moment of the TLS layer: the handshake, alerts, and records that could not be read.
+public struct TLSMoment: Hashable, Sendable {
+    /// What happened.
+    public enum Kind: Hashable, Sendable {
+        /// The client offered TLS: the server name it asked for and how many suites it offered.
+        case clientHello(serverName: String?, offeredSuites: Int)
+        /// The server chose a version and suite; `retry` for a HelloRetryRequest.
+        case serverHello(version: UInt16, cipherSuite: UInt16, resumed: Bool, retry: Bool)
+        /// Both sides finished the handshake, this long after the ClientHello (nanoseconds).
+        case handshakeDone(after: Int64?)
+        /// An alert in clear.
+        case alert(level: UInt8, description: UInt8)
+        /// An alert whose content is encrypted (TLS 1.2), or a TLS 1.3 record of an alert's encrypted length
+        /// (`inferred`).
+        case encryptedAlert(length: Int, inferred: Bool)
+        /// Bytes that were not TLS records.
+        case malformed(reason: String)
+        /// A record cut by a capture gap.
+        case cutRecord(length: Int)
+        /// A record boundary found after skipping bytes.
+        case synchronized(skipped: UInt64)
+    }
+    /// What happened.
+    public var kind: Kind
+    /// Which way it travelled.
+    public var direction: Direction
+    /// When it happened.
+    public var time: Timestamp
+    /// The packet that completed it.
+    public var packetNumber: Int
 }
 
 /// One line of a connection's timeline.
@@ -308,6 +349,7 @@ public enum TimelineEntry: Hashable, Sendable {
     case moment(TCPMoment)
     case run(Run)
     case problem(Problem)
+    case tls(TLSMoment)
 
     /// When it happened.
     public var time: Timestamp {
@@ -316,6 +358,7 @@ public enum TimelineEntry: Hashable, Sendable {
         case .moment(let m): m.time
         case .run(let r): r.first
         case .problem(let p): p.time
+        case .tls(let t): t.time
         }
     }
 }

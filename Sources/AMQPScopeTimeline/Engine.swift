@@ -3,6 +3,7 @@
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
+import AMQPScopeTLS
 
 /// Everything the pipeline can be told: reassembly and codec limits, what to keep.
 public struct EngineConfiguration: Hashable, Sendable {
@@ -37,8 +38,36 @@ struct EngineState: StreamSink {
     struct Entry {
         var builder: RecordBuilder
         var decoder: ConnectionDecoder
-        /// What the decoder held after the last call into it.
+        /// The TLS layer, when the connection is TLS: on 5671 always, elsewhere when the client's first bytes are
+        /// a TLS record header. Without keys it tells the story of the records; the codec then sees nothing.
+        var tls: TLSSession?
+        /// Whether the first client bytes have been looked at for TLS.
+        var layerDecided: Bool
+        /// What the decoder (and the TLS layer) held after the last call into them.
         var held = 0
+
+        /// The TLS port (IANA "amqps").
+        static let tlsPort: UInt16 = 5671
+
+        init(builder: RecordBuilder, decoder: ConnectionDecoder, info: ConnectionInfo) {
+            self.builder = builder
+            self.decoder = decoder
+            if info.server.port == Self.tlsPort {
+                tls = TLSSession(fromStart: info.opening == .handshake)
+                layerDecided = true
+            } else {
+                layerDecided = info.opening != .handshake
+            }
+        }
+
+        /// The client's first bytes: a TLS handshake record header (type 22, version 3.x) makes the connection TLS.
+        mutating func decideLayer(_ bytes: UnsafeRawBufferPointer, _ event: StreamEvent) {
+            guard !layerDecided, event.direction == .clientToServer, event.offset == 0, !bytes.isEmpty else { return }
+            layerDecided = true
+            if bytes[0] == ContentType.handshake.rawValue && (bytes.count < 2 || bytes[1] == 3) {
+                tls = TLSSession(fromStart: true)
+            }
+        }
 
         /// One event of this connection, through its decoder into its builder; `totalHeld` is what all decoders hold.
         mutating func handle(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
@@ -49,7 +78,13 @@ struct EngineState: StreamSink {
                 builder.packet(packet, event)
             case .data(let bytes):
                 builder.record.counters[event.direction].streamBytes += UInt64(bytes.count)
-                if configuration.byteAtATime {
+                decideLayer(bytes, event)
+                if tls != nil {
+                    tls?.data(
+                        bytes, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
+                        into: &builder)
+                    builder.record.tls = tls?.summary
+                } else if configuration.byteAtATime {
                     for i in 0..<bytes.count {
                         decoder.data(
                             UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: event.direction,
@@ -63,9 +98,16 @@ struct EngineState: StreamSink {
                 account(event, configuration: configuration, totalHeld: &totalHeld)
             case .gap(let length, let reason):
                 builder.moment(.gap(length: length, reason: reason), event)
-                decoder.gap(
-                    length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
-                    into: &builder)
+                if tls != nil {
+                    tls?.gap(
+                        length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
+                        into: &builder)
+                    builder.record.tls = tls?.summary
+                } else {
+                    decoder.gap(
+                        length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
+                        into: &builder)
+                }
                 account(event, configuration: configuration, totalHeld: &totalHeld)
             case .fin:
                 builder.moment(.fin, event)
@@ -80,12 +122,12 @@ struct EngineState: StreamSink {
 
         /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
         mutating func account(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
-            var now = decoder.bufferedBytes
+            var now = decoder.bufferedBytes + (tls?.bufferedBytes ?? 0)
             if now != held || totalHeld > configuration.maximumCodecBufferedBytes {
                 totalHeld += now - held
                 if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
                     decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
-                    let after = decoder.bufferedBytes
+                    let after = decoder.bufferedBytes + (tls?.bufferedBytes ?? 0)
                     totalHeld += after - now
                     now = after
                 }
@@ -141,7 +183,8 @@ struct EngineState: StreamSink {
         let entry = Entry(
             builder: RecordBuilder(info: info, time: event.time, configuration: configuration),
             decoder: ConnectionDecoder(
-                fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec))
+                fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec),
+            info: info)
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
@@ -166,7 +209,14 @@ struct EngineState: StreamSink {
             entry.decoder.finish(
                 direction: direction, time: event.time, packetNumber: event.packetNumber, into: &entry.builder)
         }
-        entry.builder.record.verdict = entry.decoder.verdict
+        if let tls = entry.tls {
+            entry.builder.record.tls = tls.summary
+            let port = entry.builder.record.info.server.port
+            entry.builder.record.verdict = .encrypted(
+                onAMQPPort: port == Entry.tlsPort || configuration.reassembly.serverPorts.contains(port))
+        } else {
+            entry.builder.record.verdict = entry.decoder.verdict
+        }
         entry.builder.record.endReason = reason
         entry.builder.record.endTime = event.time
         entry.builder.closeRuns()

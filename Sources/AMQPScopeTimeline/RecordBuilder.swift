@@ -2,8 +2,9 @@
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
+import AMQPScopeTLS
 
-struct RecordBuilder: CodecSink {
+struct RecordBuilder: CodecSink, TLSSink {
     var record: ConnectionRecord
     let configuration: EngineConfiguration
     /// Runs of routine traffic not yet placed on the timeline (closed by the next key event).
@@ -116,19 +117,91 @@ struct RecordBuilder: CodecSink {
 
     /// Routine traffic joins the open run of its kind and direction.
     mutating func routine(
-        _ classID: UInt16, _ methodID: UInt16, _ direction: Direction, _ time: Timestamp, _ packet: Int
+        _ classID: UInt16, _ methodID: UInt16, _ direction: Direction, _ time: Timestamp, _ packet: Int,
+        inferred: Bool = false, bytes: UInt64 = 0
     ) {
         if let i = openRuns.firstIndex(where: {
-            $0.classID == classID && $0.methodID == methodID && $0.direction == direction
+            $0.classID == classID && $0.methodID == methodID && $0.direction == direction && $0.inferred == inferred
         }) {
             openRuns[i].count += 1
             openRuns[i].last = time
             openRuns[i].lastPacket = packet
+            openRuns[i].bodyBytes += bytes
         } else {
             openRuns.append(
                 Run(
                     classID: classID, methodID: methodID, direction: direction, count: 1, first: time, last: time,
-                    firstPacket: packet, lastPacket: packet, bodyBytes: 0))
+                    firstPacket: packet, lastPacket: packet, bodyBytes: bytes, inferred: inferred))
+        }
+    }
+
+    /// A direction sent a frame (or, encrypted, a record): its silences, and the connection's, end here.
+    mutating func spoke(_ direction: Direction, _ time: Timestamp, _ packet: Int) {
+        if let previous = record.lastFrameTime[direction], time.since(previous) >= Self.idleGapMinimum,
+            record.idleGaps[direction].count < Self.idleGapsKept
+        {
+            record.idleGaps[direction].append(
+                IdleGap(from: previous, to: time, fromPacket: record.lastFramePacket[direction], toPacket: packet))
+        }
+        if let last = record.lastAnyFrame, time.since(last.time) >= Self.idleGapMinimum,
+            record.connectionIdleGaps.count < Self.idleGapsKept
+        {
+            record.connectionIdleGaps.append(
+                IdleGap(from: last.time, to: time, fromPacket: last.packet, toPacket: packet))
+        }
+        record.lastAnyFrame = PacketMoment(time: time, packet: packet)
+        record.lastFrameTime[direction] = time
+        record.lastFramePacket[direction] = packet
+        record.packetsSinceLastFrame[direction] = 0
+    }
+
+    /// A heartbeat (decoded, or inferred from an encrypted record's length: marked inferred wherever shown).
+    mutating func heartbeat(_ direction: Direction, _ time: Timestamp) {
+        if record.heartbeatTimes[direction].count >= Self.heartbeatsKept {
+            record.heartbeatTimes[direction].removeFirst(Self.heartbeatsKept / 2)
+        }
+        record.heartbeatTimes[direction].append(time)
+    }
+
+    /// The TLS layer's events: the handshake and alerts are key moments; without keys, application-data records
+    /// are the direction speaking, and heartbeat-sized ones are inferred heartbeats.
+    mutating func consume(_ event: TLSEvent) {
+        let d = event.direction
+        func key(_ kind: TLSMoment.Kind) {
+            addKey(.tls(TLSMoment(kind: kind, direction: d, time: event.time, packetNumber: event.packetNumber)))
+        }
+        switch event.kind {
+        case .clientHello(let hello):
+            key(.clientHello(serverName: hello.serverName, offeredSuites: hello.cipherSuites.count))
+        case .serverHello(let hello):
+            key(
+                .serverHello(
+                    version: hello.version, cipherSuite: hello.cipherSuite,
+                    resumed: hello.acceptedPreSharedKey, retry: hello.isHelloRetryRequest))
+        case .changeCipherSpec:
+            break
+        case .handshakeDone(let after):
+            key(.handshakeDone(after: after))
+        case .alert(let level, let description):
+            spoke(d, event.time, event.packetNumber)
+            key(.alert(level: level, description: description))
+        case .encryptedAlert(let length, let inferred):
+            spoke(d, event.time, event.packetNumber)
+            key(.encryptedAlert(length: length, inferred: inferred))
+        case .applicationData(let length, let isHeartbeat):
+            spoke(d, event.time, event.packetNumber)
+            if isHeartbeat {
+                heartbeat(d, event.time)
+                routine(0, 0, d, event.time, event.packetNumber, inferred: true, bytes: UInt64(length))
+            } else {
+                routine(0, 1, d, event.time, event.packetNumber, inferred: true, bytes: UInt64(length))
+            }
+        case .malformed(let reason, _):
+            key(.malformed(reason: reason))
+        case .cutRecord(_, let length):
+            key(.cutRecord(length: length))
+        case .synchronized(let skipped):
+            key(.synchronized(skipped: skipped))
         }
     }
 
@@ -147,24 +220,7 @@ struct RecordBuilder: CodecSink {
                 ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: event.packetNumber)
             )
         case .frame(let frame):
-            if let previous = record.lastFrameTime[direction], time.since(previous) >= Self.idleGapMinimum,
-                record.idleGaps[direction].count < Self.idleGapsKept
-            {
-                record.idleGaps[direction].append(
-                    IdleGap(
-                        from: previous, to: time, fromPacket: record.lastFramePacket[direction],
-                        toPacket: event.packetNumber))
-            }
-            if let last = record.lastAnyFrame, time.since(last.time) >= Self.idleGapMinimum,
-                record.connectionIdleGaps.count < Self.idleGapsKept
-            {
-                record.connectionIdleGaps.append(
-                    IdleGap(from: last.time, to: time, fromPacket: last.packet, toPacket: event.packetNumber))
-            }
-            record.lastAnyFrame = PacketMoment(time: time, packet: event.packetNumber)
-            record.lastFrameTime[direction] = time
-            record.lastFramePacket[direction] = event.packetNumber
-            record.packetsSinceLastFrame[direction] = 0
+            spoke(direction, time, event.packetNumber)
             // Made only when kept (a key frame, or every frame with recordFrames): most frames are routine.
             var frameRecord: FrameRecord {
                 FrameRecord(
@@ -195,10 +251,7 @@ struct RecordBuilder: CodecSink {
                 }
             case .heartbeat:
                 record.frameCounts[direction].heartbeat += 1
-                if record.heartbeatTimes[direction].count >= Self.heartbeatsKept {
-                    record.heartbeatTimes[direction].removeFirst(Self.heartbeatsKept / 2)
-                }
-                record.heartbeatTimes[direction].append(time)
+                heartbeat(direction, time)
                 routine(0, 0, direction, time, event.packetNumber)
             }
             if configuration.recordFrames { record.frames.append(frameRecord) }

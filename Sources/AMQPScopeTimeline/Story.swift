@@ -274,7 +274,7 @@ extension Story {
             if case .reset = m.kind { how = "reset (RST)" } else { how = "closed (FIN)" }
             parts.append(
                 "\(how) by the \(m.direction.sender) at "
-                    + "\(clock(m.time))\(closeMethod == nil && r.isAMQP ? " with no Connection.Close" : "")"
+                    + "\(clock(m.time))\(closeMethod == nil && r.isAMQP && !(r.tls.map { !$0.decrypted } ?? false) ? " with no Connection.Close" : "")"
             )
         }
         if parts.isEmpty {

@@ -1,0 +1,271 @@
+// One TLS connection as far as the bytes show it without keys: the handshake in clear (versions, cipher, server
+// name, resumption), the record layer per direction, alerts, and the application-data records, among which the
+// ones of exactly a heartbeat frame's encrypted size are inferred to be AMQP heartbeats.
+import AMQPScopePackets
+
+/// What the TLS layer tells the timeline, in capture order.
+package struct TLSEvent {
+    package enum Kind {
+        case clientHello(ClientHello)
+        case serverHello(ServerHello)
+        case changeCipherSpec
+        /// An alert in clear: level (1 warning, 2 fatal) and description (0 close_notify, ...).
+        case alert(level: UInt8, description: UInt8)
+        /// An alert record after the keys changed: its content is hidden. `inferred`: a TLS 1.3 application-data
+        /// record of exactly an alert's encrypted length (2 + 1 + 16 bytes), taken to be one.
+        case encryptedAlert(length: Int, inferred: Bool)
+        /// Both sides finished the handshake (as far as record types and order show it), this long after the
+        /// ClientHello (nanoseconds) when that was captured.
+        case handshakeDone(after: Int64?)
+        /// An application-data record after the handshake; `heartbeat` when its length is a heartbeat's.
+        case applicationData(length: Int, heartbeat: Bool)
+        case malformed(reason: String, skipped: UInt64)
+        case cutRecord(contentType: UInt8, length: Int)
+        case synchronized(skipped: UInt64)
+    }
+    package var direction: Direction
+    package var time: Timestamp
+    package var packetNumber: Int
+    package var kind: Kind
+}
+
+/// Receives the TLS layer's events.
+package protocol TLSSink {
+    mutating func consume(_ event: TLSEvent)
+}
+
+/// An alert as the capture shows it.
+public struct TLSAlert: Hashable, Sendable {
+    /// Which way it travelled.
+    public var direction: Direction
+    /// When it was sent.
+    public var time: Timestamp
+    /// The packet that carried it.
+    public var packetNumber: Int
+    /// 1 warning, 2 fatal; nil when the alert was encrypted.
+    public var level: UInt8?
+    /// The alert description (0 close_notify, 40 handshake_failure, ...); nil when encrypted.
+    public var description: UInt8?
+
+    /// "close_notify", or "encrypted alert".
+    public var name: String { description.map(TLSNames.alert) ?? "encrypted alert" }
+}
+
+/// What the TLS layer learned about a connection.
+public struct TLSSummary: Hashable, Sendable {
+    /// The negotiated version (0x0303 TLS 1.2, 0x0304 TLS 1.3), when the ServerHello was captured.
+    public var version: UInt16?
+    /// The negotiated cipher suite's IANA code, when the ServerHello was captured.
+    public var cipherSuite: UInt16?
+    /// The server name the client asked for (SNI).
+    public var serverName: String?
+    /// Application protocols the client offered (ALPN).
+    public var alpn: [String] = []
+    /// Cipher suites the client offered.
+    public var offeredCipherSuites = 0
+    /// The server resumed an earlier session (TLS 1.2: it echoed the session id; TLS 1.3: it accepted a PSK).
+    public var resumed = false
+    /// The ClientHello's time and packet.
+    public var helloTime: Timestamp?
+    /// The ClientHello's packet.
+    public var helloPacket = 0
+    /// When both sides had finished the handshake, as record types and order show it.
+    public var handshakeDoneTime: Timestamp?
+    /// Records per direction, of every type.
+    public var records = PerDirection(repeating: 0)
+    /// Application-data records after the handshake, per direction.
+    public var applicationRecords = PerDirection(repeating: 0)
+    /// Application-data records of a heartbeat frame's encrypted length, per direction; nil when the cipher is not
+    /// known (so the length is not either).
+    public var inferredHeartbeats: PerDirection<Int>?
+    /// Alerts, in order.
+    public var alerts: [TLSAlert] = []
+    /// Records or bytes that were not TLS, and records cut by capture gaps.
+    public var malformedRecords = 0
+    /// The plaintext was decrypted with a key log.
+    public var decrypted = false
+    /// Why decryption failed or was not tried, when a key log was given.
+    public var decryptError: String?
+
+    /// "1.2", "1.3", or nil.
+    public var versionName: String? { version.map(TLSNames.version) }
+    /// The cipher suite's IANA name, such as "TLS_AES_128_GCM_SHA256".
+    public var cipherName: String? { cipherSuite.map(TLSNames.cipherSuite) }
+    /// The length of the record that carries one 8-byte AMQP heartbeat frame (or 1.0 empty frame) with this
+    /// version and cipher, or nil when it cannot be known (CBC suites pad to a block; unknown cipher).
+    public var heartbeatRecordLength: Int? {
+        guard let version, let cipherSuite else { return nil }
+        return TLSNames.recordLength(plaintext: 8, version: version, cipherSuite: cipherSuite)
+    }
+}
+
+package struct TLSSession {
+    package private(set) var summary = TLSSummary()
+    private var parsers: PerDirection<RecordParser>
+    private var handshake = PerDirection(repeating: HandshakeAssembler())
+    /// Whether each direction's records are encrypted now.
+    private var encrypted = PerDirection(repeating: false)
+    /// TLS 1.2: each direction's Finished (its first encrypted handshake record) was seen.
+    private var finished = PerDirection(repeating: false)
+    private var clientSessionID: [UInt8] = []
+    private var time = Timestamp(nanoseconds: 0)
+    private var packetNumber = 0
+
+    /// `fromStart`: the capture saw the connection open, so the stream starts at a record boundary.
+    package init(fromStart: Bool) {
+        parsers = PerDirection(repeating: RecordParser(fromStart: fromStart))
+        if !fromStart { encrypted = PerDirection(repeating: true) }
+    }
+
+    /// Bytes the TLS layer holds for this connection.
+    package var bufferedBytes: Int {
+        Direction.allCases.reduce(0) { $0 + parsers[$1].bufferedBytes + handshake[$1].bufferedBytes }
+    }
+
+    package mutating func data<S: TLSSink>(
+        _ bytes: UnsafeRawBufferPointer, direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
+        self.time = time
+        self.packetNumber = packetNumber
+        var parser = parsers[direction]
+        parsers[direction] = RecordParser(fromStart: false)
+        parser.feed(bytes) { output in handle(output, direction, into: &sink) }
+        parsers[direction] = parser
+    }
+
+    package mutating func gap<S: TLSSink>(
+        _ length: UInt64, direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
+    ) {
+        self.time = time
+        self.packetNumber = packetNumber
+        handshake[direction].reset()
+        var parser = parsers[direction]
+        parsers[direction] = RecordParser(fromStart: false)
+        parser.gap(length) { output in handle(output, direction, into: &sink) }
+        parsers[direction] = parser
+    }
+
+    private func emit<S: TLSSink>(_ kind: TLSEvent.Kind, _ direction: Direction, into sink: inout S) {
+        sink.consume(TLSEvent(direction: direction, time: time, packetNumber: packetNumber, kind: kind))
+    }
+
+    private mutating func handle<S: TLSSink>(_ output: RecordOutput, _ direction: Direction, into sink: inout S) {
+        switch output {
+        case .record(let header, let body, _):
+            summary.records[direction] += 1
+            record(header, body, direction, into: &sink)
+        case .cutRecord(let header, _):
+            summary.records[direction] += 1
+            summary.malformedRecords += 1
+            emit(.cutRecord(contentType: header.contentType, length: header.length), direction, into: &sink)
+        case .malformed(let reason, _, let skipped):
+            summary.malformedRecords += 1
+            emit(.malformed(reason: reason, skipped: skipped), direction, into: &sink)
+        case .synchronized(_, let skipped):
+            emit(.synchronized(skipped: skipped), direction, into: &sink)
+        }
+    }
+
+    private mutating func record<S: TLSSink>(
+        _ header: RecordHeader, _ body: UnsafeRawBufferPointer, _ direction: Direction, into sink: inout S
+    ) {
+        switch ContentType(rawValue: header.contentType) {
+        case .changeCipherSpec:
+            emit(.changeCipherSpec, direction, into: &sink)
+            if summary.version != 0x0304 { encrypted[direction] = true }
+        case .alert:
+            if !encrypted[direction] && body.count == 2 {
+                summary.alerts.append(
+                    TLSAlert(
+                        direction: direction, time: time, packetNumber: packetNumber, level: body[0],
+                        description: body[1]))
+                emit(.alert(level: body[0], description: body[1]), direction, into: &sink)
+            } else {
+                summary.alerts.append(
+                    TLSAlert(direction: direction, time: time, packetNumber: packetNumber, level: nil, description: nil)
+                )
+                emit(.encryptedAlert(length: header.length, inferred: false), direction, into: &sink)
+            }
+        case .handshake:
+            if encrypted[direction] {
+                // TLS 1.2: the first encrypted handshake record is the sender's Finished.
+                if summary.version != 0x0304 && !finished[direction] {
+                    finished[direction] = true
+                    if finished[direction.reversed] && summary.handshakeDoneTime == nil {
+                        summary.handshakeDoneTime = time
+                        emit(.handshakeDone(after: summary.helloTime.map { time.since($0) }), direction, into: &sink)
+                    }
+                }
+                return
+            }
+            var messages: [(UInt8, [UInt8])] = []
+            handshake[direction].add(body) { type, message in messages.append((type, Array(message))) }
+            for (type, message) in messages { handshakeMessage(type, message, direction, into: &sink) }
+        case .applicationData:
+            if summary.handshakeDoneTime == nil && summary.version == 0x0304 {
+                // TLS 1.3 hides the rest of the handshake in application-data records; the client's first one is
+                // its Finished.
+                if direction == .clientToServer {
+                    summary.handshakeDoneTime = time
+                    emit(.handshakeDone(after: summary.helloTime.map { time.since($0) }), direction, into: &sink)
+                }
+                return
+            }
+            if summary.handshakeDoneTime == nil && summary.helloTime != nil { return }
+            if summary.version == 0x0304, header.length == TLSNames.alertRecordLength13 {
+                summary.alerts.append(
+                    TLSAlert(direction: direction, time: time, packetNumber: packetNumber, level: nil, description: nil)
+                )
+                emit(.encryptedAlert(length: header.length, inferred: true), direction, into: &sink)
+                return
+            }
+            summary.applicationRecords[direction] += 1
+            // The client's first application data is its 8-byte protocol header ("AMQP" and the version, in 0-9-1
+            // and 1.0 alike): the same length as a heartbeat, so it is not counted as one.
+            let protocolHeader =
+                direction == .clientToServer && summary.applicationRecords[direction] == 1
+                && summary.helloTime != nil
+            let heartbeat = !protocolHeader && summary.heartbeatRecordLength == header.length
+            if heartbeat {
+                if summary.inferredHeartbeats == nil { summary.inferredHeartbeats = PerDirection(repeating: 0) }
+                summary.inferredHeartbeats?[direction] += 1
+            }
+            emit(.applicationData(length: header.length, heartbeat: heartbeat), direction, into: &sink)
+        case .heartbeat, nil:
+            break
+        }
+    }
+
+    private mutating func handshakeMessage<S: TLSSink>(
+        _ type: UInt8, _ message: [UInt8], _ direction: Direction, into sink: inout S
+    ) {
+        switch HandshakeType(rawValue: type) {
+        case .clientHello where direction == .clientToServer:
+            guard let hello = message.withUnsafeBytes({ HandshakeParsing.clientHello($0) }) else { return }
+            if summary.helloTime == nil {
+                summary.helloTime = time
+                summary.helloPacket = packetNumber
+            }
+            summary.serverName = hello.serverName
+            summary.alpn = hello.alpn
+            summary.offeredCipherSuites = hello.cipherSuites.count
+            clientSessionID = hello.sessionID
+            emit(.clientHello(hello), direction, into: &sink)
+        case .serverHello where direction == .serverToClient:
+            guard let hello = message.withUnsafeBytes({ HandshakeParsing.serverHello($0) }) else { return }
+            emit(.serverHello(hello), direction, into: &sink)
+            guard !hello.isHelloRetryRequest else { return }
+            summary.version = hello.version
+            summary.cipherSuite = hello.cipherSuite
+            if hello.version == 0x0304 {
+                summary.resumed = hello.acceptedPreSharedKey
+                // Everything after the ServerHello is encrypted, in both directions (CCS aside).
+                encrypted = PerDirection(repeating: true)
+            } else {
+                summary.resumed = !hello.sessionID.isEmpty && hello.sessionID == clientSessionID
+            }
+        default:
+            break
+        }
+    }
+}

@@ -1,0 +1,199 @@
+// The TLS layer without keys: the record parser from bytes alone (split, joined mid-stream, cut by gaps, fed bad
+// bytes), the ClientHello and ServerHello in clear, and the recorded AMQPS captures against their ground truth and
+// tshark's decrypted view of them.
+import Foundation
+import Testing
+
+@testable import AMQPScope
+@testable import AMQPScopePackets
+@testable import AMQPScopeTLS
+@testable import AMQPScopeTimeline
+
+/// Collects the record parser's outputs as text.
+private func records(_ chunks: [[UInt8]], fromStart: Bool = true, gapAfter: Int? = nil, gap: UInt64 = 0) -> [String] {
+    var parser = RecordParser(fromStart: fromStart)
+    var out: [String] = []
+    for (i, chunk) in chunks.enumerated() {
+        chunk.withUnsafeBytes { bytes in
+            parser.feed(bytes) { output in
+                switch output {
+                case .record(let h, let body, let start): out.append("record \(h.contentType) \(body.count) @\(start)")
+                case .cutRecord(let h, let start): out.append("cut \(h.contentType) \(h.length) @\(start)")
+                case .malformed(let reason, let start, _): out.append("malformed @\(start): \(reason)")
+                case .synchronized(let start, let skipped): out.append("sync @\(start) skipped \(skipped)")
+                }
+            }
+        }
+        if i == gapAfter {
+            parser.gap(gap) { output in
+                if case .cutRecord(let h, let start) = output {
+                    out.append("cut \(h.contentType) \(h.length) @\(start)")
+                }
+            }
+        }
+    }
+    return out
+}
+
+private func record(_ type: UInt8, _ length: Int, fill: UInt8 = 0xAB) -> [UInt8] {
+    [type, 3, 3, UInt8(length >> 8), UInt8(length & 0xff)] + [UInt8](repeating: fill, count: length)
+}
+
+private func truth(_ name: String) throws -> [String: Any] {
+    let data = try Data(contentsOf: Paths.captures.appendingPathComponent("tls/\(name).truth.json"))
+    return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+}
+
+@Suite("TLS records and handshake") struct TLSRecordTests {
+    let stream = record(22, 40) + record(20, 1) + record(23, 25) + record(23, 300) + record(21, 26)
+
+    @Test func wholeSplitAndByteAtATimeAgree() {
+        let whole = records([stream])
+        #expect(
+            whole == [
+                "record 22 40 @0", "record 20 1 @45", "record 23 25 @51", "record 23 300 @81", "record 21 26 @386",
+            ])
+        #expect(records(stream.map { [$0] }) == whole)
+        #expect(records([Array(stream[..<3]), Array(stream[3..<100]), Array(stream[100...])]) == whole)
+    }
+
+    @Test func joinedMidStreamFindsTheRecordBoundary() {
+        // Start 7 bytes into the first record's body: the hunt passes over the rest of it.
+        let out = records([Array(stream[12...])], fromStart: false)
+        #expect(out.first == "sync @33 skipped 33")
+        #expect(
+            Array(out.dropFirst()) == ["record 20 1 @33", "record 23 25 @39", "record 23 300 @69", "record 21 26 @374"])
+    }
+
+    @Test func aGapInsideARecordCutsOnlyThatRecord() {
+        // 100 bytes of the 300-byte record are lost: it is reported cut, and the next record is read.
+        let cutAt = 81 + 5 + 50
+        let out = records(
+            [Array(stream[..<cutAt]), Array(stream[(cutAt + 100)...])], gapAfter: 0, gap: 100)
+        #expect(
+            out == ["record 22 40 @0", "record 20 1 @45", "record 23 25 @51", "cut 23 300 @81", "record 21 26 @386"])
+    }
+
+    @Test func badBytesAreReportedAndSkipped() {
+        let garbage: [UInt8] = [0x99, 0x01, 0x02]
+        let out = records([record(22, 10) + garbage + stream])
+        #expect(out.first == "record 22 10 @0")
+        #expect(out.contains { $0.hasPrefix("malformed @15: unknown TLS content type 153") })
+        #expect(out.contains("record 23 300 @99"))
+        #expect(out.last == "record 21 26 @404")
+    }
+
+    @Test func hostileLengthsNeverSizeABuffer() {
+        var header: [UInt8] = [23, 3, 3, 0xFF, 0xFF]
+        header += [UInt8](repeating: 0, count: 64)
+        let out = records([header])
+        #expect(out.first?.contains("outside 1-18432") == true)
+    }
+
+    @Test func clientHelloAndServerHelloInClear() throws {
+        func vector16(_ b: [UInt8]) -> [UInt8] { [UInt8(b.count >> 8), UInt8(b.count & 0xff)] + b }
+        func ext(_ type: UInt16, _ data: [UInt8]) -> [UInt8] {
+            [UInt8(type >> 8), UInt8(type & 0xff)] + vector16(data)
+        }
+        let name = Array("broker.example".utf8)
+        let sni = ext(0, vector16([0] + vector16(name)))
+        let alpn = ext(16, vector16([4] + Array("amqp".utf8)))
+        let versions = ext(43, [4, 0x03, 0x04, 0x03, 0x03])
+        let hello: [UInt8] =
+            [0x03, 0x03] + [UInt8](repeating: 7, count: 32) + [0] + vector16([0x13, 0x01, 0x13, 0x02]) + [1, 0]
+            + vector16(sni + alpn + versions)
+        let client = try #require(hello.withUnsafeBytes { HandshakeParsing.clientHello($0) })
+        #expect(client.serverName == "broker.example" && client.alpn == ["amqp"])
+        #expect(client.cipherSuites == [0x1301, 0x1302] && client.supportedVersions == [0x0304, 0x0303])
+        let serverBody: [UInt8] =
+            [0x03, 0x03] + [UInt8](repeating: 9, count: 32) + [0] + [0x13, 0x02, 0] + vector16(ext(43, [0x03, 0x04]))
+        let server = try #require(serverBody.withUnsafeBytes { HandshakeParsing.serverHello($0) })
+        #expect(server.version == 0x0304 && server.cipherSuite == 0x1302 && !server.isHelloRetryRequest)
+        // Cut anywhere, neither parser traps: it answers nil or what it could read.
+        for n in 0..<hello.count { _ = Array(hello[..<n]).withUnsafeBytes { HandshakeParsing.clientHello($0) } }
+        for n in 0..<serverBody.count {
+            _ = Array(serverBody[..<n]).withUnsafeBytes { HandshakeParsing.serverHello($0) }
+        }
+    }
+
+    @Test func heartbeatRecordLengthsPerCipher() {
+        func length(_ version: UInt16, _ suite: UInt16) -> Int? {
+            var s = TLSSummary()
+            s.version = version
+            s.cipherSuite = suite
+            return s.heartbeatRecordLength
+        }
+        #expect(length(0x0304, 0x1301) == 25)  // 8 + 1 + 16
+        #expect(length(0x0303, 0xC02F) == 32)  // 8 (explicit nonce) + 8 + 16
+        #expect(length(0x0303, 0xCCA8) == 24)  // 8 + 16
+        #expect(length(0x0303, 0xC013) == nil)  // CBC: padded
+    }
+}
+
+@Suite("AMQPS captures without keys") struct TLSCaptureTests {
+    static let names = [
+        "tls13-missed-heartbeats", "tls12-missed-heartbeats", "tls12-chacha-healthy", "tls13-healthy",
+        "tls13-connection-forced",
+    ]
+
+    /// Version, cipher and SNI as the client's ssl module reported them; records and heartbeat-sized records per
+    /// direction as tshark counted them after decrypting with the key log.
+    @Test(arguments: names) func handshakeAndRecordsMatchTheTruth(name: String) throws {
+        let t = try truth(name)
+        let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("tls/\(name).pcap").path)
+        #expect(result.error == nil)
+        #expect(result.records.count == 1)
+        let r = try #require(result.records.first)
+        #expect(r.verdict == .encrypted(onAMQPPort: true))
+        let tls = try #require(r.tls)
+        let wantVersion = try #require((t["tls"] as? [String: Any])?["version"] as? String)
+        #expect("TLSv" + (tls.versionName ?? "?") == wantVersion)
+        #expect(tls.cipherName == (t["tls"] as? [String: Any])?["cipher_iana"] as? String)
+        #expect(tls.serverName == (t["tls"] as? [String: Any])?["sni"] as? String)
+        #expect(!tls.decrypted && tls.malformedRecords == 0)
+        let observedConnection = try #require(
+            ((t["capture_observed"] as? [String: Any])?["connections"] as? [[String: Any]])?.first)
+        let observed = try #require(observedConnection["tls"] as? [String: Any])
+        let heartbeatLength = try #require(tls.heartbeatRecordLength)
+        for (direction, who) in [(Direction.clientToServer, "client"), (.serverToClient, "broker")] {
+            let types = try #require((observed["records"] as? [String: Any])?[who] as? [String: [String: Any]])
+            let all = types.values.reduce(0) { $0 + ($1["count"] as? Int ?? 0) }
+            #expect(tls.records[direction] == all, "\(name) \(who) records")
+            let data = types["application_data"]
+            let lengths = data?["lengths"] as? [String: Int] ?? [:]
+            #expect(tls.applicationRecords[direction] == data?["count"] as? Int ?? 0, "\(name) \(who) application data")
+            // Heartbeat-sized records are every one of that length but the client's first (its protocol header)...
+            let sized = (lengths["\(heartbeatLength)"] ?? 0) - (direction == .clientToServer ? 1 : 0)
+            #expect(tls.inferredHeartbeats?[direction] ?? 0 == sized, "\(name) \(who) heartbeat-sized records")
+            // ... and they are exactly the heartbeat frames tshark decoded with the key log.
+            let frames = (observedConnection["amqp_frames"] as? [String: [String: Int]])?[who] ?? [:]
+            #expect(tls.inferredHeartbeats?[direction] ?? 0 == frames["8"] ?? 0, "\(name) \(who) heartbeats")
+        }
+    }
+
+    /// The seed incident over TLS, without keys: the client's silence past the inferred heartbeat, the broker's
+    /// reset, the errno by the TCP state, and what pika's TLS library raised instead.
+    @Test(arguments: ["tls13-missed-heartbeats", "tls12-missed-heartbeats"]) func seedIncidentWithoutKeys(name: String)
+        throws
+    {
+        let t = try truth(name)
+        let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("tls/\(name).pcap").path)
+        let story = Story(try #require(result.records.first))
+        let negotiated = try #require(story.negotiated)
+        #expect(negotiated.inferred && negotiated.heartbeat == 2)
+        let codes = story.diagnoses.map(\.code)
+        #expect(codes.first == .missedHeartbeats, "\(codes)")
+        let silent = try #require(story.diagnoses.first)
+        #expect(silent.side == .client && silent.severity == .error)
+        #expect(silent.summary.contains("inferred"))
+        let reset = try #require(story.diagnoses.first { $0.code == .reset && $0.severity == .error })
+        #expect(reset.side == .client && reset.errno?.errno == 104)
+        let exception = try #require(((t["client"] as? [String: Any])?["exceptions"] as? [[String: Any]])?.first)
+        let message = try #require(exception["message"] as? String)
+        #expect(message.contains("SSLEOFError(8"))
+        #expect(reset.details.contains { $0.contains("SSLEOFError(8") })
+        #expect(reset.details.contains { $0.contains("alert") && $0.contains("before the RST") })
+        let text = AnalyzeReport.text([result])
+        #expect(text.contains(", TLS\n") && text.contains("encrypted: heartbeats inferred from record sizes"))
+    }
+}
