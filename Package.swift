@@ -32,7 +32,9 @@ let package = Package(
         // Pure from here down: bytes in, values out; no I/O, no clock, no globals.
         .target(name: "AMQPScopePackets"),
         .target(name: "AMQPScopeReassembly", dependencies: ["AMQPScopePackets"]),
-        .target(name: "AMQPScopeTLS", dependencies: ["AMQPScopePackets"]),
+        // OpenSSL's libcrypto for TLS decryption: AEAD ciphers and HMAC (measured against swift-crypto: see README).
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "AMQPScopeTLS", dependencies: ["AMQPScopePackets", "CCrypto"]),
         .target(name: "AMQPScopeCodec", dependencies: ["AMQPScopePackets"]),
         .target(
             name: "AMQPScopeTimeline",

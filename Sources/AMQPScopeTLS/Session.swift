@@ -112,9 +112,146 @@ package struct TLSSession {
     private var packetNumber = 0
 
     /// `fromStart`: the capture saw the connection open, so the stream starts at a record boundary.
-    package init(fromStart: Bool) {
+    /// Secrets to decrypt with, when a key log was given.
+    private let keyLog: KeyLog?
+    private var clientRandom: [UInt8] = []
+    /// Each direction's record protection while decrypting.
+    private var keys = PerDirection<RecordKeys?>(repeating: nil)
+    /// TLS 1.2: the keys each direction switches to at its ChangeCipherSpec.
+    private var pendingKeys = PerDirection<RecordKeys?>(repeating: nil)
+    /// TLS 1.3: the application traffic secret each direction switches to after its Finished.
+    private var applicationSecrets = PerDirection<[UInt8]?>(repeating: nil)
+    private var suite: SuiteParameters?
+    /// Decrypted application data not yet taken by the codec.
+    private var plaintext: [UInt8] = []
+    private var scratch: [UInt8] = []
+
+    /// `fromStart`: the capture saw the connection open, so the stream starts at a record boundary. With a key log,
+    /// records are decrypted and their application data handed to the codec (`takePlaintext`).
+    package init(fromStart: Bool, keyLog: KeyLog? = nil) {
         parsers = PerDirection(repeating: RecordParser(fromStart: fromStart))
-        if !fromStart { encrypted = PerDirection(repeating: true) }
+        self.keyLog = keyLog
+        if !fromStart {
+            encrypted = PerDirection(repeating: true)
+            if keyLog != nil { summary.decryptError = "the capture joined after the handshake: no client random" }
+        }
+    }
+
+    /// The application data decrypted by the last call, for the codec; the buffer is emptied.
+    package mutating func takePlaintext() -> [UInt8]? {
+        guard !plaintext.isEmpty else { return nil }
+        defer { plaintext = [] }
+        return plaintext
+    }
+
+    /// Sets up decryption from the key log once the ServerHello has chosen the version and suite.
+    private mutating func prepareDecryption(_ hello: ServerHello) {
+        guard let keyLog else { return }
+        guard let parameters = SuiteParameters.of(hello.cipherSuite) else {
+            summary.decryptError = "\(TLSNames.cipherSuite(hello.cipherSuite)) is not decrypted (only AEAD suites are)"
+            return
+        }
+        suite = parameters
+        if hello.version == 0x0304 {
+            guard let client = keyLog.secret("CLIENT_HANDSHAKE_TRAFFIC_SECRET", clientRandom: clientRandom),
+                let server = keyLog.secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", clientRandom: clientRandom)
+            else {
+                summary.decryptError = "the key log has no TLS 1.3 secrets for this connection's client random"
+                return
+            }
+            keys.clientToServer = RecordKeys(tls13Secret: client, parameters: parameters)
+            keys.serverToClient = RecordKeys(tls13Secret: server, parameters: parameters)
+            applicationSecrets.clientToServer = keyLog.secret("CLIENT_TRAFFIC_SECRET_0", clientRandom: clientRandom)
+            applicationSecrets.serverToClient = keyLog.secret("SERVER_TRAFFIC_SECRET_0", clientRandom: clientRandom)
+        } else {
+            guard let master = keyLog.secret("CLIENT_RANDOM", clientRandom: clientRandom) else {
+                summary.decryptError = "the key log has no CLIENT_RANDOM secret for this connection's client random"
+                return
+            }
+            let ivLength = parameters.aead == .chacha20Poly1305 ? 12 : 4
+            let block = KeySchedule.prf(
+                parameters.hash, secret: master, label: "key expansion", seed: hello.random + clientRandom,
+                length: 2 * parameters.keyLength + 2 * ivLength)
+            let k = parameters.keyLength
+            pendingKeys.clientToServer = RecordKeys(
+                tls12Key: Array(block[0..<k]), iv: Array(block[2 * k..<2 * k + ivLength]), parameters: parameters)
+            pendingKeys.serverToClient = RecordKeys(
+                tls12Key: Array(block[k..<2 * k]), iv: Array(block[2 * k + ivLength..<2 * k + 2 * ivLength]),
+                parameters: parameters)
+        }
+    }
+
+    /// Decrypts a protected record. Returns the inner content type and leaves the content in `scratch`, or nil
+    /// (after saying why, once) when it does not authenticate: the connection then falls back to the record story.
+    private mutating func decrypt(_ header: RecordHeader, _ body: UnsafeRawBufferPointer, _ direction: Direction)
+        -> UInt8?
+    {
+        guard let keys = keys[direction] else { return nil }
+        scratch.removeAll(keepingCapacity: true)
+        guard keys.open(header, body, into: &scratch) else {
+            summary.decryptError =
+                "could not decrypt from record \(summary.records[direction]) \(direction): authentication failed "
+                + "(a key log of another session, or a cut record)"
+            self.keys = PerDirection(repeating: nil)
+            pendingKeys = PerDirection(repeating: nil)
+            return nil
+        }
+        summary.decrypted = true
+        guard keys.tls13 else { return header.contentType }
+        // TLSInnerPlaintext: content, the real content type, zero padding (RFC 8446 section 5.2).
+        while let last = scratch.last, last == 0 { scratch.removeLast() }
+        guard let type = scratch.popLast() else { return nil }
+        return type
+    }
+
+    /// A decrypted record's content in `scratch`: application data to the codec, alerts named, handshake messages
+    /// followed (Finished switches TLS 1.3 to the application secrets, KeyUpdate to the next generation).
+    private mutating func decrypted<S: TLSSink>(_ type: UInt8, _ direction: Direction, into sink: inout S) {
+        switch ContentType(rawValue: type) {
+        case .applicationData:
+            summary.applicationRecords[direction] += 1
+            plaintext.append(contentsOf: scratch)
+        case .alert where scratch.count == 2:
+            summary.alerts.append(
+                TLSAlert(
+                    direction: direction, time: time, packetNumber: packetNumber, level: scratch[0],
+                    description: scratch[1]))
+            emit(.alert(level: scratch[0], description: scratch[1]), direction, into: &sink)
+        case .handshake:
+            var at = 0
+            while at + 4 <= scratch.count {
+                let messageType = scratch[at]
+                let length = Int(scratch[at + 1]) << 16 | Int(scratch[at + 2]) << 8 | Int(scratch[at + 3])
+                at += 4 + length
+                guard keys[direction]?.tls13 == true else {
+                    if messageType == HandshakeType.finished.rawValue { finishedTLS12(direction, into: &sink) }
+                    continue
+                }
+                if messageType == HandshakeType.finished.rawValue, let secret = applicationSecrets[direction],
+                    let parameters = suite
+                {
+                    keys[direction] = RecordKeys(tls13Secret: secret, parameters: parameters)
+                    if direction == .clientToServer && summary.handshakeDoneTime == nil {
+                        summary.handshakeDoneTime = time
+                        emit(.handshakeDone(after: summary.helloTime.map { time.since($0) }), direction, into: &sink)
+                    }
+                } else if messageType == HandshakeType.keyUpdate.rawValue {
+                    keys[direction]?.update()
+                }
+            }
+        default:
+            break
+        }
+    }
+
+    /// TLS 1.2: a direction's Finished; the handshake is done when both have sent theirs.
+    private mutating func finishedTLS12<S: TLSSink>(_ direction: Direction, into sink: inout S) {
+        guard !finished[direction] else { return }
+        finished[direction] = true
+        if finished[direction.reversed] && summary.handshakeDoneTime == nil {
+            summary.handshakeDoneTime = time
+            emit(.handshakeDone(after: summary.helloTime.map { time.since($0) }), direction, into: &sink)
+        }
     }
 
     /// Bytes the TLS layer holds for this connection.
@@ -153,6 +290,14 @@ package struct TLSSession {
         switch output {
         case .record(let header, let body, _):
             summary.records[direction] += 1
+            if keys[direction] != nil, header.contentType != ContentType.changeCipherSpec.rawValue,
+                keys[direction]?.tls13 == false || header.contentType == ContentType.applicationData.rawValue
+            {
+                if let type = decrypt(header, body, direction) {
+                    decrypted(type, direction, into: &sink)
+                    return
+                }
+            }
             record(header, body, direction, into: &sink)
         case .cutRecord(let header, _):
             summary.records[direction] += 1
@@ -172,7 +317,13 @@ package struct TLSSession {
         switch ContentType(rawValue: header.contentType) {
         case .changeCipherSpec:
             emit(.changeCipherSpec, direction, into: &sink)
-            if summary.version != 0x0304 { encrypted[direction] = true }
+            if summary.version != 0x0304 {
+                encrypted[direction] = true
+                if let pending = pendingKeys[direction] {
+                    keys[direction] = pending
+                    pendingKeys[direction] = nil
+                }
+            }
         case .alert:
             if !encrypted[direction] && body.count == 2 {
                 summary.alerts.append(
@@ -250,6 +401,7 @@ package struct TLSSession {
             summary.alpn = hello.alpn
             summary.offeredCipherSuites = hello.cipherSuites.count
             clientSessionID = hello.sessionID
+            clientRandom = hello.random
             emit(.clientHello(hello), direction, into: &sink)
         case .serverHello where direction == .serverToClient:
             guard let hello = message.withUnsafeBytes({ HandshakeParsing.serverHello($0) }) else { return }
@@ -257,6 +409,7 @@ package struct TLSSession {
             guard !hello.isHelloRetryRequest else { return }
             summary.version = hello.version
             summary.cipherSuite = hello.cipherSuite
+            prepareDecryption(hello)
             if hello.version == 0x0304 {
                 summary.resumed = hello.acceptedPreSharedKey
                 // Everything after the ServerHello is encrypted, in both directions (CCS aside).

@@ -26,6 +26,8 @@ public struct EngineConfiguration: Hashable, Sendable {
     public var maximumCodecBufferedBytes = 64 * 1024 * 1024
     /// Hand out timeline entries as they are made (live capture): see `Engine.takeLiveEntries()`.
     public var streamEntries = false
+    /// TLS secrets (NSS key log) to decrypt AMQPS with; without them TLS connections tell the record story.
+    public var keyLog: KeyLog?
     /// The defaults.
     public init() {}
 }
@@ -49,11 +51,15 @@ struct EngineState: StreamSink {
         /// The TLS port (IANA "amqps").
         static let tlsPort: UInt16 = 5671
 
-        init(builder: RecordBuilder, decoder: ConnectionDecoder, info: ConnectionInfo) {
+        /// Secrets for decrypting, when a key log was given.
+        let keyLog: KeyLog?
+
+        init(builder: RecordBuilder, decoder: ConnectionDecoder, info: ConnectionInfo, keyLog: KeyLog?) {
             self.builder = builder
             self.decoder = decoder
+            self.keyLog = keyLog
             if info.server.port == Self.tlsPort {
-                tls = TLSSession(fromStart: info.opening == .handshake)
+                tls = TLSSession(fromStart: info.opening == .handshake, keyLog: keyLog)
                 layerDecided = true
             } else {
                 layerDecided = info.opening != .handshake
@@ -65,7 +71,7 @@ struct EngineState: StreamSink {
             guard !layerDecided, event.direction == .clientToServer, event.offset == 0, !bytes.isEmpty else { return }
             layerDecided = true
             if bytes[0] == ContentType.handshake.rawValue && (bytes.count < 2 || bytes[1] == 3) {
-                tls = TLSSession(fromStart: true)
+                tls = TLSSession(fromStart: true, keyLog: keyLog)
             }
         }
 
@@ -84,6 +90,13 @@ struct EngineState: StreamSink {
                         bytes, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
                         into: &builder)
                     builder.record.tls = tls?.summary
+                    if let plain = tls?.takePlaintext() {
+                        plain.withUnsafeBytes {
+                            decoder.data(
+                                $0, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
+                                into: &builder)
+                        }
+                    }
                 } else if configuration.byteAtATime {
                     for i in 0..<bytes.count {
                         decoder.data(
@@ -184,7 +197,7 @@ struct EngineState: StreamSink {
             builder: RecordBuilder(info: info, time: event.time, configuration: configuration),
             decoder: ConnectionDecoder(
                 fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec),
-            info: info)
+            info: info, keyLog: configuration.keyLog)
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
@@ -209,12 +222,13 @@ struct EngineState: StreamSink {
             entry.decoder.finish(
                 direction: direction, time: event.time, packetNumber: event.packetNumber, into: &entry.builder)
         }
-        if let tls = entry.tls {
+        if let tls = entry.tls, !tls.summary.decrypted {
             entry.builder.record.tls = tls.summary
             let port = entry.builder.record.info.server.port
             entry.builder.record.verdict = .encrypted(
                 onAMQPPort: port == Entry.tlsPort || configuration.reassembly.serverPorts.contains(port))
         } else {
+            entry.builder.record.tls = entry.tls?.summary
             entry.builder.record.verdict = entry.decoder.verdict
         }
         entry.builder.record.endReason = reason

@@ -135,7 +135,7 @@ struct CaptureCommand: ParsableCommand {
         installSignalHandlers()
         printError("amqpscope: listening on \(interface!), link type \(source.linkType.name), filter \"\(bpf)\"")
 
-        var configuration = pipeline.engineConfiguration(recordFrames: false)
+        var configuration = try pipeline.engineConfiguration(recordFrames: false)
         configuration.streamEntries = true
         configuration.reassembly.idleTimeout = Int64((pipeline.idleTimeout ?? Self.defaultLiveIdleTimeout) * 1e9)
         var live = LivePrinter(format: format)

@@ -70,6 +70,11 @@ struct PipelineOptions: ParsableArguments {
     @Flag(help: .hidden)
     var byteAtATime = false
 
+    @Option(
+        name: .customLong("keylog"),
+        help: "Decrypt TLS with this NSS key log (SSLKEYLOGFILE); read only when given, never echoed.")
+    var keylog: String?
+
     func validate() throws {
         guard maxBufferPerDirection >= 0, maxBufferTotal >= 0 else {
             throw ValidationError("buffer limits must not be negative")
@@ -81,8 +86,9 @@ struct PipelineOptions: ParsableArguments {
         if ports.contains(0) { throw ValidationError("--port 0 is not a port") }
     }
 
-    func engineConfiguration(recordFrames: Bool) -> EngineConfiguration {
+    func engineConfiguration(recordFrames: Bool) throws -> EngineConfiguration {
         var configuration = EngineConfiguration()
+        if let keylog { configuration.keyLog = try readKeyLog(keylog) }
         configuration.reassembly.serverPorts.formUnion(ports)
         configuration.reassembly.maximumBufferedBytesPerDirection = maxBufferPerDirection
         configuration.reassembly.maximumBufferedBytesTotal = maxBufferTotal
@@ -240,7 +246,7 @@ struct Analyze: ParsableCommand {
     }
 
     func run() throws {
-        var configuration = pipeline.engineConfiguration(recordFrames: frames || verbose)
+        var configuration = try pipeline.engineConfiguration(recordFrames: frames || verbose)
         configuration.recordPackets = verbose
         var options = view.reportOptions(captureStart: files.compactMap { Analysis.firstTimestamp($0) }.min())
         options.showFrames = frames
@@ -314,7 +320,8 @@ struct Report: ParsableCommand {
     }
 
     func run() throws {
-        let results = files.map { analyzeFile($0, configuration: pipeline.engineConfiguration(recordFrames: false)) }
+        let configuration = try pipeline.engineConfiguration(recordFrames: false)
+        let results = files.map { analyzeFile($0, configuration: configuration) }
         let options = view.reportOptions(captureStart: results.compactMap(\.counts.firstTime).min())
         let text =
             format == .html
@@ -332,6 +339,29 @@ struct Report: ParsableCommand {
         }
         try exitForInputs(results)
     }
+}
+
+/// Reads a key log file; a file that cannot be read is a usage error (exit 2). Its contents are never printed.
+func readKeyLog(_ path: String) throws -> KeyLog {
+    guard let file = fopen(path, "r") else {
+        printError("amqpscope: cannot read the key log \(path): \(String(cString: strerror(errno)))")
+        throw ExitCode(Exit.usage)
+    }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = fread(&buffer, 1, buffer.count, file)
+        if n <= 0 { break }
+        bytes += buffer[..<n]
+        guard bytes.count <= 64 << 20 else {
+            printError("amqpscope: the key log \(path) is larger than 64 MiB")
+            throw ExitCode(Exit.usage)
+        }
+    }
+    let keyLog = KeyLog(text: String(decoding: bytes, as: UTF8.self))
+    if keyLog.handshakes == 0 { printError("amqpscope: warning: the key log \(path) has no usable entries") }
+    return keyLog
 }
 
 func printError(_ message: String, terminator: String = "\n") {

@@ -18,6 +18,8 @@ enum Paths {
     /// The captures recorded by scripts/record-captures (each with a truth file).
     static var recordedCaptures: [String] { pcaps(in: captures) }
     static var externalCaptureFiles: [String] { pcaps(in: externalCaptures) }
+    /// The AMQPS captures, each with its key log beside it.
+    static var tlsCaptures: [String] { pcaps(in: captures.appendingPathComponent("tls")) }
 
     static func pcaps(in dir: URL) -> [String] {
         let names: [String]

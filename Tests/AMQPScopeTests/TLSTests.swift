@@ -197,3 +197,75 @@ private func truth(_ name: String) throws -> [String: Any] {
         #expect(text.contains(", TLS\n") && text.contains("encrypted: heartbeats inferred from record sizes"))
     }
 }
+
+@Suite("AMQPS captures with a key log") struct TLSDecryptionTests {
+    static func keyLog(_ name: String) throws -> String {
+        try String(contentsOf: Paths.captures.appendingPathComponent("tls/\(name).keylog"), encoding: .utf8)
+    }
+
+    static func analyze(_ name: String, keyLogText: String) -> CaptureResult {
+        var configuration = EngineConfiguration()
+        configuration.keyLog = KeyLog(text: keyLogText)
+        return Analysis.analyzeFile(
+            Paths.captures.appendingPathComponent("tls/\(name).pcap").path, configuration: configuration)
+    }
+
+    /// Decrypted, the seed incident over TLS is told as in clear: pika by name, the negotiated 2 s heartbeat, the
+    /// broker's close_notify and reset, and ECONNRESET by the TCP state.
+    @Test(arguments: ["tls13-missed-heartbeats", "tls12-missed-heartbeats"]) func seedIncidentDecrypted(name: String)
+        throws
+    {
+        let result = Self.analyze(name, keyLogText: try Self.keyLog(name))
+        let r = try #require(result.records.first)
+        #expect(r.tls?.decrypted == true && r.tls?.decryptError == nil)
+        let story = Story(r)
+        #expect(story.negotiated?.heartbeat == 2 && story.negotiated?.inferred == false)
+        #expect(story.client?.product == "Pika Python Client Library")
+        #expect(story.diagnoses.first?.code == .missedHeartbeats)
+        let reset = try #require(story.diagnoses.first { $0.code == .reset && $0.severity == .error })
+        #expect(reset.errno?.errno == 104)
+        #expect(reset.details.contains { $0.contains("close_notify alert") })
+    }
+
+    /// A key log of other sessions: a note on the connection, and the story without keys.
+    @Test func keyLogOfAnotherSession() throws {
+        let result = Self.analyze("tls12-missed-heartbeats", keyLogText: try Self.keyLog("tls13-healthy"))
+        let r = try #require(result.records.first)
+        #expect(r.tls?.decrypted == false)
+        #expect(r.tls?.decryptError?.contains("no CLIENT_RANDOM secret") == true)
+        #expect(r.verdict == .encrypted(onAMQPPort: true))
+        #expect(Story(r).diagnoses.first?.code == .missedHeartbeats)
+    }
+
+    /// The right client random with a wrong secret: the first record fails its tag, which is said with the record,
+    /// and the connection falls back to the story without keys.
+    @Test func wrongSecretFailsTheTagAndFallsBack() throws {
+        let good = try Self.keyLog("tls13-missed-heartbeats")
+        let bad = good.split(separator: "\n").map { line -> String in
+            let fields = line.split(separator: " ")
+            guard fields.count == 3 else { return String(line) }
+            return "\(fields[0]) \(fields[1]) " + String(repeating: "ab", count: fields[2].count / 2)
+        }.joined(separator: "\n")
+        let result = Self.analyze("tls13-missed-heartbeats", keyLogText: bad)
+        let r = try #require(result.records.first)
+        #expect(r.tls?.decryptError?.hasPrefix("could not decrypt from record") == true, "\(r.tls?.decryptError ?? "")")
+        #expect(r.tls?.decrypted == false && r.verdict == .encrypted(onAMQPPort: true))
+        #expect(r.tls?.inferredHeartbeats?[.serverToClient] == 5)
+    }
+
+    @Test func keyLogParsing() {
+        let random = String(repeating: "0a", count: 32)
+        let log = KeyLog(text: "# comment\nCLIENT_RANDOM \(random) \(String(repeating: "ff", count: 48))\nbad line\n\n")
+        #expect(log.handshakes == 1 && log.skippedLines == 1)
+        #expect(log.secret("CLIENT_RANDOM", clientRandom: [UInt8](repeating: 10, count: 32))?.count == 48)
+    }
+
+    /// RFC 8448 section 3 (simple 1-RTT handshake): the server's handshake traffic key and IV from its secret.
+    @Test func hkdfExpandLabelMatchesRFC8448() throws {
+        let secret = try #require(KeyLog.hex("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38"))
+        let key = KeySchedule.expandLabel(.sha256, secret: secret, label: "key", length: 16)
+        let iv = KeySchedule.expandLabel(.sha256, secret: secret, label: "iv", length: 12)
+        #expect(key == KeyLog.hex("3fce516009c21727d0f2e4e86ee403bc"))
+        #expect(iv == KeyLog.hex("5d313eb2671276ee13000b30"))
+    }
+}

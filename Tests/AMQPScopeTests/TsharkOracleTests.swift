@@ -6,8 +6,11 @@ import Testing
 
 private let tsharkReady = Tools.tshark != nil || Tools.requireTshark
 
-private func analyze(_ path: String, frames: Bool = false, byteAtATime: Bool = false) -> CaptureResult {
+private func analyze(_ path: String, frames: Bool = false, byteAtATime: Bool = false, keyLog: KeyLog? = nil)
+    -> CaptureResult
+{
     var configuration = EngineConfiguration()
+    configuration.keyLog = keyLog
     configuration.recordFrames = frames
     configuration.byteAtATime = byteAtATime
     return Analysis.analyzeFile(path, configuration: configuration)
@@ -146,12 +149,31 @@ struct TsharkOracleTests {
     /// The AMQP frames: (packet, sender port, type, channel, class, method) equal tshark's, and heartbeat counts.
     @Test(arguments: Paths.allCaptures)
     func framesMatchTshark(path: String) throws {
-        let ours = analyze(path, frames: true)
-        let text = try tshark([
-            "-r", path, "-Y", "amqp", "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport",
-            "-e", "amqp.type", "-e", "amqp.channel", "-e", "amqp.method.class", "-e", "amqp.method.method",
-            "-E", "occurrence=a", "-E", "aggregator=,",
-        ])
+        try compareFrames(path: path, keyLog: nil)
+    }
+
+    /// The AMQPS captures decrypted with their key logs: the same frames as tshark decrypting with the same log.
+    @Test(arguments: Paths.tlsCaptures)
+    func decryptedFramesMatchTshark(path: String) throws {
+        let keylog = String(path.dropLast(".pcap".count)) + ".keylog"
+        let keyLog = KeyLog(text: try String(contentsOfFile: keylog, encoding: .utf8))
+        try compareFrames(
+            path: path, keyLog: keyLog, tsharkOptions: ["-o", "tls.keylog_file:\(keylog)", "-d", "tcp.port==5671,tls"])
+        // Decrypting changes nothing when the codec is fed one byte at a time.
+        let whole = analyze(path, frames: true, keyLog: keyLog)
+        let drip = analyze(path, frames: true, byteAtATime: true, keyLog: keyLog)
+        #expect(whole.records.map(\.frames) == drip.records.map(\.frames))
+        #expect(whole.records.allSatisfy { $0.tls?.decrypted == true && $0.verdict == .amqp(.amqp091) })
+    }
+
+    func compareFrames(path: String, keyLog: KeyLog?, tsharkOptions: [String] = []) throws {
+        let ours = analyze(path, frames: true, keyLog: keyLog)
+        let text = try tshark(
+            tsharkOptions + [
+                "-r", path, "-Y", "amqp", "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport",
+                "-e", "amqp.type", "-e", "amqp.channel", "-e", "amqp.method.class", "-e", "amqp.method.method",
+                "-E", "occurrence=a", "-E", "aggregator=,",
+            ])
         var theirs: [String] = []
         for line in text.split(separator: "\n") {
             let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
