@@ -24,6 +24,10 @@ package enum TLSLimits {
     package static let huntBufferLimit = 2 * ((1 << 14) + 2048 + 5)
     /// Handshake messages larger than this are not buffered (certificate chains are the largest real ones).
     package static let maximumHandshakeMessage = 1 << 16
+    /// Protected records held per connection while a live capture waits for the client to append its secrets to
+    /// the key log: the handshake and the first exchanges fit; past this the connection is told without keys.
+    package static let maximumWaitingBytes = 1 << 20
+    package static let maximumWaitingRecords = 256
 }
 
 /// A record header: content type, legacy version, length.

@@ -113,7 +113,15 @@ package struct TLSSession {
 
     /// `fromStart`: the capture saw the connection open, so the stream starts at a record boundary.
     /// Secrets to decrypt with, when a key log was given.
-    private let keyLog: KeyLog?
+    private var keyLog: KeyLog?
+    /// The key log may still grow (a live capture re-reads it): protected records wait for their secrets.
+    private let keysMayArrive: Bool
+    private var serverHello: ServerHello?
+    /// Protected records held until their secrets appear in a growing key log (bounded by `TLSLimits`).
+    private var waiting: [(header: RecordHeader, body: [UInt8], direction: Direction, time: Timestamp, packet: Int)] =
+        []
+    private var waitingBytes = 0
+    private var awaitingKeys = false
     private var clientRandom: [UInt8] = []
     /// Each direction's record protection while decrypting.
     private var keys = PerDirection<RecordKeys?>(repeating: nil)
@@ -122,34 +130,37 @@ package struct TLSSession {
     /// TLS 1.3: the application traffic secret each direction switches to after its Finished.
     private var applicationSecrets = PerDirection<[UInt8]?>(repeating: nil)
     private var suite: SuiteParameters?
-    /// Decrypted application data not yet taken by the codec.
-    private var plaintext: [UInt8] = []
+    /// Decrypted application data not yet taken by the codec, per direction.
+    private var plaintext = PerDirection<[UInt8]>(repeating: [])
     private var scratch: [UInt8] = []
 
     /// `fromStart`: the capture saw the connection open, so the stream starts at a record boundary. With a key log,
     /// records are decrypted and their application data handed to the codec (`takePlaintext`).
-    package init(fromStart: Bool, keyLog: KeyLog? = nil) {
+    package init(fromStart: Bool, keyLog: KeyLog? = nil, keysMayArrive: Bool = false) {
         parsers = PerDirection(repeating: RecordParser(fromStart: fromStart))
         self.keyLog = keyLog
+        self.keysMayArrive = keysMayArrive
         if !fromStart {
             encrypted = PerDirection(repeating: true)
             if keyLog != nil { summary.decryptError = "the capture joined after the handshake: no client random" }
         }
     }
 
-    /// The application data decrypted by the last call, for the codec; the buffer is emptied.
-    package mutating func takePlaintext() -> [UInt8]? {
-        guard !plaintext.isEmpty else { return nil }
-        defer { plaintext = [] }
-        return plaintext
+    /// The application data one direction decrypted since the last take, for the codec; the buffer is emptied.
+    package mutating func takePlaintext(_ direction: Direction) -> [UInt8]? {
+        guard !plaintext[direction].isEmpty else { return nil }
+        defer { plaintext[direction] = [] }
+        return plaintext[direction]
     }
 
     /// Sets up decryption from the key log once the ServerHello has chosen the version and suite.
-    private mutating func prepareDecryption(_ hello: ServerHello) {
-        guard let keyLog else { return }
+    /// Sets up decryption; false when the key log lacks the secrets (said in `decryptError`).
+    @discardableResult
+    private mutating func prepareDecryption(_ hello: ServerHello) -> Bool {
+        guard let keyLog else { return false }
         guard let parameters = SuiteParameters.of(hello.cipherSuite) else {
             summary.decryptError = "\(TLSNames.cipherSuite(hello.cipherSuite)) is not decrypted (only AEAD suites are)"
-            return
+            return false
         }
         suite = parameters
         if hello.version == 0x0304 {
@@ -157,7 +168,7 @@ package struct TLSSession {
                 let server = keyLog.secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", clientRandom: clientRandom)
             else {
                 summary.decryptError = "the key log has no TLS 1.3 secrets for this connection's client random"
-                return
+                return false
             }
             keys.clientToServer = RecordKeys(tls13Secret: client, parameters: parameters)
             keys.serverToClient = RecordKeys(tls13Secret: server, parameters: parameters)
@@ -166,7 +177,7 @@ package struct TLSSession {
         } else {
             guard let master = keyLog.secret("CLIENT_RANDOM", clientRandom: clientRandom) else {
                 summary.decryptError = "the key log has no CLIENT_RANDOM secret for this connection's client random"
-                return
+                return false
             }
             let ivLength = parameters.aead == .chacha20Poly1305 ? 12 : 4
             let block = KeySchedule.prf(
@@ -179,6 +190,72 @@ package struct TLSSession {
                 tls12Key: Array(block[k..<2 * k]), iv: Array(block[2 * k + ivLength..<2 * k + 2 * ivLength]),
                 parameters: parameters)
         }
+        summary.decryptError = nil
+        return true
+    }
+
+    /// A record that needs keys: TLS 1.3 application-data records, and in TLS 1.2 everything after the sender's CCS.
+    private func isProtected(_ header: RecordHeader, _ direction: Direction) -> Bool {
+        if header.contentType == ContentType.changeCipherSpec.rawValue { return false }
+        if summary.version == 0x0304 { return header.contentType == ContentType.applicationData.rawValue }
+        return encrypted[direction]
+    }
+
+    /// Holds a protected record until its secrets appear; past the bound, gives up and tells the records' story.
+    private mutating func wait<S: TLSSink>(
+        _ header: RecordHeader, _ body: UnsafeRawBufferPointer, _ direction: Direction, into sink: inout S
+    ) {
+        waiting.append((header, Array(body), direction, time, packetNumber))
+        waitingBytes += body.count
+        if waitingBytes > TLSLimits.maximumWaitingBytes || waiting.count > TLSLimits.maximumWaitingRecords {
+            awaitingKeys = false
+            summary.decryptError =
+                "the key log had no secrets for this connection's client random by the time "
+                + "\(waiting.count) protected records had arrived"
+            replayWaiting(into: &sink)
+        }
+    }
+
+    /// The connection ended: records still waiting for secrets are told without keys.
+    package mutating func finish<S: TLSSink>(into sink: inout S) {
+        retryWaiting(into: &sink)
+        guard awaitingKeys else { return }
+        awaitingKeys = false
+        summary.decryptError = "the key log had no secrets for this connection's client random by its end"
+        replayWaiting(into: &sink)
+    }
+
+    /// Tries the (possibly re-read) key log again; once the secrets are there, the held records are decrypted.
+    private mutating func retryWaiting<S: TLSSink>(into sink: inout S) {
+        guard awaitingKeys, let hello = serverHello, prepareDecryption(hello) else { return }
+        awaitingKeys = false
+        // TLS 1.2: the directions whose CCS already passed switch to their keys now.
+        for direction in Direction.allCases where encrypted[direction] && summary.version != 0x0304 {
+            if let pending = pendingKeys[direction] {
+                keys[direction] = pending
+                pendingKeys[direction] = nil
+            }
+        }
+        replayWaiting(into: &sink)
+    }
+
+    private mutating func replayWaiting<S: TLSSink>(into sink: inout S) {
+        let held = waiting
+        waiting = []
+        waitingBytes = 0
+        let (now, packet) = (time, packetNumber)
+        for record in held {
+            time = record.time
+            packetNumber = record.packet
+            record.body.withUnsafeBytes { body in
+                if keys[record.direction] != nil, let type = decrypt(record.header, body, record.direction) {
+                    decrypted(type, record.direction, into: &sink)
+                } else {
+                    self.record(record.header, body, record.direction, into: &sink)
+                }
+            }
+        }
+        (time, packetNumber) = (now, packet)
     }
 
     /// Decrypts a protected record. Returns the inner content type and leaves the content in `scratch`, or nil
@@ -210,7 +287,7 @@ package struct TLSSession {
         switch ContentType(rawValue: type) {
         case .applicationData:
             summary.applicationRecords[direction] += 1
-            plaintext.append(contentsOf: scratch)
+            plaintext[direction].append(contentsOf: scratch)
         case .alert where scratch.count == 2:
             summary.alerts.append(
                 TLSAlert(
@@ -256,12 +333,16 @@ package struct TLSSession {
 
     /// Bytes the TLS layer holds for this connection.
     package var bufferedBytes: Int {
-        Direction.allCases.reduce(0) { $0 + parsers[$1].bufferedBytes + handshake[$1].bufferedBytes }
+        waitingBytes + Direction.allCases.reduce(0) { $0 + parsers[$1].bufferedBytes + handshake[$1].bufferedBytes }
     }
+
+    /// A newer key log (a live capture re-reads the file as clients append to it).
+    package mutating func update(keyLog newer: KeyLog) { keyLog = newer }
 
     package mutating func data<S: TLSSink>(
         _ bytes: UnsafeRawBufferPointer, direction: Direction, time: Timestamp, packetNumber: Int, into sink: inout S
     ) {
+        if awaitingKeys { retryWaiting(into: &sink) }
         self.time = time
         self.packetNumber = packetNumber
         var parser = parsers[direction]
@@ -290,6 +371,10 @@ package struct TLSSession {
         switch output {
         case .record(let header, let body, _):
             summary.records[direction] += 1
+            if awaitingKeys && isProtected(header, direction) {
+                wait(header, body, direction, into: &sink)
+                return
+            }
             if keys[direction] != nil, header.contentType != ContentType.changeCipherSpec.rawValue,
                 keys[direction]?.tls13 == false || header.contentType == ContentType.applicationData.rawValue
             {
@@ -409,7 +494,12 @@ package struct TLSSession {
             guard !hello.isHelloRetryRequest else { return }
             summary.version = hello.version
             summary.cipherSuite = hello.cipherSuite
-            prepareDecryption(hello)
+            serverHello = hello
+            if !prepareDecryption(hello) && keysMayArrive && keyLog != nil
+                && SuiteParameters.of(hello.cipherSuite) != nil
+            {
+                awaitingKeys = true
+            }
             if hello.version == 0x0304 {
                 summary.resumed = hello.acceptedPreSharedKey
                 // Everything after the ServerHello is encrypted, in both directions (CCS aside).

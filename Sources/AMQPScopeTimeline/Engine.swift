@@ -28,6 +28,9 @@ public struct EngineConfiguration: Hashable, Sendable {
     public var streamEntries = false
     /// TLS secrets (NSS key log) to decrypt AMQPS with; without them TLS connections tell the record story.
     public var keyLog: KeyLog?
+    /// The key log grows while the capture runs (live): protected records wait, bounded, for their secrets, which a
+    /// client writes only after the capture has seen its handshake. `Engine.update(keyLog:)` hands over the new one.
+    public var keyLogMayGrow = false
     /// The defaults.
     public init() {}
 }
@@ -54,15 +57,37 @@ struct EngineState: StreamSink {
         /// Secrets for decrypting, when a key log was given.
         let keyLog: KeyLog?
 
-        init(builder: RecordBuilder, decoder: ConnectionDecoder, info: ConnectionInfo, keyLog: KeyLog?) {
+        /// The key log may still grow.
+        let keysMayArrive: Bool
+
+        init(
+            builder: RecordBuilder, decoder: ConnectionDecoder, info: ConnectionInfo, keyLog: KeyLog?,
+            keysMayArrive: Bool
+        ) {
             self.builder = builder
             self.decoder = decoder
             self.keyLog = keyLog
+            self.keysMayArrive = keysMayArrive
             if info.server.port == Self.tlsPort {
-                tls = TLSSession(fromStart: info.opening == .handshake, keyLog: keyLog)
+                tls = TLSSession(fromStart: info.opening == .handshake, keyLog: keyLog, keysMayArrive: keysMayArrive)
                 layerDecided = true
             } else {
                 layerDecided = info.opening != .handshake
+            }
+        }
+
+        /// Hands what the TLS layer decrypted to the codec, each direction's to its parser.
+        mutating func feedPlaintext(_ event: StreamEvent, byteAtATime: Bool = false) {
+            for direction in Direction.allCases {
+                guard let plain = tls?.takePlaintext(direction) else { continue }
+                plain.withUnsafeBytes { bytes in
+                    let step = byteAtATime ? 1 : max(bytes.count, 1)
+                    for start in stride(from: 0, to: bytes.count, by: step) {
+                        decoder.data(
+                            UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + step, bytes.count)]),
+                            direction: direction, time: event.time, packetNumber: event.packetNumber, into: &builder)
+                    }
+                }
             }
         }
 
@@ -71,7 +96,7 @@ struct EngineState: StreamSink {
             guard !layerDecided, event.direction == .clientToServer, event.offset == 0, !bytes.isEmpty else { return }
             layerDecided = true
             if bytes[0] == ContentType.handshake.rawValue && (bytes.count < 2 || bytes[1] == 3) {
-                tls = TLSSession(fromStart: true, keyLog: keyLog)
+                tls = TLSSession(fromStart: true, keyLog: keyLog, keysMayArrive: keysMayArrive)
             }
         }
 
@@ -86,17 +111,16 @@ struct EngineState: StreamSink {
                 builder.record.counters[event.direction].streamBytes += UInt64(bytes.count)
                 decideLayer(bytes, event)
                 if tls != nil {
-                    tls?.data(
-                        bytes, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
-                        into: &builder)
-                    builder.record.tls = tls?.summary
-                    if let plain = tls?.takePlaintext() {
-                        plain.withUnsafeBytes {
-                            decoder.data(
-                                $0, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
-                                into: &builder)
-                        }
+                    // Fed one byte at a time when asked, like the codec: chunking must not change the answer.
+                    let step = configuration.byteAtATime ? 1 : max(bytes.count, 1)
+                    for start in stride(from: 0, to: bytes.count, by: step) {
+                        tls?.data(
+                            UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + step, bytes.count)]),
+                            direction: event.direction, time: event.time, packetNumber: event.packetNumber,
+                            into: &builder)
                     }
+                    builder.record.tls = tls?.summary
+                    feedPlaintext(event, byteAtATime: configuration.byteAtATime)
                 } else if configuration.byteAtATime {
                     for i in 0..<bytes.count {
                         decoder.data(
@@ -161,7 +185,13 @@ struct EngineState: StreamSink {
     /// Timeline entries made since the last `takeLiveEntries()` (live capture only).
     var live: [(ConnectionInfo, TimelineEntry)] = []
 
-    init(configuration: EngineConfiguration) { self.configuration = configuration }
+    /// The current key log (a live capture hands over newer ones).
+    var keyLog: KeyLog?
+
+    init(configuration: EngineConfiguration) {
+        self.configuration = configuration
+        keyLog = configuration.keyLog
+    }
 
     mutating func slot(of id: ConnectionID) -> Int? {
         if id == cachedID { return cachedSlot }
@@ -197,7 +227,7 @@ struct EngineState: StreamSink {
             builder: RecordBuilder(info: info, time: event.time, configuration: configuration),
             decoder: ConnectionDecoder(
                 fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec),
-            info: info, keyLog: configuration.keyLog)
+            info: info, keyLog: keyLog, keysMayArrive: configuration.keyLogMayGrow)
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
@@ -218,6 +248,8 @@ struct EngineState: StreamSink {
             cachedSlot = -1
             cachedID = ConnectionID(rawValue: 0)
         }
+        entry.tls?.finish(into: &entry.builder)
+        entry.feedPlaintext(event)
         for direction in Direction.allCases {
             entry.decoder.finish(
                 direction: direction, time: event.time, packetNumber: event.packetNumber, into: &entry.builder)
@@ -277,6 +309,15 @@ public struct Engine {
             if counts.firstMalformed.count < configuration.maximumProblemsKept {
                 counts.firstMalformed.append(MalformedPacket(packet: header.number, reason: problem.description))
             }
+        }
+    }
+
+    /// A newer key log (a live capture re-reads the file as clients append their secrets): connections opened from
+    /// now on use it, and open ones waiting for their secrets look again.
+    public mutating func update(keyLog: KeyLog) {
+        state.keyLog = keyLog
+        for slot in state.entries.indices where state.entries[slot]?.tls != nil {
+            state.entries[slot]?.tls?.update(keyLog: keyLog)
         }
     }
 

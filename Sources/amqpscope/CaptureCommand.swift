@@ -137,6 +137,9 @@ struct CaptureCommand: ParsableCommand {
 
         var configuration = try pipeline.engineConfiguration(recordFrames: false)
         configuration.streamEntries = true
+        // Clients append their secrets to the key log after the capture has seen their handshake: re-read it.
+        configuration.keyLogMayGrow = pipeline.keylog != nil
+        var watcher = pipeline.keylog.map { KeyLogWatcher(path: $0) }
         configuration.reassembly.idleTimeout = Int64((pipeline.idleTimeout ?? Self.defaultLiveIdleTimeout) * 1e9)
         var live = LivePrinter(format: format)
         var engine = Engine(linkType: source.linkType, configuration: configuration)
@@ -163,10 +166,10 @@ struct CaptureCommand: ParsableCommand {
                 }
                 engine.process(header, source.packetBytes)
                 live.flush(&engine)
-                Self.check(now: header.timestamp, last: &lastCheck, engine: &engine, live: &live)
+                Self.check(now: header.timestamp, last: &lastCheck, engine: &engine, live: &live, keyLog: &watcher)
                 if let count, packets >= count { break reading }
             case .timeout:
-                Self.check(now: Clock.now(), last: &lastCheck, engine: &engine, live: &live)
+                Self.check(now: Clock.now(), last: &lastCheck, engine: &engine, live: &live, keyLog: &watcher)
             case .end:
                 break reading
             }
@@ -192,12 +195,30 @@ struct CaptureCommand: ParsableCommand {
     }
 
     /// At most every 100 ms (of packet time, or of the clock on read timeouts): idle eviction, overdue heartbeats.
-    static func check(now: Timestamp, last: inout Timestamp, engine: inout Engine, live: inout LivePrinter) {
+    static func check(
+        now: Timestamp, last: inout Timestamp, engine: inout Engine, live: inout LivePrinter,
+        keyLog watcher: inout KeyLogWatcher?
+    ) {
         guard now.since(last) >= 100_000_000 else { return }
         last = now
+        if let keyLog = watcher?.poll() { engine.update(keyLog: keyLog) }
         engine.tick(now: now)
         for overdue in engine.overdueHeartbeats(now: now) { live.overdue(overdue, now: now, engine: engine) }
         live.flush(&engine)
+    }
+}
+
+/// Re-reads the key log when it has grown (clients append to it as they connect).
+struct KeyLogWatcher {
+    let path: String
+    var size = -1
+
+    /// The whole key log when the file's size changed since the last look, else nil.
+    mutating func poll() -> KeyLog? {
+        var info = stat()
+        guard stat(path, &info) == 0, Int(info.st_size) != size else { return nil }
+        size = Int(info.st_size)
+        return try? readKeyLog(path)
     }
 }
 

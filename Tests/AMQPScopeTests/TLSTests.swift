@@ -1,3 +1,4 @@
+import AMQPScopeCapture
 // The TLS layer without keys: the record parser from bytes alone (split, joined mid-stream, cut by gaps, fed bad
 // bytes), the ClientHello and ServerHello in clear, and the recorded AMQPS captures against their ground truth and
 // tshark's decrypted view of them.
@@ -267,5 +268,50 @@ private func truth(_ name: String) throws -> [String: Any] {
         let iv = KeySchedule.expandLabel(.sha256, secret: secret, label: "iv", length: 12)
         #expect(key == KeyLog.hex("3fce516009c21727d0f2e4e86ee403bc"))
         #expect(iv == KeyLog.hex("5d313eb2671276ee13000b30"))
+    }
+}
+
+@Suite("AMQPS live: a key log that grows") struct TLSGrowingKeyLogTests {
+    /// A live capture sees the handshake before the client has appended its secrets. Protected records wait
+    /// (bounded) and are decrypted once the re-read key log has them: the frames equal those of a complete key log.
+    @Test(arguments: ["tls13-missed-heartbeats", "tls12-missed-heartbeats"]) func secretsArriveAfterTheHandshake(
+        name: String
+    ) throws {
+        let path = Paths.captures.appendingPathComponent("tls/\(name).pcap").path
+        let text = try TLSDecryptionTests.keyLog(name)
+        var configuration = EngineConfiguration()
+        configuration.recordFrames = true
+        configuration.keyLogMayGrow = true
+        configuration.keyLog = KeyLog()
+        let source = try PcapSource.openFile(path)
+        var engine = Engine(linkType: source.linkType, configuration: configuration)
+        var packets = 0
+        while case .packet(let header) = try source.next() {
+            packets += 1
+            // The secrets appear a few packets after the ServerHello (packet 6 in these captures).
+            if packets == 10 { engine.update(keyLog: KeyLog(text: text)) }
+            engine.process(header, source.packetBytes)
+        }
+        engine.finish()
+        let live = try #require(engine.takeEnded().first)
+        #expect(live.tls?.decrypted == true && live.tls?.decryptError == nil)
+        var complete = EngineConfiguration()
+        complete.recordFrames = true
+        complete.keyLog = KeyLog(text: text)
+        let whole = try #require(Analysis.analyzeFile(path, configuration: complete).records.first)
+        #expect(live.frames.map(\.frame) == whole.frames.map(\.frame))
+        #expect(live.frames.count > 10)
+    }
+
+    /// Secrets that never come: after the bound the connection is told without keys, and says why.
+    @Test func secretsThatNeverComeFallBack() throws {
+        var configuration = EngineConfiguration()
+        configuration.keyLogMayGrow = true
+        configuration.keyLog = KeyLog()
+        let result = Analysis.analyzeFile(
+            Paths.captures.appendingPathComponent("tls/tls13-healthy.pcap").path, configuration: configuration)
+        let r = try #require(result.records.first)
+        #expect(r.tls?.decrypted == false)
+        #expect(r.tls?.inferredHeartbeats?[.serverToClient] == 7)
     }
 }
