@@ -172,6 +172,27 @@ package enum FuzzEntry {
                 at += n
             }
         }
+        // Decryption with fixed keys: any fragment, under every AEAD and both versions, is opened or refused.
+        let header = RecordHeader(contentType: 23, version: 0x0303, length: body.count)
+        var plain: [UInt8] = []
+        for keys in fixedKeys {
+            plain.removeAll(keepingCapacity: true)
+            if keys.open(header, body, into: &plain) { precondition(plain.count <= body.count) }
+        }
+    }
+
+    /// Record protection with fixed keys (made per input, without a key derivation, so each input starts at
+    /// sequence 0): TLS 1.3 AES-128-GCM and ChaCha20-Poly1305, TLS 1.2 AES-256-GCM.
+    static var fixedKeys: [RecordKeys] {
+        guard let aes128 = SuiteParameters.of(0x1301), let chacha = SuiteParameters.of(0x1303),
+            let aes256 = SuiteParameters.of(0xC030)
+        else { return [] }
+        let key = [UInt8](repeating: 0x5A, count: 32)
+        return [
+            RecordKeys(key: Array(key[..<16]), iv: [UInt8](repeating: 2, count: 12), tls13: true, parameters: aes128),
+            RecordKeys(key: key, iv: [UInt8](repeating: 3, count: 12), tls13: true, parameters: chacha),
+            RecordKeys(key: key, iv: [UInt8](repeating: 1, count: 4), tls13: false, parameters: aes256),
+        ].compactMap { $0 }
     }
 
     /// Field tables decoded from arbitrary bytes: with a length prefix for the whole input, as they are, and as the

@@ -6,7 +6,7 @@ import AMQPScopePackets
 import CCrypto
 
 /// A suite's AEAD and hash, as decryption needs them.
-struct SuiteParameters {
+package struct SuiteParameters {
     enum AEAD { case aes128GCM, aes256GCM, chacha20Poly1305 }
     enum Hash { case sha256, sha384 }
     var aead: AEAD
@@ -15,7 +15,7 @@ struct SuiteParameters {
     var keyLength: Int { aead == .aes128GCM ? 16 : 32 }
     var hashLength: Int { hash == .sha256 ? 32 : 48 }
 
-    static func of(_ suite: UInt16) -> SuiteParameters? {
+    package static func of(_ suite: UInt16) -> SuiteParameters? {
         switch suite {
         case 0x1301, 0xC02B, 0xC02F, 0x009E, 0x009C: SuiteParameters(aead: .aes128GCM, hash: .sha256)
         case 0x1302, 0xC02C, 0xC030, 0x009F, 0x009D: SuiteParameters(aead: .aes256GCM, hash: .sha384)
@@ -73,7 +73,7 @@ enum KeySchedule {
 }
 
 /// One direction's record protection: an AEAD key, its IV, and the record sequence number.
-final class RecordKeys {
+package final class RecordKeys {
     let parameters: SuiteParameters
     let tls13: Bool
     private(set) var secret: [UInt8]
@@ -83,7 +83,7 @@ final class RecordKeys {
     private let context: OpaquePointer
 
     /// TLS 1.3: keys from a traffic secret.
-    init?(tls13Secret secret: [UInt8], parameters: SuiteParameters) {
+    package init?(tls13Secret secret: [UInt8], parameters: SuiteParameters) {
         guard let context = EVP_CIPHER_CTX_new() else { return nil }
         self.context = context
         self.parameters = parameters
@@ -93,14 +93,19 @@ final class RecordKeys {
     }
 
     /// TLS 1.2: a key and an IV (4 bytes of salt for AES-GCM, 12 for ChaCha20-Poly1305) from the key block.
-    init?(tls12Key key: [UInt8], iv: [UInt8], parameters: SuiteParameters) {
+    package convenience init?(tls12Key key: [UInt8], iv: [UInt8], parameters: SuiteParameters) {
+        self.init(key: key, iv: iv, tls13: false, parameters: parameters)
+    }
+
+    /// A key and IV as they are (TLS 1.3 keys so made cannot be updated).
+    package init?(key: [UInt8], iv: [UInt8], tls13: Bool, parameters: SuiteParameters) {
         guard let context = EVP_CIPHER_CTX_new() else { return nil }
         self.context = context
         self.parameters = parameters
         secret = []
         self.key = key
         self.iv = iv
-        tls13 = false
+        self.tls13 = tls13
     }
 
     deinit { EVP_CIPHER_CTX_free(context) }
@@ -128,7 +133,7 @@ final class RecordKeys {
 
     /// Decrypts one record's fragment, appending the plaintext to `out`; false when it does not authenticate.
     /// TLS 1.3: the plaintext still ends with the inner content type and padding.
-    func open(_ header: RecordHeader, _ fragment: UnsafeRawBufferPointer, into out: inout [UInt8]) -> Bool {
+    package func open(_ header: RecordHeader, _ fragment: UnsafeRawBufferPointer, into out: inout [UInt8]) -> Bool {
         let explicitNonce = !tls13 && parameters.aead != .chacha20Poly1305 ? 8 : 0
         guard fragment.count >= explicitNonce + 16 else { return false }
         let cipherLength = fragment.count - explicitNonce - 16

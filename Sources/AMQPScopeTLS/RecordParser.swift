@@ -36,6 +36,12 @@ package struct RecordHeader: Hashable, Sendable {
     package var version: UInt16
     package var length: Int
 
+    package init(contentType: UInt8, version: UInt16, length: Int) {
+        self.contentType = contentType
+        self.version = version
+        self.length = length
+    }
+
     /// Plausible as a record header: a known content type, a version from SSL 3.0 to TLS 1.3 (0x0300-0x0304), and
     /// a length within the RFC's limit.
     package var isPlausible: Bool {
