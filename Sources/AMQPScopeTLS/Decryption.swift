@@ -114,6 +114,7 @@ package final class RecordKeys {
         key = KeySchedule.expandLabel(parameters.hash, secret: secret, label: "key", length: parameters.keyLength)
         iv = KeySchedule.expandLabel(parameters.hash, secret: secret, label: "iv", length: 12)
         sequence = 0
+        keyed = false
     }
 
     /// TLS 1.3 KeyUpdate: the next generation of this direction's traffic secret (RFC 8446 section 7.2).
@@ -135,42 +136,72 @@ package final class RecordKeys {
     /// TLS 1.3: the plaintext still ends with the inner content type and padding.
     package func open(_ header: RecordHeader, _ fragment: UnsafeRawBufferPointer, into out: inout [UInt8]) -> Bool {
         let explicitNonce = !tls13 && parameters.aead != .chacha20Poly1305 ? 8 : 0
-        guard fragment.count >= explicitNonce + 16 else { return false }
+        guard fragment.count >= explicitNonce + 16, keyed || prepareContext() else { return false }
         let cipherLength = fragment.count - explicitNonce - 16
-        var nonce = [UInt8](repeating: 0, count: 12)
-        if explicitNonce > 0 {
-            for i in 0..<4 { nonce[i] = iv[i] }
-            for i in 0..<8 { nonce[4 + i] = fragment[i] }
-        } else {
-            for i in 0..<12 { nonce[i] = iv[i] }
-            for i in 0..<8 { nonce[4 + i] ^= UInt8(truncatingIfNeeded: sequence >> (56 - 8 * UInt64(i))) }
+        let sequence = self.sequence
+        self.sequence &+= 1
+        // Nonce, additional data and tag live in one small temporary buffer: nothing is allocated per record.
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 12 + 13 + 16) { scratch in
+            let nonce = scratch.baseAddress!
+            let aad = nonce + 12
+            let tag = aad + 13
+            if explicitNonce > 0 {
+                for i in 0..<4 { nonce[i] = iv[i] }
+                for i in 0..<8 { nonce[4 + i] = fragment[i] }
+            } else {
+                for i in 0..<12 { nonce[i] = iv[i] }
+                for i in 0..<8 { nonce[4 + i] ^= UInt8(truncatingIfNeeded: sequence >> (56 - 8 * UInt64(i))) }
+            }
+            var aadLength = 0
+            if !tls13 {
+                for i in 0..<8 { aad[i] = UInt8(truncatingIfNeeded: sequence >> (56 - 8 * UInt64(i))) }
+                aadLength = 8
+            }
+            // TLS 1.3: the record header as sent; TLS 1.2: type, version and the plaintext's length.
+            let length = tls13 ? header.length : cipherLength
+            aad[aadLength] = header.contentType
+            aad[aadLength + 1] = UInt8(header.version >> 8)
+            aad[aadLength + 2] = UInt8(header.version & 0xff)
+            aad[aadLength + 3] = UInt8(length >> 8)
+            aad[aadLength + 4] = UInt8(length & 0xff)
+            aadLength += 5
+            for i in 0..<16 { tag[i] = fragment[fragment.count - 16 + i] }
+            var written: Int32 = 0
+            guard EVP_DecryptInit_ex(context, nil, nil, nil, nonce) == 1,
+                EVP_DecryptUpdate(context, nil, &written, aad, Int32(aadLength)) == 1
+            else { return false }
+            let start = out.count
+            if cipherLength > 0 {
+                out.append(contentsOf: repeatElement(0, count: cipherLength))
+                let input = fragment.baseAddress!.advanced(by: explicitNonce).assumingMemoryBound(to: UInt8.self)
+                let ok = out.withUnsafeMutableBufferPointer { buffer in
+                    EVP_DecryptUpdate(context, buffer.baseAddress! + start, &written, input, Int32(cipherLength)) == 1
+                }
+                guard ok else {
+                    out.removeLast(cipherLength)
+                    return false
+                }
+            }
+            var final: Int32 = 0
+            var none: UInt8 = 0  // AEAD ciphers write nothing at the end: the tag check is all Final does
+            guard EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_SET_TAG, 16, tag) == 1,
+                EVP_DecryptFinal_ex(context, &none, &final) == 1
+            else {
+                out.removeLast(out.count - start)
+                return false
+            }
+            return true
         }
-        var aad: [UInt8]
-        if tls13 {
-            aad = [header.contentType, UInt8(header.version >> 8), UInt8(header.version & 0xff)]
-            aad += [UInt8(header.length >> 8), UInt8(header.length & 0xff)]
-        } else {
-            aad = (0..<8).map { UInt8(truncatingIfNeeded: sequence >> (56 - 8 * UInt64($0))) }
-            aad += [header.contentType, UInt8(header.version >> 8), UInt8(header.version & 0xff)]
-            aad += [UInt8(cipherLength >> 8), UInt8(cipherLength & 0xff)]
-        }
-        sequence &+= 1
-        var plain = [UInt8](repeating: 0, count: cipherLength + 16)
-        var written: Int32 = 0
-        var final: Int32 = 0
-        var tag = Array(UnsafeRawBufferPointer(rebasing: fragment[(fragment.count - 16)...]))
-        let input = Array(UnsafeRawBufferPointer(rebasing: fragment[explicitNonce..<(explicitNonce + cipherLength)]))
-        guard EVP_DecryptInit_ex(context, cipher, nil, nil, nil) == 1,
-            EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_SET_IVLEN, 12, nil) == 1,
-            EVP_DecryptInit_ex(context, nil, nil, key, nonce) == 1,
-            EVP_DecryptUpdate(context, nil, &written, aad, Int32(aad.count)) == 1,
-            EVP_DecryptUpdate(context, &plain, &written, input, Int32(cipherLength)) == 1,
-            EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_SET_TAG, 16, &tag) == 1
-        else { return false }
-        let ok = plain.withUnsafeMutableBufferPointer { buffer in
-            EVP_DecryptFinal_ex(context, buffer.baseAddress! + Int(written), &final) == 1
-        }
-        if ok { out.append(contentsOf: plain[..<(Int(written) + Int(final))]) }
-        return ok
+    }
+
+    /// Whether the context holds the cipher and key (set once per key, not per record).
+    private var keyed = false
+
+    private func prepareContext() -> Bool {
+        keyed =
+            EVP_DecryptInit_ex(context, cipher, nil, nil, nil) == 1
+            && EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_AEAD_SET_IVLEN, 12, nil) == 1
+            && EVP_DecryptInit_ex(context, nil, nil, key, nil) == 1
+        return keyed
     }
 }
