@@ -146,11 +146,12 @@ package struct TLSSession {
         }
     }
 
-    /// The application data one direction decrypted since the last take, for the codec; the buffer is emptied.
-    package mutating func takePlaintext(_ direction: Direction) -> [UInt8]? {
-        guard !plaintext[direction].isEmpty else { return nil }
-        defer { plaintext[direction] = [] }
-        return plaintext[direction]
+    /// Swaps the application data one direction decrypted since the last call with `buffer` (an emptied one whose
+    /// capacity is kept, so neither side allocates per packet); false when there is none.
+    package mutating func swapPlaintext(_ direction: Direction, with buffer: inout [UInt8]) -> Bool {
+        guard !plaintext[direction].isEmpty else { return false }
+        swap(&plaintext[direction], &buffer)
+        return true
     }
 
     /// Sets up decryption from the key log once the ServerHello has chosen the version and suite.
@@ -264,8 +265,10 @@ package struct TLSSession {
         -> UInt8?
     {
         guard let keys = keys[direction] else { return nil }
-        scratch.removeAll(keepingCapacity: true)
-        guard keys.open(header, body, into: &scratch) else {
+        // Decrypted straight after the direction's pending plaintext: application data stays there for the codec;
+        // anything else moves to `scratch`.
+        let start = plaintext[direction].count
+        guard keys.open(header, body, into: &plaintext[direction]) else {
             summary.decryptError =
                 "could not decrypt from record \(summary.records[direction]) \(direction): authentication failed "
                 + "(a key log of another session, or a cut record)"
@@ -274,10 +277,20 @@ package struct TLSSession {
             return nil
         }
         summary.decrypted = true
-        guard keys.tls13 else { return header.contentType }
-        // TLSInnerPlaintext: content, the real content type, zero padding (RFC 8446 section 5.2).
-        while let last = scratch.last, last == 0 { scratch.removeLast() }
-        guard let type = scratch.popLast() else { return nil }
+        var type = header.contentType
+        if keys.tls13 {
+            // TLSInnerPlaintext: content, the real content type, zero padding (RFC 8446 section 5.2).
+            while plaintext[direction].count > start, plaintext[direction].last == 0 {
+                plaintext[direction].removeLast()
+            }
+            guard plaintext[direction].count > start else { return nil }
+            type = plaintext[direction].removeLast()
+        }
+        if type != ContentType.applicationData.rawValue {
+            scratch.removeAll(keepingCapacity: true)
+            scratch.append(contentsOf: plaintext[direction][start...])
+            plaintext[direction].removeSubrange(start...)
+        }
         return type
     }
 
@@ -287,7 +300,6 @@ package struct TLSSession {
         switch ContentType(rawValue: type) {
         case .applicationData:
             summary.applicationRecords[direction] += 1
-            plaintext[direction].append(contentsOf: scratch)
         case .alert where scratch.count == 2:
             summary.alerts.append(
                 TLSAlert(

@@ -50,6 +50,8 @@ struct EngineState: StreamSink {
         var layerDecided: Bool
         /// What the decoder (and the TLS layer) held after the last call into them.
         var held = 0
+        /// The buffer decrypted application data is swapped into for the codec (kept, so it is not reallocated).
+        var plaintext: [UInt8] = []
 
         /// The TLS port (IANA "amqps").
         static let tlsPort: UInt16 = 5671
@@ -78,8 +80,15 @@ struct EngineState: StreamSink {
 
         /// Hands what the TLS layer decrypted to the codec, each direction's to its parser.
         mutating func feedPlaintext(_ event: StreamEvent, byteAtATime: Bool = false) {
+            guard tls != nil else { return }
             for direction in Direction.allCases {
-                guard let plain = tls?.takePlaintext(direction) else { continue }
+                var plain: [UInt8] = []
+                swap(&plain, &plaintext)
+                defer {
+                    plain.removeAll(keepingCapacity: true)
+                    swap(&plain, &plaintext)
+                }
+                guard tls?.swapPlaintext(direction, with: &plain) == true else { continue }
                 plain.withUnsafeBytes { bytes in
                     let step = byteAtATime ? 1 : max(bytes.count, 1)
                     for start in stride(from: 0, to: bytes.count, by: step) {
