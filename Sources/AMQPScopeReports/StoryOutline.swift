@@ -76,6 +76,9 @@ struct StoryOutline {
             text += "; encrypted: heartbeats cannot be inferred (cipher unknown or CBC)"
         }
         if let error = tls.decryptError { text += "; could not decrypt: \(Format.safe(error, limit: 300))" }
+        if tls.alerts.isEmpty && r.endReason != nil && r.endReason != .captureEnded {
+            text += "; no TLS alert (no close_notify) seen from either side before the connection ended"
+        }
         return text
     }
 
