@@ -96,6 +96,26 @@ package enum FuzzEntry {
         precondition(reassembler.bufferedBytes == 0, "bytes left buffered after finish")
     }
 
+    /// One step of a byte stream encoded in a fuzz input.
+    enum StreamStep {
+        case data(UnsafeRawBufferPointer, Direction, at: Int)
+        case gap(UInt64, Direction, at: Int)
+    }
+
+    /// Walks a stream as the frame and TLS targets encode it: chunks of `chunk` bytes; after a chunk that starts
+    /// with 0xff, a gap as long as its second byte; a chunk whose first byte has bit 0x40 turns the direction round.
+    static func walk(_ body: UnsafeRawBufferPointer, chunk: Int, _ step: (StreamStep) -> Void) {
+        var at = 0
+        var direction = Direction.clientToServer
+        while at < body.count {
+            let n = min(chunk, body.count - at)
+            step(.data(UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction, at: at))
+            if body[at] == 0xff { step(.gap(UInt64(body[min(at + 1, body.count - 1)]), direction, at: at)) }
+            if body[at] & 0x40 != 0 { direction = direction.reversed }
+            at += n
+        }
+    }
+
     struct CountEvents: CodecSink {
         var events = 0
         mutating func consume(_ event: CodecEvent) { events &+= 1 }
@@ -119,20 +139,17 @@ package enum FuzzEntry {
                         $0, direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink)
                 }
             }
-            var at = 0
-            var direction = Direction.clientToServer
-            while at < body.count {
-                let n = min(chunk, body.count - at)
-                decoder.data(
-                    UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction: direction,
-                    time: Timestamp(nanoseconds: Int64(at)), packetNumber: at, into: &sink)
-                if body[at] == 0xff {
+            walk(body, chunk: chunk) { step in
+                switch step {
+                case .data(let bytes, let direction, let at):
+                    decoder.data(
+                        bytes, direction: direction, time: Timestamp(nanoseconds: Int64(at)), packetNumber: at,
+                        into: &sink)
+                case .gap(let length, let direction, let at):
                     decoder.gap(
-                        UInt64(body[min(at + 1, body.count - 1)]), direction: direction,
-                        time: Timestamp(nanoseconds: 0), packetNumber: at, into: &sink)
+                        length, direction: direction, time: Timestamp(nanoseconds: Int64(at)), packetNumber: at,
+                        into: &sink)
                 }
-                if body[at] & 0x40 != 0 { direction = direction.reversed }
-                at += n
             }
             decoder.finish(direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 0, into: &sink)
             decoder.finish(direction: .serverToClient, time: Timestamp(nanoseconds: 0), packetNumber: 0, into: &sink)
@@ -154,22 +171,19 @@ package enum FuzzEntry {
         for fromStart in [true, false] {
             var session = TLSSession(fromStart: fromStart)
             var sink = CountTLS()
-            var at = 0
-            var direction = Direction.clientToServer
-            while at < body.count {
-                let n = min(chunk, body.count - at)
-                let time = Timestamp(nanoseconds: Int64(at))
-                session.data(
-                    UnsafeRawBufferPointer(rebasing: body[at..<at + n]), direction: direction, time: time,
-                    packetNumber: at, into: &sink)
-                if body[at] == 0xff {
-                    let gap = UInt64(body[min(at + 1, body.count - 1)])
-                    session.gap(gap, direction: direction, time: time, packetNumber: at, into: &sink)
+            walk(body, chunk: chunk) { step in
+                switch step {
+                case .data(let bytes, let direction, let at):
+                    session.data(
+                        bytes, direction: direction, time: Timestamp(nanoseconds: Int64(at)), packetNumber: at,
+                        into: &sink)
+                case .gap(let length, let direction, let at):
+                    session.gap(
+                        length, direction: direction, time: Timestamp(nanoseconds: Int64(at)), packetNumber: at,
+                        into: &sink)
                 }
-                if body[at] & 0x40 != 0 { direction = direction.reversed }
                 precondition(
                     session.bufferedBytes <= 4 * TLSLimits.huntBufferLimit + 2 * TLSLimits.maximumHandshakeMessage)
-                at += n
             }
         }
         // Decryption with fixed keys: any fragment, under every AEAD and both versions, is opened or refused.
