@@ -110,8 +110,6 @@ package struct TLSSession {
     private var clientSessionID: [UInt8] = []
     private var time = Timestamp(nanoseconds: 0)
     private var packetNumber = 0
-
-    /// `fromStart`: the capture saw the connection open, so the stream starts at a record boundary.
     /// Secrets to decrypt with, when a key log was given.
     private var keyLog: KeyLog?
     /// The key log may still grow (a live capture re-reads it): protected records wait for their secrets.
@@ -135,7 +133,8 @@ package struct TLSSession {
     private var scratch: [UInt8] = []
 
     /// `fromStart`: the capture saw the connection open, so the stream starts at a record boundary. With a key log,
-    /// records are decrypted and their application data handed to the codec (`takePlaintext`).
+    /// records are decrypted and their application data handed to the codec (`swapPlaintext`); `keysMayArrive`
+    /// when the key log is still growing (live).
     package init(fromStart: Bool, keyLog: KeyLog? = nil, keysMayArrive: Bool = false) {
         parsers = PerDirection(repeating: RecordParser(fromStart: fromStart))
         self.keyLog = keyLog
@@ -154,8 +153,8 @@ package struct TLSSession {
         return true
     }
 
-    /// Sets up decryption from the key log once the ServerHello has chosen the version and suite.
-    /// Sets up decryption; false when the key log lacks the secrets (said in `decryptError`).
+    /// Sets up decryption from the key log once the ServerHello has chosen the version and suite; false when the key
+    /// log lacks the secrets (said in `decryptError`).
     @discardableResult
     private mutating func prepareDecryption(_ hello: ServerHello) -> Bool {
         guard let keyLog else { return false }
@@ -259,8 +258,9 @@ package struct TLSSession {
         (time, packetNumber) = (now, packet)
     }
 
-    /// Decrypts a protected record. Returns the inner content type and leaves the content in `scratch`, or nil
-    /// (after saying why, once) when it does not authenticate: the connection then falls back to the record story.
+    /// Decrypts a protected record and returns its (inner) content type: application data is left in the direction's
+    /// plaintext for the codec, other content in `scratch`. Nil (after saying why, once) when it does not
+    /// authenticate: the connection then falls back to the record story.
     private mutating func decrypt(_ header: RecordHeader, _ body: UnsafeRawBufferPointer, _ direction: Direction)
         -> UInt8?
     {
@@ -294,8 +294,8 @@ package struct TLSSession {
         return type
     }
 
-    /// A decrypted record's content in `scratch`: application data to the codec, alerts named, handshake messages
-    /// followed (Finished switches TLS 1.3 to the application secrets, KeyUpdate to the next generation).
+    /// A decrypted record: application data (already in the plaintext) counted, alerts named, handshake messages
+    /// (in `scratch`) followed (Finished switches TLS 1.3 to the application secrets, KeyUpdate to the next generation).
     private mutating func decrypted<S: TLSSink>(_ type: UInt8, _ direction: Direction, into sink: inout S) {
         switch ContentType(rawValue: type) {
         case .applicationData:
