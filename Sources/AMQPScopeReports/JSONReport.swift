@@ -71,6 +71,7 @@ extension AnalyzeReport {
                             ("time", .string(Format.rfc3339(a.time))),
                             ("alert", a.description.map { .string(TLSNames.alert($0)) } ?? .null),
                             ("level", a.level.map { .int(Int64($0)) } ?? .null),
+                            ("inferred", .bool(a.inferred)),
                         ])
                     })
             ),

@@ -100,7 +100,9 @@ struct StoryOutline {
         if r.isAMQP {
             let beats = Direction.allCases.map { d -> String in
                 let cadence = story.heartbeatCadence[d].map { ", every \(Format.duration(nanoseconds: $0))" } ?? ""
-                let count = encrypted ? r.tls?.inferredHeartbeats?[d] ?? 0 : r.frameCounts[d].heartbeat
+                let count =
+                    encrypted
+                    ? r.tls?.inferredHeartbeats.map { "\($0[d])" } ?? "unknown" : "\(r.frameCounts[d].heartbeat)"
                 return "\(d) \(count)\(cadence)"
             }
             add(

@@ -32,12 +32,14 @@ enum KeySchedule {
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         let md = hash == .sha256 ? EVP_sha256() : EVP_sha384()
-        _ = key.withUnsafeBytes { k in
+        let result = key.withUnsafeBytes { k in
             data.withUnsafeBytes { d in
                 HMAC(
                     md, k.baseAddress, Int32(k.count), d.bindMemory(to: UInt8.self).baseAddress, d.count, &out, &length)
             }
         }
+        // A failed HMAC (it does not happen with these digests) gives a key no record opens with, never a hang.
+        guard result != nil, length > 0 else { return [UInt8](repeating: 0, count: hash == .sha256 ? 32 : 48) }
         return Array(out[..<Int(length)])
     }
 
@@ -162,8 +164,8 @@ package final class RecordKeys {
             aad[aadLength] = header.contentType
             aad[aadLength + 1] = UInt8(header.version >> 8)
             aad[aadLength + 2] = UInt8(header.version & 0xff)
-            aad[aadLength + 3] = UInt8(length >> 8)
-            aad[aadLength + 4] = UInt8(length & 0xff)
+            aad[aadLength + 3] = UInt8(truncatingIfNeeded: length >> 8)
+            aad[aadLength + 4] = UInt8(truncatingIfNeeded: length)
             aadLength += 5
             for i in 0..<16 { tag[i] = fragment[fragment.count - 16 + i] }
             var written: Int32 = 0

@@ -118,9 +118,15 @@ package struct RecordParser {
             state = .hunting(start: end, skipped: skipped + held)
         case .skip(let header, let start, let remaining) where length < UInt64(remaining):
             state = .skip(header, start: start, remaining: remaining - Int(length))
-        case .skip(let header, let start, _):
+        case .skip(let header, let start, let remaining):
             out(.cutRecord(header, start: start))
-            startHunting(at: end)
+            // A gap that ends exactly where the record does leaves the next boundary known.
+            if length == UInt64(remaining) {
+                state = .record
+                pending.removeAll(keepingCapacity: true)
+            } else {
+                startHunting(at: end)
+            }
         case .record:
             if pending.count >= TLSLimits.headerLength {
                 let header = pending.withUnsafeBytes { RecordHeader.read($0, at: 0) }
@@ -131,7 +137,7 @@ package struct RecordParser {
                     state = .skip(header, start: start, remaining: remaining - Int(length))
                 } else {
                     out(.cutRecord(header, start: start))
-                    startHunting(at: end)
+                    if length == UInt64(remaining) { state = .record } else { startHunting(at: end) }
                 }
             } else {
                 if !pending.isEmpty {

@@ -29,6 +29,15 @@ package struct TLSEvent {
     package var kind: Kind
 }
 
+/// Where a decrypted record's application data ends in the plaintext buffer, which way it went and which packet
+/// completed its record.
+package struct PlaintextPiece {
+    package var direction: Direction
+    package var end: Int
+    package var time: Timestamp
+    package var packetNumber: Int
+}
+
 /// Receives the TLS layer's events.
 package protocol TLSSink {
     mutating func consume(_ event: TLSEvent)
@@ -46,9 +55,13 @@ public struct TLSAlert: Hashable, Sendable {
     public var level: UInt8?
     /// The alert description (0 close_notify, 40 handshake_failure, ...); nil when encrypted.
     public var description: UInt8?
+    /// Not seen as an alert record but inferred: a TLS 1.3 record of exactly an alert's encrypted length.
+    public var inferred: Bool
 
-    /// "close_notify", or "encrypted alert".
-    public var name: String { description.map(TLSNames.alert) ?? "encrypted alert" }
+    /// "close_notify", "encrypted alert", or "alert-sized record (inferred)".
+    public var name: String {
+        description.map(TLSNames.alert) ?? (inferred ? "alert-sized record (inferred)" : "encrypted alert")
+    }
 }
 
 /// What the TLS layer learned about a connection.
@@ -108,6 +121,8 @@ package struct TLSSession {
     /// TLS 1.2: each direction's Finished (its first encrypted handshake record) was seen.
     private var finished = PerDirection(repeating: false)
     private var clientSessionID: [UInt8] = []
+    /// Whether the client's protocol header (its first heartbeat-length record) has passed.
+    private var clientHeaderSeen = false
     private var time = Timestamp(nanoseconds: 0)
     private var packetNumber = 0
     /// Secrets to decrypt with, when a key log was given.
@@ -125,11 +140,13 @@ package struct TLSSession {
     private var keys = PerDirection<RecordKeys?>(repeating: nil)
     /// TLS 1.2: the keys each direction switches to at its ChangeCipherSpec.
     private var pendingKeys = PerDirection<RecordKeys?>(repeating: nil)
-    /// TLS 1.3: the application traffic secret each direction switches to after its Finished.
-    private var applicationSecrets = PerDirection<[UInt8]?>(repeating: nil)
+    /// TLS 1.3: whether each direction has switched to its application traffic secret (once, at its Finished).
+    private var applicationKeysSet = PerDirection(repeating: false)
     private var suite: SuiteParameters?
     /// Decrypted application data not yet taken by the codec, per direction.
-    private var plaintext = PerDirection<[UInt8]>(repeating: [])
+    private var plaintext: [UInt8] = []
+    /// Where each decrypted record's application data ends in `plaintext`, with its direction and packet.
+    private var pieces: [PlaintextPiece] = []
     private var scratch: [UInt8] = []
 
     /// `fromStart`: the capture saw the connection open, so the stream starts at a record boundary. With a key log,
@@ -145,11 +162,13 @@ package struct TLSSession {
         }
     }
 
-    /// Swaps the application data one direction decrypted since the last call with `buffer` (an emptied one whose
-    /// capacity is kept, so neither side allocates per packet); false when there is none.
-    package mutating func swapPlaintext(_ direction: Direction, with buffer: inout [UInt8]) -> Bool {
-        guard !plaintext[direction].isEmpty else { return false }
-        swap(&plaintext[direction], &buffer)
+    /// Swaps the application data decrypted since the last call, and where each record's piece ends, with
+    /// `bytes` and `pieces` (emptied ones whose capacity is kept: neither side allocates per packet); false when
+    /// there is none. The pieces are in the order their records arrived, each with its own direction and packet.
+    package mutating func swapPlaintext(_ bytes: inout [UInt8], _ pieces: inout [PlaintextPiece]) -> Bool {
+        guard !plaintext.isEmpty else { return false }
+        swap(&plaintext, &bytes)
+        swap(&self.pieces, &pieces)
         return true
     }
 
@@ -172,8 +191,6 @@ package struct TLSSession {
             }
             keys.clientToServer = RecordKeys(tls13Secret: client, parameters: parameters)
             keys.serverToClient = RecordKeys(tls13Secret: server, parameters: parameters)
-            applicationSecrets.clientToServer = keyLog.secret("CLIENT_TRAFFIC_SECRET_0", clientRandom: clientRandom)
-            applicationSecrets.serverToClient = keyLog.secret("SERVER_TRAFFIC_SECRET_0", clientRandom: clientRandom)
         } else {
             guard let master = keyLog.secret("CLIENT_RANDOM", clientRandom: clientRandom) else {
                 summary.decryptError = "the key log has no CLIENT_RANDOM secret for this connection's client random"
@@ -214,6 +231,14 @@ package struct TLSSession {
                 + "\(waiting.count) protected records had arrived"
             replayWaiting(into: &sink)
         }
+    }
+
+    /// Gives up waiting for secrets (the decoders' memory cap was reached): the held records are told without keys.
+    package mutating func shed<S: TLSSink>(into sink: inout S) {
+        guard awaitingKeys else { return }
+        awaitingKeys = false
+        summary.decryptError = "stopped waiting for this connection's secrets: the decoders' memory cap was reached"
+        replayWaiting(into: &sink)
     }
 
     /// The connection ended: records still waiting for secrets are told without keys.
@@ -267,29 +292,34 @@ package struct TLSSession {
         guard let keys = keys[direction] else { return nil }
         // Decrypted straight after the direction's pending plaintext: application data stays there for the codec;
         // anything else moves to `scratch`.
-        let start = plaintext[direction].count
-        guard keys.open(header, body, into: &plaintext[direction]) else {
+        let start = plaintext.count
+        guard keys.open(header, body, into: &plaintext) else {
             summary.decryptError =
                 "could not decrypt from record \(summary.records[direction]) \(direction): authentication failed "
                 + "(a key log of another session, or a cut record)"
-            self.keys = PerDirection(repeating: nil)
-            pendingKeys = PerDirection(repeating: nil)
+            self.keys[direction] = nil
+            pendingKeys[direction] = nil
             return nil
         }
         summary.decrypted = true
         var type = header.contentType
         if keys.tls13 {
             // TLSInnerPlaintext: content, the real content type, zero padding (RFC 8446 section 5.2).
-            while plaintext[direction].count > start, plaintext[direction].last == 0 {
-                plaintext[direction].removeLast()
-            }
-            guard plaintext[direction].count > start else { return nil }
-            type = plaintext[direction].removeLast()
+            while plaintext.count > start, plaintext.last == 0 { plaintext.removeLast() }
+            guard plaintext.count > start else { return nil }
+            type = plaintext.removeLast()
         }
         if type != ContentType.applicationData.rawValue {
             scratch.removeAll(keepingCapacity: true)
-            scratch.append(contentsOf: plaintext[direction][start...])
-            plaintext[direction].removeSubrange(start...)
+            scratch.append(contentsOf: plaintext[start...])
+            plaintext.removeSubrange(start...)
+        } else if plaintext.count > start {
+            if let last = pieces.last, last.direction == direction, last.packetNumber == packetNumber {
+                pieces[pieces.count - 1].end = plaintext.count
+            } else {
+                pieces.append(
+                    PlaintextPiece(direction: direction, end: plaintext.count, time: time, packetNumber: packetNumber))
+            }
         }
         return type
     }
@@ -304,32 +334,45 @@ package struct TLSSession {
             summary.alerts.append(
                 TLSAlert(
                     direction: direction, time: time, packetNumber: packetNumber, level: scratch[0],
-                    description: scratch[1]))
+                    description: scratch[1], inferred: false))
             emit(.alert(level: scratch[0], description: scratch[1]), direction, into: &sink)
         case .handshake:
             var at = 0
+            // Only whole messages in this record are acted on (a message split across records is not read).
             while at + 4 <= scratch.count {
                 let messageType = scratch[at]
                 let length = Int(scratch[at + 1]) << 16 | Int(scratch[at + 2]) << 8 | Int(scratch[at + 3])
+                guard at + 4 + length <= scratch.count else { break }
                 at += 4 + length
                 guard keys[direction]?.tls13 == true else {
                     if messageType == HandshakeType.finished.rawValue { finishedTLS12(direction, into: &sink) }
                     continue
                 }
-                if messageType == HandshakeType.finished.rawValue, let secret = applicationSecrets[direction],
-                    let parameters = suite
-                {
-                    keys[direction] = RecordKeys(tls13Secret: secret, parameters: parameters)
-                    if direction == .clientToServer && summary.handshakeDoneTime == nil {
-                        summary.handshakeDoneTime = time
-                        emit(.handshakeDone(after: summary.helloTime.map { time.since($0) }), direction, into: &sink)
-                    }
+                if messageType == HandshakeType.finished.rawValue, !applicationKeysSet[direction] {
+                    switchToApplicationKeys(direction, into: &sink)
                 } else if messageType == HandshakeType.keyUpdate.rawValue {
                     keys[direction]?.update()
                 }
             }
         default:
             break
+        }
+    }
+
+    /// TLS 1.3: a direction's Finished; its records switch to the application traffic secret, looked up in the key
+    /// log as it is now (a client writes it after the handshake secrets, RFC 8446 section 7.1).
+    private mutating func switchToApplicationKeys<S: TLSSink>(_ direction: Direction, into sink: inout S) {
+        applicationKeysSet[direction] = true
+        let label = direction == .clientToServer ? "CLIENT_TRAFFIC_SECRET_0" : "SERVER_TRAFFIC_SECRET_0"
+        guard let parameters = suite, let secret = keyLog?.secret(label, clientRandom: clientRandom) else {
+            summary.decryptError = "the key log has no \(label) for this connection's client random"
+            keys = PerDirection(repeating: nil)
+            return
+        }
+        keys[direction] = RecordKeys(tls13Secret: secret, parameters: parameters)
+        if direction == .clientToServer && summary.handshakeDoneTime == nil {
+            summary.handshakeDoneTime = time
+            emit(.handshakeDone(after: summary.helloTime.map { time.since($0) }), direction, into: &sink)
         }
     }
 
@@ -422,16 +465,18 @@ package struct TLSSession {
                 }
             }
         case .alert:
-            if !encrypted[direction] && body.count == 2 {
+            // TLS 1.3 protects every record as outer type 23: an outer alert is always in clear (RFC 8446 5.2).
+            if (summary.version == 0x0304 || !encrypted[direction]) && body.count == 2 {
                 summary.alerts.append(
                     TLSAlert(
                         direction: direction, time: time, packetNumber: packetNumber, level: body[0],
-                        description: body[1]))
+                        description: body[1], inferred: false))
                 emit(.alert(level: body[0], description: body[1]), direction, into: &sink)
             } else {
                 summary.alerts.append(
-                    TLSAlert(direction: direction, time: time, packetNumber: packetNumber, level: nil, description: nil)
-                )
+                    TLSAlert(
+                        direction: direction, time: time, packetNumber: packetNumber, level: nil, description: nil,
+                        inferred: false))
                 emit(.encryptedAlert(length: header.length, inferred: false), direction, into: &sink)
             }
         case .handshake:
@@ -451,33 +496,42 @@ package struct TLSSession {
             for (type, message) in messages { handshakeMessage(type, message, direction, into: &sink) }
         case .applicationData:
             if summary.handshakeDoneTime == nil && summary.version == 0x0304 {
-                // TLS 1.3 hides the rest of the handshake in application-data records; the client's first one is
-                // its Finished.
+                // TLS 1.3 hides the rest of the handshake in application-data records. A client record of an
+                // alert's length is an alert (a client that rejects the server's certificate says so here); the
+                // client's first record long enough for a Finished (4 + hash + 1 + 16 bytes) ends its handshake.
                 if direction == .clientToServer {
-                    summary.handshakeDoneTime = time
-                    emit(.handshakeDone(after: summary.helloTime.map { time.since($0) }), direction, into: &sink)
+                    if header.length == TLSNames.alertRecordLength13 {
+                        summary.alerts.append(
+                            TLSAlert(
+                                direction: direction, time: time, packetNumber: packetNumber, level: nil,
+                                description: nil, inferred: true))
+                        emit(.encryptedAlert(length: header.length, inferred: true), direction, into: &sink)
+                    } else if header.length >= 4 + (SuiteParameters.of(summary.cipherSuite ?? 0)?.hashLength ?? 32) + 17
+                    {
+                        summary.handshakeDoneTime = time
+                        emit(.handshakeDone(after: summary.helloTime.map { time.since($0) }), direction, into: &sink)
+                    }
                 }
                 return
             }
             if summary.handshakeDoneTime == nil && summary.helloTime != nil { return }
             if summary.version == 0x0304, header.length == TLSNames.alertRecordLength13 {
                 summary.alerts.append(
-                    TLSAlert(direction: direction, time: time, packetNumber: packetNumber, level: nil, description: nil)
-                )
+                    TLSAlert(
+                        direction: direction, time: time, packetNumber: packetNumber, level: nil, description: nil,
+                        inferred: true))
                 emit(.encryptedAlert(length: header.length, inferred: true), direction, into: &sink)
                 return
             }
             summary.applicationRecords[direction] += 1
-            // The client's first application data is its 8-byte protocol header ("AMQP" and the version, in 0-9-1
-            // and 1.0 alike): the same length as a heartbeat, so it is not counted as one.
-            let protocolHeader =
-                direction == .clientToServer && summary.applicationRecords[direction] == 1
-                && summary.helloTime != nil
-            let heartbeat = !protocolHeader && summary.heartbeatRecordLength == header.length
-            if heartbeat {
-                if summary.inferredHeartbeats == nil { summary.inferredHeartbeats = PerDirection(repeating: 0) }
-                summary.inferredHeartbeats?[direction] += 1
+            // The client's first record of a heartbeat's length is its 8-byte protocol header ("AMQP" and the
+            // version, in 0-9-1 and 1.0 alike): a client cannot heartbeat before it has sent it.
+            var heartbeat = summary.heartbeatRecordLength == header.length
+            if heartbeat && direction == .clientToServer && !clientHeaderSeen && summary.helloTime != nil {
+                clientHeaderSeen = true
+                heartbeat = false
             }
+            if heartbeat { summary.inferredHeartbeats?[direction] += 1 }
             emit(.applicationData(length: header.length, heartbeat: heartbeat), direction, into: &sink)
         case .heartbeat, nil:
             break
@@ -506,6 +560,7 @@ package struct TLSSession {
             guard !hello.isHelloRetryRequest else { return }
             summary.version = hello.version
             summary.cipherSuite = hello.cipherSuite
+            if summary.heartbeatRecordLength != nil { summary.inferredHeartbeats = PerDirection(repeating: 0) }
             serverHello = hello
             if !prepareDecryption(hello) && keysMayArrive && keyLog != nil
                 && SuiteParameters.of(hello.cipherSuite) != nil

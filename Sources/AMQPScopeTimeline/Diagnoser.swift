@@ -233,7 +233,9 @@ struct Diagnoser {
         if let alert = tls.alerts.last(where: { $0.direction.sender == sender && $0.time <= time }) {
             let what =
                 alert.description.map { "a TLS \(TLSNames.alert($0)) alert" }
-                ?? "an encrypted TLS alert (probably close_notify)"
+                ?? (alert.inferred
+                    ? "a record of an encrypted alert's length (probably close_notify; inferred)"
+                    : "an encrypted TLS alert (probably close_notify)")
             out.append(
                 "the \(sender) sent \(what) at \(clock(alert.time)) (packet \(alert.packetNumber)) before the RST")
         }

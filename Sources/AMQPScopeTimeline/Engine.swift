@@ -50,8 +50,9 @@ struct EngineState: StreamSink {
         var layerDecided: Bool
         /// What the decoder (and the TLS layer) held after the last call into them.
         var held = 0
-        /// The buffer decrypted application data is swapped into for the codec (kept, so it is not reallocated).
+        /// The buffers decrypted application data is swapped into for the codec (kept, so they are not reallocated).
         var plaintext: [UInt8] = []
+        var plaintextPieces: [PlaintextPiece] = []
 
         /// The TLS port (IANA "amqps").
         static let tlsPort: UInt16 = 5671
@@ -78,24 +79,32 @@ struct EngineState: StreamSink {
             }
         }
 
-        /// Hands what the TLS layer decrypted to the codec, each direction's to its parser.
-        mutating func feedPlaintext(_ event: StreamEvent, byteAtATime: Bool = false) {
+        /// Hands what the TLS layer decrypted to the codec, record by record in arrival order, each with its own
+        /// direction and the packet that completed it.
+        mutating func feedPlaintext(byteAtATime: Bool = false) {
             guard tls != nil else { return }
-            for direction in Direction.allCases {
-                var plain: [UInt8] = []
-                swap(&plain, &plaintext)
-                defer {
-                    plain.removeAll(keepingCapacity: true)
-                    swap(&plain, &plaintext)
-                }
-                guard tls?.swapPlaintext(direction, with: &plain) == true else { continue }
-                plain.withUnsafeBytes { bytes in
-                    let step = byteAtATime ? 1 : max(bytes.count, 1)
-                    for start in stride(from: 0, to: bytes.count, by: step) {
+            var bytes: [UInt8] = []
+            var pieces: [PlaintextPiece] = []
+            swap(&bytes, &plaintext)
+            swap(&pieces, &plaintextPieces)
+            defer {
+                bytes.removeAll(keepingCapacity: true)
+                pieces.removeAll(keepingCapacity: true)
+                swap(&bytes, &plaintext)
+                swap(&pieces, &plaintextPieces)
+            }
+            guard tls?.swapPlaintext(&bytes, &pieces) == true else { return }
+            bytes.withUnsafeBytes { raw in
+                var from = 0
+                for piece in pieces {
+                    let step = byteAtATime ? 1 : max(piece.end - from, 1)
+                    for start in stride(from: from, to: piece.end, by: step) {
                         decoder.data(
-                            UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + step, bytes.count)]),
-                            direction: direction, time: event.time, packetNumber: event.packetNumber, into: &builder)
+                            UnsafeRawBufferPointer(rebasing: raw[start..<min(start + step, piece.end)]),
+                            direction: piece.direction, time: piece.time, packetNumber: piece.packetNumber,
+                            into: &builder)
                     }
+                    from = piece.end
                 }
             }
         }
@@ -129,7 +138,7 @@ struct EngineState: StreamSink {
                             into: &builder)
                     }
                     builder.record.tls = tls?.summary
-                    feedPlaintext(event, byteAtATime: configuration.byteAtATime)
+                    feedPlaintext(byteAtATime: configuration.byteAtATime)
                 } else if configuration.byteAtATime {
                     for i in 0..<bytes.count {
                         decoder.data(
@@ -173,6 +182,7 @@ struct EngineState: StreamSink {
                 totalHeld += now - held
                 if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
                     decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
+                    tls?.shed(into: &builder)
                     let after = decoder.bufferedBytes + (tls?.bufferedBytes ?? 0)
                     totalHeld += after - now
                     now = after
@@ -258,7 +268,7 @@ struct EngineState: StreamSink {
             cachedID = ConnectionID(rawValue: 0)
         }
         entry.tls?.finish(into: &entry.builder)
-        entry.feedPlaintext(event)
+        entry.feedPlaintext()
         for direction in Direction.allCases {
             entry.decoder.finish(
                 direction: direction, time: event.time, packetNumber: event.packetNumber, into: &entry.builder)

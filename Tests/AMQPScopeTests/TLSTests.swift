@@ -75,6 +75,47 @@ private func truth(_ name: String) throws -> [String: Any] {
             out == ["record 22 40 @0", "record 20 1 @45", "record 23 25 @51", "cut 23 300 @81", "record 21 26 @386"])
     }
 
+    @Test func aGapEndingWithARecordKeepsTheBoundary() {
+        // The whole 300-byte record's body after its first 50 bytes is lost: the next record is read at once.
+        let cutAt = 81 + 5 + 50
+        let out = records([Array(stream[..<cutAt]), Array(stream[386...])], gapAfter: 0, gap: 250)
+        #expect(
+            out == ["record 22 40 @0", "record 20 1 @45", "record 23 25 @51", "cut 23 300 @81", "record 21 26 @386"])
+    }
+
+    /// TLS 1.3 without keys: a client that rejects the server's certificate sends an alert as its first protected
+    /// record. That is reported as an (inferred) alert, and the handshake is not said to be done.
+    @Test func aClientAlertInsteadOfFinishedIsNotAHandshake() throws {
+        func vector16(_ b: [UInt8]) -> [UInt8] { [UInt8(b.count >> 8), UInt8(b.count & 0xff)] + b }
+        func handshake(_ type: UInt8, _ body: [UInt8]) -> [UInt8] {
+            let message = [type, 0, UInt8(body.count >> 8), UInt8(body.count & 0xff)] + body
+            return [22, 3, 1] + vector16(message)
+        }
+        let clientHello = handshake(
+            1, [3, 3] + [UInt8](repeating: 7, count: 32) + [0] + vector16([0x13, 0x01]) + [1, 0] + vector16([]))
+        let serverHello = handshake(
+            2, [3, 3] + [UInt8](repeating: 9, count: 32) + [0] + [0x13, 0x01, 0] + vector16([0, 43, 0, 2, 3, 4]))
+        struct Events: TLSSink {
+            var kinds: [String] = []
+            mutating func consume(_ event: TLSEvent) { kinds.append("\(event.kind)") }
+        }
+        var session = TLSSession(fromStart: true)
+        var sink = Events()
+        func feed(_ bytes: [UInt8], _ d: Direction) {
+            bytes.withUnsafeBytes {
+                session.data($0, direction: d, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink)
+            }
+        }
+        feed(clientHello, .clientToServer)
+        feed(serverHello + record(23, 80), .serverToClient)
+        feed(record(20, 1) + record(23, 19), .clientToServer)
+        #expect(session.summary.handshakeDoneTime == nil)
+        #expect(session.summary.alerts.count == 1 && session.summary.alerts.first?.inferred == true)
+        // A record long enough for a Finished ends the handshake.
+        feed(record(23, 53), .clientToServer)
+        #expect(session.summary.handshakeDoneTime != nil)
+    }
+
     @Test func badBytesAreReportedAndSkipped() {
         let garbage: [UInt8] = [0x99, 0x01, 0x02]
         let out = records([record(22, 10) + garbage + stream])
