@@ -20,9 +20,10 @@ package enum TLSLimits {
     package static let headerLength = 5
     /// Consecutive plausible record headers that prove a boundary when hunting.
     package static let recordsToSynchronize = 3
-    /// Bytes kept while hunting for a record boundary (enough for two maximum records).
-    package static let huntBufferLimit = 2 * ((1 << 14) + 2048 + 5)
-    /// Handshake messages larger than this are not buffered (certificate chains are the largest real ones).
+    /// Bytes kept while hunting for a record boundary: enough to prove a chain of three maximum records.
+    package static let huntBufferLimit = 3 * ((1 << 14) + 2048 + 5)
+    /// Handshake messages larger than this are not buffered (certificate chains are the largest real ones): a policy
+    /// bound, not an RFC one (RFC 8446 allows 2^24 - 1).
     package static let maximumHandshakeMessage = 1 << 16
     /// Protected records held per connection while a live capture waits for the client to append its secrets to
     /// the key log: the handshake and the first exchanges fit; past this the connection is told without keys.

@@ -1,6 +1,7 @@
-// One TLS connection as far as the bytes show it without keys: the handshake in clear (versions, cipher, server
-// name, resumption), the record layer per direction, alerts, and the application-data records, among which the
-// ones of exactly a heartbeat frame's encrypted size are inferred to be AMQP heartbeats.
+// One TLS connection: the handshake in clear (versions, cipher, server name, resumption), the record layer per
+// direction, and alerts. Without keys, the application-data records tell the story, and the ones of exactly a
+// heartbeat frame's encrypted size are inferred to be AMQP heartbeats; with a key log, records are decrypted and
+// their application data goes to the AMQP codec.
 import AMQPScopePackets
 
 /// What the TLS layer tells the timeline, in capture order.

@@ -58,7 +58,7 @@ struct EngineState: StreamSink {
         static let tlsPort: UInt16 = 5671
 
         /// Secrets for decrypting, when a key log was given.
-        let keyLog: KeyLog?
+        var keyLog: KeyLog?
 
         /// The key log may still grow.
         let keysMayArrive: Bool
@@ -332,10 +332,11 @@ public struct Engine {
     }
 
     /// A newer key log (a live capture re-reads the file as clients append their secrets): connections opened from
-    /// now on use it, and open ones waiting for their secrets look again.
+    /// now on use it, and open ones waiting for their secrets look again at their next packet.
     public mutating func update(keyLog: KeyLog) {
         state.keyLog = keyLog
-        for slot in state.entries.indices where state.entries[slot]?.tls != nil {
+        for slot in state.entries.indices where state.entries[slot] != nil {
+            state.entries[slot]?.keyLog = keyLog
             state.entries[slot]?.tls?.update(keyLog: keyLog)
         }
     }
