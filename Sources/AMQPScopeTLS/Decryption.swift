@@ -119,6 +119,26 @@ package final class RecordKeys {
         keyed = false
     }
 
+    /// Sets the sequence number back (a failed open has used one).
+    func rewind(to value: UInt64) { sequence = value }
+
+    /// A record this direction sent was lost in a capture gap: it used a sequence number all the same.
+    func skipRecord() { sequence &+= 1 }
+
+    /// After whole records were lost in a gap, tries the next sequence numbers (at most `limit` lost records):
+    /// returns how many were skipped when one opens the record, or nil (the sequence number is then unchanged).
+    func openAfterLoss(
+        _ header: RecordHeader, _ fragment: UnsafeRawBufferPointer, into out: inout [UInt8], limit: Int
+    ) -> Int? {
+        let base = sequence
+        for lost in 1...max(1, limit) {
+            sequence = base &+ UInt64(lost)
+            if open(header, fragment, into: &out) { return lost }
+        }
+        sequence = base
+        return nil
+    }
+
     /// TLS 1.3 KeyUpdate: the next generation of this direction's traffic secret (RFC 8446 section 7.2).
     func update() {
         secret = KeySchedule.expandLabel(

@@ -29,6 +29,8 @@ package enum TLSLimits {
     /// the key log: the handshake and the first exchanges fit; past this the connection is told without keys.
     package static let maximumWaitingBytes = 1 << 20
     package static let maximumWaitingRecords = 256
+    /// Whole records lost in one gap that decryption looks past (by trying the next sequence numbers).
+    package static let maximumLostRecords = 64
 }
 
 /// A record header: content type, legacy version, length.

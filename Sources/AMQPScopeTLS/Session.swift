@@ -37,6 +37,8 @@ package struct PlaintextPiece {
     package var end: Int
     package var time: Timestamp
     package var packetNumber: Int
+    /// Plaintext bytes lost with a record cut by a capture gap (the piece then carries no bytes).
+    package var gap: UInt64 = 0
 }
 
 /// Receives the TLS layer's events.
@@ -122,6 +124,8 @@ package struct TLSSession {
     /// TLS 1.2: each direction's Finished (its first encrypted handshake record) was seen.
     private var finished = PerDirection(repeating: false)
     private var clientSessionID: [UInt8] = []
+    /// Stream bytes lost (gaps and skipped bytes) since each direction's last decrypted record.
+    private var lostBytes = PerDirection<UInt64>(repeating: 0)
     /// Whether the client's protocol header (its first heartbeat-length record) has passed.
     private var clientHeaderSeen = false
     private var time = Timestamp(nanoseconds: 0)
@@ -167,7 +171,7 @@ package struct TLSSession {
     /// `bytes` and `pieces` (emptied ones whose capacity is kept: neither side allocates per packet); false when
     /// there is none. The pieces are in the order their records arrived, each with its own direction and packet.
     package mutating func swapPlaintext(_ bytes: inout [UInt8], _ pieces: inout [PlaintextPiece]) -> Bool {
-        guard !plaintext.isEmpty else { return false }
+        guard !self.pieces.isEmpty else { return false }
         swap(&plaintext, &bytes)
         swap(&self.pieces, &pieces)
         return true
@@ -294,7 +298,26 @@ package struct TLSSession {
         // Decrypted straight after the direction's pending plaintext: application data stays there for the codec;
         // anything else moves to `scratch`.
         let start = plaintext.count
-        guard keys.open(header, body, into: &plaintext) else {
+        var opened = keys.open(header, body, into: &plaintext)
+        if !opened && lostBytes[direction] > 0 {
+            // Whole records were lost in a gap (their headers too, so the parser could not count them): the
+            // sequence numbers they used are found by trying the next few.
+            let sequenceBefore = keys.sequence &- 1
+            let overhead = 5 + 16 + (keys.tls13 ? 1 : (keys.parameters.aead == .chacha20Poly1305 ? 0 : 8))
+            keys.rewind(to: sequenceBefore)
+            if let lost = keys.openAfterLoss(header, body, into: &plaintext, limit: TLSLimits.maximumLostRecords) {
+                opened = true
+                let lostPlaintext = max(0, Int(lostBytes[direction]) - lost * overhead)
+                if applicationKeysSet[direction] || !keys.tls13, lostPlaintext > 0 {
+                    pieces.append(
+                        PlaintextPiece(
+                            direction: direction, end: start, time: time, packetNumber: packetNumber,
+                            gap: UInt64(lostPlaintext)))
+                }
+            }
+        }
+        lostBytes[direction] = 0
+        guard opened else {
             summary.decryptError =
                 "could not decrypt from record \(summary.records[direction]) \(direction): authentication failed "
                 + "(a key log of another session, or a cut record)"
@@ -315,7 +338,7 @@ package struct TLSSession {
             scratch.append(contentsOf: plaintext[start...])
             plaintext.removeSubrange(start...)
         } else if plaintext.count > start {
-            if let last = pieces.last, last.direction == direction, last.packetNumber == packetNumber {
+            if let last = pieces.last, last.direction == direction, last.packetNumber == packetNumber, last.gap == 0 {
                 pieces[pieces.count - 1].end = plaintext.count
             } else {
                 pieces.append(
@@ -413,6 +436,7 @@ package struct TLSSession {
         self.time = time
         self.packetNumber = packetNumber
         handshake[direction].reset()
+        if keys[direction] != nil { lostBytes[direction] += length }
         var parser = parsers[direction]
         parsers[direction] = RecordParser(fromStart: false)
         parser.gap(length) { output in handle(output, direction, into: &sink) }
@@ -444,10 +468,26 @@ package struct TLSSession {
             summary.records[direction] += 1
             summary.malformedRecords += 1
             emit(.cutRecord(contentType: header.contentType, length: header.length), direction, into: &sink)
+            // While decrypting, the lost record still took a sequence number; the codec is told its plaintext is
+            // missing (its length less the AEAD's overhead, as far as the header shows it).
+            if let keys = keys[direction], isProtected(header, direction) {
+                keys.skipRecord()
+                // Only application data feeds the codec: a lost handshake record is no gap in the AMQP stream.
+                let application =
+                    keys.tls13
+                    ? applicationKeysSet[direction] : header.contentType == ContentType.applicationData.rawValue
+                guard application else { break }
+                let overhead = 16 + (keys.tls13 ? 1 : (keys.parameters.aead == .chacha20Poly1305 ? 0 : 8))
+                pieces.append(
+                    PlaintextPiece(
+                        direction: direction, end: plaintext.count, time: time, packetNumber: packetNumber,
+                        gap: UInt64(max(0, header.length - overhead))))
+            }
         case .malformed(let reason, _, let skipped):
             summary.malformedRecords += 1
             emit(.malformed(reason: reason, skipped: skipped), direction, into: &sink)
         case .synchronized(_, let skipped):
+            lostBytes[direction] += skipped
             emit(.synchronized(skipped: skipped), direction, into: &sink)
         }
     }
@@ -458,7 +498,8 @@ package struct TLSSession {
         switch ContentType(rawValue: header.contentType) {
         case .changeCipherSpec:
             emit(.changeCipherSpec, direction, into: &sink)
-            if summary.version != 0x0304 {
+            // Before a ServerHello (after a HelloRetryRequest) a CCS is TLS 1.3's compatibility one (RFC 8446 D.4).
+            if let version = summary.version, version != 0x0304 {
                 encrypted[direction] = true
                 if let pending = pendingKeys[direction] {
                     keys[direction] = pending

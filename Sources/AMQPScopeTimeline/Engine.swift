@@ -97,6 +97,11 @@ struct EngineState: StreamSink {
             bytes.withUnsafeBytes { raw in
                 var from = 0
                 for piece in pieces {
+                    if piece.gap > 0 {
+                        decoder.gap(
+                            piece.gap, direction: piece.direction, time: piece.time, packetNumber: piece.packetNumber,
+                            into: &builder)
+                    }
                     let step = byteAtATime ? 1 : max(piece.end - from, 1)
                     for start in stride(from: from, to: piece.end, by: step) {
                         decoder.data(

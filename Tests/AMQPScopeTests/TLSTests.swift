@@ -356,3 +356,39 @@ private func truth(_ name: String) throws -> [String: Any] {
         #expect(r.tls?.inferredHeartbeats?[.serverToClient] == 7)
     }
 }
+
+@Suite("AMQPS decrypted across a capture gap") struct TLSGapTests {
+    /// A client packet carrying one whole application record is missing from the capture: the record's sequence
+    /// number is still used up, so the records after it decrypt, and the codec is told of the lost bytes.
+    @Test func decryptionContinuesAfterALostRecord() throws {
+        let source = Paths.captures.appendingPathComponent("tls/tls13-healthy.pcap")
+        let bytes = [UInt8](try Data(contentsOf: source))
+        // Classic pcap: a 24-byte file header, then records of a 16-byte header and the packet. Drop packet 26,
+        // the client's second basic.publish (tshark with the key log shows it alone in its record).
+        var out = Array(bytes[..<24])
+        var at = 24
+        var number = 0
+        while at + 16 <= bytes.count {
+            let length =
+                Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16 | Int(bytes[at + 11]) << 24
+            number += 1
+            if number != 26 { out += bytes[at..<at + 16 + length] }
+            at += 16 + length
+        }
+        let path = Paths.temporaryFile("tls13-healthy-without-26.pcap", out)
+        var configuration = EngineConfiguration()
+        configuration.recordFrames = true
+        configuration.keyLog = KeyLog(text: try TLSDecryptionTests.keyLog("tls13-healthy"))
+        let r = try #require(Analysis.analyzeFile(path, configuration: configuration).records.first)
+        #expect(r.tls?.decrypted == true)
+        #expect(r.tls?.decryptError == nil, "\(r.tls?.decryptError ?? "")")
+        #expect(r.counters.clientToServer.gaps == 1)
+        // The client's acks after the lost record are decoded (packets 38, 39 and 41 in the full capture, one
+        // less here).
+        let acks = r.frames.filter { f in
+            if case .method(.basicAck) = f.frame.content { return f.direction == .clientToServer }
+            return false
+        }
+        #expect(acks.count == 3)
+    }
+}
