@@ -26,6 +26,8 @@ import statistics
 import subprocess
 import sys
 
+from tshark_tcp import tcp_packets
+
 PERFORMATIVES = {16: "open", 17: "begin", 18: "attach", 19: "flow", 20: "transfer", 21: "disposition",
                  22: "detach", 23: "end", 24: "close"}
 SASL = {64: "sasl-mechanisms", 65: "sasl-init", 66: "sasl-challenge", 67: "sasl-response", 68: "sasl-outcome"}
@@ -195,12 +197,6 @@ def tshark_json(pcap, port):
         return None
 
 
-def flags_of(tcp):
-    ft = tcp.get("tcp.flags_tree", {})
-    return [n for n, k in (("SYN", "tcp.flags.syn"), ("FIN", "tcp.flags.fin"), ("RST", "tcp.flags.reset"),
-                           ("PSH", "tcp.flags.push"), ("ACK", "tcp.flags.ack")) if ft.get(k) == "1"]
-
-
 def _find_key(obj, suffix):
     """First value whose key ends with suffix, anywhere in a tshark JSON tree."""
     if isinstance(obj, dict):
@@ -223,31 +219,10 @@ def observe(pcap, broker_port):
     if pkts is None:
         return None
     streams = {}
-    for pk in pkts:
-        L = pk["_source"]["layers"]
-        fr, tcp = L.get("frame", {}), L.get("tcp")
-        if not tcp:
-            continue
-        num = int(fr.get("frame.number", 0))
-        t = float(fr.get("frame.time_epoch", 0))
-        sp, dp = int(tcp["tcp.srcport"]), int(tcp["tcp.dstport"])
-        side = "broker" if sp == broker_port else "client"
-        cport = dp if side == "broker" else sp
-        s = streams.setdefault(cport, {
-            "client_port": cport, "broker_port": broker_port, "tcp_stream": int(tcp.get("tcp.stream", -1)),
-            "first_frame": num, "first_time": t, "packets": 0,
-            "protocol_headers": {"client": [], "broker": []},
-            "frames": {"client": {}, "broker": {}},
-            "empty_frames": {"client": [], "broker": []},
-            "open": {}, "errors": [], "performatives": [], "close_sequence": [],
-        })
-        s["packets"] += 1
-        s["last_frame"], s["last_time"] = num, t
-        fl = flags_of(tcp)
-        if "FIN" in fl or "RST" in fl:
-            s["close_sequence"].append({"frame": num, "t": t, "time": iso(t), "from": side, "src_port": sp,
-                                        "flags": ",".join(f for f in fl if f in ("FIN", "RST", "ACK")),
-                                        "tcp_len": int(tcp.get("tcp.len", 0))})
+    fields = lambda: {"protocol_headers": {"client": [], "broker": []}, "frames": {"client": {}, "broker": {}},
+                      "empty_frames": {"client": [], "broker": []},
+                      "open": {}, "errors": [], "performatives": [], "close_sequence": []}
+    for s, side, L, num, t in tcp_packets(pkts, broker_port, streams, fields, close_time=iso):
         amqp = L.get("amqp")
         if amqp is None:
             continue

@@ -27,6 +27,8 @@ import re
 import subprocess
 import sys
 
+from tshark_tcp import tcp_packets
+
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[+-]\d\d:\d\d) \[(\w+)\] <([\d.]+)> ?(.*)$")
 CONN_ADDR = re.compile(r"\((\d+\.\d+\.\d+\.\d+):(\d+) -> (\d+\.\d+\.\d+\.\d+):(\d+)")
 CONN_PID = re.compile(r"connection <([\d.]+)>")
@@ -130,13 +132,6 @@ def tshark_json(pcap, port=AMQP_PORT, keylog=None):
     except (OSError, ValueError, subprocess.TimeoutExpired) as e:
         print("make_truth: tshark failed: %r" % e, file=sys.stderr)
         return None
-
-
-def flags_of(tcp):
-    ft = tcp.get("tcp.flags_tree", {})
-    names = [n for n, k in (("SYN", "tcp.flags.syn"), ("FIN", "tcp.flags.fin"), ("RST", "tcp.flags.reset"),
-                            ("PSH", "tcp.flags.push"), ("ACK", "tcp.flags.ack")) if ft.get(k) == "1"]
-    return names
 
 
 def as_list(v):
@@ -313,30 +308,10 @@ def observe(pcap, port=AMQP_PORT, keylog=None, client=None):
     if pkts is None:
         return None
     streams = {}
-    for pk in pkts:
-        L = pk["_source"]["layers"]
-        fr, tcp = L.get("frame", {}), L.get("tcp")
-        if not tcp:
-            continue
-        num = int(fr.get("frame.number", 0))
-        t = float(fr.get("frame.time_epoch", 0))
-        sp, dp = int(tcp["tcp.srcport"]), int(tcp["tcp.dstport"])
-        side = "broker" if sp == port else "client"
-        cport = dp if side == "broker" else sp
-        s = streams.setdefault(cport, {
-            "client_port": cport, "broker_port": port, "tcp_stream": int(tcp.get("tcp.stream", -1)),
-            "first_frame": num, "first_time": t, "packets": 0,
-            "amqp_frames": {"client": {}, "broker": {}}, "frame_list": [],
-            "heartbeats": {"client": [], "broker": []},
-            "methods": [], "close_sequence": [], "tune": None, "tune_ok": None,
-        })
-        s["packets"] += 1
-        s["last_frame"], s["last_time"] = num, t
-        fl = flags_of(tcp)
-        if "FIN" in fl or "RST" in fl:
-            s["close_sequence"].append({"frame": num, "t": t, "from": side, "src_port": sp,
-                                        "flags": ",".join(f for f in fl if f in ("FIN", "RST", "ACK")),
-                                        "tcp_len": int(tcp.get("tcp.len", 0))})
+    fields = lambda: {"amqp_frames": {"client": {}, "broker": {}}, "frame_list": [],
+                      "heartbeats": {"client": [], "broker": []},
+                      "methods": [], "close_sequence": [], "tune": None, "tune_ok": None}
+    for s, side, L, num, t in tcp_packets(pkts, port, streams, fields):
         amqp = [a for a in as_list(L.get("amqp")) if "amqp.type" in a]
         if keylog:
             observe_tls(s, side, num, t, L.get("tls"), [int(a["amqp.type"]) for a in amqp], bool(L.get("amqp")))
