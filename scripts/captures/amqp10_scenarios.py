@@ -346,9 +346,9 @@ def ctl(rec, *args, timeout=60):
 
 # --- scenarios against Proton's example broker (127.0.0.1:5673) --------------------------------
 
-def proton_send_receive(rec):
-    bc = rec.connect("sendrecv", url_proton(), heartbeat=2, timeout=10)
-    q = "amqpscope.sendrecv"
+def send_receive(rec, url, q, idle_note):
+    """Three messages sent, then received with credit 3 and accepted; idle while serviced; a clean close."""
+    bc = rec.connect("sendrecv", url, heartbeat=2, timeout=10)
     snd = bc.create_sender(q)
     rec.event("sender_attached", address=q)
     for n in range(1, 4):
@@ -357,8 +357,13 @@ def proton_send_receive(rec):
     rec.event("receiver_attached", address=q, credit=3)
     got = receive(rec, bc, rcv, 3, q)
     rec.data["result"] = {"sent": 3, "received": len(got), "bodies_match": got == [body_of(n) for n in range(1, 4)]}
-    rec.service(bc, 2.2, "idle while the reactor runs: the broker's empty frames arrive and are read")
+    rec.service(bc, 2.2, idle_note)
     close(rec, bc, "sendrecv")
+
+
+def proton_send_receive(rec):
+    send_receive(rec, url_proton(), "amqpscope.sendrecv",
+                 "idle while the reactor runs: the broker's empty frames arrive and are read")
 
 
 def proton_idle_timeout(rec):
@@ -412,18 +417,8 @@ def proton_broker_frozen(rec):
 
 
 def rabbitmq10_send_receive(rec):
-    bc = rec.connect("sendrecv", url_rabbit(), heartbeat=2, timeout=10)
-    q = "/queue/amqpscope.amqp10.sendrecv"
-    snd = bc.create_sender(q)
-    rec.event("sender_attached", address=q)
-    for n in range(1, 4):
-        send(rec, snd, n, q)
-    rcv = bc.create_receiver(q, credit=3)
-    rec.event("receiver_attached", address=q, credit=3)
-    got = receive(rec, bc, rcv, 3, q)
-    rec.data["result"] = {"sent": 3, "received": len(got), "bodies_match": got == [body_of(n) for n in range(1, 4)]}
-    rec.service(bc, 2.2, "idle while the reactor runs: empty frames from the broker every 0.5 s")
-    close(rec, bc, "sendrecv")
+    send_receive(rec, url_rabbit(), "/queue/amqpscope.amqp10.sendrecv",
+                 "idle while the reactor runs: empty frames from the broker every 0.5 s")
 
 
 def rabbitmq10_heartbeat_under_1s(rec):
