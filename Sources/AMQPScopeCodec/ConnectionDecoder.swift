@@ -45,10 +45,19 @@ public enum Verdict: Hashable, Sendable {
     case undetermined
     case amqp(ProtocolHeader.Version)  // a 0-8/0-9/0-9-1 header was seen
     case amqpBySync  // no header seen: frames found by sync on an AMQP port
-    case amqp10(ProtocolHeader.Version)  // AMQP 1.0 (named, not decoded)
+    case amqp10(ProtocolHeader.Version)  // AMQP 1.0: decoded by the 1.0 codec, which takes over the connection
     case notAMQP(String)
     /// TLS that was not decrypted; on an AMQP port (5671, or one given with --port) it is taken to carry AMQP.
     case encrypted(onAMQPPort: Bool)
+
+    /// Its AMQP frames are 0-8/0-9/0-9-1 frames, decoded by this codec.
+    public var isAMQP091: Bool {
+        switch self {
+        case .amqp(let version): version.usesFrames091
+        case .amqpBySync: true
+        default: false
+        }
+    }
 
     /// It carries AMQP of any version (encrypted on an AMQP port included).
     public var isAMQP: Bool {
@@ -204,12 +213,22 @@ package struct ConnectionDecoder {
         }
     }
 
-    /// AMQP 1.0 (named, not decoded) and non-AMQP connections are not parsed further.
+    /// AMQP 1.0 (another codec's) and non-AMQP connections are not parsed further. After a header naming a version
+    /// that is not decoded (0-10, unknown ones) its direction only counts bytes, but the peer's answer is still read:
+    /// a broker refuses a version by sending the header of its own.
     private var stopsDecoding: Bool {
         switch verdict {
         case .notAMQP, .amqp10: true
         default: false
         }
+    }
+
+    /// Where a direction's stream is: the offset of the next byte.
+    package func streamOffset(_ direction: Direction) -> UInt64 { parsers[direction].offset }
+
+    /// Another codec found the connection's frames (AMQP 1.0 by frame sync): this one stops.
+    package mutating func handOver<S: CodecSink>(to v: Verdict, direction: Direction, into sink: inout S) {
+        setVerdict(v, direction, into: &sink)
     }
 
     /// The stream ended: says so if a frame was left half-read.

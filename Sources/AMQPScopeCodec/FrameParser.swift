@@ -37,7 +37,12 @@ public struct ProtocolHeader: Hashable, Sendable, CustomStringConvertible {
         case amqp10 = "AMQP 1.0"
         case amqp10TLS = "AMQP 1.0 (TLS negotiation)"
         case amqp10SASL = "AMQP 1.0 (SASL layer)"
+        /// AMQP 0-10 (Qpid's protocol): named, not decoded.
+        case amqp010 = "AMQP 0-10"
         case unknown = "AMQP (unknown version)"
+
+        /// Frames in the 0-8/0-9/0-9-1 layout follow a header naming it.
+        public var usesFrames091: Bool { self == .amqp091 || self == .amqp09 || self == .amqp08 }
     }
 
     /// The protocol it names.
@@ -49,14 +54,23 @@ public struct ProtocolHeader: Hashable, Sendable, CustomStringConvertible {
         case (0, 1, 0, _): .amqp10
         case (2, 1, 0, _): .amqp10TLS
         case (3, 1, 0, _): .amqp10SASL
+        case (1, 1, 0, 10): .amqp010
         default: .unknown
         }
     }
 
     /// Frames in the 0-8/0-9/0-9-1 layout follow this header.
-    public var usesFrames091: Bool { version == .amqp091 || version == .amqp09 || version == .amqp08 }
+    public var usesFrames091: Bool { version.usesFrames091 }
     /// It is an AMQP 1.0 header (plain, TLS or SASL).
     public var isAMQP10: Bool { version == .amqp10 || version == .amqp10TLS || version == .amqp10SASL }
+
+    /// A header from its four bytes after "AMQP".
+    package init(protocolID: UInt8, major: UInt8, minor: UInt8, revision: UInt8) {
+        self.protocolID = protocolID
+        self.major = major
+        self.minor = minor
+        self.revision = revision
+    }
 
     /// As reports print it.
     public var description: String { "\(version.rawValue) (AMQP \(protocolID) \(major) \(minor) \(revision))" }

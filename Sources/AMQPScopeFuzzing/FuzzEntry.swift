@@ -2,6 +2,7 @@
 // with AMQPSCOPE_FUZZ=1), and the test suite replays the committed seeds and every regression input through them.
 // Each checks the invariants its layer promises with preconditions: a failed one is a crash the fuzzer reports.
 import AMQPScope
+import AMQPScopeAMQP10
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -18,6 +19,7 @@ import AMQPScopeTLS
 package enum FuzzEntry {
     package static let targets = [
         "FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile", "FuzzTLSRecords",
+        "FuzzAMQP10Types", "FuzzAMQP10Frames",
     ]
 
     /// Runs one input through the named target.
@@ -29,6 +31,8 @@ package enum FuzzEntry {
         case "FuzzFieldTable": fieldTable(bytes)
         case "FuzzPcapFile": pcapFile(bytes)
         case "FuzzTLSRecords": tlsRecords(bytes)
+        case "FuzzAMQP10Types": amqp10Types(bytes)
+        case "FuzzAMQP10Frames": amqp10Frames(bytes)
         default: preconditionFailure("no fuzz target \(target)")
         }
     }
@@ -246,5 +250,70 @@ package enum FuzzEntry {
         _ = HTMLReport.render([result], version: "fuzz")
         _ = MarkdownReport.render([result], version: "fuzz")
         unlink(path)
+    }
+
+    /// AMQP 1.0 values from arbitrary bytes: whole, skipped, and as every performative's fields. What is read stays
+    /// inside the input, and a value that reads whole also skips, to the same end (skipping checks less).
+    package static func amqp10Types(_ input: UnsafeRawBufferPointer) {
+        var whole = AMQP10Reader(input)
+        var skipping = AMQP10Reader(input)
+        while !whole.isAtEnd {
+            guard (try? whole.value()) != nil else { break }
+            let skipped: Void? = try? skipping.skip()
+            precondition(skipped != nil, "a value that reads whole does not skip")
+            precondition(whole.index == skipping.index && whole.index <= input.count, "value() and skip() disagree")
+        }
+        for frameType: UInt8 in [0, 1] {
+            var reader = AMQP10Reader(input)
+            _ = try? Performative.decode(&reader, frameType: frameType, showCredentials: false)
+            precondition(reader.index <= input.count)
+            // The same bytes as the fields of each performative.
+            for code: UInt8 in [0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x40, 0x41, 0x42, 0x43, 0x44] {
+                let framed = [0x00, 0x53, code] + Array(input)
+                framed.withUnsafeBytes { raw in
+                    var reader = AMQP10Reader(raw)
+                    _ = try? Performative.decode(&reader, frameType: code >= 0x40 ? 1 : 0, showCredentials: true)
+                }
+            }
+        }
+        _ = AMQP10Decoder.sections(input)
+    }
+
+    struct CountEvents10: AMQP10Sink {
+        var events = 0
+        mutating func consume(_ event: AMQP10Event) { events &+= 1 }
+    }
+
+    /// An AMQP 1.0 byte stream through a 1.0 decoder in input-chosen chunk sizes, both ways, with gaps, encoded as for
+    /// `frameParser`; from the start and hunting (joined mid-stream). What the decoder holds stays within its bounds.
+    package static func amqp10Frames(_ input: UnsafeRawBufferPointer) {
+        guard input.count >= 2 else { return }
+        let chunk = Int(input[0]) + 1
+        let body = UnsafeRawBufferPointer(rebasing: input[1...])
+        var configuration = AMQP10Configuration()
+        configuration.keepBodies = input[1] & 1 != 0
+        configuration.maximumKeptBodyBytes = 1024
+        for hunting in [false, true] {
+            var decoder = AMQP10Decoder(configuration: configuration, hunting: hunting)
+            var sink = CountEvents10()
+            walk(body, chunk: chunk) { step in
+                switch step {
+                case .data(let bytes, let direction, let at):
+                    decoder.data(
+                        bytes, direction: direction, time: Timestamp(nanoseconds: Int64(at)), packetNumber: at,
+                        into: &sink)
+                case .gap(let length, let direction, let at):
+                    decoder.gap(
+                        length, direction: direction, time: Timestamp(nanoseconds: Int64(at)), packetNumber: at,
+                        into: &sink)
+                }
+                precondition(
+                    decoder.bufferedBytes
+                        <= 2 * (Frame10Limits.huntBufferLimit + body.count)
+                        + AMQP10Decoder.maximumPendingDeliveries * configuration.maximumKeptBodyBytes)
+            }
+            decoder.finish(direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 0, into: &sink)
+            decoder.finish(direction: .serverToClient, time: Timestamp(nanoseconds: 0), packetNumber: 0, into: &sink)
+        }
     }
 }

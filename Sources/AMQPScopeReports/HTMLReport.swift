@@ -148,7 +148,7 @@ public enum HTMLReport {
     static func anchor(_ s: Story) -> String { "c\(s.record.info.id.rawValue)-\(s.record.firstTime.nanoseconds)" }
 
     /// The facts the review page states.
-    static let facts: Set<StoryOutline.FactKind> = [.client, .server, .tls, .negotiated, .ended, .span]
+    static let facts: Set<StoryOutline.FactKind> = [.client, .server, .tls, .sasl, .negotiated, .links, .ended, .span]
 
     static func connection(_ story: Story, file: String?, folded: Bool, options: ReportOptions) -> String {
         let outline = StoryOutline(story)

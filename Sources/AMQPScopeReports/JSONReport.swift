@@ -1,4 +1,5 @@
 // The JSON report of `analyze` (schema: docs/json.md).
+import AMQPScopeAMQP10
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -90,10 +91,69 @@ extension AnalyzeReport {
         d == .clientToServer ? "client_to_server" : "server_to_client"
     }
 
+    /// AMQP 1.0 frame counts by performative.
+    static func performativesJSON(_ f: PerformativeCounts) -> JSON {
+        .object([
+            ("open", .int(f.open)), ("begin", .int(f.begin)), ("attach", .int(f.attach)), ("flow", .int(f.flow)),
+            ("transfer", .int(f.transfer)), ("disposition", .int(f.disposition)), ("detach", .int(f.detach)),
+            ("end", .int(f.end)), ("close", .int(f.close)), ("empty", .int(f.empty)), ("sasl", .int(f.sasl)),
+        ])
+    }
+
+    /// AMQP 1.0's negotiation: what each side said in open.
+    static func negotiated10JSON(_ s: AMQP10Story) -> JSON {
+        func pair(_ get: (Open) -> JSON) -> JSON {
+            .object(Side.allCases.map { side in (side.rawValue, s.open(sentBy: side).map(get) ?? .null) })
+        }
+        return .object([
+            (
+                "idle_timeout",
+                pair { o in o.idleTimeOut.flatMap { $0 == 0 ? nil : JSON.double(Double($0) / 1000) } ?? .null }
+            ),
+            ("max_frame_size", pair { o in o.maxFrameSize.map { .int(Int64($0)) } ?? .null }),
+            ("channel_max", pair { o in o.channelMax.map { .int(Int64($0)) } ?? .null }),
+            ("container_id", pair { o in .string(o.containerID) }),
+        ])
+    }
+
+    /// AMQP 1.0's links, with how each ended.
+    static func linksJSON(_ s: AMQP10Story) -> JSON {
+        .array(
+            s.links.map { l in
+                .object([
+                    ("name", .string(l.name)),
+                    ("role", .string(l.clientRole.rawValue)),
+                    ("source", .optional(l.source)),
+                    ("target", .optional(l.target)),
+                    ("channel", l.clientChannel.map { .int(Int64($0)) } ?? .null),
+                    (
+                        "attached_by",
+                        .string(l.attach.clientToServer != nil ? "client" : "server")
+                    ),
+                    (
+                        "attach_packet",
+                        (l.attach.clientToServer ?? l.attach.serverToClient).map { .int($0.packetNumber) } ?? .null
+                    ),
+                    ("answered", .bool(l.answered)),
+                    ("ended", .string(l.ending)),
+                    (
+                        "error",
+                        l.error.map { e in
+                            .object([
+                                ("condition", .string(e.condition)), ("description", .optional(e.description)),
+                                ("side", .optional(l.errorSide?.rawValue)),
+                            ])
+                        } ?? .null
+                    ),
+                ])
+            })
+    }
+
     package static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
         let r = story.record
         let negotiated: JSON =
-            story.negotiated.map { n in
+            story.amqp10.map(negotiated10JSON)
+            ?? story.negotiated.map { n in
                 .object([
                     ("heartbeat", .int(n.heartbeat)), ("frame_max", .optional(n.frameMax)),
                     ("channel_max", .optional(n.channelMax)),
@@ -112,10 +172,13 @@ extension AnalyzeReport {
             ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),
             (
                 "frames",
-                .object([
-                    ("client_to_server", framesJSON(r.frameCounts.clientToServer)),
-                    ("server_to_client", framesJSON(r.frameCounts.serverToClient)),
-                ])
+                story.amqp10 != nil
+                    ? .object(
+                        Direction.allCases.map { (directionName($0), performativesJSON(r.performativeCounts[$0])) })
+                    : .object([
+                        ("client_to_server", framesJSON(r.frameCounts.clientToServer)),
+                        ("server_to_client", framesJSON(r.frameCounts.serverToClient)),
+                    ])
             ),
             ("opening", .string(r.info.opening.rawValue)),
             ("first_time", .string(Format.rfc3339(r.firstTime))),
@@ -168,6 +231,7 @@ extension AnalyzeReport {
                         )
                     })
             ),
+            ("links", story.amqp10.map(linksJSON) ?? .null),
             ("events", .array(eventsJSON(story, options: options))),
             ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),
         ]
@@ -193,7 +257,48 @@ extension AnalyzeReport {
                         })
                 ))
         }
-        if options.showFrames || options.verbose {
+        if options.showBodies && story.amqp10 != nil {
+            members.append(
+                (
+                    "deliveries",
+                    .array(
+                        r.deliveries.map { m in
+                            .object([
+                                ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
+                                ("direction", .string(directionName(m.direction))),
+                                ("channel", .int(Int64(m.message.channel))),
+                                ("handle", .int(Int64(m.message.handle))),
+                                ("delivery_id", m.message.deliveryID.map { .int(Int64($0)) } ?? .null),
+                                ("settled", .bool(m.message.settled)), ("aborted", .bool(m.message.aborted)),
+                                ("frames", .int(m.message.frames)), ("bytes", .int(Int64(m.message.payloadBytes))),
+                                (
+                                    "sections",
+                                    .array(
+                                        m.message.sections.map {
+                                            .object([("section", .string($0.name)), ("value", Describe.json($0.value))])
+                                        })
+                                ),
+                                ("incomplete", .bool(m.message.incomplete)),
+                            ])
+                        })
+                ))
+        }
+        if (options.showFrames || options.verbose) && story.amqp10 != nil {
+            members.append(
+                (
+                    "frame_list",
+                    .array(
+                        r.performatives.filter { options.includes($0.time) }.map { f in
+                            .object([
+                                ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
+                                ("direction", .string(directionName(f.direction))),
+                                ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
+                                ("performative", .string(f.frame.name)),
+                                ("description", .string(Describe.performative(f.frame))),
+                            ])
+                        })
+                ))
+        } else if options.showFrames || options.verbose {
             members.append(
                 (
                     "frame_list",
@@ -251,6 +356,12 @@ extension AnalyzeReport {
             members = [
                 ("kind", .string("tls")), ("direction", .string(directionName(t.direction))),
                 ("packet", .int(t.packetNumber)), ("description", .string(tlsText(t))),
+            ]
+        case .performative(let f):
+            members = [
+                ("kind", .string("frame")), ("performative", .string(f.frame.name)),
+                ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
+                ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.performative(f.frame))),
             ]
         }
         return .object([("time", .string(Format.rfc3339(entry.time)))] + members)

@@ -48,7 +48,7 @@ public enum MarkdownReport {
     }
 
     /// The facts a review document states.
-    static let facts: Set<StoryOutline.FactKind> = [.client, .server, .tls, .negotiated, .ended]
+    static let facts: Set<StoryOutline.FactKind> = [.client, .server, .tls, .sasl, .negotiated, .links, .ended]
 
     static func connection(_ story: Story, options: ReportOptions) -> String {
         let outline = StoryOutline(story)

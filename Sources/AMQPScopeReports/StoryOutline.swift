@@ -10,7 +10,8 @@ import AMQPScopeTimeline
 struct StoryOutline {
     /// The facts a story can state, in the order every report states them.
     enum FactKind: CaseIterable {
-        case client, server, tls, negotiated, heartbeats, frames, lastSent, silences, ended, span, tcp, sync
+        case client, server, tls, sasl, negotiated, heartbeats, frames, links, lastSent, silences, ended, span, tcp,
+            sync
     }
 
     /// One fact: a label and its value, whose further lines (if any) continue it.
@@ -92,7 +93,18 @@ struct StoryOutline {
         if let server = story.server { add(.server, "server", AnalyzeReport.peerLine(server)) }
         let encrypted = r.tls.map { !$0.decrypted } ?? false
         if let tls = r.tls { add(.tls, "tls", Self.tlsLine(tls, record: r)) }
-        if let n = story.negotiated {
+        if let s10 = story.amqp10, let sasl = s10.sasl {
+            var text = sasl.mechanism.map { "mechanism \(Format.safe($0, limit: 40))" } ?? "no sasl-init seen"
+            if let user = sasl.user { text += ", user \"\(Format.safe(user, limit: 60))\"" }
+            if let o = sasl.outcome { text += "; outcome \(o.codeName) (\(o.code))" }
+            if !sasl.offered.isEmpty {
+                text += "; offered \(sasl.offered.map { Format.safe($0, limit: 40) }.joined(separator: ", "))"
+            }
+            add(.sasl, "sasl", text)
+        }
+        if let s10 = story.amqp10 {
+            add(.negotiated, "negotiated", Describe.negotiated10(s10))
+        } else if let n = story.negotiated {
             add(.negotiated, "negotiated", Describe.negotiated(n))
         } else if r.isAMQP {
             add(.negotiated, "negotiated", "unknown (no Tune/Tune-Ok in the capture, and no heartbeats to infer from)")
@@ -105,12 +117,45 @@ struct StoryOutline {
                     ? r.tls?.inferredHeartbeats.map { "\($0[d])" } ?? "unknown" : "\(r.frameCounts[d].heartbeat)"
                 return "\(d) \(count)\(cadence)"
             }
-            add(
-                .heartbeats, "heartbeats",
-                beats.joined(separator: "; ") + (encrypted ? " (inferred from the lengths of encrypted records)" : ""))
+            let beats10 = Direction.allCases.map { d -> String in
+                let cadence = story.heartbeatCadence[d].map { ", every \(Format.duration(nanoseconds: $0))" } ?? ""
+                return "\(d) \(r.performativeCounts[d].empty) empty frames\(cadence)"
+            }
+            if story.amqp10 != nil {
+                add(.heartbeats, "heartbeats", beats10.joined(separator: "; "))
+            } else {
+                add(
+                    .heartbeats, "heartbeats",
+                    beats.joined(separator: "; ")
+                        + (encrypted ? " (inferred from the lengths of encrypted records)" : ""))
+            }
             if let tls = r.tls, encrypted {
                 let records = Direction.allCases.map { d in "\(d) \(tls.applicationRecords[d]) application data" }
                 add(.frames, "records", records.joined(separator: "; ") + " (encrypted: no frames decoded)")
+            } else if let s10 = story.amqp10 {
+                let frames = Direction.allCases.map { d -> String in
+                    let f = r.performativeCounts[d]
+                    let named: [(String, Int)] = [
+                        ("open", f.open), ("begin", f.begin), ("attach", f.attach), ("flow", f.flow),
+                        ("transfer", f.transfer), ("disposition", f.disposition), ("detach", f.detach), ("end", f.end),
+                        ("close", f.close), ("empty", f.empty), ("sasl", f.sasl),
+                    ]
+                    return "\(d) "
+                        + named.filter { $0.1 > 0 }.map { "\($0.1) \($0.0)" }.joined(separator: ", ")
+                        + ", \(f.messages) messages"
+                }
+                add(.frames, "frames", frames.joined(separator: "; "))
+                for link in s10.links.prefix(20) {
+                    let address =
+                        link.address.map {
+                            " \(link.clientRole == .sender ? "to" : "from") \(Format.safe($0, limit: 120))"
+                        } ?? ""
+                    add(
+                        .links, "link",
+                        "\"\(Format.safe(link.name, limit: 120))\" client \(link.clientRole)\(address): "
+                            + Format.safe(link.ending, limit: 400))
+                }
+                if s10.links.count > 20 { add(.links, "link", "and \(s10.links.count - 20) more") }
             } else {
                 let frames = Direction.allCases.map { d -> String in
                     let f = r.frameCounts[d]

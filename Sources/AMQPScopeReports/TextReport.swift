@@ -106,6 +106,7 @@ extension AnalyzeReport {
 
     static func peerLine(_ p: PeerProperties) -> String {
         var text = Format.safe(p.name ?? "unnamed", limit: 120)
+        if p.name == nil, let id = p.containerID { text = "container-id \"\(Format.safe(id, limit: 120))\"" }
         if let platform = p.platform { text += " (\(Format.safe(platform, limit: 60)))" }
         if let name = p.connectionName { text += ", connection_name \"\(Format.safe(name, limit: 120))\"" }
         return text

@@ -15,6 +15,7 @@ extension AnalyzeReport {
         case .run(let run): (run.first, run.firstPacket, run.direction.arrow, runText(run))
         case .problem(let p): (p.time, p.packetNumber, p.direction.arrow, "\(p.kind.rawValue): \(p.reason)")
         case .tls(let t): (t.time, t.packetNumber, t.direction.arrow, tlsText(t))
+        case .performative(let f): (f.time, f.packetNumber, f.direction.arrow, Describe.performative(f.frame))
         }
     }
 
@@ -44,7 +45,10 @@ extension AnalyzeReport {
     }
 
     static func runText(_ run: Run) -> String {
-        let heartbeats = "\(run.count) heartbeat\(run.count == 1 ? "" : "s")"
+        let heartbeats =
+            run.amqp10
+            ? "\(run.count) empty frame\(run.count == 1 ? "" : "s") (heartbeats)"
+            : "\(run.count) heartbeat\(run.count == 1 ? "" : "s")"
         var text = run.isHeartbeat ? heartbeats : "\(run.count) × \(run.kind)"
         if run.count > 1 {
             let every = run.last.since(run.first) / Int64(run.count - 1)
@@ -61,7 +65,7 @@ extension AnalyzeReport {
             }
             return text
         }
-        if run.bodyBytes > 0 { text += ", \(run.bodyBytes) body bytes" }
+        if run.bodyBytes > 0 { text += ", \(run.bodyBytes) \(run.amqp10 ? "payload" : "body") bytes" }
         return text
     }
 
@@ -101,7 +105,7 @@ extension AnalyzeReport {
         switch verdict {
         case .amqp(let v): return v.rawValue
         case .amqpBySync: return "AMQP 0-9-1 (by frame sync)"
-        case .amqp10(let v): return v.rawValue
+        case .amqp10: return ProtocolHeader.Version.amqp10.rawValue
         case .notAMQP: return "not AMQP"
         case .encrypted: return "TLS"
         case .undetermined: return "no payload"

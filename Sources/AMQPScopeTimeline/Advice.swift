@@ -7,6 +7,8 @@ package struct AdviceRule: Sendable {
     /// A lower-cased fragment of client_properties.product ("pika", "bunny", ...); nil applies to every client.
     package var product: String?
     package var text: String
+    /// The protocol it applies to: nil both, true AMQP 1.0 only, false 0-9-1 only.
+    package var amqp10: Bool? = nil
 }
 
 package enum AdviceTable {
@@ -38,7 +40,8 @@ package enum AdviceTable {
             text:
                 "Find out why the silent side stopped sending: a blocked application thread, a paused process, or a "
                 + "network element dropping its traffic. If a proxy or load balancer sits between the peers, its "
-                + "idle timeout must be longer than the heartbeat interval."
+                + "idle timeout must be longer than the heartbeat interval.",
+            amqp10: false
         ),
         AdviceRule(
             code: .reset, product: nil,
@@ -64,14 +67,16 @@ package enum AdviceTable {
             text:
                 "A TCP close without Connection.Close means one side (or something between them) gave up on the "
                 + "connection: look for a missed heartbeat, a crashed process, or a proxy/load balancer/NAT idle "
-                + "timeout at the time of the close."
+                + "timeout at the time of the close.",
+            amqp10: false
         ),
         AdviceRule(
             code: .connectionError, product: nil,
             text:
                 "The reply text says why. 320 CONNECTION_FORCED comes from an operator (rabbitmqctl close_connection) "
                 + "or a broker shutting down; 501/505 FRAME_ERROR/UNEXPECTED_FRAME point to a client library bug "
-                + "or a corrupting middlebox."
+                + "or a corrupting middlebox.",
+            amqp10: false
         ),
         AdviceRule(
             code: .channelError, product: nil,
@@ -107,12 +112,79 @@ package enum AdviceTable {
         ),
     ]
 
+    /// AMQP 1.0's lines: the 1.0 clients by what they put in open's properties (product) or by their own texts.
+    package static let rules10: [AdviceRule] = [
+        AdviceRule(
+            code: .missedHeartbeats, product: "proton",
+            text:
+                "Qpid Proton (C, C++, Python) reads its socket and checks idle timeouts only while its event loop "
+                + "runs: in Container.run(), or inside BlockingConnection calls (send, receive, wait). An application "
+                + "that blocks longer than the idle timeout elsewhere (time.sleep, a slow request) makes Proton give up "
+                + "with local-idle-timeout expired although the broker's empty frames arrived. Run the container in "
+                + "its own thread, call into the connection regularly, or open it with a longer idle_timeout (Proton "
+                + "advertises half of it).",
+            amqp10: true),
+        AdviceRule(
+            code: .missedHeartbeats, product: "amqpnetlite",
+            text:
+                "AMQP.NET Lite sends empty frames from its own heartbeat timer once Connection.IdleTimeout is set: "
+                + "silence points at a stalled process (GC, thread-pool starvation) or the network.",
+            amqp10: true),
+        AdviceRule(
+            code: .missedHeartbeats, product: "azsdk",
+            text:
+                "The Azure SDKs keep their AMQP connection alive themselves: a silent client usually means its "
+                + "process was starved or suspended, or a proxy/NAT on the path dropped the idle connection (Service "
+                + "Bus and Event Hubs close connections idle for their own timeout; use AMQP over WebSockets on 443 "
+                + "behind restrictive proxies).",
+            amqp10: true),
+        AdviceRule(
+            code: .missedHeartbeats, product: nil,
+            text:
+                "In AMQP 1.0 each side advertises idle-time-out in open and its peer must send a frame (at least an "
+                + "empty one) within it. Find out why the silent side stopped: a blocked event loop, a paused process, "
+                + "or the network; a proxy or load balancer on the path must allow longer idle periods than that.",
+            amqp10: true),
+        AdviceRule(
+            code: .connectionError, product: nil,
+            text:
+                "The condition says why: amqp:connection:forced comes from an operator or a broker shutting down; "
+                + "amqp:unauthorized-access and a failed SASL outcome from credentials or permissions; "
+                + "amqp:resource-limit-exceeded from a limit such as an idle timeout; amqp:connection:framing-error "
+                + "and amqp:decode-error point to a client or broker bug.",
+            amqp10: true),
+        AdviceRule(
+            code: .sessionError, product: nil,
+            text:
+                "An end with an error takes every link of the session with it. RabbitMQ's AMQP 1.0 plugin answers an "
+                + "attach to a missing queue this way (amqp:not-found) without an attach in reply: declare the queue "
+                + "first, or check the address (/amq/queue/NAME in RabbitMQ 3.x, /queues/NAME in 4.x), then begin a "
+                + "new session.",
+            amqp10: true),
+        AdviceRule(
+            code: .linkError, product: nil,
+            text:
+                "A detach with an error ends one link: check the address and the user's permissions on it, then "
+                + "attach a new link; amqp:link:detach-forced means the peer gave up the link (an operator, a deleted "
+                + "queue, a failover).",
+            amqp10: true),
+        AdviceRule(
+            code: .abruptClose, product: nil,
+            text:
+                "A TCP close without a close performative means one side (or something between them) gave up: look "
+                + "for an idle timeout that fired, a crashed process, or a proxy/load balancer/NAT timeout at that "
+                + "time. RabbitMQ's AMQP 1.0 plugin ends connections that missed their idle timeout with an RST and no "
+                + "close.",
+            amqp10: true),
+    ]
+
     /// The advice for a code, most specific first: the client's own line when its product matches, then the generic
     /// one.
-    package static func advice(for code: DiagnosisCode, clientProduct: String?) -> [String] {
+    package static func advice(for code: DiagnosisCode, clientProduct: String?, amqp10: Bool = false) -> [String] {
         let product = clientProduct?.lowercased() ?? ""
-        let specific = rules.filter { $0.code == code && $0.product.map { product.contains($0) } == true }
-        let generic = rules.filter { $0.code == code && $0.product == nil }
+        let rules = (Self.rules + Self.rules10).filter { $0.code == code && ($0.amqp10 == nil || $0.amqp10 == amqp10) }
+        let specific = rules.filter { $0.product.map { product.contains($0) } == true }
+        let generic = rules.filter { $0.product == nil }
         return (specific.isEmpty ? generic : specific).map(\.text)
     }
 }

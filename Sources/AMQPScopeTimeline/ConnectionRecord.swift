@@ -1,5 +1,6 @@
 // What the engine learns about each connection, and about the capture as a whole: the records that the stories,
 // the diagnoses and every report are made from. Plain values; the engine and RecordBuilder fill them in.
+import AMQPScopeAMQP10
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -141,6 +142,87 @@ public struct FrameCounts: Hashable, Sendable {
     public var total: Int { method + header + body + heartbeat }
 }
 
+/// Per-direction AMQP 1.0 frame counts, by performative (SASL frames together).
+public struct PerformativeCounts: Hashable, Sendable {
+    /// open frames.
+    public var open = 0
+    /// begin frames.
+    public var begin = 0
+    /// attach frames.
+    public var attach = 0
+    /// flow frames.
+    public var flow = 0
+    /// transfer frames.
+    public var transfer = 0
+    /// disposition frames.
+    public var disposition = 0
+    /// detach frames.
+    public var detach = 0
+    /// end frames.
+    public var end = 0
+    /// close frames.
+    public var close = 0
+    /// Empty frames (1.0's heartbeat).
+    public var empty = 0
+    /// SASL frames (mechanisms, init, challenge, response, outcome).
+    public var sasl = 0
+    /// Deliveries completed (their last transfer seen).
+    public var messages = 0
+    /// Bytes of message sections the transfers carried.
+    public var transferBytes: UInt64 = 0
+    /// The defaults.
+    public init() {}
+    /// All frames.
+    public var total: Int {
+        open + begin + attach + flow + transfer + disposition + detach + end + close + empty + sasl
+    }
+
+    /// Counts one frame.
+    mutating func count(_ frame: AMQP10Frame) {
+        switch frame.performative {
+        case nil: empty += 1
+        case .open?: open += 1
+        case .begin?: begin += 1
+        case .attach?: attach += 1
+        case .flow?: flow += 1
+        case .transfer(let t)?:
+            transfer += 1
+            transferBytes += UInt64(t.payloadLength)
+        case .disposition?: disposition += 1
+        case .detach?: detach += 1
+        case .end?: end += 1
+        case .close?: close += 1
+        case .saslMechanisms?, .saslInit?, .saslChallenge?, .saslResponse?, .saslOutcome?: sasl += 1
+        }
+    }
+}
+
+/// One decoded AMQP 1.0 frame, where and when it completed.
+public struct AMQP10FrameRecord: Hashable, Sendable {
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
+    public var packetNumber: Int
+    /// When it happened, in capture time.
+    public var time: Timestamp
+    /// Which way it travelled.
+    public var direction: Direction
+    /// Where it starts in its direction's byte stream.
+    public var offset: UInt64
+    /// The frame.
+    public var frame: AMQP10Frame
+}
+
+/// An AMQP 1.0 delivery, which direction carried it, where and when its last transfer completed.
+public struct AMQP10MessageRecord: Hashable, Sendable {
+    /// Which way it travelled.
+    public var direction: Direction
+    /// When it happened, in capture time.
+    public var time: Timestamp
+    /// The packet's number in its capture (1-based, as Wireshark numbers frames).
+    public var packetNumber: Int
+    /// The delivery.
+    public var message: AMQP10Message
+}
+
 /// Everything the engine learned about one connection.
 public struct ConnectionRecord: Sendable {
     /// The connection's identity.
@@ -205,6 +287,14 @@ public struct ConnectionRecord: Sendable {
     public var timelineDropped = 0
     /// Every packet, when asked (`--verbose`).
     public var packets: [PacketRecord] = []
+    /// AMQP 1.0 frame counts per direction.
+    public var performativeCounts = PerDirection(repeating: PerformativeCounts())
+    /// AMQP 1.0 frames that shape the story (open, begin, attach, detach, end, close, SASL): always kept, bounded.
+    public var keyPerformatives: [AMQP10FrameRecord] = []
+    /// Every AMQP 1.0 frame, when asked (`recordFrames`).
+    public var performatives: [AMQP10FrameRecord] = []
+    /// AMQP 1.0 deliveries, when asked (frames or bodies).
+    public var deliveries: [AMQP10MessageRecord] = []
 
     /// It carried AMQP.
     public var isAMQP: Bool { verdict.isAMQP }
@@ -301,12 +391,17 @@ public struct Run: Hashable, Sendable {
     /// Encrypted TLS records, not decoded frames: (0, 0) is a run of records of a heartbeat's encrypted length,
     /// (0, 1) a run of other records.
     public var inferred = false
+    /// AMQP 1.0 frames: `methodID` is the performative's descriptor code, 0 for empty frames (heartbeats).
+    public var amqp10 = false
 
     /// It is a run of heartbeats (decoded, or inferred from TLS record lengths).
     public var isHeartbeat: Bool { classID == 0 && methodID == 0 }
     /// "heartbeat", a method name such as "basic.publish", "heartbeat-sized TLS record" or "TLS record".
     public var kind: String {
         if inferred { return isHeartbeat ? "heartbeat-sized TLS record" : "TLS record" }
+        if amqp10 {
+            return isHeartbeat ? "empty frame" : AMQP10Descriptor(rawValue: UInt64(methodID))?.name ?? "frame"
+        }
         return isHeartbeat ? "heartbeat" : AMQPSpec.methodName(classID: classID, methodID: methodID)
     }
 }
@@ -350,6 +445,8 @@ public enum TimelineEntry: Hashable, Sendable {
     case run(Run)
     case problem(Problem)
     case tls(TLSMoment)
+    /// An AMQP 1.0 frame that shapes the story.
+    case performative(AMQP10FrameRecord)
 
     /// When it happened.
     public var time: Timestamp {
@@ -359,6 +456,7 @@ public enum TimelineEntry: Hashable, Sendable {
         case .run(let r): r.first
         case .problem(let p): p.time
         case .tls(let t): t.time
+        case .performative(let f): f.time
         }
     }
 }

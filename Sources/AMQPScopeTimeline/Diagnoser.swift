@@ -1,4 +1,5 @@
 // The diagnoses: each a stable code, a severity, one sentence, and the packets that show it.
+import AMQPScopeAMQP10
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -13,7 +14,13 @@ struct Diagnoser {
 
     func run() -> [Diagnosis] {
         var out: [Diagnosis] = []
-        if record.isAMQP {
+        if record.isAMQP, story.amqp10 != nil {
+            let idle = idleTimeouts10()
+            out += idle
+            out += errors10(explained: Set(idle.flatMap { d in d.evidence.map(\.packetNumber) }))
+            out += abruptClose10()
+            out += protocolViolations()
+        } else if record.isAMQP {
             out += missedHeartbeats()
             out += connectionErrors()
             out += channelErrors()
@@ -37,13 +44,17 @@ struct Diagnoser {
     func make(
         _ code: DiagnosisCode, _ severity: Diagnosis.Severity, _ summary: String, side: Side?,
         errno: ErrnoPrediction? = nil,
-        evidence: [Evidence], details: [String] = []
+        evidence: [Evidence], details: [String] = [], productHint: String? = nil
     ) -> Diagnosis {
         let harmless = code == .reset && severity == .info
+        let product = [story.client?.product, productHint].compactMap { $0 }.joined(separator: " ")
         return Diagnosis(
             code: code, severity: severity, summary: summary, side: side, errno: errno,
             evidence: evidence, details: details,
-            advice: harmless ? [] : AdviceTable.advice(for: code, clientProduct: story.client?.product))
+            advice: harmless
+                ? []
+                : AdviceTable.advice(
+                    for: code, clientProduct: product.isEmpty ? nil : product, amqp10: story.amqp10 != nil))
     }
 
     /// "404 \"NOT_FOUND - no queue ...\"": RabbitMQ's texts start with the code's name; others get it added.
@@ -75,6 +86,14 @@ struct Diagnoser {
         for f in record.keyFrames where f.direction.sender == side && f.time >= time {
             if case .method(.connectionClose(let c)) = f.frame.content, best == nil || f.time < best!.1 {
                 best = ("closed the connection (Connection.Close \(c.replyCode))", f.time, f.packetNumber)
+            }
+        }
+        for f in record.keyPerformatives where f.direction.sender == side && f.time >= time {
+            if case .close(let e)? = f.frame.performative, best == nil || f.time < best!.1 {
+                best = (
+                    "closed the connection (close" + (e.map { " with \(AMQP10Story.describe($0))" } ?? "") + ")",
+                    f.time, f.packetNumber
+                )
             }
         }
         return best
@@ -249,6 +268,14 @@ struct Diagnoser {
 
     /// When both Connection.Close and Close-Ok were seen: the close handshake's end.
     func amqpCloseCompleted() -> Timestamp? {
+        // AMQP 1.0: each side sends close; the second one completes the handshake.
+        let closes = record.keyPerformatives.filter {
+            if case .close? = $0.frame.performative { return true }
+            return false
+        }
+        if let first = closes.first, let answer = closes.first(where: { $0.direction != first.direction }) {
+            return answer.time
+        }
         var closeSeen = false
         for f in record.keyFrames {
             guard case .method(let m) = f.frame.content else { continue }
@@ -306,10 +333,7 @@ struct Diagnoser {
     // MARK: - AMQP closes
 
     func abruptClose() -> [Diagnosis] {
-        switch record.verdict {
-        case .amqp, .amqpBySync: break
-        default: return []  // AMQP 1.0 frames are not decoded: its closes cannot be judged
-        }
+        guard record.verdict.isAMQP091 else { return [] }  // 1.0 has its own; 0-10 is not decoded
         let hasClose = record.keyFrames.contains {
             if case .method(.connectionClose) = $0.frame.content { return true }
             return false

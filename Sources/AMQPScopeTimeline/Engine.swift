@@ -1,5 +1,6 @@
 // The pure engine: packets in (header + borrowed bytes), per-connection records out.
 // Joins packet layers -> reassembly -> codec; the timeline and diagnoses are built from its records.
+import AMQPScopeAMQP10
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -43,6 +44,11 @@ struct EngineState: StreamSink {
     struct Entry {
         var builder: RecordBuilder
         var decoder: ConnectionDecoder
+        /// The AMQP 1.0 codec, once the 0-9-1 one saw a 1.0 protocol header; or, on a connection joined mid-stream on
+        /// an AMQP port, hunting for 1.0 frames beside the 0-9-1 codec until one of them finds its frames.
+        var amqp10: AMQP10Decoder?
+        /// The 1.0 codec is only a candidate (hunting beside the 0-9-1 one).
+        var amqp10Candidate = false
         /// The TLS layer, when the connection is TLS: on 5671 always, elsewhere when the client's first bytes are
         /// a TLS record header. Without keys it tells the story of the records; the codec then sees nothing.
         var tls: TLSSession?
@@ -69,6 +75,10 @@ struct EngineState: StreamSink {
         ) {
             self.builder = builder
             self.decoder = decoder
+            if info.opening == .midstream && decoder.onAMQPPort {
+                amqp10 = AMQP10Decoder(configuration: decoder.configuration.amqp10, hunting: true)
+                amqp10Candidate = true
+            }
             self.keyLog = keyLog
             self.keysMayArrive = keysMayArrive
             if info.server.port == Self.tlsPort {
@@ -98,16 +108,13 @@ struct EngineState: StreamSink {
                 var from = 0
                 for piece in pieces {
                     if piece.gap > 0 {
-                        decoder.gap(
-                            piece.gap, direction: piece.direction, time: piece.time, packetNumber: piece.packetNumber,
-                            into: &builder)
+                        codecGap(piece.gap, piece.direction, piece.time, piece.packetNumber)
                     }
                     let step = byteAtATime ? 1 : max(piece.end - from, 1)
                     for start in stride(from: from, to: piece.end, by: step) {
-                        decoder.data(
+                        codecData(
                             UnsafeRawBufferPointer(rebasing: raw[start..<min(start + step, piece.end)]),
-                            direction: piece.direction, time: piece.time, packetNumber: piece.packetNumber,
-                            into: &builder)
+                            piece.direction, piece.time, piece.packetNumber)
                     }
                     from = piece.end
                 }
@@ -146,14 +153,12 @@ struct EngineState: StreamSink {
                     feedPlaintext(byteAtATime: configuration.byteAtATime)
                 } else if configuration.byteAtATime {
                     for i in 0..<bytes.count {
-                        decoder.data(
-                            UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), direction: event.direction,
-                            time: event.time, packetNumber: event.packetNumber, into: &builder)
+                        codecData(
+                            UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), event.direction, event.time,
+                            event.packetNumber)
                     }
                 } else {
-                    decoder.data(
-                        bytes, direction: event.direction, time: event.time,
-                        packetNumber: event.packetNumber, into: &builder)
+                    codecData(bytes, event.direction, event.time, event.packetNumber)
                 }
                 account(event, configuration: configuration, totalHeld: &totalHeld)
             case .gap(let length, let reason):
@@ -164,9 +169,7 @@ struct EngineState: StreamSink {
                         into: &builder)
                     builder.record.tls = tls?.summary
                 } else {
-                    decoder.gap(
-                        length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
-                        into: &builder)
+                    codecGap(length, event.direction, event.time, event.packetNumber)
                 }
                 account(event, configuration: configuration, totalHeld: &totalHeld)
             case .fin:
@@ -180,15 +183,79 @@ struct EngineState: StreamSink {
             }
         }
 
+        /// Bytes given to the AMQP codecs: the 0-9-1 one, until a 1.0 header (or 1.0 frames found by sync) hand the
+        /// connection to the 1.0 one.
+        mutating func codecData(
+            _ bytes: UnsafeRawBufferPointer, _ direction: Direction, _ time: Timestamp, _ packet: Int
+        ) {
+            if amqp10Candidate {
+                // Both hunt; the first to find its frames keeps the connection.
+                amqp10?.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
+                if amqp10?.isHunting(direction) == false {
+                    amqp10Candidate = false
+                    decoder.handOver(to: .amqp10(.amqp10), direction: direction, into: &builder)
+                    return
+                }
+                decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
+                switch decoder.verdict {
+                case .undetermined: break
+                default:
+                    amqp10Candidate = false
+                    amqp10 = nil
+                }
+                return
+            }
+            if amqp10 != nil {
+                amqp10?.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
+                return
+            }
+            let before = decoder.streamOffset(direction)
+            decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
+            guard case .amqp10 = decoder.verdict else { return }
+            // The 0-9-1 codec read the 1.0 protocol header (the stream's first eight bytes): the 1.0 codec reads the
+            // rest, starting with what this call held after the header.
+            var consumed = PerDirection<UInt64>(repeating: 0)
+            consumed[direction] = 8
+            amqp10 = AMQP10Decoder(configuration: decoder.configuration.amqp10, consumed: consumed)
+            let skip = Int(min(UInt64(bytes.count), 8 - min(before, 8)))
+            if skip < bytes.count {
+                amqp10?.data(
+                    UnsafeRawBufferPointer(rebasing: bytes[skip...]), direction: direction, time: time,
+                    packetNumber: packet, into: &builder)
+            }
+        }
+
+        mutating func codecGap(_ length: UInt64, _ direction: Direction, _ time: Timestamp, _ packet: Int) {
+            if amqp10Candidate || amqp10 == nil {
+                decoder.gap(length, direction: direction, time: time, packetNumber: packet, into: &builder)
+            }
+            amqp10?.gap(length, direction: direction, time: time, packetNumber: packet, into: &builder)
+        }
+
+        mutating func codecFinish(_ direction: Direction, _ time: Timestamp, _ packet: Int) {
+            if amqp10Candidate {
+                amqp10 = nil
+                amqp10Candidate = false
+            }
+            if amqp10 != nil {
+                amqp10?.finish(direction: direction, time: time, packetNumber: packet, into: &builder)
+            } else {
+                decoder.finish(direction: direction, time: time, packetNumber: packet, into: &builder)
+            }
+        }
+
+        var codecBufferedBytes: Int { decoder.bufferedBytes + (amqp10?.bufferedBytes ?? 0) }
+
         /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
         mutating func account(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
-            var now = decoder.bufferedBytes + (tls?.bufferedBytes ?? 0)
+            var now = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
             if now != held || totalHeld > configuration.maximumCodecBufferedBytes {
                 totalHeld += now - held
                 if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
                     decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
+                    amqp10?.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
                     tls?.shed(into: &builder)
-                    let after = decoder.bufferedBytes + (tls?.bufferedBytes ?? 0)
+                    let after = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
                     totalHeld += after - now
                     now = after
                 }
@@ -275,8 +342,7 @@ struct EngineState: StreamSink {
         entry.tls?.finish(into: &entry.builder)
         entry.feedPlaintext()
         for direction in Direction.allCases {
-            entry.decoder.finish(
-                direction: direction, time: event.time, packetNumber: event.packetNumber, into: &entry.builder)
+            entry.codecFinish(direction, event.time, event.packetNumber)
         }
         if let tls = entry.tls, !tls.summary.decrypted {
             entry.builder.record.tls = tls.summary
@@ -430,4 +496,15 @@ public struct Engine {
     public var codecBufferedBytes: Int { state.totalHeld }
     /// Out-of-order TCP bytes held now.
     public var bufferedBytes: Int { reassembler.bufferedBytes }
+}
+
+extension CodecConfiguration {
+    /// The same choices for the AMQP 1.0 codec.
+    var amqp10: AMQP10Configuration {
+        var c = AMQP10Configuration()
+        c.keepBodies = keepBodies
+        c.maximumKeptBodyBytes = maximumKeptBodyBytes
+        c.showCredentials = showCredentials
+        return c
+    }
 }

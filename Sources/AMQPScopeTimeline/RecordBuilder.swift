@@ -1,10 +1,11 @@
 // Builds one connection's record from its TCP and codec events.
+import AMQPScopeAMQP10
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
 import AMQPScopeTLS
 
-struct RecordBuilder: CodecSink, TLSSink {
+struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     var record: ConnectionRecord
     let configuration: EngineConfiguration
     /// Runs of routine traffic not yet placed on the timeline (closed by the next key event).
@@ -118,10 +119,11 @@ struct RecordBuilder: CodecSink, TLSSink {
     /// Routine traffic joins the open run of its kind and direction.
     mutating func routine(
         _ classID: UInt16, _ methodID: UInt16, _ direction: Direction, _ time: Timestamp, _ packet: Int,
-        inferred: Bool = false, bytes: UInt64 = 0
+        inferred: Bool = false, amqp10: Bool = false, bytes: UInt64 = 0
     ) {
         if let i = openRuns.firstIndex(where: {
             $0.classID == classID && $0.methodID == methodID && $0.direction == direction && $0.inferred == inferred
+                && $0.amqp10 == amqp10
         }) {
             openRuns[i].count += 1
             openRuns[i].last = time
@@ -131,7 +133,7 @@ struct RecordBuilder: CodecSink, TLSSink {
             openRuns.append(
                 Run(
                     classID: classID, methodID: methodID, direction: direction, count: 1, first: time, last: time,
-                    firstPacket: packet, lastPacket: packet, bodyBytes: bytes, inferred: inferred))
+                    firstPacket: packet, lastPacket: packet, bodyBytes: bytes, inferred: inferred, amqp10: amqp10))
         }
     }
 
@@ -275,14 +277,83 @@ struct RecordBuilder: CodecSink, TLSSink {
         }
     }
 
+    /// The AMQP 1.0 codec's events: open, begin, attach, detach, end, close and SASL frames are key events; transfers,
+    /// flows, dispositions and empty frames (heartbeats) fold into runs.
+    mutating func consume(_ event: AMQP10Event) {
+        let direction = event.direction
+        let time = event.time
+        switch event.kind {
+        case .protocolHeader(let h):
+            record.protocolHeaders.append(
+                ProtocolHeaderRecord(
+                    direction: direction,
+                    header: ProtocolHeader(
+                        protocolID: h.protocolID, major: h.major, minor: h.minor, revision: h.revision),
+                    time: time, packetNumber: event.packetNumber))
+        case .frame(let frame):
+            spoke(direction, time, event.packetNumber)
+            record.performativeCounts[direction].count(frame)
+            var frameRecord: AMQP10FrameRecord {
+                AMQP10FrameRecord(
+                    packetNumber: event.packetNumber, time: time, direction: direction, offset: event.offset,
+                    frame: frame)
+            }
+            switch frame.performative {
+            case nil:
+                heartbeat(direction, time)
+                routine(0, 0, direction, time, event.packetNumber, amqp10: true)
+            case .transfer(let t)?:
+                routine(
+                    0, UInt16(AMQP10Descriptor.transfer.rawValue), direction, time, event.packetNumber, amqp10: true,
+                    bytes: UInt64(t.payloadLength))
+            case .flow?, .disposition?:
+                routine(
+                    0, UInt16(frame.performative!.descriptor.rawValue), direction, time, event.packetNumber,
+                    amqp10: true)
+            default:
+                let key = frameRecord
+                if record.keyPerformatives.count < 10_000 {
+                    record.keyPerformatives.append(key)
+                } else {
+                    record.keyFramesDropped += 1
+                }
+                addKey(.performative(key))
+            }
+            if configuration.recordFrames { record.performatives.append(frameRecord) }
+        case .message(let message):
+            record.performativeCounts[direction].messages += 1
+            if configuration.recordFrames || configuration.codec.keepBodies {
+                record.deliveries.append(
+                    AMQP10MessageRecord(
+                        direction: direction, time: time, packetNumber: event.packetNumber, message: message))
+            }
+        case .malformed(let reason, _):
+            addProblem(.malformed, reason, direction, time, event.packetNumber, event.offset)
+        case .violation(let reason):
+            addProblem(.violation, reason, direction, time, event.packetNumber, event.offset)
+        case .synchronized(let skipped):
+            if record.synchronizations.count < configuration.maximumProblemsKept {
+                record.synchronizations.append(
+                    Synchronization(direction: direction, skipped: skipped, packetNumber: event.packetNumber))
+            }
+        }
+    }
+
     private mutating func addProblem(
         _ kind: Problem.Kind, _ reason: String, _ direction: Direction, _ time: Timestamp, _ event: CodecEvent
+    ) {
+        addProblem(kind, reason, direction, time, event.packetNumber, event.offset)
+    }
+
+    private mutating func addProblem(
+        _ kind: Problem.Kind, _ reason: String, _ direction: Direction, _ time: Timestamp, _ packetNumber: Int,
+        _ offset: UInt64
     ) {
         record.problemCount += 1
         if record.problems.count < configuration.maximumProblemsKept {
             let problem = Problem(
-                kind: kind, reason: reason, direction: direction, time: time,
-                packetNumber: event.packetNumber, offset: event.offset)
+                kind: kind, reason: reason, direction: direction, time: time, packetNumber: packetNumber,
+                offset: offset)
             record.problems.append(problem)
             addKey(.problem(problem))
         }

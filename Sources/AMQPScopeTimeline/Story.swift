@@ -1,5 +1,6 @@
 // A connection's story: the negotiated parameters, the peers, how it ended, and the diagnoses with their evidence.
 // A pure function of the connection's record.
+import AMQPScopeAMQP10
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -30,8 +31,10 @@ public struct Negotiated: Hashable, Sendable {
 
 /// What a peer says about itself in Connection.Start / Start-Ok.
 public struct PeerProperties: Hashable, Sendable {
-    /// The properties table as sent.
+    /// The properties table as sent (AMQP 1.0: open's properties, strings and numbers).
     public var table: FieldTable
+    /// AMQP 1.0: the container id from open.
+    public var containerID: String? = nil
     /// The `product` property.
     public var product: String? { table.string("product") }
     /// The `version` property.
@@ -67,12 +70,16 @@ public enum DiagnosisCode: String, Hashable, Sendable, CaseIterable, CustomStrin
     case writeAfterClose = "write-after-close"
     /// An RST, with the error the receiving socket then returns.
     case reset
-    /// Connection.Close with an error reply code.
+    /// Connection.Close with an error reply code; AMQP 1.0: close with an error, or a failed SASL outcome.
     case connectionError = "connection-error"
     /// TCP closed with no AMQP close handshake.
     case abruptClose = "abrupt-close"
     /// Channel.Close with an error reply code.
     case channelError = "channel-error"
+    /// AMQP 1.0: end with an error (a session ended, with its links).
+    case sessionError = "session-error"
+    /// AMQP 1.0: detach with an error (a link ended).
+    case linkError = "link-error"
     /// Connection.Blocked from the server.
     case blocked
     /// Heartbeats negotiated off, with long silences.
@@ -138,7 +145,9 @@ public struct Story: Sendable {
     public var record: ConnectionRecord
     /// What was negotiated, or inferred from heartbeats; nil when unknown.
     public var negotiated: Negotiated?
-    /// What the client said about itself in Start-Ok.
+    /// AMQP 1.0: each side's open, the SASL exchange and the links.
+    public var amqp10: AMQP10Story?
+    /// What the client said about itself in Start-Ok (AMQP 1.0: in open).
     public var client: PeerProperties?
     /// What the server said about itself in Start.
     public var server: PeerProperties?
@@ -203,6 +212,14 @@ extension Story {
             default: break
             }
         }
+        if case .amqp10 = record.verdict {
+            let s10 = AMQP10Story(record)
+            amqp10 = s10
+            client = PeerProperties(open: s10.open(sentBy: .client))
+            server = PeerProperties(open: s10.open(sentBy: .server))
+        } else {
+            amqp10 = nil
+        }
         self.client = client
         self.server = server
         heartbeatCadence = record.heartbeatTimes.map(Self.medianInterval)
@@ -228,11 +245,16 @@ extension Story {
         diagnoses = []
         silences = PerDirection(repeating: [])
         ending = describeEnding()
-        let threshold =
+        let threshold091 =
             negotiated.map { $0.heartbeat > 0 ? Int64($0.heartbeat) * 1_000_000_000 : options.idleThreshold }
             ?? options.idleThreshold
         let end = record.endTime ?? record.lastTime
         for d in Direction.allCases {
+            // AMQP 1.0: a direction's sender must honour the idle timeout its receiver advertised.
+            let threshold =
+                amqp10.map { s in
+                    s.idleTimeOut(advertisedBy: d.receiver).map { Int64($0) * 1_000_000 } ?? options.idleThreshold
+                } ?? threshold091
             var gaps = record.idleGaps[d].filter { $0.length >= threshold }
             if let last = record.lastFrameTime[d], end.since(last) >= threshold {
                 gaps.append(IdleGap(from: last, to: end, fromPacket: record.lastFramePacket[d], toPacket: 0))
@@ -257,12 +279,21 @@ extension Story {
         for f in r.keyFrames {
             if case .method(.connectionClose(let c)) = f.frame.content, closeMethod == nil { closeMethod = (f, c) }
         }
+        var close10: AMQP10FrameRecord?
+        for f in r.keyPerformatives where close10 == nil {
+            if case .close? = f.frame.performative { close10 = f }
+        }
         let firstTCPClose = r.moments.first {
             if case .fin = $0.kind { return true }
             if case .reset = $0.kind { return true }
             return false
         }
         var parts: [String] = []
+        if let f = close10, case .close(let e)? = f.frame.performative {
+            parts.append(
+                "close" + (e.map { " with \(AMQP10Story.describe($0))" } ?? "") + " from the \(f.direction.sender) at "
+                    + clock(f.time))
+        }
         if let (f, c) = closeMethod {
             parts.append(
                 "Connection.Close \(c.replyCode) \(AMQPSpec.replyCodes[c.replyCode]?.name ?? "") from the "
@@ -274,7 +305,7 @@ extension Story {
             if case .reset = m.kind { how = "reset (RST)" } else { how = "closed (FIN)" }
             parts.append(
                 "\(how) by the \(m.direction.sender) at "
-                    + "\(clock(m.time))\(closeMethod == nil && r.isAMQP && !(r.tls.map { !$0.decrypted } ?? false) ? " with no Connection.Close" : "")"
+                    + "\(clock(m.time))\(closeMethod == nil && close10 == nil && r.isAMQP && !(r.tls.map { !$0.decrypted } ?? false) ? (amqp10 == nil ? " with no Connection.Close" : " with no close performative") : "")"
             )
         }
         if parts.isEmpty {

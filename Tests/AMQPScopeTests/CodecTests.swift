@@ -229,9 +229,13 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         #expect(verdict(Array("AMQP".utf8) + [3, 1, 0, 0]) == .amqp10(.amqp10SASL))
         #expect(
             verdict(Array("AMQP".utf8) + [2, 1, 0, 0], onPort: false) == .amqp10(.amqp10TLS), "recognised on any port")
-        // The broker answering with its own header refuses the client's version.
+        // AMQP 0-10 is named, not decoded; the broker answering with its own header refuses the client's version.
+        #expect(verdict(Array("AMQP".utf8) + [1, 1, 0, 10]) == .amqp(.amqp010))
         let refused = decodeStream(client: Array("AMQP".utf8) + [1, 1, 0, 10], server: Encode.header091)
-        #expect(refused.headers.map(\.version) == [.unknown, .amqp091])
+        #expect(refused.headers.map(\.version) == [.amqp010, .amqp091])
+        #expect(refused.frames.isEmpty)
+        let unknown = decodeStream(client: Array("AMQP".utf8) + [1, 1, 0, 11], server: Encode.header091)
+        #expect(unknown.headers.map(\.version) == [.unknown, .amqp091])
         // HTTP on a non-AMQP port, and on 5672: never misread as AMQP.
         let http = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
         if case .notAMQP? = verdict(http, onPort: false) {} else { Issue.record("HTTP on another port") }
