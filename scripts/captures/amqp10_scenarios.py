@@ -16,9 +16,14 @@ proton.reactor.Container underneath). What it records in OUT.json:
   connections  client/broker address and port, idle timeouts (local setting, what the peer advertised),
                the peer's container-id and Open properties
   proton_log   the "proton" logger's records at INFO and above (connect, disconnect, socket errors)
+  tls          (rabbitmq10-tls-*) what Proton's SSL layer reports (protocol, cipher, SNI/peer name) and the key log
+               that the LD_PRELOAD shim (keylog-shim.c) wrote to $SSLKEYLOGFILE
+  sasl         (rabbitmq10-sasl-failure) Proton's SASL layer after the failure: mechanism, outcome code, condition
 Exit status 0 when the scenario ran as designed (including the failures it provokes), 1 otherwise.
 Environment: AMQPSCOPE_AMQP10_HOST, AMQPSCOPE_PROTON_PORT (5673), AMQPSCOPE_BROKER_PORT (5672),
-AMQPSCOPE_PROTON_BROKER_PID (the Proton example broker, for proton-broker-frozen).
+AMQPSCOPE_BROKER_TLS_PORT (5671), AMQPSCOPE_PROTON_BROKER_PID (the Proton example broker, for proton-broker-frozen),
+AMQPSCOPE_TLS_CA (the broker's throwaway CA, for rabbitmq10-tls-*), SSLKEYLOGFILE and LD_PRELOAD (the key-log shim,
+rabbitmq10-tls-*; LD_PRELOAD is dropped from the environment once loaded, so no child process inherits it).
 """
 
 import datetime
@@ -35,7 +40,8 @@ import traceback
 
 import proton
 import proton._reactor as _reactor
-from proton import Endpoint, Message, Transport
+import proton._io as _io
+from proton import SASL, SSLDomain, Endpoint, Message, Transport
 from proton.utils import BlockingConnection
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,6 +49,8 @@ BROKER = os.path.join(os.path.dirname(HERE), "broker")
 HOST = os.environ.get("AMQPSCOPE_AMQP10_HOST", "127.0.0.1")
 PROTON_PORT = int(os.environ.get("AMQPSCOPE_PROTON_PORT", "5673"))
 RABBIT_PORT = int(os.environ.get("AMQPSCOPE_BROKER_PORT", "5672"))
+RABBIT_TLS_PORT = int(os.environ.get("AMQPSCOPE_BROKER_TLS_PORT", "5671"))
+PRELOADED = os.environ.pop("LD_PRELOAD", None)   # already loaded into this process; keep it from child processes
 
 
 def now():
@@ -89,6 +97,8 @@ class Recorder:
     def __init__(self, scenario, out_path):
         self.lock = threading.Lock()
         self.out_path = out_path
+        self.sockets = []      # every socket Proton's IO.connect made: label, client port, broker address
+        self.transports = {}   # label -> the proton Transport bound in _Connector._connect
         self.data = {
             "scenario": scenario,
             "proton_version": ".".join(str(v) for v in proton.VERSION),
@@ -132,10 +142,25 @@ class Recorder:
                     frames.append([round(ts, 6), "log", None, message[:1500]])
             t.trace(Transport.TRACE_FRM)
             t.tracer = tracer
+            rec.transports[label] = t
             rec.event("transport_bound", connection=label, url=_redact(str(url)), local_idle_timeout_s=t.idle_timeout,
                       source="proton _Connector._connect (Transport bound, frame trace on)")
 
         _reactor._Connector._connect = _connect
+
+        orig_io_connect = _io.IO.connect
+
+        def io_connect(addr):
+            sock = orig_io_connect(addr)
+            s = {"label": _pending_label[0], "t": now(), "broker_addr": addr[4][0], "broker_port": addr[4][1]}
+            try:
+                s["client_addr"], s["client_port"] = sock.getsockname()[:2]
+            except OSError as e:  # pragma: no cover
+                s["error"] = repr(e)
+            rec.sockets.append(s)
+            return sock
+
+        _io.IO.connect = staticmethod(io_connect)
 
         def wrap(name, what):
             orig = getattr(BlockingConnection, name, None)
@@ -202,10 +227,18 @@ class Recorder:
         self._append("exceptions", d)
         return d
 
-    def connect(self, label, url, **kw):
-        self.event("connect", connection=label, url=_redact(url), params=kw)
+    def connect(self, label, url, shown=None, **kw):
+        """shown: how to record some of the parameters (the SSLDomain); a password is never recorded."""
+        params = dict(kw, **(shown or {}))
+        if "password" in params:
+            params["password"] = "<redacted>"
+        self.event("connect", connection=label, url=_redact(url), params=params)
         _pending_label[0] = label
-        bc = BlockingConnection(url, **kw)
+        try:
+            bc = BlockingConnection(url, **kw)
+        except Exception:
+            self.failed_connection_info(label)
+            raise
         info = self.connection_info(bc, label)
         self.event("connected", connection=label, client_port=info.get("client_port"),
                    remote_idle_timeout_s=info.get("remote_idle_timeout_s"))
@@ -236,6 +269,24 @@ class Recorder:
         info["remote_offered_capabilities"] = None if c.remote_offered_capabilities is None else \
             [str(x) for x in c.remote_offered_capabilities]
         info["source"] = "proton Transport/Connection after BlockingConnection() returned (remote Open received)"
+        ssl = getattr(t, "_ssl", None)
+        if ssl is not None:
+            info["tls"] = {"protocol": ssl.protocol_name(), "cipher": ssl.cipher_name(),
+                           "peer_hostname": ssl.peer_hostname, "peer_cert_subject": ssl.get_cert_subject(),
+                           "source": "proton SSL object of the transport: protocol_name(), cipher_name() "
+                                     "(OpenSSL's names), peer_hostname (SNI and the name verified)"}
+        self._append("connections", info)
+        return info
+
+    def failed_connection_info(self, label):
+        """BlockingConnection() raised: the ports from the socket Proton's IO.connect made for this connection."""
+        socks = [s for s in self.sockets if s["label"] == label]
+        info = {"label": label, "connected": False}
+        if socks:
+            s = socks[-1]
+            info.update({k: s.get(k) for k in ("client_addr", "client_port", "broker_addr", "broker_port")})
+            info["ports_source"] = "client socket getsockname() right after Proton's IO.connect() (connect() call)"
+        info["source"] = "BlockingConnection() raised before the connection was open: no remote Open"
         self._append("connections", info)
         return info
 
@@ -334,6 +385,10 @@ def url_rabbit():
     return "amqp://%s:%d" % (HOST, RABBIT_PORT)
 
 
+def url_rabbit_tls():
+    return "amqps://%s:%d" % (HOST, RABBIT_TLS_PORT)
+
+
 def ctl(rec, *args, timeout=60):
     cmd = [BROKER, "ctl"] + list(args)
     t0 = now()
@@ -346,9 +401,9 @@ def ctl(rec, *args, timeout=60):
 
 # --- scenarios against Proton's example broker (127.0.0.1:5673) --------------------------------
 
-def send_receive(rec, url, q, idle_note):
+def send_receive(rec, url, q, idle_note, **connect_kw):
     """Three messages sent, then received with credit 3 and accepted; idle while serviced; a clean close."""
-    bc = rec.connect("sendrecv", url, heartbeat=2, timeout=10)
+    bc = rec.connect("sendrecv", url, heartbeat=2, timeout=10, **connect_kw)
     snd = bc.create_sender(q)
     rec.event("sender_attached", address=q)
     for n in range(1, 4):
@@ -419,6 +474,120 @@ def proton_broker_frozen(rec):
 def rabbitmq10_send_receive(rec):
     send_receive(rec, url_rabbit(), "/queue/amqpscope.amqp10.sendrecv",
                  "idle while the reactor runs: empty frames from the broker every 0.5 s")
+
+
+TLS_SNI = "localhost"   # the broker's throwaway certificate: CN localhost, SAN DNS:localhost, IP:127.0.0.1
+
+
+def keylog_summary(path):
+    """What the key-log shim wrote: line count per label (CLIENT_HANDSHAKE_TRAFFIC_SECRET, ...) and client randoms."""
+    labels, randoms = {}, []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3:
+                    labels[parts[0]] = labels.get(parts[0], 0) + 1
+                    if parts[1] not in randoms:
+                        randoms.append(parts[1])
+    except OSError as e:
+        return {"file": os.path.basename(path), "error": repr(e)}
+    return {"file": os.path.basename(path), "lines": sum(labels.values()), "labels": labels,
+            "client_randoms": randoms}
+
+
+def openssl_version():
+    """OpenSSL_version(OPENSSL_VERSION) of the libcrypto Proton's C library uses (the system's libcrypto.so.3)."""
+    try:
+        import ctypes
+        lib = ctypes.CDLL("libcrypto.so.3")
+        lib.OpenSSL_version.restype = ctypes.c_char_p
+        lib.OpenSSL_version.argtypes = [ctypes.c_int]
+        return lib.OpenSSL_version(0).decode()
+    except (OSError, AttributeError) as e:
+        return "unknown (%r)" % e
+
+
+def rabbitmq10_tls_send_receive(rec):
+    """rabbitmq10-send-receive over TLS (AMQPS) to RabbitMQ's TLS listener. Proton's C library does the TLS with
+    OpenSSL; the secrets go to $SSLKEYLOGFILE through the LD_PRELOAD shim keylog-shim.c."""
+    ca = os.environ.get("AMQPSCOPE_TLS_CA")
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    if not ca or not keylog or not PRELOADED:
+        raise RuntimeError("rabbitmq10-tls-send-receive needs AMQPSCOPE_TLS_CA, SSLKEYLOGFILE and the key-log shim "
+                           "in LD_PRELOAD (scripts/record-captures-amqp10 sets them)")
+    domain = SSLDomain(SSLDomain.MODE_CLIENT)
+    domain.set_trusted_ca_db(ca)
+    domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+    rec.data["tls_requested"] = {"ssl_domain": "SSLDomain(MODE_CLIENT), set_trusted_ca_db(the broker's throwaway CA), "
+                                               "set_peer_authentication(VERIFY_PEER_NAME)",
+                                 "sni": TLS_SNI, "ca_file": os.path.basename(ca),
+                                 "keylog": {"env": "SSLKEYLOGFILE", "file": os.path.basename(keylog),
+                                            "shim": os.path.basename(PRELOADED),
+                                            "how": "LD_PRELOAD shim (scripts/captures/keylog-shim.c) wrapping "
+                                                   "SSL_new() to install SSL_CTX_set_keylog_callback()"}}
+    try:
+        send_receive(rec, url_rabbit_tls(), "/queue/amqpscope.amqp10.tls-sendrecv",
+                     "idle while the reactor runs: empty frames from the broker every 0.5 s",
+                     ssl_domain=domain, sni=TLS_SNI,
+                     shown={"ssl_domain": rec.data["tls_requested"]["ssl_domain"]})
+    finally:
+        kl = keylog_summary(keylog)
+        kl["source"] = "the key log file after the client closed (written by the LD_PRELOAD shim)"
+        conn = next((c for c in rec.data["connections"] if c.get("tls")), None)
+        rec.data["tls"] = dict((conn or {}).get("tls") or {}, keylog=kl, openssl=openssl_version())
+
+
+SASL_OUTCOMES = {SASL.OK: "ok", SASL.AUTH: "auth", SASL.SYS: "sys", SASL.PERM: "sys-perm", SASL.TEMP: "sys-temp"}
+
+
+def broker_closed_from_log(client_port, seconds):
+    """Waits (at most `seconds`) for the broker log's 'closing AMQP connection <pid> (127.0.0.1:PORT -> ' line."""
+    path = subprocess.run([BROKER, "log-path"], capture_output=True, text=True).stdout.strip()
+    pat = re.compile(r"closing AMQP connection <[\d.]+> \(127\.0\.0\.1:%d -> " % client_port)
+    end = now() + seconds
+    while now() < end:
+        try:
+            with open(path, errors="replace") as f:
+                if any(pat.search(line) for line in f):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def rabbitmq10_sasl_failure(rec):
+    """SASL PLAIN with a wrong password (user guest): RabbitMQ's 1.0 plugin answers sasl-outcome code 1 (auth), but
+    only 3 s after the sasl-init (its delay before refusing a login), and closes the socket 3 s after that. So no
+    heartbeat= here (Proton's idle clock runs during SASL too: heartbeat=2 would give up before the outcome) and a
+    connection timeout of 15 s."""
+    user, password = "guest", "amqpscope-wrong-password"
+    rec.data["credentials_given"] = {"user": user, "password": "<redacted: deliberately wrong, not guest's>",
+                                     "mechanism": "PLAIN (allowed_mechs='PLAIN', allow_insecure_mechs=True: "
+                                                  "PLAIN without TLS)"}
+    rec.data["failing_call"] = "BlockingConnection"
+    try:
+        bc = rec.connect("saslfail", url_rabbit(), timeout=15, user=user, password=password,
+                         allowed_mechs="PLAIN", allow_insecure_mechs=True)
+        rec.event("connected_unexpectedly")
+        close(rec, bc, "saslfail")
+    except Exception as e:
+        rec.exception("BlockingConnection", e)
+    t = rec.transports.get("saslfail")
+    if t is not None:
+        sasl = t.sasl()
+        outcome = sasl.outcome
+        rec.data["sasl"] = {"mechanism": sasl.mech, "outcome": outcome, "outcome_name": SASL_OUTCOMES.get(outcome),
+                            "transport_condition": cond(t.condition),
+                            "source": "proton SASL object of the connection's transport after BlockingConnection() "
+                                      "raised: mech, outcome (pn_sasl_outcome: the code of the sasl-outcome Proton "
+                                      "read; None if it read none); the transport's condition"}
+    port = next((c.get("client_port") for c in rec.data["connections"] if c["label"] == "saslfail"), None)
+    if port:
+        closed = broker_closed_from_log(port, 8.0)
+        rec.event("broker_closed" if closed else "broker_close_not_logged_within_8s", client_port=port,
+                  source="broker log 'closing AMQP connection' line for this client port (polled)")
 
 
 def rabbitmq10_heartbeat_under_1s(rec):
@@ -565,6 +734,8 @@ SCENARIOS = {
     "rabbitmq10-idle-timeout": rabbitmq10_idle_timeout,
     "rabbitmq10-local-idle-timeout": rabbitmq10_local_idle_timeout,
     "rabbitmq10-connection-forced": rabbitmq10_connection_forced,
+    "rabbitmq10-tls-send-receive": rabbitmq10_tls_send_receive,
+    "rabbitmq10-sasl-failure": rabbitmq10_sasl_failure,
 }
 
 

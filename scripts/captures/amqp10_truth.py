@@ -8,6 +8,8 @@ Inputs (all written by scripts/record-captures-amqp10):
                   or the Proton example broker's stdout/stderr (its PN_TRACE_FRM frame trace and the
                   conditions it prints), each line stamped with UTC time by scripts/proton-broker
   --pcap          the capture, already cut down to the scenario's client ports
+  --keylog        TLS scenarios (rabbitmq10-tls-*): the NSS key log the client's LD_PRELOAD shim wrote, with which
+                  tshark decrypts the capture (-o tls.keylog_file:FILE -d tcp.port==PORT,tls)
 
 Sections of the output, like the AMQP 0-9-1 truth files (captures/README.md):
   client, broker_log, broker   ground truth as the two programs recorded it
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 
+from make_truth import iana_cipher, observe_tls
 from tshark_tcp import tcp_packets
 
 PERFORMATIVES = {16: "open", 17: "begin", 18: "attach", 19: "flow", 20: "transfer", 21: "disposition",
@@ -104,6 +107,7 @@ CONN_PID = re.compile(r"connection <([\d.]+)>")
 
 def rmq_classify(msg):
     rules = [("accepting", "accepting AMQP connection"), ("authenticated", "authenticated and granted access"),
+             ("login_refused", "login refused"),
              ("missed_heartbeats", "missed heartbeats from client"),
              ("connection_error_1_0", "Error on AMQP 1.0 connection"),
              ("session_closed", "Closing session for connection"), ("channel_error", "caused a channel exception"),
@@ -186,11 +190,17 @@ def parse_proton_log(text):
 
 # --- capture (tshark) ---------------------------------------------------------------------------
 
-def tshark_json(pcap, port):
+def tshark_cmd(pcap, port, keylog=None):
+    if keylog:  # decrypt with the key log; AMQP is then dissected inside the TLS records
+        return ["tshark", "-r", pcap, "-o", "tls.keylog_file:" + keylog, "-d", "tcp.port==%d,tls" % port, "-T", "json",
+                "--no-duplicate-keys", "-J", "frame tcp tls amqp"]
+    return ["tshark", "-r", pcap, "-d", "tcp.port==%d,amqp" % port, "-T", "json", "--no-duplicate-keys",
+            "-J", "frame tcp amqp"]
+
+
+def tshark_json(pcap, port, keylog=None):
     try:
-        p = subprocess.run(["tshark", "-r", pcap, "-d", "tcp.port==%d,amqp" % port, "-T", "json",
-                            "--no-duplicate-keys", "-J", "frame tcp amqp"],
-                           capture_output=True, text=True, timeout=120)
+        p = subprocess.run(tshark_cmd(pcap, port, keylog), capture_output=True, text=True, timeout=120)
         return json.loads(p.stdout or "[]")
     except (OSError, ValueError, subprocess.TimeoutExpired) as e:
         print("amqp10_truth: tshark failed: %r" % e, file=sys.stderr)
@@ -214,8 +224,23 @@ def _find_key(obj, suffix):
     return None
 
 
-def observe(pcap, broker_port):
-    pkts = tshark_json(pcap, broker_port)
+def client_randoms(tls):
+    """The ClientHello random(s) in one packet's tls layer (to match against the key log)."""
+    out = []
+    for layer in tls if isinstance(tls, list) else [tls] if tls else []:
+        recs = layer.get("tls.record") if isinstance(layer, dict) else None
+        for r in recs if isinstance(recs, list) else [recs] if recs else []:
+            hs = r.get("tls.handshake") if isinstance(r, dict) else None
+            for h in hs if isinstance(hs, list) else [hs] if hs else []:
+                if isinstance(h, dict) and h.get("tls.handshake.type") == "1":
+                    rnd = _find_key(h, "tls.handshake.random")
+                    if rnd:
+                        out.append(rnd.replace(":", "").lower())
+    return out
+
+
+def observe(pcap, broker_port, keylog=None):
+    pkts = tshark_json(pcap, broker_port, keylog)
     if pkts is None:
         return None
     streams = {}
@@ -224,6 +249,15 @@ def observe(pcap, broker_port):
                       "open": {}, "errors": [], "performatives": [], "close_sequence": []}
     for s, side, L, num, t in tcp_packets(pkts, broker_port, streams, fields, close_time=iso):
         amqp = L.get("amqp")
+        if keylog:
+            # make_truth's TLS walk (handshake parameters, records by content type, alerts); its "heartbeat"
+            # record lengths are here those of records that hold one AMQP 1.0 empty frame and nothing else
+            alist = [a for a in (amqp if isinstance(amqp, list) else [amqp] if amqp else []) if "amqp.type" in a]
+            only_empty = len(alist) == 1 and alist[0].get("amqp.length") == "8"
+            observe_tls(s, side, num, t, L.get("tls"), [8] if only_empty else [], bool(amqp))
+            if side == "client":
+                for rnd in client_randoms(L.get("tls")):
+                    s["tls"].setdefault("client_randoms", []).append(rnd)
         if amqp is None:
             continue
         for a in amqp if isinstance(amqp, list) else [amqp]:
@@ -249,6 +283,14 @@ def observe(pcap, broker_port):
                 s["empty_frames"][side].append(round(t, 6))
                 continue
             args = a.get("amqp.method.arguments")
+            if name in ("sasl-init", "sasl-outcome") and isinstance(args, dict):
+                sasl = s.setdefault("sasl", {})
+                if name == "sasl-init":
+                    sasl["mechanism"] = args.get("amqp.sasl.mechanism")
+                else:
+                    code = args.get("amqp.sasl.saslCode")
+                    sasl.update({"outcome_code": int(code) if code is not None else None, "outcome_frame": num,
+                                 "outcome_time": iso(t)})
             if name == "open" and isinstance(args, dict):
                 it = args.get("amqp.performative.arguments.idleTimeout")
                 s["open"][side] = {"frame": num, "idle_time_out_ms": int(it) if it is not None else None,
@@ -262,10 +304,12 @@ def observe(pcap, broker_port):
                                     **entry["error"]})
             if name not in ("flow",) and len(s["performatives"]) < 80:
                 s["performatives"].append(entry)
-    out = {"source": "tshark -d tcp.port==%d,amqp -T json on the capture (decoder cross-check, not ground truth)"
-                     % broker_port,
+    how = ("-o tls.keylog_file:%s -d tcp.port==%d,tls" % (os.path.basename(keylog), broker_port) if keylog
+           else "-d tcp.port==%d,amqp" % broker_port)
+    out = {"source": "tshark %s -T json on the capture (decoder cross-check, not ground truth)" % how,
            "packets": len(pkts), "tcp_connections": len(streams), "connections": []}
     for s in sorted(streams.values(), key=lambda x: x["first_frame"]):
+        (s.get("tls") or {}).pop("_client_app_data_seen", None)
         e = s.pop("empty_frames")
         s["empty_frame_intervals"] = {k: intervals(v) for k, v in e.items()}
         s["empty_frame_times"] = {k: (v if len(v) <= 60 else v[:60]) for k, v in e.items()}
@@ -349,11 +393,68 @@ def build_expect(name, client, broker_kind, broker_port, log, proton_frames):
             m = re.search(r"timeout: (\S+)", mh[0]["message"])
             x["missed_heartbeats"] = {"at": mh[0]["time"], "timeout_text": m.group(1) if m else None,
                                       "source": "broker log: " + mh[0]["message"].replace("\n", " ")[:200]}
+    if client.get("tls"):
+        x["tls"] = expect_tls(client["tls"])
+    if client.get("sasl"):
+        x["sasl"] = expect_sasl(client, log)
     if client.get("close_reason_given"):
         x["close_reason_given_to_rabbitmqctl"] = client["close_reason_given"]
     for k in ("rabbit_heartbeat_before", "broker_connection_pid", "failing_call"):
         if client.get(k) is not None:
             x[k] = client[k]
+    return x
+
+
+def expect_tls(tls):
+    kl = tls.get("keylog") or {}
+    return {"version": tls.get("protocol"), "cipher": tls.get("cipher"), "cipher_iana": iana_cipher(tls.get("cipher")),
+            "sni": tls.get("peer_hostname"), "peer_cert_subject": tls.get("peer_cert_subject"),
+            "keylog_file": kl.get("file"), "keylog_lines": kl.get("lines"), "keylog_labels": kl.get("labels"),
+            "keylog_client_randoms": kl.get("client_randoms"),
+            "source": "Proton's SSL object in the client (protocol_name(), cipher_name(), peer_hostname: the SNI it "
+                      "sent and the name it verified); the key log as the LD_PRELOAD shim wrote it; cipher_iana: "
+                      "`openssl ciphers -V -stdname` on this machine"}
+
+
+_SASL_OUTCOME = re.compile(r"@sasl-outcome\(68\) \[code=0x([0-9a-f]+)")
+_SASL_INIT = re.compile(r"@sasl-init\(65\) \[mechanism=:\"?([^\s,\]\"]+)")
+
+
+def expect_sasl(client, log):
+    """A SASL failure: Proton's SASL outcome and condition, its frame trace, and the broker's log line."""
+    sasl = client["sasl"]
+    x = {"mechanism": sasl.get("mechanism"), "outcome_code": sasl.get("outcome"),
+         "outcome_name": sasl.get("outcome_name"), "client_condition": sasl.get("transport_condition")}
+    init_t = outcome_t = eos_t = None
+    for fr in (client.get("frames") or {}).values():
+        for t, d, ch, text in fr:
+            m = _SASL_INIT.match(text.strip())
+            if m and d == "sent":
+                x["mechanism_in_trace"], init_t = m.group(1), t
+            m = _SASL_OUTCOME.match(text.strip())
+            if m and d == "recv":
+                x["outcome_code_in_trace"], outcome_t = int(m.group(1), 16), t
+                x["outcome_read_at"] = iso(t)
+            if d == "sent" and frame_kind(text) == "EOS" and eos_t is None:
+                eos_t = t
+    if init_t and outcome_t:
+        x["outcome_after_sasl_init_s"] = round(outcome_t - init_t, 3)
+    if eos_t:
+        x["client_closed_at"] = iso(eos_t)
+        x["client_closed_after_outcome_s"] = round(eos_t - outcome_t, 3) if outcome_t else None
+    refused = [e for e in log if e["kind"] == "login_refused"]
+    if refused:
+        e = refused[0]
+        m = re.search(r'\{symbol,<<"([^"]+)">>\}', e["message"])
+        d = re.search(r'\{utf8,<<"((?:[^"\\]|\\.)*)">>\}', e["message"])
+        x["broker_closed_at"] = e["time"]
+        x["broker_condition"] = m.group(1) if m else None
+        x["broker_description"] = d.group(1) if d else None
+        x["broker_log"] = "%s [%s] %s" % (e["time"], e["level"], " ".join(e["message"].split())[:400])
+    x["source"] = ("client: Proton's SASL object after BlockingConnection() raised (mech, pn_sasl_outcome) and the "
+                   "transport condition; *_in_trace and the times: Proton's frame trace (sasl-init sent, sasl-outcome "
+                   "read, EOS sent = the client closing its socket); broker_*: the broker log's 'closing AMQP "
+                   "connection' entry (the time it logged it, then closed the socket)")
     return x
 
 
@@ -370,8 +471,10 @@ def checks(name, x, obs, broker_kind):
         if not s:
             continue
         p = pc["client_port"]
-        c["%d: client Open idle-time-out on the wire" % p] = (s["open"].get("client") or {}).get("idle_time_out_ms") == pc["client_open_idle_time_out_ms"]
-        c["%d: broker Open idle-time-out on the wire" % p] = (s["open"].get("broker") or {}).get("idle_time_out_ms") == pc["broker_open_idle_time_out_ms"]
+        if (pc["frames_sent_by_client"] or {}).get("open") or (pc["frames_received_by_client"] or {}).get("open") \
+                or s["open"]:   # (no Open either way, e.g. a SASL failure: nothing to compare)
+            c["%d: client Open idle-time-out on the wire" % p] = (s["open"].get("client") or {}).get("idle_time_out_ms") == pc["client_open_idle_time_out_ms"]
+            c["%d: broker Open idle-time-out on the wire" % p] = (s["open"].get("broker") or {}).get("idle_time_out_ms") == pc["broker_open_idle_time_out_ms"]
         # Every frame Proton read came off the wire from the broker, and every frame Proton wrote is on the
         # wire from the client (unless its socket refused it). Frames on the wire that the client never
         # read (it stopped reading, or closed first) are listed, not counted as a failure.
@@ -403,6 +506,22 @@ def checks(name, x, obs, broker_kind):
             {e for e in wire_errors if e[0] == "client"} <= {e for e in trace_errors if e[0] == "client"}
         c["%d: broker errors Proton read are on the wire" % p] = \
             {e for e in trace_errors if e[0] == "broker"} <= {e for e in wire_errors if e[0] == "broker"}
+    if x.get("tls"):
+        tl = [s.get("tls") or {} for s in conns]
+        t = tl[0] if tl else {}
+        c["TLS version on the wire == Proton's"] = t.get("version") == x["tls"]["version"]
+        c["TLS cipher suite on the wire == Proton's"] = bool(t.get("cipher_suite")) and \
+            t.get("cipher_suite") == x["tls"]["cipher_iana"]
+        c["SNI on the wire == Proton's peer_hostname"] = t.get("sni") == x["tls"]["sni"]
+        c["the key log's client random is the ClientHello's"] = bool(t.get("client_randoms")) and \
+            t.get("client_randoms") == x["tls"]["keylog_client_randoms"]
+        c["every TLS application-data record decrypted to AMQP"] = all(
+            o.get("app_data_records_without_amqp", 1) == 0 for o in tl)
+    if x.get("sasl"):
+        sa = (conns[0].get("sasl") or {}) if conns else {}
+        c["SASL mechanism on the wire == Proton's"] = sa.get("mechanism") == x["sasl"]["mechanism"]
+        c["sasl-outcome code on the wire == Proton's outcome"] = sa.get("outcome_code") == x["sasl"]["outcome_code"]
+        c["Proton's outcome == the code in its frame trace"] = x["sasl"].get("outcome_code_in_trace") == x["sasl"]["outcome_code"]
     # values that are not booleans are explanations; keep them
     return c
 
@@ -428,6 +547,7 @@ def main():
     ap.add_argument("--raw-pcap", default="")
     ap.add_argument("--filter", default="")
     ap.add_argument("--tcpdump-stderr", default="")
+    ap.add_argument("--keylog", default="", help="TLS scenarios: the NSS key log to decrypt the capture with")
     ap.add_argument("--recorded-by", default="")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -451,7 +571,7 @@ def main():
             m = re.search(pat, txt)
             if m:
                 tcpdump[key] = int(m.group(1))
-    obs = observe(a.pcap, a.broker_port)
+    obs = observe(a.pcap, a.broker_port, a.keylog or None)
     x = build_expect(a.scenario, client, a.broker_kind, a.broker_port, log, proton_frames)
     tshark_version = subprocess.run(["tshark", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     truth = {
@@ -479,7 +599,8 @@ def main():
         "client": {k: client.get(k) for k in ("started", "finished", "failing_call", "result", "connections",
                                               "events", "exceptions", "conditions", "frames", "proton_log",
                                               "scenario_error", "close_reason_given", "broker_connection_pid",
-                                              "broker_pid", "rabbit_heartbeat_before")
+                                              "broker_pid", "rabbit_heartbeat_before", "tls_requested", "tls",
+                                              "credentials_given", "sasl")
                    if client.get(k) is not None},
         "client_exit_status": a.client_rc,
         "broker_log": log,
@@ -487,6 +608,13 @@ def main():
     }
     if proton_frames:
         truth["broker_frames"] = proton_frames
+    if x.get("tls"):
+        truth["tls"] = dict(x["tls"], keylog_file=os.path.basename(a.keylog) if a.keylog else x["tls"]["keylog_file"])
+        truth["capture"]["keylog"] = truth["tls"]["keylog_file"]
+        truth["capture"]["recorded_with"] += ("; TLS: decrypt with tshark -o tls.keylog_file:%s -d tcp.port==%d,tls"
+                                              % (truth["tls"]["keylog_file"], a.broker_port))
+        if (client.get("tls") or {}).get("openssl"):
+            truth["versions"]["openssl_client"] = client["tls"]["openssl"]
     truth["checks"] = checks(a.scenario, x, obs, a.broker_kind)
     tmp = a.out + ".tmp"
     with open(tmp, "w") as f:
@@ -499,6 +627,10 @@ def main():
     if exc:
         e = exc[0]
         err = " %s%s" % (e["class"], " %s" % e["condition"]["name"] if e.get("condition") else "")
+    if x.get("sasl"):
+        err += " sasl-outcome=%s" % x["sasl"].get("outcome_code")
+    if x.get("tls"):
+        err = " %s %s%s" % (x["tls"]["version"], x["tls"]["cipher_iana"], err)
     bools = {k: v for k, v in truth["checks"].items() if isinstance(v, bool)}
     bad = [k for k, ok in bools.items() if not ok]
     print("%-30s %s %6d B %4s pkts  conns=%-2s close=[%s]%s  checks=%d/%d%s" % (
