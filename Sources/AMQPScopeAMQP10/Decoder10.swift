@@ -237,10 +237,14 @@ package struct AMQP10Decoder {
             return
         }
         var reader = AMQP10Reader(body)
-        let performative: Performative
+        var performative: Performative
         do throws(AMQP10DecodeError) {
             performative = try Performative.decode(
                 &reader, frameType: header.type, showCredentials: configuration.showCredentials)
+            if case .transfer(var transfer) = performative {
+                transfer.payloadLength = body.count - reader.index
+                performative = .transfer(transfer)
+            }
         } catch {
             let kind = header.type == 1 ? "SASL frame" : "frame on channel \(header.channel)"
             emit(direction, offset, .malformed(reason: "\(kind): \(error.reason)", skipped: 0), into: &sink)
@@ -255,8 +259,7 @@ package struct AMQP10Decoder {
         case .open(let open):
             // The open's max-frame-size bounds what its receiver may send back.
             advertisedMaxFrameSize[direction] = open.maxFrameSize ?? 0
-        case .transfer(var transfer):
-            transfer.payloadLength = body.count - reader.index
+        case .transfer(let transfer):
             transferred(
                 transfer, channel: header.channel,
                 payload: UnsafeRawBufferPointer(rebasing: body[reader.index...]), offset: offset,

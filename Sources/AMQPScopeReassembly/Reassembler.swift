@@ -25,6 +25,9 @@ struct Chunk {
     var offset: UInt64
     var bytes: [UInt8]  // the captured prefix
     var missing: Int  // bytes after the prefix that were on the wire but not captured
+    /// The packet that carried it, and its time: the stamp its bytes take when a hole before it is given up on.
+    var packetNumber: Int
+    var time: Timestamp
     var end: UInt64 { offset + UInt64(bytes.count + missing) }
 }
 
@@ -317,6 +320,14 @@ package struct Reassembler {
                     direction, reason: .lost, time: time, packetNumber: packetNumber,
                     totalBuffered: &totalBuffered, into: &sink)
             }
+            // A FIN past the stream's end: the bytes before it were sent but never captured.
+            let half = connection.halves[direction]
+            if half.sentFIN && half.finOffset > half.nextOffset {
+                connection.report(
+                    gap: half.finOffset - half.nextOffset, at: half.nextOffset, reason: .lost, direction, time: time,
+                    packetNumber: packetNumber, into: &sink)
+                connection.halves[direction].nextOffset = half.finOffset
+            }
         }
         // A connection TCP already closed ended the way it closed; otherwise, for the reason given.
         sink.consume(
@@ -580,15 +591,19 @@ extension Connection {
             let bytes: [UInt8] =
                 a < capturedHi
                 ? Array(UnsafeRawBufferPointer(rebasing: payload[Int(a - start)..<Int(capturedHi - start)])) : []
-            halves[direction].chunks.insert(Chunk(offset: a, bytes: bytes, missing: Int(b - a) - bytes.count))
+            halves[direction].chunks.insert(
+                Chunk(
+                    offset: a, bytes: bytes, missing: Int(b - a) - bytes.count, packetNumber: packetNumber, time: time))
             halves[direction].bufferedBytes += bytes.count
             totalBuffered += bytes.count
         }
     }
 
-    /// Delivers buffered chunks that the stream has now reached.
+    /// Delivers buffered chunks that the stream has now reached: as of the packet that reached them, or, when a hole
+    /// was given up on (`ownStamps`), each as of the packet that carried it, as tshark places them.
     mutating func drain<S: StreamSink>(
-        _ direction: Direction, time: Timestamp, packetNumber: Int, totalBuffered: inout Int, into sink: inout S
+        _ direction: Direction, time: Timestamp, packetNumber: Int, totalBuffered: inout Int, into sink: inout S,
+        ownStamps: Bool = false
     ) {
         while let first = halves[direction].chunks.first, first.offset <= halves[direction].nextOffset {
             let chunk = halves[direction].chunks.popFirst()!
@@ -601,8 +616,8 @@ extension Connection {
                 chunk.bytes.withUnsafeBytes { raw in
                     sink.consume(
                         StreamEvent(
-                            connection: info.id, direction: direction, time: time,
-                            packetNumber: packetNumber, offset: next,
+                            connection: info.id, direction: direction, time: ownStamps ? chunk.time : time,
+                            packetNumber: ownStamps ? chunk.packetNumber : packetNumber, offset: next,
                             kind: .data(UnsafeRawBufferPointer(rebasing: raw[skip...]))))
                 }
             }
@@ -610,7 +625,8 @@ extension Connection {
                 let gapStart = max(next, chunk.offset + UInt64(chunk.bytes.count))
                 report(
                     gap: chunk.end - gapStart, at: gapStart, reason: .notCaptured, direction,
-                    time: time, packetNumber: packetNumber, into: &sink)
+                    time: ownStamps ? chunk.time : time, packetNumber: ownStamps ? chunk.packetNumber : packetNumber,
+                    into: &sink)
             }
             halves[direction].nextOffset = chunk.end
         }
@@ -629,7 +645,9 @@ extension Connection {
                 time: time, packetNumber: packetNumber, into: &sink)
             halves[direction].nextOffset = first.offset
         }
-        drain(direction, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink)
+        drain(
+            direction, time: time, packetNumber: packetNumber, totalBuffered: &totalBuffered, into: &sink,
+            ownStamps: true)
     }
 
     func report<S: StreamSink>(

@@ -46,7 +46,7 @@ struct Diagnoser {
         errno: ErrnoPrediction? = nil,
         evidence: [Evidence], details: [String] = [], productHint: String? = nil
     ) -> Diagnosis {
-        let harmless = code == .reset && severity == .info
+        let harmless = (code == .reset || code == .writeAfterClose) && severity == .info
         let product = [story.client?.product, productHint].compactMap { $0 }.joined(separator: " ")
         return Diagnosis(
             code: code, severity: severity, summary: summary, side: side, errno: errno,
@@ -322,9 +322,14 @@ struct Diagnoser {
                 summary += "; the \(peer) answered with an RST at \(clock(answer.time))"
                 if let errno { summary += ": the \(writer)'s next socket call gets \(errno.name) (\(errno.errno))" }
             }
+            // After the AMQP close handshake both applications are done: a TLS close_notify written into the peer's
+            // FIN, and the RST it draws, harm no call.
+            let afterCleanClose = amqpCloseCompleted().map { $0 <= m.time } ?? false
+            if afterCleanClose { summary += ", after the AMQP close handshake: no application call sees an error" }
             out.append(
                 make(
-                    .writeAfterClose, .error, summary + ".", side: writer, errno: errno, evidence: evidence,
+                    .writeAfterClose, afterCleanClose ? .info : .error, summary + ".", side: writer,
+                    errno: afterCleanClose ? nil : errno, evidence: evidence,
                     details: errno.map { ["rule: " + $0.rule] } ?? []))
         }
         return out
@@ -345,6 +350,7 @@ struct Diagnoser {
                 return false
             })
         else { return [] }
+        guard !closeMayBeLost(by: first.direction.sender) else { return [] }
         let how: String
         if case .reset = first.kind { how = "reset it (RST)" } else { how = "closed it (FIN)" }
         return [
@@ -355,6 +361,16 @@ struct Diagnoser {
                 side: first.direction.sender,
                 evidence: [Evidence(packetNumber: first.packetNumber, time: first.time, what: "first TCP close")])
         ]
+    }
+
+    /// Whether bytes the side sent after its last frame were never captured: its close may be among them, so a TCP
+    /// close without one is not evidence of an abrupt end (capture-incomplete tells of the gap).
+    func closeMayBeLost(by side: Side) -> Bool {
+        let last = record.lastFrameTime[sentBy: side] ?? record.firstTime
+        return record.moments.contains { m in
+            if case .gap = m.kind { return m.direction.sender == side && m.time >= last }
+            return false
+        }
     }
 
     func connectionErrors() -> [Diagnosis] {

@@ -334,6 +334,7 @@ extension Diagnoser {
                 return false
             })
         else { return [] }
+        guard !closeMayBeLost(by: first.direction.sender) else { return [] }
         let how: String
         if case .reset = first.kind { how = "reset it (RST)" } else { how = "closed it (FIN)" }
         return [

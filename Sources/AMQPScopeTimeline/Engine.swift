@@ -229,6 +229,17 @@ struct EngineState: StreamSink {
             if amqp10Candidate || amqp10 == nil {
                 decoder.gap(length, direction: direction, time: time, packetNumber: packet, into: &builder)
             }
+            if amqp10 == nil, case .undetermined = decoder.verdict, decoder.onAMQPPort {
+                // The protocol header was lost before anything decided the protocol: both codecs hunt from here, as
+                // on a connection joined mid-stream.
+                amqp10 = AMQP10Decoder(
+                    configuration: decoder.configuration.amqp10,
+                    consumed: PerDirection(
+                        clientToServer: decoder.streamOffset(.clientToServer),
+                        serverToClient: decoder.streamOffset(.serverToClient)), hunting: true)
+                amqp10Candidate = true
+                return
+            }
             amqp10?.gap(length, direction: direction, time: time, packetNumber: packet, into: &builder)
         }
 
