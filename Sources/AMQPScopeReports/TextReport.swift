@@ -79,6 +79,23 @@ extension AnalyzeReport {
 
     /// Messages with their bodies: only with --show-bodies, escaped, at most 2000 characters each.
     static func messagesText(_ r: ConnectionRecord) -> String {
+        if !r.deliveries.isEmpty {
+            var out = "  deliveries (sections shown because --show-bodies was given)\n"
+            for m in r.deliveries {
+                let d = m.message
+                out +=
+                    "    #\(m.packetNumber)  \(m.direction.arrow)  ch \(d.channel) handle \(d.handle)"
+                    + (d.deliveryID.map { " delivery \($0)" } ?? "")
+                    + "  \(d.payloadBytes) bytes in \(d.frames) transfer\(d.frames == 1 ? "" : "s")"
+                    + (d.settled ? ", settled" : "") + (d.aborted ? ", aborted" : "")
+                    + (d.incomplete ? " (incomplete)" : "") + "\n"
+                for section in d.sections {
+                    let value = Describe.json(section.value).serialized()
+                    out += "      \(section.name): \(Format.safe(value, limit: 2000))\n"
+                }
+            }
+            return out
+        }
         guard !r.messages.isEmpty else { return "" }
         var out = "  messages (bodies shown because --show-bodies was given)\n"
         for m in r.messages {

@@ -477,9 +477,19 @@ public struct HeartbeatOverdue: Sendable {
     public var silentFor: Int64
     /// Heartbeats the peer sent since (the peer is alive and waiting).
     public var peerFramesSince: Int
+    /// AMQP 1.0: the idle timeout the peer advertised in its open, in milliseconds (`heartbeat` is then it in whole
+    /// seconds, rounded up).
+    public var idleTimeOutMilliseconds: Int? = nil
     /// RabbitMQ checks for traffic once per interval and closes after two checks find none: between two and three
-    /// intervals after the last frame.
-    public var earliestDrop: Timestamp { lastFrame.adding(nanoseconds: 2 * Int64(heartbeat) * 1_000_000_000) }
-    /// The latest time RabbitMQ drops the connection.
-    public var latestDrop: Timestamp { lastFrame.adding(nanoseconds: 3 * Int64(heartbeat) * 1_000_000_000) }
+    /// intervals after the last frame. AMQP 1.0: the peer may close once its idle timeout has passed, and usually
+    /// allows twice that.
+    public var earliestDrop: Timestamp {
+        if let ms = idleTimeOutMilliseconds { return lastFrame.adding(nanoseconds: Int64(ms) * 1_000_000) }
+        return lastFrame.adding(nanoseconds: 2 * Int64(heartbeat) * 1_000_000_000)
+    }
+    /// The latest time the peer drops the connection (by the same rules).
+    public var latestDrop: Timestamp {
+        if let ms = idleTimeOutMilliseconds { return lastFrame.adding(nanoseconds: 2 * Int64(ms) * 1_000_000) }
+        return lastFrame.adding(nanoseconds: 3 * Int64(heartbeat) * 1_000_000_000)
+    }
 }

@@ -478,10 +478,13 @@ public struct Engine {
         for (_, slot) in state.slots.sorted(by: { $0.key < $1.key }) {
             guard let builder = state.entries[slot]?.builder else { continue }
             let record = builder.record
-            guard let heartbeat = builder.negotiatedHeartbeat, heartbeat > 0, record.isAMQP, record.endReason == nil
-            else { continue }
-            let interval = Int64(heartbeat) * 1_000_000_000
+            guard record.isAMQP, record.endReason == nil else { continue }
             for side in Side.allCases {
+                // 0-9-1: the negotiated heartbeat; 1.0: the idle timeout the side's peer advertised.
+                let idle10 = builder.idleTimeOut10[sentBy: side.peer]
+                let heartbeat = idle10 > 0 ? Int((idle10 + 999) / 1000) : Int(builder.negotiatedHeartbeat ?? 0)
+                guard heartbeat > 0 else { continue }
+                let interval = idle10 > 0 ? Int64(idle10) * 1_000_000 : Int64(heartbeat) * 1_000_000_000
                 guard let last = record.lastFrameTime[sentBy: side],
                     let peerLast = record.lastFrameTime[sentBy: side.peer]
                 else { continue }
@@ -492,10 +495,11 @@ public struct Engine {
                 state.entries[slot]?.builder.overdueReported[sentBy: side] = last
                 out.append(
                     HeartbeatOverdue(
-                        info: record.info, side: side, heartbeat: Int(heartbeat), lastFrame: last,
+                        info: record.info, side: side, heartbeat: heartbeat, lastFrame: last,
                         lastFramePacket: record.lastFramePacket[sentBy: side],
                         silentFor: silent,
-                        peerFramesSince: record.heartbeatTimes[sentBy: side.peer].filter { $0 > last }.count))
+                        peerFramesSince: record.heartbeatTimes[sentBy: side.peer].filter { $0 > last }.count,
+                        idleTimeOutMilliseconds: idle10 > 0 ? Int(idle10) : nil))
             }
         }
         return out

@@ -17,6 +17,8 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     var fresh: [TimelineEntry] = []
     /// Heartbeat from Tune-Ok, once seen (live warnings need it at once).
     var negotiatedHeartbeat: UInt16?
+    /// AMQP 1.0: the idle timeout each direction's sender advertised in its open, in milliseconds (0: none).
+    var idleTimeOut10 = PerDirection<UInt32>(repeating: 0)
     /// Per direction, the last-frame time for which an overdue warning was given.
     var overdueReported = PerDirection<Timestamp?>(repeating: nil)
     /// Silences shorter than this are not kept.
@@ -298,6 +300,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                     packetNumber: event.packetNumber, time: time, direction: direction, offset: event.offset,
                     frame: frame)
             }
+            if case .open(let o)? = frame.performative { idleTimeOut10[direction] = o.idleTimeOut ?? 0 }
             switch frame.performative {
             case nil:
                 heartbeat(direction, time)

@@ -289,13 +289,21 @@ struct LivePrinter {
     func overdue(_ o: HeartbeatOverdue, now: Timestamp, engine: Engine) {
         let story = engine.openRecord(o.info.id).map { Story($0) }
         let who = story?.describe(o.side) ?? "the \(o.side)"
+        let last = "last frame #\(o.lastFramePacket) at \(Format.time(o.lastFrame).suffix(15))"
+        let window =
+            "between \(Format.time(o.earliestDrop).suffix(15)) and \(Format.time(o.latestDrop).suffix(15)), unless "
+            + "the \(o.side) sends."
         let summary =
-            "\(who) has sent nothing for \(Format.duration(nanoseconds: o.silentFor)) (heartbeat \(o.heartbeat) s, "
-            + "last frame #\(o.lastFramePacket) "
-            + "at \(Format.time(o.lastFrame).suffix(15))) while the \(o.side.peer) keeps sending; RabbitMQ drops a "
-            + "peer after two "
-            + "to three silent intervals: between \(Format.time(o.earliestDrop).suffix(15)) and "
-            + "\(Format.time(o.latestDrop).suffix(15)), unless the \(o.side) sends."
+            o.idleTimeOutMilliseconds.map { ms in
+                "\(who) has sent nothing for \(Format.duration(nanoseconds: o.silentFor)) (the \(o.side.peer) "
+                    + "advertised idle-time-out \(ms) ms; \(last)) while the \(o.side.peer) keeps sending; the "
+                    + "\(o.side.peer) may close once its idle timeout has passed, and peers usually allow twice it: "
+                    + window
+            }
+            ?? "\(who) has sent nothing for \(Format.duration(nanoseconds: o.silentFor)) (heartbeat \(o.heartbeat) s, "
+            + "\(last)) while the \(o.side.peer) keeps sending; RabbitMQ drops a peer after two to three silent "
+            + "intervals: "
+            + window
         switch format {
         case .text:
             emit("\(Format.time(now).suffix(15)) \(prefix(o.info)) WARNING heartbeat-overdue: \(summary)")
@@ -306,6 +314,7 @@ struct LivePrinter {
                         + [
                             ("time", .string(Format.rfc3339(now))), ("side", .string(o.side.rawValue)),
                             ("heartbeat", .int(o.heartbeat)),
+                            ("idle_timeout_ms", .optional(o.idleTimeOutMilliseconds)),
                             ("last_frame", .string(Format.rfc3339(o.lastFrame))),
                             ("last_frame_packet", .int(o.lastFramePacket)),
                             ("silent_seconds", .double(Double(o.silentFor) / 1e9)),
