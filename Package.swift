@@ -1,8 +1,8 @@
 // swift-tools-version:6.0
 // amqpscope: explains AMQP incidents from packets.
 // Flow, one direction only:
-//   capture (libpcap) -> packet layers -> TCP reassembly -> TLS -> AMQP codec -> timeline + diagnosis -> reports
-//   -> CLI
+//   capture (libpcap) -> packet layers -> TCP reassembly -> TLS -> AMQP codecs (0-9-1, 1.0) -> timeline + diagnosis
+//   -> reports -> CLI
 import PackageDescription
 
 let package = Package(
