@@ -32,7 +32,7 @@ public struct Terminus: Hashable, Sendable {
 /// The outcome or state of a delivery (part 3.4).
 public enum DeliveryState: Hashable, Sendable {
     case accepted
-    case rejected(AMQP10Error?)
+    indirect case rejected(AMQP10Error?)
     case released
     case modified(deliveryFailed: Bool, undeliverableHere: Bool)
     case received(sectionNumber: UInt32, sectionOffset: UInt64)
@@ -207,22 +207,23 @@ public struct SaslOutcome: Hashable, Sendable {
     public var codeName: String { SaslCode(rawValue: code)?.name ?? "code \(code)" }
 }
 
-/// A frame body's performative.
+/// A frame body's performative. The cases that carry strings and collections are indirect: they are rare (a
+/// handful per connection), and the frequent ones (transfer, flow, disposition, empty frames) stay small to copy.
 public enum Performative: Hashable, Sendable {
-    case open(Open)
+    indirect case open(Open)
     case begin(Begin)
-    case attach(Attach)
+    indirect case attach(Attach)
     case flow(Flow)
     case transfer(Transfer)
     case disposition(Disposition)
-    case detach(Detach)
+    indirect case detach(Detach)
     /// end, with its error if any.
-    case end(AMQP10Error?)
+    indirect case end(AMQP10Error?)
     /// close, with its error if any.
-    case close(AMQP10Error?)
+    indirect case close(AMQP10Error?)
     /// sasl-mechanisms: what the server offers.
     case saslMechanisms([String])
-    case saslInit(SaslInit)
+    indirect case saslInit(SaslInit)
     /// sasl-challenge, with its length in bytes (its content is not shown).
     case saslChallenge(length: Int)
     /// sasl-response, with its length in bytes (its content is not shown).

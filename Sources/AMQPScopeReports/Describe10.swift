@@ -8,11 +8,15 @@ extension Describe {
     package static func performative(_ frame: AMQP10Frame) -> String {
         guard let p = frame.performative else { return "empty frame (heartbeat)" }
         var parts = [p.name]
-        func add(_ name: String, _ value: CustomStringConvertible?) {
-            if let value { parts.append("\(name)=\(value)") }
+        // Concrete overloads, not an existential: descriptions are made for every key frame of every story.
+        func add(_ name: String, _ value: String?) {
+            if let value { parts.append(name + "=" + value) }
+        }
+        func add<T: BinaryInteger>(_ name: String, _ value: T?) {
+            if let value { parts.append(name + "=" + String(value)) }
         }
         func quoted(_ text: String?, limit: Int = 80) -> String? {
-            text.map { "\"\(Format.safe($0, limit: limit))\"" }
+            text.map { "\"" + Format.safe($0, limit: limit) + "\"" }
         }
         switch p {
         case .open(let o):
@@ -33,7 +37,7 @@ extension Describe {
         case .attach(let a):
             add("name", quoted(a.name))
             add("handle", a.handle)
-            add("role", a.role.rawValue)
+            add("role", a.role.rawValue as String?)
             if let s = a.source { add("source", quoted(s.address ?? (s.dynamic ? "(dynamic)" : "(none)"))) }
             if let t = a.target { add("target", quoted(t.address ?? (t.dynamic ? "(dynamic)" : "(none)"))) }
             if a.source == nil { parts.append("source=null") }

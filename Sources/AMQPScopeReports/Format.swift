@@ -38,6 +38,17 @@ package enum Format {
 
     /// Text from the capture made safe for a terminal: control characters shown as escapes, length bounded.
     package static func safe(_ text: String, limit: Int = 200) -> String {
+        // Most texts are short printable ASCII: returned as they are, after one pass over their bytes.
+        var printable = true
+        var bytes = 0
+        for byte in text.utf8 {
+            bytes += 1
+            if byte < 0x20 || byte > 0x7e || bytes > limit {
+                printable = false
+                break
+            }
+        }
+        if printable { return text }
         var out = ""
         var count = 0
         for scalar in text.unicodeScalars {
