@@ -145,6 +145,7 @@ package struct AMQP10Decoder {
         self.packetNumber = packetNumber
         var parser = parsers[direction]
         parsers[direction] = AMQP10FrameParser()
+        parser.streamTransfers = !configuration.keepBodies
         parser.feed(bytes) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
         parsers[direction] = parser
     }
@@ -206,8 +207,10 @@ package struct AMQP10Decoder {
                 .protocolHeader(
                     AMQP10HeaderBytes(protocolID: h.protocolID, major: h.major, minor: h.minor, revision: h.revision)),
                 into: &sink)
-        case .frame(let header, let body):
-            decodeFrame(header, body, offset: offset, direction: direction, into: &sink)
+        case .frame(let header, let body, let truncated, let damaged):
+            decodeFrame(
+                header, body, truncated: truncated, damaged: damaged, offset: offset, direction: direction,
+                into: &sink)
         case .malformed(let reason, let skipped):
             emit(direction, offset, .malformed(reason: reason, skipped: skipped), into: &sink)
         case .synchronized(let skipped):
@@ -217,8 +220,8 @@ package struct AMQP10Decoder {
     }
 
     private mutating func decodeFrame<S: AMQP10Sink>(
-        _ header: Frame10Header, _ body: UnsafeRawBufferPointer, offset: UInt64, direction: Direction,
-        into sink: inout S
+        _ header: Frame10Header, _ body: UnsafeRawBufferPointer, truncated: Bool = false, damaged: Bool = false,
+        offset: UInt64, direction: Direction, into sink: inout S
     ) {
         let limit = advertisedMaxFrameSize[direction.reversed]
         if limit != 0 && header.size > limit {
@@ -242,12 +245,18 @@ package struct AMQP10Decoder {
             performative = try Performative.decode(
                 &reader, frameType: header.type, showCredentials: configuration.showCredentials)
             if case .transfer(var transfer) = performative {
-                transfer.payloadLength = body.count - reader.index
+                // A truncated body is the frame's first bytes: the payload runs to the frame's end.
+                transfer.payloadLength = Int(header.size) - Int(header.doff) * 4 - reader.index
                 performative = .transfer(transfer)
             }
         } catch {
             let kind = header.type == 1 ? "SASL frame" : "frame on channel \(header.channel)"
-            emit(direction, offset, .malformed(reason: "\(kind): \(error.reason)", skipped: 0), into: &sink)
+            let reason =
+                truncated
+                ? "transfer on channel \(header.channel) whose performative is longer than the bytes read of it"
+                    + (damaged ? " before a capture gap" : " (\(Frame10Limits.transferPrefix))") + ": \(error.reason)"
+                : "\(kind): \(error.reason)"
+            emit(direction, offset, .malformed(reason: reason, skipped: 0), into: &sink)
             return
         }
         emit(
@@ -262,8 +271,8 @@ package struct AMQP10Decoder {
         case .transfer(let transfer):
             transferred(
                 transfer, channel: header.channel,
-                payload: UnsafeRawBufferPointer(rebasing: body[reader.index...]), offset: offset,
-                direction: direction, into: &sink)
+                payload: UnsafeRawBufferPointer(rebasing: body[min(reader.index, body.count)...]), damaged: damaged,
+                offset: offset, direction: direction, into: &sink)
         case .detach(let detach):
             deliveries[direction].removeAll { $0.channel == header.channel && $0.handle == detach.handle }
         case .end:
@@ -274,7 +283,7 @@ package struct AMQP10Decoder {
     }
 
     private mutating func transferred<S: AMQP10Sink>(
-        _ transfer: Transfer, channel: UInt16, payload: UnsafeRawBufferPointer, offset: UInt64,
+        _ transfer: Transfer, channel: UInt16, payload: UnsafeRawBufferPointer, damaged: Bool, offset: UInt64,
         direction: Direction, into sink: inout S
     ) {
         var i = deliveries[direction].firstIndex { $0.channel == channel && $0.handle == transfer.handle }
@@ -302,7 +311,8 @@ package struct AMQP10Decoder {
         }
         let j = i!
         deliveries[direction][j].frames += 1
-        deliveries[direction][j].bytes += UInt64(payload.count)
+        deliveries[direction][j].bytes += UInt64(transfer.payloadLength)
+        if damaged { deliveries[direction][j].incomplete = true }
         if transfer.settled == true { deliveries[direction][j].settled = true }
         if deliveries[direction][j].body != nil {
             let room = configuration.maximumKeptBodyBytes - deliveries[direction][j].body!.count

@@ -34,8 +34,10 @@ package struct Header10: Hashable, Sendable {
 /// What the parser hands up, with the stream offset where it starts.
 package enum Parser10Output {
     case protocolHeader(Header10)
-    /// A whole frame; `body` is the bytes after the (extended) header, valid only during the call.
-    case frame(Frame10Header, body: UnsafeRawBufferPointer)
+    /// A whole frame; `body` is the bytes after the (extended) header, valid only during the call. For a large
+    /// transfer whose payload is not kept, `body` is only its first bytes (`truncated`); `damaged` says a capture gap
+    /// removed bytes of its payload.
+    case frame(Frame10Header, body: UnsafeRawBufferPointer, truncated: Bool = false, damaged: Bool = false)
     case malformed(reason: String, skipped: UInt64)
     case synchronized(skipped: UInt64)
 }
@@ -53,6 +55,9 @@ package enum Frame10Limits {
     package static let huntingFrameSize: UInt32 = 1024 * 1024
     /// Bytes kept while hunting.
     package static let huntBufferLimit = 2 * 1024 * 1024 + 64
+    /// Of a transfer frame longer than this whose payload is not kept, only this many bytes are buffered (the
+    /// performative, which real peers keep well under it); the rest is counted, like a 0-9-1 body.
+    package static let transferPrefix = 1024
 }
 
 package struct AMQP10FrameParser {
@@ -60,8 +65,10 @@ package struct AMQP10FrameParser {
     package enum State {
         /// Collecting eight bytes: a frame header or a protocol header; they start `pending.count` bytes back.
         case header
-        /// Collecting a frame's remaining bytes.
-        case body(Frame10Header, start: UInt64)
+        /// Collecting a frame's remaining bytes; `whole` once it is known not to be a transfer read by its prefix.
+        case body(Frame10Header, start: UInt64, whole: Bool)
+        /// A large transfer's prefix (its performative) is in `pending`: counting the payload to the frame's end.
+        case tail(Frame10Header, start: UInt64, remaining: Int, damaged: Bool)
         /// A frame lost in a capture gap: skipping its remaining bytes.
         case skip(Frame10Header, start: UInt64, remaining: Int)
         /// Looking for a frame boundary in `pending`, which starts at `start`.
@@ -88,6 +95,8 @@ package struct AMQP10FrameParser {
     package private(set) var offset: UInt64 = 0
     /// The peer's max-frame-size, once its open was seen (0: unknown).
     package var peerMaxFrameSize: UInt32 = 0
+    /// Large transfers are read by their prefix (their payload is not kept).
+    package var streamTransfers = true
 
     package init(hunting: Bool = false, offset: UInt64 = 0) {
         state = hunting ? .hunting(start: offset, skipped: 0) : .header
@@ -110,7 +119,7 @@ package struct AMQP10FrameParser {
     package var unfinishedFrameStart: UInt64? {
         switch state {
         case .header: pending.isEmpty ? nil : offset - UInt64(pending.count)
-        case .body(_, let start), .skip(_, let start, _): start
+        case .body(_, let start, _), .skip(_, let start, _), .tail(_, let start, _, _): start
         case .hunting, .opaque: nil
         }
     }
@@ -141,13 +150,17 @@ package struct AMQP10FrameParser {
             case .none:
                 out(step.offset, step.output)
             case .source(let range):
-                guard case .frame(let header, _) = step.output else { continue }
+                guard case .frame(let header, _, _, _) = step.output else { continue }
                 out(step.offset, .frame(header, body: UnsafeRawBufferPointer(rebasing: source[range])))
             case .pending:
-                guard case .frame(let header, _) = step.output else { continue }
+                guard case .frame(let header, _, let truncated, let damaged) = step.output else { continue }
                 pending.withUnsafeBytes { raw in
                     let skip = min(Int(header.doff) * 4 - 8, raw.count)
-                    out(step.offset, .frame(header, body: UnsafeRawBufferPointer(rebasing: raw[skip...])))
+                    out(
+                        step.offset,
+                        .frame(
+                            header, body: UnsafeRawBufferPointer(rebasing: raw[skip...]), truncated: truncated,
+                            damaged: damaged))
                 }
                 pending.removeAll(keepingCapacity: true)
             }
@@ -168,7 +181,7 @@ package struct AMQP10FrameParser {
                 return hunt(start: start, skipped: skipped)
             case .header:
                 if let step = header(source, &i) { return step }
-            case .body(let header, let start):
+            case .body(let header, let start, let whole):
                 let needed = Int(header.size) - 8
                 if pending.isEmpty && available >= needed {
                     let from = i + Int(header.doff) * 4 - 8
@@ -179,8 +192,11 @@ package struct AMQP10FrameParser {
                         offset: start, output: .frame(header, body: UnsafeRawBufferPointer(start: nil, count: 0)),
                         payload: .source(from..<i))
                 }
-                let n = min(needed - pending.count, available)
-                if pending.capacity < needed { pending.reserveCapacity(needed) }
+                // A large frame whose payload is not kept: its first bytes tell whether it is a transfer.
+                let prefix = Int(header.doff) * 4 - 8 + Frame10Limits.transferPrefix
+                let cap = !whole && streamTransfers && needed > prefix ? prefix : needed
+                let n = min(cap - pending.count, available)
+                if pending.capacity < cap { pending.reserveCapacity(cap) }
                 pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[i..<i + n]))
                 i += n
                 offset += UInt64(n)
@@ -188,6 +204,27 @@ package struct AMQP10FrameParser {
                     state = .header
                     return Step(
                         offset: start, output: .frame(header, body: UnsafeRawBufferPointer(start: nil, count: 0)),
+                        payload: .pending)
+                }
+                if pending.count == cap {
+                    state =
+                        Self.isTransfer(pending, header)
+                        ? .tail(header, start: start, remaining: needed - cap, damaged: false)
+                        : .body(header, start: start, whole: true)
+                }
+            case .tail(let header, let start, let remaining, let damaged):
+                let n = min(remaining, available)
+                i += n
+                offset += UInt64(n)
+                if n < remaining {
+                    state = .tail(header, start: start, remaining: remaining - n, damaged: damaged)
+                } else {
+                    state = .header
+                    return Step(
+                        offset: start,
+                        output: .frame(
+                            header, body: UnsafeRawBufferPointer(start: nil, count: 0), truncated: true,
+                            damaged: damaged),
                         payload: .pending)
                 }
             case .skip(let header, let start, let remaining):
@@ -218,13 +255,22 @@ package struct AMQP10FrameParser {
             let held = UInt64(pending.count)
             pending.removeAll(keepingCapacity: true)
             state = .hunting(start: end, skipped: skipped + held)
-        case .body(let header, let start) where length < UInt64(Int(header.size) - 8 - pending.count):
+        case .tail(let header, let start, let remaining, _) where length < UInt64(remaining):
+            // Bytes of a payload that is not kept: the performative in the prefix still reads.
+            state = .tail(header, start: start, remaining: remaining - Int(length), damaged: true)
+        case .body(let header, let start, _)
+        where streamTransfers && length < UInt64(Int(header.size) - 8 - pending.count)
+            && Self.isTransfer(pending, header):
+            // A transfer whose payload is not kept: what was read of it (its performative) still reads.
+            state = .tail(
+                header, start: start, remaining: Int(header.size) - 8 - pending.count - Int(length), damaged: true)
+        case .body(let header, let start, _) where length < UInt64(Int(header.size) - 8 - pending.count):
             let remaining = Int(header.size) - 8 - pending.count - Int(length)
             pending.removeAll(keepingCapacity: true)
             state = .skip(header, start: start, remaining: remaining)
         case .skip(let header, let start, let remaining) where length < UInt64(remaining):
             state = .skip(header, start: start, remaining: remaining - Int(length))
-        case .header, .body, .skip:
+        case .header, .body, .skip, .tail:
             if let start = unfinishedFrameStart {
                 out(start, .malformed(reason: "frame cut by a capture gap", skipped: end - start))
             }
@@ -237,7 +283,7 @@ package struct AMQP10FrameParser {
     package mutating func shed(_ out: (UInt64, Parser10Output) -> Void) {
         guard !pending.isEmpty else { return }
         switch state {
-        case .body(let header, let start):
+        case .body(let header, let start, _):
             let remaining = Int(header.size) - 8 - pending.count
             pending = []
             state = .skip(header, start: start, remaining: remaining)
@@ -290,8 +336,14 @@ package struct AMQP10FrameParser {
         if header.size == 8 {
             return Step(offset: start, output: .frame(header, body: UnsafeRawBufferPointer(start: nil, count: 0)))
         }
-        state = .body(header, start: start)
+        state = .body(header, start: start, whole: false)
         return nil
+    }
+
+    /// Whether the bytes read of a frame (after its 8-byte header) start a transfer performative.
+    static func isTransfer(_ bytes: [UInt8], _ header: Frame10Header) -> Bool {
+        let body = Int(header.doff) * 4 - 8
+        return bytes.count >= body + 3 && bytes[body] == 0x00 && bytes[body + 1] == 0x53 && bytes[body + 2] == 0x14
     }
 
     /// "AMQP" as a big-endian word.

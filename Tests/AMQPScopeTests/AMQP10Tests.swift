@@ -214,6 +214,48 @@ func decode10(
         }
     }
 
+    /// A transfer longer than the prefix the parser buffers when bodies are not kept: the same frames and
+    /// deliveries whatever the chunking, whether bodies are kept or not; a gap inside its payload leaves the
+    /// performative readable and the delivery incomplete.
+    @Test func largeTransfersAreReadByTheirPrefix() {
+        let payload = Enc10.described(0x75, [0xb0, 0, 0, 0x13, 0x88] + (0..<5000).map { UInt8($0 & 0xff) })
+        let client =
+            Enc10.header(0) + Enc10.open("c", idle: nil)
+            + Enc10.transfer(handle: 0, id: 0, more: true, payload: payload)
+            + Enc10.transfer(handle: 0, id: nil, more: false, payload: payload) + Enc10.close(nil)
+        let reference = decode10(client: client, keepBodies: true)
+        #expect(reference.problems.isEmpty)
+        guard case .transfer(let t)? = reference.frames[1].performative else {
+            Issue.record("no transfer: \(reference.frames)")
+            return
+        }
+        #expect(t.payloadLength == payload.count)
+        #expect(reference.messages.first?.payloadBytes == UInt64(2 * payload.count))
+        for keep in [false, true] {
+            for chunk in [1, 97, 1448] {
+                let out = decode10(client: client, chunk: chunk, keepBodies: keep)
+                #expect(out.frames == reference.frames, "chunk \(chunk), bodies kept \(keep)")
+                #expect(out.messages.map(\.payloadBytes) == reference.messages.map(\.payloadBytes))
+                #expect(out.problems.isEmpty, "\(out.problems)")
+            }
+        }
+        // A gap in the first transfer's payload: both transfers still read; the delivery is incomplete.
+        var decoder = AMQP10Decoder(configuration: AMQP10Configuration())
+        var sink = Collected10()
+        let cut = 21 + 200
+        let head = Array(client[..<cut])
+        let tail = Array(client[(cut + 1000)...])
+        head.withUnsafeBytes {
+            decoder.data($0, direction: .clientToServer, time: Timestamp(nanoseconds: 0), packetNumber: 1, into: &sink)
+        }
+        decoder.gap(1000, direction: .clientToServer, time: Timestamp(nanoseconds: 1), packetNumber: 2, into: &sink)
+        tail.withUnsafeBytes {
+            decoder.data($0, direction: .clientToServer, time: Timestamp(nanoseconds: 2), packetNumber: 3, into: &sink)
+        }
+        #expect(sink.frames.map(\.name) == ["open", "transfer", "transfer", "close"])
+        #expect(sink.messages.first?.incomplete == true && sink.messages.first?.frames == 2)
+    }
+
     @Test func garbageIsReportedAndFramesFoundAfterIt() {
         let garbage: [UInt8] = [0, 0, 0, 3, 9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8]
         let client =
