@@ -139,6 +139,14 @@ package enum AdviceTable {
                 + "behind restrictive proxies).",
             amqp10: true),
         AdviceRule(
+            code: .missedHeartbeats, product: "rabbitmq",
+            text:
+                "RabbitMQ's own AMQP 1.0 clients (for RabbitMQ 4) keep the connection alive from their own I/O "
+                + "threads: a silent client points at a stalled or paused process or at the network. Their "
+                + "connection recovery reconnects, but what was published and not yet settled must be published "
+                + "again by the application.",
+            amqp10: true),
+        AdviceRule(
             code: .missedHeartbeats, product: nil,
             text:
                 "In AMQP 1.0 each side advertises idle-time-out in open and its peer must send a frame (at least an "
