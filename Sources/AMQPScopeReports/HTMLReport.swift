@@ -326,6 +326,17 @@ enum TimelineSVG {
                     + HTML.escape(
                         Format.time(frame.time).suffix(15) + " #\(frame.packetNumber) " + Describe.frame(frame.frame))
                     + "</title></circle>"
+            case .performative(let frame):
+                // AMQP 1.0: an error in close, end or detach is an error close; any other key performative a
+                // lifecycle dot.
+                let error = frame.frame.performative?.error != nil
+                out +=
+                    "<circle class=\"\(error ? "m-err" : "m-conn")\" cx=\"\(f(scale.x(frame.time)))\" "
+                    + "cy=\"\(f(mid(frame.direction)))\" r=\"4\"><title>"
+                    + HTML.escape(
+                        Format.time(frame.time).suffix(15) + " #\(frame.packetNumber) "
+                            + Describe.performative(frame.frame))
+                    + "</title></circle>"
             case .problem(let p):
                 out +=
                     "<circle class=\"m-err\" cx=\"\(f(scale.x(p.time)))\" cy=\"\(f(mid(p.direction)))\" "
@@ -365,19 +376,32 @@ enum TimelineSVG {
                 break
             }
         }
-        // Where a side went silent, the deadline its heartbeat set.
-        if let n = story.negotiated, n.heartbeat > 0 {
-            for d in story.diagnoses where d.code == .missedHeartbeats {
-                guard let side = d.side, let last = d.evidence.first?.time else { continue }
+        // Where a side went silent, the deadline its heartbeat set (AMQP 1.0: the idle timeout its peer advertised).
+        for d in story.diagnoses where d.code == .missedHeartbeats {
+            guard let side = d.side, let last = d.evidence.first?.time else { continue }
+            let interval: Int64
+            if let s10 = story.amqp10 {
+                // Only a silence: a side whose own timer fired while its peer spoke has no deadline of its own.
+                guard d.summary.contains("sent nothing"), let ms = s10.idleTimeOut(advertisedBy: side.peer) else {
+                    continue
+                }
+                interval = Int64(ms) * 1_000_000
+            } else if let n = story.negotiated, n.heartbeat > 0 {
+                interval = Int64(n.heartbeat) * 1_000_000_000
+            } else {
+                continue
+            }
+            do {
                 let y = laneY(side.sending)
-                for (k, label) in [(1, "1 interval"), (2, "2 intervals")] {
-                    let t = last.adding(nanoseconds: Int64(k) * Int64(n.heartbeat) * 1_000_000_000)
+                let unit = story.amqp10 == nil ? "interval" : "idle timeout"
+                for (k, label) in [(1, "1 \(unit)"), (2, "2 \(unit)s")] {
+                    let t = last.adding(nanoseconds: Int64(k) * interval)
                     guard inside(t) else { continue }
                     let x = scale.x(t)
                     out +=
                         "<line class=\"deadline\" x1=\"\(f(x))\" y1=\"\(f(y + 2))\" x2=\"\(f(x))\" "
-                        + "y2=\"\(f(y + laneHeight - 2))\"><title>heartbeat deadline: \(label) after the last "
-                        + "frame</title></line>"
+                        + "y2=\"\(f(y + laneHeight - 2))\"><title>\(story.amqp10 == nil ? "heartbeat" : "idle-timeout") "
+                        + "deadline: \(label) after the last frame</title></line>"
                     out += "<text class=\"deadline-label\" x=\"\(f(x + 3))\" y=\"\(f(y + 12))\">\(label)</text>"
                 }
             }

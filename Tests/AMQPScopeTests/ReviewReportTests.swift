@@ -152,6 +152,27 @@ struct ChromiumTests {
         #expect(dom.contains("class=\"deadline\""))
     }
 
+    /// An AMQP 1.0 incident renders the same way: the client silent past the broker's 2 s idle timeout, its
+    /// deadlines, the broker's RST and the client's ECONNRESET; and a missing queue's session error with the link.
+    @Test func amqp10ReportRenders() throws {
+        let results = ["rabbitmq10-idle-timeout", "rabbitmq10-not-found"].map {
+            Analysis.analyzeFile(Paths.captures.appendingPathComponent("amqp10/\($0).pcap").path)
+        }
+        let page = try write(HTMLReport.render(results, version: "test"), "amqp10.html")
+        let png = reviewDirectory.appendingPathComponent("amqp10.png")
+        try? FileManager.default.removeItem(at: png)
+        let shot = try run(["--window-size=1280,2400", "--screenshot=\(png.path)", page.absoluteString])
+        #expect(FileManager.default.fileExists(atPath: png.path), "\(shot.stderr.suffix(500))")
+        #expect(consoleProblems(shot.stderr).isEmpty, "\(consoleProblems(shot.stderr))")
+        let dom = try run(["--dump-dom", page.absoluteString]).stdout
+        #expect(dom.contains("<path class=\"rst\""))
+        #expect(dom.contains(">ECONNRESET (104)</text>"))
+        #expect(dom.contains("idle-timeout deadline: 1 idle timeout after the last frame"))
+        #expect(dom.contains("session-error"))
+        #expect(dom.contains("<circle class=\"m-err\""), "the not-found end is drawn as an error")
+        #expect(dom.contains("/amq/queue/amqpscope.amqp10.missing"))
+    }
+
     /// The console check can fail: a page that breaks the policy is caught.
     @Test func consoleCheckCatchesErrors() throws {
         let bad =
