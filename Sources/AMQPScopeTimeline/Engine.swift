@@ -46,7 +46,7 @@ struct EngineState: StreamSink {
         var decoder: ConnectionDecoder
         /// The AMQP 1.0 codec, once the 0-9-1 one saw a 1.0 protocol header; or, on a connection joined mid-stream on
         /// an AMQP port, hunting for 1.0 frames beside the 0-9-1 codec until one of them finds its frames.
-        var amqp10: AMQP10Decoder?
+        var amqp10: AMQP10Box?
         /// The 1.0 codec is only a candidate (hunting beside the 0-9-1 one).
         var amqp10Candidate = false
         /// The TLS layer, when the connection is TLS: on 5671 always, elsewhere when the client's first bytes are
@@ -76,7 +76,7 @@ struct EngineState: StreamSink {
             self.builder = builder
             self.decoder = decoder
             if info.opening == .midstream && decoder.onAMQPPort {
-                amqp10 = AMQP10Decoder(configuration: decoder.configuration.amqp10, hunting: true)
+                amqp10 = AMQP10Box(AMQP10Decoder(configuration: decoder.configuration.amqp10, hunting: true))
                 amqp10Candidate = true
             }
             self.keyLog = keyLog
@@ -190,8 +190,8 @@ struct EngineState: StreamSink {
         ) {
             if amqp10Candidate {
                 // Both hunt; the first to find its frames keeps the connection.
-                amqp10?.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
-                if amqp10?.isHunting(direction) == false {
+                amqp10?.decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
+                if amqp10?.decoder.isHunting(direction) == false {
                     amqp10Candidate = false
                     decoder.handOver(to: .amqp10(.amqp10), direction: direction, into: &builder)
                     return
@@ -206,7 +206,7 @@ struct EngineState: StreamSink {
                 return
             }
             if amqp10 != nil {
-                amqp10?.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
+                amqp10?.decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
                 return
             }
             let before = decoder.streamOffset(direction)
@@ -216,10 +216,10 @@ struct EngineState: StreamSink {
             // rest, starting with what this call held after the header.
             var consumed = PerDirection<UInt64>(repeating: 0)
             consumed[direction] = 8
-            amqp10 = AMQP10Decoder(configuration: decoder.configuration.amqp10, consumed: consumed)
+            amqp10 = AMQP10Box(AMQP10Decoder(configuration: decoder.configuration.amqp10, consumed: consumed))
             let skip = Int(min(UInt64(bytes.count), 8 - min(before, 8)))
             if skip < bytes.count {
-                amqp10?.data(
+                amqp10?.decoder.data(
                     UnsafeRawBufferPointer(rebasing: bytes[skip...]), direction: direction, time: time,
                     packetNumber: packet, into: &builder)
             }
@@ -232,15 +232,16 @@ struct EngineState: StreamSink {
             if amqp10 == nil, case .undetermined = decoder.verdict, decoder.onAMQPPort {
                 // The protocol header was lost before anything decided the protocol: both codecs hunt from here, as
                 // on a connection joined mid-stream.
-                amqp10 = AMQP10Decoder(
-                    configuration: decoder.configuration.amqp10,
-                    consumed: PerDirection(
-                        clientToServer: decoder.streamOffset(.clientToServer),
-                        serverToClient: decoder.streamOffset(.serverToClient)), hunting: true)
+                amqp10 = AMQP10Box(
+                    AMQP10Decoder(
+                        configuration: decoder.configuration.amqp10,
+                        consumed: PerDirection(
+                            clientToServer: decoder.streamOffset(.clientToServer),
+                            serverToClient: decoder.streamOffset(.serverToClient)), hunting: true))
                 amqp10Candidate = true
                 return
             }
-            amqp10?.gap(length, direction: direction, time: time, packetNumber: packet, into: &builder)
+            amqp10?.decoder.gap(length, direction: direction, time: time, packetNumber: packet, into: &builder)
         }
 
         mutating func codecFinish(_ direction: Direction, _ time: Timestamp, _ packet: Int) {
@@ -249,13 +250,13 @@ struct EngineState: StreamSink {
                 amqp10Candidate = false
             }
             if amqp10 != nil {
-                amqp10?.finish(direction: direction, time: time, packetNumber: packet, into: &builder)
+                amqp10?.decoder.finish(direction: direction, time: time, packetNumber: packet, into: &builder)
             } else {
                 decoder.finish(direction: direction, time: time, packetNumber: packet, into: &builder)
             }
         }
 
-        var codecBufferedBytes: Int { decoder.bufferedBytes + (amqp10?.bufferedBytes ?? 0) }
+        var codecBufferedBytes: Int { decoder.bufferedBytes + (amqp10?.decoder.bufferedBytes ?? 0) }
 
         /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
         mutating func account(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
@@ -264,7 +265,7 @@ struct EngineState: StreamSink {
                 totalHeld += now - held
                 if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
                     decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
-                    amqp10?.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
+                    amqp10?.decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
                     tls?.shed(into: &builder)
                     let after = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
                     totalHeld += after - now
@@ -511,6 +512,13 @@ public struct Engine {
     public var codecBufferedBytes: Int { state.totalHeld }
     /// Out-of-order TCP bytes held now.
     public var bufferedBytes: Int { reassembler.bufferedBytes }
+}
+
+/// The AMQP 1.0 decoder of a connection, held by reference: most connections are not 1.0, and an entry that only
+/// may hold one stays a pointer wide.
+final class AMQP10Box {
+    var decoder: AMQP10Decoder
+    init(_ decoder: AMQP10Decoder) { self.decoder = decoder }
 }
 
 extension CodecConfiguration {
