@@ -26,6 +26,7 @@ import pika.connection
 import pika.frame
 import pika.heartbeat
 import pika.spec
+from pika.adapters.utils import io_services_utils
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROKER = os.path.join(os.path.dirname(HERE), "broker")
@@ -265,6 +266,34 @@ class Recorder:
 
         pika.connection.Connection._output_marshaled_frames = output
         pika.connection.Connection._process_frame = process
+
+    def trace_sends(self):
+        """Record every send() pika's plain transport makes (client.sends, per client port): [epoch before the
+        call, epoch after it, bytes asked, bytes the kernel took or null, errno or null]. pika sends each
+        marshaled frame with its own send() (_AsyncTransportBase._produce), so this says which frames the kernel
+        accepted before a failure."""
+        rec = self
+        self.data["sends"] = {}
+        orig = io_services_utils._AsyncTransportBase.__dict__["_sigint_safe_send"].__func__
+
+        def send(sock, data):
+            try:
+                port = sock.getsockname()[1]
+            except OSError:
+                port = None
+            t0 = now()
+            try:
+                n = orig(sock, data)
+            except OSError as e:
+                with rec.lock:
+                    rec.data["sends"].setdefault(str(port), []).append(
+                        [round(t0, 6), round(now(), 6), len(data), None, e.errno])
+                raise
+            with rec.lock:
+                rec.data["sends"].setdefault(str(port), []).append([round(t0, 6), round(now(), 6), len(data), n, None])
+            return n
+
+        io_services_utils._AsyncTransportBase._sigint_safe_send = staticmethod(send)
 
     def _frame(self, port, direction, ftype, channel, detail):
         t = now()

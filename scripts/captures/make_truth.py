@@ -21,6 +21,7 @@ Prints one summary line on stdout.
 
 import argparse
 import datetime
+import errno as errno_mod
 import json
 import os
 import re
@@ -301,18 +302,53 @@ def compare_frames(s, client):
     s["frames_vs_pika"] = out
 
 
-def observe(pcap, port=AMQP_PORT, keylog=None, client=None):
+BASIC_METHODS = {"60.10": "basic.qos", "60.40": "basic.publish", "60.50": "basic.return", "60.60": "basic.deliver",
+                 "60.80": "basic.ack", "60.90": "basic.reject", "60.120": "basic.nack"}
+_BASIC_ARGS_INT = ("delivery_tag", "multiple", "requeue", "redelivered", "publish_number", "prefetch_count",
+                   "reply_code")
+_BASIC_ARGS_STR = ("reply_text", "routing_key", "exchange")
+
+
+def _basic_entry(num, t, side, channel, method, args):
+    """One basic-class method on the wire with the arguments the flow scenario needs (tshark's names)."""
+    b = {"frame": num, "t": round(t, 6), "from": side, "channel": channel, "method": method,
+         "name": BASIC_METHODS.get(method, method)}
+    for k in _BASIC_ARGS_INT:
+        if "amqp.method.arguments." + k in args:
+            b[k] = int(args["amqp.method.arguments." + k])
+    for k in _BASIC_ARGS_STR:
+        if "amqp.method.arguments." + k in args:
+            b[k] = args["amqp.method.arguments." + k]
+    return b
+
+
+def observe(pcap, port=AMQP_PORT, keylog=None, client=None, kind=None):
     """What tshark decodes, per TCP connection; with client (client.json), each connection's frames are
-    compared with pika's (compare_frames)."""
+    compared with pika's (compare_frames). kind flow-confirms-acks adds per-connection method counts and the
+    flow on the wire (observe_flow); missed-heartbeats-fin the client's data segments after the broker's FIN."""
     pkts = tshark_json(pcap, port, keylog)
     if pkts is None:
         return None
     streams = {}
+    flow = kind == "flow-confirms-acks"
+    fin = kind == "missed-heartbeats-fin"
     fields = lambda: {"amqp_frames": {"client": {}, "broker": {}}, "frame_list": [],
                       "heartbeats": {"client": [], "broker": []},
-                      "methods": [], "close_sequence": [], "tune": None, "tune_ok": None}
+                      "methods": [], "close_sequence": [], "tune": None, "tune_ok": None,
+                      **({"method_counts": {"client": {}, "broker": {}}, "basic": []} if flow else {})}
     for s, side, L, num, t in tcp_packets(pkts, port, streams, fields):
         amqp = [a for a in as_list(L.get("amqp")) if "amqp.type" in a]
+        if fin:
+            tcp_len = int(L["tcp"].get("tcp.len", 0))
+            broker_fin = next((e for e in s["close_sequence"] if e["from"] == "broker" and "FIN" in e["flags"]), None)
+            if broker_fin is not None and "data_after_broker_fin" not in s:
+                s["data_after_broker_fin"] = {
+                    "broker_fin_frame": broker_fin["frame"], "broker_fin_t": broker_fin["t"], "client_segments": [],
+                    "source": "tshark: client TCP segments with payload after the broker's first FIN"}
+            if broker_fin is not None and side == "client" and tcp_len > 0 and num > broker_fin["frame"]:
+                s["data_after_broker_fin"]["client_segments"].append({
+                    "frame": num, "t": round(t, 6), "tcp_len": tcp_len,
+                    "amqp_frames": [wire_detail(a) for a in amqp]})
         if keylog:
             observe_tls(s, side, num, t, L.get("tls"), [int(a["amqp.type"]) for a in amqp], bool(L.get("amqp")))
         for a in amqp:
@@ -331,10 +367,24 @@ def observe(pcap, port=AMQP_PORT, keylog=None, client=None):
                     entry["reply_code"] = int(args["amqp.method.arguments.reply_code"])
                     entry["reply_text"] = args.get("amqp.method.arguments.reply_text")
                 s["methods"].append(entry)
+                if flow:
+                    mc = s["method_counts"][side]
+                    mc[entry["method"]] = mc.get(entry["method"], 0) + 1
+                    if cls in (60, 85):
+                        s["basic"].append(_basic_entry(num, t, side, entry["channel"], entry["method"], args))
                 if (cls, meth) in ((10, 30), (10, 31)):
                     s["tune" if meth == 30 else "tune_ok"] = {
                         k: int(args["amqp.method.arguments." + k]) for k in ("channel_max", "frame_max", "heartbeat")
                         if "amqp.method.arguments." + k in args}
+            if ty == 2 and flow:
+                # the message id of the content that follows a publish / return / deliver on this channel
+                mid = (a.get("amqp.header.properties") or {}).get("amqp.method.properties.message_id")
+                ch = int(a.get("amqp.channel", -1))
+                for b in reversed(s["basic"]):
+                    if b["from"] == side and b["channel"] == ch:
+                        if b["method"] in ("60.40", "60.50", "60.60") and "message_id" not in b:
+                            b["message_id"] = mid
+                        break
     out = {"source": "tshark -T json on the capture (decoder cross-check, not ground truth)"
                      + (", decrypted with -o tls.keylog_file:%s -d tcp.port==%d,tls" % (os.path.basename(keylog), port)
                         if keylog else ""),
@@ -350,8 +400,106 @@ def observe(pcap, port=AMQP_PORT, keylog=None, client=None):
         if len(s["methods"]) > 60:
             s["methods_truncated"] = len(s["methods"]) - 60
             s["methods"] = s["methods"][:60]
+        if flow:
+            s["flow"] = observe_flow(s.pop("basic"))
         out["connections"].append(s)
+    if flow:
+        totals = {"client_to_broker": {}, "broker_to_client": {}}
+        for s in out["connections"]:
+            for side, d in (("client", "client_to_broker"), ("broker", "broker_to_client")):
+                for m, name in BASIC_METHODS.items():
+                    totals[d][name] = totals[d].get(name, 0) + s["method_counts"][side].get(m, 0)
+        out["basic_method_counts"] = dict(totals, source="tshark -Y amqp: amqp.method.class / amqp.method.method of "
+                                                         "every method frame, all connections")
     return out
+
+
+def observe_flow(basic):
+    """The message flow of one connection as tshark decodes it: publishes with their confirms and returns
+    (publisher side), deliveries with the settlement that covers each (consumer side), the basic.qos
+    prefetch_count, the most deliveries unsettled at once in wire order, and the wire latencies: publish
+    packet to the confirm packet, deliver packet to the packet of the settlement covering it."""
+    out = {"source": "tshark: basic-class methods (amqp.method.arguments.*, tshark's publish_number, the "
+                     "message_id of the content header that follows), in capture order"}
+    pubs, deliveries, settlements, returns, confirms = [], [], [], [], []
+    unconfirmed, unsettled, max_unacked = [], {}, 0
+    for b in basic:
+        m, side = b["method"], b["from"]
+        if m == "60.10" and side == "client":
+            out["prefetch_count"] = b.get("prefetch_count")
+        elif m == "60.40" and side == "client":
+            p = {"seq": len(pubs) + 1, "publish_number": b.get("publish_number"), "frame": b["frame"], "t": b["t"],
+                 "message_id": b.get("message_id"), "routing_key": b.get("routing_key"), "confirm": None,
+                 "returned": False}
+            pubs.append(p)
+            unconfirmed.append(p)
+        elif m == "60.50" and side == "broker":
+            # the publish it returns: same message id, else the oldest unconfirmed one not yet returned
+            cand = [p for p in unconfirmed if not p["returned"]]
+            p = next((p for p in reversed(cand) if b.get("message_id") and p["message_id"] == b.get("message_id")),
+                     cand[0] if cand else None)
+            returns.append({"frame": b["frame"], "t": b["t"], "reply_code": b.get("reply_code"),
+                            "reply_text": b.get("reply_text"), "message_id": b.get("message_id"),
+                            "seq": p["seq"] if p else None})
+            if p:
+                p.update(returned=True, return_frame=b["frame"], reply_code=b.get("reply_code"),
+                         reply_text=b.get("reply_text"))
+        elif m in ("60.80", "60.120") and side == "broker" and pubs:
+            kind = "ack" if m == "60.80" else "nack"
+            tag, multiple = b.get("delivery_tag"), bool(b.get("multiple"))
+            confirms.append({"frame": b["frame"], "t": b["t"], "kind": kind, "delivery_tag": tag, "multiple": multiple})
+            for p in [p for p in unconfirmed if (p["seq"] <= tag if multiple else p["seq"] == tag)]:
+                p.update(confirm=kind, confirm_frame=b["frame"], confirm_multiple=multiple,
+                         wire_latency_ms=round((b["t"] - p["t"]) * 1000, 3))
+                unconfirmed.remove(p)
+        elif m == "60.60" and side == "broker":
+            d = {"delivery_tag": b.get("delivery_tag"), "frame": b["frame"], "t": b["t"],
+                 "redelivered": bool(b.get("redelivered")), "message_id": b.get("message_id"), "settled_by": None}
+            deliveries.append(d)
+            unsettled[d["delivery_tag"]] = d
+            max_unacked = max(max_unacked, len(unsettled))
+        elif m in ("60.80", "60.120", "60.90") and side == "client":
+            kind = {"60.80": "ack", "60.120": "nack", "60.90": "reject"}[m]
+            tag = b.get("delivery_tag")
+            multiple = bool(b.get("multiple")) if m != "60.90" else False
+            requeue = bool(b["requeue"]) if "requeue" in b else None
+            st = {"frame": b["frame"], "t": b["t"], "kind": kind, "delivery_tag": tag, "multiple": multiple,
+                  "requeue": requeue}
+            tags = sorted(x for x in unsettled if x <= tag) if multiple else [tag]
+            st["settles"] = tags
+            settlements.append(st)
+            for x in tags:
+                d = unsettled.pop(x, None)
+                if d:
+                    d["settled_by"] = {"kind": kind, "frame": b["frame"], "delivery_tag": tag}
+                    d["wire_latency_ms"] = round((b["t"] - d["t"]) * 1000, 3)
+    if pubs:
+        out["publishes"] = pubs
+        out["confirms"] = confirms
+        out["returns"] = returns
+        lat = [p["wire_latency_ms"] for p in pubs if p.get("wire_latency_ms") is not None]
+        out["confirm_latency_ms"] = dict(latency_stats(lat),
+                                         what="publish packet to the packet of the basic.ack/nack covering it")
+    if deliveries:
+        out["deliveries"] = deliveries
+        out["settlements"] = settlements
+        out["max_unacked"] = max_unacked
+        out["max_unacked_source"] = ("deliveries not yet covered by a client basic.ack/nack/reject, in capture "
+                                     "order (multiple expanded)")
+        lat = [d["wire_latency_ms"] for d in deliveries if d.get("wire_latency_ms") is not None]
+        out["ack_latency_ms"] = dict(latency_stats(lat),
+                                     what="deliver packet to the packet of the settlement covering it")
+    return out
+
+
+def latency_stats(values):
+    """count, p50, p90, p99, max (nearest rank: the ceil(p/100 * n)-th smallest value)."""
+    v = sorted(values)
+    if not v:
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
+    rank = lambda p: v[max(0, -(-p * len(v) // 100) - 1)]
+    return {"count": len(v), "p50": round(rank(50), 3), "p90": round(rank(90), 3), "p99": round(rank(99), 3),
+            "max": round(v[-1], 3)}
 
 
 # --- expect ----------------------------------------------------------------------------------
@@ -377,8 +525,90 @@ def tune_expect(client):
     return out
 
 
-def build_expect(name, client, log, listen_options, port=AMQP_PORT):
-    """name: the plain scenario whose client ran (a TLS scenario's base_scenario)."""
+def iso_t(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def flow_expect(client):
+    """expect.flow of flow-confirms-acks, from the client's own log: publish/delivery/settle events."""
+    pubs, dels, sets = events(client, "publish"), events(client, "delivery"), events(client, "settle")
+    qos = events(client, "basic_qos")
+    publishes = []
+    for e in pubs:
+        p = {"seq": e["seq"], "t_call": round(e["t_call"], 6), "t_return": round(e["t_return"], 6),
+             "outcome": e["outcome"], "routing_key": e["routing_key"], "message_id": e["message_id"]}
+        if e["outcome"] == "returned":
+            p["reply_code"], p["reply_text"] = e.get("reply_code"), e.get("reply_text")
+        publishes.append(p)
+    deliveries = [{"delivery_tag": e["delivery_tag"], "t": round(e["t_callback"], 6), "redelivered": e["redelivered"],
+                   "message_id": e["message_id"]} for e in dels]
+    settlements = [{"delivery_tag": e["delivery_tag"], "t": round(e["t_call"], 6), "kind": e["kind"],
+                    "multiple": e["multiple"], "requeue": e["requeue"], "settles": e["settles"]} for e in sets]
+    # unsettled deliveries as the client saw them, over its events in order
+    unacked, max_unacked, settled_at = set(), 0, {}
+    for e in client.get("events", []):
+        if e["action"] == "delivery":
+            unacked.add(e["delivery_tag"])
+            max_unacked = max(max_unacked, len(unacked))
+        elif e["action"] == "settle":
+            for tag in e["settles"]:
+                unacked.discard(tag)
+                settled_at[tag] = e["t_call"]
+    acks = [e for e in sets if e["kind"] == "ack"]
+    confirmed = [p for p in publishes if p["outcome"] in ("ack", "returned")]
+    counts = {
+        "publishes": len(publishes),
+        "confirmed": len(confirmed),
+        "nacked": len([p for p in publishes if p["outcome"] == "nack"]),
+        "returns": len([p for p in publishes if p["outcome"] == "returned"]),
+        "deliveries": len(deliveries),
+        "acks": len(acks),
+        "acked_messages": sum(len(e["settles"]) for e in acks),
+        "nacks": len([e for e in sets if e["kind"] == "nack"]),
+        "rejects": len([e for e in sets if e["kind"] == "reject"]),
+        "redelivered": len([d for d in deliveries if d["redelivered"]]),
+        "max_unacked": max_unacked,
+        "prefetch": qos[0]["prefetch_count"] if qos else None,
+    }
+    conf_lat = [(p["t_return"] - p["t_call"]) * 1000 for p in confirmed]
+    ack_lat = [(settled_at[d["delivery_tag"]] - d["t"]) * 1000 for d in deliveries if d["delivery_tag"] in settled_at]
+    plan = client.get("flow_plan") or {}
+    return {
+        "counts": counts,
+        "counts_meaning": {
+            "confirmed": "publishes the broker confirmed with basic.ack, returned ones included (RabbitMQ sends "
+                         "basic.return, then basic.ack, for an unroutable mandatory publish)",
+            "acks": "basic.ack frames from the consumer", "acked_messages": "deliveries those acks settled, "
+                    "multiple=true expanded", "nacks": "basic.nack frames from the consumer (all requeue=true)",
+            "rejects": "basic.reject frames from the consumer (all requeue=false)",
+            "redelivered": "deliveries with redelivered=true",
+            "max_unacked": "most deliveries the consumer held unsettled at once (its own events)",
+            "prefetch": "basic_qos(prefetch_count=...)"},
+        "plan": plan,
+        "publishes": publishes,
+        "deliveries": deliveries,
+        "settlements": settlements,
+        "confirm_latency_ms": dict(latency_stats(conf_lat), what="t_return - t_call of each confirmed publish "
+            "(pika's BlockingChannel.basic_publish with confirm_delivery returns once the basic.ack arrived; "
+            "for a returned publish it raises UnroutableError then)",
+            note="client-side: includes pika's own processing (marshalling, the write, reading and dispatching the "
+                 "confirm). The wire latency, publish packet to confirm packet, is at most this "
+                 "(capture_observed.connections[].flow.confirm_latency_ms)"),
+        "ack_latency_ms": dict(latency_stats(ack_lat), what="time just before the basic_ack/nack/reject call that "
+            "settled a delivery - time its on_message callback started, per delivery (multiple expanded)",
+            note="client-side: the wire latency, deliver packet to settlement packet, is at least this (the "
+                 "delivery reaches the wire before the callback runs, the settlement after the call starts)"),
+        "percentiles": "nearest rank: the ceil(p/100 * count)-th smallest value",
+        "time_base": "epoch seconds from the client's time.time(), the clock tcpdump's timestamps use",
+        "source": "client events: 'publish' (seq, t_call just before basic_publish, t_return just after it "
+                  "returned or raised, outcome), 'delivery' (t = on_message callback start), 'settle' (t just "
+                  "before basic_ack/basic_nack/basic_reject; settles = delivery tags it covers)",
+    }
+
+
+def build_expect(name, client, log, listen_options, port=AMQP_PORT, obs=None):
+    """name: the plain scenario whose client ran (a TLS scenario's base_scenario); obs: capture_observed
+    (missed-heartbeats-fin: whether the late publish reached the wire)."""
     x = {"scenario": name}
     conns = client.get("connections", [])
     x["connections"] = {
@@ -398,7 +628,8 @@ def build_expect(name, client, log, listen_options, port=AMQP_PORT):
     linger_rst = "{linger,{true,0}}" in (listen_options or "").replace(" ", "")
 
     closes = events(client, "connection_close")
-    if name in ("healthy-heartbeats", "channel-error-404", "large-messages", "many-connections", "blocked"):
+    if name in ("healthy-heartbeats", "channel-error-404", "large-messages", "many-connections", "blocked",
+                "flow-confirms-acks"):
         x["close"] = {
             "initiated_by": "client",
             "how": "Connection.Close from client, Connection.Close-Ok from broker (pika BlockingConnection.close())",
@@ -418,7 +649,13 @@ def build_expect(name, client, log, listen_options, port=AMQP_PORT):
         x["messages"] = client.get("result")
         x["errors"] = {"client_exceptions": len(client.get("exceptions", [])),
                        "broker_error_lines": len([e for e in log if e["level"] in ("error",)])}
-    if name == "missed-heartbeats-104":
+    if name == "flow-confirms-acks":
+        roles = client.get("roles") or {}
+        x["connection_roles"] = [{"client_port": c.get("client_port"), "role": roles.get(str(c.get("client_port"))),
+                                  "connection_name": c.get("connection_name")} for c in conns]
+        x["connection_roles_source"] = "client: the port of each BlockingConnection and what the scenario did with it"
+        x["flow"] = flow_expect(client)
+    if name in ("missed-heartbeats-104", "missed-heartbeats-fin"):
         mh = find(log, "missed_heartbeats")
         silent = events(client, "silent_start"), events(client, "silent_end")
         exc = exc_during(client, "basic_publish")
@@ -437,19 +674,25 @@ def build_expect(name, client, log, listen_options, port=AMQP_PORT):
             "side": "broker" if mh else None,
             "at": mh[0]["time"] if mh else None,
             "tcp": "RST" if linger_rst else "FIN",
+            **({"tcp_listen_options": (listen_options or "").strip()} if name == "missed-heartbeats-fin" else {}),
             # RabbitMQ writes "Error on AMQP connection ... caused a connection exception" when it sends
             # Connection.Close with an error code (see connection-forced-320); pika saw none either.
             "amqp_close_method_sent": bool([e for e in log if "Error on AMQP connection" in e["message"]]
                                            or events(client, "received_connection_close")),
             "source": "broker log 'closing AMQP connection ... missed heartbeats from client' and no "
-                      "'Error on AMQP connection' line; pika decoded no Connection.Close; RST because the broker's "
-                      "tcp_listen_options has linger {true,0}: " + (listen_options or "?").strip()}
+                      "'Error on AMQP connection' line; pika decoded no Connection.Close; " + (
+                          "RST because the broker's tcp_listen_options has linger {true,0}: " if linger_rst else
+                          "FIN because the broker's tcp_listen_options has linger off (scripts/broker with "
+                          "AMQPSCOPE_BROKER_LINGER=off): ") + (listen_options or "?").strip()}
         oe = client.get("os_errors", [])
-        x["late_publish"] = {
-            "at": late[0]["time"] if late else None,
-            "send_syscall_failed": bool(oe) and oe[0].get("syscall") == "send",
-            "source": "client event basic_publish n=2; client_os_error (the send() of the publish frames "
-                      "failed, so they were not written to the socket)"}
+        if name == "missed-heartbeats-104":
+            x["late_publish"] = {
+                "at": late[0]["time"] if late else None,
+                "send_syscall_failed": bool(oe) and oe[0].get("syscall") == "send",
+                "source": "client event basic_publish n=2; client_os_error (the send() of the publish frames "
+                          "failed, so they were not written to the socket)"}
+        else:
+            x["late_publish"] = late_publish_fin(client, late, oe, obs)
         if exc:
             e = exc[0]
             x["client_error"] = {k: e.get(k) for k in ("class", "qualified_class", "message", "errno", "errno_name",
@@ -519,6 +762,45 @@ def build_expect(name, client, log, listen_options, port=AMQP_PORT):
     return x
 
 
+def late_publish_fin(client, late, oe, obs):
+    """missed-heartbeats-fin: the late publish, each send() pika made for it (client.sends: one per frame) and
+    whether its bytes reached the wire after the broker's FIN (tshark)."""
+    conns = client.get("connections", [])
+    port = str(conns[0].get("client_port")) if conns else None
+    t0 = late[0]["t"] if late else None
+    sends = [s for s in (client.get("sends") or {}).get(port, []) if t0 is not None and s[0] >= t0]
+    frames = [f for f in (client.get("frames") or {}).get(port, []) if t0 is not None and f[0] >= t0 and f[1] == "sent"]
+    calls = []
+    for i, (ta, tb, asked, sent, err) in enumerate(sends):
+        c = {"t": ta, "time": iso_t(ta), "bytes": asked, "returned": sent,
+             "frame": frames[i][4] if i < len(frames) else None}
+        if err is not None:
+            c.update(errno=err, errno_name=errno_mod.errorcode.get(err))
+        calls.append(c)
+    taken = sum(s[3] or 0 for s in sends)
+    out = {"at": late[0]["time"] if late else None, "t": round(t0, 6) if t0 else None,
+           "send_syscall_failed": bool(oe) and oe[0].get("syscall") == "send",
+           "send_calls": calls,
+           "bytes_taken_by_kernel": taken,
+           "source": "client event basic_publish n=2; client.sends (every send() pika made, one per marshaled "
+                     "frame, in order: frame = the frame pika handed over in that position); client_os_error"}
+    s = (obs or {}).get("connections", [None])[0] if obs and obs.get("connections") else None
+    wire = (s or {}).get("data_after_broker_fin")
+    if wire is not None:
+        segs = wire["client_segments"]
+        rst = [e for e in s["close_sequence"] if e["from"] == "broker" and "RST" in e["flags"]
+               and segs and e["frame"] > segs[0]["frame"]]
+        out["reached_wire"] = {
+            "value": bool(segs), "after_broker_fin_at": iso_t(wire["broker_fin_t"]),
+            "segments": [{"frame": g["frame"], "time": iso_t(g["t"]), "tcp_len": g["tcp_len"],
+                          "amqp_frames": g["amqp_frames"]} for g in segs],
+            "payload_bytes": sum(g["tcp_len"] for g in segs),
+            "broker_rst_after_it": ({"frame": rst[0]["frame"], "time": iso_t(rst[0]["t"])} if rst else None),
+            "source": "tshark (capture_observed.connections[0].data_after_broker_fin): client segments with payload "
+                      "after the broker's FIN, and the broker's RST after them"}
+    return out
+
+
 def checks(name, x, obs, client=None):
     """Compare expect with what tshark decodes; each check is (name, ok)."""
     if not obs:
@@ -554,6 +836,73 @@ def checks(name, x, obs, client=None):
             t0 = datetime.datetime.fromisoformat(silent_from).timestamp()
             c["no client heartbeats while silent"] = not [t for t in s["heartbeat_times"]["client"] if t > t0]
             c["broker heartbeats while silent"] = len([t for t in s["heartbeat_times"]["broker"] if t > t0]) > 0
+    if name == "missed-heartbeats-fin" and conns:
+        s = conns[0]
+        seq = s["close_sequence"]
+        lp = x.get("late_publish") or {}
+        rw = lp.get("reached_wire") or {}
+        c["first close is FIN from broker"] = bool(seq) and seq[0]["from"] == "broker" and "FIN" in seq[0]["flags"] \
+            and "RST" not in seq[0]["flags"]
+        silent_from = x["stopped_heartbeating"]["silent_from"]
+        if silent_from and s.get("heartbeat_times"):
+            t0 = datetime.datetime.fromisoformat(silent_from).timestamp()
+            c["no client heartbeats while silent"] = not [t for t in s["heartbeat_times"]["client"] if t > t0]
+            c["broker heartbeats while silent"] = len([t for t in s["heartbeat_times"]["broker"] if t > t0]) > 0
+        c["late publish on the wire after the broker's FIN == bytes pika's send() got in"] = bool(rw.get("value")) \
+            and rw.get("payload_bytes") == lp.get("bytes_taken_by_kernel")
+        c["broker RST after the late publish"] = bool(rw.get("broker_rst_after_it"))
+        c["no Connection.Close from the broker"] = not [m for m in s["methods"] if m["method"] == "10.50"]
+    if name == "flow-confirms-acks" and conns:
+        fx = x["flow"]
+        roles = {r["client_port"]: r["role"] for r in x.get("connection_roles", [])}
+        pub = next((s for s in conns if roles.get(s["client_port"]) == "publisher"), None)
+        con = next((s for s in conns if roles.get(s["client_port"]) == "consumer"), None)
+        pf, cf = (pub or {}).get("flow") or {}, (con or {}).get("flow") or {}
+        k = fx["counts"]
+        # client-side expectation of every basic method, per direction (all connections together)
+        want = {"client_to_broker": {"basic.publish": k["publishes"], "basic.ack": k["acks"], "basic.nack": k["nacks"],
+                                     "basic.reject": k["rejects"], "basic.return": 0, "basic.deliver": 0,
+                                     "basic.qos": 1},
+                "broker_to_client": {"basic.publish": 0, "basic.ack": k["confirmed"], "basic.nack": k["nacked"],
+                                     "basic.reject": 0, "basic.return": k["returns"], "basic.deliver": k["deliveries"],
+                                     "basic.qos": 0}}
+        got = obs.get("basic_method_counts") or {}
+        for m in BASIC_METHODS.values():
+            c["%s per direction == client's" % m] = all(
+                (got.get(d) or {}).get(m) == want[d][m] for d in ("client_to_broker", "broker_to_client"))
+        wp = pf.get("publishes") or []
+        c["publish seqs on the wire (tshark publish_number) == client's"] = \
+            [p["publish_number"] for p in wp] == [p["seq"] for p in fx["publishes"]]
+        c["confirm of each publish on the wire == client's outcome"] = len(wp) == len(fx["publishes"]) and all(
+            (w["confirm"] == "ack" and (w["returned"] == (p["outcome"] == "returned")) and p["outcome"] in ("ack", "returned"))
+            or (w["confirm"] == "nack" and p["outcome"] == "nack")
+            for w, p in zip(wp, fx["publishes"]))
+        c["returns on the wire: 312 NO_ROUTE, for the client's returned publishes"] = [
+            (w["seq"], w.get("reply_code")) for w in wp if w["returned"]] == [
+            (p["seq"], p.get("reply_code")) for p in fx["publishes"] if p["outcome"] == "returned"]
+        c["message ids of the publishes on the wire == client's"] = [w["message_id"] for w in wp] == [
+            p["message_id"] for p in fx["publishes"]]
+        c["wire confirm latency <= client confirm latency, every publish"] = len(wp) == len(fx["publishes"]) and all(
+            w.get("wire_latency_ms") is not None and w["wire_latency_ms"] <= (p["t_return"] - p["t_call"]) * 1000 + 1e-3
+            for w, p in zip(wp, fx["publishes"]))
+        wd = cf.get("deliveries") or []
+        c["deliveries on the wire (tag, redelivered, message id) == client's"] = [
+            (d["delivery_tag"], d["redelivered"], d["message_id"]) for d in wd] == [
+            (d["delivery_tag"], d["redelivered"], d["message_id"]) for d in fx["deliveries"]]
+        c["settlements on the wire (kind, tag, multiple, requeue) == client's"] = [
+            (s["kind"], s["delivery_tag"], s["multiple"], s["requeue"]) for s in cf.get("settlements") or []] == [
+            (s["kind"], s["delivery_tag"], s["multiple"], bool(s["requeue"]) if s["kind"] != "ack" else None)
+            for s in fx["settlements"]]
+        c["basic.qos prefetch_count on the wire == client's"] = cf.get("prefetch_count") == k["prefetch"]
+        c["max unacked on the wire == client's == prefetch"] = cf.get("max_unacked") == k["max_unacked"] == k["prefetch"]
+        client_settle = {}
+        for s in fx["settlements"]:
+            for tag in s["settles"]:
+                client_settle[tag] = s["t"]
+        c["wire ack latency >= client ack latency, every delivery"] = len(wd) == len(fx["deliveries"]) and all(
+            w.get("wire_latency_ms") is not None
+            and w["wire_latency_ms"] + 1e-3 >= (client_settle[d["delivery_tag"]] - d["t"]) * 1000
+            for w, d in zip(wd, fx["deliveries"]))
     if name == "channel-error-404" and conns:
         codes = [m.get("reply_code") for m in conns[0]["methods"] if m["method"] == "20.40" and m["from"] == "broker"]
         c["Channel.Close 404 x2 on the wire"] = codes == [404, 404]
@@ -619,9 +968,9 @@ def main():
             if m:
                 tcpdump[key] = int(m.group(1))
     log, log_left_out = own_entries(log, [c.get("client_port") for c in client.get("connections", [])])
-    obs = observe(a.pcap, a.amqp_port, a.keylog or None, client)
     kind = client.get("base_scenario") or a.scenario
-    x = build_expect(kind, client, log, a.listen_options, a.amqp_port)
+    obs = observe(a.pcap, a.amqp_port, a.keylog or None, client, kind)
+    x = build_expect(kind, client, log, a.listen_options, a.amqp_port, obs)
     x["scenario"] = a.scenario
     if kind != a.scenario:
         x["base_scenario"] = kind
@@ -666,7 +1015,7 @@ def main():
                                               "events", "exceptions", "os_errors", "heartbeats", "frames",
                                               "scenario_error", "pika_log", "pika_log_dropped",
                                               "close_reason_given", "broker_connection_pid", "base_scenario",
-                                              "tls_requested")
+                                              "tls_requested", "sends", "roles", "flow_plan", "flow_consumer_state")
                    if client.get(k) is not None},
         "client_exit_status": a.client_rc,
         "broker_log": log,

@@ -95,8 +95,8 @@ def healthy_heartbeats(rec, tls=None):
     close(rec, conn, "healthy")
 
 
-def missed_heartbeats_104(rec, tls=None):
-    conn = rec.connect("silent", tls=tls, heartbeat=HEARTBEAT)
+def missed_heartbeats_104(rec, tls=None, label="silent"):
+    conn = rec.connect(label, tls=tls, heartbeat=HEARTBEAT)
     ch = conn.channel()
     rec.event("channel_open", channel=ch.channel_number)
     q = "amqpscope.silent"
@@ -121,6 +121,192 @@ def missed_heartbeats_104(rec, tls=None):
             conn.close()
         except Exception as e:
             rec.exception("connection_close", e)
+
+
+def missed_heartbeats_fin(rec):
+    """The missed-heartbeats-104 client against a broker whose listener has linger off
+    (scripts/record-captures restarts it with AMQPSCOPE_BROKER_LINGER=off), so the broker closes with a FIN.
+    Every send() pika makes is recorded (client.sends): which frames of the late publish the kernel took."""
+    rec.trace_sends()
+    missed_heartbeats_104(rec, label="silent-fin")
+
+
+# flow-confirms-acks: publisher confirms and returns on one connection, a prefetch-limited consumer with
+# acks, a multiple ack after a saturated stretch, requeueing nacks, a redelivery loop and rejects on another.
+FLOW_MESSAGES = 40
+FLOW_UNROUTABLE = (7, 14, 22, 29, 36)     # published with a routing key that has no binding
+FLOW_PREFETCH = 5
+FLOW_HOLD_FIRST = 9                       # its delivery starts the stretch: hold FLOW_PREFETCH deliveries
+FLOW_HOLD_SECONDS = 6.0
+FLOW_NACK_ONCE = (17, 18)                 # basic_nack(requeue=True) once, acked when redelivered
+FLOW_POISON = 24                          # basic_nack(requeue=True) FLOW_POISON_NACKS times, then basic_reject(requeue=False)
+FLOW_POISON_NACKS = 6
+FLOW_REJECT = 31                          # basic_reject(requeue=False) at once
+FLOW_EXCHANGE = "amqpscope.flow"
+FLOW_QUEUE = "amqpscope.flow"
+FLOW_KEY, FLOW_KEY_UNROUTED = "flow.ok", "flow.nowhere"
+
+
+def flow_message_id(n):
+    return "m%02d" % n
+
+
+def flow_consumer(rec, ready, failed):
+    """Consumer connection: prefetch 5, manual acks; behaviour by message id (see FLOW_*)."""
+    conn = rec.connect("flow-consumer", heartbeat=60)
+    rec.data["roles"][str(rec.data["connections"][-1].get("client_port"))] = "consumer"
+    ch = conn.channel()
+    rec.event("channel_open", channel=ch.channel_number, connection="flow-consumer")
+    ch.exchange_declare(FLOW_EXCHANGE, exchange_type="direct", auto_delete=True)
+    rec.event("exchange_declare", exchange=FLOW_EXCHANGE, type="direct", auto_delete=True)
+    declare(rec, ch, FLOW_QUEUE, exclusive=True)
+    ch.queue_bind(FLOW_QUEUE, FLOW_EXCHANGE, routing_key=FLOW_KEY)
+    rec.event("queue_bind", queue=FLOW_QUEUE, exchange=FLOW_EXCHANGE, routing_key=FLOW_KEY)
+    ch.basic_qos(prefetch_count=FLOW_PREFETCH)
+    rec.event("basic_qos", prefetch_count=FLOW_PREFETCH, connection="flow-consumer")
+
+    routed = {flow_message_id(n) for n in range(1, FLOW_MESSAGES + 1) if n not in FLOW_UNROUTABLE}
+    done = set()                 # message ids settled for good (acked, or rejected/nacked without requeue)
+    unacked = {}                 # delivery_tag -> message id, as the client sees it
+    seen = {}                    # message id -> deliveries so far
+    hold = {"active": False, "tags": [], "full_at": None, "done": False}
+
+    def settle(kind, tag, multiple=False, requeue=None):
+        t = time.time()  # just before the call
+        if kind == "ack":
+            ch.basic_ack(delivery_tag=tag, multiple=multiple)
+        elif kind == "nack":
+            ch.basic_nack(delivery_tag=tag, multiple=multiple, requeue=requeue)
+        else:
+            ch.basic_reject(delivery_tag=tag, requeue=requeue)
+        tags = sorted(d for d in unacked if d <= tag) if multiple else [tag]
+        rec.event("settle", connection="flow-consumer", t_call=t, kind=kind, delivery_tag=tag, multiple=multiple,
+                  requeue=requeue, settles=tags, message_ids=[unacked[d] for d in tags])
+        for d in tags:
+            mid = unacked.pop(d)
+            if kind == "ack" or not requeue:
+                done.add(mid)
+
+    def on_message(chan, method, props, body):
+        t = time.time()
+        mid = props.message_id
+        tag = method.delivery_tag
+        unacked[tag] = mid
+        seen[mid] = seen.get(mid, 0) + 1
+        rec.event("delivery", connection="flow-consumer", t_callback=t, channel=chan.channel_number,
+                  delivery_tag=tag, redelivered=method.redelivered, message_id=mid,
+                  header_n=(props.headers or {}).get("amqpscope-n"), routing_key=method.routing_key,
+                  body=body.decode(), unacked_after=len(unacked))
+        if not hold["done"] and (hold["active"] or mid == flow_message_id(FLOW_HOLD_FIRST)):
+            hold["active"] = True
+            hold["tags"].append(tag)
+            if len(hold["tags"]) == FLOW_PREFETCH:
+                hold["full_at"] = time.time()
+                rec.event("hold_full", connection="flow-consumer", unacked=len(unacked), tags=list(hold["tags"]),
+                          seconds=FLOW_HOLD_SECONDS)
+            return
+        if mid == flow_message_id(FLOW_POISON):
+            if seen[mid] <= FLOW_POISON_NACKS:
+                settle("nack", tag, requeue=True)
+            else:
+                settle("reject", tag, requeue=False)
+        elif mid in [flow_message_id(n) for n in FLOW_NACK_ONCE] and not method.redelivered:
+            settle("nack", tag, requeue=True)
+        elif mid == flow_message_id(FLOW_REJECT):
+            settle("reject", tag, requeue=False)
+        else:
+            settle("ack", tag)
+
+    tag = ch.basic_consume(FLOW_QUEUE, on_message, auto_ack=False, consumer_tag="amqpscope-flow-consumer")
+    rec.event("basic_consume", channel=ch.channel_number, queue=FLOW_QUEUE, consumer_tag=tag, auto_ack=False)
+    ready.set()
+    deadline = time.time() + 60
+    try:
+        while done != routed and time.time() < deadline and not failed.is_set():
+            conn.process_data_events(time_limit=0.05)
+            if hold["full_at"] is not None and not hold["done"] and time.time() >= hold["full_at"] + FLOW_HOLD_SECONDS:
+                if set(unacked) != set(hold["tags"]):
+                    raise RuntimeError("unacked %s besides the held %s" % (sorted(unacked), hold["tags"]))
+                hold["done"], hold["active"] = True, False
+                settle("ack", hold["tags"][-1], multiple=True)
+        if done != routed:
+            raise RuntimeError("consumer: not settled within 60 s: %s" % sorted(routed - done))
+    finally:
+        rec.data["flow_consumer_state"] = {"settled": len(done), "expected": len(routed), "unacked": sorted(unacked)}
+    ch.basic_cancel(tag)
+    rec.event("basic_cancel", channel=ch.channel_number, consumer_tag=tag)
+    close(rec, conn, "flow-consumer")
+
+
+def flow_confirms_acks(rec):
+    rec.data["roles"] = {}
+    rec.data["flow_plan"] = {
+        "messages": FLOW_MESSAGES, "unroutable": list(FLOW_UNROUTABLE), "prefetch": FLOW_PREFETCH,
+        "hold": {"first": flow_message_id(FLOW_HOLD_FIRST), "deliveries": FLOW_PREFETCH, "seconds": FLOW_HOLD_SECONDS,
+                 "then": "one basic_ack(multiple=True) of the last held delivery"},
+        "nack_requeue_once": [flow_message_id(n) for n in FLOW_NACK_ONCE],
+        "poison": {"message_id": flow_message_id(FLOW_POISON), "nacks_requeue": FLOW_POISON_NACKS,
+                   "then": "basic_reject(requeue=False)"},
+        "reject": flow_message_id(FLOW_REJECT), "others": "basic_ack at once",
+        "exchange": FLOW_EXCHANGE, "queue": FLOW_QUEUE, "routing_key": FLOW_KEY, "unrouted_key": FLOW_KEY_UNROUTED}
+    ready, failed = threading.Event(), threading.Event()
+    errors = []
+
+    def consumer():
+        try:
+            flow_consumer(rec, ready, failed)
+        except Exception as e:
+            errors.append(e)
+            rec.exception("consumer", e)
+            failed.set()
+            ready.set()
+
+    th = threading.Thread(target=consumer, name="consumer")
+    th.start()
+    ready.wait(30)
+    if failed.is_set() or not ready.is_set():
+        th.join(70)
+        raise RuntimeError("the consumer did not start: %r" % errors)
+
+    conn = rec.connect("flow-publisher", heartbeat=60)
+    rec.data["roles"][str(rec.data["connections"][-1].get("client_port"))] = "publisher"
+    try:
+        ch = conn.channel()
+        rec.event("channel_open", channel=ch.channel_number, connection="flow-publisher")
+        ch.confirm_delivery()
+        rec.event("confirm_delivery", channel=ch.channel_number, connection="flow-publisher")
+        for n in range(1, FLOW_MESSAGES + 1):
+            if failed.is_set():
+                break
+            key = FLOW_KEY_UNROUTED if n in FLOW_UNROUTABLE else FLOW_KEY
+            mid = flow_message_id(n)
+            props = pika.BasicProperties(content_type="text/plain", delivery_mode=1, message_id=mid,
+                                         headers={"amqpscope-n": n})
+            body = ("amqpscope flow message %s\n" % mid).encode()
+            outcome, extra = "ack", {}
+            t_call = time.time()
+            try:
+                ch.basic_publish(FLOW_EXCHANGE, key, body, properties=props, mandatory=True)
+            except pika.exceptions.UnroutableError as e:
+                outcome = "returned"
+                m = e.messages[0].method if e.messages else None
+                extra = {"reply_code": m.reply_code if m else None, "reply_text": m.reply_text if m else None,
+                         "exception": type(e).__name__}
+            except pika.exceptions.NackError as e:
+                outcome, extra = "nack", {"exception": type(e).__name__}
+            t_return = time.time()
+            # seq: the publish's number on the channel as confirms count them (1-based; returned ones count too)
+            rec.event("publish", connection="flow-publisher", seq=n, n=n, message_id=mid, exchange=FLOW_EXCHANGE,
+                      routing_key=key, mandatory=True, body_size=len(body), t_call=t_call, t_return=t_return,
+                      outcome=outcome, **extra)
+            conn.sleep(0.05)
+        close(rec, conn, "flow-publisher")
+    finally:
+        if not conn.is_closed:
+            failed.set()
+        th.join(90)
+    if errors:
+        raise RuntimeError("consumer failed: %r" % errors[0])
 
 
 def channel_error_404(rec):
@@ -309,6 +495,8 @@ SCENARIOS = {
     "many-connections": many_connections,
     "connection-forced-320": connection_forced_320,
     "blocked": blocked,
+    "flow-confirms-acks": flow_confirms_acks,
+    "missed-heartbeats-fin": missed_heartbeats_fin,
 }
 
 # TLS scenarios: (plain scenario whose client they run, TLS settings). The key log file name comes
