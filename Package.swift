@@ -14,6 +14,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The only code that touches libpcap.
@@ -42,6 +43,8 @@ let package = Package(
             name: "AMQPScopeTimeline",
             dependencies: [
                 "AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeTLS", "AMQPScopeCodec", "AMQPScopeAMQP10",
+                // Latency distributions (publish to confirm, deliver to ack).
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .target(name: "AMQPScopeReports", dependencies: ["AMQPScopeTimeline", "AMQPScopeTLS"]),

@@ -38,6 +38,10 @@ public struct Message: Hashable, Sendable {
     public var body: [UInt8]?
     /// Bytes of the body lost in capture gaps.
     public var incomplete: Bool
+    /// A digest of its message-id property (known even when properties are not decoded).
+    public var messageIDDigest: UInt64? = nil
+    /// Its message-id's first 15 bytes.
+    public var messageIDPrefix: String? = nil
 }
 
 /// What the codec decided a connection carries.
@@ -462,7 +466,8 @@ package struct ConnectionDecoder {
                     method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
                     properties: header.properties, bodySize: header.bodySize, bodyFrames: pending.frames,
                     body: pending.body,
-                    incomplete: pending.incomplete)), into: &sink)
+                    incomplete: pending.incomplete, messageIDDigest: header.messageIDDigest,
+                    messageIDPrefix: header.messageIDPrefix)), into: &sink)
     }
 
     /// Follows the negotiation: frame_max from Tune-Ok (the client's final word) bounds both directions; a closed

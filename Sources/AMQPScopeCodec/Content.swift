@@ -80,6 +80,11 @@ public struct ContentHeader: Hashable, Sendable {
     public var propertyFlags: UInt16
     /// Decoded for the basic class (60); other classes keep only their flags.
     public var properties: BasicProperties
+    /// A digest of the message-id property, made even when properties are not decoded: how a message is known when
+    /// it comes back (redeliveries).
+    public var messageIDDigest: UInt64?
+    /// The message-id's first 15 bytes ("…" after them when it is longer).
+    public var messageIDPrefix: String?
 
     /// With `decodeProperties` false the properties are checked (lengths, table structure) but not made into
     /// values: `properties` stays empty. Analysis that shows no properties skips their cost per message.
@@ -95,6 +100,8 @@ public struct ContentHeader: Hashable, Sendable {
             if flags & 0xfffe != 0 { throw DecodeError(.badPropertyFlags, "properties beyond the 15th are set") }
         }
         properties = BasicProperties()
+        messageIDDigest = nil
+        messageIDPrefix = nil
         guard classID == 60 else { return }
         if propertyFlags & 0x0001 != 0 && propertyFlags & 0x0002 != 0 {
             throw DecodeError(.badPropertyFlags, "property flag bit 1 set; basic has 14 properties")
@@ -107,6 +114,7 @@ public struct ContentHeader: Hashable, Sendable {
                 case 2: try reader.skipTable()
                 case 3, 4: _ = try reader.octet()
                 case 9: _ = try reader.longlong()
+                case 8: (messageIDDigest, messageIDPrefix) = try reader.shortStringDigest()
                 default: try reader.skipShortString()
                 }
             }
@@ -120,7 +128,13 @@ public struct ContentHeader: Hashable, Sendable {
         if has(5) { properties.correlationID = try reader.shortString() }
         if has(6) { properties.replyTo = try reader.shortString() }
         if has(7) { properties.expiration = try reader.shortString() }
-        if has(8) { properties.messageID = try reader.shortString() }
+        if has(8) {
+            let id = try reader.shortString()
+            properties.messageID = id
+            var utf8 = id
+            messageIDDigest = utf8.withUTF8 { FieldReader.digest(UnsafeRawBufferPointer($0)) }
+            messageIDPrefix = id.utf8.count > 15 ? String(decoding: Array(id.utf8.prefix(15)), as: UTF8.self) + "…" : id
+        }
         if has(9) { properties.timestamp = try reader.longlong() }
         if has(10) { properties.type = try reader.shortString() }
         if has(11) { properties.userID = try reader.shortString() }

@@ -305,6 +305,23 @@ package struct FieldReader {
         _ = try take(Int(try octet()), "short string")
     }
 
+    /// Skips a short string, returning a digest of its bytes (64-bit FNV-1a) and its first 15 bytes as text (a
+    /// small string, made without allocating): a message-id known without building the whole String.
+    package mutating func shortStringDigest() throws(DecodeError) -> (digest: UInt64, prefix: String) {
+        let length = Int(try octet())
+        let at = try take(length, "short string")
+        let raw = UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])
+        let prefix = String(decoding: UnsafeRawBufferPointer(rebasing: raw[..<min(15, length)]), as: UTF8.self)
+        return (Self.digest(raw), length > 15 ? prefix + "…" : prefix)
+    }
+
+    /// 64-bit FNV-1a.
+    package static func digest(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return hash
+    }
+
     /// Walks a table's entries to check its structure, building nothing.
     package mutating func skipTable() throws(DecodeError) {
         try nested("field table") { (inner: inout FieldReader) throws(DecodeError) in

@@ -70,6 +70,22 @@ package enum Format {
         return out
     }
 
+    /// "0.42 ms", "3.2 ms", "1.25 s": a latency in milliseconds, to three significant digits.
+    package static func milliseconds(_ ms: Double) -> String {
+        if ms >= 1000 { return String(format3(ms / 1000)) + " s" }
+        return format3(ms) + " ms"
+    }
+
+    static func format3(_ v: Double) -> String {
+        let digits = v >= 100 ? 0 : v >= 10 ? 1 : 2
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let rounded = (v * scale).rounded() / scale
+        var text = String(rounded)
+        if digits == 0, text.hasSuffix(".0") { text.removeLast(2) }
+        return text
+    }
+
     /// Pads or cuts to a column width (for tables).
     package static func column(_ s: String, _ width: Int, right: Bool = false) -> String {
         if s.count >= width { return s }

@@ -91,6 +91,86 @@ extension AnalyzeReport {
         d == .clientToServer ? "client_to_server" : "server_to_client"
     }
 
+    static func latencyJSON(_ l: LatencySummary?) -> JSON {
+        guard let l else { return .null }
+        return .object([
+            ("count", .int(l.count)), ("p50", .double(l.p50)), ("p90", .double(l.p90)), ("p99", .double(l.p99)),
+            ("max", .double(l.max)),
+        ])
+    }
+
+    static func flowPartJSON(_ p: FlowPart) -> JSON {
+        .object([
+            ("name", .string(p.name)), ("publishes", .int(p.publishes)), ("confirmed", .int(p.confirmed)),
+            ("nacked", .int(p.nacked)), ("deliveries", .int(p.deliveries)), ("acked", .int(p.acked)),
+            ("max_unacked", .int(p.maxUnacked)), ("prefetch", .optional(p.prefetch)),
+            ("confirm_latency_ms", latencyJSON(p.confirmLatency)), ("ack_latency_ms", latencyJSON(p.ackLatency)),
+        ])
+    }
+
+    /// The connection's message flow, as docs/json.md describes it.
+    static func flowJSON(_ f: FlowRecord) -> JSON {
+        .object([
+            ("publishes", .int(f.publishes)), ("confirmed", .int(f.confirmed)), ("nacked", .int(f.nacked)),
+            ("server_acks", .int(f.serverAcks)), ("server_nacks", .int(f.serverNacks)),
+            ("unconfirmed_at_end", .int(f.unconfirmedAtEnd)), ("returns", .int(f.returns)),
+            ("deliveries", .int(f.deliveries)), ("gets", .int(f.gets)), ("get_empty", .int(f.getEmpty)),
+            ("acks", .int(f.acks)), ("acked_messages", .int(f.ackedMessages)), ("nacks", .int(f.nacks)),
+            ("rejects", .int(f.rejects)), ("redelivered", .int(f.redelivered)), ("max_unacked", .int(f.maxUnacked)),
+            ("prefetch", .optional(f.prefetch)), ("confirm_latency_ms", latencyJSON(f.confirmLatency)),
+            ("ack_latency_ms", latencyJSON(f.ackLatency)),
+            (
+                "at_risk",
+                .object([
+                    ("lost", .int(f.atRisk.lost)), ("unconfirmed", .int(f.atRisk.unconfirmed)),
+                    ("unacked", .int(f.atRisk.unacked)),
+                    ("channels", .array(f.atRisk.channels.map { .int(Int64($0)) })),
+                    ("first_packet", .optional(f.atRisk.firstPacket)), ("last_packet", .optional(f.atRisk.lastPacket)),
+                ])
+            ),
+            ("by_channel", .array(f.byChannel.map(flowPartJSON))),
+            ("by_queue", .array(f.byQueue.map(flowPartJSON))),
+            (
+                "saturations",
+                .array(
+                    f.saturations.map { s in
+                        .object([
+                            ("channel", .int(Int64(s.channel))), ("consumer_tag", .optional(s.consumerTag)),
+                            ("queue", .optional(s.queue)), ("prefetch", .int(s.prefetch)),
+                            ("from", .string(Format.rfc3339(s.from))), ("from_packet", .int(s.fromPacket)),
+                            ("to", s.to.map { .string(Format.rfc3339($0)) } ?? .null),
+                            ("to_packet", .optional(s.toPacket)),
+                        ])
+                    })
+            ),
+            (
+                "returned",
+                .array(
+                    f.returned.map { r in
+                        .object([
+                            ("channel", .int(Int64(r.channel))), ("reply_code", .int(Int64(r.replyCode))),
+                            ("reply_text", .string(r.replyText)), ("exchange", .string(r.exchange)),
+                            ("routing_key", .string(r.routingKey)), ("packet", .int(r.packetNumber)),
+                        ])
+                    })
+            ),
+            (
+                "redeliveries",
+                .array(
+                    f.redeliveries.map { r in
+                        .object([
+                            ("message", .string(r.message)), ("redeliveries", .int(r.redeliveries)),
+                            ("requeues", .int(r.requeues)), ("channel", .int(Int64(r.channel))),
+                            ("first_packet", .int(r.firstPacket)), ("last_packet", .int(r.lastPacket)),
+                        ])
+                    })
+            ),
+            ("server_cancels", .array(f.serverCancels.map(JSON.string))),
+            ("flow_pauses", .int(f.flowPauses)),
+            ("untracked", .int(f.untracked)),
+        ])
+    }
+
     /// AMQP 1.0 frame counts by performative.
     static func performativesJSON(_ f: PerformativeCounts) -> JSON {
         .object([
@@ -232,6 +312,7 @@ extension AnalyzeReport {
                     })
             ),
             ("links", story.amqp10.map(linksJSON) ?? .null),
+            ("flow", r.flow.map(flowJSON) ?? .null),
             ("events", .array(eventsJSON(story, options: options))),
             ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),
         ]

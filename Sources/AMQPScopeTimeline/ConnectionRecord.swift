@@ -287,6 +287,9 @@ public struct ConnectionRecord: Sendable {
     public var timelineDropped = 0
     /// Every packet, when asked (`--verbose`).
     public var packets: [PacketRecord] = []
+    /// Message flow (0-9-1): confirms, acks, prefetch, returns, redeliveries, what was at risk; nil when the
+    /// connection published, consumed or got nothing.
+    public var flow: FlowRecord?
     /// AMQP 1.0 frame counts per direction.
     public var performativeCounts = PerDirection(repeating: PerformativeCounts())
     /// AMQP 1.0 frames that shape the story (open, begin, attach, detach, end, close, SASL): always kept, bounded.

@@ -29,6 +29,7 @@ struct Diagnoser {
             out += abruptClose()
             out += protocolViolations()
         }
+        out += flowDiagnoses()
         out += writeAfterClose()
         out += resets()
         out += captureIncomplete()

@@ -367,6 +367,7 @@ struct EngineState: StreamSink {
         }
         entry.builder.record.endReason = reason
         entry.builder.record.endTime = event.time
+        entry.builder.summarizeFlow(ended: true)
         entry.builder.closeRuns()
         entry.builder.moveFresh(to: &live)
         ended.append(entry.builder.record)
@@ -459,6 +460,7 @@ public struct Engine {
     public func openRecords() -> [ConnectionRecord] {
         state.openBuilders.map { builder in
             var copy = builder
+            copy.summarizeFlow(ended: false)
             copy.closeRuns()
             return copy.record
         }
@@ -467,6 +469,7 @@ public struct Engine {
     /// The record of one open connection as it stands now.
     public func openRecord(_ id: ConnectionID) -> ConnectionRecord? {
         guard let slot = state.slots[id], var builder = state.entries[slot]?.builder else { return nil }
+        builder.summarizeFlow(ended: false)
         builder.closeRuns()
         return builder.record
     }

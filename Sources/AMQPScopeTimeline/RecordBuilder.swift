@@ -19,6 +19,8 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     var negotiatedHeartbeat: UInt16?
     /// AMQP 1.0: the idle timeout each direction's sender advertised in its open, in milliseconds (0: none).
     var idleTimeOut10 = PerDirection<UInt32>(repeating: 0)
+    /// Message flow, once a connection publishes, consumes or gets: held by reference (most frames are not flow).
+    var flow: FlowBox?
     /// Per direction, the last-frame time for which an overdue warning was given.
     var overdueReported = PerDirection<Timestamp?>(repeating: nil)
     /// Silences shorter than this are not kept.
@@ -85,6 +87,10 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
         case .reset: peerClosed[event.direction.reversed].rst = true
         default: break
         }
+        switch kind {
+        case .fin, .reset: if event.direction == .serverToClient { flow?.tracker.serverClosed = true }
+        default: break
+        }
         // Gaps can be many on a lossy capture: keep the first hundred, count the rest.
         if case .gap = kind, record.moments.count >= configuration.maximumProblemsKept { return }
         let m = TCPMoment(kind: kind, direction: event.direction, time: event.time, packetNumber: event.packetNumber)
@@ -102,6 +108,19 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     mutating func addKey(_ entry: TimelineEntry) {
         closeRuns()
         append(entry)
+    }
+
+    /// The flow record as it stands (`ended`: the connection is over; it died unless its close handshake completed).
+    mutating func summarizeFlow(ended: Bool) {
+        guard let tracker = flow?.tracker else { return }
+        let died =
+            ended && !tracker.cleanClose && record.endReason != .captureEnded
+            && record.moments.contains { m in
+                if case .fin = m.kind { return true }
+                if case .reset = m.kind { return true }
+                return false
+            }
+        record.flow = tracker.summary(ended: ended, died: died)
     }
 
     mutating func closeRuns() {
@@ -235,6 +254,21 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
             case .method(let method):
                 record.frameCounts[direction].method += 1
                 if case .connectionTuneOk(let tune) = method { negotiatedHeartbeat = tune.heartbeat }
+                if method.classID == 60 || method.classID == 85 || flow != nil {
+                    if flow == nil {
+                        flow = FlowBox()
+                        // What the server closed before the first flow method: publishes after it are lost.
+                        flow?.tracker.serverClosed =
+                            peerClosed[.clientToServer].fin || peerClosed[.clientToServer].rst
+                            || record.keyFrames.contains { f in
+                                guard f.direction == .serverToClient, case .method(.connectionClose) = f.frame.content
+                                else { return false }
+                                return true
+                            }
+                    }
+                    flow?.tracker.method(
+                        method, channel: frame.channel, direction: direction, time: time, packet: event.packetNumber)
+                }
                 if Self.isKey(method) {
                     let key = frameRecord
                     if record.keyFrames.count < 10_000 {
@@ -261,6 +295,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
             if configuration.recordFrames { record.frames.append(frameRecord) }
         case .message(let message):
             record.frameCounts[direction].messages += 1
+            flow?.tracker.message(message, direction: direction, time: time, packet: event.packetNumber)
             if configuration.recordFrames || configuration.codec.keepBodies {
                 record.messages.append(
                     MessageRecord(direction: direction, time: time, packetNumber: event.packetNumber, message: message))
@@ -376,4 +411,9 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
         default: return true
         }
     }
+}
+
+/// A connection's flow tracker, held by reference.
+final class FlowBox {
+    var tracker = FlowTracker()
 }

@@ -74,6 +74,8 @@ public enum DiagnosisCode: String, Hashable, Sendable, CaseIterable, CustomStrin
     case connectionError = "connection-error"
     /// TCP closed with no AMQP close handshake.
     case abruptClose = "abrupt-close"
+    /// Publishes or deliveries left in doubt when the connection died: lost, unconfirmed, unacknowledged.
+    case messagesAtRisk = "messages-at-risk"
     /// Channel.Close with an error reply code.
     case channelError = "channel-error"
     /// AMQP 1.0: end with an error (a session ended, with its links).
@@ -82,6 +84,14 @@ public enum DiagnosisCode: String, Hashable, Sendable, CaseIterable, CustomStrin
     case linkError = "link-error"
     /// Connection.Blocked from the server.
     case blocked
+    /// A consumer held as many unacknowledged deliveries as its prefetch allowed, for long.
+    case consumerSaturated = "consumer-saturated"
+    /// Publisher confirms were slow (99th percentile over the threshold).
+    case slowConfirms = "slow-confirms"
+    /// The same message was delivered again and again (requeued by nack or reject, or by a consumer dying).
+    case redeliveryLoop = "redelivery-loop"
+    /// Mandatory publishes came back unroutable (basic.return).
+    case unroutable
     /// Heartbeats negotiated off, with long silences.
     case heartbeatsDisabled = "heartbeats-disabled"
     /// Bytes or frames that break the protocol.
@@ -135,6 +145,12 @@ public struct Diagnosis: Hashable, Sendable {
 public struct StoryOptions: Hashable, Sendable {
     /// With heartbeats off (or unknown), silences at least this long are reported (nanoseconds).
     public var idleThreshold: Int64 = 30_000_000_000
+    /// slow-confirms: the 99th percentile of publish-to-confirm latency above this (nanoseconds).
+    public var slowConfirmThreshold: Int64 = 1_000_000_000
+    /// consumer-saturated: unacknowledged deliveries at the prefetch limit for longer than this (nanoseconds).
+    public var saturationThreshold: Int64 = 5_000_000_000
+    /// redelivery-loop: a message redelivered at least this many times.
+    public var redeliveryLoopCount = 3
     /// The defaults.
     public init() {}
 }

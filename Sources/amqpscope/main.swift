@@ -168,8 +168,21 @@ struct ViewOptions: ParsableArguments {
     @Option(help: "With heartbeats off, report silences at least this many seconds long.")
     var idle: Double = 30
 
+    @Option(help: "slow-confirms when the 99th percentile of publish-to-confirm latency is above this many seconds.")
+    var slowConfirm: Double = 1
+
+    @Option(
+        help: "consumer-saturated when a consumer holds its prefetch of unacknowledged deliveries this many seconds.")
+    var saturated: Double = 5
+
+    @Option(help: "redelivery-loop when one message (by message-id) is redelivered at least this many times.")
+    var redeliveryLoop: Int = 3
+
     func validate() throws {
         guard idle > 0 else { throw ValidationError("--idle must be a positive number of seconds") }
+        guard slowConfirm > 0 else { throw ValidationError("--slow-confirm must be a positive number of seconds") }
+        guard saturated > 0 else { throw ValidationError("--saturated must be a positive number of seconds") }
+        guard redeliveryLoop > 0 else { throw ValidationError("--redelivery-loop must be a positive count") }
         for (name, value) in [("--from", from), ("--to", to)] {
             // Forms that need the capture's start are checked against a placeholder day here.
             if let value, TimeArgument.parse(value, captureStart: Timestamp(nanoseconds: 0)) == nil {
@@ -182,6 +195,9 @@ struct ViewOptions: ParsableArguments {
         var options = ReportOptions()
         options.connections = connectionIDs.isEmpty ? nil : Set(connectionIDs)
         options.story.idleThreshold = Int64(idle * 1e9)
+        options.story.slowConfirmThreshold = Int64(slowConfirm * 1e9)
+        options.story.saturationThreshold = Int64(saturated * 1e9)
+        options.story.redeliveryLoopCount = redeliveryLoop
         options.from = from.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
         options.to = to.flatMap { TimeArgument.parse($0, captureStart: captureStart) }
         return options

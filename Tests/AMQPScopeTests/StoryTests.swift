@@ -259,7 +259,11 @@ private func parseTime(_ text: String) -> Timestamp? {
         c.serverRST()
         let s = try #require(c.stories().first)
         #expect(
-            codes(s) == ["error write-after-close client 32", "error reset client 32", "warning abrupt-close server -"])
+            codes(s) == [
+                "error write-after-close client 32", "error reset client 32", "error messages-at-risk client -",
+                "warning abrupt-close server -",
+            ])
+        #expect(s.record.flow?.atRisk.lost == 1, "the publish written after the FIN is lost for certain")
         #expect(s.diagnoses[0].summary.contains("EPIPE (32)"))
         #expect(s.diagnoses[0].advice.first?.contains("StreamLostError") == true)
     }

@@ -1,0 +1,820 @@
+// Message flow (AMQP 0-9-1 with RabbitMQ's extensions): each publish matched to its confirm, each delivery to its
+// ack, per channel; prefetch and the unacknowledged deliveries against it; returns, redeliveries, consumer
+// cancels; and, when the connection dies, the messages at risk. Latencies go into HdrHistograms.
+//
+// Outstanding publishes and deliveries are kept per channel in tag order, in queues that are consumed from the
+// front without moving what waits behind, and bounded: past `FlowLimits.maximumOutstanding` per channel the
+// oldest is given up and counted as untracked.
+import AMQPScopeCodec
+import AMQPScopePackets
+import Histogram
+
+/// Latency percentiles, in milliseconds.
+public struct LatencySummary: Hashable, Sendable {
+    /// Samples.
+    public var count: Int
+    /// Median.
+    public var p50: Double
+    /// 90th percentile.
+    public var p90: Double
+    /// 99th percentile.
+    public var p99: Double
+    /// The largest.
+    public var max: Double
+}
+
+/// Messages a connection's death (or a channel's error close) left in doubt.
+public struct MessagesAtRisk: Hashable, Sendable {
+    /// Publishes the client wrote after its peer had already closed: lost for certain.
+    public var lost = 0
+    /// Publishes not yet confirmed when the connection died (or whose content never completed): maybe lost.
+    public var unconfirmed = 0
+    /// Deliveries not yet acknowledged when it died: the broker redelivers them (duplicates downstream).
+    public var unacked = 0
+    /// The first and last packets of the publishes and deliveries counted, and their channels.
+    public var firstPacket: Int?
+    /// The last packet of them.
+    public var lastPacket: Int?
+    /// The first one's time.
+    public var firstTime: Timestamp?
+    /// The last one's time.
+    public var lastTime: Timestamp?
+    /// The channels they were on.
+    public var channels: [UInt16] = []
+    /// Nothing at risk.
+    public var isEmpty: Bool { lost == 0 && unconfirmed == 0 && unacked == 0 }
+}
+
+/// A stretch during which a consumer held as many unacknowledged deliveries as its prefetch allowed.
+public struct Saturation: Hashable, Sendable {
+    /// The channel.
+    public var channel: UInt16
+    /// The consumer tag, when the limit was per consumer.
+    public var consumerTag: String?
+    /// The queue it consumed from, when known.
+    public var queue: String?
+    /// The prefetch count.
+    public var prefetch: Int
+    /// When it reached the limit, and the packet.
+    public var from: Timestamp
+    /// The packet that reached the limit.
+    public var fromPacket: Int
+    /// When an ack brought it below again (nil: still saturated at the end).
+    public var to: Timestamp?
+    /// That ack's packet.
+    public var toPacket: Int?
+}
+
+/// A basic.return: a mandatory publish the broker could not route.
+public struct ReturnedMessage: Hashable, Sendable {
+    /// The channel.
+    public var channel: UInt16
+    /// The reply code (312 NO_ROUTE, 313 NO_CONSUMERS).
+    public var replyCode: UInt16
+    /// The reply text.
+    public var replyText: String
+    /// The exchange.
+    public var exchange: String
+    /// The routing key.
+    public var routingKey: String
+    /// Where it was seen.
+    public var packetNumber: Int
+    /// When.
+    public var time: Timestamp
+}
+
+/// A message that came back again and again.
+public struct Redelivery: Hashable, Sendable {
+    /// How the message is known: its message-id, or exchange, routing key and size.
+    public var message: String
+    /// Deliveries of it with the redelivered flag.
+    public var redeliveries: Int
+    /// Times the client sent it back (nack or reject with requeue).
+    public var requeues: Int
+    /// The channel of its last delivery.
+    public var channel: UInt16
+    /// Its first and last deliveries' packets.
+    public var firstPacket: Int
+    /// The last delivery's packet.
+    public var lastPacket: Int
+    /// When they were.
+    public var firstTime: Timestamp
+    /// The last delivery's time.
+    public var lastTime: Timestamp
+}
+
+/// One channel's or one key's flow.
+public struct FlowPart: Hashable, Sendable {
+    /// The channel, or the queue ("queue"), or the exchange and routing key ("exchange/routing-key").
+    public var name: String
+    /// Publishes completed.
+    public var publishes = 0
+    /// Confirmed by basic.ack.
+    public var confirmed = 0
+    /// Refused by basic.nack.
+    public var nacked = 0
+    /// Deliveries (and get-oks).
+    public var deliveries = 0
+    /// Deliveries the client acknowledged.
+    public var acked = 0
+    /// Most deliveries unacknowledged at once.
+    public var maxUnacked = 0
+    /// Prefetch count in force (channel or consumer), when set.
+    public var prefetch: Int?
+    /// Publish-to-confirm latency.
+    public var confirmLatency: LatencySummary?
+    /// Deliver-to-ack latency.
+    public var ackLatency: LatencySummary?
+}
+
+/// A connection's message flow.
+public struct FlowRecord: Hashable, Sendable {
+    /// Publishes completed (method, header and body).
+    public var publishes = 0
+    /// Publishes confirmed by basic.ack (returned ones included: the broker acks them after the return).
+    public var confirmed = 0
+    /// Publishes refused by basic.nack.
+    public var nacked = 0
+    /// The server's basic.ack frames (confirms; one may settle several with `multiple`).
+    public var serverAcks = 0
+    /// The server's basic.nack frames.
+    public var serverNacks = 0
+    /// Publishes in confirm mode still unconfirmed at the end.
+    public var unconfirmedAtEnd = 0
+    /// basic.return frames.
+    public var returns = 0
+    /// Deliveries (basic.deliver and basic.get-ok).
+    public var deliveries = 0
+    /// basic.get frames, and how many found the queue empty.
+    public var gets = 0
+    /// basic.get-empty frames.
+    public var getEmpty = 0
+    /// The client's basic.ack frames.
+    public var acks = 0
+    /// Deliveries they settled (`multiple` expanded).
+    public var ackedMessages = 0
+    /// The client's basic.nack frames.
+    public var nacks = 0
+    /// The client's basic.reject frames.
+    public var rejects = 0
+    /// Deliveries with the redelivered flag.
+    public var redelivered = 0
+    /// Most deliveries unacknowledged at once on one channel.
+    public var maxUnacked = 0
+    /// The largest prefetch count set (basic.qos), when any.
+    public var prefetch: Int?
+    /// Publish-to-confirm latency: from the packet that completed the publish to the confirm's.
+    public var confirmLatency: LatencySummary?
+    /// Deliver-to-ack latency: from the packet that completed the delivery to the ack's.
+    public var ackLatency: LatencySummary?
+    /// What the connection's death left in doubt (empty while it lives, or after a clean close).
+    public var atRisk = MessagesAtRisk()
+    /// Per channel.
+    public var byChannel: [FlowPart] = []
+    /// Per queue (deliveries) and per exchange and routing key (publishes).
+    public var byQueue: [FlowPart] = []
+    /// Stretches at the prefetch limit, longest first (at most `FlowLimits.keptEvents`).
+    public var saturations: [Saturation] = []
+    /// basic.return frames (the first `FlowLimits.keptEvents`).
+    public var returned: [ReturnedMessage] = []
+    /// Messages redelivered more than once, most first.
+    public var redeliveries: [Redelivery] = []
+    /// Consumers the server cancelled (basic.cancel from the server): channel and consumer tag.
+    public var serverCancels: [String] = []
+    /// channel.flow from the server that paused a channel.
+    public var flowPauses = 0
+    /// Unacknowledged deliveries over time, on the connection: (time, count) at each change (the first
+    /// `FlowLimits.keptSamples`).
+    public var unackedSamples: [UnackedSample] = []
+    /// Outstanding publishes or deliveries given up on because a channel held more than the bound.
+    public var untracked = 0
+    /// The slowest confirm: the publish's packet and the confirm's.
+    public var slowestConfirm: LatencySample?
+    /// The slowest ack: the delivery's packet and the ack's.
+    public var slowestAck: LatencySample?
+
+    /// Anything flowed at all.
+    public var isEmpty: Bool { publishes == 0 && deliveries == 0 && returns == 0 && gets == 0 && atRisk.isEmpty }
+}
+
+/// One matched pair: where it started and where it was settled.
+public struct LatencySample: Hashable, Sendable {
+    /// The channel.
+    public var channel: UInt16
+    /// The publish's (or delivery's) packet and time.
+    public var fromPacket: Int
+    /// Its time.
+    public var from: Timestamp
+    /// The confirm's (or ack's) packet.
+    public var toPacket: Int
+    /// Its time.
+    public var to: Timestamp
+}
+
+/// The connection's unacknowledged deliveries at one moment.
+public struct UnackedSample: Hashable, Sendable {
+    /// When.
+    public var time: Timestamp
+    /// How many.
+    public var unacked: Int
+}
+
+package enum FlowLimits {
+    /// Outstanding publishes or deliveries kept per channel; past it the oldest is given up (counted).
+    package static let maximumOutstanding = 65_536
+    /// Channels and keys with their own histograms per connection; the rest are counted only.
+    package static let maximumParts = 32
+    /// Saturations, returns and redelivered messages kept per connection.
+    package static let keptEvents = 100
+    /// Unacked samples kept per connection.
+    package static let keptSamples = 2000
+    /// Redelivered messages followed per connection.
+    package static let followedMessages = 1024
+    /// Saturations shorter than this are routine and not kept.
+    package static let keptSaturation: Int64 = 100_000_000
+}
+
+/// A queue of outstanding tags in increasing order, consumed from the front in O(1).
+struct TagQueue<Item> {
+    private var storage: [Item] = []
+    private var head = 0
+    var count: Int { storage.count - head }
+    var isEmpty: Bool { head == storage.count }
+    var first: Item? { isEmpty ? nil : storage[head] }
+    mutating func append(_ item: Item) { storage.append(item) }
+    mutating func removeFirst() -> Item {
+        let item = storage[head]
+        head += 1
+        if head == storage.count {
+            storage.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1024 && head * 2 >= storage.count {
+            storage.removeFirst(head)
+            head = 0
+        }
+        return item
+    }
+    /// The index (in `items`) of the first item whose key is at least `key`, by binary search.
+    func lowerBound(_ key: UInt64, _ keyOf: (Item) -> UInt64) -> Int {
+        var lo = head
+        var hi = storage.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if keyOf(storage[mid]) < key { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+    subscript(index: Int) -> Item {
+        get { storage[index] }
+        set { storage[index] = newValue }
+    }
+    var startIndex: Int { head }
+    var endIndex: Int { storage.count }
+    mutating func removeAll() {
+        storage.removeAll(keepingCapacity: true)
+        head = 0
+    }
+}
+
+/// A latency histogram in microseconds, from 1 µs to an hour, two significant digits.
+struct LatencyHistogram {
+    var histogram = Histogram<UInt32>(
+        lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+
+    mutating func record(_ nanoseconds: Int64) {
+        let micros = UInt64(max(1, min(nanoseconds / 1000, 3_600_000_000)))
+        _ = histogram.record(micros)
+    }
+
+    var summary: LatencySummary? {
+        guard histogram.totalCount > 0 else { return nil }
+        func ms(_ micros: UInt64) -> Double { Double(micros) / 1000 }
+        return LatencySummary(
+            count: Int(histogram.totalCount), p50: ms(histogram.valueAtPercentile(50)),
+            p90: ms(histogram.valueAtPercentile(90)), p99: ms(histogram.valueAtPercentile(99)),
+            max: ms(histogram.max))
+    }
+}
+
+/// Follows one connection's message flow from its frames.
+struct FlowTracker {
+    struct Publish {
+        var seq: UInt64
+        var time: Timestamp
+        var packet: Int
+        var part: Int?
+        var settled: Bool
+    }
+    struct Delivery {
+        var tag: UInt64
+        var time: Timestamp
+        var packet: Int
+        var consumer: Int?
+        var queuePart: Int?
+        var settled: Bool
+        /// Its message-id's digest and first bytes (a small string: no allocation).
+        var identity: UInt64?
+        var label: String?
+    }
+    struct Consumer {
+        var tag: String
+        var queue: String
+        var unacked = 0
+        var saturatedSince: (Timestamp, Int)?
+    }
+    struct Channel {
+        var number: UInt16
+        var confirmMode = false
+        var nextSeq: UInt64 = 1
+        var publishes = TagQueue<Publish>()
+        var deliveries = TagQueue<Delivery>()
+        var unacked = 0
+        var publishInFlight = 0
+        var prefetchChannel: Int?
+        var prefetchConsumer: Int?
+        var consumers: [Consumer] = []
+        var pendingConsumerQueue: String?
+        var lastGetQueue: String?
+        var saturatedSince: (Timestamp, Int)?
+        var part: Int?
+    }
+
+    var record = FlowRecord()
+    var channels: [Channel] = []
+    var confirmLatency = LatencyHistogram()
+    var ackLatency = LatencyHistogram()
+    var parts: [(part: FlowPart, confirm: LatencyHistogram?, ack: LatencyHistogram?)] = []
+    var partIndex: [String: Int] = [:]
+    var redeliveries: [UInt64: Redelivery] = [:]
+    /// The connection's unacknowledged deliveries, over all channels.
+    var unacked = 0
+    /// The server closed (Connection.Close, FIN or RST): publishes after it are lost for certain.
+    var serverClosed = false
+    /// The Connection.Close handshake completed.
+    var cleanClose = false
+
+    mutating func channelIndex(_ number: UInt16) -> Int {
+        if let i = channels.firstIndex(where: { $0.number == number }) { return i }
+        channels.append(Channel(number: number))
+        return channels.count - 1
+    }
+
+    /// The part (per channel, or per key) with histograms, made on first use while under the bound.
+    mutating func part(_ name: String) -> Int? {
+        if let i = partIndex[name] { return i }
+        guard parts.count < FlowLimits.maximumParts else { return nil }
+        parts.append((FlowPart(name: name), nil, nil))
+        partIndex[name] = parts.count - 1
+        return parts.count - 1
+    }
+
+    mutating func channelPart(_ c: Int) -> Int? {
+        if let p = channels[c].part { return p }
+        let p = part("channel \(channels[c].number)")
+        channels[c].part = p
+        return p
+    }
+
+    // MARK: - Events
+
+    /// A method frame.
+    mutating func method(
+        _ method: Method, channel number: UInt16, direction: Direction, time: Timestamp, packet: Int,
+        atRisk: (Int) -> Void = { _ in }
+    ) {
+        switch method {
+        case .confirmSelect:
+            let c = channelIndex(number)
+            channels[c].confirmMode = true
+        case .basicPublish:
+            if serverClosed {
+                record.atRisk.lost += 1
+                noteRisk(number, packet, time)
+                return
+            }
+            channels[channelIndex(number)].publishInFlight += 1
+        case .basicQos(let q):
+            let c = channelIndex(number)
+            let count = q.prefetchCount == 0 ? nil : Int(q.prefetchCount)
+            // RabbitMQ: global=false limits each new consumer, global=true the channel.
+            if q.global { channels[c].prefetchChannel = count } else { channels[c].prefetchConsumer = count }
+            if let count { record.prefetch = Swift.max(record.prefetch ?? 0, count) }
+            if let p = channelPart(c) { parts[p].part.prefetch = count }
+        case .basicConsume(let consume):
+            let c = channelIndex(number)
+            if consume.consumerTag.isEmpty {
+                channels[c].pendingConsumerQueue = consume.queue
+            } else if channels[c].consumers.count < 256 {
+                channels[c].consumers.append(Consumer(tag: consume.consumerTag, queue: consume.queue))
+            }
+        case .basicConsumeOk(let ok):
+            let c = channelIndex(number)
+            if let queue = channels[c].pendingConsumerQueue, channels[c].consumers.count < 256,
+                !channels[c].consumers.contains(where: { $0.tag == ok.consumerTag })
+            {
+                channels[c].consumers.append(Consumer(tag: ok.consumerTag, queue: queue))
+                channels[c].pendingConsumerQueue = nil
+            }
+        case .basicCancel(let cancel) where direction == .serverToClient:
+            if record.serverCancels.count < FlowLimits.keptEvents {
+                record.serverCancels.append("channel \(number) consumer \(cancel.consumerTag)")
+            }
+        case .basicGet(let get):
+            record.gets += 1
+            channels[channelIndex(number)].lastGetQueue = get.queue
+        case .basicGetEmpty:
+            record.getEmpty += 1
+        case .basicReturn(let r):
+            record.returns += 1
+            if record.returned.count < FlowLimits.keptEvents {
+                record.returned.append(
+                    ReturnedMessage(
+                        channel: number, replyCode: r.replyCode, replyText: r.replyText, exchange: r.exchange,
+                        routingKey: r.routingKey, packetNumber: packet, time: time))
+            }
+        case .basicAck(let ack) where direction == .serverToClient:
+            record.serverAcks += 1
+            confirm(
+                channel: number, tag: ack.deliveryTag, multiple: ack.multiple, nack: false, time: time, packet: packet)
+        case .basicNack(let nack) where direction == .serverToClient:
+            record.serverNacks += 1
+            confirm(
+                channel: number, tag: nack.deliveryTag, multiple: nack.multiple, nack: true, time: time, packet: packet)
+        case .basicAck(let ack):
+            record.acks += 1
+            settle(
+                channel: number, tag: ack.deliveryTag, multiple: ack.multiple, requeue: false, acked: true,
+                time: time, packet: packet)
+        case .basicNack(let nack):
+            record.nacks += 1
+            settle(
+                channel: number, tag: nack.deliveryTag, multiple: nack.multiple, requeue: nack.requeue,
+                acked: false, time: time, packet: packet)
+        case .basicReject(let reject):
+            record.rejects += 1
+            settle(
+                channel: number, tag: reject.deliveryTag, multiple: false, requeue: reject.requeue, acked: false,
+                time: time, packet: packet)
+        case .channelFlow(let flow) where direction == .serverToClient && !flow.active:
+            record.flowPauses += 1
+        case .channelClose(let close):
+            // A channel closed with an error loses what it held; a normal close requeues its unacked deliveries.
+            if close.replyCode >= 300 { abandon(channel: number, packet: packet) }
+            dropChannel(number, time: time, packet: packet)
+        case .connectionClose where direction == .serverToClient:
+            serverClosed = true
+        case .connectionCloseOk:
+            cleanClose = true
+        default:
+            break
+        }
+    }
+
+    /// A complete message: a publish (the client's), a delivery or get-ok (the server's).
+    mutating func message(_ message: Message, direction: Direction, time: Timestamp, packet: Int) {
+        switch message.method {
+        case .basicPublish(let p) where direction == .clientToServer:
+            let c = channelIndex(message.channel)
+            channels[c].publishInFlight = Swift.max(0, channels[c].publishInFlight - 1)
+            record.publishes += 1
+            let keyPart = part("exchange \(p.exchange.isEmpty ? "(default)" : p.exchange) key \(p.routingKey)")
+            if let keyPart { parts[keyPart].part.publishes += 1 }
+            if let cp = channelPart(c) { parts[cp].part.publishes += 1 }
+            guard channels[c].confirmMode else { return }
+            let seq = channels[c].nextSeq
+            channels[c].nextSeq += 1
+            if channels[c].publishes.count >= FlowLimits.maximumOutstanding {
+                _ = channels[c].publishes.removeFirst()
+                record.untracked += 1
+            }
+            channels[c].publishes.append(Publish(seq: seq, time: time, packet: packet, part: keyPart, settled: false))
+        case .basicDeliver(let d):
+            let c = channelIndex(message.channel)
+            let consumer = channels[c].consumers.firstIndex { $0.tag == d.consumerTag }
+            let queue = consumer.map { channels[c].consumers[$0].queue }
+            delivered(
+                channel: c, tag: d.deliveryTag, redelivered: d.redelivered, consumer: consumer, queue: queue,
+                identity: message.messageIDDigest, label: message.messageIDPrefix, time: time, packet: packet)
+        case .basicGetOk(let g):
+            let c = channelIndex(message.channel)
+            delivered(
+                channel: c, tag: g.deliveryTag, redelivered: g.redelivered, consumer: nil,
+                queue: channels[c].lastGetQueue, identity: message.messageIDDigest, label: message.messageIDPrefix,
+                time: time, packet: packet)
+        default:
+            break
+        }
+    }
+
+    /// How a redelivered message is named in a report.
+    static func name(_ label: String?) -> String { "the message with message-id \"\(label ?? "")\"" }
+
+    mutating func delivered(
+        channel c: Int, tag: UInt64, redelivered: Bool, consumer: Int?, queue: String?, identity: UInt64?,
+        label: String?, time: Timestamp, packet: Int
+    ) {
+        record.deliveries += 1
+        if redelivered { record.redelivered += 1 }
+        let queuePart = queue.flatMap { part("queue \($0)") }
+        if let queuePart { parts[queuePart].part.deliveries += 1 }
+        if let cp = channelPart(c) { parts[cp].part.deliveries += 1 }
+        // A requeued message coming back: follow it by its message-id (without one it cannot be told apart).
+        if redelivered, let key = identity {
+            if var r = redeliveries[key] {
+                r.redeliveries += 1
+                r.lastPacket = packet
+                r.lastTime = time
+                r.channel = channels[c].number
+                redeliveries[key] = r
+            } else if redeliveries.count < FlowLimits.followedMessages {
+                redeliveries[key] = Redelivery(
+                    message: Self.name(label), redeliveries: 1, requeues: 0, channel: channels[c].number,
+                    firstPacket: packet, lastPacket: packet, firstTime: time, lastTime: time)
+            }
+        }
+        if channels[c].deliveries.count >= FlowLimits.maximumOutstanding {
+            let dropped = channels[c].deliveries.removeFirst()
+            if !dropped.settled { adjustUnacked(c, dropped.consumer, -1, time, packet) }
+            record.untracked += 1
+        }
+        channels[c].deliveries.append(
+            Delivery(
+                tag: tag, time: time, packet: packet, consumer: consumer, queuePart: queuePart, settled: false,
+                identity: identity, label: label))
+        adjustUnacked(c, consumer, 1, time, packet)
+    }
+
+    /// The unacked counts of a channel and its consumer change; saturation starts or ends.
+    mutating func adjustUnacked(_ c: Int, _ consumer: Int?, _ delta: Int, _ time: Timestamp, _ packet: Int) {
+        channels[c].unacked += delta
+        unacked += delta
+        record.maxUnacked = Swift.max(record.maxUnacked, channels[c].unacked)
+        if let cp = channelPart(c) {
+            parts[cp].part.maxUnacked = Swift.max(parts[cp].part.maxUnacked, channels[c].unacked)
+        }
+        if record.unackedSamples.count < FlowLimits.keptSamples {
+            record.unackedSamples.append(UnackedSample(time: time, unacked: unacked))
+        }
+        if let limit = channels[c].prefetchChannel {
+            let now = channels[c].unacked >= limit
+            channels[c].saturatedSince = transition(
+                channels[c].saturatedSince, now, channel: c, consumer: nil, prefetch: limit, time: time,
+                packet: packet)
+        }
+        if let k = consumer {
+            channels[c].consumers[k].unacked += delta
+            if let limit = channels[c].prefetchConsumer {
+                let now = channels[c].consumers[k].unacked >= limit
+                channels[c].consumers[k].saturatedSince = transition(
+                    channels[c].consumers[k].saturatedSince, now, channel: c, consumer: k, prefetch: limit,
+                    time: time, packet: packet)
+            }
+        }
+    }
+
+    mutating func transition(
+        _ since: (Timestamp, Int)?, _ saturated: Bool, channel c: Int, consumer k: Int?, prefetch: Int,
+        time: Timestamp, packet: Int
+    ) -> (Timestamp, Int)? {
+        if saturated { return since ?? (time, packet) }
+        if let (from, fromPacket) = since {
+            keepSaturation(
+                Saturation(
+                    channel: channels[c].number, consumerTag: k.map { channels[c].consumers[$0].tag },
+                    queue: k.map { channels[c].consumers[$0].queue }, prefetch: prefetch, from: from,
+                    fromPacket: fromPacket, to: time, toPacket: packet))
+        }
+        return nil
+    }
+
+    mutating func keepSaturation(_ s: Saturation) {
+        let length = (s.to ?? s.from).since(s.from)
+        guard s.to == nil || length >= FlowLimits.keptSaturation else { return }  // short ones are routine
+        record.saturations.append(s)
+        record.saturations.sort { ($0.to ?? $0.from).since($0.from) > ($1.to ?? $1.from).since($1.from) }
+        if record.saturations.count > FlowLimits.keptEvents { record.saturations.removeLast() }
+    }
+
+    /// The server confirmed (or refused) one publish, or all up to `tag`.
+    mutating func confirm(
+        channel number: UInt16, tag: UInt64, multiple: Bool, nack: Bool, time: Timestamp, packet: Int
+    ) {
+        let c = channelIndex(number)
+        let cp = channelPart(c)
+        func settle(_ p: Publish) {
+            if nack {
+                record.nacked += 1
+                if let cp { parts[cp].part.nacked += 1 }
+                if let kp = p.part { parts[kp].part.nacked += 1 }
+                return
+            }
+            record.confirmed += 1
+            let latency = time.since(p.time)
+            confirmLatency.record(latency)
+            if latency > (record.slowestConfirm.map { $0.to.since($0.from) } ?? -1) {
+                record.slowestConfirm = LatencySample(
+                    channel: number, fromPacket: p.packet, from: p.time, toPacket: packet, to: time)
+            }
+            if let cp {
+                parts[cp].part.confirmed += 1
+                parts[cp].confirm = parts[cp].confirm ?? LatencyHistogram()
+                parts[cp].confirm?.record(latency)
+            }
+            if let kp = p.part {
+                parts[kp].part.confirmed += 1
+                parts[kp].confirm = parts[kp].confirm ?? LatencyHistogram()
+                parts[kp].confirm?.record(latency)
+            }
+        }
+        if multiple {
+            while let first = channels[c].publishes.first, first.seq <= tag {
+                let p = channels[c].publishes.removeFirst()
+                if !p.settled { settle(p) }
+            }
+        } else {
+            let i = channels[c].publishes.lowerBound(tag) { $0.seq }
+            guard i < channels[c].publishes.endIndex, channels[c].publishes[i].seq == tag,
+                !channels[c].publishes[i].settled
+            else { return }
+            channels[c].publishes[i].settled = true
+            settle(channels[c].publishes[i])
+        }
+        while channels[c].publishes.first?.settled == true { _ = channels[c].publishes.removeFirst() }
+    }
+
+    /// The client acked, nacked or rejected one delivery, or all up to `tag`.
+    mutating func settle(
+        channel number: UInt16, tag: UInt64, multiple: Bool, requeue: Bool, acked: Bool, time: Timestamp,
+        packet: Int
+    ) {
+        let c = channelIndex(number)
+        let cp = channelPart(c)
+        func one(_ d: Delivery) {
+            adjustUnacked(c, d.consumer, -1, time, packet)
+            if acked {
+                record.ackedMessages += 1
+                let latency = time.since(d.time)
+                ackLatency.record(latency)
+                if latency > (record.slowestAck.map { $0.to.since($0.from) } ?? -1) {
+                    record.slowestAck = LatencySample(
+                        channel: number, fromPacket: d.packet, from: d.time, toPacket: packet, to: time)
+                }
+                if let cp {
+                    parts[cp].part.acked += 1
+                    parts[cp].ack = parts[cp].ack ?? LatencyHistogram()
+                    parts[cp].ack?.record(latency)
+                }
+                if let qp = d.queuePart {
+                    parts[qp].part.acked += 1
+                    parts[qp].ack = parts[qp].ack ?? LatencyHistogram()
+                    parts[qp].ack?.record(latency)
+                }
+            } else if requeue, let key = d.identity, var r = redeliveries[key] {
+                r.requeues += 1
+                redeliveries[key] = r
+            } else if requeue, let key = d.identity, redeliveries.count < FlowLimits.followedMessages {
+                redeliveries[key] = Redelivery(
+                    message: Self.name(d.label), redeliveries: 0, requeues: 1, channel: number, firstPacket: d.packet,
+                    lastPacket: d.packet, firstTime: d.time, lastTime: d.time)
+            }
+        }
+        if multiple {
+            // tag 0 with multiple: everything outstanding.
+            while let first = channels[c].deliveries.first, tag == 0 || first.tag <= tag {
+                let d = channels[c].deliveries.removeFirst()
+                if !d.settled { one(d) }
+            }
+        } else {
+            let i = channels[c].deliveries.lowerBound(tag) { $0.tag }
+            guard i < channels[c].deliveries.endIndex, channels[c].deliveries[i].tag == tag,
+                !channels[c].deliveries[i].settled
+            else { return }
+            channels[c].deliveries[i].settled = true
+            one(channels[c].deliveries[i])
+        }
+        while channels[c].deliveries.first?.settled == true { _ = channels[c].deliveries.removeFirst() }
+    }
+
+    mutating func noteRisk(_ channel: UInt16, _ packet: Int, _ time: Timestamp?) {
+        if packet > 0, let time {
+            if record.atRisk.firstPacket.map({ packet < $0 }) ?? true {
+                record.atRisk.firstPacket = packet
+                record.atRisk.firstTime = time
+            }
+            if record.atRisk.lastPacket.map({ packet > $0 }) ?? true {
+                record.atRisk.lastPacket = packet
+                record.atRisk.lastTime = time
+            }
+        }
+        if !record.atRisk.channels.contains(channel) && record.atRisk.channels.count < 64 {
+            record.atRisk.channels.append(channel)
+        }
+    }
+
+    /// A channel (or the connection) ended with its work in doubt: what it held is at risk.
+    mutating func abandon(channel number: UInt16, packet: Int) {
+        guard let c = channels.firstIndex(where: { $0.number == number }) else { return }
+        var unconfirmed = channels[c].publishInFlight
+        for i in channels[c].publishes.startIndex..<channels[c].publishes.endIndex
+        where !channels[c].publishes[i].settled {
+            unconfirmed += 1
+            noteRisk(number, channels[c].publishes[i].packet, channels[c].publishes[i].time)
+        }
+        var unackedCount = 0
+        for i in channels[c].deliveries.startIndex..<channels[c].deliveries.endIndex
+        where !channels[c].deliveries[i].settled {
+            unackedCount += 1
+            noteRisk(number, channels[c].deliveries[i].packet, channels[c].deliveries[i].time)
+        }
+        guard unconfirmed + unackedCount > 0 else { return }
+        record.atRisk.unconfirmed += unconfirmed
+        record.atRisk.unacked += unackedCount
+        noteRisk(number, 0, nil)
+    }
+
+    /// A channel closed: its outstanding work is forgotten (the broker requeues unacked deliveries).
+    mutating func dropChannel(_ number: UInt16, time: Timestamp, packet: Int) {
+        guard let c = channels.firstIndex(where: { $0.number == number }) else { return }
+        if channels[c].unacked != 0 {
+            unacked -= channels[c].unacked
+            if record.unackedSamples.count < FlowLimits.keptSamples {
+                record.unackedSamples.append(UnackedSample(time: time, unacked: unacked))
+            }
+        }
+        for k in channels[c].consumers.indices {
+            if let (from, fromPacket) = channels[c].consumers[k].saturatedSince,
+                let limit = channels[c].prefetchConsumer
+            {
+                keepSaturation(
+                    Saturation(
+                        channel: number, consumerTag: channels[c].consumers[k].tag,
+                        queue: channels[c].consumers[k].queue, prefetch: limit, from: from, fromPacket: fromPacket,
+                        to: time, toPacket: packet))
+            }
+        }
+        if let (from, fromPacket) = channels[c].saturatedSince, let limit = channels[c].prefetchChannel {
+            keepSaturation(
+                Saturation(
+                    channel: number, consumerTag: nil, queue: nil, prefetch: limit, from: from,
+                    fromPacket: fromPacket, to: time, toPacket: packet))
+        }
+        let part = channels[c].part
+        channels[c] = Channel(number: number)
+        channels[c].part = part
+    }
+
+    /// The record as it stands: `ended` when the connection is over, `died` when it ended without the close
+    /// handshake (then what was outstanding is at risk).
+    func summary(ended: Bool, died: Bool) -> FlowRecord {
+        var copy = self
+        var r = copy.record
+        var unconfirmedAtEnd = 0
+        for channel in copy.channels where channel.confirmMode {
+            for i in channel.publishes.startIndex..<channel.publishes.endIndex
+            where !channel.publishes[i].settled {
+                unconfirmedAtEnd += 1
+            }
+        }
+        r.unconfirmedAtEnd = unconfirmedAtEnd
+        if died {
+            for channel in copy.channels { copy.abandon(channel: channel.number, packet: 0) }
+            r.atRisk = copy.record.atRisk
+        }
+        // Saturations still open at the end.
+        for channel in copy.channels {
+            if let (from, fromPacket) = channel.saturatedSince, let limit = channel.prefetchChannel {
+                copy.keepSaturation(
+                    Saturation(
+                        channel: channel.number, consumerTag: nil, queue: nil, prefetch: limit, from: from,
+                        fromPacket: fromPacket, to: nil, toPacket: nil))
+            }
+            for consumer in channel.consumers {
+                if let (from, fromPacket) = consumer.saturatedSince, let limit = channel.prefetchConsumer {
+                    copy.keepSaturation(
+                        Saturation(
+                            channel: channel.number, consumerTag: consumer.tag, queue: consumer.queue,
+                            prefetch: limit, from: from, fromPacket: fromPacket, to: nil, toPacket: nil))
+                }
+            }
+        }
+        r.saturations = copy.record.saturations
+        _ = ended
+        r.confirmLatency = confirmLatency.summary
+        r.ackLatency = ackLatency.summary
+        for (part, confirm, ack) in parts {
+            var p = part
+            p.confirmLatency = confirm?.summary
+            p.ackLatency = ack?.summary
+            if p.name.hasPrefix("channel ") { r.byChannel.append(p) } else { r.byQueue.append(p) }
+        }
+        // Most redelivered first; then in the order they first came (a total order: the output is deterministic).
+        r.redeliveries = redeliveries.values.filter { $0.redeliveries + $0.requeues > 1 }.sorted {
+            if $0.redeliveries != $1.redeliveries { return $0.redeliveries > $1.redeliveries }
+            if $0.firstPacket != $1.firstPacket { return $0.firstPacket < $1.firstPacket }
+            if $0.firstTime != $1.firstTime { return $0.firstTime < $1.firstTime }
+            return $0.message < $1.message
+        }
+        if r.redeliveries.count > FlowLimits.keptEvents { r.redeliveries.removeLast(r.redeliveries.count - 100) }
+        return r
+    }
+}

@@ -1,0 +1,155 @@
+// Message flow on a real capture: pika publishing with confirms (some unroutable) and consuming with prefetch,
+// slow acks, nacks with requeue and a poison message; its counts and latencies against the clients' own logs and
+// tshark's view of the same packets; and the seed incident with a FIN, whose late publish is lost for certain.
+import Foundation
+import Testing
+
+@testable import AMQPScope
+
+private func flowTruth(_ name: String) throws -> [String: Any] {
+    let data = try Data(contentsOf: Paths.captures.appendingPathComponent("\(name).truth.json"))
+    return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+}
+
+/// The nearest-rank percentile of sorted values.
+private func rank(_ sorted: [Double], _ q: Double) -> Double {
+    sorted[max(0, min(sorted.count - 1, Int((q / 100 * Double(sorted.count)).rounded(.up)) - 1))]
+}
+
+@Suite("Message flow") struct FlowTests {
+    static func flows() throws -> (publisher: FlowRecord, consumer: FlowRecord, truth: [String: Any]) {
+        let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("flow-confirms-acks.pcap").path)
+        let truth = try flowTruth("flow-confirms-acks")
+        let roles = try #require((truth["expect"] as? [String: Any])?["connection_roles"] as? [[String: Any]])
+        func flow(_ role: String) throws -> FlowRecord {
+            let port = try #require(
+                roles.first { $0["role"] as? String == role }.flatMap { ($0["client_port"] as? Int).map(UInt16.init) })
+            let record = try #require(result.records.first { $0.info.client.port == port }, "\(role) \(port)")
+            return try #require(record.flow)
+        }
+        return (try flow("publisher"), try flow("consumer"), truth)
+    }
+
+    /// The counts equal what the clients logged.
+    @Test func countsAsTheClientsLoggedThem() throws {
+        let (publisher, consumer, truth) = try Self.flows()
+        let counts = try #require(
+            ((truth["expect"] as? [String: Any])?["flow"] as? [String: Any])?["counts"] as? [String: Any])
+        func count(_ key: String) -> Int? { counts[key] as? Int }
+        #expect(publisher.publishes == count("publishes"))
+        #expect(publisher.confirmed == count("confirmed"))
+        #expect(publisher.nacked == count("nacked"))
+        #expect(publisher.returns == count("returns"))
+        #expect(publisher.unconfirmedAtEnd == 0)
+        #expect(consumer.deliveries == count("deliveries"))
+        #expect(consumer.acks == count("acks"))
+        #expect(consumer.ackedMessages == count("acked_messages"))
+        #expect(consumer.nacks == count("nacks"))
+        #expect(consumer.rejects == count("rejects"))
+        #expect(consumer.redelivered == count("redelivered"))
+        #expect(consumer.maxUnacked == count("max_unacked"))
+        #expect(consumer.prefetch == count("prefetch"))
+        #expect(publisher.atRisk.isEmpty && consumer.atRisk.isEmpty, "a clean close leaves nothing at risk")
+    }
+
+    /// tshark's counts of the same methods per direction.
+    @Test func methodCountsMatchTshark() throws {
+        let (publisher, consumer, truth) = try Self.flows()
+        let observed = try #require(
+            (truth["capture_observed"] as? [String: Any])?["basic_method_counts"] as? [String: Any])
+        let text = String(describing: observed)
+        // basic_method_counts: per direction, method name -> count (from tshark).
+        func n(_ direction: String, _ method: String) -> Int {
+            ((observed[direction] as? [String: Any])?[method] as? Int) ?? 0
+        }
+        #expect(publisher.serverAcks + consumer.serverAcks == n("broker_to_client", "basic.ack"), "\(text)")
+        #expect(publisher.serverNacks + consumer.serverNacks == n("broker_to_client", "basic.nack"))
+        #expect(publisher.returns + consumer.returns == n("broker_to_client", "basic.return"))
+        #expect(publisher.deliveries + consumer.deliveries == n("broker_to_client", "basic.deliver"))
+        #expect(publisher.acks + consumer.acks == n("client_to_broker", "basic.ack"))
+        #expect(publisher.nacks + consumer.nacks == n("client_to_broker", "basic.nack"))
+        #expect(publisher.rejects + consumer.rejects == n("client_to_broker", "basic.reject"))
+        #expect(publisher.publishes + consumer.publishes == n("client_to_broker", "basic.publish"))
+    }
+
+    /// Latency percentiles against the latencies tshark's packets give, message by message: from the packet that
+    /// completed the publish (or delivery) to the confirm's (or ack's), within a millisecond (amqpscope starts at
+    /// the publish's last frame, tshark's list at its first), and HdrHistogram's 1 % precision.
+    @Test func latenciesAsThePacketsGiveThem() throws {
+        let (publisher, consumer, truth) = try Self.flows()
+        let connections = try #require(
+            (truth["capture_observed"] as? [String: Any])?["connections"] as? [[String: Any]])
+        var confirms: [Double] = []
+        var acks: [Double] = []
+        for c in connections {
+            guard let flow = c["flow"] as? [String: Any] else { continue }
+            for p in flow["publishes"] as? [[String: Any]] ?? [] where p["confirm"] as? String == "ack" {
+                if let ms = p["wire_latency_ms"] as? Double { confirms.append(ms) }
+            }
+            for d in flow["deliveries"] as? [[String: Any]] ?? [] {
+                guard (d["settled_by"] as? [String: Any])?["kind"] as? String == "ack",
+                    let ms = d["wire_latency_ms"] as? Double
+                else { continue }
+                acks.append(ms)
+            }
+        }
+        confirms.sort()
+        acks.sort()
+        let confirm = try #require(publisher.confirmLatency)
+        let ack = try #require(consumer.ackLatency)
+        #expect(confirm.count == confirms.count && ack.count == acks.count)
+        for (ours, theirs, what) in [(confirm, confirms, "confirm"), (ack, acks, "ack")] {
+            for (q, value) in [(50.0, ours.p50), (90, ours.p90), (99, ours.p99), (100, ours.max)] {
+                let expected = rank(theirs, q)
+                #expect(
+                    value <= expected * 1.01 + 0.01 && value >= expected - 1.0 - expected * 0.01,
+                    "\(what) p\(q): amqpscope \(value) ms, tshark's packets \(expected) ms")
+            }
+        }
+        // The client's own view is never faster than the wire for confirms (pika returns after the ack arrived).
+        let clientConfirm = try #require(
+            ((truth["expect"] as? [String: Any])?["flow"] as? [String: Any])?["confirm_latency_ms"] as? [String: Any])
+        #expect(confirm.p50 <= (clientConfirm["p50"] as? Double ?? 0) + 0.01)
+    }
+
+    /// The stories: the saturated consumer, the poison message, the unroutable publishes.
+    @Test func flowDiagnoses() throws {
+        let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("flow-confirms-acks.pcap").path)
+        let truth = try flowTruth("flow-confirms-acks")
+        let plan = try #require(
+            ((truth["expect"] as? [String: Any])?["flow"] as? [String: Any])?["plan"] as? [String: Any])
+        let codes = result.records.flatMap { Story($0).diagnoses.map(\.code) }
+        #expect(codes.contains(.consumerSaturated) && codes.contains(.redeliveryLoop) && codes.contains(.unroutable))
+        #expect(!codes.contains(.slowConfirms) && !codes.contains(.messagesAtRisk))
+        let stories = result.records.map { Story($0) }
+        let loop = try #require(stories.flatMap(\.diagnoses).first { $0.code == .redeliveryLoop })
+        let poison = try #require((plan["poison"] as? [String: Any])?["message_id"] as? String)
+        let nacks = try #require((plan["poison"] as? [String: Any])?["nacks_requeue"] as? Int)
+        #expect(loop.summary.contains("message-id \"\(poison)\"") && loop.summary.contains("again \(nacks) times"))
+        let saturated = try #require(stories.flatMap(\.diagnoses).first { $0.code == .consumerSaturated })
+        let hold = try #require((plan["hold"] as? [String: Any])?["seconds"] as? Double)
+        #expect(saturated.summary.contains("5 of 5"), "\(saturated.summary)")
+        #expect(saturated.summary.contains("for \(Int(hold.rounded())) s"), "\(saturated.summary)")
+        // A threshold longer than the hold: no diagnosis.
+        var options = StoryOptions()
+        options.saturationThreshold = Int64((hold + 1) * 1e9)
+        #expect(
+            !result.records.flatMap { Story($0, options: options).diagnoses.map(\.code) }.contains(.consumerSaturated))
+    }
+
+    /// The seed incident with a FIN: pika's late publish reached the wire after the broker's FIN: lost for certain.
+    @Test func latePublishAfterAFinIsLost() throws {
+        let truth = try flowTruth("missed-heartbeats-fin")
+        let late = try #require((truth["expect"] as? [String: Any])?["late_publish"] as? [String: Any])
+        let reached = try #require(late["reached_wire"] as? [String: Any])
+        #expect(reached["value"] as? Bool == true)
+        let segment = try #require((reached["segments"] as? [[String: Any]])?.first)
+        let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("missed-heartbeats-fin.pcap").path)
+        let record = try #require(result.records.first { $0.isAMQP })
+        let flow = try #require(record.flow)
+        #expect(flow.atRisk.lost == 1)
+        #expect(flow.atRisk.firstPacket == segment["frame"] as? Int, "the late publish's packet")
+        let d = try #require(Story(record).diagnoses.first { $0.code == .messagesAtRisk })
+        #expect(d.severity == .error && d.summary.contains("lost for certain"))
+    }
+}
