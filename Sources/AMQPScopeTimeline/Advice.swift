@@ -92,6 +92,47 @@ package enum AdviceTable {
                 + "Connection.Blocked rather than time out."
         ),
         AdviceRule(
+            code: .messagesAtRisk, product: "pika",
+            text:
+                "pika neither republishes nor remembers what it published: use channel.confirm_delivery() so a "
+                + "publish raises when it is not confirmed, keep what was not confirmed, and publish it again on a new "
+                + "connection; make consumers idempotent, since unacknowledged deliveries come again."
+        ),
+        AdviceRule(
+            code: .messagesAtRisk, product: nil,
+            text:
+                "Republish what was not confirmed (publisher confirms tell which), and make consumers idempotent: the "
+                + "broker redelivers every delivery that was not acknowledged, with the redelivered flag set."
+        ),
+        AdviceRule(
+            code: .consumerSaturated, product: nil,
+            text:
+                "The consumer holds all the deliveries its prefetch allows while it works on them: make the work "
+                + "faster, acknowledge as soon as each message is handled, run more consumers, or raise the prefetch "
+                + "if the work is I/O-bound."
+        ),
+        AdviceRule(
+            code: .slowConfirms, product: nil,
+            text:
+                "Confirms wait until the broker has the message safely (written to disk for persistent messages on "
+                + "durable and quorum queues): look at the broker's disk and fsync latency, queue length and "
+                + "replication; publish in batches and wait for confirms asynchronously rather than one at a time."
+        ),
+        AdviceRule(
+            code: .redeliveryLoop, product: nil,
+            text:
+                "A message that fails every time comes back every time when it is nacked or rejected with requeue: "
+                + "reject it without requeue after a few attempts (to a dead-letter exchange), or count attempts in a "
+                + "header; quorum queues can cap deliveries with delivery-limit."
+        ),
+        AdviceRule(
+            code: .unroutable, product: nil,
+            text:
+                "No queue is bound for that exchange and routing key: check the binding and the key, declare the "
+                + "queue before publishing, or give the exchange an alternate exchange so that nothing is returned or "
+                + "dropped."
+        ),
+        AdviceRule(
             code: .heartbeatsDisabled, product: nil,
             text:
                 "With heartbeats off, neither side notices a dead peer and proxies or NAT tables drop idle "
