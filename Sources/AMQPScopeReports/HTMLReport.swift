@@ -148,7 +148,9 @@ public enum HTMLReport {
     static func anchor(_ s: Story) -> String { "c\(s.record.info.id.rawValue)-\(s.record.firstTime.nanoseconds)" }
 
     /// The facts the review page states.
-    static let facts: Set<StoryOutline.FactKind> = [.client, .server, .tls, .sasl, .negotiated, .links, .ended, .span]
+    static let facts: Set<StoryOutline.FactKind> = [
+        .client, .server, .tls, .sasl, .negotiated, .links, .flow, .ended, .span,
+    ]
 
     static func connection(_ story: Story, file: String?, folded: Bool, options: ReportOptions) -> String {
         let outline = StoryOutline(story)
@@ -191,6 +193,7 @@ public enum HTMLReport {
         out +=
             "<figure>" + TimelineSVG.render(story, options: options) + "<figcaption>" + legend
             + "</figcaption></figure>"
+        if let flow = story.record.flow, !flow.isEmpty { out += FlowSVG.render(flow, story: story) }
         // Key moments as a table.
         let entries = outline.moments(options)
         if !entries.isEmpty {
@@ -256,6 +259,9 @@ public enum HTMLReport {
         .errno{font-size:11px;fill:#c62828;font-weight:600}.deadline-label{font-size:10px;fill:#c62828}\
         .gap{fill:#7c3aed;opacity:.5}
         details>summary{cursor:pointer}details>summary h2{display:inline}
+        .flowcharts{display:flex;gap:12px;flex-wrap:wrap}svg.chart{width:360px;height:auto;background:#fafbfd;\
+        border:1px solid #e4e7ee;border-radius:4px}.bar{fill:#5c7cfa}.step{stroke:#0f766e;stroke-width:1.5;fill:none}\
+        .limit{stroke:#c62828;stroke-dasharray:4 3}.chart-title{font-size:11px;fill:#334}
         """
 }
 
@@ -467,5 +473,90 @@ enum TimelineSVG {
         let sign = tenths < 0 ? "-" : ""
         let magnitude = abs(tenths)
         return magnitude % 10 == 0 ? "\(sign)\(magnitude / 10)" : "\(sign)\(magnitude / 10).\(magnitude % 10)"
+    }
+}
+
+/// Message-flow charts: latency histograms (confirms, acks) and a step chart of unacknowledged deliveries over time,
+/// as inline SVG made of numbers only (nothing from the capture but counts and times).
+enum FlowSVG {
+    static let width = 360.0, height = 150.0, left = 36.0, bottom = 24.0, top = 18.0
+
+    static func f(_ v: Double) -> String { String(format1(v)) }
+    static func format1(_ v: Double) -> String { String((v * 10).rounded() / 10) }
+
+    static func render(_ flow: FlowRecord, story: Story) -> String {
+        var charts: [String] = []
+        if !flow.confirmBuckets.isEmpty {
+            charts.append(histogram(flow.confirmBuckets, title: "publish to confirm latency (ms)", kind: "confirm"))
+        }
+        if !flow.ackBuckets.isEmpty {
+            charts.append(histogram(flow.ackBuckets, title: "delivery to ack latency (ms)", kind: "ack"))
+        }
+        if flow.unackedSamples.count >= 2 { charts.append(unacked(flow, story: story)) }
+        guard !charts.isEmpty else { return "" }
+        return "<div class=\"flowcharts\">" + charts.joined() + "</div>"
+    }
+
+    static func histogram(_ buckets: [LatencyBucket], title: String, kind: String) -> String {
+        let peak = Double(buckets.map(\.count).max() ?? 1)
+        let plotWidth = width - left - 8
+        let barWidth = plotWidth / Double(max(buckets.count, 1))
+        var out =
+            "<svg class=\"chart\" data-chart=\"\(kind)-latency\" xmlns=\"http://www.w3.org/2000/svg\" "
+            + "viewBox=\"0 0 \(Int(width)) \(Int(height))\">"
+        out += "<text class=\"chart-title\" x=\"\(f(left))\" y=\"12\">\(title)</text>"
+        for (i, b) in buckets.enumerated() {
+            let h = (height - top - bottom) * Double(b.count) / max(peak, 1)
+            let x = left + Double(i) * barWidth
+            out +=
+                "<rect class=\"bar\" x=\"\(f(x + 1))\" y=\"\(f(height - bottom - h))\" "
+                + "width=\"\(f(max(barWidth - 2, 1)))\" height=\"\(f(h))\"><title>\(b.count) up to "
+                + "\(Format.milliseconds(b.upToMilliseconds))</title></rect>"
+            if i % max(1, buckets.count / 5) == 0 {
+                out +=
+                    "<text class=\"tick\" x=\"\(f(x + barWidth / 2))\" y=\"\(f(height - 8))\" "
+                    + "text-anchor=\"middle\">\(Format.milliseconds(b.upToMilliseconds))</text>"
+            }
+        }
+        out += "<text class=\"tick\" x=\"4\" y=\"\(f(top + 8))\">\(Int(peak))</text></svg>"
+        return out
+    }
+
+    static func unacked(_ flow: FlowRecord, story: Story) -> String {
+        let samples = flow.unackedSamples
+        let start = samples.first!.time
+        let end = max(samples.last!.time, story.record.endTime ?? story.record.lastTime)
+        let span = max(Double(end.since(start)), 1)
+        let peak = Double(max(samples.map(\.unacked).max() ?? 1, flow.prefetch ?? 1, 1))
+        let plotWidth = width - left - 8
+        let plotHeight = height - top - bottom
+        func x(_ t: Timestamp) -> Double { left + plotWidth * Double(t.since(start)) / span }
+        func y(_ n: Int) -> Double { height - bottom - plotHeight * Double(n) / peak }
+        var path = "M\(f(x(start))) \(f(y(0)))"
+        var last = 0
+        for s in samples {
+            path += " L\(f(x(s.time))) \(f(y(last))) L\(f(x(s.time))) \(f(y(s.unacked)))"
+            last = s.unacked
+        }
+        path += " L\(f(x(end))) \(f(y(last)))"
+        var out =
+            "<svg class=\"chart\" data-chart=\"unacked\" xmlns=\"http://www.w3.org/2000/svg\" "
+            + "viewBox=\"0 0 \(Int(width)) \(Int(height))\">"
+        out += "<text class=\"chart-title\" x=\"\(f(left))\" y=\"12\">unacknowledged deliveries over time</text>"
+        if let prefetch = flow.prefetch {
+            out +=
+                "<line class=\"limit\" x1=\"\(f(left))\" y1=\"\(f(y(prefetch)))\" x2=\"\(f(width - 8))\" "
+                + "y2=\"\(f(y(prefetch)))\"><title>prefetch \(prefetch)</title></line>"
+        }
+        out += "<path class=\"step\" d=\"\(path)\"/>"
+        out += "<text class=\"tick\" x=\"4\" y=\"\(f(top + 8))\">\(Int(peak))</text>"
+        out += "<text class=\"tick\" x=\"4\" y=\"\(f(height - bottom))\">0</text>"
+        out +=
+            "<text class=\"tick\" x=\"\(f(left))\" y=\"\(f(height - 8))\">"
+            + "\(Format.time(start).suffix(15).prefix(12))</text>"
+        out +=
+            "<text class=\"tick\" x=\"\(f(width - 8))\" y=\"\(f(height - 8))\" text-anchor=\"end\">+"
+            + "\(Format.duration(nanoseconds: end.since(start)))</text></svg>"
+        return out
     }
 }

@@ -50,6 +50,31 @@ public enum MarkdownReport {
     /// The facts a review document states.
     static let facts: Set<StoryOutline.FactKind> = [.client, .server, .tls, .sasl, .negotiated, .links, .ended]
 
+    /// The message flow as a table: counts and latency percentiles.
+    static func flowTable(_ f: FlowRecord) -> String {
+        func row(_ what: String, _ count: Int, _ l: LatencySummary?) -> String {
+            let cells =
+                l.map { [$0.p50, $0.p90, $0.p99, $0.max].map(Format.milliseconds) } ?? ["", "", "", ""]
+            return "| \(what) | \(count) | " + cells.joined(separator: " | ") + " |\n"
+        }
+        var out = "### Message flow\n\n| what | count | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n"
+        out += row("publishes", f.publishes, nil)
+        out += row("confirmed (publish to confirm)", f.confirmed, f.confirmLatency)
+        if f.nacked > 0 { out += row("nacked by the broker", f.nacked, nil) }
+        if f.returns > 0 { out += row("returned unroutable", f.returns, nil) }
+        out += row("deliveries", f.deliveries, nil)
+        out += row("acked (delivery to ack)", f.ackedMessages, f.ackLatency)
+        if f.nacks + f.rejects > 0 { out += row("nacks and rejects", f.nacks + f.rejects, nil) }
+        if f.redelivered > 0 { out += row("redelivered", f.redelivered, nil) }
+        out += row("most unacked at once" + (f.prefetch.map { " (prefetch \($0))" } ?? ""), f.maxUnacked, nil)
+        if !f.atRisk.isEmpty {
+            out += row("at risk: lost for certain", f.atRisk.lost, nil)
+            out += row("at risk: unconfirmed", f.atRisk.unconfirmed, nil)
+            out += row("at risk: unacked (redelivered)", f.atRisk.unacked, nil)
+        }
+        return out
+    }
+
     static func connection(_ story: Story, options: ReportOptions) -> String {
         let outline = StoryOutline(story)
         var out = "## Connection \(outline.id): \(escape(outline.client)) → \(escape(outline.server)) "
@@ -66,6 +91,7 @@ public enum MarkdownReport {
         }
         out += "\n| | |\n|---|---|\n"
         for fact in outline.facts(facts) { out += "| \(fact.label) | \(escape(fact.lines.joined(separator: " "))) |\n" }
+        if let flow = story.record.flow, !flow.isEmpty { out += "\n" + flowTable(flow) }
         let entries = outline.moments(options)
         if !entries.isEmpty {
             out += "\n### Key moments\n\n| time (UTC) | since start | dir | packet | what |\n|---|---:|---|---:|---|\n"

@@ -190,11 +190,23 @@ public struct FlowRecord: Hashable, Sendable {
     public var untracked = 0
     /// The slowest confirm: the publish's packet and the confirm's.
     public var slowestConfirm: LatencySample?
+    /// Publish-to-confirm latencies in buckets doubling from 0.1 ms (for charts).
+    public var confirmBuckets: [LatencyBucket] = []
+    /// Deliver-to-ack latencies in the same buckets.
+    public var ackBuckets: [LatencyBucket] = []
     /// The slowest ack: the delivery's packet and the ack's.
     public var slowestAck: LatencySample?
 
     /// Anything flowed at all.
     public var isEmpty: Bool { publishes == 0 && deliveries == 0 && returns == 0 && gets == 0 && atRisk.isEmpty }
+}
+
+/// Latencies up to a bound, counted.
+public struct LatencyBucket: Hashable, Sendable {
+    /// The bucket's upper bound, in milliseconds.
+    public var upToMilliseconds: Double
+    /// Latencies in it.
+    public var count: Int
 }
 
 /// One matched pair: where it started and where it was settled.
@@ -284,6 +296,14 @@ struct LatencyHistogram {
     mutating func record(_ nanoseconds: Int64) {
         let micros = UInt64(max(1, min(nanoseconds / 1000, 3_600_000_000)))
         _ = histogram.record(micros)
+    }
+
+    /// Counts in buckets doubling from 0.1 ms, up to the largest recorded.
+    var buckets: [LatencyBucket] {
+        guard histogram.totalCount > 0 else { return [] }
+        return histogram.logarithmicBucketValues(valueUnitsInFirstBucket: 100, logBase: 2).map {
+            LatencyBucket(upToMilliseconds: Double($0.value) / 1000, count: Int($0.countAddedInThisIterationStep))
+        }
     }
 
     var summary: LatencySummary? {
@@ -801,6 +821,8 @@ struct FlowTracker {
         _ = ended
         r.confirmLatency = confirmLatency.summary
         r.ackLatency = ackLatency.summary
+        r.confirmBuckets = confirmLatency.buckets
+        r.ackBuckets = ackLatency.buckets
         for (part, confirm, ack) in parts {
             var p = part
             p.confirmLatency = confirm?.summary

@@ -173,6 +173,22 @@ struct ChromiumTests {
         #expect(dom.contains("/amq/queue/amqpscope.amqp10.missing"))
     }
 
+    /// The message-flow charts render: both latency histograms, the unacked step chart with its prefetch line.
+    @Test func flowChartsRender() throws {
+        let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("flow-confirms-acks.pcap").path)
+        let page = try write(HTMLReport.render([result], version: "test"), "flow.html")
+        let png = reviewDirectory.appendingPathComponent("flow.png")
+        try? FileManager.default.removeItem(at: png)
+        let shot = try run(["--window-size=1280,2600", "--screenshot=\(png.path)", page.absoluteString])
+        #expect(consoleProblems(shot.stderr).isEmpty, "\(consoleProblems(shot.stderr))")
+        let dom = try run(["--dump-dom", page.absoluteString]).stdout
+        for chart in ["confirm-latency", "ack-latency", "unacked"] {
+            #expect(dom.contains("data-chart=\"\(chart)\""), "\(chart)")
+        }
+        #expect(dom.contains("<title>prefetch 5</title>"))
+        #expect(dom.contains("consumer-saturated") && dom.contains("redelivery-loop"))
+    }
+
     /// The console check can fail: a page that breaks the policy is caught.
     @Test func consoleCheckCatchesErrors() throws {
         let bad =
