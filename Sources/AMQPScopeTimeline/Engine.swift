@@ -509,6 +509,20 @@ public struct Engine {
         return out
     }
 
+    /// Live: message-flow warnings that became true in open connections as of `now` (a consumer at its prefetch
+    /// longer than `options.saturationThreshold`, confirms slower than `options.slowConfirmThreshold`), each once.
+    public mutating func flowAlerts(now: Timestamp, options: StoryOptions) -> [FlowAlert] {
+        var out: [FlowAlert] = []
+        for (_, slot) in state.slots.sorted(by: { $0.key < $1.key }) {
+            guard let box = state.entries[slot]?.builder.flow, let info = state.entries[slot]?.builder.record.info
+            else { continue }
+            for (code, summary) in box.tracker.alerts(now: now, options: options) {
+                out.append(FlowAlert(info: info, code: code, summary: summary))
+            }
+        }
+        return out
+    }
+
     /// Live connections being tracked.
     public var liveConnections: Int { reassembler.trackedConnections }
     /// Bytes all decoders hold now.
@@ -533,4 +547,14 @@ extension CodecConfiguration {
         c.showCredentials = showCredentials
         return c
     }
+}
+
+/// A message-flow warning a live capture prints as it becomes true.
+public struct FlowAlert: Sendable {
+    /// The connection's identity.
+    public var info: ConnectionInfo
+    /// consumer-saturated or slow-confirms.
+    public var code: DiagnosisCode
+    /// In plain words.
+    public var summary: String
 }

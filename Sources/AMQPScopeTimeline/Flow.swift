@@ -372,6 +372,53 @@ struct FlowTracker {
     var serverClosed = false
     /// The Connection.Close handshake completed.
     var cleanClose = false
+    /// Live alerts already given (each once).
+    var alerted: Set<String> = []
+
+    /// Live: consumers at their prefetch for longer than the threshold, and confirms slower than it, as of `now`;
+    /// each is given once.
+    mutating func alerts(now: Timestamp, options: StoryOptions) -> [(DiagnosisCode, String)] {
+        var out: [(DiagnosisCode, String)] = []
+        for channel in channels {
+            var stretches: [(String, Int, (Timestamp, Int))] = []
+            if let since = channel.saturatedSince, let limit = channel.prefetchChannel {
+                stretches.append(("channel \(channel.number)", limit, since))
+            }
+            if let limit = channel.prefetchConsumer {
+                for consumer in channel.consumers {
+                    if let since = consumer.saturatedSince {
+                        stretches.append(
+                            (
+                                "consumer \"\(consumer.tag)\" of queue \"\(consumer.queue)\" on channel \(channel.number)",
+                                limit, since
+                            ))
+                    }
+                }
+            }
+            for (who, limit, since) in stretches where now.since(since.0) >= options.saturationThreshold {
+                let key = "saturated \(who) \(since.1)"
+                guard alerted.insert(key).inserted else { continue }
+                out.append(
+                    (
+                        .consumerSaturated,
+                        "the \(who) has held \(limit) of \(limit) deliveries unacknowledged (prefetch \(limit)) for "
+                            + "\(Diagnoser.seconds(now.since(since.0))) since packet \(since.1): the broker sends it "
+                            + "nothing more until it acknowledges"
+                    ))
+            }
+        }
+        if let latency = confirmLatency.summary, latency.count >= 10,
+            latency.p99 * 1_000_000 > Double(options.slowConfirmThreshold), alerted.insert("slow-confirms").inserted
+        {
+            out.append(
+                (
+                    .slowConfirms,
+                    "publisher confirms are slow: p99 \(Diagnoser.milliseconds(latency.p99)) over "
+                        + "\(latency.count) confirms so far (median \(Diagnoser.milliseconds(latency.p50)))"
+                ))
+        }
+        return out
+    }
 
     mutating func channelIndex(_ number: UInt16) -> Int {
         if let i = channels.firstIndex(where: { $0.number == number }) { return i }

@@ -204,6 +204,7 @@ struct CaptureCommand: ParsableCommand {
         if let keyLog = watcher?.poll() { engine.update(keyLog: keyLog) }
         engine.tick(now: now)
         for overdue in engine.overdueHeartbeats(now: now) { live.overdue(overdue, now: now, engine: engine) }
+        for alert in engine.flowAlerts(now: now, options: live.storyOptions) { live.flowAlert(alert, now: now) }
         live.flush(&engine)
     }
 }
@@ -226,6 +227,8 @@ struct KeyLogWatcher {
 /// records of the most recently ended connections for the final report.
 struct LivePrinter {
     let format: LiveFormat
+    /// Thresholds for the message-flow warnings.
+    var storyOptions = StoryOptions()
     var printed: [ConnectionID: Set<String>] = [:]
     var recent: [ConnectionRecord] = []
     static let recentKept = 200
@@ -283,6 +286,22 @@ struct LivePrinter {
                     JSON.object([("type", .string("diagnosis"))] + connectionMembers(story.record.info) + members)
                         .serialized())
             }
+        }
+    }
+
+    func flowAlert(_ alert: FlowAlert, now: Timestamp) {
+        switch format {
+        case .text:
+            emit(
+                "\(Format.time(now).suffix(15)) \(prefix(alert.info)) WARNING \(alert.code): "
+                    + Format.safe(alert.summary, limit: 2000))
+        case .jsonl:
+            emit(
+                JSON.object(
+                    [("type", .string("warning")), ("code", .string(alert.code.rawValue))]
+                        + connectionMembers(alert.info)
+                        + [("time", .string(Format.rfc3339(now))), ("summary", .string(alert.summary))]
+                ).serialized())
         }
     }
 
