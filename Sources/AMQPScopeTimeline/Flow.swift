@@ -374,6 +374,24 @@ struct FlowTracker {
     var cleanClose = false
     /// Live alerts already given (each once).
     var alerted: Set<String> = []
+    /// The last exchange and routing key looked up, and its part: publishes repeat them, and the name is not built.
+    var lastKey: (exchange: String, routingKey: String, part: Int?)?
+    /// The last queue looked up, and its part.
+    var lastQueue: (queue: String, part: Int?)?
+
+    mutating func keyPart(_ exchange: String, _ routingKey: String) -> Int? {
+        if let last = lastKey, last.exchange == exchange, last.routingKey == routingKey { return last.part }
+        let p = part("exchange \(exchange.isEmpty ? "(default)" : exchange) key \(routingKey)")
+        lastKey = (exchange, routingKey, p)
+        return p
+    }
+
+    mutating func queuePart(_ queue: String) -> Int? {
+        if let last = lastQueue, last.queue == queue { return last.part }
+        let p = part("queue \(queue)")
+        lastQueue = (queue, p)
+        return p
+    }
 
     /// Live: consumers at their prefetch for longer than the threshold, and confirms slower than it, as of `now`;
     /// each is given once.
@@ -544,7 +562,7 @@ struct FlowTracker {
             let c = channelIndex(message.channel)
             channels[c].publishInFlight = Swift.max(0, channels[c].publishInFlight - 1)
             record.publishes += 1
-            let keyPart = part("exchange \(p.exchange.isEmpty ? "(default)" : p.exchange) key \(p.routingKey)")
+            let keyPart = keyPart(p.exchange, p.routingKey)
             if let keyPart { parts[keyPart].part.publishes += 1 }
             if let cp = channelPart(c) { parts[cp].part.publishes += 1 }
             guard channels[c].confirmMode else { return }
@@ -582,8 +600,9 @@ struct FlowTracker {
     ) {
         record.deliveries += 1
         if redelivered { record.redelivered += 1 }
-        let queuePart = queue.flatMap { part("queue \($0)") }
-        if let queuePart { parts[queuePart].part.deliveries += 1 }
+        var queueIndex: Int?
+        if let queue { queueIndex = self.queuePart(queue) }
+        if let queueIndex { parts[queueIndex].part.deliveries += 1 }
         if let cp = channelPart(c) { parts[cp].part.deliveries += 1 }
         // A requeued message coming back: follow it by its message-id (without one it cannot be told apart).
         if redelivered, let key = identity {
@@ -606,7 +625,7 @@ struct FlowTracker {
         }
         channels[c].deliveries.append(
             Delivery(
-                tag: tag, time: time, packet: packet, consumer: consumer, queuePart: queuePart, settled: false,
+                tag: tag, time: time, packet: packet, consumer: consumer, queuePart: queueIndex, settled: false,
                 identity: identity, label: label))
         adjustUnacked(c, consumer, 1, time, packet)
     }
