@@ -2,9 +2,11 @@
 // slow acks, nacks with requeue and a poison message; its counts and latencies against the clients' own logs and
 // tshark's view of the same packets; and the seed incident with a FIN, whose late publish is lost for certain.
 import Foundation
+import Histogram
 import Testing
 
 @testable import AMQPScope
+@testable import AMQPScopeTimeline
 
 private func flowTruth(_ name: String) throws -> [String: Any] {
     let data = try Data(contentsOf: Paths.captures.appendingPathComponent("\(name).truth.json"))
@@ -151,5 +153,31 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         #expect(flow.atRisk.firstPacket == segment["frame"] as? Int, "the late publish's packet")
         let d = try #require(Story(record).diagnoses.first { $0.code == .messagesAtRisk })
         #expect(d.severity == .error && d.summary.contains("lost for certain"))
+    }
+}
+
+/// amqpscope's latency histogram against hdrhistogram-swift with the same layout (two significant digits from
+/// 1 µs): the same percentile for every value set tried.
+@Suite("Latency histogram") struct LatencyHistogramTests {
+    @Test(arguments: [1, 2, 3, 4, 5]) func percentilesEqualHdrHistogram(seed: Int) {
+        var generator = SeededGenerator(seed: UInt64(seed))
+        var ours = LatencyHistogram()
+        var theirs = Histogram<UInt64>(
+            lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+        let count = 1 + Int(generator.next() % 5000)
+        for _ in 0..<count {
+            // Log-uniform over 1 µs to 1000 s, as latencies spread.
+            let exponent = Double(generator.next() % 1_000_000) / 1_000_000 * 9
+            let micros = UInt64(pow(10, exponent))
+            ours.record(microseconds: micros)
+            _ = theirs.record(micros)
+        }
+        #expect(ours.total == theirs.totalCount)
+        #expect(ours.maxRecorded == theirs.maxRecorded)
+        for q in [0.1, 1, 25, 50, 75, 90, 99, 99.9, 100] {
+            #expect(
+                ours.value(atPercentile: q) == theirs.valueAtPercentile(q),
+                "p\(q): \(ours.value(atPercentile: q)) against \(theirs.valueAtPercentile(q)) (\(count) values)")
+        }
     }
 }
