@@ -6,6 +6,7 @@ import Histogram
 import Testing
 
 @testable import AMQPScope
+@testable import AMQPScopeCapture
 @testable import AMQPScopeTimeline
 
 private func flowTruth(_ name: String) throws -> [String: Any] {
@@ -179,5 +180,35 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
                 ours.value(atPercentile: q) == theirs.valueAtPercentile(q),
                 "p\(q): \(ours.value(atPercentile: q)) against \(theirs.valueAtPercentile(q)) (\(count) values)")
         }
+    }
+}
+
+/// A live capture's flow warnings, replayed packet by packet: the saturated consumer is warned of once, five
+/// seconds into its hold, and not before.
+@Suite("Live flow warnings") struct LiveFlowAlertTests {
+    @Test func saturationIsWarnedOfOnceAfterTheThreshold() throws {
+        let source = try PcapSource.openFile(Paths.captures.appendingPathComponent("flow-confirms-acks.pcap").path)
+        var engine = Engine(linkType: source.linkType)
+        var alerts: [(Timestamp, FlowAlert)] = []
+        var last = Timestamp(nanoseconds: 0)
+        while case .packet(let header) = try source.next() {
+            // As a live capture's timer does: every 100 ms, also while no packet comes.
+            while last.nanoseconds != 0 && header.timestamp.since(last) >= 100_000_000 {
+                last = last.adding(nanoseconds: 100_000_000)
+                for alert in engine.flowAlerts(now: last, options: StoryOptions()) { alerts.append((last, alert)) }
+            }
+            if last.nanoseconds == 0 { last = header.timestamp }
+            engine.process(header, source.packetBytes)
+        }
+        let saturated = alerts.filter { $0.1.code == .consumerSaturated }
+        #expect(saturated.count == 1, "\(alerts.map(\.1.summary))")
+        engine.finish()
+        let record = try #require(engine.takeEnded().first { $0.flow?.saturations.isEmpty == false })
+        let stretch = try #require(record.flow?.saturations.first)
+        if let (time, alert) = saturated.first {
+            #expect(time.since(stretch.from) >= 5_000_000_000 && time.since(stretch.from) < 5_300_000_000)
+            #expect(alert.summary.contains("5 of 5"))
+        }
+        #expect(!alerts.contains { $0.1.code == .slowConfirms })
     }
 }
