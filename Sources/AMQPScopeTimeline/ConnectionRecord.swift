@@ -289,7 +289,12 @@ public struct ConnectionRecord: Sendable {
     public var packets: [PacketRecord] = []
     /// Message flow (0-9-1): confirms, acks, prefetch, returns, redeliveries, what was at risk; nil when the
     /// connection published, consumed or got nothing.
-    public var flow: FlowRecord?
+    public var flow: FlowRecord? {
+        get { flowStorage?.value }
+        set { flowStorage = newValue.map(FlowRecordBox.init) }
+    }
+    /// Held by reference: most connections have no flow, and the record of each stays small.
+    var flowStorage: FlowRecordBox?
     /// AMQP 1.0 frame counts per direction.
     public var performativeCounts = PerDirection(repeating: PerformativeCounts())
     /// AMQP 1.0 frames that shape the story (open, begin, attach, detach, end, close, SASL): always kept, bounded.
@@ -495,4 +500,10 @@ public struct HeartbeatOverdue: Sendable {
         if let ms = idleTimeOutMilliseconds { return lastFrame.adding(nanoseconds: 2 * Int64(ms) * 1_000_000) }
         return lastFrame.adding(nanoseconds: 3 * Int64(heartbeat) * 1_000_000_000)
     }
+}
+
+/// A flow record held by reference (immutable: replaced whole when it changes).
+final class FlowRecordBox: Sendable {
+    let value: FlowRecord
+    init(_ value: FlowRecord) { self.value = value }
 }
