@@ -401,6 +401,8 @@ struct FlowTracker {
     struct Consumer {
         var tag: String
         var queue: String
+        /// no-ack (automatic acknowledgement): its deliveries are settled as they are sent.
+        var noAck = false
         var unacked = 0
         var saturatedSince: (Timestamp, Int)?
     }
@@ -415,8 +417,8 @@ struct FlowTracker {
         var prefetchChannel: Int?
         var prefetchConsumer: Int?
         var consumers: [Consumer] = []
-        var pendingConsumerQueue: String?
-        var lastGetQueue: String?
+        var pendingConsumer: (queue: String, noAck: Bool)?
+        var lastGet: (queue: String, noAck: Bool)?
         var saturatedSince: (Timestamp, Int)?
         var part: Int?
     }
@@ -550,17 +552,18 @@ struct FlowTracker {
         case .basicConsume(let consume):
             let c = channelIndex(number)
             if consume.consumerTag.isEmpty {
-                channels[c].pendingConsumerQueue = consume.queue
+                channels[c].pendingConsumer = (consume.queue, consume.noAck)
             } else if channels[c].consumers.count < 256 {
-                channels[c].consumers.append(Consumer(tag: consume.consumerTag, queue: consume.queue))
+                channels[c].consumers.append(
+                    Consumer(tag: consume.consumerTag, queue: consume.queue, noAck: consume.noAck))
             }
         case .basicConsumeOk(let ok):
             let c = channelIndex(number)
-            if let queue = channels[c].pendingConsumerQueue, channels[c].consumers.count < 256,
+            if let pending = channels[c].pendingConsumer, channels[c].consumers.count < 256,
                 !channels[c].consumers.contains(where: { $0.tag == ok.consumerTag })
             {
-                channels[c].consumers.append(Consumer(tag: ok.consumerTag, queue: queue))
-                channels[c].pendingConsumerQueue = nil
+                channels[c].consumers.append(Consumer(tag: ok.consumerTag, queue: pending.queue, noAck: pending.noAck))
+                channels[c].pendingConsumer = nil
             }
         case .basicCancel(let cancel) where direction == .serverToClient:
             if record.serverCancels.count < FlowLimits.keptEvents {
@@ -568,7 +571,7 @@ struct FlowTracker {
             }
         case .basicGet(let get):
             record.gets += 1
-            channels[channelIndex(number)].lastGetQueue = get.queue
+            channels[channelIndex(number)].lastGet = (get.queue, get.noAck)
         case .basicGetEmpty:
             record.getEmpty += 1
         case .basicReturn(let r):
@@ -641,13 +644,14 @@ struct FlowTracker {
             let queue = consumer.map { channels[c].consumers[$0].queue }
             delivered(
                 channel: c, tag: d.deliveryTag, redelivered: d.redelivered, consumer: consumer, queue: queue,
+                noAck: consumer.map { channels[c].consumers[$0].noAck } ?? false,
                 identity: message.messageIDDigest, label: message.messageIDPrefix, time: time, packet: packet)
         case .basicGetOk(let g):
             let c = channelIndex(message.channel)
             delivered(
                 channel: c, tag: g.deliveryTag, redelivered: g.redelivered, consumer: nil,
-                queue: channels[c].lastGetQueue, identity: message.messageIDDigest, label: message.messageIDPrefix,
-                time: time, packet: packet)
+                queue: channels[c].lastGet?.queue, noAck: channels[c].lastGet?.noAck ?? false,
+                identity: message.messageIDDigest, label: message.messageIDPrefix, time: time, packet: packet)
         default:
             break
         }
@@ -657,8 +661,8 @@ struct FlowTracker {
     static func name(_ label: String?) -> String { "the message with message-id \"\(label ?? "")\"" }
 
     mutating func delivered(
-        channel c: Int, tag: UInt64, redelivered: Bool, consumer: Int?, queue: String?, identity: UInt64?,
-        label: String?, time: Timestamp, packet: Int
+        channel c: Int, tag: UInt64, redelivered: Bool, consumer: Int?, queue: String?, noAck: Bool,
+        identity: UInt64?, label: String?, time: Timestamp, packet: Int
     ) {
         record.deliveries += 1
         if redelivered { record.redelivered += 1 }
@@ -680,6 +684,8 @@ struct FlowTracker {
                     firstPacket: packet, lastPacket: packet, firstTime: time, lastTime: time)
             }
         }
+        // A no-ack delivery is settled as it is sent: nothing to wait for, nothing at risk.
+        guard !noAck else { return }
         if channels[c].deliveries.count >= FlowLimits.maximumOutstanding {
             let dropped = channels[c].deliveries.removeFirst()
             if !dropped.settled { adjustUnacked(c, dropped.consumer, -1, time, packet) }
@@ -743,6 +749,20 @@ struct FlowTracker {
         if record.saturations.count > FlowLimits.keptEvents { record.saturations.removeLast() }
     }
 
+    /// A confirm's (or an ack's) latency, counted in a part (a channel, a key) with its own histogram.
+    mutating func recordLatency(_ latency: Int64, in part: Int?, confirm: Bool) {
+        guard let part else { return }
+        if confirm {
+            parts[part].part.confirmed += 1
+            parts[part].confirm = parts[part].confirm ?? LatencyHistogram()
+            parts[part].confirm?.record(latency)
+        } else {
+            parts[part].part.acked += 1
+            parts[part].ack = parts[part].ack ?? LatencyHistogram()
+            parts[part].ack?.record(latency)
+        }
+    }
+
     /// The server confirmed (or refused) one publish, or all up to `tag`.
     mutating func confirm(
         channel number: UInt16, tag: UInt64, multiple: Bool, nack: Bool, time: Timestamp, packet: Int
@@ -763,16 +783,8 @@ struct FlowTracker {
                 record.slowestConfirm = LatencySample(
                     channel: number, fromPacket: p.packet, from: p.time, toPacket: packet, to: time)
             }
-            if let cp {
-                parts[cp].part.confirmed += 1
-                parts[cp].confirm = parts[cp].confirm ?? LatencyHistogram()
-                parts[cp].confirm?.record(latency)
-            }
-            if let kp = p.part {
-                parts[kp].part.confirmed += 1
-                parts[kp].confirm = parts[kp].confirm ?? LatencyHistogram()
-                parts[kp].confirm?.record(latency)
-            }
+            recordLatency(latency, in: cp, confirm: true)
+            recordLatency(latency, in: p.part, confirm: true)
         }
         if multiple {
             while let first = channels[c].publishes.first, first.seq <= tag {
@@ -807,16 +819,8 @@ struct FlowTracker {
                     record.slowestAck = LatencySample(
                         channel: number, fromPacket: d.packet, from: d.time, toPacket: packet, to: time)
                 }
-                if let cp {
-                    parts[cp].part.acked += 1
-                    parts[cp].ack = parts[cp].ack ?? LatencyHistogram()
-                    parts[cp].ack?.record(latency)
-                }
-                if let qp = d.queuePart {
-                    parts[qp].part.acked += 1
-                    parts[qp].ack = parts[qp].ack ?? LatencyHistogram()
-                    parts[qp].ack?.record(latency)
-                }
+                recordLatency(latency, in: cp, confirm: false)
+                recordLatency(latency, in: d.queuePart, confirm: false)
             } else if requeue, let key = d.identity, var r = redeliveries[key] {
                 r.requeues += 1
                 redeliveries[key] = r
