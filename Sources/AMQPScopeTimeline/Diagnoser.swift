@@ -108,7 +108,16 @@ struct Diagnoser {
         var out: [Diagnosis] = []
         for side in Side.allCases {
             let peer = side.peer
-            let silentFrom = record.lastFrameTime[sentBy: side] ?? record.firstTime
+            var silentFrom = record.lastFrameTime[sentBy: side] ?? record.firstTime
+            // A side that wrote again only after its peer had closed (a late write on a dead connection) was silent
+            // from its last frame before that close: the silence, not the late write, is the story.
+            if let peerClose = closeEvent(by: peer, after: record.firstTime), peerClose.time < silentFrom,
+                let gap = record.idleGaps[sentBy: side].first(where: {
+                    $0.from < peerClose.time && $0.to > peerClose.time
+                })
+            {
+                silentFrom = gap.from
+            }
             // The trailing silence: from this side's last frame to the peer's close, or to the end of the capture.
             let close = closeEvent(by: peer, after: silentFrom)
             let ownClose = closeEvent(by: side, after: silentFrom)
@@ -118,10 +127,16 @@ struct Diagnoser {
             if silentTo.since(silentFrom) >= 2 * interval && peerSpoke
                 && (ownClose == nil || ownClose!.time >= silentTo)
             {
+                let fromPacket =
+                    silentFrom == record.lastFrameTime[sentBy: side]
+                    ? record.lastFramePacket[sentBy: side]
+                    : record.idleGaps[sentBy: side].first { $0.from == silentFrom }?.fromPacket ?? 0
+                // What the side's TCP stack did after its last frame is known only when nothing came after.
                 out.append(
                     silence(
-                        side: side, from: silentFrom, fromPacket: record.lastFramePacket[sentBy: side], to: silentTo,
-                        peerBeats: peerBeats, close: close, negotiated: negotiated, trailing: true))
+                        side: side, from: silentFrom, fromPacket: fromPacket, to: silentTo,
+                        peerBeats: peerBeats, close: close, negotiated: negotiated,
+                        trailing: silentFrom == record.lastFrameTime[sentBy: side]))
                 continue
             }
             // A silence inside the connection that it survived: the longest one.
@@ -164,6 +179,11 @@ struct Diagnoser {
                 summary += ": the \(side)'s next socket call gets \(predicted.name) (\(predicted.errno))"
             }
             summary += "."
+            if let late = record.lastFrameTime[sentBy: side], late > close.time {
+                summary +=
+                    " The \(side) wrote again only at \(clock(late)), on the connection the \(peer) had already "
+                    + "closed."
+            }
         } else if trailing {
             summary += "; the capture ends before anyone closed the connection."
         } else {
@@ -344,20 +364,25 @@ struct Diagnoser {
             if case .method(.connectionClose) = $0.frame.content { return true }
             return false
         }
-        guard !hasClose,
+        return hasClose ? [] : tcpCloseWithout("Connection.Close")
+    }
+
+    /// abrupt-close: the first FIN or RST, when no AMQP close (`closeName`) came before it and the closing side's
+    /// close cannot have been lost in the capture.
+    func tcpCloseWithout(_ closeName: String) -> [Diagnosis] {
+        guard
             let first = record.moments.first(where: { m in
                 if case .fin = m.kind { return true }
                 if case .reset = m.kind { return true }
                 return false
-            })
+            }), !closeMayBeLost(by: first.direction.sender)
         else { return [] }
-        guard !closeMayBeLost(by: first.direction.sender) else { return [] }
         let how: String
         if case .reset = first.kind { how = "reset it (RST)" } else { how = "closed it (FIN)" }
         return [
             make(
                 .abruptClose, .warning,
-                "the TCP connection ended without Connection.Close: the \(first.direction.sender) \(how) at "
+                "the TCP connection ended without \(closeName): the \(first.direction.sender) \(how) at "
                     + "\(clock(first.time)).",
                 side: first.direction.sender,
                 evidence: [Evidence(packetNumber: first.packetNumber, time: first.time, what: "first TCP close")])

@@ -327,23 +327,9 @@ extension Diagnoser {
 
     func abruptClose10() -> [Diagnosis] {
         // Before both opens (a refused SASL login, say) a TCP close is the only way to end.
-        guard closes10.isEmpty, story10?.opens.clientToServer != nil, story10?.opens.serverToClient != nil,
-            let first = record.moments.first(where: { m in
-                if case .fin = m.kind { return true }
-                if case .reset = m.kind { return true }
-                return false
-            })
-        else { return [] }
-        guard !closeMayBeLost(by: first.direction.sender) else { return [] }
-        let how: String
-        if case .reset = first.kind { how = "reset it (RST)" } else { how = "closed it (FIN)" }
-        return [
-            make(
-                .abruptClose, .warning,
-                "the TCP connection ended without a close performative: the \(first.direction.sender) \(how) at "
-                    + "\(clock(first.time)).",
-                side: first.direction.sender,
-                evidence: [Evidence(packetNumber: first.packetNumber, time: first.time, what: "first TCP close")])
-        ]
+        guard closes10.isEmpty, story10?.opens.clientToServer != nil, story10?.opens.serverToClient != nil else {
+            return []
+        }
+        return tcpCloseWithout("a close performative")
     }
 }

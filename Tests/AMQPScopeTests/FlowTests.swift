@@ -152,8 +152,15 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         let flow = try #require(record.flow)
         #expect(flow.atRisk.lost == 1)
         #expect(flow.atRisk.firstPacket == segment["frame"] as? Int, "the late publish's packet")
-        let d = try #require(Story(record).diagnoses.first { $0.code == .messagesAtRisk })
+        let story = Story(record)
+        let d = try #require(story.diagnoses.first { $0.code == .messagesAtRisk })
         #expect(d.severity == .error && d.summary.contains("lost for certain"))
+        // The root cause comes first: the client's silence up to the broker's FIN, not up to the late publish.
+        let dropped = try #require((truth["expect"] as? [String: Any])?["connection_dropped_by"] as? [String: Any])
+        #expect(dropped["side"] as? String == "broker" && dropped["tcp"] as? String == "FIN")
+        let cause = try #require(story.diagnoses.first)
+        #expect(cause.code == .missedHeartbeats && cause.severity == .error && cause.side == .client)
+        #expect(cause.summary.contains("sent nothing for 6 s") && cause.summary.contains("closed the connection (FIN)"))
     }
 }
 
