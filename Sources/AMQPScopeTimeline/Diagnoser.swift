@@ -100,6 +100,14 @@ struct Diagnoser {
         return best
     }
 
+    /// When a close was an RST from `peer`, the error the RST gives the other side's next socket call.
+    func errnoOfClose(_ close: (what: String, time: Timestamp, packet: Int), by peer: Side) -> ErrnoPrediction? {
+        guard let rst = record.moments.first(where: { $0.packetNumber == close.packet && $0.direction.sender == peer }),
+            case .reset(let info) = rst.kind
+        else { return nil }
+        return ResetErrno.predict(info.receiverState)
+    }
+
     // MARK: - missed-heartbeats
 
     func missedHeartbeats() -> [Diagnosis] {
@@ -171,10 +179,7 @@ struct Diagnoser {
         if let close {
             summary += "; then the \(peer) \(close.what) at \(clock(close.time))"
             // When that close was an RST landing on the silent side, say what its application sees next.
-            if let rst = record.moments.first(where: { $0.packetNumber == close.packet && $0.direction.sender == peer }
-            ),
-                case .reset(let info) = rst.kind, let predicted = ResetErrno.predict(info.receiverState)
-            {
+            if let predicted = errnoOfClose(close, by: peer) {
                 errno = predicted
                 summary += ": the \(side)'s next socket call gets \(predicted.name) (\(predicted.errno))"
             }

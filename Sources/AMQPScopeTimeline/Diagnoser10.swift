@@ -156,10 +156,7 @@ extension Diagnoser {
         var errno: ErrnoPrediction?
         if let close {
             summary += "; then the \(peer) \(close.what) at \(clock(close.time))"
-            if let rst = record.moments.first(where: { $0.packetNumber == close.packet && $0.direction.sender == peer }
-            ),
-                case .reset(let info) = rst.kind, let predicted = ResetErrno.predict(info.receiverState)
-            {
+            if let predicted = errnoOfClose(close, by: peer) {
                 errno = predicted
                 summary += ": the \(side)'s next socket call gets \(predicted.name) (\(predicted.errno))"
             }
