@@ -125,8 +125,20 @@ package struct AMQP10Decoder {
         self.configuration = configuration
         parsers = PerDirection(repeating: AMQP10FrameParser())
         for d in Direction.allCases {
-            parsers[d] = AMQP10FrameParser(hunting: hunting, offset: consumed[d])
+            parsers[d] = AMQP10FrameParser(
+                hunting: hunting, offset: consumed[d], streamTransfers: !configuration.keepBodies)
         }
+    }
+
+    /// Runs a direction's parser with the decoder free to handle its outputs: the parser is taken out while it
+    /// runs, so its buffer is never copied.
+    private mutating func withParser(
+        _ direction: Direction, _ body: (inout AMQP10FrameParser, inout AMQP10Decoder) -> Void
+    ) {
+        var parser = parsers[direction]
+        parsers[direction] = AMQP10FrameParser()
+        body(&parser, &self)
+        parsers[direction] = parser
     }
 
     /// Whether a direction is still looking for a frame boundary.
@@ -143,11 +155,11 @@ package struct AMQP10Decoder {
     ) {
         self.time = time
         self.packetNumber = packetNumber
-        var parser = parsers[direction]
-        parsers[direction] = AMQP10FrameParser()
-        parser.streamTransfers = !configuration.keepBodies
-        parser.feed(bytes) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
-        parsers[direction] = parser
+        withParser(direction) { parser, decoder in
+            parser.feed(bytes) { offset, output in
+                decoder.handle(output, offset: offset, direction: direction, into: &sink)
+            }
+        }
     }
 
     package mutating func gap<S: AMQP10Sink>(
@@ -156,20 +168,22 @@ package struct AMQP10Decoder {
         self.time = time
         self.packetNumber = packetNumber
         for i in deliveries[direction].indices { deliveries[direction][i].incomplete = true }
-        var parser = parsers[direction]
-        parsers[direction] = AMQP10FrameParser()
-        parser.gap(length) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
-        parsers[direction] = parser
+        withParser(direction) { parser, decoder in
+            parser.gap(length) { offset, output in
+                decoder.handle(output, offset: offset, direction: direction, into: &sink)
+            }
+        }
     }
 
     package mutating func shed<S: AMQP10Sink>(time: Timestamp, packetNumber: Int, into sink: inout S) {
         self.time = time
         self.packetNumber = packetNumber
         for direction in Direction.allCases {
-            var parser = parsers[direction]
-            parsers[direction] = AMQP10FrameParser()
-            parser.shed { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
-            parsers[direction] = parser
+            withParser(direction) { parser, decoder in
+                parser.shed { offset, output in
+                    decoder.handle(output, offset: offset, direction: direction, into: &sink)
+                }
+            }
             for i in deliveries[direction].indices where deliveries[direction][i].body != nil {
                 deliveries[direction][i].body = []
                 deliveries[direction][i].incomplete = true

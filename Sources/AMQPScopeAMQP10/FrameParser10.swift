@@ -46,8 +46,6 @@ package enum Parser10Output {
 package enum Frame10Limits {
     /// Part 2.3.1: a frame is at least its 8-byte header.
     package static let minimumFrameSize: UInt32 = 8
-    /// Part 2.7.1 (open): MIN-MAX-FRAME-SIZE is 512; no peer may ask for less.
-    package static let minimumMaxFrameSize: UInt32 = 512
     /// No frame larger than this is buffered whatever was advertised (max-frame-size may be 4 GiB - 1): this only
     /// bounds hostile input. Azure Service Bus advertises 256 KiB, RabbitMQ 128 KiB, Proton 32 KiB to 4 GiB.
     package static let absoluteMaximumFrameSize: UInt32 = 16 * 1024 * 1024
@@ -93,21 +91,15 @@ package struct AMQP10FrameParser {
     private var replay: [UInt8] = []
     /// Stream offset of the next byte read.
     package private(set) var offset: UInt64 = 0
-    /// The peer's max-frame-size, once its open was seen (0: unknown).
-    package var peerMaxFrameSize: UInt32 = 0
     /// Large transfers are read by their prefix (their payload is not kept).
-    package var streamTransfers = true
+    package let streamTransfers: Bool
 
-    package init(hunting: Bool = false, offset: UInt64 = 0) {
+    /// A frame over the peer's advertised max-frame-size is still read (the decoder reports it as a violation): the
+    /// parser refuses only frames over `Frame10Limits.absoluteMaximumFrameSize`.
+    package init(hunting: Bool = false, offset: UInt64 = 0, streamTransfers: Bool = true) {
         state = hunting ? .hunting(start: offset, skipped: 0) : .header
         self.offset = offset
-    }
-
-    /// The largest frame accepted.
-    var maximumFrameSize: UInt32 {
-        peerMaxFrameSize == 0
-            ? Frame10Limits.absoluteMaximumFrameSize
-            : min(Frame10Limits.absoluteMaximumFrameSize, max(peerMaxFrameSize, Frame10Limits.minimumMaxFrameSize))
+        self.streamTransfers = streamTransfers
     }
 
     package var isHunting: Bool {
@@ -329,7 +321,7 @@ package struct AMQP10FrameParser {
         let header = Frame10Header(
             size: UInt32(truncatingIfNeeded: word >> 32), doff: UInt8(truncatingIfNeeded: word >> 24),
             type: UInt8(truncatingIfNeeded: word >> 16), channel: UInt16(truncatingIfNeeded: word))
-        if let problem = Self.problem(with: header, maximum: maximumFrameSize) {
+        if let problem = Self.problem(with: header, maximum: Frame10Limits.absoluteMaximumFrameSize) {
             startHunting(at: start + 1, carrying: Self.bytes(of: word).dropFirst())
             return Step(offset: start, output: .malformed(reason: problem, skipped: 1))
         }
@@ -373,7 +365,7 @@ package struct AMQP10FrameParser {
     }
 
     private mutating func hunt(start: UInt64, skipped: UInt64) -> Step? {
-        let limit = min(maximumFrameSize, Frame10Limits.huntingFrameSize)
+        let limit = Frame10Limits.huntingFrameSize
         let verdict: (position: Int, sync: Bool) = pending.withUnsafeBytes { b in
             var p = 0
             while p + 8 <= b.count {

@@ -196,8 +196,13 @@ package struct AMQP10Reader {
                 throw AMQP10DecodeError(.tooDeep, "described values nested deeper than \(AMQP10Limits.maximumDepth)")
             }
             let descriptor = try value(depth: depth + 1)
-            guard descriptor.unsigned != nil || { if case .symbol = descriptor { return true } else { return false } }()
-            else { throw AMQP10DecodeError(.badDescriptor, "a descriptor that is neither a ulong nor a symbol") }
+            switch descriptor {
+            case .symbol: break
+            default:
+                guard descriptor.unsigned != nil else {
+                    throw AMQP10DecodeError(.badDescriptor, "a descriptor that is neither a ulong nor a symbol")
+                }
+            }
             return .described(descriptor: descriptor, value: try value(depth: depth + 1))
         }
         return try data(code, depth: depth)

@@ -120,9 +120,11 @@ package enum FuzzEntry {
         }
     }
 
-    struct CountEvents: CodecSink {
+    /// Counts what a codec (0-9-1 or 1.0) hands up.
+    struct CountEvents: CodecSink, AMQP10Sink {
         var events = 0
         mutating func consume(_ event: CodecEvent) { events &+= 1 }
+        mutating func consume(_ event: AMQP10Event) { events &+= 1 }
     }
 
     /// An AMQP byte stream through a connection decoder in input-chosen chunk sizes, both ways, with gaps; from the
@@ -279,11 +281,6 @@ package enum FuzzEntry {
         _ = AMQP10Decoder.sections(input)
     }
 
-    struct CountEvents10: AMQP10Sink {
-        var events = 0
-        mutating func consume(_ event: AMQP10Event) { events &+= 1 }
-    }
-
     /// An AMQP 1.0 byte stream through a 1.0 decoder in input-chosen chunk sizes, both ways, with gaps, encoded as for
     /// `frameParser`; from the start and hunting (joined mid-stream). What the decoder holds stays within its bounds.
     package static func amqp10Frames(_ input: UnsafeRawBufferPointer) {
@@ -295,7 +292,7 @@ package enum FuzzEntry {
         configuration.maximumKeptBodyBytes = 1024
         for hunting in [false, true] {
             var decoder = AMQP10Decoder(configuration: configuration, hunting: hunting)
-            var sink = CountEvents10()
+            var sink = CountEvents()
             walk(body, chunk: chunk) { step in
                 switch step {
                 case .data(let bytes, let direction, let at):

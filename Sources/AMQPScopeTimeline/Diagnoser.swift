@@ -194,38 +194,47 @@ struct Diagnoser {
         } else {
             summary += "; it spoke again at \(clock(to))."
         }
-        var evidence = [Evidence(packetNumber: fromPacket, time: from, what: "last \(unit) from the \(side)")]
-        if let first = peerBeats.first, let last = peerBeats.last {
-            evidence.append(
-                Evidence(
-                    packetNumber: 0, time: first,
-                    what: "first of \(peerBeats.count) heartbeats from the \(peer) (last at \(clock(last)))"))
-        }
-        if let close {
-            evidence.append(Evidence(packetNumber: close.packet, time: close.time, what: "the \(peer) \(close.what)"))
-        }
+        let evidence = silenceEvidence(
+            side: side, from: from, fromPacket: fromPacket, peerBeats: peerBeats, beat: "heartbeats", close: close)
         var details: [String] = []
         if side == .client, story.server?.product?.lowercased().contains("rabbitmq") == true, close != nil {
             details.append(
                 "RabbitMQ's log should have: \"missed heartbeats from client, timeout: \(negotiated.heartbeat)s\"")
         }
-        if trailing {
-            let acks = record.packetsSinceLastFrame[sentBy: side]
-            if acks > 0 {
-                details.append(
-                    "the \(side)'s TCP stack still sent \(acks) packet\(acks == 1 ? "" : "s") (ACKs) after its last "
-                        + "\(unit): "
-                        + "the host was up and the socket open, but the application did not service the connection")
-            } else {
-                details.append(
-                    "the \(side) sent no TCP packet at all after its last \(unit): the host, or the network to it, may "
-                        + "have been down"
-                )
-            }
-        }
+        if trailing { details.append(afterLastFrame(side)) }
         return make(
             .missedHeartbeats, close != nil ? .error : .warning, summary, side: side, errno: errno,
             evidence: evidence, details: details)
+    }
+
+    /// A silence's evidence: the silent side's last frame, the beats its peer sent meanwhile, and the peer's close.
+    func silenceEvidence(
+        side: Side, from: Timestamp, fromPacket: Int, peerBeats: [Timestamp], beat: String,
+        close: (what: String, time: Timestamp, packet: Int)?
+    ) -> [Evidence] {
+        var evidence = [Evidence(packetNumber: fromPacket, time: from, what: "last \(unit) from the \(side)")]
+        if let first = peerBeats.first, let last = peerBeats.last {
+            evidence.append(
+                Evidence(
+                    packetNumber: 0, time: first,
+                    what: "first of \(peerBeats.count) \(beat) from the \(side.peer) (last at \(clock(last)))"))
+        }
+        if let close {
+            evidence.append(
+                Evidence(packetNumber: close.packet, time: close.time, what: "the \(side.peer) \(close.what)"))
+        }
+        return evidence
+    }
+
+    /// What a silent side's TCP stack did after its last frame: still ACKing (the application did not service the
+    /// connection), or nothing at all (host or network down).
+    func afterLastFrame(_ side: Side) -> String {
+        let acks = record.packetsSinceLastFrame[sentBy: side]
+        return acks > 0
+            ? "the \(side)'s TCP stack still sent \(acks) packet\(acks == 1 ? "" : "s") (ACKs) after its last \(unit): "
+                + "the host was up and the socket open, but the application did not service the connection"
+            : "the \(side) sent no TCP packet at all after its last \(unit): the host, or the network to it, may "
+                + "have been down"
     }
 
     // MARK: - resets and late writes

@@ -165,16 +165,8 @@ extension Diagnoser {
             summary += "; the capture ends before anyone closed the connection."
         }
         let fromPacket = from == record.lastFrameTime[sentBy: side] ? record.lastFramePacket[sentBy: side] : 0
-        var evidence = [Evidence(packetNumber: fromPacket, time: from, what: "last frame from the \(side)")]
-        if let first = empties.first, let last = empties.last {
-            evidence.append(
-                Evidence(
-                    packetNumber: 0, time: first,
-                    what: "first of \(empties.count) empty frames from the \(peer) (last at \(clock(last)))"))
-        }
-        if let close {
-            evidence.append(Evidence(packetNumber: close.packet, time: close.time, what: "the \(peer) \(close.what)"))
-        }
+        let evidence = silenceEvidence(
+            side: side, from: from, fromPacket: fromPacket, peerBeats: empties, beat: "empty frames", close: close)
         var details = [
             "idle-time-out \(timeout) ms in the \(peer)'s open: the \(side) must send a frame (an empty one at least) "
                 + "within it; peers usually allow twice that before giving up"
@@ -193,16 +185,7 @@ extension Diagnoser {
                 "the \(side) (RabbitMQ) sent no empty frame at all: its AMQP 1.0 plugin counts the peer's idle-time-out "
                     + "in whole seconds and sends nothing when it is under one second (\(advertised) ms here)")
         }
-        if trailing {
-            let acks = record.packetsSinceLastFrame[sentBy: side]
-            details.append(
-                acks > 0
-                    ? "the \(side)'s TCP stack still sent \(acks) packet\(acks == 1 ? "" : "s") (ACKs) after its last "
-                        + "frame: the host was up and the socket open, but the application did not service the "
-                        + "connection"
-                    : "the \(side) sent no TCP packet at all after its last frame: the process may have been stopped "
-                        + "or the host or network down")
-        }
+        if trailing { details.append(afterLastFrame(side)) }
         return make(
             .missedHeartbeats, close != nil ? .error : .warning, summary, side: side, errno: errno,
             evidence: evidence, details: details)
