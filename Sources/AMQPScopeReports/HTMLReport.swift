@@ -387,10 +387,7 @@ enum TimelineSVG {
             guard let side = d.side, let last = d.evidence.first?.time else { continue }
             let interval: Int64
             if let s10 = story.amqp10 {
-                // Only a silence: a side whose own timer fired while its peer spoke has no deadline of its own.
-                guard d.summary.contains("sent nothing"), let ms = s10.idleTimeOut(advertisedBy: side.peer) else {
-                    continue
-                }
+                guard let ms = s10.idleTimeOut(advertisedBy: side.peer) else { continue }
                 interval = Int64(ms) * 1_000_000
             } else if let n = story.negotiated, n.heartbeat > 0 {
                 interval = Int64(n.heartbeat) * 1_000_000_000

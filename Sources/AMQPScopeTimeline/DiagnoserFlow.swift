@@ -68,7 +68,7 @@ extension Diagnoser {
             let length = (s.to ?? end).since(s.from)
             let who =
                 s.consumerTag.map {
-                    "consumer \"\(Format10.safe($0))\"" + (s.queue.map { " of queue \"\(Format10.safe($0))\"" } ?? "")
+                    "consumer \"\($0)\"" + (s.queue.map { " of queue \"\($0)\"" } ?? "")
                 }
                 ?? "channel \(s.channel)"
             var evidence = [
@@ -114,7 +114,7 @@ extension Diagnoser {
         flow.redeliveries.filter { $0.redeliveries >= options.redeliveryLoopCount }.prefix(3).map { r in
             make(
                 .redeliveryLoop, .warning,
-                "\(Format10.safe(r.message, limit: 200)) was delivered again \(Self.plural(r.redeliveries, "time")) "
+                "\(r.message) was delivered again \(Self.plural(r.redeliveries, "time")) "
                     + "on channel \(r.channel), sent back \(Self.plural(r.requeues, "time")) with requeue, from "
                     + "\(clock(r.firstTime)) to \(clock(r.lastTime)): a message the consumer cannot process goes "
                     + "round and round.",
@@ -133,24 +133,13 @@ extension Diagnoser {
             make(
                 .unroutable, .warning,
                 "the server returned \(Self.plural(flow.returns, "mandatory publish")) it could not route "
-                    + "(\(first.replyCode) \(Format10.safe(first.replyText))): "
-                    + keys.sorted().prefix(3).map { Format10.safe($0, limit: 200) }.joined(separator: "; ")
+                    + "(\(first.replyCode) \(first.replyText)): "
+                    + keys.sorted().prefix(3).joined(separator: "; ")
                     + (keys.count > 3 ? " and \(keys.count - 3) more" : "") + ".",
                 side: .server,
                 evidence: flow.returned.prefix(3).map {
                     Evidence(packetNumber: $0.packetNumber, time: $0.time, what: "basic.return \($0.replyCode)")
                 })
         ]
-    }
-}
-
-/// Texts from the capture, made printable (the reports escape for their own markup).
-enum Format10 {
-    static func safe(_ text: String, limit: Int = 120) -> String {
-        var out = ""
-        for scalar in text.unicodeScalars.prefix(limit) {
-            out.unicodeScalars.append(scalar.value < 0x20 || scalar.value == 0x7f ? "?" : scalar)
-        }
-        return text.unicodeScalars.count > limit ? out + "…" : out
     }
 }
