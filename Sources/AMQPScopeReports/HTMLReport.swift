@@ -169,7 +169,8 @@ public enum HTMLReport {
         out += "<ol class=\"diagnoses\">"
         for d in outline.diagnoses {
             out +=
-                "<li class=\"\(d.severity.rawValue)\"><p><span class=\"sev "
+                "<li class=\"\(d.severity.rawValue)\(d.consequenceOf == nil ? "" : " consequence")\"><p>"
+                + (d.consequenceOf == nil ? "" : "then ") + "<span class=\"sev "
                 + "\(d.severity.rawValue)\">\(d.severity.rawValue)</span> "
             out += "<code>\(d.code)</code> \(HTML.escape(d.summary, limit: 3000))</p>"
             if !d.details.isEmpty {
@@ -245,7 +246,7 @@ public enum HTMLReport {
         .sev.error{background:#c62828;color:#fff}.sev.warning{background:#f0a020;color:#221}\
         .sev.info{background:#dfe6f3;color:#223}
         .proto{color:#556;font-weight:400;font-size:13px}.healthy{color:#2e7d32;font-size:13px;font-weight:400}
-        ol.diagnoses{padding-left:20px}ol.diagnoses>li{margin:6px 0}ol.diagnoses p{margin:2px 0}
+        ol.diagnoses{padding-left:20px}ol.diagnoses>li{margin:6px 0}ol.diagnoses>li.consequence{margin-left:28px;list-style:none}ol.diagnoses p{margin:2px 0}
         .evidence{color:#445;font-size:13px}.advice{color:#1b5e20;font-size:13px}.ok{color:#2e7d32}
         dl.facts{display:grid;grid-template-columns:110px 1fr;gap:2px 10px;margin:8px 0}dt{color:#667}dd{margin:0}
         figure{margin:8px 0}figcaption{font-size:12px;color:#556}.key{margin-right:12px;white-space:nowrap}

@@ -483,6 +483,7 @@ extension AnalyzeReport {
             ),
             ("details", .array(d.details.map(JSON.string))),
             ("advice", .array(d.advice.map(JSON.string))),
+            ("consequence_of", .optional(d.consequenceOf)),
         ])
     }
 }

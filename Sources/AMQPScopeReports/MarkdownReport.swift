@@ -81,13 +81,18 @@ public enum MarkdownReport {
         out += "(\(escape(outline.protocolName)))\n\n"
         if outline.healthy { out += "No problems found.\n\n" }
         for d in outline.diagnoses {
-            out += "- **\(d.severity.rawValue.uppercased()) \(d.code)**: \(escape(d.summary, limit: 3000))\n"
-            for detail in d.details { out += "  - \(escape(detail, limit: 3000))\n" }
+            // A consequence is a list item under its cause.
+            let indent = d.consequenceOf == nil ? "" : "  "
+            out +=
+                "\(indent)- \(d.consequenceOf == nil ? "" : "then ")**\(d.severity.rawValue.uppercased()) \(d.code)**: "
+                + "\(escape(d.summary, limit: 3000))\n"
+            for detail in d.details { out += "\(indent)  - \(escape(detail, limit: 3000))\n" }
             if !d.evidence.isEmpty {
                 out +=
-                    "  - evidence: " + d.evidence.map { escape(Describe.evidence($0)) }.joined(separator: "; ") + "\n"
+                    "\(indent)  - evidence: " + d.evidence.map { escape(Describe.evidence($0)) }.joined(separator: "; ")
+                    + "\n"
             }
-            for advice in d.advice { out += "  - advice: \(escape(advice, limit: 3000))\n" }
+            for advice in d.advice { out += "\(indent)  - advice: \(escape(advice, limit: 3000))\n" }
         }
         out += "\n| | |\n|---|---|\n"
         for fact in outline.facts(facts) { out += "| \(fact.label) | \(escape(fact.lines.joined(separator: " "))) |\n" }

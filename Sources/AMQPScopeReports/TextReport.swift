@@ -56,16 +56,18 @@ extension AnalyzeReport {
         // The diagnoses first, in plain words.
         if outline.healthy { out += "  no problems found\n" }
         for d in outline.diagnoses {
+            // A consequence sits under its cause: "-> " and its own lines two columns further in.
+            let (head, body) = d.consequenceOf == nil ? ("  ", "      ") : ("    -> ", "          ")
             out +=
-                "  \(severityLabel(d.severity, colour: options.colour)) \(d.code): "
+                "\(head)\(severityLabel(d.severity, colour: options.colour)) \(d.code): "
                 + "\(Format.safe(d.summary, limit: 2000))\n"
-            for detail in d.details { out += "      \(Format.safe(detail, limit: 2000))\n" }
+            for detail in d.details { out += "\(body)\(Format.safe(detail, limit: 2000))\n" }
             let evidence = d.evidence.map { e in
                 (e.packetNumber > 0 ? "#\(e.packetNumber) " : "")
                     + "\(Format.time(e.time).suffix(15)) \(Format.safe(e.what))"
             }
-            if !evidence.isEmpty { out += "      evidence: " + evidence.joined(separator: "; ") + "\n" }
-            for advice in d.advice { out += "      advice: \(advice)\n" }
+            if !evidence.isEmpty { out += "\(body)evidence: " + evidence.joined(separator: "; ") + "\n" }
+            for advice in d.advice { out += "\(body)advice: \(advice)\n" }
         }
         // Who, what was agreed, how it ended, and the details by direction.
         for fact in outline.facts(textFacts) {

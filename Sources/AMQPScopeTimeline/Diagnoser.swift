@@ -33,29 +33,72 @@ struct Diagnoser {
         out += writeAfterClose()
         out += resets()
         out += captureIncomplete()
-        return out.sorted { a, b in
+        return Self.chained(out)
+    }
+
+    /// Codes that follow from a connection-ending cause when one is found: the TCP aftermath and the messages.
+    static let consequenceCodes: Set<DiagnosisCode> = [.writeAfterClose, .reset, .abruptClose, .messagesAtRisk]
+
+    /// One chain per connection: the earliest connection-ending cause as the headline, its consequences under it
+    /// in the order they happened, each fact said once; then the other findings, worst first.
+    static func chained(_ all: [Diagnosis]) -> [Diagnosis] {
+        let byRank = all.sorted { a, b in
             if a.severity != b.severity { return a.severity > b.severity }
             return (a.code.rank, a.evidence.first?.packetNumber ?? 0) < (
                 b.code.rank, b.evidence.first?.packetNumber ?? 0
             )
         }
+        guard
+            let root = all.filter(\.endsConnection).min(by: {
+                ($0.evidence.first?.time ?? Timestamp(nanoseconds: 0)) < ($1.evidence.first?.time ?? Timestamp(nanoseconds: 0))
+            })
+        else { return byRank }
+        var consequences = all.filter { consequenceCodes.contains($0.code) }
+        // An RST or FIN the cause already tells needs no abrupt-close of its own.
+        if root.code == .missedHeartbeats || root.code == .idleTimeoutInPath {
+            consequences.removeAll { $0.code == .abruptClose }
+        }
+        // A late write told with the RST it drew and the errno leaves nothing for that reset to add.
+        let lateWrites = consequences.filter { $0.code == .writeAfterClose && $0.errno != nil }
+        consequences.removeAll { r in
+            r.code == .reset
+                && lateWrites.contains { w in
+                    w.errno == r.errno && r.evidence.allSatisfy { e in w.evidence.contains { $0.packetNumber == e.packetNumber } }
+                }
+        }
+        // In the order they happened: by the first packet each rests on.
+        consequences.sort {
+            ($0.evidence.map(\.packetNumber).filter { $0 > 0 }.min() ?? 0, $0.code.rank)
+                < ($1.evidence.map(\.packetNumber).filter { $0 > 0 }.min() ?? 0, $1.code.rank)
+        }
+        let head = root
+        var out = byRank.filter { $0 != root && !consequenceCodes.contains($0.code) }
+        let at = out.firstIndex { $0.severity < head.severity || ($0.severity == head.severity && $0.code.rank > head.code.rank) } ?? out.endIndex
+        out.insert(head, at: at)
+        for (i, var c) in consequences.enumerated() {
+            c.consequenceOf = at
+            out.insert(c, at: at + 1 + i)
+        }
+        return out
     }
 
     /// A diagnosis with the advice table's lines for its code (none for a reset that harmed nobody).
     func make(
-        _ code: DiagnosisCode, _ severity: Diagnosis.Severity, _ summary: String, side: Side?,
+        ending: Bool = false, _ code: DiagnosisCode, _ severity: Diagnosis.Severity, _ summary: String, side: Side?,
         errno: ErrnoPrediction? = nil,
         evidence: [Evidence], details: [String] = [], productHint: String? = nil
     ) -> Diagnosis {
         let harmless = (code == .reset || code == .writeAfterClose) && severity == .info
         let product = [story.client?.product, productHint].compactMap { $0 }.joined(separator: " ")
-        return Diagnosis(
+        var d = Diagnosis(
             code: code, severity: severity, summary: summary, side: side, errno: errno,
             evidence: evidence, details: details,
             advice: harmless
                 ? []
                 : AdviceTable.advice(
                     for: code, clientProduct: product.isEmpty ? nil : product, amqp10: story.amqp10 != nil))
+        d.endsConnection = ending
+        return d
     }
 
     /// "404 \"NOT_FOUND - no queue ...\"": RabbitMQ's texts start with the code's name; others get it added.
@@ -178,10 +221,9 @@ struct Diagnoser {
         var errno: ErrnoPrediction?
         if let close {
             summary += "; then the \(peer) \(close.what) at \(clock(close.time))"
-            // When that close was an RST landing on the silent side, say what its application sees next.
+            // When that close was an RST landing on the silent side: the errno (the reset under it tells it).
             if let predicted = errnoOfClose(close, by: peer) {
                 errno = predicted
-                summary += ": the \(side)'s next socket call gets \(predicted.name) (\(predicted.errno))"
             }
             summary += "."
             if let late = record.lastFrameTime[sentBy: side], late > close.time {
@@ -203,8 +245,8 @@ struct Diagnoser {
         }
         if trailing { details.append(afterLastFrame(side)) }
         return make(
-            .missedHeartbeats, close != nil ? .error : .warning, summary, side: side, errno: errno,
-            evidence: evidence, details: details)
+            ending: close != nil, .missedHeartbeats, close != nil ? .error : .warning, summary, side: side,
+            errno: errno, evidence: evidence, details: details)
     }
 
     /// A silence's evidence: the silent side's last frame, the beats its peer sent meanwhile, and the peer's close.
@@ -417,7 +459,7 @@ struct Diagnoser {
         record.keyFrames.compactMap { f in
             guard case .method(.connectionClose(let c)) = f.frame.content, c.replyCode >= 300 else { return nil }
             return make(
-                .connectionError, .error,
+                ending: true, .connectionError, .error,
                 "the \(f.direction.sender) closed the connection: "
                     + "\(Self.reply(c.replyCode, c.replyText))\(Self.cause(c.classId, c.methodId)).",
                 side: f.direction.sender,

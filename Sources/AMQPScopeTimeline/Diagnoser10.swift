@@ -136,7 +136,7 @@ extension Diagnoser {
                     + "after its last frame): the host was up and the socket open")
         }
         return make(
-            .missedHeartbeats, .error, summary, side: closer, evidence: evidence, details: details,
+            ending: true, .missedHeartbeats, .error, summary, side: closer, evidence: evidence, details: details,
             productHint: "proton")
     }
 
@@ -158,7 +158,6 @@ extension Diagnoser {
             summary += "; then the \(peer) \(close.what) at \(clock(close.time))"
             if let predicted = errnoOfClose(close, by: peer) {
                 errno = predicted
-                summary += ": the \(side)'s next socket call gets \(predicted.name) (\(predicted.errno))"
             }
             summary += "."
         } else {
@@ -187,8 +186,8 @@ extension Diagnoser {
         }
         if trailing { details.append(afterLastFrame(side)) }
         return make(
-            .missedHeartbeats, close != nil ? .error : .warning, summary, side: side, errno: errno,
-            evidence: evidence, details: details)
+            ending: close != nil, .missedHeartbeats, close != nil ? .error : .warning, summary, side: side,
+            errno: errno, evidence: evidence, details: details)
     }
 
     /// The idle timeout the peer of `side` advertised (what `side` had to honour).
@@ -205,7 +204,7 @@ extension Diagnoser {
             let who = [sasl.mechanism, sasl.user.map { "user \"\($0)\"" }].compactMap { $0 }.joined(separator: ", ")
             out.append(
                 make(
-                    .connectionError, .error,
+                    ending: true, .connectionError, .error,
                     "the server refused the client's SASL authentication\(who.isEmpty ? "" : " (\(who))"): "
                         + "sasl-outcome \(outcome.codeName) (\(outcome.code)) at \(clock(sasl.outcomeTime ?? record.firstTime)).",
                     side: .server,
@@ -225,7 +224,7 @@ extension Diagnoser {
             guard let error, !explained.contains(close.packetNumber) else { continue }
             out.append(
                 make(
-                    .connectionError, .error,
+                    ending: true, .connectionError, .error,
                     "the \(close.direction.sender) closed the connection with \(AMQP10Story.describe(error)).",
                     side: close.direction.sender,
                     evidence: [Evidence(packetNumber: close.packetNumber, time: close.time, what: "close")],

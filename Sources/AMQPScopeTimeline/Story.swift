@@ -66,6 +66,8 @@ public struct Evidence: Hashable, Sendable {
 public enum DiagnosisCode: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
     /// A side went silent past the negotiated heartbeat.
     case missedHeartbeats = "missed-heartbeats"
+    /// Something between client and server (a proxy, load balancer or NAT) closed an idle connection.
+    case idleTimeoutInPath = "idle-timeout-in-path"
     /// A side wrote after its peer had closed or reset the connection.
     case writeAfterClose = "write-after-close"
     /// An RST, with the error the receiving socket then returns.
@@ -139,6 +141,12 @@ public struct Diagnosis: Hashable, Sendable {
     public var details: [String]
     /// What to do, fitted to the client library when it is known.
     public var advice: [String]
+    /// The index, in the story's diagnoses, of the diagnosis this one follows from; nil for a cause or a
+    /// finding of its own.
+    public var consequenceOf: Int? = nil
+    /// The finding ended the connection (a silence up to the peer's close, a close with an error): its
+    /// TCP consequences are told under it.
+    package var endsConnection = false
 }
 
 /// How stories are told.
