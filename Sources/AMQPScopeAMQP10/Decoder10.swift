@@ -246,6 +246,8 @@ package struct AMQP10Decoder {
                         + "advertised in open"),
                 into: &sink)
         }
+        // A frame the capture cut before any of its body: nothing to read (capture-incomplete tells the gap).
+        if damaged && truncated && body.isEmpty && Int(header.size) > Int(header.doff) * 4 { return }
         guard !body.isEmpty else {
             emit(
                 direction, offset,
@@ -264,6 +266,8 @@ package struct AMQP10Decoder {
                 performative = .transfer(transfer)
             }
         } catch {
+            // Cut by the capture before its performative ended: the capture's fault, not the peer's.
+            if damaged { return }
             let kind = header.type == 1 ? "SASL frame" : "frame on channel \(header.channel)"
             let reason =
                 truncated

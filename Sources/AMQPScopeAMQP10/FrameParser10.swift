@@ -89,6 +89,8 @@ package struct AMQP10FrameParser {
     package private(set) var state: State
     package private(set) var pending: [UInt8] = []
     private var replay: [UInt8] = []
+    /// Where the last gap ended when a hunt began there: a segment's first byte.
+    private var gapBoundary: UInt64?
     /// Stream offset of the next byte read.
     package private(set) var offset: UInt64 = 0
     /// Large transfers are read by their prefix (their payload is not kept).
@@ -220,24 +222,22 @@ package struct AMQP10FrameParser {
                         payload: .pending)
                 }
             case .skip(let header, let start, let remaining):
+                // The rest of a frame already handed up (cut by a gap) or dropped (memory cap): passed over.
                 let n = min(remaining, available)
                 i += n
                 offset += UInt64(n)
-                if n < remaining {
-                    state = .skip(header, start: start, remaining: remaining - n)
-                } else {
-                    state = .header
-                    return Step(
-                        offset: start,
-                        output: .malformed(reason: "frame lost in a capture gap", skipped: offset - start))
-                }
+                state = n < remaining ? .skip(header, start: start, remaining: remaining - n) : .header
             }
         }
         return nil
     }
 
-    /// Bytes that never arrived: continue skipping the current frame when its size covers them, else hunt.
+    /// Bytes that never arrived (lost, or cut off by the capture's snap length). A gap is the capture's fault, never
+    /// the protocol's: the frame in flight is handed up with what was captured of it (`damaged`, read as far as it
+    /// goes), and its size carries the boundary across the missing bytes. When the gap runs past the frame's end the
+    /// hunt starts at the gap's end, where a segment (and usually a frame) began.
     package mutating func gap(_ length: UInt64, _ out: (UInt64, Parser10Output) -> Void) {
+        resumeAtGapBoundary(out)
         let end = offset + length
         defer { offset = end }
         switch state {
@@ -256,19 +256,77 @@ package struct AMQP10FrameParser {
             // A transfer whose payload is not kept: what was read of it (its performative) still reads.
             state = .tail(
                 header, start: start, remaining: Int(header.size) - 8 - pending.count - Int(length), damaged: true)
-        case .body(let header, let start, _) where length < UInt64(Int(header.size) - 8 - pending.count):
-            let remaining = Int(header.size) - 8 - pending.count - Int(length)
-            pending.removeAll(keepingCapacity: true)
-            state = .skip(header, start: start, remaining: remaining)
+        case .body(let header, let start, _), .tail(let header, let start, _, _):
+            // The frame's head, as far as it was captured; the decoder reads what it can of it.
+            let remaining = UInt64(Int(header.size)) - (offset - start)
+            handUpCut(header, start: start, out)
+            if length < remaining {
+                state = .skip(header, start: start, remaining: Int(remaining - length))
+            } else {
+                resume(afterFrameEndingAt: start + UInt64(header.size), gapEnd: end)
+            }
         case .skip(let header, let start, let remaining) where length < UInt64(remaining):
             state = .skip(header, start: start, remaining: remaining - Int(length))
-        case .header, .body, .skip, .tail:
-            if let start = unfinishedFrameStart {
-                out(start, .malformed(reason: "frame cut by a capture gap", skipped: end - start))
-            }
+        case .skip(let header, let start, _):
+            resume(afterFrameEndingAt: start + UInt64(header.size), gapEnd: end)
+        case .header:
+            // A header's first bytes, or none: the next boundary is unknown.
             pending.removeAll(keepingCapacity: true)
             state = .hunting(start: end, skipped: 0)
         }
+        if case .hunting(let start, _) = state, start == end { gapBoundary = end }
+    }
+
+    /// A frame cut by a gap, handed up with its captured bytes (after the extended header).
+    private mutating func handUpCut(_ header: Frame10Header, start: UInt64, _ out: (UInt64, Parser10Output) -> Void) {
+        pending.withUnsafeBytes { raw in
+            let skip = min(Int(header.doff) * 4 - 8, raw.count)
+            out(start, .frame(header, body: UnsafeRawBufferPointer(rebasing: raw[skip...]), truncated: true, damaged: true))
+        }
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    /// After a gap that covered the rest of a frame: in step when it ended at the frame's end, else hunting.
+    private mutating func resume(afterFrameEndingAt frameEnd: UInt64, gapEnd: UInt64) {
+        if gapEnd == frameEnd {
+            state = .header
+        } else {
+            pending.removeAll(keepingCapacity: true)
+            state = .hunting(start: gapEnd, skipped: 0)
+        }
+    }
+
+    /// A hunt that began at a gap's end (where a segment began): when what was captured there starts with a plausible
+    /// frame header, the boundary is taken and the bytes are read as frames (a snap length that keeps only each
+    /// segment's first bytes leaves no room for the chain of frames a hunt otherwise asks for).
+    private mutating func resumeAtGapBoundary(_ out: (UInt64, Parser10Output) -> Void) {
+        guard case .hunting(let start, let skipped) = state, start == gapBoundary, pending.count >= 8 else { return }
+        let plausible = pending.withUnsafeBytes { b in
+            Self.chain(b, from: 0, limit: Frame10Limits.huntingFrameSize) != .invalid && Self.strongHead(b)
+        }
+        guard plausible else { return }
+        let held = pending
+        pending = []
+        out(start, .synchronized(skipped: skipped))
+        state = .header
+        offset = start
+        held.withUnsafeBytes { bytes in
+            var cursor = 0
+            read(bytes, &cursor, out)
+        }
+        while !replay.isEmpty {
+            let bytes = replay
+            replay = []
+            var position = 0
+            bytes.withUnsafeBytes { read($0, &position, out) }
+        }
+    }
+
+    /// The bytes start with a frame whose performative descriptor was captured, or with an empty frame on channel 0.
+    static func strongHead(_ b: UnsafeRawBufferPointer) -> Bool {
+        let size: UInt32 = b.integer(at: 0)
+        if size == 8 { return b[6] == 0 && b[7] == 0 }
+        return b.count >= 11 && b[8] == 0x00 && b[9] == 0x53
     }
 
     /// Drops what is held (a memory cap was reached).

@@ -20,6 +20,9 @@ public struct Frame: Hashable, Sendable {
     public var size: UInt32
     /// What it carried.
     public var content: Content
+    /// The capture cut it short: its arguments or properties past the captured bytes are unknown (strings end in
+    /// "…", tables cut are empty, numbers cut read as 0).
+    public var cut = false
 }
 
 /// A message assembled from a content-carrying method, its content header and its body frames.
@@ -42,6 +45,9 @@ public struct Message: Hashable, Sendable {
     public var messageIDDigest: UInt64? = nil
     /// Its message-id's first 15 bytes.
     public var messageIDPrefix: String? = nil
+    /// The capture cut its method short: arguments past the captured bytes (a delivery tag after a long consumer
+    /// tag, say) are unknown.
+    public var methodCut = false
 }
 
 /// What the codec decided a connection carries.
@@ -140,6 +146,7 @@ package struct ConnectionDecoder {
         var frames = 0
         var body: [UInt8]?
         var incomplete = false
+        var methodCut = false
     }
 
     /// `fromStart`: the capture saw the connection open, so stream offset 0 is where AMQP begins.
@@ -318,10 +325,25 @@ package struct ConnectionDecoder {
         }
     }
 
+    /// A method or content header the capture cut short (a snap length, a lost segment) is decoded from what was
+    /// captured: the missing bytes are given as zeros, never taken for text or tables (see `FieldReader.captured`),
+    /// and the frame is marked `cut`. One that cannot be read says nothing: the gap is the capture's fault, and
+    /// capture-incomplete tells it.
     private mutating func decodeFrame<S: CodecSink>(
         _ header: FrameHeader, _ payload: UnsafeRawBufferPointer, damaged: Bool, offset: UInt64,
-        direction: Direction, into sink: inout S
+        direction: Direction, into sink: inout S, captured: Int = Int.max
     ) {
+        if damaged, header.type != FrameType.body.rawValue, payload.count < Int(header.size) {
+            var padded = [UInt8](repeating: 0, count: Int(header.size))
+            padded.withUnsafeMutableBytes { $0.copyMemory(from: payload) }
+            padded.withUnsafeBytes {
+                decodeFrame(
+                    header, $0, damaged: true, offset: offset, direction: direction, into: &sink,
+                    captured: payload.count)
+            }
+            return
+        }
+        let cut = captured < payload.count
         if negotiatedFrameMax != 0 && UInt64(header.size) + 8 > UInt64(negotiatedFrameMax) {
             emit(
                 direction, offset,
@@ -344,13 +366,15 @@ package struct ConnectionDecoder {
                 .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .heartbeat)),
                 into: &sink)
         case .method:
-            var reader = FieldReader(payload)
+            var reader = FieldReader(payload, captured: captured)
             let method: Method
             do throws(DecodeError) {
+                guard !cut || captured >= 4 else { return }
                 let classID = try reader.short()
                 let methodID = try reader.short()
                 method = try Method.decode(classID: classID, methodID: methodID, reader: &reader)
             } catch {
+                if cut { return }
                 let name =
                     payload.count >= 4
                     ? AMQPSpec.methodName(classID: payload.integer(at: 0), methodID: payload.integer(at: 2))
@@ -365,31 +389,43 @@ package struct ConnectionDecoder {
             let shown = configuration.showCredentials || method.classID != 10 ? method : Credentials.redacting(method)
             emit(
                 direction, offset,
-                .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .method(shown))),
+                .frame(
+                    Frame(
+                        type: header.type, channel: header.channel, size: header.size, content: .method(shown), cut: cut)),
                 into: &sink)
             follow(method, direction: direction)
             contentTracked[direction]?.insert(header.channel)
             if case .channelClose = method { dropContent(channel: header.channel) }
             if method.carriesContent {
                 let pending = PendingContent(
-                    channel: header.channel, method: method, body: configuration.keepBodies ? [] : nil)
+                    channel: header.channel, method: method, body: configuration.keepBodies ? [] : nil,
+                    incomplete: cut, methodCut: cut)
                 if let i = pendingIndex(direction, header.channel) {
-                    emit(
-                        direction, offset,
-                        .violation(
-                            "\(method.name) on channel \(header.channel) before the previous content was complete"),
-                        into: &sink)
-                    content[direction][i] = pending
+                    // Content a gap cut short was never going to complete: the capture's fault. It is handed up as
+                    // it is, so that the message is counted.
+                    if content[direction][i].incomplete {
+                        completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
+                        content[direction].append(pending)
+                    } else {
+                        emit(
+                            direction, offset,
+                            .violation(
+                                "\(method.name) on channel \(header.channel) before the previous content was complete"),
+                            into: &sink)
+                        content[direction][i] = pending
+                    }
                 } else if content[direction].count < Self.maximumPendingContents {
                     content[direction].append(pending)
                 }
             }
         case .header:
-            var reader = FieldReader(payload)
+            var reader = FieldReader(payload, captured: captured)
             let contentHeader: ContentHeader
             do throws(DecodeError) {
+                guard !cut || captured >= 12 else { return }
                 contentHeader = try ContentHeader(from: &reader, decodeProperties: configuration.decodeProperties)
             } catch {
+                if cut { return }
                 emit(
                     direction, offset,
                     .malformed(reason: "content header on channel \(header.channel): \(error.reason)", skipped: 0),
@@ -402,7 +438,7 @@ package struct ConnectionDecoder {
                 .frame(
                     Frame(
                         type: header.type, channel: header.channel, size: header.size,
-                        content: .header(contentHeader))), into: &sink)
+                        content: .header(contentHeader), cut: cut)), into: &sink)
             guard let i = pendingIndex(direction, header.channel), content[direction][i].header == nil else {
                 if isTracked(direction, header.channel) {
                     emit(
@@ -413,6 +449,7 @@ package struct ConnectionDecoder {
                 return
             }
             content[direction][i].header = contentHeader
+            if cut { content[direction][i].incomplete = true }
             if contentHeader.bodySize == 0 {
                 completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
             }
@@ -457,17 +494,18 @@ package struct ConnectionDecoder {
     ) {
         guard let i = pendingIndex(direction, channel) else { return }
         let pending = content[direction].remove(at: i)
-        guard let header = pending.header else { return }
+        // Content whose header a gap took is still a message (of unknown properties and size).
+        guard pending.header != nil || pending.incomplete else { return }
         emit(
             direction, offset,
             .message(
                 Message(
                     channel: channel,
                     method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
-                    properties: header.properties, bodySize: header.bodySize, bodyFrames: pending.frames,
-                    body: pending.body,
-                    incomplete: pending.incomplete, messageIDDigest: header.messageIDDigest,
-                    messageIDPrefix: header.messageIDPrefix)), into: &sink)
+                    properties: pending.header?.properties ?? BasicProperties(), bodySize: pending.header?.bodySize ?? 0,
+                    bodyFrames: pending.frames, body: pending.body, incomplete: pending.incomplete,
+                    messageIDDigest: pending.header?.messageIDDigest,
+                    messageIDPrefix: pending.header?.messageIDPrefix, methodCut: pending.methodCut)), into: &sink)
     }
 
     /// Follows the negotiation: frame_max from Tune-Ok (the client's final word) bounds both directions; a closed

@@ -154,6 +154,8 @@ struct FrameParser {
     private(set) var pending: [UInt8] = []
     /// Bytes after a boundary that a hunt found, to be read again as frames.
     private var replay: [UInt8] = []
+    /// Where the last gap ended when a hunt began there: a segment's first byte.
+    private var gapBoundary: UInt64?
     /// Stream offset of the next byte read.
     private(set) var offset: UInt64 = 0
     var negotiatedFrameMax: UInt32 = 0
@@ -284,26 +286,22 @@ struct FrameParser {
                 startHunting(at: offset - 1, carrying: [byte])
                 return Step(offset: start, output: .malformed(reason: Self.badEnd(byte), skipped: offset - 1 - start))
             case .skip(let header, let start, let remaining):
+                // The rest of a frame already handed up (cut by a gap) or dropped (memory cap): passed over.
                 let n = min(remaining, available)
                 i += n
                 offset += UInt64(n)
-                if n < remaining {
-                    state = .skip(header, start: start, remaining: remaining - n)
-                } else {
-                    state = .frameHeader
-                    return Step(
-                        offset: start,
-                        output: .malformed(
-                            reason: "\(Self.typeName(header.type)) frame lost in a capture gap", skipped: offset - start
-                        ))
-                }
+                state = n < remaining ? .skip(header, start: start, remaining: remaining - n) : .frameHeader
             }
         }
         return nil
     }
 
-    /// Bytes that never arrived: continue inside the current frame when its size covers them, else hunt.
+    /// Bytes that never arrived (lost, or cut off by the capture's snap length). A gap is the capture's fault, never
+    /// the protocol's: the frame in flight is handed up with what was captured of it (`damaged`), and its size from
+    /// its header carries the frame boundary across the missing bytes. Only when the gap runs past the frame's end is
+    /// the next boundary unknown; the hunt then starts at the gap's end, where a segment (and usually a frame) began.
     mutating func gap(_ length: UInt64, _ out: (UInt64, ParserOutput) -> Void) {
+        resumeAtGapBoundary(out)
         let end = offset + length
         defer { offset = end }
         switch state {
@@ -317,17 +315,86 @@ struct FrameParser {
             startHunting(at: end, carrying: [])
         case .body(let header, let start, let remaining, _) where length < UInt64(remaining):
             state = .body(header, start: start, remaining: remaining - Int(length), damaged: true)
-        case .payload(let header, let start) where length < UInt64(Int(header.size) + 1 - pending.count):
-            let remaining = Int(header.size) + 1 - pending.count - Int(length)
+        case .body(let header, let start, let remaining, _) where length == UInt64(remaining):
+            state = .bodyEnd(header, start: start, damaged: true)
+        case .body(let header, let start, let remaining, _):
+            out(start, .frame(header, payload: .empty, damaged: true))
+            resume(afterFrameEndingAt: start + 8 + UInt64(header.size), gapEnd: end)
+        case .bodyEnd(let header, let start, _):
+            out(start, .frame(header, payload: .empty, damaged: true))
+            resume(afterFrameEndingAt: start + 8 + UInt64(header.size), gapEnd: end)
+        case .payload(let header, let start):
+            let remaining = UInt64(Int(header.size) + 1 - pending.count)
+            // What was captured of the payload, without its end byte (which may be among the captured bytes).
+            let captured = min(pending.count, Int(header.size))
+            pending.withUnsafeBytes { out(start, .frame(header, payload: UnsafeRawBufferPointer(rebasing: $0[..<captured]), damaged: true)) }
             pending.removeAll(keepingCapacity: true)
-            state = .skip(header, start: start, remaining: remaining)
+            if length < remaining {
+                state = .skip(header, start: start, remaining: Int(remaining - length))
+            } else {
+                resume(afterFrameEndingAt: start + 8 + UInt64(header.size), gapEnd: end)
+            }
         case .skip(let header, let start, let remaining) where length < UInt64(remaining):
             state = .skip(header, start: start, remaining: remaining - Int(length))
-        case .frameHeader, .payload, .body, .bodyEnd, .skip:
-            if let start = unfinishedFrameStart {
-                out(start, .malformed(reason: "frame cut by a capture gap", skipped: end - start))
-            }
+        case .skip(let header, let start, let remaining):
+            resume(afterFrameEndingAt: start + 8 + UInt64(header.size), gapEnd: end)
+        case .frameHeader:
+            // A header's first bytes, or none: the next boundary is unknown.
             startHunting(at: end, carrying: [])
+        }
+        if case .hunting(let start, _) = state, start == end { gapBoundary = end }
+    }
+
+    /// After a gap that covered the rest of a frame: in step when the gap ended exactly at the frame's end, else
+    /// hunting from the gap's end.
+    private mutating func resume(afterFrameEndingAt frameEnd: UInt64, gapEnd: UInt64) {
+        if gapEnd == frameEnd {
+            state = .frameHeader
+        } else {
+            startHunting(at: gapEnd, carrying: [])
+        }
+    }
+
+    /// A hunt that began at a gap's end (where a segment began) and holds what was captured there: when those bytes
+    /// start with a plausible frame header, the boundary is taken and they are read as frames, so that the frame cut
+    /// by the next gap is handed up with its captured head. (A snap length that keeps only each segment's first
+    /// bytes leaves no room for the chain of frames a hunt otherwise asks for.)
+    private mutating func resumeAtGapBoundary(_ out: (UInt64, ParserOutput) -> Void) {
+        guard case .hunting(let start, let skipped) = state, start == gapBoundary, pending.count >= 7 else { return }
+        let plausible = pending.withUnsafeBytes { Self.plausibleHead($0, limit: maximumFrameSize) }
+        guard plausible else { return }
+        let held = pending
+        pending = []
+        out(start, .synchronized(skipped: skipped))
+        state = .frameHeader
+        offset = start
+        held.withUnsafeBytes { bytes in
+            var cursor = 0
+            read(bytes, &cursor, out)
+        }
+        while !replay.isEmpty {
+            let bytes = replay
+            replay = []
+            var position = 0
+            bytes.withUnsafeBytes { read($0, &position, out) }
+        }
+    }
+
+    /// A frame header at the start of `b` that a sender could have written there: a known type within the size
+    /// limit, a heartbeat on channel 0, a method of a known class and method, a content header of a known class, a
+    /// body on a channel other than 0.
+    static func plausibleHead(_ b: UnsafeRawBufferPointer, limit: UInt32) -> Bool {
+        let header = readHeader(UnsafeRawBufferPointer(rebasing: b[0..<7]))
+        guard let type = FrameType(rawValue: header.type), header.size <= limit else { return false }
+        switch type {
+        case .heartbeat: return header.size == 0 && header.channel == 0
+        case .method:
+            guard header.size >= 4, b.count >= 11 else { return false }
+            return AMQPSpec.descriptor(classID: b.integer(at: 7), methodID: b.integer(at: 9)) != nil
+        case .header:
+            guard header.size >= 14, header.channel != 0, b.count >= 9 else { return false }
+            return AMQPSpec.isKnownClass(b.integer(at: 7))
+        case .body: return header.channel != 0
         }
     }
 

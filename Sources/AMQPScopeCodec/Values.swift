@@ -214,10 +214,19 @@ package struct FieldReader {
     let bytes: UnsafeRawBufferPointer
     package private(set) var position: Int
     var depth = 0
+    /// For a frame the capture cut short (its missing bytes given as zeros): where the captured bytes end. Strings
+    /// keep only their captured part and tables reaching past it are read as empty, so no zero is taken for data.
+    var captured = Int.max
 
     package init(_ bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
         self.position = 0
+    }
+
+    /// A reader of a payload cut by the capture after `captured` bytes, the rest given as zeros in `bytes`.
+    package init(_ bytes: UnsafeRawBufferPointer, captured: Int) {
+        self.init(bytes)
+        self.captured = captured
     }
 
     package var remaining: Int { bytes.count - position }
@@ -249,7 +258,9 @@ package struct FieldReader {
     package mutating func shortString() throws(DecodeError) -> String {
         let length = Int(try octet())
         let at = try take(length, "short string")
-        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<at + length]), as: UTF8.self)
+        let kept = min(length, max(0, captured - at))
+        let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<at + kept]), as: UTF8.self)
+        return kept < length ? text + "…" : text
     }
 
     package mutating func rawBytes(_ length: Int, _ what: StaticString) throws(DecodeError) -> [UInt8] {
@@ -262,7 +273,9 @@ package struct FieldReader {
         guard let count = Int(exactly: length), count <= remaining else {
             throw DecodeError(.truncated, "long string of \(length) bytes, \(remaining) left")
         }
-        return LongString(try rawBytes(count, "long string"))
+        let at = position
+        let bytes = try rawBytes(count, "long string")
+        return LongString(Array(bytes.prefix(max(0, captured - at))))
     }
 
     package mutating func table() throws(DecodeError) -> FieldTable {
@@ -287,6 +300,7 @@ package struct FieldReader {
             throw DecodeError(.tooDeep, "\(what)s nested deeper than \(FieldLimits.maximumDepth)")
         }
         let at = try take(count, what)
+        if at + count > captured { return }  // cut by the capture: its entries are unknown
         var inner = FieldReader(UnsafeRawBufferPointer(rebasing: bytes[at..<at + count]))
         inner.depth = depth + 1
         var entries = 0

@@ -246,6 +246,9 @@ public struct IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible
     /// It is an IPv6 address.
     public var isIPv6: Bool
 
+    /// 127.0.0.0/8 or ::1.
+    public var isLoopback: Bool { isIPv6 ? high == 0 && low == 1 : low >> 24 == 127 }
+
     /// An IPv4 address.
     public init(ipv4: UInt32) {
         high = 0

@@ -46,6 +46,10 @@ package enum Describe {
 
     /// A frame: method description, content header summary, body size or "heartbeat".
     package static func frame(_ frame: Frame) -> String {
+        frame.cut ? whole(frame) + " (cut by the capture: the rest unknown)" : whole(frame)
+    }
+
+    static func whole(_ frame: Frame) -> String {
         switch frame.content {
         case .method(let m): return method(m)
         case .header(let h):

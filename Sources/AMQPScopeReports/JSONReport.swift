@@ -247,6 +247,15 @@ extension AnalyzeReport {
             ("server", .string(r.info.server.description)),
             ("protocol", .string(protocolName(r.verdict))),
             ("tls", r.tls.map(tlsJSON) ?? .null),
+            (
+                "fallback",
+                r.fallback.map { f in
+                    .object([
+                        ("connection", .int(f.connection.rawValue)), ("server", .string(f.server.description)),
+                        ("after_us", .int(f.after / 1000)),
+                    ])
+                } ?? .null
+            ),
             ("negotiated", negotiated),
             ("client_properties", story.client.map { Describe.json($0.table) } ?? .null),
             ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),

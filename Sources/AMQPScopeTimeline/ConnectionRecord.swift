@@ -24,6 +24,10 @@ public struct DirectionCounters: Hashable, Sendable {
     public var gaps = 0
     /// Bytes in those holes.
     public var gapBytes: UInt64 = 0
+    /// Of those gaps, the ones left by the capture's snap length (packets captured shorter than they were).
+    public var snapCuts = 0
+    /// Their bytes.
+    public var snapCutBytes: UInt64 = 0
     /// Retransmissions whose bytes differed from the first copy.
     public var overlapConflicts = 0
     /// TCP keepalive probes.
@@ -281,6 +285,10 @@ public struct ConnectionRecord: Sendable {
     public var packetsSinceLastFrame = PerDirection(repeating: 0)
     /// The TLS layer's summary, when the connection is TLS.
     public var tls: TLSSummary?
+    /// A refused attempt (an RST answering the SYN) that the same client followed within a second with a connection
+    /// to the same port that the server accepted: an address fallback (happy eyeballs, or trying each address a
+    /// name resolves to).
+    public var fallback: Fallback?
     /// The collapsed timeline: key events as they happened, routine traffic folded into runs between them.
     public var timeline: [TimelineEntry] = []
     /// Timeline entries past the bound, only counted.
@@ -506,4 +514,14 @@ public struct HeartbeatOverdue: Sendable {
 final class FlowRecordBox: Sendable {
     let value: FlowRecord
     init(_ value: FlowRecord) { self.value = value }
+}
+
+/// The connection a refused attempt fell back to.
+public struct Fallback: Hashable, Sendable {
+    /// The connection that was accepted.
+    public var connection: ConnectionID
+    /// The server endpoint it reached.
+    public var server: Endpoint
+    /// How long after the refusal its SYN left (nanoseconds).
+    public var after: Int64
 }

@@ -293,6 +293,19 @@ struct Diagnoser {
             let errno = ResetErrno.predict(info.receiverState)
             let evidence = [Evidence(packetNumber: m.packetNumber, time: m.time, what: "RST from the \(sender)")]
             let afterCleanClose = cleanlyClosedAt.map { $0 <= m.time } ?? false
+            if let errno, let fallback = record.fallback, info.receiverState == .synSent {
+                out.append(
+                    make(
+                        .reset, .info,
+                        "the \(sender) refused the connection to \(record.info.server) (an RST to the SYN: "
+                            + "\(errno.name) (\(errno.errno)) in the client), and the client connected to "
+                            + "\(fallback.server) \((fallback.after + 50_000) / 1_000_000).\((fallback.after + 50_000) / 100_000 % 10) ms later (connection "
+                            + "\(fallback.connection.rawValue)), which the server accepted: an address fallback (happy "
+                            + "eyeballs, or a client trying each address of a name), harmless.",
+                        side: receiver, errno: errno, evidence: evidence,
+                        details: ["rule: " + errno.rule]))
+                continue
+            }
             if let errno, !afterCleanClose {
                 out.append(
                     make(
@@ -561,7 +574,15 @@ struct Diagnoser {
             reasons.append("the capture joined the connection after it opened (no handshake\(negotiation))")
         }
         for d in Direction.allCases where record.counters[d].gaps > 0 {
-            reasons.append("\(record.counters[d].gapBytes) bytes \(d) never captured (\(record.counters[d].gaps) gaps)")
+            let k = record.counters[d]
+            if k.snapCuts > 0 {
+                reasons.append(
+                    "\(k.snapCutBytes) bytes \(d) cut off by the capture's snap length (\(k.snapCuts) packet"
+                        + "\(k.snapCuts == 1 ? "" : "s"))")
+            }
+            if k.gaps > k.snapCuts {
+                reasons.append("\(k.gapBytes - k.snapCutBytes) bytes \(d) never captured (\(k.gaps - k.snapCuts) gaps)")
+            }
         }
         for m in record.moments.prefix(200) {
             if case .gap(let length, let reason) = m.kind, evidence.count < 5 {
@@ -570,10 +591,12 @@ struct Diagnoser {
             }
         }
         guard !reasons.isEmpty else { return [] }
+        let cut = Direction.allCases.contains { record.counters[$0].snapCuts > 0 }
         return [
             make(
                 .captureIncomplete, .info,
-                "part of the story is not in the capture: " + reasons.joined(separator: "; ") + ".",
+                "part of the story is not in the capture: " + reasons.joined(separator: "; ") + "."
+                    + (cut ? " Every frame whose header was captured is decoded as far as its captured bytes go." : ""),
                 side: nil, evidence: evidence)
         ]
     }

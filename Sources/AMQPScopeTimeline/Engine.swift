@@ -285,6 +285,16 @@ struct EngineState: StreamSink {
     /// What all decoders hold together (kept up to date around every call into a decoder).
     var totalHeld = 0
     var ended: [ConnectionRecord] = []
+    /// Refused attempts, held for up to `fallbackWindow` of capture time to see whether the client then connected
+    /// elsewhere to the same port (bounded: only the refusals of the last second).
+    var refusals: [ConnectionRecord] = []
+    /// Connections whose SYN was seen in the last seconds (a refusal ends, and waits here, only once its connection
+    /// is done with): whether the server accepted them (nil while open: their builder tells).
+    var recentOpens: [(info: ConnectionInfo, time: Timestamp, accepted: Bool?)] = []
+    /// `recentOpens` is pruned of what is older than two windows when it reaches this size.
+    var pruneOpensAt = 64
+    /// How soon after a refusal an accepted connection counts as its fallback.
+    static let fallbackWindow: Int64 = 1_000_000_000
     /// Timeline entries made since the last `takeLiveEntries()` (live capture only).
     var live: [(ConnectionInfo, TimelineEntry)] = []
 
@@ -310,8 +320,10 @@ struct EngineState: StreamSink {
     }
 
     mutating func consume(_ event: StreamEvent) {
+        if !refusals.isEmpty { releaseRefusals(now: event.time) }
         if case .opened(let info) = event.kind {
             open(info, event)
+            if info.opening == .handshake { noteOpen(info, event.time) }
             return
         }
         guard let s = slot(of: event.connection) else { return }
@@ -370,7 +382,68 @@ struct EngineState: StreamSink {
         entry.builder.summarizeFlow(ended: true)
         entry.builder.closeRuns()
         entry.builder.moveFresh(to: &live)
-        ended.append(entry.builder.record)
+        let record = entry.builder.record
+        if let i = recentOpens.firstIndex(where: { $0.info.id == record.info.id }) {
+            recentOpens[i].accepted = Self.accepted(record)
+        }
+        if Self.refused(record) {
+            refusals.append(record)
+        } else {
+            ended.append(record)
+        }
+    }
+
+    mutating func noteOpen(_ info: ConnectionInfo, _ time: Timestamp) {
+        recentOpens.append((info, time, nil))
+        if recentOpens.count >= pruneOpensAt {
+            let oldest = refusals.first?.firstTime ?? time
+            recentOpens.removeAll { oldest.since($0.time) > 0 && time.since($0.time) > 2 * Self.fallbackWindow }
+            pruneOpensAt = max(64, recentOpens.count * 2)
+        }
+    }
+
+    /// The server answered the client's SYN with an RST: the attempt was refused (ECONNREFUSED).
+    static func refused(_ r: ConnectionRecord) -> Bool {
+        r.info.opening == .handshake && r.counters.clientToServer.payloadBytes == 0
+            && r.moments.contains { m in
+                if case .reset(let info) = m.kind { return m.direction == .serverToClient && info.receiverState == .synSent }
+                return false
+            }
+    }
+
+    static func accepted(_ r: ConnectionRecord) -> Bool {
+        r.moments.contains { $0.kind == .synAck && $0.direction == .serverToClient }
+    }
+
+    /// Two client addresses that may be the same host: equal, both loopback, or of different families (a client
+    /// falling back from IPv6 to IPv4, whose two addresses the packets cannot tie together).
+    static func sameHost(_ a: IPAddress, _ b: IPAddress) -> Bool {
+        a == b || (a.isLoopback && b.isLoopback) || a.isIPv6 != b.isIPv6
+    }
+
+    /// Hands on the refusals whose window has passed (all of them with `now` nil: the capture is over), each with the
+    /// accepted connection it fell back to, if any.
+    mutating func releaseRefusals(now: Timestamp?) {
+        while let first = refusals.first {
+            // The RST, not the record's end (which reassembly may call later).
+            let refusedAt = first.moments.first { if case .reset = $0.kind { return true } else { return false } }?.time ?? first.lastTime
+            if let now, now.since(refusedAt) <= Self.fallbackWindow { break }
+            var record = refusals.removeFirst()
+            let candidate = recentOpens.first { open in
+                open.info.id != record.info.id && open.info.server.port == record.info.server.port
+                    && open.time >= record.firstTime && open.time.since(refusedAt) <= Self.fallbackWindow
+                    && Self.sameHost(open.info.client.address, record.info.client.address)
+                    && (open.accepted ?? slot(of: open.info.id).flatMap { entries[$0] }.map {
+                        Self.accepted($0.builder.record)
+                    } ?? false)
+            }
+            if let candidate {
+                record.fallback = Fallback(
+                    connection: candidate.info.id, server: candidate.info.server,
+                    after: candidate.time.since(refusedAt))
+            }
+            ended.append(record)
+        }
     }
 }
 
@@ -428,6 +501,7 @@ public struct Engine {
     /// Ends idle connections as of `now` (live capture calls this on a timer).
     public mutating func tick(now: Timestamp) {
         reassembler.evictIdle(now: now, into: &state)
+        if !state.refusals.isEmpty { state.releaseRefusals(now: now) }
     }
 
     /// Ends every connection still open (the capture is over).
@@ -438,6 +512,7 @@ public struct Engine {
             if let slot = state.slot(of: summary.info.id) { state.entries[slot]?.builder.absorb(summary) }
         }
         reassembler.finish(at: end, into: &state)
+        state.releaseRefusals(now: nil)
         counts.evictedConnections = reassembler.evictedForCap
     }
 

@@ -642,9 +642,10 @@ struct FlowTracker {
             let c = channelIndex(message.channel)
             let consumer = channels[c].consumers.firstIndex { $0.tag == d.consumerTag }
             let queue = consumer.map { channels[c].consumers[$0].queue }
+            // A delivery whose tag the capture cut off is counted, not followed: its ack cannot be matched.
             delivered(
                 channel: c, tag: d.deliveryTag, redelivered: d.redelivered, consumer: consumer, queue: queue,
-                noAck: consumer.map { channels[c].consumers[$0].noAck } ?? false,
+                noAck: message.methodCut || (consumer.map { channels[c].consumers[$0].noAck } ?? false),
                 identity: message.messageIDDigest, label: message.messageIDPrefix, time: time, packet: packet)
         case .basicGetOk(let g):
             let c = channelIndex(message.channel)

@@ -75,9 +75,13 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
 
     mutating func moment(_ kind: TCPMoment.Kind, _ event: StreamEvent) {
         switch kind {
-        case .gap(let length, _):
+        case .gap(let length, let reason):
             record.counters[event.direction].gaps += 1
             record.counters[event.direction].gapBytes += length
+            if reason == .notCaptured {
+                record.counters[event.direction].snapCuts += 1
+                record.counters[event.direction].snapCutBytes += length
+            }
         case .overlapConflict:
             record.counters[event.direction].overlapConflicts += 1
         default: break

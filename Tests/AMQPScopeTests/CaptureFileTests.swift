@@ -171,7 +171,9 @@ import Testing
             #expect(fm.fileExists(atPath: Paths.externalCaptures.appendingPathComponent(name).path), "\(name)")
         }
         for path in Paths.recordedCaptures {
-            let truth = String(path.dropLast(".pcap".count)) + ".truth.json"
+            // An uncut twin (NAME.full.pcap, recorded beside a snap-length-cut NAME.pcap) shares NAME's truth.
+            let base = path.hasSuffix(".full.pcap") ? String(path.dropLast(".full.pcap".count)) + ".pcap" : path
+            let truth = String(base.dropLast(".pcap".count)) + ".truth.json"
             #expect(fm.fileExists(atPath: truth), "\(truth)")
         }
         #expect(fm.fileExists(atPath: Paths.spec.path))

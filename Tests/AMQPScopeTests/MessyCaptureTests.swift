@@ -1,0 +1,132 @@
+// Messy real captures: packets cut by a snap length, a refused attempt before a fallback.
+import Foundation
+import Testing
+
+@testable import AMQPScope
+
+/// A classic pcap file with every packet cut to `snaplen` captured bytes, as `tcpdump -s SNAPLEN` writes it: the
+/// record headers keep each packet's original length.
+func cutToSnapLength(_ bytes: [UInt8], _ snaplen: Int) -> [UInt8] {
+    let little = bytes[0] == 0xd4  // a4 b2 c3 d4 in the file's byte order
+    func u32(_ at: Int) -> Int {
+        let b = bytes[at..<at + 4].map(Int.init)
+        return little ? b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24 : b[3] | b[2] << 8 | b[1] << 16 | b[0] << 24
+    }
+    func put(_ value: Int, _ out: inout [UInt8]) {
+        let b = [value & 0xff, value >> 8 & 0xff, value >> 16 & 0xff, value >> 24 & 0xff].map(UInt8.init)
+        out += little ? b : b.reversed()
+    }
+    var out = Array(bytes[0..<16])
+    put(snaplen, &out)
+    out += bytes[20..<24]
+    var at = 24
+    while at + 16 <= bytes.count {
+        let caplen = u32(at + 8)
+        out += bytes[at..<at + 8]
+        put(min(caplen, snaplen), &out)
+        out += bytes[at + 12..<at + 16]
+        out += bytes[at + 16..<at + 16 + min(caplen, snaplen)]
+        at += 16 + caplen
+    }
+    return out
+}
+
+private func analyzeBytes(_ name: String, _ bytes: [UInt8]) -> [Story] {
+    Analysis.analyzeFile(Paths.temporaryFile(name, bytes)).records.map { Story($0) }
+}
+
+private func codes(_ stories: [Story]) -> Set<String> {
+    Set(stories.flatMap { s in s.diagnoses.map { "\(s.record.info.client.port) \($0.code)" } })
+}
+
+@Suite("Messy captures") struct MessyCaptureTests {
+    static var classicPcaps: [String] {
+        (Paths.recordedCaptures + Paths.amqp10Captures).filter { path in
+            path.hasSuffix(".pcap") && !path.hasSuffix(".full.pcap")
+                && (try? Data(contentsOf: URL(fileURLWithPath: path)).prefix(4)).map {
+                    [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0xc3, 0xd4]].contains(Array($0))
+                } == true
+        }
+    }
+
+    /// Cut to 96 bytes, as `tcpdump -s 96` would have written it: no protocol-violation, no abrupt-close the whole
+    /// capture does not have, and the 0-9-1 stories keep their causes (the heartbeat silence, an error close).
+    @Test(arguments: classicPcaps)
+    func cutToNinetySixBytes(path: String) throws {
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        let whole = Analysis.analyzeFile(path).records.map { Story($0) }
+        let cut = analyzeBytes("cut-\(name)", cutToSnapLength(Array(try Data(contentsOf: URL(fileURLWithPath: path))), 96))
+        #expect(cut.count == whole.count)
+        let cutCodes = codes(cut)
+        #expect(!cutCodes.contains { $0.hasSuffix(" protocol-violation") }, "\(name): \(cutCodes)")
+        let abrupt = cutCodes.filter { $0.hasSuffix(" abrupt-close") }
+        #expect(abrupt.isSubset(of: codes(whole)), "\(name): \(abrupt)")
+        // 0-9-1 in the clear (TLS records cut short cannot be decrypted or measured).
+        for (w, c) in zip(whole, cut) where w.amqp10 == nil && w.record.tls == nil {
+            for code in [DiagnosisCode.missedHeartbeats, .connectionError, .channelError] {
+                let before = w.diagnoses.filter { $0.code == code }
+                let after = c.diagnoses.filter { $0.code == code }
+                #expect(before.count == after.count, "\(name) \(code)")
+                // The silence is measured from the same packets.
+                if code == .missedHeartbeats {
+                    #expect(before.map(\.evidence) == after.map(\.evidence), "\(name)")
+                }
+            }
+            // No new warning or error: what the cut hides is lost, but nothing is made up.
+            let raised = Set(c.diagnoses.filter { $0.severity > .info }.map(\.code))
+            let had = Set(w.diagnoses.filter { $0.severity > .info }.map(\.code))
+            #expect(raised.isSubset(of: had), "\(name): \(raised.subtracting(had))")
+        }
+    }
+
+    /// The real `tcpdump -s 96` recording: the clean close it holds is told, nothing else but the cut.
+    @Test func recordedSnapLengthCapture() throws {
+        let truth = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Paths.captures.appendingPathComponent("clean-close-s96.truth.json"))) as! [String: Any]
+        let expect = truth["expect"] as! [String: Any]
+        #expect((expect["close"] as? [String: Any])?["initiated_by"] as? String == "client")
+        let stories = Analysis.analyzeFile(Paths.captures.appendingPathComponent("clean-close-s96.pcap").path).records
+            .map { Story($0) }
+        let s = try #require(stories.first { $0.record.isAMQP })
+        #expect(s.diagnoses.allSatisfy { $0.severity == .info }, "\(s.diagnoses.map(\.summary))")
+        #expect(s.diagnoses.contains { $0.code == .captureIncomplete && $0.summary.contains("snap length") })
+        #expect(s.ending.hasPrefix("Connection.Close 200 REPLY_SUCCESS from the client"), "\(s.ending)")
+        #expect(s.record.keyFrames.contains { $0.frame.cut }, "cut frames are marked")
+        #expect(s.record.flow?.publishes == (expect["published"] as? [Any])?.count ?? 10)
+    }
+
+    /// pika tried [::1]:5672 (refused: RST to its SYN) and connected to 127.0.0.1 a millisecond later.
+    @Test func refusalThenFallbackIsInfo() throws {
+        let truth = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Paths.captures.appendingPathComponent("refused-then-connected.truth.json")))
+            as! [String: Any]
+        let expect = truth["expect"] as! [String: Any]
+        let refused = try #require((expect["refused_attempts"] as? [[String: Any]])?.first)
+        let refusedPort = try #require(refused["client_port"] as? Int)
+        let goodPort = try #require(((expect["connections"] as? [String: Any])?["client_ports"] as? [Int])?.first)
+        let stories = Analysis.analyzeFile(Paths.captures.appendingPathComponent("refused-then-connected.pcap").path)
+            .records.map { Story($0) }
+        let attempt = try #require(stories.first { Int($0.record.info.client.port) == refusedPort })
+        let good = try #require(stories.first { Int($0.record.info.client.port) == goodPort })
+        #expect(attempt.record.fallback?.connection == good.record.info.id)
+        let reset = try #require(attempt.diagnoses.first { $0.code == .reset })
+        #expect(reset.severity == .info && reset.errno?.errno == 111, "\(reset.summary)")
+        #expect(stories.flatMap(\.diagnoses).allSatisfy { $0.severity == .info })
+    }
+
+    /// Without the fallback the same refusal is an error: a client that could not connect at all.
+    @Test func refusalAloneIsAnError() throws {
+        let bytes = Array(try Data(contentsOf: Paths.captures.appendingPathComponent("refused-then-connected.pcap")))
+        // Only the first two packets: the SYN and the RST.
+        var out = Array(bytes[0..<24])
+        var at = 24
+        for _ in 0..<2 {
+            let caplen = Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16
+            out += bytes[at..<at + 16 + caplen]
+            at += 16 + caplen
+        }
+        let s = try #require(analyzeBytes("refused-alone.pcap", out).first)
+        #expect(s.record.fallback == nil)
+        #expect(s.diagnoses.first { $0.code == .reset }?.severity == .error)
+    }
+}
