@@ -295,6 +295,59 @@ class Recorder:
 
         io_services_utils._AsyncTransportBase._sigint_safe_send = staticmethod(send)
 
+    def trace_connect_attempts(self):
+        """Record every TCP connect() pika's connection workflow makes (client.connect_attempts, in order): the
+        address tried, the local address and port of the socket (getsockname() once connect() was called: the
+        kernel keeps the port of a refused socket until it is closed), the epoch before connect() and when pika
+        got the result, and the result: "connected", or the OSError (errno) pika's _AsyncSocketConnector
+        reported (from connect() itself or from SO_ERROR once the socket was writable)."""
+        rec = self
+        self.data["connect_attempts"] = []
+        cls = io_services_utils._AsyncSocketConnector
+        orig_start, orig_done = cls._start_async, cls._report_completion
+
+        def local_of(connector, attempt):
+            if attempt.get("client_port") is None:
+                try:
+                    name = connector._sock.getsockname()
+                    attempt["client_addr"], attempt["client_port"] = name[0], name[1]
+                except OSError as e:
+                    attempt["getsockname_error"] = repr(e)
+
+        def start_async(connector):
+            addr = connector._addr
+            attempt = {"t_connect": round(now(), 6), "family": connector._sock.family.name,
+                       "address": addr[0], "port": addr[1], "client_addr": None, "client_port": None}
+            connector._amqpscope_attempt = attempt
+            with rec.lock:
+                rec.data["connect_attempts"].append(attempt)
+            try:
+                return orig_start(connector)
+            finally:
+                local_of(connector, attempt)
+
+        def report_completion(connector, result):
+            attempt = getattr(connector, "_amqpscope_attempt", None)
+            if attempt is not None:
+                local_of(connector, attempt)
+                t = now()
+                attempt["t_result"] = round(t, 6)
+                attempt["time_connect"] = iso(attempt["t_connect"])
+                attempt["time_result"] = iso(t)
+                if result is None:
+                    attempt["result"] = "connected"
+                else:
+                    attempt["result"] = "failed"
+                    attempt["error"] = {"class": type(result).__name__, "message": str(result),
+                                        **(errno_info(result) or {})}
+                attempt["source"] = ("pika _AsyncSocketConnector hooks: _start_async (non-blocking connect()), "
+                                     "_report_completion (its result: SO_ERROR once writable, or connect()'s own "
+                                     "error); ports from the socket's getsockname()")
+            return orig_done(connector, result)
+
+        cls._start_async = start_async
+        cls._report_completion = report_completion
+
     def _frame(self, port, direction, ftype, channel, detail):
         t = now()
         with self.lock:
@@ -342,21 +395,27 @@ class Recorder:
             ctx.keylog_filename = tls["keylog"]
         return ctx
 
-    def connect(self, label="conn", tls=None, **params):
+    def connect(self, label="conn", tls=None, hosts=None, port=None, **params):
         """Open a BlockingConnection to the private broker, recording it. With tls (see tls_context), over
-        TLS to TLS_PORT through pika.SSLOptions."""
+        TLS to TLS_PORT through pika.SSLOptions. hosts: a list of addresses, one pika.ConnectionParameters
+        each, that pika tries in order (default [HOST]); port: another port than the broker's (a proxy)."""
         params.setdefault("heartbeat", 2)
-        port = PORT
+        port = port or PORT
         shown = {k: v for k, v in params.items()}
         if tls:
             port = TLS_PORT
             params["ssl_options"] = pika.SSLOptions(self.tls_context(tls), server_hostname=TLS_SNI)
             shown["tls"] = dict(tls, sni=TLS_SNI)
             self.data["broker_address"] = "%s:%d" % (HOST, port)
-        p = pika.ConnectionParameters(host=HOST, port=port, connection_attempts=1, socket_timeout=5,
-                                      client_properties={"connection_name": "amqpscope-" + label}, **params)
+        if hosts:
+            shown["hosts"] = list(hosts)
+        if not tls and (hosts or port != PORT):
+            shown["port"] = port
+        p = [pika.ConnectionParameters(host=h, port=port, connection_attempts=1, socket_timeout=5,
+                                       client_properties={"connection_name": "amqpscope-" + label}, **params)
+             for h in (hosts or [HOST])]
         self.event("connect", connection=label, params=shown)
-        conn = pika.BlockingConnection(p)
+        conn = pika.BlockingConnection(p if hosts else p[0])
         info = self.connection_info(conn, label)
         self.event("connected", connection=label, client_port=info.get("client_port"))
         return conn

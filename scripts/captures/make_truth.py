@@ -8,6 +8,9 @@ Inputs (all written by scripts/record-captures):
   --pcap, --tcpdump-stderr             the capture file and tcpdump's own statistics
   --amqp-port, --keylog                the broker's port; for TLS captures (port 5671) the client's NSS
                                        key log, with which tshark decrypts the capture
+  --proxy-port                         haproxy-idle: the proxy's port (a second AMQP port on the capture)
+  --full-twin, --snaplen               clean-close-s96: the -s 0 twin of the cut capture, which tshark decodes
+  --broker-log-format                  missed-heartbeats-jsonlog: json (RabbitMQ's JSON log formatter)
 
 Sections of the output:
   client, broker_log, broker    ground truth as the two programs recorded it
@@ -39,9 +42,23 @@ AMQP_PORT = 5672
 # --- broker log ------------------------------------------------------------------------------
 
 def parse_broker_log(text):
-    """Log entries; continuation lines (same timestamp, level and pid) are joined with newlines."""
+    """Log entries; continuation lines (same timestamp, level and pid) are joined with newlines. Lines of
+    RabbitMQ's JSON log formatter (log.file.formatter = json: one object per entry with time, level, msg, pid,
+    domain) are entries of their own, with "format": "json"."""
     entries = []
     for raw in text.splitlines():
+        if raw.startswith("{"):
+            try:
+                j = json.loads(raw)
+            except ValueError:
+                j = None
+            if isinstance(j, dict) and "time" in j and "msg" in j:
+                e = {"time_raw": j["time"], "level": j.get("level"), "erlang_pid": str(j.get("pid") or "").strip("<>"),
+                     "message": str(j["msg"]), "format": "json"}
+                if j.get("domain"):
+                    e["domain"] = j["domain"]
+                entries.append(e)
+                continue
         m = LOG_LINE.match(raw)
         if not m:
             if entries and raw.strip():
@@ -122,8 +139,12 @@ def log_src(e):
 
 # --- capture (tshark) ------------------------------------------------------------------------
 
-def tshark_json(pcap, port=AMQP_PORT, keylog=None):
-    cmd = ["tshark", "-r", pcap, "-T", "json", "--no-duplicate-keys", "-J", "frame tcp amqp"]
+def tshark_json(pcap, port=AMQP_PORT, keylog=None, proxy_port=None, ip=False):
+    """proxy_port: also dissect that port as AMQP (haproxy-idle's frontend); ip: keep the ip/ipv6 layers."""
+    cmd = ["tshark", "-r", pcap, "-T", "json", "--no-duplicate-keys", "-J",
+           "frame ip ipv6 tcp amqp" if ip else "frame tcp amqp"]
+    if proxy_port:
+        cmd[3:3] = ["-d", "tcp.port==%d,amqp" % proxy_port]
     if keylog:  # decrypt with the client's key log; AMQP is then dissected inside the TLS records
         cmd[-1] += " tls"
         cmd[3:3] = ["-o", "tls.keylog_file:" + keylog, "-d", "tcp.port==%d,tls" % port]
@@ -260,12 +281,13 @@ def pika_frame(f):
     return ["client" if direction == "sent" else "broker", ty, channel, detail]
 
 
-def compare_frames(s, client):
+def compare_frames(s, client, pika_port=None):
     """s["frames_vs_pika"]: the AMQP frames tshark decoded in each direction of stream s against the frames
-    pika handed to its transport (client->broker) and decoded (broker->client)."""
+    pika handed to its transport (client->broker) and decoded (broker->client). pika_port: compare with the
+    frames of pika's connection from that port instead of s's own (a proxy's leg to the broker)."""
     frames = client.get("frames") or {}
     wire = s["frame_list"]
-    raw = [f for f in frames.get(str(s["client_port"]), []) if f[2] != "protocol-header"]
+    raw = [f for f in frames.get(str(pika_port or s["client_port"]), []) if f[2] != "protocol-header"]
     mine = [pika_frame(f) for f in raw]
     sent_times = [f[0] for f in raw if f[1] == "sent"]
     # the connection's first FIN or RST on the wire: frames pika handed over after it may miss the wire
@@ -274,6 +296,10 @@ def compare_frames(s, client):
     out = {"source": "client.frames (pika hooks) vs the AMQP frames tshark decodes; the protocol header "
                      "is left out (pika's Connection.Start wait); frames compared as [type, channel, "
                      "class.method | body_size | body length | heartbeat]"}
+    if pika_port:
+        out["pika_connection"] = pika_port
+        out["source"] += ("; this leg's frames are compared with those of pika's connection from port %d (haproxy "
+                          "relays the bytes unchanged)" % pika_port)
     for d, side, who in (("client_to_broker", "client", "pika sent"), ("broker_to_client", "broker", "pika decoded")):
         w = [f[1:4] for f in wire if f[0] == side]
         w_times = [f[4] for f in wire if f[0] == side]
@@ -322,22 +348,28 @@ def _basic_entry(num, t, side, channel, method, args):
     return b
 
 
-def observe(pcap, port=AMQP_PORT, keylog=None, client=None, kind=None):
+def observe(pcap, port=AMQP_PORT, keylog=None, client=None, kind=None, proxy_port=None):
     """What tshark decodes, per TCP connection; with client (client.json), each connection's frames are
     compared with pika's (compare_frames). kind flow-confirms-acks adds per-connection method counts and the
-    flow on the wire (observe_flow); missed-heartbeats-fin the client's data segments after the broker's FIN."""
-    pkts = tshark_json(pcap, port, keylog)
+    flow on the wire (observe_flow); missed-heartbeats-fin and haproxy-idle the client's data segments after the
+    broker's (haproxy's) FIN. refused-then-connected and haproxy-idle add each connection's addresses and SYNs.
+    proxy_port (haproxy-idle): connections to it are the client->haproxy leg, those to port the haproxy->broker
+    leg, compared with the frames of pika's connection to the proxy."""
+    addresses = kind in ("refused-then-connected", "haproxy-idle")
+    pkts = tshark_json(pcap, port, keylog, proxy_port, ip=addresses)
     if pkts is None:
         return None
     streams = {}
     flow = kind == "flow-confirms-acks"
-    fin = kind == "missed-heartbeats-fin"
+    fin = kind in ("missed-heartbeats-fin", "haproxy-idle")
     fields = lambda: {"amqp_frames": {"client": {}, "broker": {}}, "frame_list": [],
                       "heartbeats": {"client": [], "broker": []},
                       "methods": [], "close_sequence": [], "tune": None, "tune_ok": None,
                       **({"method_counts": {"client": {}, "broker": {}}, "basic": []} if flow else {})}
-    for s, side, L, num, t in tcp_packets(pkts, port, streams, fields):
+    for s, side, L, num, t in tcp_packets(pkts, (port, proxy_port) if proxy_port else port, streams, fields):
         amqp = [a for a in as_list(L.get("amqp")) if "amqp.type" in a]
+        if addresses:
+            observe_addresses(s, side, L, num, t)
         if fin:
             tcp_len = int(L["tcp"].get("tcp.len", 0))
             broker_fin = next((e for e in s["close_sequence"] if e["from"] == "broker" and "FIN" in e["flags"]), None)
@@ -389,10 +421,16 @@ def observe(pcap, port=AMQP_PORT, keylog=None, client=None, kind=None):
                      + (", decrypted with -o tls.keylog_file:%s -d tcp.port==%d,tls" % (os.path.basename(keylog), port)
                         if keylog else ""),
            "packets": len(pkts), "tcp_connections": len(streams), "connections": []}
+    pika_ports = [c.get("client_port") for c in (client or {}).get("connections", [])]
     for s in sorted(streams.values(), key=lambda x: x["first_frame"]):
         (s.get("tls") or {}).pop("_client_app_data_seen", None)
+        via = None
+        if proxy_port:
+            s["leg"] = "client->haproxy" if s["broker_port"] == proxy_port else "haproxy->broker"
+            if s["leg"] == "haproxy->broker" and len(pika_ports) == 1:
+                via = pika_ports[0]
         if client is not None:
-            compare_frames(s, client)
+            compare_frames(s, client, via)
         del s["frame_list"]
         hb = s.pop("heartbeats")
         s["heartbeat_frames"] = {k: len(v) for k, v in hb.items()}
@@ -412,6 +450,80 @@ def observe(pcap, port=AMQP_PORT, keylog=None, client=None, kind=None):
         out["basic_method_counts"] = dict(totals, source="tshark -Y amqp: amqp.method.class / amqp.method.method of "
                                                          "every method frame, all connections")
     return out
+
+
+def observe_addresses(s, side, L, num, t):
+    """The stream's IP addresses (ip or ipv6 layer) and its SYNs: enough to tell a refused connect (SYN, RST)
+    from an established one."""
+    ip = L.get("ipv6") or L.get("ip") or {}
+    src = ip.get("ipv6.src") or ip.get("ip.src")
+    dst = ip.get("ipv6.dst") or ip.get("ip.dst")
+    if "client_addr" not in s:
+        s["ip_version"] = 6 if L.get("ipv6") else 4
+        s["client_addr"], s["server_addr"] = (src, dst) if side == "client" else (dst, src)
+    ft = (L.get("tcp") or {}).get("tcp.flags_tree", {})
+    syn, ack = ft.get("tcp.flags.syn") == "1", ft.get("tcp.flags.ack") == "1"
+    if syn:
+        s.setdefault("syns", []).append({"frame": num, "t": round(t, 6), "from": side,
+                                         "flags": "SYN,ACK" if ack else "SYN"})
+
+
+def pcap_snaplen(path):
+    """The snap length in a pcap file's global header (what tcpdump -s wrote), or None."""
+    try:
+        with open(path, "rb") as f:
+            h = f.read(24)
+    except OSError:
+        return None
+    if len(h) < 24:
+        return None
+    order = {b"\xd4\xc3\xb2\xa1": "little", b"\x4d\x3c\xb2\xa1": "little",
+             b"\xa1\xb2\xc3\xd4": "big", b"\xa1\xb2\x3c\x4d": "big"}.get(h[:4])
+    return int.from_bytes(h[16:20], order) if order else None
+
+
+def tshark_fields(pcap, *fields):
+    cmd = ["tshark", "-r", pcap, "-T", "fields"] + [x for f in fields for x in ("-e", f)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [line.split("\t") for line in p.stdout.splitlines()]
+
+
+TWIN_TOLERANCE = 0.0001  # s
+
+
+def compare_twin(cut, full, snaplen):
+    """clean-close-s96: the cut capture against its full twin, packet by packet (tshark: frame.time_epoch,
+    frame.len, frame.cap_len), and what is left of the cut packets."""
+    a = tshark_fields(cut, "frame.time_epoch", "frame.len", "frame.cap_len", "tcp.len")
+    b = tshark_fields(full, "frame.time_epoch", "frame.len", "frame.cap_len", "tcp.len")
+    if a is None or b is None:
+        return None
+    # Each tcpdump's packet socket stamps a packet itself: the two stamps of one packet may differ by a microsecond
+    dt = [abs(float(x[0]) - float(y[0])) for x, y in zip(a, b)]
+    same = len(a) == len(b) and all(x[1] == y[1] for x, y in zip(a, b)) and max(dt, default=0) <= TWIN_TOLERANCE
+    cut_lens = [int(x[2]) for x in a]
+    truncated = [x for x in a if int(x[2]) < int(x[1])]
+    return {
+        "packets": {"cut": len(a), "full": len(b)},
+        "same_packets": same,
+        "same_packets_meaning": "same number of packets, in the same order with the same original length, and "
+                                "timestamps at most %d us apart" % round(TWIN_TOLERANCE * 1e6),
+        "timestamps_identical": sum(1 for x, y in zip(a, b) if x[0] == y[0]),
+        "max_timestamp_difference_us": round(max(dt, default=0) * 1e6, 3),
+        "full_twin_complete": all(x[1] == x[2] for x in b),
+        "snaplen_header": {"cut": pcap_snaplen(cut), "full": pcap_snaplen(full)},
+        "snaplen_asked": snaplen,
+        "max_captured_length_cut": max(cut_lens) if cut_lens else None,
+        "truncated_packets_cut": len(truncated),
+        "truncated_packets_with_tcp_payload": len([x for x in truncated if x[3] and int(x[3]) > 0]),
+        "bytes_on_wire_total": sum(int(x[1]) for x in b),
+        "bytes_captured_total": {"cut": sum(cut_lens), "full": sum(int(x[2]) for x in b)},
+        "source": "tshark -T fields -e frame.time_epoch -e frame.len -e frame.cap_len -e tcp.len on both files; "
+                  "snaplen_header: the pcap global headers",
+    }
 
 
 def observe_flow(basic):
@@ -629,7 +741,7 @@ def build_expect(name, client, log, listen_options, port=AMQP_PORT, obs=None):
 
     closes = events(client, "connection_close")
     if name in ("healthy-heartbeats", "channel-error-404", "large-messages", "many-connections", "blocked",
-                "flow-confirms-acks"):
+                "flow-confirms-acks", "clean-close-s96", "refused-then-connected"):
         x["close"] = {
             "initiated_by": "client",
             "how": "Connection.Close from client, Connection.Close-Ok from broker (pika BlockingConnection.close())",
@@ -759,7 +871,182 @@ def build_expect(name, client, log, listen_options, port=AMQP_PORT, obs=None):
                           if e["action"] in ("watermark_lowered", "watermark_restored")]
         x["broker_log"] = [log_src(e) for e in log if e["kind"] in ("memory_alarm_set", "memory_alarm_cleared",
                                                                    "publishers_blocked", "watermark")]
+    if name == "clean-close-s96":
+        clean_close_expect(x, client, log)
+    if name == "refused-then-connected":
+        refused_expect(x, client)
+    if name == "haproxy-idle":
+        haproxy_expect(x, client, log, listen_options, obs)
     return x
+
+
+def frames_of(client, port, direction, detail_prefix):
+    return [f for f in (client.get("frames") or {}).get(str(port), [])
+            if f[1] == direction and str(f[4]).startswith(detail_prefix)]
+
+
+def clean_close_expect(x, client, log):
+    """clean-close-s96: messages, heartbeats both ways, and that the close was clean per pika and the broker."""
+    conns = client.get("connections", [])
+    port = conns[0].get("client_port") if conns else None
+    idle = events(client, "idle_start"), events(client, "idle_end")
+    x["idle_window"] = {"from": idle[0][0]["time"] if idle[0] else None, "to": idle[1][0]["time"] if idle[1] else None,
+                        "source": "client events idle_start/idle_end (process_data_events loop)"}
+    x["heartbeats_both_directions"] = {
+        "pika_sent": sum(len(v["sent"]) for v in client.get("heartbeats", {}).values()),
+        "pika_received": sum(len(v["received"]) for v in client.get("heartbeats", {}).values()),
+        "source": "pika HeartbeatChecker hooks (_send_heartbeat_frame / received)"}
+    x["messages"] = client.get("result")
+    x["published"] = [{"n": e["n"], "body_size": e["body_size"], "body_sha256": e.get("body_sha256")}
+                      for e in events(client, "basic_publish")]
+    x["delivered"] = [{"delivery_tag": e["delivery_tag"], "body_size": e["body_size"], "body_sha256": e["body_sha256"]}
+                      for e in events(client, "delivery")]
+    x["messages_source"] = "client: basic_publish/delivery events (each delivery acked with basic_ack)"
+    closed = events(client, "connection_closed")
+    reason = (closed[0].get("close_reason") or {}) if closed else {}
+    sent_close = frames_of(client, port, "sent", "Connection.Close(")
+    got_close_ok = frames_of(client, port, "recv", "Connection.CloseOk")
+    closing = find(log, "closing")
+    clean = (reason.get("class") == "ConnectionClosedByClient" and reason.get("reply_code") == 200
+             and not client.get("exceptions") and bool(sent_close) and bool(got_close_ok)
+             and bool(closing) and all(e["level"] == "info" for e in closing)
+             and not [e for e in log if e["level"] in ("error", "warning")])
+    x["close"].update({
+        "clean": clean,
+        "pika_close_reason": reason,
+        "pika_sent": [f[4] for f in sent_close], "pika_sent_at": [iso_t(f[0]) for f in sent_close],
+        "pika_decoded": [f[4] for f in got_close_ok], "pika_decoded_at": [iso_t(f[0]) for f in got_close_ok],
+        "broker_log_levels": sorted({e["level"] for e in closing}),
+        "clean_source": "pika: the on-close reason ConnectionClosedByClient(200, 'Normal shutdown'), no exception, "
+                        "Connection.Close(200) handed to the transport and Connection.CloseOk decoded (client.frames); "
+                        "broker log: 'closing AMQP connection' at info with no warning/error line (an abrupt close "
+                        "logs 'client unexpectedly closed TCP connection' at warning)"})
+    x["errors"] = {"client_exceptions": len(client.get("exceptions", [])),
+                   "broker_error_or_warning_lines": len([e for e in log if e["level"] in ("error", "warning")])}
+
+
+PIKA_CONNECT_FAILED = re.compile(r"TCP Connection attempt failed: (\w+)\((\d+), '([^']*)'\); dest=.*?\('([^']*)', (\d+)")
+PIKA_SOCKET_FAILED = re.compile(r"Socket failed to connect: .*; error=(\d+) \(([^)]*)\)")
+
+
+def refused_expect(x, client):
+    """refused-then-connected: each connect() pika made (client.connect_attempts) and pika's own log about them."""
+    atts = client.get("connect_attempts") or []
+    plog = client.get("pika_log") or []
+    refused, ok = [a for a in atts if a.get("result") == "failed"], [a for a in atts if a.get("result") == "connected"]
+    items = []
+    for a in refused:
+        err = a.get("error") or {}
+        logged = [e for e in plog if a["t_connect"] - 0.001 <= e["t"] <= a["t_result"] + 0.01
+                  and e["logger"].startswith("pika.adapters.utils.")
+                  and ("failed" in e["message"] or "failure" in e["message"])]
+        parsed = None
+        for e in logged:
+            m = PIKA_CONNECT_FAILED.search(e["message"])
+            if m and m.group(4) == a["address"]:
+                parsed = {"class": m.group(1), "errno": int(m.group(2)), "errno_name": errno_mod.errorcode.get(int(m.group(2))),
+                          "strerror": m.group(3), "dest": [m.group(4), int(m.group(5))], "time": e["time"],
+                          "message": e["message"]}
+                break
+        items.append({
+            "address": a["address"], "port": a["port"], "family": a["family"],
+            "client_addr": a.get("client_addr"), "client_port": a.get("client_port"),
+            "connect_at": a.get("time_connect"), "refused_at": a.get("time_result"),
+            "t_connect": a["t_connect"], "t_result": a.get("t_result"),
+            "ms_to_refusal": round((a["t_result"] - a["t_connect"]) * 1000, 3) if a.get("t_result") else None,
+            "class": err.get("class"), "errno": err.get("errno"), "errno_name": err.get("errno_name"),
+            "strerror": err.get("strerror"),
+            "pika_log_errno": parsed,
+            "pika_log": [{"time": e["time"], "level": e["level"], "logger": e["logger"], "message": e["message"]}
+                         for e in logged],
+            "source": a.get("source", "") + "; pika_log: pika's own ERROR records about the attempt (connection_workflow "
+                      "'TCP Connection attempt failed', io_services_utils 'Socket failed to connect')"})
+    x["refused_attempts"] = items
+    x["hosts_tried"] = {"value": client.get("hosts_tried"), "source": "client: the hosts of the ConnectionParameters "
+                        "list given to pika.BlockingConnection, in order"}
+    if ok:
+        a = ok[0]
+        x["fallback"] = {
+            "address": a["address"], "port": a["port"], "family": a["family"], "client_port": a.get("client_port"),
+            "connect_at": a.get("time_connect"), "connected_at": a.get("time_result"),
+            "ms_after_refusal": round((a["t_connect"] - refused[-1]["t_result"]) * 1000, 3) if refused else None,
+            "ms_first_connect_to_connected": round((a["t_result"] - atts[0]["t_connect"]) * 1000, 3),
+            "source": a.get("source")}
+
+
+HAPROXY_STATE_1 = {"C": "the TCP session was unexpectedly aborted by the client",
+                   "S": "the TCP session was unexpectedly aborted by the server, or the server explicitly refused it",
+                   "c": "the client-side timeout expired while waiting for the client to send or receive data",
+                   "s": "the server-side timeout expired while waiting for the server to send or receive data",
+                   "-": "normal session completion, both the client and the server closed with nothing left in "
+                        "the buffers"}
+HAPROXY_STATE_2 = {"C": "the proxy was waiting for the CONNECTION to establish on the server",
+                   "D": "the session was in the DATA phase",
+                   "-": "normal session completion after end of data transfer"}
+
+
+def haproxy_expect(x, client, log, listen_options, obs):
+    """haproxy-idle: the proxy's config and session log line, both legs and their ports, what the broker logged
+    for the haproxy->broker leg, the idle window, pika's exception and the late publish's send() calls."""
+    hp = client.get("haproxy") or {}
+    conns = client.get("connections", [])
+    front = conns[0] if conns else {}
+    sess = hp.get("sessions") or []
+    sv = sess[0] if sess else {}
+    back_port = sv.get("backend_source_port")
+    x["proxy"] = {
+        "software": hp.get("version"), "listen": hp.get("listen"), "server": hp.get("server"),
+        "mode": "tcp", "timeouts": hp.get("timeouts"), "log_format": hp.get("log_format"), "config": hp.get("config"),
+        "source": "the haproxy.cfg the client wrote and ran (haproxy -f CFG -db, stopped with SIGTERM afterwards); "
+                  "haproxy -v"}
+    ts = sv.get("termination_state") or "??"
+    x["proxy_session_log"] = {
+        "line": sv.get("raw"), "read_at": sv.get("time_read"),
+        "fields": {k: v for k, v in sv.items() if k not in ("raw", "t_read", "time_read")},
+        "termination_state": sv.get("termination_state"),
+        "termination_state_meaning": [HAPROXY_STATE_1.get(ts[0]), HAPROXY_STATE_2.get(ts[1])],
+        "meaning_source": "HAProxy 2.6 configuration manual (/usr/share/doc/haproxy/configuration.txt.gz), 8.5 "
+                          "'Session state at disconnection'",
+        "timers": "Tw/Tc/Tt in ms: time waiting in queues, time to connect to the server, total session time "
+                  "(accept to close)",
+        "count": len(sess),
+        "source": "haproxy's log on its stdout (log stdout format raw, log-format = the tcplog format + %bi:%bp), "
+                  "each line read by the client with the time it arrived (client.haproxy.output)"}
+    back_log = [e for e in log if back_port and e.get("client_port") == back_port]
+    pids = {e.get("connection_pid") for e in back_log} | {e["erlang_pid"] for e in back_log}
+    back_log = [e for e in log if (back_port and e.get("client_port") == back_port)
+                or e.get("connection_pid") in pids or e["erlang_pid"] in pids]
+    accepting = [e for e in back_log if e["kind"] == "accepting"]
+    x["legs"] = [
+        {"leg": "client->haproxy", "client_port": front.get("client_port"), "server_port": front.get("broker_port"),
+         "source": front.get("ports_source", "client socket getsockname()/getpeername()")},
+        {"leg": "haproxy->broker", "client_port": back_port, "server_port": int(hp.get("server", ":0").rsplit(":", 1)[1]),
+         "broker_log_accepting_port": accepting[0].get("client_port") if accepting else None,
+         "source": "haproxy's session log %bp (the backend connection's source port); broker log "
+                   + (log_src(accepting[0]) if accepting else "(no 'accepting AMQP connection' line)")}]
+    x["broker_log_back_leg"] = [log_src(e) for e in back_log]
+    x["broker_saw_close"] = {
+        "kind": [e["kind"] for e in back_log if e["kind"] in ("closing", "client_closed_tcp", "missed_heartbeats")],
+        "at": [e["time"] for e in back_log if e["kind"] in ("closing", "client_closed_tcp", "missed_heartbeats")],
+        "source": "broker log lines of the haproxy->broker leg's connection (its port or Erlang pid)"}
+    silent = events(client, "silent_start"), events(client, "silent_end")
+    x["idle"] = {"from": silent[0][0]["time"] if silent[0] else None, "to": silent[1][0]["time"] if silent[1] else None,
+                 "seconds": silent[0][0].get("seconds") if silent[0] else None,
+                 "heartbeat_negotiated": ((front.get("tune") or {}).get("negotiated") or {}).get("heartbeat"),
+                 "source": "client events silent_start/silent_end (time.sleep without process_data_events); "
+                           "heartbeat from pika's Tune-Ok (0: disabled)"}
+    exc = exc_during(client, "basic_publish")
+    if exc:
+        e = exc[0]
+        x["client_error"] = {k: e.get(k) for k in ("class", "qualified_class", "message", "errno", "errno_name",
+                                                  "strerror", "errno_source", "time")}
+        x["client_error"]["during"] = e.get("during")
+        x["client_error"]["source"] = "exception raised by pika's basic_publish (the late publish)"
+    oe = client.get("os_errors", [])
+    if oe:
+        x["client_os_error"] = {k: oe[0].get(k) for k in ("syscall", "class", "errno", "errno_name", "strerror", "time", "source")}
+    late = [e for e in events(client, "basic_publish") if e.get("n") == 2]
+    x["late_publish"] = late_publish_fin(client, late, oe, obs)
 
 
 def late_publish_fin(client, late, oe, obs):
@@ -784,7 +1071,9 @@ def late_publish_fin(client, late, oe, obs):
            "bytes_taken_by_kernel": taken,
            "source": "client event basic_publish n=2; client.sends (every send() pika made, one per marshaled "
                      "frame, in order: frame = the frame pika handed over in that position); client_os_error"}
-    s = (obs or {}).get("connections", [None])[0] if obs and obs.get("connections") else None
+    streams = (obs or {}).get("connections") or []
+    idx = next((i for i, c in enumerate(streams) if str(c["client_port"]) == port), None)
+    s = streams[idx] if idx is not None else None
     wire = (s or {}).get("data_after_broker_fin")
     if wire is not None:
         segs = wire["client_segments"]
@@ -796,8 +1085,8 @@ def late_publish_fin(client, late, oe, obs):
                           "amqp_frames": g["amqp_frames"]} for g in segs],
             "payload_bytes": sum(g["tcp_len"] for g in segs),
             "broker_rst_after_it": ({"frame": rst[0]["frame"], "time": iso_t(rst[0]["t"])} if rst else None),
-            "source": "tshark (capture_observed.connections[0].data_after_broker_fin): client segments with payload "
-                      "after the broker's FIN, and the broker's RST after them"}
+            "source": "tshark (capture_observed.connections[%d].data_after_broker_fin): client segments with payload "
+                      "after the broker's FIN, and the broker's RST after them" % idx}
     return out
 
 
@@ -807,8 +1096,12 @@ def checks(name, x, obs, client=None):
         return {}
     c = {}
     conns = obs["connections"]
-    c["tcp_connections == client connections"] = len(conns) == x["connections"]["count"]
-    c["client ports match"] = sorted(s["client_port"] for s in conns) == sorted(p for p in x["connections"]["client_ports"] if p)
+    # refused connects and a proxy's legs to the broker are TCP connections of their own
+    extra = [r.get("client_port") for r in x.get("refused_attempts", [])] + [
+        g.get("client_port") for g in x.get("legs", []) if g["leg"] == "haproxy->broker"]
+    c["tcp_connections == client connections"] = len(conns) == x["connections"]["count"] + len(extra)
+    c["client ports match"] = sorted(s["client_port"] for s in conns) == sorted(
+        p for p in x["connections"]["client_ports"] + extra if p)
     # Every AMQP frame on the wire is one pika sent / decoded, in order. Frames pika handed over after
     # the connection's first FIN/RST may miss the wire (compare_frames). Frames the broker sent that pika
     # never decoded are accepted when the client lost the connection (an exception was raised: it was
@@ -903,6 +1196,47 @@ def checks(name, x, obs, client=None):
             w.get("wire_latency_ms") is not None
             and w["wire_latency_ms"] + 1e-3 >= (client_settle[d["delivery_tag"]] - d["t"]) * 1000
             for w, d in zip(wd, fx["deliveries"]))
+    if name == "clean-close-s96" and conns:
+        ms = conns[0]["methods"]
+        c["Connection.Close(200) from client, Close-Ok from broker on the wire"] = [
+            (m["from"], m["method"], m.get("reply_code")) for m in ms if m["method"] in ("10.50", "10.51")] == [
+            ("client", "10.50", 200), ("broker", "10.51", None)]
+        hb = conns[0]["heartbeat_frames"]
+        c["heartbeats both ways"] = hb["client"] > 0 and hb["broker"] > 0
+        c["clean close per pika and the broker log"] = bool(x["close"].get("clean"))
+        tw = x.get("twin") or {}
+        c["cut capture and full twin: the same packets"] = bool(tw.get("same_packets"))
+        c["cut capture: snaplen 96 in its header, no packet longer"] = (tw.get("snaplen_header") or {}).get("cut") == 96 \
+            and (tw.get("max_captured_length_cut") or 0) <= 96
+    if name == "refused-then-connected" and conns:
+        for r in x.get("refused_attempts", []):
+            s = next((s for s in conns if s["client_port"] == r.get("client_port")), None)
+            c["refused attempt [%s]:%s on the wire: client SYN, RST from the server, no data" % (r["address"], r["port"])] = bool(s) \
+                and s.get("server_addr") == r["address"] and [y["flags"] for y in s.get("syns", [])] == ["SYN"] \
+                and [(e["from"], "RST" in e["flags"]) for e in s["close_sequence"]] == [("broker", True)] \
+                and not s["amqp_frames"]["client"] and not s["amqp_frames"]["broker"]
+            c["errno in pika's log == the connector's (ECONNREFUSED)"] = bool(r.get("pika_log_errno")) \
+                and r["pika_log_errno"]["errno"] == r.get("errno") and r.get("errno_name") == "ECONNREFUSED"
+        fb = x.get("fallback") or {}
+        s = next((s for s in conns if s["client_port"] == fb.get("client_port")), None)
+        c["fallback connection to %s on the wire after the refused one" % fb.get("address")] = bool(s) \
+            and s.get("server_addr") == fb.get("address") and all(
+                s["first_frame"] > t["last_frame"] for t in conns if t is not s)
+    if name == "haproxy-idle" and conns:
+        legs = {g["leg"]: g for g in x.get("legs", [])}
+        by_leg = {s.get("leg"): s for s in conns}
+        c["both legs on the wire with the logged ports"] = all(
+            by_leg.get(k) is not None and by_leg[k]["client_port"] == legs.get(k, {}).get("client_port")
+            for k in ("client->haproxy", "haproxy->broker"))
+        c["haproxy->broker port == the broker log's"] = legs.get("haproxy->broker", {}).get("client_port") == \
+            legs.get("haproxy->broker", {}).get("broker_log_accepting_port")
+        c["no heartbeat frames on either leg"] = all(
+            s["heartbeat_frames"]["client"] == 0 and s["heartbeat_frames"]["broker"] == 0 for s in conns)
+        f, b = by_leg.get("client->haproxy"), by_leg.get("haproxy->broker")
+        c["haproxy closes first on both legs"] = bool(f and b and f["close_sequence"] and b["close_sequence"]) and \
+            f["close_sequence"][0]["from"] == "broker" and b["close_sequence"][0]["from"] == "client"
+        tt = ((x.get("proxy_session_log") or {}).get("fields") or {}).get("Tt")
+        c["haproxy session time Tt >= timeout client"] = isinstance(tt, int) and tt >= 4000
     if name == "channel-error-404" and conns:
         codes = [m.get("reply_code") for m in conns[0]["methods"] if m["method"] == "20.40" and m["from"] == "broker"]
         c["Channel.Close 404 x2 on the wire"] = codes == [404, 404]
@@ -952,6 +1286,14 @@ def main():
     ap.add_argument("--keylog", default="", help="TLS captures: the client's NSS key log file")
     ap.add_argument("--broker-otp", default="", help="the broker's Erlang/OTP version")
     ap.add_argument("--ssl-options", default="", help="TLS captures: the broker's ssl_options")
+    ap.add_argument("--filter", default="", help="tcpdump's filter (default: tcp port AMQP_PORT)")
+    ap.add_argument("--broker-log-file", default="", help="the name of the broker log excerpt saved beside the capture")
+    ap.add_argument("--broker-log-format", default="text", help="text, or json (RabbitMQ's JSON log formatter)")
+    ap.add_argument("--broker-log-formatter", default="", help="the broker's file log formatter module")
+    ap.add_argument("--proxy-port", type=int, default=0, help="haproxy-idle: the proxy's port")
+    ap.add_argument("--full-twin", default="", help="clean-close-s96: the -s 0 twin of the cut --pcap")
+    ap.add_argument("--snaplen", type=int, default=0, help="clean-close-s96: tcpdump -s of --pcap")
+    ap.add_argument("--twin-tcpdump-stderr", default="", help="clean-close-s96: the -s 96 tcpdump's stderr")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -959,18 +1301,40 @@ def main():
         client = json.load(f)
     with open(a.broker_log, errors="replace") as f:
         log = parse_broker_log(f.read())
-    tcpdump = {}
-    if a.tcpdump_stderr and os.path.exists(a.tcpdump_stderr):
-        txt = open(a.tcpdump_stderr).read()
-        for key, pat in (("captured", r"(\d+) packets? captured"), ("received_by_filter", r"(\d+) packets? received by filter"),
-                         ("dropped_by_kernel", r"(\d+) packets? dropped by kernel")):
-            m = re.search(pat, txt)
-            if m:
-                tcpdump[key] = int(m.group(1))
-    log, log_left_out = own_entries(log, [c.get("client_port") for c in client.get("connections", [])])
+    def tcpdump_counts(path):
+        counts = {}
+        if path and os.path.exists(path):
+            txt = open(path).read()
+            for key, pat in (("captured", r"(\d+) packets? captured"), ("received_by_filter", r"(\d+) packets? received by filter"),
+                             ("dropped_by_kernel", r"(\d+) packets? dropped by kernel")):
+                m = re.search(pat, txt)
+                if m:
+                    counts[key] = int(m.group(1))
+        return counts
+    # clean-close-s96: --pcap is the cut capture (-s 96, its own tcpdump: --twin-tcpdump-stderr), --full-twin its
+    # -s 0 twin (--tcpdump-stderr), which tshark decodes
+    tcpdump = tcpdump_counts(a.twin_tcpdump_stderr if a.full_twin else a.tcpdump_stderr)
+    decoded = a.full_twin or a.pcap
+    # ports of this scenario's TCP connections besides pika's: refused connects, a proxy's leg to the broker
+    own_ports = [c.get("client_port") for c in client.get("connections", [])]
+    own_ports += [t.get("client_port") for t in client.get("connect_attempts") or [] if t.get("result") != "connected"]
+    own_ports += [x.get("backend_source_port") for x in (client.get("haproxy") or {}).get("sessions") or []]
+    log, log_left_out = own_entries(log, own_ports)
     kind = client.get("base_scenario") or a.scenario
-    obs = observe(a.pcap, a.amqp_port, a.keylog or None, client, kind)
+    obs = observe(decoded, a.amqp_port, a.keylog or None, client, kind, a.proxy_port or None)
+    if obs is not None and a.full_twin:
+        obs["decoded_file"] = os.path.basename(decoded)
     x = build_expect(kind, client, log, a.listen_options, a.amqp_port, obs)
+    if a.full_twin:
+        x["twin"] = compare_twin(a.pcap, a.full_twin, a.snaplen)
+    if a.broker_log_format != "text":
+        ex = next((e for e in log if e["kind"] == "missed_heartbeats"), None) or (log[0] if log else None)
+        x["broker_log_format"] = {
+            "value": a.broker_log_format, "formatter": a.broker_log_formatter or None,
+            "example_entry": {k: ex[k] for k in ("time", "level", "erlang_pid", "message", "domain") if k in ex} if ex else None,
+            "source": "scripts/broker with AMQPSCOPE_BROKER_LOG_FORMAT=json (rabbitmq.conf log.file.formatter = json); "
+                      "formatter: rabbitmqctl eval of the file output's formatter in application:get_env(rabbit, log); "
+                      "every broker_log entry here was parsed from one JSON line (time, level, msg, pid, domain)"}
     x["scenario"] = a.scenario
     if kind != a.scenario:
         x["base_scenario"] = kind
@@ -986,7 +1350,7 @@ def main():
             "file": os.path.basename(a.pcap),
             "bytes": os.path.getsize(a.pcap),
             "tcpdump": tcpdump,
-            "filter": "tcp port %d" % a.amqp_port, "interface": "lo",
+            "filter": a.filter or "tcp port %d" % a.amqp_port, "interface": "lo",
             "recorded_by": a.recorded_by or "scripts/record-captures " + a.scenario,
         },
         "versions": {
@@ -996,6 +1360,15 @@ def main():
             "python": client.get("python_version"),
         },
     }
+    if a.full_twin:
+        truth["capture"].update({
+            "cut": True, "snaplen": a.snaplen, "snaplen_in_file_header": pcap_snaplen(a.pcap),
+            "full_twin": {"file": os.path.basename(a.full_twin), "bytes": os.path.getsize(a.full_twin),
+                          "snaplen": 0, "snaplen_in_file_header": pcap_snaplen(a.full_twin),
+                          "tcpdump": tcpdump_counts(a.tcpdump_stderr)},
+            "how": "two tcpdumps on lo with the same filter running at the same time: -s %d wrote %s (every packet "
+                   "cut to its first %d bytes), -s 0 wrote %s (whole packets); capture_observed is decoded from the "
+                   "full twin" % (a.snaplen, os.path.basename(a.pcap), a.snaplen, os.path.basename(a.full_twin))})
     if a.broker_otp:
         truth["versions"]["erlang_otp"] = a.broker_otp.strip().strip('"')
         truth["versions"]["erlang_otp_source"] = "rabbitmqctl eval (the OTP_VERSION file of the broker's Erlang)"
@@ -1012,6 +1385,7 @@ def main():
         },
         "expect": x,
         "client": {k: client.get(k) for k in ("started", "finished", "failing_call", "result", "connections",
+                                              "connect_attempts", "hosts_tried", "haproxy",
                                               "events", "exceptions", "os_errors", "heartbeats", "frames",
                                               "scenario_error", "pika_log", "pika_log_dropped",
                                               "close_reason_given", "broker_connection_pid", "base_scenario",
@@ -1026,6 +1400,16 @@ def main():
             "entries": log_left_out,
             "why": "they name other clients' connections (port or Erlang pid) that used the broker while this "
                    "scenario ran"}
+    if a.broker_log_file:
+        truth["broker"]["log_excerpt"] = a.broker_log_file
+        truth["broker"]["log_excerpt_what"] = ("the bytes the broker appended to log_file while the scenario ran, "
+                                               "as they are (broker_log below is parsed from them)")
+    if a.broker_log_format != "text":
+        truth["broker"]["log_format"] = a.broker_log_format
+        truth["broker"]["log_formatter"] = a.broker_log_formatter or None
+    if (client.get("haproxy") or {}).get("version"):
+        truth["versions"]["haproxy"] = client["haproxy"]["version"]
+        truth["versions"]["haproxy_source"] = "haproxy -v"
     if a.ssl_options:
         truth["broker"]["ssl_options"] = a.ssl_options.strip()
         truth["broker"]["ssl_options_source"] = "rabbitmqctl eval 'application:get_env(rabbit, ssl_options).'"

@@ -2,7 +2,8 @@
 """pika clients for scripts/record-captures: python3 scenarios.py SCENARIO OUT.json
 
 Each scenario talks to the private broker on 127.0.0.1 (scripts/broker) and records what the client
-saw (actions with timestamps, exceptions with errno, negotiated tune values) in OUT.json.
+saw (actions with timestamps, exceptions with errno, negotiated tune values) in OUT.json. haproxy-idle goes
+through a haproxy it runs itself (127.0.0.1:5673); refused-then-connected tries [::1]:5672 first.
 The tls* scenarios run a plain scenario's client over TLS (port 5671, pika.SSLOptions); the NSS key
 log goes to $AMQPSCOPE_TLS_KEYLOG.
 Exit status is 0 when the scenario ran as designed (including the failures it is meant to provoke),
@@ -13,14 +14,19 @@ import functools
 import hashlib
 import logging
 import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 import pika
 import pika.exceptions
 
-from common import Recorder, fail_hard
+from common import HOST, PORT, Recorder, fail_hard, iso, now
 
 HEARTBEAT = 2
 
@@ -61,10 +67,25 @@ def consume(rec, conn, ch, queue, count, limit=10.0):
     return got
 
 
-def close(rec, conn, label):
+def close(rec, conn, label, reason=False):
+    """conn.close(); with reason, the connection_closed event also says why pika closed the connection: the
+    exception pika passes to on-close callbacks (ConnectionClosedByClient(200, 'Normal shutdown') once the
+    broker's Close-Ok arrived) and when the callback ran."""
+    got = []
+    if reason:
+        conn._impl.add_on_close_callback(lambda _c, r: got.append((now(), r)))
     rec.event("connection_close", connection=label)
     conn.close()
-    rec.event("connection_closed", connection=label, is_closed=conn.is_closed)
+    extra = {}
+    if reason:
+        t, r = got[0] if got else (None, None)
+        extra["close_reason"] = {"class": type(r).__name__ if r is not None else None,
+                                 "reply_code": getattr(r, "reply_code", None),
+                                 "reply_text": getattr(r, "reply_text", None),
+                                 "callback_time": iso(t) if t else None,
+                                 "source": "pika on-close callback (Connection.add_on_close_callback): the "
+                                           "exception pika closed the connection with"}
+    rec.event("connection_closed", connection=label, is_closed=conn.is_closed, **extra)
 
 
 def declare(rec, ch, queue, **kw):
@@ -487,6 +508,212 @@ def blocked(rec):
         raise RuntimeError("Connection.Blocked/Unblocked not both seen within 10 s")
 
 
+def clean_close_s96(rec):
+    """A healthy connection closed cleanly: heartbeat=2, 10 messages of 1000 bytes published, consumed and acked,
+    ~5 s of process_data_events (heartbeats both ways), then connection.close(): Channel.Close/Close-Ok and
+    Connection.Close(200)/Close-Ok. scripts/record-captures records it twice at once: with tcpdump -s 96 (the
+    capture) and -s 0 (its full twin)."""
+    conn = rec.connect("clean-s96", heartbeat=HEARTBEAT)
+    ch = conn.channel()
+    rec.event("channel_open", channel=ch.channel_number)
+    q = "amqpscope.clean-s96"
+    declare(rec, ch, q, exclusive=True)
+    bodies = [body_of(i, 1000) for i in range(1, 11)]
+    for i, b in enumerate(bodies, 1):
+        publish(rec, ch, q, b, i, body_sha256=hashlib.sha256(b).hexdigest())
+    got = consume(rec, conn, ch, q, len(bodies))
+    rec.data["result"] = {"published": len(bodies), "consumed": len(got), "bodies_match": got == bodies,
+                          "body_size": 1000}
+    idle = 5.0
+    rec.event("idle_start", seconds=idle, how="connection.process_data_events(time_limit=0.5) in a loop")
+    end = time.time() + idle
+    while time.time() < end:
+        conn.process_data_events(time_limit=0.5)
+    rec.event("idle_end")
+    close(rec, conn, "clean-s96", reason=True)
+
+
+def refused_then_connected(rec):
+    """Happy-eyeballs style fallback: pika.BlockingConnection([params(host='::1'), params(host='127.0.0.1')]).
+    The broker listens on 127.0.0.1 only, so the connect() to [::1]:5672 is refused (RST to the SYN:
+    ECONNREFUSED) and pika's connection workflow goes on to 127.0.0.1 at once. One message, clean close."""
+    rec.trace_connect_attempts()
+    hosts = ["::1", HOST]
+    rec.data["hosts_tried"] = hosts
+    conn = rec.connect("fallback", hosts=hosts, heartbeat=HEARTBEAT)
+    ch = conn.channel()
+    rec.event("channel_open", channel=ch.channel_number)
+    q = "amqpscope.fallback"
+    declare(rec, ch, q, exclusive=True)
+    publish(rec, ch, q, body_of(1, 64), 1)
+    close(rec, conn, "fallback", reason=True)
+
+
+# haproxy-idle: a private haproxy in TCP mode between pika and the broker.
+HAPROXY_PORT = int(os.environ.get("AMQPSCOPE_HAPROXY_PORT", "5673"))
+HAPROXY_TIMEOUTS = {"connect": "2s", "client": "4s", "server": "4s"}
+# HAProxy's TCP log format (what `option tcplog` logs) followed by the backend connection's source address and
+# port (%bi:%bp), which names the haproxy->broker leg.
+HAPROXY_LOG_FORMAT = "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq %bi:%bp"
+HAPROXY_LOG_LINE = re.compile(
+    r"^(?P<client_ip>[\d.]+):(?P<client_port>\d+) \[(?P<accept_date>[^\]]+)\] (?P<frontend>\S+) "
+    r"(?P<backend>[^/\s]+)/(?P<server>\S+) (?P<Tw>-?\d+)/(?P<Tc>-?\d+)/(?P<Tt>\+?-?\d+) (?P<bytes_read>\+?\d+) "
+    r"(?P<termination_state>\S\S) (?P<actconn>\d+)/(?P<feconn>\d+)/(?P<beconn>\d+)/(?P<srv_conn>\d+)/"
+    r"(?P<retries>\+?\d+) (?P<srv_queue>\d+)/(?P<backend_queue>\d+) (?P<backend_source_ip>[\d.]+):"
+    r"(?P<backend_source_port>\d+)$")
+
+
+def listening(port):
+    """Is something listening on TCP port `port` (IPv4 or IPv6)? From /proc/net/tcp*, without connecting."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":  # LISTEN
+                return True
+    return False
+
+
+class Haproxy:
+    """haproxy -f CFG -db (foreground) with a config in a temporary directory; every line it writes to stdout
+    (its log: `log stdout format raw`) and stderr is kept with the epoch time it was read."""
+
+    def __init__(self, rec):
+        self.rec = rec
+        self.dir = tempfile.mkdtemp(prefix="amqpscope-haproxy.")
+        self.cfg = os.path.join(self.dir, "haproxy.cfg")
+        t = HAPROXY_TIMEOUTS
+        self.config = "\n".join([
+            "# written by scripts/captures/scenarios.py (haproxy-idle)",
+            "global",
+            "    log stdout format raw local0 info",
+            "    nbthread 1",
+            "defaults",
+            "    mode tcp",
+            "    log global",
+            "    log-format \"%s\"" % HAPROXY_LOG_FORMAT,
+            "    timeout connect %s" % t["connect"],
+            "    timeout client %s" % t["client"],
+            "    timeout server %s" % t["server"],
+            "frontend amqp_in",
+            "    bind %s:%d" % (HOST, HAPROXY_PORT),
+            "    default_backend rabbitmq",
+            "backend rabbitmq",
+            "    server broker %s:%d" % (HOST, PORT),
+            ""])
+        with open(self.cfg, "w") as f:
+            f.write(self.config)
+        self.lines = []
+        self.proc = None
+        self.threads = []
+
+    def _read(self, stream, name):
+        for line in iter(stream.readline, ""):
+            t = now()
+            with self.rec.lock:
+                self.lines.append({"t": round(t, 6), "time": iso(t), "stream": name, "line": line.rstrip("\n")})
+
+    def start(self):
+        if listening(HAPROXY_PORT):
+            raise RuntimeError("something already listens on port %d (scripts/proton-broker?); haproxy-idle needs "
+                               "it (AMQPSCOPE_HAPROXY_PORT)" % HAPROXY_PORT)
+        argv = ["haproxy", "-f", self.cfg, "-db"]
+        self.rec.event("haproxy_start", argv=argv, config_file=self.cfg)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     stdin=subprocess.DEVNULL)
+        for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
+            th = threading.Thread(target=self._read, args=(stream, name), name="haproxy-" + name, daemon=True)
+            th.start()
+            self.threads.append(th)
+        deadline = time.time() + 5
+        while not listening(HAPROXY_PORT):  # no probe connection: it would be a session of its own
+            if self.proc.poll() is not None or time.time() > deadline:
+                time.sleep(0.2)
+                raise RuntimeError("haproxy did not listen on %s:%d (exit %s): %s" % (
+                    HOST, HAPROXY_PORT, self.proc.poll(), [x["line"] for x in self.lines][-5:]))
+            time.sleep(0.05)
+        self.rec.event("haproxy_listening", pid=self.proc.pid, address="%s:%d" % (HOST, HAPROXY_PORT))
+
+    def stop(self):
+        if self.proc is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # haproxy: SIGTERM = hard stop
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for th in self.threads:
+            th.join(2)
+        self.rec.event("haproxy_stopped", pid=self.proc.pid, exit_status=self.proc.returncode, signal="SIGTERM")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def sessions(self):
+        out = []
+        for x in list(self.lines):
+            m = HAPROXY_LOG_LINE.match(x["line"]) if x["stream"] == "stdout" else None
+            if m:
+                d = {k: (int(v) if re.fullmatch(r"-?\d+", v) else v) for k, v in m.groupdict().items()}
+                out.append(dict(d, raw=x["line"], t_read=x["t"], time_read=x["time"]))
+        return out
+
+
+def haproxy_idle(rec):
+    """pika (heartbeat=0: no heartbeats) through a private haproxy in TCP mode (127.0.0.1:5673 -> the broker,
+    timeout client/server 4s): one publish, then 7 s idle without servicing the connection, then a late
+    publish. haproxy ends the idle session after 4 s. Every send() pika makes is recorded (client.sends)."""
+    rec.trace_sends()
+    try:
+        p = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, timeout=10)
+    except OSError as e:
+        raise RuntimeError("haproxy missing (scripts/setup --broker installs it): %r" % e)
+    hp = Haproxy(rec)
+    rec.data["haproxy"] = {"version": (p.stdout.splitlines() or [""])[0], "config": hp.config,
+                           "timeouts": dict(HAPROXY_TIMEOUTS), "log_format": HAPROXY_LOG_FORMAT,
+                           "listen": "%s:%d" % (HOST, HAPROXY_PORT), "server": "%s:%d" % (HOST, PORT)}
+    try:
+        hp.start()
+        conn = rec.connect("haproxy", port=HAPROXY_PORT, heartbeat=0)
+        ch = conn.channel()
+        rec.event("channel_open", channel=ch.channel_number)
+        q = "amqpscope.haproxy"
+        declare(rec, ch, q, exclusive=True)
+        publish(rec, ch, q, body_of(1, 64), 1)
+        idle = 7.0
+        rec.event("silent_start", seconds=idle,
+                  how="time.sleep() without process_data_events; heartbeat=0, so neither side sends heartbeats")
+        time.sleep(idle)
+        rec.event("silent_end")
+        rec.data["failing_call"] = "basic_publish"
+        try:
+            publish(rec, ch, q, body_of(2, 64), 2, note="late publish after the idle period")
+            rec.event("late_publish_returned_without_error")
+            conn.process_data_events(time_limit=1)
+        except Exception as e:  # the point of the scenario
+            rec.exception("basic_publish", e)
+        rec.event("after_failure", connection_is_closed=conn.is_closed, channel_is_closed=ch.is_closed)
+        if not conn.is_closed:
+            try:
+                conn.close()
+            except Exception as e:
+                rec.exception("connection_close", e)
+        # haproxy logs a session when it ends; this one ended 4 s into the idle period
+        end = time.time() + 2
+        while not hp.sessions() and time.time() < end:
+            time.sleep(0.1)
+    finally:
+        hp.stop()
+        rec.data["haproxy"]["pid"] = hp.proc.pid if hp.proc else None
+        rec.data["haproxy"]["exit_status"] = hp.proc.returncode if hp.proc else None
+        rec.data["haproxy"]["output"] = hp.lines
+        rec.data["haproxy"]["sessions"] = hp.sessions()
+
+
 SCENARIOS = {
     "healthy-heartbeats": healthy_heartbeats,
     "missed-heartbeats-104": missed_heartbeats_104,
@@ -497,7 +724,14 @@ SCENARIOS = {
     "blocked": blocked,
     "flow-confirms-acks": flow_confirms_acks,
     "missed-heartbeats-fin": missed_heartbeats_fin,
+    "clean-close-s96": clean_close_s96,
+    "refused-then-connected": refused_then_connected,
+    "haproxy-idle": haproxy_idle,
+    # the missed-heartbeats-104 client; scripts/record-captures restarts the broker with its JSON log formatter
+    "missed-heartbeats-jsonlog": functools.partial(missed_heartbeats_104, label="silent-jsonlog"),
 }
+# Scenarios that run another scenario's client unchanged (make_truth.py builds their expect as that one's).
+BASED_ON = {"missed-heartbeats-jsonlog": "missed-heartbeats-104"}
 
 # TLS scenarios: (plain scenario whose client they run, TLS settings). The key log file name comes
 # from the environment (scripts/record-captures puts it beside the capture).
@@ -526,6 +760,8 @@ def main():
             SCENARIOS[name].keywords["tls"] = dict(tls, keylog=keylog)
         rec.data["base_scenario"] = base
         rec.data["tls_requested"] = SCENARIOS[name].keywords["tls"]
+    if name in BASED_ON:
+        rec.data["base_scenario"] = BASED_ON[name]
     rc = 0
     try:
         SCENARIOS[name](rec)

@@ -12,7 +12,10 @@ def flags_of(tcp):
 def tcp_packets(pkts, broker_port, streams, fields, close_time=None):
     """Yields (stream, side, layers, frame number, epoch time) for every TCP packet of tshark's JSON `pkts`, after
     counting it in `streams` (by client port; a new stream gets the common keys and `fields()`). A FIN or RST is
-    appended to the stream's close_sequence, with an ISO "time" when `close_time` formats one."""
+    appended to the stream's close_sequence, with an ISO "time" when `close_time` formats one. broker_port: the
+    server's port, or several (a proxy's and the broker's): the "broker" side of a stream is the one on any of
+    them, and the stream's broker_port is the one it used."""
+    server_ports = set(broker_port) if isinstance(broker_port, (list, tuple, set, frozenset)) else {broker_port}
     for pk in pkts:
         layers = pk["_source"]["layers"]
         fr, tcp = layers.get("frame", {}), layers.get("tcp")
@@ -21,11 +24,11 @@ def tcp_packets(pkts, broker_port, streams, fields, close_time=None):
         num = int(fr.get("frame.number", 0))
         t = float(fr.get("frame.time_epoch", 0))
         sp, dp = int(tcp["tcp.srcport"]), int(tcp["tcp.dstport"])
-        side = "broker" if sp == broker_port else "client"
+        side = "broker" if sp in server_ports else "client"
         cport = dp if side == "broker" else sp
         s = streams.get(cport)
         if s is None:
-            s = streams[cport] = {"client_port": cport, "broker_port": broker_port,
+            s = streams[cport] = {"client_port": cport, "broker_port": sp if side == "broker" else dp,
                                   "tcp_stream": int(tcp.get("tcp.stream", -1)), "first_frame": num,
                                   "first_time": t, "packets": 0, **fields()}
         s["packets"] += 1
