@@ -256,6 +256,15 @@ extension AnalyzeReport {
                     ])
                 } ?? .null
             ),
+            (
+                "proxied",
+                r.proxied.map { p in
+                    .object([
+                        ("peer_connection", .int(p.peerConnection.rawValue)), ("proxy", .string(p.proxy.description)),
+                        ("leg", .string(p.leg.rawValue)),
+                    ])
+                } ?? .null
+            ),
             ("negotiated", negotiated),
             ("client_properties", story.client.map { Describe.json($0.table) } ?? .null),
             ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),

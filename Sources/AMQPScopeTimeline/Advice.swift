@@ -44,6 +44,14 @@ package enum AdviceTable {
             amqp10: false
         ),
         AdviceRule(
+            code: .idleTimeoutInPath, product: nil,
+            text:
+                "Enable heartbeats with a timeout well under the intermediary's idle timeout (a heartbeat frame goes "
+                + "out every half timeout), or raise that timeout: haproxy's timeout client and timeout server, an AWS "
+                + "Network Load Balancer's TCP idle timeout (350 s by default), an Azure Load Balancer's (4 minutes), "
+                + "a NAT or firewall's connection tracking. A client should also reconnect when a write fails."
+        ),
+        AdviceRule(
             code: .reset, product: nil,
             text:
                 "The side that got the RST must reconnect; an application should treat this errno as 'connection "

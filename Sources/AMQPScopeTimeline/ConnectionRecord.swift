@@ -289,6 +289,9 @@ public struct ConnectionRecord: Sendable {
     /// to the same port that the server accepted: an address fallback (happy eyeballs, or trying each address a
     /// name resolves to).
     public var fallback: Fallback?
+    /// The other leg, when this connection is one of two that a proxy joined (found by the same handshake, opened
+    /// within a second and closed within 100 ms of each other).
+    public var proxied: Proxied?
     /// The collapsed timeline: key events as they happened, routine traffic folded into runs between them.
     public var timeline: [TimelineEntry] = []
     /// Timeline entries past the bound, only counted.
@@ -524,4 +527,23 @@ public struct Fallback: Hashable, Sendable {
     public var server: Endpoint
     /// How long after the refusal its SYN left (nanoseconds).
     public var after: Int64
+}
+
+/// One leg of a connection relayed by a proxy (haproxy, a load balancer in TCP mode).
+public struct Proxied: Hashable, Sendable {
+    /// Which leg this connection is.
+    public enum Leg: String, Hashable, Sendable {
+        /// From the client to the proxy.
+        case clientSide = "client-side"
+        /// From the proxy to the server.
+        case serverSide = "server-side"
+    }
+    /// The other leg.
+    public var peerConnection: ConnectionID
+    /// The proxy's listening endpoint (the client-side leg's server).
+    public var proxy: Endpoint
+    /// This leg.
+    public var leg: Leg
+    /// When the first of the two legs was closed by TCP, and by which of this leg's sides.
+    public var closedAt: Timestamp?
 }

@@ -18,10 +18,12 @@ struct Diagnoser {
             let idle = idleTimeouts10()
             out += idle
             out += errors10(explained: Set(idle.flatMap { d in d.evidence.map(\.packetNumber) }))
+            out += idleTimeoutInPath()
             out += abruptClose10()
             out += protocolViolations()
         } else if record.isAMQP {
             out += missedHeartbeats()
+            out += idleTimeoutInPath()
             out += connectionErrors()
             out += channelErrors()
             out += blocked()
@@ -58,6 +60,8 @@ struct Diagnoser {
         if root.code == .missedHeartbeats || root.code == .idleTimeoutInPath {
             consequences.removeAll { $0.code == .abruptClose }
         }
+        // The idle timeout says the heartbeats were off: no separate heartbeats-disabled.
+        let dropped: Set<DiagnosisCode> = root.code == .idleTimeoutInPath ? [.heartbeatsDisabled] : []
         // A late write told with the RST it drew and the errno leaves nothing for that reset to add.
         let lateWrites = consequences.filter { $0.code == .writeAfterClose && $0.errno != nil }
         consequences.removeAll { r in
@@ -72,7 +76,7 @@ struct Diagnoser {
                 < ($1.evidence.map(\.packetNumber).filter { $0 > 0 }.min() ?? 0, $1.code.rank)
         }
         let head = root
-        var out = byRank.filter { $0 != root && !consequenceCodes.contains($0.code) }
+        var out = byRank.filter { $0 != root && !consequenceCodes.contains($0.code) && !dropped.contains($0.code) }
         let at = out.firstIndex { $0.severity < head.severity || ($0.severity == head.severity && $0.code.rank > head.code.rank) } ?? out.endIndex
         out.insert(head, at: at)
         for (i, var c) in consequences.enumerated() {
@@ -520,6 +524,74 @@ struct Diagnoser {
         }
         finish(until: record.endTime ?? record.lastTime, packet: nil, unblocked: false)
         return out
+    }
+
+    /// With heartbeats off, a TCP close without an AMQP close after the connection sat idle: something in the path
+    /// closed it. With the other leg of a proxied pair found, the proxy is named.
+    func idleTimeoutInPath() -> [Diagnosis] {
+        let off: Bool
+        if let s10 = story.amqp10 {
+            off = [Side.client, .server].allSatisfy { (s10.idleTimeOut(advertisedBy: $0) ?? 0) == 0 } && s10.open(sentBy: .client) != nil
+        } else {
+            off = story.negotiated.map { $0.heartbeat == 0 && !$0.inferred } ?? false
+        }
+        guard off, let close = record.moments.first(where: { m in
+            switch m.kind {
+            case .fin, .reset: true
+            default: false
+            }
+        }) else { return [] }
+        let amqpClosedBefore =
+            record.keyFrames.contains { f in
+                if case .method(.connectionClose) = f.frame.content { return f.time <= close.time }
+                return false
+            }
+            || record.keyPerformatives.contains { f in
+                if case .close? = f.frame.performative { return f.time <= close.time }
+                return false
+            }
+        guard !amqpClosedBefore else { return [] }
+        // The stretch with no frame either way that the close fell into.
+        var candidates = record.connectionIdleGaps
+        if let last = record.lastAnyFrame {
+            candidates.append(
+                IdleGap(from: last.time, to: record.endTime ?? record.lastTime, fromPacket: last.packet, toPacket: 0))
+        }
+        guard let idle = candidates.first(where: { $0.from < close.time && close.time <= $0.to }),
+            close.time.since(idle.from) >= 1_000_000_000
+        else { return [] }
+        let closer = close.direction.sender
+        let how = close.kind == .fin ? "FIN" : "RST"
+        let length = Self.seconds(close.time.since(idle.from))
+        let heartbeat = story.amqp10 != nil ? "no idle-time-out in either open" : "heartbeat 0 negotiated"
+        var summary: String
+        var evidence = [
+            Evidence(packetNumber: idle.fromPacket, time: idle.from, what: "last frame before the silence"),
+            Evidence(packetNumber: close.packetNumber, time: close.time, what: "\(how) from the \(closer)"),
+        ]
+        if let p = record.proxied {
+            let other = p.leg == .clientSide ? "the leg to the server, connection \(p.peerConnection.rawValue)"
+                : "the client's leg, connection \(p.peerConnection.rawValue)"
+            summary =
+                "the proxy at \(p.proxy) closed the connection after \(length) idle: nothing crossed it with heartbeats "
+                + "disabled (\(heartbeat)), then at \(clock(close.time)) it closed this \(p.leg.rawValue) leg (\(how) "
+                + "to the \(closer.peer)) and \(other), together, without an AMQP close."
+            evidence.append(
+                Evidence(packetNumber: 0, time: p.closedAt ?? close.time, what: "\(other) closed"))
+        } else {
+            summary =
+                "nothing crossed the connection for \(length) with heartbeats disabled (\(heartbeat)), then the "
+                + "\(closer) side closed it (\(how)) at \(clock(close.time)) without an AMQP close: an idle timeout in the "
+                + "path (a proxy, load balancer, NAT or firewall) most likely closed it."
+        }
+        return [
+            make(
+                ending: true, .idleTimeoutInPath, .error, summary, side: closer, evidence: evidence,
+                details: [
+                    "with heartbeats off nothing keeps an idle connection alive through an intermediary, and neither "
+                        + "peer notices it is gone until it writes"
+                ])
+        ]
     }
 
     func heartbeatsDisabled() -> [Diagnosis] {

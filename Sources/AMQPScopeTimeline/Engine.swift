@@ -293,6 +293,9 @@ struct EngineState: StreamSink {
     var recentOpens: [(info: ConnectionInfo, time: Timestamp, accepted: Bool?)] = []
     /// `recentOpens` is pruned of what is older than two windows when it reaches this size.
     var pruneOpensAt = 64
+    /// Connections that ended abruptly, for the other leg of a proxied pair to find when it ends (kept for a minute
+    /// of capture time).
+    var endedLegs: [(leg: Leg, endedAt: Timestamp)] = []
     /// How soon after a refusal an accepted connection counts as its fallback.
     static let fallbackWindow: Int64 = 1_000_000_000
     /// Timeline entries made since the last `takeLiveEntries()` (live capture only).
@@ -382,7 +385,8 @@ struct EngineState: StreamSink {
         entry.builder.summarizeFlow(ended: true)
         entry.builder.closeRuns()
         entry.builder.moveFresh(to: &live)
-        let record = entry.builder.record
+        var record = entry.builder.record
+        pairLegs(&record, now: event.time)
         if let i = recentOpens.firstIndex(where: { $0.info.id == record.info.id }) {
             recentOpens[i].accepted = Self.accepted(record)
         }
@@ -400,6 +404,76 @@ struct EngineState: StreamSink {
             recentOpens.removeAll { oldest.since($0.time) > 0 && time.since($0.time) > 2 * Self.fallbackWindow }
             pruneOpensAt = max(64, recentOpens.count * 2)
         }
+    }
+
+    /// What pairs two legs of a proxied connection: the handshake the proxy relayed unchanged, when each opened and
+    /// when TCP first closed it.
+    struct Leg {
+        var id: ConnectionID
+        var info: ConnectionInfo
+        var opened: Timestamp
+        var firstClose: Timestamp
+        var handshake: Int
+
+        /// A leg of an AMQP connection that TCP closed without an AMQP close; nil otherwise.
+        init?(_ r: ConnectionRecord) {
+            var handshake: Int?
+            var amqpClosed = false
+            for f in r.keyFrames {
+                switch f.frame.content {
+                case .method(.connectionStartOk(let s)): handshake = s.clientProperties.hashValue
+                case .method(.connectionClose): amqpClosed = true
+                default: break
+                }
+            }
+            for f in r.keyPerformatives {
+                switch f.frame.performative {
+                case .open(let o)? where f.direction == .clientToServer: handshake = o.containerID.hashValue
+                case .close?: amqpClosed = true
+                default: break
+                }
+            }
+            let close = r.moments.first { m in
+                switch m.kind {
+                case .fin, .reset: true
+                default: false
+                }
+            }
+            guard let handshake, !amqpClosed, let close else { return nil }
+            id = r.info.id
+            info = r.info
+            opened = r.firstTime
+            firstClose = close.time
+            self.handshake = handshake
+        }
+
+        func pairs(with other: Leg) -> Bool {
+            other.id != id && other.handshake == handshake && other.info.server != info.server
+                && abs(other.opened.since(opened)) <= 1_000_000_000
+                && abs(other.firstClose.since(firstClose)) <= 100_000_000
+        }
+    }
+
+    /// Finds the other leg of a proxied connection among the open connections and those that ended lately, and names
+    /// it on this record: the leg that opened first is the client's, whose server is the proxy.
+    mutating func pairLegs(_ record: inout ConnectionRecord, now: Timestamp) {
+        guard let leg = Leg(record) else { return }
+        var partner = endedLegs.first { $0.leg.pairs(with: leg) }?.leg
+        if partner == nil {
+            for slot in slots.values {
+                if let other = entries[slot].flatMap({ Leg($0.builder.record) }), other.pairs(with: leg) {
+                    partner = other
+                    break
+                }
+            }
+        }
+        endedLegs.removeAll { now.since($0.endedAt) > 60_000_000_000 }
+        if endedLegs.count < 100_000 { endedLegs.append((leg, now)) }
+        guard let partner else { return }
+        let clientSide = (leg.opened, leg.id) < (partner.opened, partner.id)
+        record.proxied = Proxied(
+            peerConnection: partner.id, proxy: clientSide ? leg.info.server : partner.info.server,
+            leg: clientSide ? .clientSide : .serverSide, closedAt: min(leg.firstClose, partner.firstClose))
     }
 
     /// The server answered the client's SYN with an RST: the attempt was refused (ECONNREFUSED).

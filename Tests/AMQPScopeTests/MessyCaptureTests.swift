@@ -117,16 +117,75 @@ private func codes(_ stories: [Story]) -> Set<String> {
     /// Without the fallback the same refusal is an error: a client that could not connect at all.
     @Test func refusalAloneIsAnError() throws {
         let bytes = Array(try Data(contentsOf: Paths.captures.appendingPathComponent("refused-then-connected.pcap")))
-        // Only the first two packets: the SYN and the RST.
-        var out = Array(bytes[0..<24])
-        var at = 24
-        for _ in 0..<2 {
-            let caplen = Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16
-            out += bytes[at..<at + 16 + caplen]
-            at += 16 + caplen
-        }
+        // Only the refused attempt's packets: the SYN and the RST (IPv6, which tcpPorts does not read).
+        let out = keepPackets(bytes) { tcpPorts($0).isEmpty }
         let s = try #require(analyzeBytes("refused-alone.pcap", out).first)
         #expect(s.record.fallback == nil)
         #expect(s.diagnoses.first { $0.code == .reset }?.severity == .error)
     }
+
+    /// pika with heartbeats off behind haproxy (timeout client/server 4 s): one story told on both legs.
+    @Test func proxiedLegsArePaired() throws {
+        let truth = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Paths.captures.appendingPathComponent("haproxy-idle.truth.json"))) as! [String: Any]
+        let expect = truth["expect"] as! [String: Any]
+        let legs = try #require(expect["legs"] as? [[String: Any]])
+        let clientPort = try #require(legs.first { $0["leg"] as? String == "client->haproxy" }?["client_port"] as? Int)
+        let backPort = try #require(legs.first { $0["leg"] as? String == "haproxy->broker" }?["client_port"] as? Int)
+        let listen = try #require((expect["proxy"] as? [String: Any])?["listen"] as? String)
+        let timeout = try #require(((expect["proxy"] as? [String: Any])?["timeouts"] as? [String: Any])?["client"] as? String)
+        let stories = Analysis.analyzeFile(Paths.captures.appendingPathComponent("haproxy-idle.pcap").path).records
+            .map { Story($0) }
+        let front = try #require(stories.first { Int($0.record.info.client.port) == clientPort })
+        let back = try #require(stories.first { Int($0.record.info.client.port) == backPort })
+        #expect(front.record.proxied?.peerConnection == back.record.info.id && front.record.proxied?.leg == .clientSide)
+        #expect(back.record.proxied?.peerConnection == front.record.info.id && back.record.proxied?.leg == .serverSide)
+        #expect(front.record.info.server.description == listen && back.record.proxied?.proxy.description == listen)
+        for s in [front, back] {
+            let head = try #require(s.diagnoses.first)
+            #expect(head.code == .idleTimeoutInPath && head.consequenceOf == nil, "\(head.summary)")
+            // The idle time is the proxy's timeout, to the tenth of a second.
+            #expect(head.summary.contains("after \(timeout.dropLast()) s idle"), "\(head.summary)")
+            #expect(head.summary.contains("proxy at \(listen)"))
+            #expect(!s.diagnoses.contains { $0.code == .abruptClose || $0.code == .heartbeatsDisabled })
+            #expect(s.diagnoses.dropFirst().allSatisfy { $0.consequenceOf == 0 })
+        }
+        let json = AnalyzeReport.json([Analysis.analyzeFile(Paths.captures.appendingPathComponent("haproxy-idle.pcap").path)])
+        let document = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+        let connections = document["connections"] as? [[String: Any]] ?? []
+        let proxied = connections.first { $0["id"] as? Int == front.record.info.id.rawValue }?["proxied"] as? [String: Any]
+        #expect(proxied?["peer_connection"] as? Int == back.record.info.id.rawValue)
+        #expect(proxied?["proxy"] as? String == listen && proxied?["leg"] as? String == "client-side")
+    }
+
+    /// With only the client's leg in the capture, the close after an idle silence is still told as an idle timeout
+    /// in the path.
+    @Test func oneLegAloneIsStillAnIdleTimeout() throws {
+        let bytes = Array(try Data(contentsOf: Paths.captures.appendingPathComponent("haproxy-idle.pcap")))
+        let s = try #require(analyzeBytes("haproxy-front.pcap", keepPackets(bytes) { tcpPorts($0).contains(5673) }).first)
+        #expect(s.record.proxied == nil)
+        let head = try #require(s.diagnoses.first)
+        #expect(head.code == .idleTimeoutInPath && head.summary.contains("an idle timeout in the path"), "\(head.summary)")
+    }
+}
+
+/// The TCP ports of an Ethernet/IPv4 frame (none for anything else).
+func tcpPorts(_ frame: ArraySlice<UInt8>) -> [Int] {
+    let f = Array(frame)
+    guard f.count >= 34, f[12] == 0x08, f[13] == 0x00, f[23] == 6 else { return [] }
+    let tcp = 14 + Int(f[14] & 0x0f) * 4
+    guard f.count >= tcp + 4 else { return [] }
+    return [Int(f[tcp]) << 8 | Int(f[tcp + 1]), Int(f[tcp + 2]) << 8 | Int(f[tcp + 3])]
+}
+
+/// A classic little-endian pcap file with only the packets `keep` accepts.
+func keepPackets(_ bytes: [UInt8], _ keep: (ArraySlice<UInt8>) -> Bool) -> [UInt8] {
+    var out = Array(bytes[0..<24])
+    var at = 24
+    while at + 16 <= bytes.count {
+        let caplen = Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16 | Int(bytes[at + 11]) << 24
+        if keep(bytes[at + 16..<at + 16 + caplen]) { out += bytes[at..<at + 16 + caplen] }
+        at += 16 + caplen
+    }
+    return out
 }
