@@ -20,11 +20,13 @@ public struct CaptureResult: Sendable {
     public var error: String?
     /// True when nothing could be read (exit 3); false with an error means read in part (exit 4).
     public var unreadable: Bool
+    /// The files read as one capture (rotated parts), in the order read; empty for a single file.
+    public var parts: [CapturePart]
 
     /// A capture's results.
     public init(
         path: String, linkType: LinkType?, counts: PacketCounts, records: [ConnectionRecord], error: String?,
-        unreadable: Bool
+        unreadable: Bool, parts: [CapturePart] = []
     ) {
         self.path = path
         self.linkType = linkType
@@ -32,6 +34,7 @@ public struct CaptureResult: Sendable {
         self.records = records
         self.error = error
         self.unreadable = unreadable
+        self.parts = parts
     }
 }
 
@@ -78,4 +81,23 @@ public enum AnalyzeReport {
         writer.finish()
         return out
     }
+}
+
+/// One file of a capture that was rotated into several.
+public struct CapturePart: Sendable {
+    /// The file's path, as given.
+    public var path: String
+    /// Its packets.
+    public var packets = 0
+    /// Its first and last packets' times.
+    public var firstTime: Timestamp?
+    /// Its last packet's time.
+    public var lastTime: Timestamp?
+    /// Why reading it stopped early, or why it could not be read.
+    public var error: String?
+    /// Nothing of it could be read.
+    public var unreadable = false
+
+    /// A part not yet read.
+    public init(path: String) { self.path = path }
 }

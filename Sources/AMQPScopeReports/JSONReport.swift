@@ -29,6 +29,18 @@ extension AnalyzeReport {
             ("evicted_connections", .int(c.evictedConnections)),
             ("complete", .bool(r.error == nil)),
             ("error", .optional(r.error)),
+            (
+                "parts",
+                .array(
+                    r.parts.map { p in
+                        .object([
+                            ("file", .string(p.path)), ("packets", .int(p.packets)),
+                            ("first_time", p.firstTime.map { .string(Format.rfc3339($0)) } ?? .null),
+                            ("last_time", p.lastTime.map { .string(Format.rfc3339($0)) } ?? .null),
+                            ("error", .optional(p.error)),
+                        ])
+                    })
+            ),
         ])
     }
 

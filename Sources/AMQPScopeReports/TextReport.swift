@@ -23,6 +23,17 @@ extension AnalyzeReport {
                 + "(\(Format.duration(nanoseconds: last.since(first))))"
         }
         out += ", link type \(r.linkType?.name ?? "unknown")\n"
+        if !r.parts.isEmpty {
+            out += "  read as one capture: \(r.parts.count) rotated files, in time order\n"
+            for p in r.parts {
+                out += "    \(Format.safe(p.path)): \(p.packets) packets"
+                if let first = p.firstTime, let last = p.lastTime {
+                    out += " from \(Format.time(first)) to \(Format.time(last))"
+                }
+                if let error = p.error { out += "; \(Format.safe(error))" }
+                out += "\n"
+            }
+        }
         var notes: [String] = []
         if c.truncated > 0 { notes.append("\(c.truncated) cut by the snap length") }
         if c.otherProtocols > 0 { notes.append("\(c.otherProtocols) not TCP") }

@@ -1,4 +1,4 @@
-// Using both cores. One file: the engine reads and decodes on this thread while a serial queue renders the
+// Using both cores. One capture (a file, or rotated files read as one): the engine reads and decodes on this thread while a serial queue renders the
 // connections it hands over (a semaphore bounds the hand-off, so memory stays flat). Several files: they are
 // analysed in parallel, each rendering into its own temporary file, and joined in capture order afterwards.
 import AMQPScope
@@ -25,14 +25,14 @@ enum ParallelAnalysis {
     /// Connections handed to the render queue and not yet written, at most.
     static let handOff = 64
 
-    static func pipelined(_ file: String, configuration: EngineConfiguration, writer: inout AnalyzeWriter)
+    static func pipelined(_ files: [String], configuration: EngineConfiguration, writer: inout AnalyzeWriter)
         -> CaptureResult
     {
         let box = WriterBox(writer)
         let queue = DispatchQueue(label: "amqpscope.render")
         let slots = DispatchSemaphore(value: handOff)
-        box.writer.begin(capture: file)
-        let result = analyzeFile(file, configuration: configuration) { record in
+        box.writer.begin(capture: files.joined(separator: " + "))
+        let result = analyzeFile(files, configuration: configuration) { record in
             slots.wait()
             queue.async {
                 box.writer.connection(record, capture: 0)
@@ -48,7 +48,7 @@ enum ParallelAnalysis {
     /// report goes to its own temporary file as bytes and is copied to standard output as bytes: text is never
     /// re-decoded, so a character split across a read boundary stays whole.
     static func files(
-        _ files: [String], configuration: EngineConfiguration, kind: AnalyzeWriter.Kind, options: ReportOptions,
+        _ files: [[String]], configuration: EngineConfiguration, kind: AnalyzeWriter.Kind, options: ReportOptions,
         writer: inout AnalyzeWriter
     ) throws -> [CaptureResult] {
         let directory = try temporaryDirectory()
@@ -62,8 +62,8 @@ enum ParallelAnalysis {
                 var text = chunk
                 text.withUTF8 { bytes in _ = fwrite(bytes.baseAddress, 1, bytes.count, handle) }
             }
-            fragment.begin(capture: files[index])
-            let result = Analysis.analyzeFile(
+            fragment.begin(capture: files[index].joined(separator: " + "))
+            let result = Analysis.analyzeFiles(
                 files[index], configuration: configuration, logger: Logger(label: "amqpscope"),
                 onRecord: { fragment.connection($0, capture: index) })
             fragment.end(capture: result)

@@ -204,14 +204,44 @@ struct ViewOptions: ParsableArguments {
     }
 }
 
+/// Which files are read together as one capture.
+struct GroupingOptions: ParsableArguments {
+    @Flag(
+        help: """
+            Read all the files as one capture, in time order (rotated files whose connections do not run on \
+            from one file to the next).
+            """)
+    var merge = false
+
+    @Flag(help: "Read each file as a capture of its own, even when they look like rotated parts of one.")
+    var separate = false
+
+    func validate() throws {
+        if merge && separate { throw ValidationError("--merge and --separate exclude each other") }
+    }
+
+    /// Rotated parts of one capture together (detected, or all with --merge), in time order; other files alone.
+    func groups(_ files: [String]) -> [[String]] {
+        if separate || files.count == 1 { return files.map { [$0] } }
+        if merge {
+            let ordered = files.map { ($0, Analysis.firstTimestamp($0)?.nanoseconds ?? .max) }.sorted { a, b in
+                (a.1, a.0) < (b.1, b.0)
+            }
+            return [ordered.map(\.0)]
+        }
+        return Analysis.rotationGroups(files)
+    }
+}
+
 /// Reads one file, with progress on stderr when it is a terminal; streams its records to `onRecord` when given.
-func analyzeFile(_ file: String, configuration: EngineConfiguration, onRecord: ((ConnectionRecord) -> Void)? = nil)
+func analyzeFile(_ files: [String], configuration: EngineConfiguration, onRecord: ((ConnectionRecord) -> Void)? = nil)
     -> CaptureResult
 {
     let showProgress = isatty(2) == 1
     var lastShown = Clock.now()
-    let result = Analysis.analyzeFile(
-        file, configuration: configuration, logger: Logger(label: "amqpscope"),
+    let file = files.joined(separator: " + ")
+    let result = Analysis.analyzeFiles(
+        files, configuration: configuration, logger: Logger(label: "amqpscope"),
         progress: showProgress
             ? { read, total in
                 let now = Clock.now()
@@ -255,6 +285,8 @@ struct Analyze: ParsableCommand {
     @Option(help: "Exit with 1 when a diagnosis of this severity or worse is found: warning or error.")
     var failOn: FailOn?
 
+    @OptionGroup var grouping: GroupingOptions
+
     @OptionGroup var pipeline: PipelineOptions
 
     func validate() throws {
@@ -274,11 +306,12 @@ struct Analyze: ParsableCommand {
         // Each connection is written as it ends: memory does not grow with the capture.
         var writer = AnalyzeWriter(format: kind, options: options) { writeStandardOutput($0) }
         let results: [CaptureResult]
-        if files.count == 1 {
-            results = [ParallelAnalysis.pipelined(files[0], configuration: configuration, writer: &writer)]
+        let captures = grouping.groups(files)
+        if captures.count == 1 {
+            results = [ParallelAnalysis.pipelined(captures[0], configuration: configuration, writer: &writer)]
         } else {
             results = try ParallelAnalysis.files(
-                files, configuration: configuration, kind: kind, options: options, writer: &writer)
+                captures, configuration: configuration, kind: kind, options: options, writer: &writer)
         }
         writer.finish()
         fflushStandardOutput()
@@ -326,6 +359,8 @@ struct Report: ParsableCommand {
 
     @OptionGroup var view: ViewOptions
 
+    @OptionGroup var grouping: GroupingOptions
+
     @OptionGroup var pipeline: PipelineOptions
 
     func validate() throws {
@@ -337,7 +372,7 @@ struct Report: ParsableCommand {
 
     func run() throws {
         let configuration = try pipeline.engineConfiguration(recordFrames: false)
-        let results = files.map { analyzeFile($0, configuration: configuration) }
+        let results = grouping.groups(files).map { analyzeFile($0, configuration: configuration) }
         let options = view.reportOptions(captureStart: results.compactMap(\.counts.firstTime).min())
         let text =
             format == .html

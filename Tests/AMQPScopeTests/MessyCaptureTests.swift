@@ -167,6 +167,60 @@ private func codes(_ stories: [Story]) -> Set<String> {
         let head = try #require(s.diagnoses.first)
         #expect(head.code == .idleTimeoutInPath && head.summary.contains("an idle timeout in the path"), "\(head.summary)")
     }
+
+    /// Split as `editcap -c N` splits, the seed capture is told as the whole one is: the parts are found to be one
+    /// capture, read in time order whatever order they are named in, and packet numbers run on across them.
+    @Test(arguments: ["missed-heartbeats-fin", "missed-heartbeats-104", "flow-confirms-acks"])
+    func rotatedPartsReadAsTheWhole(name: String) throws {
+        let path = Paths.captures.appendingPathComponent("\(name).pcap").path
+        let parts = splitEvery(Array(try Data(contentsOf: URL(fileURLWithPath: path))), 12).enumerated().map {
+            Paths.temporaryFile("\(name)-part\($0.offset).pcap", $0.element)
+        }
+        #expect(parts.count >= 3)
+        let groups = Analysis.rotationGroups(parts.reversed())
+        #expect(groups == [parts], "\(groups)")
+        let whole = Analysis.analyzeFile(path)
+        let merged = Analysis.analyzeFiles(parts)
+        #expect(merged.parts.map(\.path) == parts)
+        #expect(merged.parts.reduce(0) { $0 + $1.packets } == whole.counts.packets)
+        let told = { (r: CaptureResult) in
+            r.records.map { Story($0).diagnoses.map { "\($0.code) \($0.summary) \($0.evidence)" } }
+        }
+        #expect(told(merged) == told(whole))
+        // Told alone, the last part has lost the cause.
+        if name == "missed-heartbeats-fin" {
+            #expect(!told(Analysis.analyzeFile(parts.last!)).joined().contains { $0.hasPrefix("missed-heartbeats") })
+        }
+    }
+
+    /// Captures of different incidents are not parts of one.
+    @Test func unrelatedFilesStayApart() {
+        let a = Paths.captures.appendingPathComponent("missed-heartbeats-104.pcap").path
+        let b = Paths.captures.appendingPathComponent("flow-confirms-acks.pcap").path
+        let c = Paths.captures.appendingPathComponent("refused-then-connected.pcap").path
+        #expect(Analysis.rotationGroups([a, b, c]) == [[a], [b], [c]])
+    }
+}
+
+/// A classic pcap file split into files of `count` packets each, as `editcap -c COUNT` splits it.
+func splitEvery(_ bytes: [UInt8], _ count: Int) -> [[UInt8]] {
+    var files: [[UInt8]] = []
+    var current = Array(bytes[0..<24])
+    var n = 0
+    var at = 24
+    while at + 16 <= bytes.count {
+        let caplen = Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16 | Int(bytes[at + 11]) << 24
+        current += bytes[at..<at + 16 + caplen]
+        n += 1
+        at += 16 + caplen
+        if n == count {
+            files.append(current)
+            current = Array(bytes[0..<24])
+            n = 0
+        }
+    }
+    if n > 0 { files.append(current) }
+    return files
 }
 
 /// The TCP ports of an Ethernet/IPv4 frame (none for anything else).
