@@ -1,5 +1,6 @@
-import AMQPScopeCapture
 // amqpscope as a library: read capture files through the pure engine and get per-connection records.
+@_exported import AMQPScopeBrokerLog
+import AMQPScopeCapture
 @_exported import AMQPScopeCodec
 @_exported import AMQPScopePackets
 @_exported import AMQPScopeReassembly

@@ -281,7 +281,9 @@ package struct AMQP10FrameParser {
     private mutating func handUpCut(_ header: Frame10Header, start: UInt64, _ out: (UInt64, Parser10Output) -> Void) {
         pending.withUnsafeBytes { raw in
             let skip = min(Int(header.doff) * 4 - 8, raw.count)
-            out(start, .frame(header, body: UnsafeRawBufferPointer(rebasing: raw[skip...]), truncated: true, damaged: true))
+            out(
+                start,
+                .frame(header, body: UnsafeRawBufferPointer(rebasing: raw[skip...]), truncated: true, damaged: true))
         }
         pending.removeAll(keepingCapacity: true)
     }

@@ -391,7 +391,8 @@ package struct ConnectionDecoder {
                 direction, offset,
                 .frame(
                     Frame(
-                        type: header.type, channel: header.channel, size: header.size, content: .method(shown), cut: cut)),
+                        type: header.type, channel: header.channel, size: header.size, content: .method(shown), cut: cut
+                    )),
                 into: &sink)
             follow(method, direction: direction)
             contentTracked[direction]?.insert(header.channel)
@@ -502,7 +503,8 @@ package struct ConnectionDecoder {
                 Message(
                     channel: channel,
                     method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
-                    properties: pending.header?.properties ?? BasicProperties(), bodySize: pending.header?.bodySize ?? 0,
+                    properties: pending.header?.properties ?? BasicProperties(),
+                    bodySize: pending.header?.bodySize ?? 0,
                     bodyFrames: pending.frames, body: pending.body, incomplete: pending.incomplete,
                     messageIDDigest: pending.header?.messageIDDigest,
                     messageIDPrefix: pending.header?.messageIDPrefix, methodCut: pending.methodCut)), into: &sink)

@@ -327,7 +327,9 @@ struct FrameParser {
             let remaining = UInt64(Int(header.size) + 1 - pending.count)
             // What was captured of the payload, without its end byte (which may be among the captured bytes).
             let captured = min(pending.count, Int(header.size))
-            pending.withUnsafeBytes { out(start, .frame(header, payload: UnsafeRawBufferPointer(rebasing: $0[..<captured]), damaged: true)) }
+            pending.withUnsafeBytes {
+                out(start, .frame(header, payload: UnsafeRawBufferPointer(rebasing: $0[..<captured]), damaged: true))
+            }
             pending.removeAll(keepingCapacity: true)
             if length < remaining {
                 state = .skip(header, start: start, remaining: Int(remaining - length))

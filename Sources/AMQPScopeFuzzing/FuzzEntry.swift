@@ -3,6 +3,7 @@
 // Each checks the invariants its layer promises with preconditions: a failed one is a crash the fuzzer reports.
 import AMQPScope
 import AMQPScopeAMQP10
+import AMQPScopeBrokerLog
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -19,7 +20,7 @@ import AMQPScopeTLS
 package enum FuzzEntry {
     package static let targets = [
         "FuzzPacketLayers", "FuzzReassembly", "FuzzFrameParser", "FuzzFieldTable", "FuzzPcapFile", "FuzzTLSRecords",
-        "FuzzAMQP10Types", "FuzzAMQP10Frames",
+        "FuzzAMQP10Types", "FuzzAMQP10Frames", "FuzzBrokerLog",
     ]
 
     /// Runs one input through the named target.
@@ -33,6 +34,7 @@ package enum FuzzEntry {
         case "FuzzTLSRecords": tlsRecords(bytes)
         case "FuzzAMQP10Types": amqp10Types(bytes)
         case "FuzzAMQP10Frames": amqp10Frames(bytes)
+        case "FuzzBrokerLog": brokerLog(bytes)
         default: preconditionFailure("no fuzz target \(target)")
         }
     }
@@ -256,6 +258,26 @@ package enum FuzzEntry {
 
     /// AMQP 1.0 values from arbitrary bytes: whole, skipped, and as every performative's fields. What is read stays
     /// inside the input, and a value that reads whole also skips, to the same end (skipping checks less).
+    /// A broker log's text: every message keeps a line number within the text and endpoints that read back from how
+    /// they are written; timestamps and endpoints read from any bytes without trapping.
+    package static func brokerLog(_ input: UnsafeRawBufferPointer) {
+        let text = String(decoding: input, as: UTF8.self)
+        let log = BrokerLog.parse(text)
+        precondition(log.lines.count + log.skipped + log.unreadable <= log.lineCount)
+        let lines = text.utf8.reduce(1) { $1 == 0x0A ? $0 + 1 : $0 }  // blank ones included
+        var previous = 0
+        for line in log.lines {
+            precondition(line.number >= 1 && line.number <= lines && line.number > previous, "line \(line.number)")
+            previous = line.number
+            for endpoint in [line.client, line.server] {
+                precondition(BrokerLog.endpoint(Substring(endpoint.description)) == endpoint, "\(endpoint)")
+            }
+        }
+        _ = BrokerLog.timestamp(Substring(text.prefix(40)))
+        _ = BrokerLog.connection(in: text)
+        _ = IPAddress(parsing: text.prefix(64))
+    }
+
     package static func amqp10Types(_ input: UnsafeRawBufferPointer) {
         var whole = AMQP10Reader(input)
         var skipping = AMQP10Reader(input)

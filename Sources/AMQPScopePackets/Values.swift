@@ -246,6 +246,77 @@ public struct IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible
     /// It is an IPv6 address.
     public var isIPv6: Bool
 
+    /// An address from its text: dotted IPv4 ("10.0.0.1"), or IPv6 ("::1", "fe80::1", "::ffff:10.0.0.1"); nil
+    /// for anything else.
+    package init?<S: StringProtocol>(parsing text: S) {
+        if !text.contains(":") {
+            let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+            guard parts.count == 4 else { return nil }
+            var value: UInt32 = 0
+            for part in parts {
+                guard (1...3).contains(part.count), part.allSatisfy(\.isASCII), let octet = UInt8(part) else {
+                    return nil
+                }
+                value = value << 8 | UInt32(octet)
+            }
+            self.init(ipv4: value)
+            return
+        }
+        // IPv6: groups of up to four hex digits, one "::" at most, an IPv4 tail allowed.
+        var text = Substring(text)
+        var tail: [UInt16] = []
+        if let lastColon = text.lastIndex(of: ":"), text[text.index(after: lastColon)...].contains(".") {
+            guard let v4 = IPAddress(parsing: text[text.index(after: lastColon)...]) else { return nil }
+            tail = [UInt16(v4.low >> 16), UInt16(v4.low & 0xffff)]
+            text = text[...lastColon]
+            if !text.hasSuffix("::") { text = text.dropLast() }  // the colon before the IPv4 part
+        }
+        func groups(_ s: Substring) -> [UInt16]? {
+            if s.isEmpty { return [] }
+            var out: [UInt16] = []
+            for g in s.split(separator: ":", omittingEmptySubsequences: false) {
+                guard (1...4).contains(g.count), let v = UInt16(g, radix: 16) else { return nil }
+                out.append(v)
+            }
+            return out
+        }
+        var all: [UInt16]
+        var halves: [Substring] = [text]
+        var i = text.startIndex
+        while i < text.endIndex, text.index(after: i) < text.endIndex {
+            if text[i] == ":" && text[text.index(after: i)] == ":" {
+                halves = [text[..<i], text[text.index(i, offsetBy: 2)...]]
+                guard !Self.hasDoubleColon(halves[1]) else { return nil }
+                break
+            }
+            i = text.index(after: i)
+        }
+        if halves.count == 2 {
+            guard let head = groups(halves[0]), let rest = groups(halves[1]) else { return nil }
+            let missing = 8 - head.count - rest.count - tail.count
+            guard missing >= 1 else { return nil }
+            all = head + Array(repeating: 0, count: missing) + rest + tail
+        } else if halves.count == 1 {
+            guard let g = groups(text) else { return nil }
+            all = g + tail
+        } else {
+            return nil
+        }
+        guard all.count == 8 else { return nil }
+        let high = all[0..<4].reduce(UInt64(0)) { $0 << 16 | UInt64($1) }
+        let low = all[4..<8].reduce(UInt64(0)) { $0 << 16 | UInt64($1) }
+        self.init(ipv6High: high, low: low)
+    }
+
+    static func hasDoubleColon(_ s: Substring) -> Bool {
+        zip(s, s.dropFirst()).contains { $0 == ":" && $1 == ":" }
+    }
+
+    /// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it maps; any other address as it is.
+    package var unmapped: IPAddress {
+        isIPv6 && high == 0 && low >> 32 == 0xffff ? IPAddress(ipv4: UInt32(truncatingIfNeeded: low)) : self
+    }
+
     /// 127.0.0.0/8 or ::1.
     public var isLoopback: Bool { isIPv6 ? high == 0 && low == 1 : low >> 24 == 127 }
 

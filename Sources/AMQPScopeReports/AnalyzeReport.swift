@@ -1,3 +1,4 @@
+import AMQPScopeBrokerLog
 // `amqpscope analyze`: per capture file, what was read; per TCP connection, how it went and what AMQP it carried.
 // The text report is in TextReport.swift, the JSON one in JSONReport.swift, and the timeline lines both (and the
 // review reports) share in TimelineLines.swift.
@@ -22,6 +23,12 @@ public struct CaptureResult: Sendable {
     public var unreadable: Bool
     /// The files read as one capture (rotated parts), in the order read; empty for a single file.
     public var parts: [CapturePart]
+
+    /// The first and last packets' times, when it had packets.
+    public var span: (first: Timestamp, last: Timestamp)? {
+        guard let first = counts.firstTime, let last = counts.lastTime else { return nil }
+        return (first, last)
+    }
 
     /// A capture's results.
     public init(
@@ -54,6 +61,8 @@ public struct ReportOptions: Sendable {
     public var to: Timestamp?
     /// How stories are told (thresholds).
     public var story = StoryOptions()
+    /// The broker's log (`--broker-log`), joined to each capture's connections.
+    public var brokerLog: BrokerLog?
     /// ANSI colour for severities in the text report (the CLI sets it only for a terminal without NO_COLOR).
     public var colour = false
     /// The defaults.
@@ -66,8 +75,19 @@ public struct ReportOptions: Sendable {
 public enum AnalyzeReport {
     /// The stories of a capture's connections that pass the filters.
     public static func stories(_ result: CaptureResult, options: ReportOptions) -> [Story] {
+        storiesWithLog(result, options: options).stories
+    }
+
+    /// The stories, and what joining the broker log (if any) to the capture found.
+    public static func storiesWithLog(_ result: CaptureResult, options: ReportOptions) -> (
+        stories: [Story], log: BrokerLogSummary?
+    ) {
+        var join = options.brokerLog.map(BrokerLogJoin.init)
         // A connection is in a time window when any of its life falls inside it.
-        result.records.filter { passes($0, options) }.map { Story($0, options: options.story) }
+        let stories = result.records.filter { passes($0, options) }.map { record in
+            Story(record, options: options.story, brokerLog: join?.events(for: record) ?? [])
+        }
+        return (stories, join?.summary(within: result.span))
     }
 
     static func render(_ results: [CaptureResult], format: AnalyzeWriter.Kind, options: ReportOptions) -> String {

@@ -17,6 +17,8 @@ package struct AnalyzeWriter {
     private var tableOnly = 0
     private var tally: [Diagnosis.Severity: Int] = [:]
     private var captures: [JSON] = []
+    /// The broker log joined to the current capture's connections.
+    private var brokerLog: BrokerLogJoin?
     private var wroteConnection = false
     private var started = false
     package private(set) var worstSeverity: Diagnosis.Severity?
@@ -69,6 +71,7 @@ package struct AnalyzeWriter {
     }
 
     package mutating func begin(capture path: String) {
+        brokerLog = options.brokerLog.map(BrokerLogJoin.init)
         rows = []
         connections = 0
         amqp = 0
@@ -89,7 +92,7 @@ package struct AnalyzeWriter {
         if record.isAMQP { amqp += 1 }
         if rows.count < Self.tableRowsKept { rows.append(AnalyzeReport.tableRow(record)) }
         guard AnalyzeReport.passes(record, options) else { return }
-        let story = Story(record, options: options.story)
+        let story = Story(record, options: options.story, brokerLog: brokerLog?.events(for: record) ?? [])
         for d in story.diagnoses { tally[d.severity, default: 0] += 1 }
         if let worst = story.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
         switch format {
@@ -121,13 +124,16 @@ package struct AnalyzeWriter {
                     + "\(tableOnly == 1 ? "is" : "are") in the table only (--verbose or --connection ID shows "
                     + "them)\n"
             }
+            if let log = brokerLog?.summary(within: result.span) { out += AnalyzeReport.brokerLogText(log) }
             if !rows.isEmpty {
                 out += "\n" + AnalyzeReport.connectionTable(rows)
                 if connections > rows.count { out += "  ... and \(connections - rows.count) more connections\n" }
             }
             write(out)
         case .json:
-            captures.append(AnalyzeReport.captureJSON(result, connections: connections))
+            captures.append(
+                AnalyzeReport.captureJSON(
+                    result, connections: connections, brokerLog: brokerLog?.summary(within: result.span)))
         }
     }
 

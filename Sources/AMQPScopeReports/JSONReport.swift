@@ -12,9 +12,9 @@ extension AnalyzeReport {
         render(results, format: .json, options: options)
     }
 
-    static func captureJSON(_ r: CaptureResult, connections: Int) -> JSON {
+    static func captureJSON(_ r: CaptureResult, connections: Int, brokerLog: BrokerLogSummary? = nil) -> JSON {
         let c = r.counts
-        return .object([
+        var members: [(String, JSON)] = [
             ("file", .string(r.path)),
             ("link_type", r.linkType.map { .int(Int64($0.rawValue)) } ?? .null),
             ("link_type_name", .optional(r.linkType?.name)),
@@ -41,7 +41,32 @@ extension AnalyzeReport {
                         ])
                     })
             ),
-        ])
+        ]
+        if let log = brokerLog {
+            members.append(
+                (
+                    "broker_log",
+                    .object([
+                        ("lines", .int(log.lines)), ("matched_connections", .int(log.matchedConnections)),
+                        ("clock_offset_ms", log.clockOffset.map { .double(Double($0) / 1e6) } ?? .null),
+                        ("offset_samples", .int(log.offsetSamples)),
+                        ("unmatched_connections", .int(log.unmatchedCount)),
+                        (
+                            "unmatched",
+                            .array(
+                                log.unmatched.map { u in
+                                    .object([
+                                        ("client", .string(u.client.description)),
+                                        ("server", .string(u.server.description)), ("lines", .int(u.lines)),
+                                        ("first_time", .string(Format.rfc3339(u.first.time))),
+                                        ("first_line", .string(u.first.text)),
+                                    ])
+                                })
+                        ),
+                    ])
+                ))
+        }
+        return .object(members)
     }
 
     static func directionJSON(_ k: DirectionCounters) -> JSON {
@@ -428,7 +453,7 @@ extension AnalyzeReport {
     }
 
     static func eventsJSON(_ story: Story, options: ReportOptions) -> [JSON] {
-        story.record.timeline.filter { options.includes($0.time) }.map(entryJSON)
+        StoryOutline(story).moments(options).map(entryJSON)
     }
 
     /// One timeline entry as a JSON object: shared by reports and live capture.
@@ -467,6 +492,12 @@ extension AnalyzeReport {
             members = [
                 ("kind", .string("tls")), ("direction", .string(directionName(t.direction))),
                 ("packet", .int(t.packetNumber)), ("description", .string(tlsText(t))),
+            ]
+        case .log(let l):
+            members = [
+                ("kind", .string("log")), ("source", .string("broker")), ("direction", .null), ("packet", .null),
+                ("level", .string(l.line.level)), ("line", .string(l.line.text)),
+                ("line_number", .int(l.line.number)), ("logged_time", .string(Format.rfc3339(l.line.time))),
             ]
         case .performative(let f):
             members = [

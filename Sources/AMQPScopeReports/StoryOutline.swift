@@ -51,7 +51,14 @@ struct StoryOutline {
 
     /// The key moments inside the report's time window.
     func moments(_ options: ReportOptions) -> [TimelineEntry] {
-        story.record.timeline.filter { options.includes($0.time) }
+        let timeline = story.record.timeline.filter { options.includes($0.time) }
+        guard !story.brokerLog.isEmpty else { return timeline }
+        // The broker's log lines among the packets, by time (a line at a packet's time after it).
+        let lines = story.brokerLog.filter { options.includes($0.time) }.map(TimelineEntry.log)
+        return
+            (timeline.enumerated().map { ($0.element, 0, $0.offset) }
+            + lines.enumerated().map { ($0.element, 1, $0.offset) })
+            .sorted { ($0.0.time, $0.1, $0.2) < ($1.0.time, $1.1, $1.2) }.map(\.0)
     }
 
     /// "TLS 1.3, TLS_AES_256_GCM_SHA384, SNI "localhost", handshake 12.1 ms; encrypted: heartbeats inferred from

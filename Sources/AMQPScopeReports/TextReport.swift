@@ -162,9 +162,13 @@ extension AnalyzeReport {
                 if case .synAck = m.kind { continue }
                 lines.append((m.time, m.packetNumber, m.direction.arrow, "  " + momentText(m)))
             }
+            for l in story.brokerLog where options.includes(l.time) {
+                let line = entryLine(.log(l))
+                lines.append((line.time, line.packet, line.arrow, line.text))
+            }
             lines.sort { ($0.0, $0.1) < ($1.0, $1.1) }
         } else {
-            for entry in r.timeline where options.includes(entry.time) {
+            for entry in StoryOutline(story).moments(options) {
                 let line = entryLine(entry)
                 lines.append((line.time, line.packet, line.arrow, line.text))
             }
@@ -175,7 +179,7 @@ extension AnalyzeReport {
             out +=
                 "    \(Format.time(time).suffix(15))  "
                 + "\(Format.column(Format.relative(time, from: r.firstTime), 12, right: true))  "
-            out += "\(arrow)  \(Format.column("#\(packet)", 7))  \(Format.safe(text, limit: 300))\n"
+            out += "\(arrow)  \(Format.column(packet > 0 ? "#\(packet)" : "", 7))  \(Format.safe(text, limit: 300))\n"
         }
         if r.timelineDropped > 0 && !options.verbose { out += "    ... \(r.timelineDropped) more entries not kept\n" }
         return out

@@ -1,4 +1,5 @@
 // The words for timeline entries, TCP moments and protocols that every report and live capture share.
+import AMQPScopeBrokerLog
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -16,7 +17,32 @@ extension AnalyzeReport {
         case .problem(let p): (p.time, p.packetNumber, p.direction.arrow, "\(p.kind.rawValue): \(p.reason)")
         case .tls(let t): (t.time, t.packetNumber, t.direction.arrow, tlsText(t))
         case .performative(let f): (f.time, f.packetNumber, f.direction.arrow, Describe.performative(f.frame))
+        case .log(let l): (l.time, 0, "log", "broker logged (\(l.line.level), line \(l.line.number)): \(l.line.text)")
         }
+    }
+
+    /// What joining the broker log found: the clock offset, and the connections the capture does not hold.
+    static func brokerLogText(_ s: BrokerLogSummary) -> String {
+        var out = "  broker log: \(s.lines) message\(s.lines == 1 ? "" : "s") about client connections, "
+        out += "\(s.matchedConnections) connection\(s.matchedConnections == 1 ? "" : "s") of this capture found in it\n"
+        if let offset = s.clockOffset {
+            let ms = Double(offset) / 1e6
+            out +=
+                "  broker log clock: \(Format.milliseconds(abs(ms))) \(ms >= 0 ? "ahead of" : "behind") the capture's "
+                + "(from \(s.offsetSamples) connection\(s.offsetSamples == 1 ? "" : "s") both saw open); its lines are "
+                + "placed on the capture's clock\n"
+        }
+        if s.unmatchedCount > 0 {
+            out +=
+                "  broker log names \(s.unmatchedCount) connection\(s.unmatchedCount == 1 ? "" : "s") not in this capture:\n"
+            for u in s.unmatched.prefix(20) {
+                out +=
+                    "    \(u.client) -> \(u.server): \(u.lines) line\(u.lines == 1 ? "" : "s"), the first at "
+                    + "\(Format.time(u.first.time)): \(Format.safe(u.first.text, limit: 200))\n"
+            }
+            if s.unmatchedCount > 20 { out += "    ... and \(s.unmatchedCount - 20) more\n" }
+        }
+        return out
     }
 
     /// A TLS moment in words; what is inferred says so.

@@ -466,6 +466,8 @@ public enum TimelineEntry: Hashable, Sendable {
     case tls(TLSMoment)
     /// An AMQP 1.0 frame that shapes the story.
     case performative(AMQP10FrameRecord)
+    /// A message the broker logged about the connection (`--broker-log`).
+    case log(BrokerLogEvent)
 
     /// When it happened.
     public var time: Timestamp {
@@ -476,6 +478,7 @@ public enum TimelineEntry: Hashable, Sendable {
         case .problem(let p): p.time
         case .tls(let t): t.time
         case .performative(let f): f.time
+        case .log(let l): l.time
         }
     }
 }

@@ -35,7 +35,32 @@ struct Diagnoser {
         out += writeAfterClose()
         out += resets()
         out += captureIncomplete()
-        return Self.chained(out)
+        return attachBrokerLog(Self.chained(out))
+    }
+
+    /// The broker's own words, from `--broker-log`: its warnings and errors (and its closing message) go into the
+    /// evidence of the diagnosis they explain, a channel error to the channel-error, the rest to the cause that
+    /// ended the connection (or the first diagnosis). The log line a diagnosis said to look for is then not needed.
+    func attachBrokerLog(_ diagnoses: [Diagnosis]) -> [Diagnosis] {
+        let said = story.brokerLog.filter { e in
+            e.line.kind == .closing || e.line.kind == .missedHeartbeats || e.line.kind == .unexpectedClose
+                || e.line.kind == .channelError
+                || ["warning", "error", "critical", "alert", "emergency"].contains(e.line.level)
+        }
+        guard !said.isEmpty, !diagnoses.isEmpty else { return diagnoses }
+        var out = diagnoses
+        let root = out.firstIndex { $0.consequenceOf == nil && $0.severity > .info } ?? 0
+        for event in said {
+            let target = event.line.kind == .channelError ? out.firstIndex { $0.code == .channelError } ?? root : root
+            let text =
+                "the broker logged at \(clock(event.time)) (\(event.line.level), log line \(event.line.number)): "
+                + event.line.text
+            out[target].details.removeAll { $0.hasPrefix("RabbitMQ's log should have") }
+            out[target].details.append(text)
+            out[target].evidence.append(
+                Evidence(packetNumber: 0, time: event.time, what: "broker log line \(event.line.number)"))
+        }
+        return out
     }
 
     /// Codes that follow from a connection-ending cause when one is found: the TCP aftermath and the messages.
@@ -52,7 +77,8 @@ struct Diagnoser {
         }
         guard
             let root = all.filter(\.endsConnection).min(by: {
-                ($0.evidence.first?.time ?? Timestamp(nanoseconds: 0)) < ($1.evidence.first?.time ?? Timestamp(nanoseconds: 0))
+                ($0.evidence.first?.time ?? Timestamp(nanoseconds: 0))
+                    < ($1.evidence.first?.time ?? Timestamp(nanoseconds: 0))
             })
         else { return byRank }
         var consequences = all.filter { consequenceCodes.contains($0.code) }
@@ -67,7 +93,8 @@ struct Diagnoser {
         consequences.removeAll { r in
             r.code == .reset
                 && lateWrites.contains { w in
-                    w.errno == r.errno && r.evidence.allSatisfy { e in w.evidence.contains { $0.packetNumber == e.packetNumber } }
+                    w.errno == r.errno
+                        && r.evidence.allSatisfy { e in w.evidence.contains { $0.packetNumber == e.packetNumber } }
                 }
         }
         // In the order they happened: by the first packet each rests on.
@@ -77,7 +104,10 @@ struct Diagnoser {
         }
         let head = root
         var out = byRank.filter { $0 != root && !consequenceCodes.contains($0.code) && !dropped.contains($0.code) }
-        let at = out.firstIndex { $0.severity < head.severity || ($0.severity == head.severity && $0.code.rank > head.code.rank) } ?? out.endIndex
+        let at =
+            out.firstIndex {
+                $0.severity < head.severity || ($0.severity == head.severity && $0.code.rank > head.code.rank)
+            } ?? out.endIndex
         out.insert(head, at: at)
         for (i, var c) in consequences.enumerated() {
             c.consequenceOf = at
@@ -531,16 +561,20 @@ struct Diagnoser {
     func idleTimeoutInPath() -> [Diagnosis] {
         let off: Bool
         if let s10 = story.amqp10 {
-            off = [Side.client, .server].allSatisfy { (s10.idleTimeOut(advertisedBy: $0) ?? 0) == 0 } && s10.open(sentBy: .client) != nil
+            off =
+                [Side.client, .server].allSatisfy { (s10.idleTimeOut(advertisedBy: $0) ?? 0) == 0 }
+                && s10.open(sentBy: .client) != nil
         } else {
             off = story.negotiated.map { $0.heartbeat == 0 && !$0.inferred } ?? false
         }
-        guard off, let close = record.moments.first(where: { m in
-            switch m.kind {
-            case .fin, .reset: true
-            default: false
-            }
-        }) else { return [] }
+        guard off,
+            let close = record.moments.first(where: { m in
+                switch m.kind {
+                case .fin, .reset: true
+                default: false
+                }
+            })
+        else { return [] }
         let amqpClosedBefore =
             record.keyFrames.contains { f in
                 if case .method(.connectionClose) = f.frame.content { return f.time <= close.time }
@@ -570,7 +604,9 @@ struct Diagnoser {
             Evidence(packetNumber: close.packetNumber, time: close.time, what: "\(how) from the \(closer)"),
         ]
         if let p = record.proxied {
-            let other = p.leg == .clientSide ? "the leg to the server, connection \(p.peerConnection.rawValue)"
+            let other =
+                p.leg == .clientSide
+                ? "the leg to the server, connection \(p.peerConnection.rawValue)"
                 : "the client's leg, connection \(p.peerConnection.rawValue)"
             summary =
                 "the proxy at \(p.proxy) closed the connection after \(length) idle: nothing crossed it with heartbeats "

@@ -480,7 +480,9 @@ struct EngineState: StreamSink {
     static func refused(_ r: ConnectionRecord) -> Bool {
         r.info.opening == .handshake && r.counters.clientToServer.payloadBytes == 0
             && r.moments.contains { m in
-                if case .reset(let info) = m.kind { return m.direction == .serverToClient && info.receiverState == .synSent }
+                if case .reset(let info) = m.kind {
+                    return m.direction == .serverToClient && info.receiverState == .synSent
+                }
                 return false
             }
     }
@@ -500,7 +502,9 @@ struct EngineState: StreamSink {
     mutating func releaseRefusals(now: Timestamp?) {
         while let first = refusals.first {
             // The RST, not the record's end (which reassembly may call later).
-            let refusedAt = first.moments.first { if case .reset = $0.kind { return true } else { return false } }?.time ?? first.lastTime
+            let refusedAt =
+                first.moments.first { if case .reset = $0.kind { return true } else { return false } }?.time
+                ?? first.lastTime
             if let now, now.since(refusedAt) <= Self.fallbackWindow { break }
             var record = refusals.removeFirst()
             let candidate = recentOpens.first { open in

@@ -1,6 +1,7 @@
 // A connection's story: the negotiated parameters, the peers, how it ended, and the diagnoses with their evidence.
 // A pure function of the connection's record.
 import AMQPScopeAMQP10
+import AMQPScopeBrokerLog
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -184,6 +185,8 @@ public struct Story: Sendable {
     /// Per direction, silences between frames at least as long as the heartbeat interval (or the idle threshold
     /// when heartbeats are off or unknown), the trailing one (to the connection's end) included.
     public var silences: PerDirection<[IdleGap]>
+    /// What the broker logged about this connection (`--broker-log`), on the capture's clock.
+    public var brokerLog: [BrokerLogEvent] = []
 
     /// The most severe diagnosis's severity, if any.
     public var worstSeverity: Diagnosis.Severity? { diagnoses.map(\.severity).max() }
@@ -220,8 +223,9 @@ package enum ResetErrno {
 
 extension Story {
     /// Tells a record's story.
-    public init(_ record: ConnectionRecord, options: StoryOptions = StoryOptions()) {
+    public init(_ record: ConnectionRecord, options: StoryOptions = StoryOptions(), brokerLog: [BrokerLogEvent] = []) {
         self.record = record
+        self.brokerLog = brokerLog
         var tune: ConnectionTune?
         var tuneOk: ConnectionTuneOk?
         var client: PeerProperties?

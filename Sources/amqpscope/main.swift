@@ -178,6 +178,34 @@ struct ViewOptions: ParsableArguments {
     @Option(help: "redelivery-loop when one message (by message-id) is redelivered at least this many times.")
     var redeliveryLoop: Int = 3
 
+    @Option(
+        help: ArgumentHelp(
+            "RabbitMQ's log (3.x or 4.x text, or JSON): its lines about each connection join the connection's "
+                + "timeline and diagnoses.", valueName: "FILE"))
+    var brokerLog: String?
+
+    /// The broker log, read and parsed; exits 3 naming the file when it cannot be read.
+    func readBrokerLog() throws -> BrokerLog? {
+        guard let brokerLog else { return nil }
+        guard let handle = fopen(brokerLog, "r") else {
+            printError("amqpscope: \(brokerLog): \(String(cString: strerror(errno)))")
+            throw ExitCode(Exit.unreadable)
+        }
+        defer { fclose(handle) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = fread(&buffer, 1, buffer.count, handle)
+            if n <= 0 { break }
+            bytes += buffer[..<n]
+        }
+        let log = BrokerLog.parse(String(decoding: bytes, as: UTF8.self))
+        if log.lines.isEmpty {
+            printError("amqpscope: \(brokerLog): no line of it names a client connection (not a RabbitMQ log?)")
+        }
+        return log
+    }
+
     func validate() throws {
         guard idle > 0 else { throw ValidationError("--idle must be a positive number of seconds") }
         guard slowConfirm > 0 else { throw ValidationError("--slow-confirm must be a positive number of seconds") }
@@ -297,6 +325,7 @@ struct Analyze: ParsableCommand {
         var configuration = try pipeline.engineConfiguration(recordFrames: frames || verbose)
         configuration.recordPackets = verbose
         var options = view.reportOptions(captureStart: files.compactMap { Analysis.firstTimestamp($0) }.min())
+        options.brokerLog = try view.readBrokerLog()
         options.showFrames = frames
         options.verbose = verbose
         options.showBodies = pipeline.showBodies
@@ -373,7 +402,8 @@ struct Report: ParsableCommand {
     func run() throws {
         let configuration = try pipeline.engineConfiguration(recordFrames: false)
         let results = grouping.groups(files).map { analyzeFile($0, configuration: configuration) }
-        let options = view.reportOptions(captureStart: results.compactMap(\.counts.firstTime).min())
+        var options = view.reportOptions(captureStart: results.compactMap(\.counts.firstTime).min())
+        options.brokerLog = try view.readBrokerLog()
         let text =
             format == .html
             ? HTMLReport.render(results, options: options, version: AMQPScopeVersion.string)

@@ -55,7 +55,8 @@ private func codes(_ stories: [Story]) -> Set<String> {
     func cutToNinetySixBytes(path: String) throws {
         let name = URL(fileURLWithPath: path).lastPathComponent
         let whole = Analysis.analyzeFile(path).records.map { Story($0) }
-        let cut = analyzeBytes("cut-\(name)", cutToSnapLength(Array(try Data(contentsOf: URL(fileURLWithPath: path))), 96))
+        let cut = analyzeBytes(
+            "cut-\(name)", cutToSnapLength(Array(try Data(contentsOf: URL(fileURLWithPath: path))), 96))
         #expect(cut.count == whole.count)
         let cutCodes = codes(cut)
         #expect(!cutCodes.contains { $0.hasSuffix(" protocol-violation") }, "\(name): \(cutCodes)")
@@ -81,8 +82,10 @@ private func codes(_ stories: [Story]) -> Set<String> {
 
     /// The real `tcpdump -s 96` recording: the clean close it holds is told, nothing else but the cut.
     @Test func recordedSnapLengthCapture() throws {
-        let truth = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: Paths.captures.appendingPathComponent("clean-close-s96.truth.json"))) as! [String: Any]
+        let truth =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: Paths.captures.appendingPathComponent("clean-close-s96.truth.json")))
+            as! [String: Any]
         let expect = truth["expect"] as! [String: Any]
         #expect((expect["close"] as? [String: Any])?["initiated_by"] as? String == "client")
         let stories = Analysis.analyzeFile(Paths.captures.appendingPathComponent("clean-close-s96.pcap").path).records
@@ -97,8 +100,9 @@ private func codes(_ stories: [Story]) -> Set<String> {
 
     /// pika tried [::1]:5672 (refused: RST to its SYN) and connected to 127.0.0.1 a millisecond later.
     @Test func refusalThenFallbackIsInfo() throws {
-        let truth = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: Paths.captures.appendingPathComponent("refused-then-connected.truth.json")))
+        let truth =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: Paths.captures.appendingPathComponent("refused-then-connected.truth.json")))
             as! [String: Any]
         let expect = truth["expect"] as! [String: Any]
         let refused = try #require((expect["refused_attempts"] as? [[String: Any]])?.first)
@@ -126,14 +130,17 @@ private func codes(_ stories: [Story]) -> Set<String> {
 
     /// pika with heartbeats off behind haproxy (timeout client/server 4 s): one story told on both legs.
     @Test func proxiedLegsArePaired() throws {
-        let truth = try JSONSerialization.jsonObject(
-            with: Data(contentsOf: Paths.captures.appendingPathComponent("haproxy-idle.truth.json"))) as! [String: Any]
+        let truth =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: Paths.captures.appendingPathComponent("haproxy-idle.truth.json")))
+            as! [String: Any]
         let expect = truth["expect"] as! [String: Any]
         let legs = try #require(expect["legs"] as? [[String: Any]])
         let clientPort = try #require(legs.first { $0["leg"] as? String == "client->haproxy" }?["client_port"] as? Int)
         let backPort = try #require(legs.first { $0["leg"] as? String == "haproxy->broker" }?["client_port"] as? Int)
         let listen = try #require((expect["proxy"] as? [String: Any])?["listen"] as? String)
-        let timeout = try #require(((expect["proxy"] as? [String: Any])?["timeouts"] as? [String: Any])?["client"] as? String)
+        let timeout = try #require(
+            ((expect["proxy"] as? [String: Any])?["timeouts"] as? [String: Any])?["client"] as? String)
         let stories = Analysis.analyzeFile(Paths.captures.appendingPathComponent("haproxy-idle.pcap").path).records
             .map { Story($0) }
         let front = try #require(stories.first { Int($0.record.info.client.port) == clientPort })
@@ -150,10 +157,13 @@ private func codes(_ stories: [Story]) -> Set<String> {
             #expect(!s.diagnoses.contains { $0.code == .abruptClose || $0.code == .heartbeatsDisabled })
             #expect(s.diagnoses.dropFirst().allSatisfy { $0.consequenceOf == 0 })
         }
-        let json = AnalyzeReport.json([Analysis.analyzeFile(Paths.captures.appendingPathComponent("haproxy-idle.pcap").path)])
+        let json = AnalyzeReport.json([
+            Analysis.analyzeFile(Paths.captures.appendingPathComponent("haproxy-idle.pcap").path)
+        ])
         let document = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
         let connections = document["connections"] as? [[String: Any]] ?? []
-        let proxied = connections.first { $0["id"] as? Int == front.record.info.id.rawValue }?["proxied"] as? [String: Any]
+        let proxied =
+            connections.first { $0["id"] as? Int == front.record.info.id.rawValue }?["proxied"] as? [String: Any]
         #expect(proxied?["peer_connection"] as? Int == back.record.info.id.rawValue)
         #expect(proxied?["proxy"] as? String == listen && proxied?["leg"] as? String == "client-side")
     }
@@ -162,10 +172,12 @@ private func codes(_ stories: [Story]) -> Set<String> {
     /// in the path.
     @Test func oneLegAloneIsStillAnIdleTimeout() throws {
         let bytes = Array(try Data(contentsOf: Paths.captures.appendingPathComponent("haproxy-idle.pcap")))
-        let s = try #require(analyzeBytes("haproxy-front.pcap", keepPackets(bytes) { tcpPorts($0).contains(5673) }).first)
+        let s = try #require(
+            analyzeBytes("haproxy-front.pcap", keepPackets(bytes) { tcpPorts($0).contains(5673) }).first)
         #expect(s.record.proxied == nil)
         let head = try #require(s.diagnoses.first)
-        #expect(head.code == .idleTimeoutInPath && head.summary.contains("an idle timeout in the path"), "\(head.summary)")
+        #expect(
+            head.code == .idleTimeoutInPath && head.summary.contains("an idle timeout in the path"), "\(head.summary)")
     }
 
     /// Split as `editcap -c N` splits, the seed capture is told as the whole one is: the parts are found to be one
@@ -209,7 +221,8 @@ func splitEvery(_ bytes: [UInt8], _ count: Int) -> [[UInt8]] {
     var n = 0
     var at = 24
     while at + 16 <= bytes.count {
-        let caplen = Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16 | Int(bytes[at + 11]) << 24
+        let caplen =
+            Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16 | Int(bytes[at + 11]) << 24
         current += bytes[at..<at + 16 + caplen]
         n += 1
         at += 16 + caplen
@@ -237,7 +250,8 @@ func keepPackets(_ bytes: [UInt8], _ keep: (ArraySlice<UInt8>) -> Bool) -> [UInt
     var out = Array(bytes[0..<24])
     var at = 24
     while at + 16 <= bytes.count {
-        let caplen = Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16 | Int(bytes[at + 11]) << 24
+        let caplen =
+            Int(bytes[at + 8]) | Int(bytes[at + 9]) << 8 | Int(bytes[at + 10]) << 16 | Int(bytes[at + 11]) << 24
         if keep(bytes[at + 16..<at + 16 + caplen]) { out += bytes[at..<at + 16 + caplen] }
         at += 16 + caplen
     }

@@ -159,7 +159,8 @@ struct TsharkOracleTests {
         if FileManager.default.fileExists(atPath: Self.twin(of: path)) { return }
         let name = URL(fileURLWithPath: path).lastPathComponent
         // The haproxy capture's client leg runs to the proxy's port, which tshark does not know for AMQP.
-        try compareFrames(path: path, keyLog: nil, tsharkOptions: name.hasPrefix("haproxy") ? ["-d", "tcp.port==5673,amqp"] : [])
+        try compareFrames(
+            path: path, keyLog: nil, tsharkOptions: name.hasPrefix("haproxy") ? ["-d", "tcp.port==5673,amqp"] : [])
     }
 
     /// A capture cut by `tcpdump -s 96` against tshark on its uncut twin (recorded at the same time): amqpscope
@@ -199,7 +200,9 @@ struct TsharkOracleTests {
         #expect(cutByTshark.filter { !mine.contains($0) }.isEmpty, "frames tshark reads in the cut file")
         // The first frame of every packet in the uncut twin: its header is within the snap length.
         var firsts: [String: String] = [:]
-        for f in full where firsts[String(f.split(separator: " ")[0])] == nil { firsts[String(f.split(separator: " ")[0])] = f }
+        for f in full where firsts[String(f.split(separator: " ")[0])] == nil {
+            firsts[String(f.split(separator: " ")[0])] = f
+        }
         let missing = firsts.values.filter { !mine.contains($0) }.sorted()
         #expect(missing.isEmpty, "segment-leading frames not decoded: \(missing.prefix(10))")
         #expect(firsts.count > 50 && mine.count >= firsts.count, "\(firsts.count) segments, \(mine.count) frames")
