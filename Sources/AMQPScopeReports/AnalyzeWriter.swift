@@ -19,6 +19,11 @@ package struct AnalyzeWriter {
     private var captures: [JSON] = []
     /// The broker log joined to the current capture's connections.
     private var brokerLog: BrokerLogJoin?
+    /// The current capture's headlines, grouped into incidents at its end.
+    private var finder = IncidentFinder()
+    /// Incidents of the captures done, for JSON.
+    private var incidents: [JSON] = []
+    private var lastIncidents: [Incident] = []
     private var wroteConnection = false
     private var started = false
     package private(set) var worstSeverity: Diagnosis.Severity?
@@ -37,13 +42,15 @@ package struct AnalyzeWriter {
     /// What a fragment writer learned, for the writer that joins the fragments.
     package struct FragmentSummary: Sendable {
         package var captureJSON: JSON
+        package var incidents: [Incident]
         package var wroteConnection: Bool
         package var worstSeverity: Diagnosis.Severity?
     }
 
     package func fragmentSummary() -> FragmentSummary {
         FragmentSummary(
-            captureJSON: captures.last ?? .null, wroteConnection: wroteConnection, worstSeverity: worstSeverity)
+            captureJSON: captures.last ?? .null, incidents: lastIncidents, wroteConnection: wroteConnection,
+            worstSeverity: worstSeverity)
     }
 
     /// Joins the fragments of files analysed in parallel, in capture order: `copyFragment(i)` copies the i-th file's
@@ -65,6 +72,7 @@ package struct AnalyzeWriter {
                     copyFragment(i)
                     wroteConnection = true
                 }
+                incidents += summary.incidents.map { AnalyzeReport.incidentJSON($0, capture: captures.count) }
                 captures.append(summary.captureJSON)
             }
         }
@@ -72,6 +80,7 @@ package struct AnalyzeWriter {
 
     package mutating func begin(capture path: String) {
         brokerLog = options.brokerLog.map(BrokerLogJoin.init)
+        finder = IncidentFinder()
         rows = []
         connections = 0
         amqp = 0
@@ -93,6 +102,7 @@ package struct AnalyzeWriter {
         if rows.count < Self.tableRowsKept { rows.append(AnalyzeReport.tableRow(record)) }
         guard AnalyzeReport.passes(record, options) else { return }
         let story = Story(record, options: options.story, brokerLog: brokerLog?.events(for: record) ?? [])
+        finder.add(story)
         for d in story.diagnoses { tally[d.severity, default: 0] += 1 }
         if let worst = story.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
         switch format {
@@ -114,9 +124,11 @@ package struct AnalyzeWriter {
 
     /// The capture is read: its summary and table.
     package mutating func end(capture result: CaptureResult) {
+        lastIncidents = finder.incidents()
         switch format {
         case .text:
             var out = "\nsummary of \(Format.safe(result.path))\n"
+            out += AnalyzeReport.incidentsText(lastIncidents)
             out += AnalyzeReport.summaryText(result, connections: connections, amqp: amqp, tally: tally)
             if tableOnly > 0 {
                 out +=
@@ -131,6 +143,7 @@ package struct AnalyzeWriter {
             }
             write(out)
         case .json:
+            incidents += lastIncidents.map { AnalyzeReport.incidentJSON($0, capture: captures.count) }
             captures.append(
                 AnalyzeReport.captureJSON(
                     result, connections: connections, brokerLog: brokerLog?.summary(within: result.span)))
@@ -142,7 +155,8 @@ package struct AnalyzeWriter {
         guard format == .json, !fragment else { return }
         if !started { write("{\n  \"connections\": [") }
         write(
-            (wroteConnection ? "\n  " : "") + "],\n  \"captures\": "
+            (wroteConnection ? "\n  " : "") + "],\n  \"incidents\": "
+                + JSON.array(incidents).serialized(indent: true, level: 1) + ",\n  \"captures\": "
                 + JSON.array(captures).serialized(indent: true, level: 1) + "\n}\n")
     }
 }

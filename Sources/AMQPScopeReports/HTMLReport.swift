@@ -118,8 +118,41 @@ public enum HTMLReport {
                 + "\(severity.rawValue)\(n == 1 ? "" : severity == .info ? "" : "s")</span> "
         }
         out += "</p>"
-        let flagged = all.filter { ($0.worstSeverity ?? .info) > .info }
+        // Many connections, one incident: the waves first, then every connection on one time axis.
+        let incidents = stories.map { list in
+            var finder = IncidentFinder()
+            for s in list { finder.add(s) }
+            return finder.incidents()
+        }
+        if incidents.contains(where: { !$0.isEmpty }) {
+            out += "<h3>Incidents</h3><ul class=\"incidents\">"
+            for (c, list) in incidents.enumerated() {
+                let byID = Dictionary(stories[c].map { ($0.record.info.id, $0) }, uniquingKeysWith: { a, _ in a })
+                for i in list {
+                    out += "<li>\(HTML.escape(i.summary, limit: 600))<br><span class=\"members\">connections "
+                    out += i.connections.prefix(200).map { id in
+                        byID[id].map { "<a href=\"#\(anchor($0))\">\(id.rawValue)</a>" } ?? "\(id.rawValue)"
+                    }.joined(separator: ", ")
+                    if i.connections.count > 200 { out += " and \(i.connections.count - 200) more" }
+                    out += "</span></li>"
+                }
+            }
+            out += "</ul>"
+        }
+        if all.count > OverviewSVG.minimumConnections {
+            out += OverviewSVG.render(all, incidents: incidents.flatMap { $0 })
+        }
+        // The connections with problems that no incident already names; a long list folds.
+        let inIncidents = Set(
+            incidents.enumerated().flatMap { c, list in list.flatMap { $0.connections.map { "\(c) \($0.rawValue)" } } })
+        let flagged = stories.enumerated().flatMap { c, list in
+            list.filter {
+                ($0.worstSeverity ?? .info) > .info && !inIncidents.contains("\(c) \($0.record.info.id.rawValue)")
+            }
+        }
         if !flagged.isEmpty {
+            let fold = flagged.count > 20
+            if fold { out += "<details><summary>\(flagged.count) more connections with problems</summary>" }
             out += "<ul class=\"index\">"
             for s in flagged {
                 out += "<li><a href=\"#\(anchor(s))\">connection \(s.record.info.id.rawValue)</a>: "
@@ -129,6 +162,7 @@ public enum HTMLReport {
                 out += "</li>"
             }
             out += "</ul>"
+            if fold { out += "</details>" }
         }
         out += "</section>\n"
         // The connections: the ones with problems open, healthy ones folded when there are many.
@@ -263,6 +297,10 @@ public enum HTMLReport {
         .flowcharts{display:flex;gap:12px;flex-wrap:wrap}svg.chart{width:360px;height:auto;background:#fafbfd;\
         border:1px solid #e4e7ee;border-radius:4px}.bar{fill:#5c7cfa}.step{stroke:#0f766e;stroke-width:1.5;fill:none}\
         .limit{stroke:#c62828;stroke-dasharray:4 3}.chart-title{font-size:11px;fill:#334}
+        ul.incidents li{margin:4px 0}.members{font-size:12px;color:#445}
+        svg.overview{width:100%;height:auto;background:#fafbfd;border:1px solid #e4e7ee;border-radius:4px}
+        .ov-lane{stroke:#b8c0d0}.ov-open{fill:#2b6cb0}.ov-fin{fill:#374151}.ov-rst{fill:#c62828}\
+        .ov-error{fill:#c62828}.ov-warning{fill:#f0a020}.wave{fill:#c62828;opacity:.10}
         """
 }
 
@@ -555,6 +593,91 @@ enum FlowSVG {
         out +=
             "<text class=\"tick\" x=\"\(f(width - 8))\" y=\"\(f(height - 8))\" text-anchor=\"end\">+"
             + "\(Format.duration(nanoseconds: end.since(start)))</text></svg>"
+        return out
+    }
+}
+
+/// The overview of many connections: one thin lane per connection on a shared time axis, with each one's open,
+/// FIN, RST and the moment of its first problem marked, and the incidents shaded, so that a wave stands out. Only
+/// numbers and times go into it; titles are escaped.
+enum OverviewSVG {
+    static let minimumConnections = 5
+    static let width = 1100.0, left = 70.0, right = 20.0, top = 24.0
+
+    static func f(_ v: Double) -> String { String((v * 10).rounded() / 10) }
+
+    static func render(_ stories: [Story], incidents: [Incident]) -> String {
+        let ordered = stories.sorted {
+            ($0.record.firstTime, $0.record.info.id) < ($1.record.firstTime, $1.record.info.id)
+        }
+        guard let start = ordered.map(\.record.firstTime).min(),
+            let end = ordered.map(\.record.lastTime).max()
+        else { return "" }
+        let span = Double(max(end.since(start), 1))
+        // Thin lanes: 1,000 connections fit in 1,500 pixels.
+        let lane = max(1.5, min(10, 1500 / Double(ordered.count)))
+        let height = top + lane * Double(ordered.count) + 8
+        func x(_ t: Timestamp) -> Double { left + (width - left - right) * Double(t.since(start)) / span }
+        var out =
+            "<figure><svg class=\"overview\" viewBox=\"0 0 \(f(width)) \(f(height))\" role=\"img\" "
+            + "aria-label=\"every connection on one time axis\">"
+        for i in incidents {
+            out +=
+                "<rect class=\"wave\" x=\"\(f(x(i.first) - 2))\" y=\"\(f(top))\" "
+                + "width=\"\(f(max(x(i.last) - x(i.first) + 4, 4)))\" height=\"\(f(lane * Double(ordered.count)))\">"
+                + "<title>\(HTML.escape(i.summary, limit: 600))</title></rect>"
+        }
+        // The axis: five times.
+        for k in 0...4 {
+            let t = Timestamp(nanoseconds: start.nanoseconds + Int64(span * Double(k) / 4))
+            out +=
+                "<text class=\"tick\" x=\"\(f(x(t)))\" y=\"14\" text-anchor=\"\(k == 0 ? "start" : k == 4 ? "end" : "middle")\">"
+                + "\(Format.time(t).suffix(15))</text>"
+        }
+        let mark = max(1.5, lane - 0.5)
+        for (n, s) in ordered.enumerated() {
+            let r = s.record
+            let y = top + lane * Double(n)
+            let mid = y + lane / 2
+            let last = r.lastTime  // its last packet (reassembly may keep a closed connection until the capture's end)
+            let problem = s.diagnoses.first { $0.severity > .info && $0.consequenceOf == nil }
+            out += "<a href=\"#\(HTMLReport.anchor(s))\"><g><title>"
+            out += HTML.escape(
+                "connection \(r.info.id.rawValue): \(r.info.client) -> \(r.info.server)"
+                    + (problem.map { " · \($0.code)" } ?? ""))
+            out += "</title>"
+            out +=
+                "<line class=\"ov-lane\" x1=\"\(f(x(r.firstTime)))\" y1=\"\(f(mid))\" x2=\"\(f(max(x(last), x(r.firstTime) + 1)))\" "
+                + "y2=\"\(f(mid))\" stroke-width=\"\(f(max(0.6, lane / 3)))\"/>"
+            if r.info.opening == .handshake {
+                out +=
+                    "<rect class=\"ov-open\" x=\"\(f(x(r.firstTime)))\" y=\"\(f(y))\" width=\"1.5\" height=\"\(f(mark))\"/>"
+            }
+            var closes = 0
+            for m in r.moments where closes < 4 {
+                let kind: String
+                switch m.kind {
+                case .fin: kind = "ov-fin"
+                case .reset: kind = "ov-rst"
+                default: continue
+                }
+                closes += 1
+                out +=
+                    "<rect class=\"\(kind)\" x=\"\(f(x(m.time) - 1))\" y=\"\(f(y))\" width=\"2\" height=\"\(f(mark))\"/>"
+            }
+            if let problem {
+                let t = problem.evidence.filter { $0.packetNumber > 0 }.map(\.time).max() ?? last
+                out +=
+                    "<circle class=\"ov-\(problem.severity.rawValue)\" cx=\"\(f(x(t)))\" cy=\"\(f(mid))\" "
+                    + "r=\"\(f(max(1.2, min(4, lane / 2))))\"/>"
+            }
+            out += "</g></a>"
+        }
+        out +=
+            "</svg><figcaption>Every connection on one time axis (\(ordered.count), by first packet): "
+            + "<span class=\"key\">blue tick: opened</span><span class=\"key\">grey: FIN</span>"
+            + "<span class=\"key\">red bar: RST</span><span class=\"key\">dot: its first problem</span>"
+            + "<span class=\"key\">shaded: an incident</span></figcaption></figure>"
         return out
     }
 }

@@ -36,13 +36,30 @@ public enum MarkdownReport {
                 "| \(r.records.count) | \(r.records.filter(\.isAMQP).count) | "
                 + "\(r.error.map { "stopped early: " + escape($0) } ?? "complete") |\n"
         }
-        let stories = results.flatMap { AnalyzeReport.stories($0, options: options) }
+        let perCapture = results.map { AnalyzeReport.stories($0, options: options) }
+        let stories = perCapture.flatMap { $0 }
         let diagnoses = stories.flatMap(\.diagnoses)
         out +=
             "\n**Diagnoses:** "
             + [Diagnosis.Severity.error, .warning, .info].map { severity in
                 "\(diagnoses.filter { $0.severity == severity }.count) \(severity.rawValue)"
             }.joined(separator: ", ") + "\n"
+        // Many connections, one incident: told first, with the members.
+        let incidents = perCapture.map { list in
+            var finder = IncidentFinder()
+            for s in list { finder.add(s) }
+            return finder.incidents()
+        }
+        if incidents.contains(where: { !$0.isEmpty }) {
+            out += "\n## Incidents\n\n"
+            for (c, list) in incidents.enumerated() {
+                for i in list {
+                    out += "- \(escape(i.summary, limit: 600))"
+                    out += results.count > 1 ? " (\(escape(results[c].path)))" : ""
+                    out += "\n  - connections " + AnalyzeReport.members(i.connections) + "\n"
+                }
+            }
+        }
         for story in stories { out += "\n" + connection(story, options: options) }
         return out
     }

@@ -189,6 +189,37 @@ struct ChromiumTests {
         #expect(dom.contains("consumer-saturated") && dom.contains("redelivery-loop"))
     }
 
+    /// A thousand clients that stopped heartbeating at once: one incident, told once with its members, and an
+    /// overview of a thousand thin lanes with the wave shaded, rendered by Chromium.
+    @Test func thousandConnectionsOneIncident() throws {
+        let path = Paths.temporaryFile("thousand.pcap", manyClients(1000))
+        let result = Analysis.analyzeFile(path)
+        #expect(result.records.count == 1000)
+        var finder = IncidentFinder()
+        for s in AnalyzeReport.stories(result, options: ReportOptions()) { finder.add(s) }
+        let incidents = finder.incidents()
+        #expect(incidents.count == 1 && incidents.first?.connections.count == 1000, "\(incidents.map(\.summary))")
+        #expect(incidents.first?.code == .missedHeartbeats)
+        #expect(incidents.first?.summary.hasPrefix("1000 connections' clients stopped heartbeating") == true)
+        // Text and JSON carry it.
+        let text = AnalyzeReport.text([result])
+        #expect(text.contains("incidents (connections that ended the same way at about the same time):"))
+        let json = try JSONSerialization.jsonObject(with: Data(AnalyzeReport.json([result]).utf8)) as! [String: Any]
+        let first = (json["incidents"] as? [[String: Any]])?.first
+        #expect((first?["connections"] as? [Int])?.count == 1000 && first?["code"] as? String == "missed-heartbeats")
+        let html = HTMLReport.render([result], version: "test")
+        #expect(html.components(separatedBy: "class=\"ov-lane\"").count - 1 == 1000)
+        #expect(html.contains("<rect class=\"wave\""))
+        let page = try write(html, "thousand.html")
+        let png = reviewDirectory.appendingPathComponent("thousand.png")
+        try? FileManager.default.removeItem(at: png)
+        let shot = try run(["--window-size=1280,1800", "--screenshot=\(png.path)", page.absoluteString])
+        #expect(FileManager.default.fileExists(atPath: png.path), "\(shot.stderr.suffix(500))")
+        #expect(consoleProblems(shot.stderr).isEmpty, "\(consoleProblems(shot.stderr))")
+        let dom = try run(["--dump-dom", page.absoluteString]).stdout
+        #expect(dom.contains("<svg class=\"overview\""))
+    }
+
     /// The console check can fail: a page that breaks the policy is caught.
     @Test func consoleCheckCatchesErrors() throws {
         let bad =
@@ -227,4 +258,46 @@ struct ChromiumTests {
             width != nil && width! <= 1280,
             "document width \(width.map(String.init) ?? "unknown") exceeds the 1280 px window")
     }
+}
+
+/// The seed capture's one client as `count` clients (ports 20000 and up), each starting a millisecond after the last:
+/// they all stop heartbeating and are reset within a second. Packets are interleaved in time order.
+func manyClients(_ count: Int) -> [UInt8] {
+    let bytes = Array(try! Data(contentsOf: Paths.captures.appendingPathComponent("missed-heartbeats-104.pcap")))
+    var packets: [(time: Int64, header: [UInt8], data: [UInt8])] = []
+    var at = 24
+    var original: [(Int64, [UInt8], [UInt8])] = []
+    func u32(_ i: Int) -> Int64 {
+        Int64(bytes[i]) | Int64(bytes[i + 1]) << 8 | Int64(bytes[i + 2]) << 16 | Int64(bytes[i + 3]) << 24
+    }
+    while at + 16 <= bytes.count {
+        let caplen = Int(u32(at + 8))
+        original.append(
+            (
+                u32(at) * 1_000_000 + u32(at + 4), Array(bytes[at + 8..<at + 16]),
+                Array(bytes[at + 16..<at + 16 + caplen])
+            ))
+        at += 16 + caplen
+    }
+    for k in 0..<count {
+        for (time, lengths, data) in original {
+            var d = data
+            let tcp = 14 + Int(d[14] & 0x0f) * 4
+            let port = UInt16(20000 + k)
+            for offset in [tcp, tcp + 2] where Int(d[offset]) << 8 | Int(d[offset + 1]) == 37554 {
+                d[offset] = UInt8(port >> 8)
+                d[offset + 1] = UInt8(port & 0xff)
+            }
+            packets.append((time + Int64(k) * 1000, lengths, d))
+        }
+    }
+    packets.sort { $0.time < $1.time }
+    var out = Array(bytes[0..<24])
+    for p in packets {
+        for v in [p.time / 1_000_000, p.time % 1_000_000] {
+            out += [UInt8(v & 0xff), UInt8(v >> 8 & 0xff), UInt8(v >> 16 & 0xff), UInt8(v >> 24 & 0xff)]
+        }
+        out += p.header + p.data
+    }
+    return out
 }
