@@ -128,6 +128,11 @@ package struct AMQP10FrameParser {
     package mutating func feed(_ input: UnsafeRawBufferPointer, _ out: (UInt64, Parser10Output) -> Void) {
         var cursor = 0
         read(input, &cursor, out)
+        readReplay(out)
+    }
+
+    /// Bytes after a boundary a hunt found, read again (a hunt among them may leave more).
+    private mutating func readReplay(_ out: (UInt64, Parser10Output) -> Void) {
         while !replay.isEmpty {
             let bytes = replay
             replay = []
@@ -312,16 +317,8 @@ package struct AMQP10FrameParser {
         out(start, .synchronized(skipped: skipped))
         state = .header
         offset = start
-        held.withUnsafeBytes { bytes in
-            var cursor = 0
-            read(bytes, &cursor, out)
-        }
-        while !replay.isEmpty {
-            let bytes = replay
-            replay = []
-            var position = 0
-            bytes.withUnsafeBytes { read($0, &position, out) }
-        }
+        replay = held
+        readReplay(out)
     }
 
     /// The bytes start with a frame whose performative descriptor was captured, or with an empty frame on channel 0.

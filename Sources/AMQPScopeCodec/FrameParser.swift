@@ -200,8 +200,12 @@ struct FrameParser {
     mutating func feed(_ input: UnsafeRawBufferPointer, _ out: (UInt64, ParserOutput) -> Void) {
         var cursor = 0
         read(input, &cursor, out)
-        // A hunt that found a boundary left the bytes after it to be read again (and a hunt among those may do so
-        // once more).
+        readReplay(out)
+    }
+
+    /// A hunt that found a boundary left the bytes after it to be read again (and a hunt among those may do so once
+    /// more).
+    private mutating func readReplay(_ out: (UInt64, ParserOutput) -> Void) {
         while !replay.isEmpty {
             let bytes = replay
             replay = []
@@ -370,16 +374,8 @@ struct FrameParser {
         out(start, .synchronized(skipped: skipped))
         state = .frameHeader
         offset = start
-        held.withUnsafeBytes { bytes in
-            var cursor = 0
-            read(bytes, &cursor, out)
-        }
-        while !replay.isEmpty {
-            let bytes = replay
-            replay = []
-            var position = 0
-            bytes.withUnsafeBytes { read($0, &position, out) }
-        }
+        replay = held
+        readReplay(out)
     }
 
     /// A frame header at the start of `b` that a sender could have written there: a known type within the size

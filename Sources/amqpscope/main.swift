@@ -187,17 +187,12 @@ struct ViewOptions: ParsableArguments {
     /// The broker log, read and parsed; exits 3 naming the file when it cannot be read.
     func readBrokerLog() throws -> BrokerLog? {
         guard let brokerLog else { return nil }
-        guard let handle = fopen(brokerLog, "r") else {
-            printError("amqpscope: \(brokerLog): \(String(cString: strerror(errno)))")
+        let bytes: [UInt8]
+        switch readWholeFile(brokerLog, limit: 4 << 30) {
+        case .failure(let error):
+            printError("amqpscope: \(brokerLog): \(error.reason)")
             throw ExitCode(Exit.unreadable)
-        }
-        defer { fclose(handle) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = fread(&buffer, 1, buffer.count, handle)
-            if n <= 0 { break }
-            bytes += buffer[..<n]
+        case .success(let read): bytes = read
         }
         let log = BrokerLog.parse(String(decoding: bytes, as: UTF8.self))
         if log.lines.isEmpty {
@@ -422,12 +417,9 @@ struct Report: ParsableCommand {
     }
 }
 
-/// Reads a key log file; a file that cannot be read is a usage error (exit 2). Its contents are never printed.
-func readKeyLog(_ path: String) throws -> KeyLog {
-    guard let file = fopen(path, "r") else {
-        printError("amqpscope: cannot read the key log \(path): \(String(cString: strerror(errno)))")
-        throw ExitCode(Exit.usage)
-    }
+/// A whole file's bytes, up to `limit`: `.failure` with the reason when it cannot be opened or is larger.
+func readWholeFile(_ path: String, limit: Int) -> Result<[UInt8], FileReadError> {
+    guard let file = fopen(path, "r") else { return .failure(FileReadError(reason: String(cString: strerror(errno)))) }
     defer { fclose(file) }
     var bytes: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 1 << 16)
@@ -435,14 +427,26 @@ func readKeyLog(_ path: String) throws -> KeyLog {
         let n = fread(&buffer, 1, buffer.count, file)
         if n <= 0 { break }
         bytes += buffer[..<n]
-        guard bytes.count <= 64 << 20 else {
-            printError("amqpscope: the key log \(path) is larger than 64 MiB")
-            throw ExitCode(Exit.usage)
-        }
+        guard bytes.count <= limit else { return .failure(FileReadError(reason: "larger than \(limit >> 20) MiB")) }
     }
-    let keyLog = KeyLog(text: String(decoding: bytes, as: UTF8.self))
-    if keyLog.handshakes == 0 { printError("amqpscope: warning: the key log \(path) has no usable entries") }
-    return keyLog
+    return .success(bytes)
+}
+
+struct FileReadError: Error {
+    var reason: String
+}
+
+/// Reads a key log file; a file that cannot be read is a usage error (exit 2). Its contents are never printed.
+func readKeyLog(_ path: String) throws -> KeyLog {
+    switch readWholeFile(path, limit: 64 << 20) {
+    case .failure(let error):
+        printError("amqpscope: cannot read the key log \(path): \(error.reason)")
+        throw ExitCode(Exit.usage)
+    case .success(let bytes):
+        let keyLog = KeyLog(text: String(decoding: bytes, as: UTF8.self))
+        if keyLog.handshakes == 0 { printError("amqpscope: warning: the key log \(path) has no usable entries") }
+        return keyLog
+    }
 }
 
 func printError(_ message: String, terminator: String = "\n") {
