@@ -141,6 +141,15 @@ struct Diagnoser {
         return text.hasPrefix(name) ? "\(code) \"\(text)\"" : "\(code) \(name) \"\(text)\""
     }
 
+    /// "35 µs" under a millisecond, "1.2 ms" under a second (to a tenth of a millisecond), "4 s" or "4.5 s" from a
+    /// second on.
+    static func shortDuration(_ ns: Int64) -> String {
+        guard ns < 1_000_000_000 else { return seconds(ns) }
+        if ns < 999_500 { return "\((ns + 500) / 1000) µs" }
+        let tenths = (ns + 50_000) / 100_000
+        return "\(tenths / 10).\(tenths % 10) ms"
+    }
+
     static func seconds(_ ns: Int64) -> String {
         let tenths = (ns + 50_000_000) / 100_000_000
         return tenths % 10 == 0 ? "\(tenths / 10) s" : "\(tenths / 10).\(tenths % 10) s"
@@ -333,9 +342,27 @@ struct Diagnoser {
                         .reset, .info,
                         "the \(sender) refused the connection to \(record.info.server) (an RST to the SYN: "
                             + "\(errno.name) (\(errno.errno)) in the client), and the client connected to "
-                            + "\(fallback.server) \((fallback.after + 50_000) / 1_000_000).\((fallback.after + 50_000) / 100_000 % 10) ms later (connection "
+                            + "\(fallback.server) \(Self.shortDuration(fallback.after)) later (connection "
                             + "\(fallback.connection.rawValue)), which the server accepted: an address fallback (happy "
                             + "eyeballs, or a client trying each address of a name), harmless.",
+                        side: receiver, errno: errno, evidence: evidence,
+                        details: ["rule: " + errno.rule]))
+                continue
+            }
+            // The resetting side had closed with an AMQP close (a broker shutting down closes every connection
+            // this way without waiting for Close-Ok): the application was told by the close before the RST.
+            let toldFirst = record.keyFrames.first { f in
+                guard f.direction.sender == sender, f.time <= m.time, case .method(.connectionClose) = f.frame.content
+                else { return false }
+                return true
+            }
+            if let errno, !afterCleanClose, let toldFirst {
+                out.append(
+                    make(
+                        .reset, .warning,
+                        "the \(sender) reset the connection at \(clock(m.time)), \(Self.shortDuration(m.time.since(toldFirst.time))) "
+                            + "after its Connection.Close and before the \(receiver)'s Close-Ok: the \(receiver) was "
+                            + "told by the close; a socket call it still makes gets \(errno.name) (\(errno.errno)).",
                         side: receiver, errno: errno, evidence: evidence,
                         details: ["rule: " + errno.rule]))
                 continue

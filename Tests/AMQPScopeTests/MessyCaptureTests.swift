@@ -212,6 +212,48 @@ private func codes(_ stories: [Story]) -> Set<String> {
         let c = Paths.captures.appendingPathComponent("refused-then-connected.pcap").path
         #expect(Analysis.rotationGroups([a, b, c]) == [[a], [b], [c]])
     }
+
+    /// An operator restarted the broker under 40 pika clients: one incident of 40 error closes, not 40 stories told
+    /// apart; the broker's log joined to every one of them.
+    @Test func brokerRestartIsOneIncident() throws {
+        let truth =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: Paths.captures.appendingPathComponent("broker-restart.truth.json")))
+            as! [String: Any]
+        let expect = truth["expect"] as! [String: Any]
+        let ports = Set(try #require((expect["connections"] as? [String: Any])?["client_ports"] as? [Int]))
+        #expect(ports.count == 40)
+        var options = ReportOptions()
+        options.brokerLog = BrokerLog.parse(
+            try String(
+                contentsOf: Paths.captures.appendingPathComponent("broker-restart.broker.log"), encoding: .utf8))
+        let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("broker-restart.pcap").path)
+        let (stories, log) = AnalyzeReport.storiesWithLog(result, options: options)
+        var finder = IncidentFinder()
+        for s in stories { finder.add(s) }
+        let incidents = finder.incidents()
+        let incident = try #require(incidents.first)
+        #expect(incidents.count == 1)
+        #expect(
+            incident.code == .connectionError
+                && incident.summary.hasPrefix("40 connections closed by the server with 320"))
+        let members = Set(
+            incident.connections.compactMap { id in
+                stories.first { $0.record.info.id == id }.map { Int($0.record.info.client.port) }
+            })
+        #expect(members == ports)
+        #expect(incident.last.since(incident.first) < 1_000_000_000)
+        #expect(log?.matchedConnections == 40 && (log?.offsetSamples ?? 0) == 40)
+        for s in stories {
+            // The reset right after the broker's close is told under it, no error: the client was told (info when the
+            // client had sent its FIN first).
+            #expect(s.diagnoses.first?.code == .connectionError)
+            #expect(
+                s.diagnoses.filter { $0.code == .reset }.allSatisfy { $0.severity < .error && $0.consequenceOf == 0 }
+            )
+            #expect(s.diagnoses.first?.details.contains { $0.contains("connection_forced") } == true)
+        }
+    }
 }
 
 /// A classic pcap file split into files of `count` packets each, as `editcap -c COUNT` splits it.

@@ -11,6 +11,7 @@ Inputs (all written by scripts/record-captures):
   --proxy-port                         haproxy-idle: the proxy's port (a second AMQP port on the capture)
   --full-twin, --snaplen               clean-close-s96: the -s 0 twin of the cut capture, which tshark decodes
   --broker-log-format                  missed-heartbeats-jsonlog: json (RabbitMQ's JSON log formatter)
+  (broker-restart needs no option: the operator's rabbitmqctl calls are in the client's events)
 
 Sections of the output:
   client, broker_log, broker    ground truth as the two programs recorded it
@@ -361,6 +362,7 @@ def observe(pcap, port=AMQP_PORT, keylog=None, client=None, kind=None, proxy_por
         return None
     streams = {}
     flow = kind == "flow-confirms-acks"
+    restart = kind == "broker-restart"
     fin = kind in ("missed-heartbeats-fin", "haproxy-idle")
     fields = lambda: {"amqp_frames": {"client": {}, "broker": {}}, "frame_list": [],
                       "heartbeats": {"client": [], "broker": []},
@@ -395,6 +397,8 @@ def observe(pcap, port=AMQP_PORT, keylog=None, client=None, kind=None, proxy_por
                 args = a.get("amqp.method.arguments", {}) or {}
                 entry = {"frame": num, "from": side, "channel": int(a.get("amqp.channel", -1)),
                          "method": "%d.%d" % (cls, meth)}
+                if restart:
+                    entry["t"] = round(t, 6)
                 if "amqp.method.arguments.reply_code" in args:
                     entry["reply_code"] = int(args["amqp.method.arguments.reply_code"])
                     entry["reply_text"] = args.get("amqp.method.arguments.reply_text")
@@ -449,7 +453,39 @@ def observe(pcap, port=AMQP_PORT, keylog=None, client=None, kind=None, proxy_por
                     totals[d][name] = totals[d].get(name, 0) + s["method_counts"][side].get(m, 0)
         out["basic_method_counts"] = dict(totals, source="tshark -Y amqp: amqp.method.class / amqp.method.method of "
                                                          "every method frame, all connections")
+    if restart:
+        out["broker_connection_closes"] = observe_restart_closes(out["connections"])
     return out
+
+
+def observe_restart_closes(conns):
+    """broker-restart: the Connection.Close frames the broker sent (all connections), how far apart they are, and
+    how the connections' TCP closes went after them."""
+    closes = [dict(m, client_port=s["client_port"]) for s in conns for m in s["methods"]
+              if m["method"] == "10.50" and m["from"] == "broker"]
+    ts = sorted(m["t"] for m in closes)
+    after = {}
+    for s in conns:
+        close_t = min((m["t"] for m in s["methods"] if m["method"] == "10.50" and m["from"] == "broker"), default=None)
+        seq = " ".join("%s:%s" % (e["from"], "RST" if "RST" in e["flags"] else "FIN") for e in s["close_sequence"]
+                       if close_t is None or e["t"] >= close_t)
+        after[seq or "none"] = after.get(seq or "none", 0) + 1
+    client_close_ok = [s["client_port"] for s in conns for m in s["methods"] if m["method"] == "10.51" and m["from"] == "client"]
+    return {
+        "count": len(closes),
+        "connections_with_one": len({m["client_port"] for m in closes}),
+        "reply": sorted({"%s %s" % (m.get("reply_code"), m.get("reply_text")) for m in closes}),
+        "first_frame": min((m["frame"] for m in closes), default=None),
+        "last_frame": max((m["frame"] for m in closes), default=None),
+        "first_t": ts[0] if ts else None, "last_t": ts[-1] if ts else None,
+        "first_time": iso_t(ts[0]) if ts else None, "last_time": iso_t(ts[-1]) if ts else None,
+        "spread_ms": round((ts[-1] - ts[0]) * 1000, 3) if ts else None,
+        "close_ok_from_client": len(client_close_ok),
+        "tcp_close_after_it": after,
+        "tcp_close_after_it_meaning": "per connection, its FIN/RST packets from the broker's Connection.Close on, in "
+                                      "capture order: how many connections ended that way",
+        "source": "tshark: amqp.method.class 10, amqp.method.method 50 from port 5672 (frame.time_epoch), per "
+                  "connection; Close-Ok (10.51) from clients; tcp.flags FIN/RST"}
 
 
 def observe_addresses(s, side, L, num, t):
@@ -751,14 +787,7 @@ def build_expect(name, client, log, listen_options, port=AMQP_PORT, obs=None):
             "source": "client events 'connection_close'/'connection_closed' and broker log 'closing AMQP connection'",
         }
     if name == "healthy-heartbeats":
-        idle = events(client, "idle_start"), events(client, "idle_end")
-        x["idle_window"] = {"from": idle[0][0]["time"] if idle[0] else None, "to": idle[1][0]["time"] if idle[1] else None,
-                            "source": "client events idle_start/idle_end (process_data_events loop)"}
-        x["heartbeats_both_directions"] = {
-            "pika_sent": sum(len(v["sent"]) for v in client.get("heartbeats", {}).values()),
-            "pika_received": sum(len(v["received"]) for v in client.get("heartbeats", {}).values()),
-            "source": "pika HeartbeatChecker hooks (_send_heartbeat_frame / received)"}
-        x["messages"] = client.get("result")
+        idle_and_heartbeats(x, client)
         x["errors"] = {"client_exceptions": len(client.get("exceptions", [])),
                        "broker_error_lines": len([e for e in log if e["level"] in ("error",)])}
     if name == "flow-confirms-acks":
@@ -877,7 +906,119 @@ def build_expect(name, client, log, listen_options, port=AMQP_PORT, obs=None):
         refused_expect(x, client)
     if name == "haproxy-idle":
         haproxy_expect(x, client, log, listen_options, obs)
+    if name == "broker-restart":
+        broker_restart_expect(x, client, log)
     return x
+
+
+def ctl_call(client, command):
+    """The first rabbitmqctl call of the client (scripts/broker ctl) whose first argument is `command`."""
+    e = next((e for e in events(client, "rabbitmqctl") if (e.get("argv") or [None])[0] == command), None)
+    if e is None:
+        return None
+    return {"argv": ["rabbitmqctl"] + e["argv"], "started": e["started"], "returned": e["time"],
+            "seconds": round(e["t"] - datetime.datetime.fromisoformat(e["started"]).timestamp(), 3),
+            "rc": e["rc"], "stdout": e["stdout"], "stderr": e["stderr"] or None}
+
+
+FORCED_REASON = re.compile(r'connection_forced: "(.*)"', re.S)
+
+
+def broker_restart_expect(x, client, log):
+    """broker-restart: the operator's rabbitmqctl stop_app / start_app, and per client its port, the Connection.Close
+    pika decoded, what process_data_events raised, when its thread exited, and the broker's log lines for its
+    connection; closes: the same summed up over the clients."""
+    conns = sorted(client.get("connections", []), key=lambda c: c.get("label") or "")
+    stop, start = ctl_call(client, "stop_app"), ctl_call(client, "start_app")
+    ready, req = events(client, "all_ready"), events(client, "restart_requested")
+    stop_t = datetime.datetime.fromisoformat(stop["started"]).timestamp() if stop else None
+    start_t = datetime.datetime.fromisoformat(start["started"]).timestamp() if start else None
+    conn_entries = [e for e in log if "client_port" in e or e.get("connection_pid")]
+    node_entries = [e for e in log if e not in conn_entries]
+    x["restart"] = {
+        "how": "rabbitmqctl stop_app, then rabbitmqctl start_app, through scripts/broker ctl (the operator restarts the "
+               "RabbitMQ application; the Erlang node, its configuration and its log file stay)",
+        "all_ready_at": ready[0]["time"] if ready else None,
+        "requested_at": req[0]["time"] if req else None,
+        "stop_app": stop, "start_app": start,
+        "broker_running_after": client.get("broker_running_after"),
+        "broker_log_stop": [log_src(e) for e in node_entries if stop_t and e["t"] >= stop_t
+                            and (not start_t or e["t"] < start_t)],
+        "broker_log_start": {"entries": len([e for e in node_entries if start_t and e["t"] >= start_t]),
+                             "first": next((log_src(e) for e in node_entries if start_t and e["t"] >= start_t), None),
+                             "last": next((log_src(e) for e in reversed(node_entries) if start_t and e["t"] >= start_t),
+                                          None)},
+        "source": "client events all_ready, restart_requested and rabbitmqctl (argv, started = just before the call, "
+                  "returned, rc, output); broker log lines that name no connection, between stop_app's start and "
+                  "start_app's start (broker_log_stop) and from start_app's start on (broker_log_start)"}
+    rcc, exc = events(client, "received_connection_close"), exc_during(client, "process_data_events")
+    by_port = lambda items, p: [e for e in items if p is not None and e.get("client_port") == p]
+    items = []
+    for c in conns:
+        p = c.get("client_port")
+        connected, pub = by_port(events(client, "connected"), p), by_port(events(client, "basic_publish"), p)
+        got, raised, exited = by_port(rcc, p), by_port(exc, p), by_port(events(client, "client_exit"), p)
+        own = [e for e in log if e.get("client_port") == p]
+        pids = {e.get("connection_pid") for e in own} | {e["erlang_pid"] for e in own}
+        own = [e for e in log if e.get("client_port") == p or e.get("connection_pid") in pids - {None}]
+        closing = [e for e in own if e["kind"] in ("closing", "connection_forced", "connection_exception")]
+        item = {
+            "connection": c.get("label"), "connection_name": c.get("connection_name"), "client_port": p,
+            "connected_at": connected[0]["time"] if connected else None,
+            "published_at": pub[0]["time"] if pub else None,
+            "close_received": {"reply_code": got[0]["reply_code"], "reply_text": got[0]["reply_text"],
+                               "class_id": got[0]["class_id"], "method_id": got[0]["method_id"],
+                               "at": got[0]["time"], "t": round(got[0]["t"], 6)} if got else None,
+            "pika_sent_close_ok": bool(frames_of(client, p, "sent", "Connection.CloseOk")),
+            "exception": {k: raised[0].get(k) for k in ("class", "qualified_class", "message", "reply_code",
+                                                         "reply_text", "errno", "errno_name", "time", "during")}
+                         if raised else None,
+            "exited_at": exited[0]["time"] if exited else None,
+            "reconnected": len(connected) > 1,
+            "broker_connection_pid": next((e.get("connection_pid") for e in own if e["kind"] == "accepting"), None),
+            "broker_log": [log_src(e) for e in own],
+            "broker_log_close": [{"time": e["time"], "level": e["level"], "kind": e["kind"],
+                                  "message": e["message"]} for e in closing],
+            "source": "client: socket getsockname() (port), events connected/basic_publish/client_exit, the "
+                      "received_connection_close hook (Connection.Close as pika decoded it), the exception "
+                      "process_data_events raised, pika frame hooks (Close-Ok handed to the transport); broker log "
+                      "lines naming the port or the connection's Erlang pid"}
+        items.append(item)
+    x["clients"] = items
+    ct = sorted(i["close_received"]["t"] for i in items if i["close_received"])
+    classes = {}
+    for i in items:
+        k = (i["exception"] or {}).get("class") or "none"
+        classes[k] = classes.get(k, 0) + 1
+    forced = [e for i in items for e in i["broker_log_close"] if e["kind"] == "connection_exception"]
+    ft = sorted(datetime.datetime.fromisoformat(e["time"]).timestamp() for e in forced)
+    x["closes"] = {
+        "initiated_by": "broker",
+        "how": "Connection.Close from the broker to every client while `rabbitmqctl stop_app` stopped the RabbitMQ "
+               "application",
+        "clients": len(items),
+        "close_received": len(ct),
+        "reply": sorted({"%s %s" % (i["close_received"]["reply_code"], i["close_received"]["reply_text"])
+                         for i in items if i["close_received"]}),
+        "class_method": sorted({"%s.%s" % (i["close_received"]["class_id"], i["close_received"]["method_id"])
+                                for i in items if i["close_received"]}),
+        "first_at": iso_t(ct[0]) if ct else None, "last_at": iso_t(ct[-1]) if ct else None,
+        "spread_ms": round((ct[-1] - ct[0]) * 1000, 3) if ct else None,
+        "first_after_stop_app_started_s": round(ct[0] - stop_t, 3) if ct and stop_t else None,
+        "exceptions": classes,
+        "errnos": sorted({i["exception"]["errno"] for i in items if i["exception"] and i["exception"].get("errno")}),
+        "pika_sent_close_ok": len([i for i in items if i["pika_sent_close_ok"]]),
+        "reconnected": len([i for i in items if i["reconnected"]]),
+        "broker_log_connection_exception": {
+            "count": len(forced),
+            "reasons": sorted({m.group(1) for m in (FORCED_REASON.search(e["message"]) for e in forced) if m}),
+            "levels": sorted({e["level"] for e in forced}),
+            "first_at": iso_t(ft[0]) if ft else None, "last_at": iso_t(ft[-1]) if ft else None,
+            "spread_ms": round((ft[-1] - ft[0]) * 1000, 3) if ft else None},
+        "broker_log_closing_lines": len([e for i in items for e in i["broker_log_close"] if e["kind"] == "closing"]),
+        "source": "summed up from clients[]: the times pika decoded the broker's Connection.Close (hook), the "
+                  "exceptions process_data_events raised, the broker's 'Error on AMQP connection ... caused a "
+                  "connection exception connection_forced' lines and its 'closing AMQP connection' lines"}
 
 
 def frames_of(client, port, direction, detail_prefix):
@@ -885,10 +1026,8 @@ def frames_of(client, port, direction, detail_prefix):
             if f[1] == direction and str(f[4]).startswith(detail_prefix)]
 
 
-def clean_close_expect(x, client, log):
-    """clean-close-s96: messages, heartbeats both ways, and that the close was clean per pika and the broker."""
-    conns = client.get("connections", [])
-    port = conns[0].get("client_port") if conns else None
+def idle_and_heartbeats(x, client):
+    """The idle window the client serviced, the heartbeats pika sent and received, and its result."""
     idle = events(client, "idle_start"), events(client, "idle_end")
     x["idle_window"] = {"from": idle[0][0]["time"] if idle[0] else None, "to": idle[1][0]["time"] if idle[1] else None,
                         "source": "client events idle_start/idle_end (process_data_events loop)"}
@@ -897,6 +1036,13 @@ def clean_close_expect(x, client, log):
         "pika_received": sum(len(v["received"]) for v in client.get("heartbeats", {}).values()),
         "source": "pika HeartbeatChecker hooks (_send_heartbeat_frame / received)"}
     x["messages"] = client.get("result")
+
+
+def clean_close_expect(x, client, log):
+    """clean-close-s96: messages, heartbeats both ways, and that the close was clean per pika and the broker."""
+    conns = client.get("connections", [])
+    port = conns[0].get("client_port") if conns else None
+    idle_and_heartbeats(x, client)
     x["published"] = [{"n": e["n"], "body_size": e["body_size"], "body_sha256": e.get("body_sha256")}
                       for e in events(client, "basic_publish")]
     x["delivered"] = [{"delivery_tag": e["delivery_tag"], "body_size": e["body_size"], "body_sha256": e["body_sha256"]}
@@ -1248,6 +1394,31 @@ def checks(name, x, obs, client=None):
         c["heartbeats both ways"] = hb["client"] > 0 and hb["broker"] > 0
     if name == "large-messages" and conns:
         c["frame_max 4096 in Tune-Ok"] = (conns[0].get("tune_ok") or {}).get("frame_max") == 4096
+    if name == "broker-restart" and conns:
+        items = {i["client_port"]: i for i in x.get("clients", [])}
+        wire = {s["client_port"]: [m for m in s["methods"] if m["method"] == "10.50" and m["from"] == "broker"]
+                for s in conns}
+        c["one Connection.Close from the broker on every connection"] = all(len(m) == 1 for m in wire.values())
+        c["each Close on the wire (reply code, text) == the one pika decoded"] = bool(items) and all(
+            len(wire.get(p) or []) == 1 and i["close_received"] is not None
+            and (wire[p][0].get("reply_code"), wire[p][0].get("reply_text")) == (
+                i["close_received"]["reply_code"], i["close_received"]["reply_text"])
+            for p, i in items.items())
+        ts = [m[0]["t"] for m in wire.values() if m]
+        c["the broker's Closes on the wire within 1 s of each other"] = bool(ts) and max(ts) - min(ts) <= 1.0
+        stop = (x.get("restart") or {}).get("stop_app") or {}
+        stop_t = datetime.datetime.fromisoformat(stop["started"]).timestamp() if stop.get("started") else None
+        c["every connection opened before stop_app, closed after it started"] = stop_t is not None and all(
+            s["first_time"] < stop_t and (not wire[s["client_port"]] or wire[s["client_port"]][0]["t"] > stop_t)
+            for s in conns)
+        c["every client's exception carries its Close's reply code"] = bool(items) and all(
+            i["exception"] is not None and i["close_received"] is not None
+            and i["exception"].get("reply_code") == i["close_received"]["reply_code"] for i in items.values())
+        c["a broker log connection_forced error line for every client"] = bool(items) and all(
+            any(e["kind"] == "connection_exception" and "connection_forced" in e["message"] for e in i["broker_log_close"])
+            for i in items.values())
+        c["broker running again after start_app"] = bool(((x.get("restart") or {}).get("broker_running_after")
+                                                          or {}).get("value"))
     if name == "blocked" and conns:
         ms = [m["method"] for m in conns[0]["methods"]]
         c["Connection.Blocked/Unblocked on the wire"] = "10.60" in ms and "10.61" in ms
@@ -1389,7 +1560,8 @@ def main():
                                               "events", "exceptions", "os_errors", "heartbeats", "frames",
                                               "scenario_error", "pika_log", "pika_log_dropped",
                                               "close_reason_given", "broker_connection_pid", "base_scenario",
-                                              "tls_requested", "sends", "roles", "flow_plan", "flow_consumer_state")
+                                              "tls_requested", "sends", "roles", "flow_plan", "flow_consumer_state",
+                                              "restart_plan", "broker_running_after")
                    if client.get(k) is not None},
         "client_exit_status": a.client_rc,
         "broker_log": log,

@@ -3,7 +3,8 @@
 
 Each scenario talks to the private broker on 127.0.0.1 (scripts/broker) and records what the client
 saw (actions with timestamps, exceptions with errno, negotiated tune values) in OUT.json. haproxy-idle goes
-through a haproxy it runs itself (127.0.0.1:5673); refused-then-connected tries [::1]:5672 first.
+through a haproxy it runs itself (127.0.0.1:5673); refused-then-connected tries [::1]:5672 first;
+broker-restart restarts the broker's RabbitMQ application (rabbitmqctl stop_app, start_app) under 40 clients.
 The tls* scenarios run a plain scenario's client over TLS (port 5671, pika.SSLOptions); the NSS key
 log goes to $AMQPSCOPE_TLS_KEYLOG.
 Exit status is 0 when the scenario ran as designed (including the failures it is meant to provoke),
@@ -123,14 +124,19 @@ def missed_heartbeats_104(rec, tls=None, label="silent"):
     q = "amqpscope.silent"
     declare(rec, ch, q, exclusive=True)
     publish(rec, ch, q, body_of(1, 64), 1)
-    silent = 10.0
-    rec.event("silent_start", seconds=silent,
-              how="time.sleep() without process_data_events: pika reads nothing and sends no heartbeats")
-    time.sleep(silent)
+    silent_then_late_publish(
+        rec, conn, ch, q, 10.0, "time.sleep() without process_data_events: pika reads nothing and sends no heartbeats",
+        "late publish after the silent period")
+
+
+def silent_then_late_publish(rec, conn, ch, q, seconds, how, note):
+    """The application stops servicing the connection for `seconds`, then publishes again and records what failed."""
+    rec.event("silent_start", seconds=seconds, how=how)
+    time.sleep(seconds)
     rec.event("silent_end")
     rec.data["failing_call"] = "basic_publish"
     try:
-        publish(rec, ch, q, body_of(2, 64), 2, note="late publish after the silent period")
+        publish(rec, ch, q, body_of(2, 64), 2, note=note)
         rec.event("late_publish_returned_without_error")
         # Not expected; give pika a chance to notice the dead socket so the truth says what happened.
         conn.process_data_events(time_limit=1)
@@ -417,6 +423,103 @@ def many_connections(rec, n=20):
         raise RuntimeError("%d of %d workers failed" % (len(errors), n))
 
 
+# broker-restart: many idle clients when the operator restarts the RabbitMQ application on the node.
+RESTART_CLIENTS = 40
+RESTART_WAIT = 3.0        # seconds between all clients ready and `rabbitmqctl stop_app`
+RESTART_CLIENT_LIMIT = 40.0  # a client still open this long after it was ready gives up (recorded)
+
+
+def broker_restart(rec, n=RESTART_CLIENTS):
+    """n BlockingConnections (heartbeat 2 s, connection_name amqpscope-restart-NN), each in its own thread: connect,
+    declare an exclusive queue, publish one message, then service the connection with process_data_events in a
+    loop. RESTART_WAIT s after all are ready the operator restarts the broker's RabbitMQ application through
+    scripts/broker ctl: `rabbitmqctl stop_app` (RabbitMQ closes every client connection at once with
+    Connection.Close 320 CONNECTION_FORCED), then `rabbitmqctl start_app`. Each client records the Close pika
+    decoded (hook: received_connection_close) and what process_data_events raised, then exits: no reconnect."""
+    ready = threading.Barrier(n + 1, timeout=60)
+    errors = []
+    rec.data["restart_plan"] = {
+        "clients": n, "heartbeat": HEARTBEAT, "wait_after_ready_s": RESTART_WAIT,
+        "operator": ["rabbitmqctl stop_app", "rabbitmqctl start_app"],
+        "via": "scripts/broker ctl (rabbitmqctl -n amqpscope@localhost against the private node)",
+        "client_loop": "connection.process_data_events(time_limit=0.5) until pika raises; then the thread exits "
+                       "(no reconnect)"}
+
+    def worker(i):
+        label = "restart-%02d" % i
+        port, phase = None, "connect"
+        try:
+            conn = rec.connect(label, heartbeat=HEARTBEAT)
+            port = conn._impl._transport._sock.getsockname()[1]
+            phase = "setup"
+            ch = conn.channel()
+            q = "amqpscope.restart.%s" % label
+            ok = ch.queue_declare(q, exclusive=True)
+            rec.event("queue_declare", connection=label, client_port=port, channel=ch.channel_number, queue=q,
+                      exclusive=True, message_count=ok.method.message_count)
+            publish(rec, ch, q, body_of(i, 48), 1, connection=label, client_port=port)
+            phase = "ready"
+            ready.wait()
+            phase = "process_data_events"
+            rec.event("servicing", connection=label, client_port=port,
+                      how="connection.process_data_events(time_limit=0.5) in a loop")
+            deadline = time.time() + RESTART_CLIENT_LIMIT
+            while time.time() < deadline:
+                conn.process_data_events(time_limit=0.5)
+            rec.event("not_closed_within", connection=label, client_port=port, seconds=RESTART_CLIENT_LIMIT)
+            errors.append(RuntimeError("%s: not closed within %d s" % (label, RESTART_CLIENT_LIMIT)))
+            phase = "close"
+            conn.close()
+        except Exception as e:
+            if phase == "process_data_events":  # the point of the scenario: the broker's close
+                rec.exception("process_data_events", e, connection=label, client_port=port)
+            else:
+                errors.append(e)
+                rec.exception("worker %s (%s)" % (label, phase), e, connection=label, client_port=port)
+                ready.abort()
+                return
+        rec.event("client_exit", connection=label, client_port=port, connection_is_closed=conn.is_closed,
+                  reconnect=False)
+
+    threads = [threading.Thread(target=worker, args=(i,), name="client-%02d" % i) for i in range(1, n + 1)]
+    for t in threads:
+        t.start()
+    stopped, started = None, None
+    try:
+        try:
+            ready.wait()
+        except threading.BrokenBarrierError:
+            raise RuntimeError("not every client connected, declared and published: %r" % errors[:3])
+        rec.event("all_ready", clients=n, connections=len(rec.data["connections"]))
+        time.sleep(RESTART_WAIT)
+        rec.event("restart_requested", how="rabbitmqctl stop_app, then rabbitmqctl start_app (scripts/broker ctl)")
+        stopped = rec.ctl("stop_app")
+        if stopped.returncode != 0:
+            raise RuntimeError("rabbitmqctl stop_app failed (%d): %s" % (stopped.returncode, stopped.stderr.strip()))
+        started = rec.ctl("start_app")
+        if started.returncode != 0:
+            raise RuntimeError("rabbitmqctl start_app failed (%d): %s" % (started.returncode, started.stderr.strip()))
+    finally:
+        if stopped is not None and (started is None or started.returncode != 0):
+            rec.ctl("start_app")  # leave the broker running whatever happened
+        for t in threads:
+            t.join(RESTART_CLIENT_LIMIT + 10)
+    running = rec.ctl("eval", "rabbit:is_running().")
+    rec.data["broker_running_after"] = {
+        "value": running.stdout.strip().splitlines()[-1:] == ["true"],
+        "source": "rabbitmqctl eval 'rabbit:is_running().' after start_app and after every client thread ended"}
+    rec.data["result"] = {"clients": n, "closed_by_broker": len(exc_during_loop(rec)), "errors": len(errors)}
+    if errors:
+        raise RuntimeError("%d of %d clients failed: %r" % (len(errors), n, errors[0]))
+    if not rec.data["broker_running_after"]["value"]:
+        raise RuntimeError("the RabbitMQ application is not running after start_app: %r" % running.stdout)
+
+
+def exc_during_loop(rec):
+    with rec.lock:
+        return [e for e in rec.data["exceptions"] if e.get("during") == "process_data_events"]
+
+
 def find_connection_pid(rec, client_port, tries=10):
     for _ in range(tries):
         p = rec.ctl("list_connections", "--silent", "pid", "peer_port", "name")
@@ -684,24 +787,10 @@ def haproxy_idle(rec):
         q = "amqpscope.haproxy"
         declare(rec, ch, q, exclusive=True)
         publish(rec, ch, q, body_of(1, 64), 1)
-        idle = 7.0
-        rec.event("silent_start", seconds=idle,
-                  how="time.sleep() without process_data_events; heartbeat=0, so neither side sends heartbeats")
-        time.sleep(idle)
-        rec.event("silent_end")
-        rec.data["failing_call"] = "basic_publish"
-        try:
-            publish(rec, ch, q, body_of(2, 64), 2, note="late publish after the idle period")
-            rec.event("late_publish_returned_without_error")
-            conn.process_data_events(time_limit=1)
-        except Exception as e:  # the point of the scenario
-            rec.exception("basic_publish", e)
-        rec.event("after_failure", connection_is_closed=conn.is_closed, channel_is_closed=ch.is_closed)
-        if not conn.is_closed:
-            try:
-                conn.close()
-            except Exception as e:
-                rec.exception("connection_close", e)
+        silent_then_late_publish(
+            rec, conn, ch, q, 7.0,
+            "time.sleep() without process_data_events; heartbeat=0, so neither side sends heartbeats",
+            "late publish after the idle period")
         # haproxy logs a session when it ends; this one ended 4 s into the idle period
         end = time.time() + 2
         while not hp.sessions() and time.time() < end:
@@ -729,6 +818,7 @@ SCENARIOS = {
     "haproxy-idle": haproxy_idle,
     # the missed-heartbeats-104 client; scripts/record-captures restarts the broker with its JSON log formatter
     "missed-heartbeats-jsonlog": functools.partial(missed_heartbeats_104, label="silent-jsonlog"),
+    "broker-restart": broker_restart,
 }
 # Scenarios that run another scenario's client unchanged (make_truth.py builds their expect as that one's).
 BASED_ON = {"missed-heartbeats-jsonlog": "missed-heartbeats-104"}
@@ -751,8 +841,9 @@ def main():
         print("usage: scenarios.py {%s} OUT.json" % "|".join(SCENARIOS), file=sys.stderr)
         return 2
     name, out = sys.argv[1], sys.argv[2]
-    many = name == "many-connections"
-    rec = Recorder(name, out, max_log=120 if many else 300, log_level=logging.WARNING if many else logging.INFO)
+    many = name in ("many-connections", "broker-restart")
+    rec = Recorder(name, out, max_log={"many-connections": 120, "broker-restart": 400}.get(name, 300),
+                   log_level=logging.WARNING if many else logging.INFO)
     if name in TLS_SCENARIOS:
         base, tls = TLS_SCENARIOS[name]
         keylog = os.environ.get("AMQPSCOPE_TLS_KEYLOG")
