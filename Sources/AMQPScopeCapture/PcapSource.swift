@@ -22,6 +22,8 @@ package struct CaptureError: Error, Hashable, Sendable, CustomStringConvertible 
         case permissionDenied
         /// Reading stopped partway: the file is truncated or corrupt after `packetNumber - 1` good packets.
         case truncated
+        /// A live interface went away (deleted, its namespace torn down) or went down while capturing.
+        case interfaceGone
         /// The capture's link-layer type is one amqpscope cannot decode.
         case unsupportedLinkType
     }
@@ -73,6 +75,9 @@ package final class PcapSource {
     /// libpcap's largest record for the link types amqpscope decodes (MAXIMUM_SNAPLEN).
     package static let largestRecord = 262_144
     private var currentLength = 0
+    /// Live: the descriptor to poll, and how long `next()` waits for a packet before returning `.timeout`.
+    private var selectable: Int32 = -1
+    private var timeoutMilliseconds: Int32 = 200
     private let logger: Logger
 
     private init(handle: OpaquePointer, source: String, isLive: Bool, logger: Logger) {
@@ -108,9 +113,12 @@ package final class PcapSource {
 
     /// Opens a live interface (pcap_create + pcap_activate) with nanosecond timestamps when the device offers them.
     /// `timeoutMilliseconds` bounds how long `next()` waits before returning `.timeout`, so callers can run timers.
+    /// `bufferBytes` sets the kernel capture buffer (tcpdump's -B, in bytes here); `immediate` hands each packet over
+    /// as it arrives instead of in blocks. Reads poll the capture's descriptor, so `next()` returns `.timeout` on
+    /// time even with no traffic at all, and an interface that goes away ends the read with `.interfaceGone`.
     package static func openLive(
         interface: String, snapshotLength: Int = 262_144, promiscuous: Bool = false,
-        timeoutMilliseconds: Int = 200, filter: String? = nil,
+        timeoutMilliseconds: Int = 200, filter: String? = nil, bufferBytes: Int? = nil, immediate: Bool = false,
         logger: Logger = Logger(label: "amqpscope.capture")
     ) throws(CaptureError) -> PcapSource {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
@@ -119,8 +127,11 @@ package final class PcapSource {
         }
         pcap_set_snaplen(created, Int32(clamping: snapshotLength))
         pcap_set_promisc(created, promiscuous ? 1 : 0)
-        // Not immediate mode: on Linux it makes the read timeout void, and callers rely on `.timeout` to run timers.
+        // The block timeout: how long the kernel holds packets before handing a block over (void in immediate mode;
+        // the poll below keeps the timers running either way).
         pcap_set_timeout(created, Int32(clamping: timeoutMilliseconds))
+        if immediate { pcap_set_immediate_mode(created, 1) }
+        if let bufferBytes { pcap_set_buffer_size(created, Int32(clamping: bufferBytes)) }
         _ = pcap_set_tstamp_precision(created, Int32(PCAP_TSTAMP_PRECISION_NANO))
         let status = pcap_activate(created)
         if status < 0 {
@@ -139,6 +150,10 @@ package final class PcapSource {
             }
         }
         let capture = PcapSource(handle: created, source: interface, isLive: true, logger: logger)
+        capture.timeoutMilliseconds = Int32(clamping: timeoutMilliseconds)
+        // Non-blocking reads and our own poll: libpcap's read timeout alone does not fire on a quiet interface.
+        var nonblockError = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
+        if pcap_setnonblock(created, 1, &nonblockError) == 0 { capture.selectable = pcap_get_selectable_fd(created) }
         if let filter { try capture.setFilter(filter) }
         logger.debug("opened interface", metadata: ["interface": "\(interface)"])
         return capture
@@ -165,7 +180,19 @@ package final class PcapSource {
         guard let handle else { return .end }
         var headerPointer: UnsafeMutablePointer<pcap_pkthdr>?
         var dataPointer: UnsafePointer<UInt8>?
-        let status = pcap_next_ex(handle, &headerPointer, &dataPointer)
+        var status = pcap_next_ex(handle, &headerPointer, &dataPointer)
+        if status == 0 && selectable >= 0 {
+            // Nothing buffered: wait on the descriptor, at most the timeout.
+            var fd = pollfd(fd: selectable, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&fd, 1, timeoutMilliseconds)
+            if ready == 0 || (ready < 0 && errno == EINTR) { return .timeout }
+            if ready < 0 || fd.revents & Int16(POLLNVAL) != 0 {
+                throw CaptureError(
+                    code: .interfaceGone, source: source,
+                    message: "the capture stopped: \(String(cString: strerror(errno)))")
+            }
+            status = pcap_next_ex(handle, &headerPointer, &dataPointer)
+        }
         switch status {
         case 1:
             guard let header = headerPointer?.pointee, let dataPointer else { return .end }
@@ -191,6 +218,10 @@ package final class PcapSource {
             return .end
         default:
             let message = String(cString: pcap_geterr(handle))
+            if isLive {
+                // ENETDOWN/ENXIO/ENODEV: "The interface went down", "The interface disappeared".
+                throw CaptureError(code: .interfaceGone, source: source, message: message)
+            }
             throw CaptureError(code: .truncated, source: source, packetNumber: packetsRead + 1, message: message)
         }
     }

@@ -285,6 +285,8 @@ struct EngineState: StreamSink {
     /// What all decoders hold together (kept up to date around every call into a decoder).
     var totalHeld = 0
     var ended: [ConnectionRecord] = []
+    /// The numbers of every connection that has ended (for metrics).
+    var endedTotals = TrafficTotals()
     /// Refused attempts, held for up to `fallbackWindow` of capture time to see whether the client then connected
     /// elsewhere to the same port (bounded: only the refusals of the last second).
     var refusals: [ConnectionRecord] = []
@@ -386,6 +388,7 @@ struct EngineState: StreamSink {
         entry.builder.closeRuns()
         entry.builder.moveFresh(to: &live)
         var record = entry.builder.record
+        endedTotals.add(record, ended: true)
         pairLegs(&record, now: event.time)
         if let i = recentOpens.firstIndex(where: { $0.info.id == record.info.id }) {
             recentOpens[i].accepted = Self.accepted(record)
@@ -631,6 +634,15 @@ public struct Engine {
     /// kept sending, as of `now`: each silence is reported once. `now` comes from the caller (packet time, or the
     /// clock of a live capture), so the engine itself keeps no clock.
     public mutating func overdueHeartbeats(now: Timestamp) -> [HeartbeatOverdue] {
+        overdue(now: now, onlyNew: true)
+    }
+
+    /// Every side overdue as of `now`, reported before or not (for a gauge of how many are overdue now).
+    public mutating func overdueNow(now: Timestamp) -> [HeartbeatOverdue] {
+        overdue(now: now, onlyNew: false)
+    }
+
+    mutating func overdue(now: Timestamp, onlyNew: Bool) -> [HeartbeatOverdue] {
         var out: [HeartbeatOverdue] = []
         for (_, slot) in state.slots.sorted(by: { $0.key < $1.key }) {
             guard let builder = state.entries[slot]?.builder else { continue }
@@ -646,10 +658,9 @@ public struct Engine {
                     let peerLast = record.lastFrameTime[sentBy: side.peer]
                 else { continue }
                 let silent = now.since(last)
-                guard silent > interval, peerLast > last, builder.overdueReported[sentBy: side] != last else {
-                    continue
-                }
-                state.entries[slot]?.builder.overdueReported[sentBy: side] = last
+                guard silent > interval, peerLast > last, !onlyNew || builder.overdueReported[sentBy: side] != last
+                else { continue }
+                if onlyNew { state.entries[slot]?.builder.overdueReported[sentBy: side] = last }
                 out.append(
                     HeartbeatOverdue(
                         info: record.info, side: side, heartbeat: heartbeat, lastFrame: last,

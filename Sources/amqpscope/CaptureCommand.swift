@@ -31,9 +31,10 @@ struct CaptureCommand: ParsableCommand {
             Shaped like tcpdump: trailing words are a BPF filter (default: tcp port 5672, plus any --port). \
             Prints each connection's timeline events and diagnoses as they happen, and a heartbeat-overdue \
             warning as soon as one side of a connection has been silent past its heartbeat interval while the \
-            other keeps sending, before the broker drops it. Ctrl-C (or SIGTERM, -c, -G) stops: the pcap is \
-            flushed, the final report printed with libpcap's received and dropped counts, and the exit code is 0. \
-            Capturing needs CAP_NET_RAW: without it the exit code is 3.
+            other keeps sending, before the broker drops it. Ctrl-C (or SIGTERM, -c, --duration, -G with -W) stops: \
+            the pcap is flushed, the final report printed with libpcap's received and dropped counts, and the exit \
+            code is 0. Capturing needs CAP_NET_RAW: without it the exit code is 3. An interface that goes away ends \
+            the capture the same way, with exit code 4. --metrics-listen serves Prometheus metrics on /metrics.
             """)
 
     @Option(
@@ -47,8 +48,31 @@ struct CaptureCommand: ParsableCommand {
     @Option(name: .customShort("c"), help: "Stop after this many packets.")
     var count: Int?
 
-    @Option(name: [.customShort("G"), .customLong("duration")], help: "Stop after this many seconds.")
+    @Option(help: "Stop after this many seconds (tshark's -a duration:N).")
     var duration: Double?
+
+    @Option(
+        name: .customShort("G"),
+        help: ArgumentHelp(
+            "With -w: start a new file every this many seconds, its name passed through strftime (as tcpdump -G); "
+                + "with -W, stop after that many files.", valueName: "seconds"))
+    var rotateSeconds: Int?
+
+    @Option(
+        name: .customShort("B"),
+        help: ArgumentHelp("The kernel capture buffer, in KiB (as tcpdump -B).", valueName: "KiB"))
+    var bufferKiB: Int?
+
+    @Flag(help: "Hand each packet over as it arrives, not in blocks (lower latency, more CPU).")
+    var immediateMode = false
+
+    @Option(
+        help: ArgumentHelp(
+            "Serve Prometheus metrics at http://ADDR:PORT/metrics (OpenMetrics when asked).", valueName: "addr:port"))
+    var metricsListen: String?
+
+    @Flag(help: "Label per-queue metrics with queue names (unbounded with many queues: off by default).")
+    var metricsLabelQueues = false
 
     @Option(name: .customShort("s"), help: "Bytes kept per packet (snap length).")
     var snaplen: Int = 262_144
@@ -86,12 +110,30 @@ struct CaptureCommand: ParsableCommand {
             throw ValidationError("name an interface with -i (see --list-interfaces)")
         }
         if let count, count <= 0 { throw ValidationError("-c must be at least 1") }
-        if let duration, !(duration > 0) { throw ValidationError("-G must be a positive number of seconds") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be a positive number of seconds") }
+        if let rotateSeconds {
+            if rotateSeconds <= 0 { throw ValidationError("-G must be a positive number of seconds") }
+            if writeFile == nil { throw ValidationError("-G needs -w") }
+        }
+        if let bufferKiB, bufferKiB <= 0 { throw ValidationError("-B must be at least 1") }
+        if let metricsListen, Self.listenAddress(metricsListen) == nil {
+            throw ValidationError("--metrics-listen \(metricsListen): use ADDR:PORT, e.g. 127.0.0.1:9465 or [::]:9465")
+        }
         if snaplen < 64 || snaplen > 262_144 { throw ValidationError("-s must be between 64 and 262144") }
         if fileSize != nil && writeFile == nil { throw ValidationError("-C needs -w") }
-        if fileCount != nil && fileSize == nil { throw ValidationError("-W needs -C") }
+        if fileCount != nil && fileSize == nil && rotateSeconds == nil { throw ValidationError("-W needs -C or -G") }
         if let fileSize, fileSize <= 0 { throw ValidationError("-C must be at least 1") }
         if let fileCount, fileCount <= 0 { throw ValidationError("-W must be at least 1") }
+    }
+
+    /// "127.0.0.1:9465", "[::1]:9465", ":9465" (every address).
+    static func listenAddress(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
     var bpf: String {
@@ -114,7 +156,8 @@ struct CaptureCommand: ParsableCommand {
         let source: PcapSource
         do {
             source = try PcapSource.openLive(
-                interface: interface!, snapshotLength: snaplen, timeoutMilliseconds: 200, filter: bpf)
+                interface: interface!, snapshotLength: snaplen, timeoutMilliseconds: 200, filter: bpf,
+                bufferBytes: bufferKiB.map { $0 * 1024 }, immediate: immediateMode)
         } catch {
             printError("amqpscope: \(error)")
             throw ExitCode(Exit.unreadable)
@@ -125,12 +168,25 @@ struct CaptureCommand: ParsableCommand {
             do {
                 writer = try PcapWriter(
                     path: writeFile, linkType: source.linkType, snapshotLength: snaplen,
-                    rotateBytes: fileSize.map { $0 * 1_000_000 }, fileCount: fileCount)
+                    rotateBytes: fileSize.map { $0 * 1_000_000 }, fileCount: fileCount, rotateSeconds: rotateSeconds)
             } catch {
                 printError("amqpscope: \(error)")
                 throw ExitCode(Exit.unreadable)
             }
         }
+        var metrics: (exporter: MetricsExporter, server: MetricsServer)?
+        if let metricsListen, let (host, port) = Self.listenAddress(metricsListen) {
+            let exporter = MetricsExporter(labelQueues: metricsLabelQueues, version: AMQPScopeVersion.string)
+            do {
+                let server = try MetricsServer(host: host, port: port, exporter: exporter)
+                metrics = (exporter, server)
+                printError("amqpscope: metrics at http://\(metricsListen)/metrics")
+            } catch {
+                printError("amqpscope: cannot listen on \(metricsListen) for metrics: \(error)")
+                throw ExitCode(Exit.unreadable)
+            }
+        }
+        defer { metrics?.server.stop() }
         activeHandle.store(source.handleBits, ordering: .relaxed)
         installSignalHandlers()
         printError("amqpscope: listening on \(interface!), link type \(source.linkType.name), filter \"\(bpf)\"")
@@ -142,10 +198,25 @@ struct CaptureCommand: ParsableCommand {
         var watcher = pipeline.keylog.map { KeyLogWatcher(path: $0) }
         configuration.reassembly.idleTimeout = Int64((pipeline.idleTimeout ?? Self.defaultLiveIdleTimeout) * 1e9)
         var live = LivePrinter(format: format)
+        live.metrics = metrics?.exporter
         var engine = Engine(linkType: source.linkType, configuration: configuration)
         let started = Clock.now()
         var lastCheck = Timestamp(nanoseconds: 0)
+        var lastMetrics = Timestamp(nanoseconds: 0)
         var packets = 0
+        var failure: CaptureError?
+        func updateMetrics(_ now: Timestamp, force: Bool = false) {
+            guard let exporter = metrics?.exporter, force || now.since(lastMetrics) >= 1_000_000_000 else { return }
+            lastMetrics = now
+            exporter.update(
+                engine.trafficTotals(), overdueNow: engine.overdueNow(now: now),
+                pcap: source.statistics().map {
+                    CaptureStatistics(
+                        received: Int($0.received), dropped: Int($0.dropped), interfaceDropped: Int($0.interfaceDropped)
+                    )
+                }, captured: packets, buffered: engine.bufferedBytes + engine.codecBufferedBytes,
+                tracked: engine.liveConnections)
+        }
 
         reading: while !stopRequested.load(ordering: .relaxed) {
             let result: ReadResult
@@ -153,6 +224,7 @@ struct CaptureCommand: ParsableCommand {
                 result = try source.next()
             } catch {
                 printError("amqpscope: \(error)")
+                failure = error
                 break reading
             }
             switch result {
@@ -163,13 +235,19 @@ struct CaptureCommand: ParsableCommand {
                         printError("amqpscope: \(error)")
                         writer.close()
                     }
+                    if writer.limitReached {
+                        printError("amqpscope: -G with -W: \(fileCount ?? 0) files written")
+                        break reading
+                    }
                 }
                 engine.process(header, source.packetBytes)
                 live.flush(&engine)
                 Self.check(now: header.timestamp, last: &lastCheck, engine: &engine, live: &live, keyLog: &watcher)
+                updateMetrics(header.timestamp)
                 if let count, packets >= count { break reading }
             case .timeout:
                 Self.check(now: Clock.now(), last: &lastCheck, engine: &engine, live: &live, keyLog: &watcher)
+                updateMetrics(Clock.now())
             case .end:
                 break reading
             }
@@ -179,6 +257,7 @@ struct CaptureCommand: ParsableCommand {
         writer?.close()
         engine.finish()
         live.flush(&engine)
+        updateMetrics(Clock.now(), force: true)
         live.finalReport(engine: &engine, interface: interface!)
         if let stats = source.statistics() {
             printError(
@@ -192,6 +271,11 @@ struct CaptureCommand: ParsableCommand {
                     + "\(writer.currentPath)"
             )
         }
+        if let failure {
+            // The interface went away (or the read failed): everything up to here is reported, the exit says so.
+            printError("amqpscope: the capture on \(interface!) ended early: \(failure.message)")
+            throw ExitCode(Exit.partial)
+        }
     }
 
     /// At most every 100 ms (of packet time, or of the clock on read timeouts): idle eviction, overdue heartbeats.
@@ -203,7 +287,10 @@ struct CaptureCommand: ParsableCommand {
         last = now
         if let keyLog = watcher?.poll() { engine.update(keyLog: keyLog) }
         engine.tick(now: now)
-        for overdue in engine.overdueHeartbeats(now: now) { live.overdue(overdue, now: now, engine: engine) }
+        for overdue in engine.overdueHeartbeats(now: now) {
+            live.metrics?.overdueStarted(overdue)
+            live.overdue(overdue, now: now, engine: engine)
+        }
         for alert in engine.flowAlerts(now: now, options: live.storyOptions) { live.flowAlert(alert, now: now) }
         live.flush(&engine)
     }
@@ -230,6 +317,8 @@ struct LivePrinter {
     /// Thresholds for the message-flow warnings.
     var storyOptions = StoryOptions()
     var printed: [ConnectionID: Set<String>] = [:]
+    /// Metrics to count diagnoses and ended connections into (with --metrics-listen).
+    var metrics: MetricsExporter?
     var recent: [ConnectionRecord] = []
     static let recentKept = 200
 
@@ -245,6 +334,7 @@ struct LivePrinter {
             if let record = engine.openRecord(id) { diagnoses(Story(record)) }
         }
         for record in engine.takeEnded() {
+            metrics?.ended(record)
             diagnoses(Story(record))
             printed[record.info.id] = nil
             recent.append(record)
@@ -273,6 +363,7 @@ struct LivePrinter {
         for d in story.diagnoses {
             let key = "\(d.code) \(d.side?.rawValue ?? "-") \(d.evidence.first?.packetNumber ?? 0)"
             guard printed[id, default: []].insert(key).inserted else { continue }
+            metrics?.diagnosis(d)
             switch format {
             case .text:
                 emit(

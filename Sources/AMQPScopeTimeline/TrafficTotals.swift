@@ -1,0 +1,124 @@
+// Running totals of what a capture has seen, per server, for metrics: connections opened and closed (and how),
+// heartbeats, frames and bytes by direction, resets by errno, capture gaps. The engine adds each connection's
+// numbers when it ends; open connections are added as they stand when the totals are asked for, so nothing is
+// counted on the packet path.
+import AMQPScopePackets
+import AMQPScopeReassembly
+
+/// What the engine has seen so far, per server endpoint.
+public struct TrafficTotals: Sendable {
+    /// The numbers of one server (address:port), or of all servers past `maximumServers` ("other").
+    public struct Server: Sendable {
+        /// Connections open now.
+        public var open = 0
+        /// Connections opened since the start.
+        public var opened = 0
+        /// Connections ended, by how: "close" (an AMQP close was completed, then TCP closed), "fin", "rst",
+        /// "evicted" (ended by amqpscope: idle, or too many connections).
+        public var closed: [String: Int] = [:]
+        /// Heartbeat frames (AMQP 1.0: empty frames) per direction.
+        public var heartbeats = PerDirection(repeating: 0)
+        /// Frames per direction and type (0-9-1: method, header, body, heartbeat; 1.0: the performative, empty,
+        /// sasl).
+        public var frames = PerDirection(repeating: [String: Int]())
+        /// Bytes on the wire (TCP payload) per direction.
+        public var bytes = PerDirection(repeating: 0)
+        /// RSTs by the errno they give the receiving socket ("none" when no call sees one).
+        public var resets: [String: Int] = [:]
+        /// Capture gaps (bytes never captured) in its connections.
+        public var gaps = 0
+    }
+
+    /// Per server ("address:port"), at most `maximumServers` of them and "other".
+    public var servers: [String: Server] = [:]
+
+    /// Servers named in labels, at most; the rest are added up under "other" (labels stay bounded).
+    public static let maximumServers = 64
+
+    /// An empty total.
+    public init() {}
+
+    mutating func server(_ endpoint: Endpoint) -> String {
+        let key = endpoint.description
+        if servers[key] != nil || servers.count < Self.maximumServers { return key }
+        return "other"
+    }
+
+    /// Adds one connection's numbers: `ended` when it is over (counted in `closed`), else counted as open.
+    mutating func add(_ r: ConnectionRecord, ended: Bool) {
+        let key = server(r.info.server)
+        var s = servers[key] ?? Server()
+        s.opened += 1
+        if ended {
+            s.closed[Self.how(r), default: 0] += 1
+        } else {
+            s.open += 1
+        }
+        for d in Direction.allCases {
+            let f = r.frameCounts[d]
+            let p = r.performativeCounts[d]
+            s.heartbeats[d] += f.heartbeat + p.empty
+            for (type, n) in [
+                ("method", f.method), ("header", f.header), ("body", f.body), ("heartbeat", f.heartbeat),
+                ("open", p.open), ("begin", p.begin), ("attach", p.attach), ("flow", p.flow),
+                ("transfer", p.transfer), ("disposition", p.disposition), ("detach", p.detach), ("end", p.end),
+                ("close", p.close), ("empty", p.empty), ("sasl", p.sasl),
+            ] where n > 0 {
+                s.frames[d][type, default: 0] += n
+            }
+            s.bytes[d] += r.counters[d].payloadBytes
+            s.gaps += r.counters[d].gaps
+        }
+        for m in r.moments {
+            guard case .reset(let info) = m.kind, !info.repeated else { continue }
+            s.resets[ResetErrno.predict(info.receiverState).map { "\($0.errno)" } ?? "none", default: 0] += 1
+        }
+        servers[key] = s
+    }
+
+    /// How a connection ended, for `closed`.
+    static func how(_ r: ConnectionRecord) -> String {
+        switch r.endReason {
+        case .idle?, .evicted?, .replaced?: return "evicted"
+        case .reset?: return "rst"
+        default: break
+        }
+        let amqpClosed =
+            r.keyFrames.contains { f in
+                if case .method(.connectionCloseOk) = f.frame.content { return true }
+                return false
+            }
+            || r.keyPerformatives.filter { if case .close? = $0.frame.performative { true } else { false } }.count >= 2
+        return amqpClosed ? "close" : "fin"
+    }
+
+    /// The two totals added.
+    static func + (a: TrafficTotals, b: TrafficTotals) -> TrafficTotals {
+        var out = a
+        for (name, s) in b.servers {
+            let key = out.servers[name] != nil || out.servers.count < maximumServers ? name : "other"
+            var t = out.servers[key] ?? Server()
+            t.open += s.open
+            t.opened += s.opened
+            t.closed.merge(s.closed, uniquingKeysWith: +)
+            for d in Direction.allCases {
+                t.heartbeats[d] += s.heartbeats[d]
+                t.frames[d].merge(s.frames[d], uniquingKeysWith: +)
+                t.bytes[d] += s.bytes[d]
+            }
+            t.resets.merge(s.resets, uniquingKeysWith: +)
+            t.gaps += s.gaps
+            out.servers[key] = t
+        }
+        return out
+    }
+}
+
+extension Engine {
+    /// The totals so far: every ended connection, and the open ones as they stand.
+    public func trafficTotals() -> TrafficTotals {
+        var live = TrafficTotals()
+        for builder in state.openBuilders { live.add(builder.record, ended: false) }
+        return state.endedTotals + live
+    }
+}
