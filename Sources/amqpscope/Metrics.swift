@@ -72,7 +72,10 @@ final class MetricsExporter: @unchecked Sendable {
     func histogram(_ name: String, _ labels: [(String, String)], help: String) -> ValueHistogram {
         let key = Self.key(name, labels)
         if let h = histograms[key] { return h }
-        let h = registry.makeValueHistogram(name: name, labels: labels, buckets: Self.latencyBuckets, help: help)
+        let h = registry.makeValueHistogram(
+            descriptor: MetricNameDescriptor(
+                metricName: String(name.dropLast("_seconds".count)), unitName: "seconds", helpText: help),
+            labels: labels, buckets: Self.latencyBuckets)
         histograms[key] = h
         return h
     }
