@@ -96,7 +96,15 @@ struct Conversation {
         var configuration = EngineConfiguration()
         configure(&configuration)
         var engine = Engine(linkType: .ethernet, configuration: configuration)
-        for (i, p) in packets.enumerated() {
+        feed(&engine)
+        engine.finish()
+        return engine.takeEnded().map { Story($0) }
+    }
+
+    /// Feeds the packets `range` (all of them by default) to an engine.
+    func feed(_ engine: inout Engine, _ range: Range<Int>? = nil) {
+        for i in range ?? packets.indices {
+            let p = packets[i]
             p.bytes.withUnsafeBytes {
                 engine.process(
                     PacketHeader(
@@ -104,7 +112,20 @@ struct Conversation {
                         originalLength: p.bytes.count), $0)
             }
         }
-        engine.finish()
-        return engine.takeEnded().map { Story($0) }
+    }
+
+    /// The seed incident: a 2 s heartbeat, the client silent while the server beats for 6 s, then the server's RST.
+    static func seedIncident() -> Conversation {
+        var c = Conversation()
+        c.open()
+        c.amqpHandshake(heartbeat: 2)
+        for second in 1...6 {
+            c.at(Double(second))
+            c.server(Encode.heartbeat)
+            c.clientAck()
+        }
+        c.at(6.5)
+        c.serverRST()
+        return c
     }
 }

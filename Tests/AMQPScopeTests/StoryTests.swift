@@ -206,17 +206,7 @@ private func parseTime(_ text: String) -> Timestamp? {
 
     /// The client falls silent; the server keeps beating and then resets it.
     @Test func clientMissesHeartbeats() throws {
-        var c = Conversation()
-        c.open()
-        c.amqpHandshake(heartbeat: 2)
-        for second in 1...6 {
-            c.at(Double(second))
-            c.server(Encode.heartbeat)
-            c.clientAck()
-        }
-        c.at(6.5)
-        c.serverRST()
-        let s = try #require(c.stories().first)
+        let s = try #require(Conversation.seedIncident().stories().first)
         // One chain: the silence first, the reset under it; the RST the silence already tells gets no abrupt-close.
         #expect(codes(s) == ["error missed-heartbeats client 104", "error reset client 104"])
         #expect(s.diagnoses.map(\.consequenceOf) == [nil, 0])
