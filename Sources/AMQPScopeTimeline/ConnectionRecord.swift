@@ -466,8 +466,9 @@ public enum TimelineEntry: Hashable, Sendable {
     case tls(TLSMoment)
     /// An AMQP 1.0 frame that shapes the story.
     case performative(AMQP10FrameRecord)
-    /// A message the broker logged about the connection (`--broker-log`).
-    case log(BrokerLogEvent)
+    /// A message the broker logged about the connection (`--broker-log`); boxed, so that the other entries, of which
+    /// every connection has many, stay as small as before.
+    indirect case log(BrokerLogEvent)
 
     /// When it happened.
     public var time: Timestamp {

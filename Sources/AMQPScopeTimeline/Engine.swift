@@ -402,12 +402,20 @@ struct EngineState: StreamSink {
 
     mutating func noteOpen(_ info: ConnectionInfo, _ time: Timestamp) {
         recentOpens.append((info, time, nil))
+        // Only the latest opens are kept: a fallback opens within a second of its refusal, and a capture that
+        // opens thousands of connections at once must not keep them all here.
         if recentOpens.count >= pruneOpensAt {
             let oldest = refusals.first?.firstTime ?? time
             recentOpens.removeAll { oldest.since($0.time) > 0 && time.since($0.time) > 2 * Self.fallbackWindow }
-            pruneOpensAt = max(64, recentOpens.count * 2)
+            if recentOpens.count > Self.recentOpensKept {
+                recentOpens.removeFirst(recentOpens.count - Self.recentOpensKept)
+            }
+            pruneOpensAt = max(64, min(recentOpens.count * 2, 2 * Self.recentOpensKept))
         }
     }
+
+    /// Opens kept for the fallback search, at most.
+    static let recentOpensKept = 4096
 
     /// What pairs two legs of a proxied connection: the handshake the proxy relayed unchanged, when each opened and
     /// when TCP first closed it.
