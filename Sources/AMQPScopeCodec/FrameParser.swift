@@ -321,7 +321,7 @@ struct FrameParser {
             state = .body(header, start: start, remaining: remaining - Int(length), damaged: true)
         case .body(let header, let start, let remaining, _) where length == UInt64(remaining):
             state = .bodyEnd(header, start: start, damaged: true)
-        case .body(let header, let start, let remaining, _):
+        case .body(let header, let start, _, _):
             out(start, .frame(header, payload: .empty, damaged: true))
             resume(afterFrameEndingAt: start + 8 + UInt64(header.size), gapEnd: end)
         case .bodyEnd(let header, let start, _):
@@ -342,7 +342,7 @@ struct FrameParser {
             }
         case .skip(let header, let start, let remaining) where length < UInt64(remaining):
             state = .skip(header, start: start, remaining: remaining - Int(length))
-        case .skip(let header, let start, let remaining):
+        case .skip(let header, let start, _):
             resume(afterFrameEndingAt: start + 8 + UInt64(header.size), gapEnd: end)
         case .frameHeader:
             // A header's first bytes, or none: the next boundary is unknown.

@@ -119,11 +119,7 @@ public enum HTMLReport {
         }
         out += "</p>"
         // Many connections, one incident: the waves first, then every connection on one time axis.
-        let incidents = stories.map { list in
-            var finder = IncidentFinder()
-            for s in list { finder.add(s) }
-            return finder.incidents()
-        }
+        let incidents = stories.map(IncidentFinder.incidents(of:))
         if incidents.contains(where: { !$0.isEmpty }) {
             out += "<h3>Incidents</h3><ul class=\"incidents\">"
             for (c, list) in incidents.enumerated() {

@@ -73,6 +73,13 @@ public struct IncidentFinder: Sendable {
         }
     }
 
+    /// The incidents among one capture's stories.
+    public static func incidents(of stories: [Story]) -> [Incident] {
+        var finder = IncidentFinder()
+        for s in stories { finder.add(s) }
+        return finder.incidents()
+    }
+
     /// The incidents: members grouped by code, detail and server, split where more than `gap` passes between two.
     public func incidents() -> [Incident] {
         var groups: [String: [Headline]] = [:]

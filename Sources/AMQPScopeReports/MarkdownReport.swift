@@ -45,11 +45,7 @@ public enum MarkdownReport {
                 "\(diagnoses.filter { $0.severity == severity }.count) \(severity.rawValue)"
             }.joined(separator: ", ") + "\n"
         // Many connections, one incident: told first, with the members.
-        let incidents = perCapture.map { list in
-            var finder = IncidentFinder()
-            for s in list { finder.add(s) }
-            return finder.incidents()
-        }
+        let incidents = perCapture.map(IncidentFinder.incidents(of:))
         if incidents.contains(where: { !$0.isEmpty }) {
             out += "\n## Incidents\n\n"
             for (c, list) in incidents.enumerated() {

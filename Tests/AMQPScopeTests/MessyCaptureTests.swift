@@ -229,9 +229,7 @@ private func codes(_ stories: [Story]) -> Set<String> {
                 contentsOf: Paths.captures.appendingPathComponent("broker-restart.broker.log"), encoding: .utf8))
         let result = Analysis.analyzeFile(Paths.captures.appendingPathComponent("broker-restart.pcap").path)
         let (stories, log) = AnalyzeReport.storiesWithLog(result, options: options)
-        var finder = IncidentFinder()
-        for s in stories { finder.add(s) }
-        let incidents = finder.incidents()
+        let incidents = IncidentFinder.incidents(of: stories)
         let incident = try #require(incidents.first)
         #expect(incidents.count == 1)
         #expect(

@@ -195,9 +195,7 @@ struct ChromiumTests {
         let path = Paths.temporaryFile("thousand.pcap", manyClients(1000))
         let result = Analysis.analyzeFile(path)
         #expect(result.records.count == 1000)
-        var finder = IncidentFinder()
-        for s in AnalyzeReport.stories(result, options: ReportOptions()) { finder.add(s) }
-        let incidents = finder.incidents()
+        let incidents = IncidentFinder.incidents(of: AnalyzeReport.stories(result, options: ReportOptions()))
         #expect(incidents.count == 1 && incidents.first?.connections.count == 1000, "\(incidents.map(\.summary))")
         #expect(incidents.first?.code == .missedHeartbeats)
         #expect(incidents.first?.summary.hasPrefix("1000 connections' clients stopped heartbeating") == true)
