@@ -14,6 +14,12 @@ public struct ReassemblyConfiguration: Hashable, Sendable {
     public var idleTimeout: Int64? = nil
     /// Closed connections (both FINs, or an RST) are forgotten after this much capture time (nanoseconds).
     public var closedLinger: Int64 = 60 * 1_000_000_000
+    /// Closed connections kept lingering at once. Past it, those closed longest ago are forgotten first, though none
+    /// before `minimumClosedLinger`: a busy host that opens and closes thousands of connections a second would
+    /// otherwise keep a minute of them.
+    public var maximumClosedLingering = 4096
+    /// How long a closed connection lingers at least (for the last ACK and a retransmitted FIN), in nanoseconds.
+    public var minimumClosedLinger: Int64 = 1_000_000_000
     /// Connections tracked at once; past it the least recently active one is ended.
     public var maximumConnections = 100_000
 
@@ -111,6 +117,19 @@ struct Connection {
     var synAckSeen = false
     var handshakeDone = false
     var endReason: EndReason?
+    /// In the reassembler's queue of closed connections.
+    var lingering = false
+
+    /// Marks a connection that TCP has just closed as lingering, and gives its id; nil if it is not closed or already
+    /// lingers. (Mutating, so that the caller reaches it in place rather than copying it.)
+    /// Its id, last packet time and end reason (mutating only so that callers reach it in place).
+    mutating func identity() -> (ConnectionID, Timestamp, EndReason?) { (info.id, lastTime, endReason) }
+
+    mutating func startLingering() -> ConnectionID? {
+        guard !lingering, isClosed else { return nil }
+        lingering = true
+        return info.id
+    }
     var scalingOn: Bool { halves.clientToServer.windowScale != nil && halves.serverToClient.windowScale != nil }
 
     func state(of side: Side) -> TCPState {
@@ -166,6 +185,13 @@ package struct Reassembler {
     private var nextID = 1
     private var totalBuffered = 0
     private var lastSweep: Timestamp?
+    private var lastIdleWalk: Timestamp?
+    /// Closed connections in the order they closed (or were last heard from after closing): the oldest are forgotten
+    /// first. Entries of connections already ended are skipped when reached.
+    private var closedQueue: [(id: ConnectionID, slot: Int, since: Timestamp)] = []
+    private var closedHead = 0
+    /// Connections in `closedQueue` that are still tracked.
+    private var lingeringCount = 0
     /// Connections ended by the connection cap.
     package private(set) var evictedForCap = 0
 
@@ -216,19 +242,50 @@ package struct Reassembler {
 
     /// Ends idle and long-closed connections as of `now` (capture time); live capture calls it on a timer.
     package mutating func evictIdle<S: StreamSink>(now: Timestamp, into sink: inout S) {
-        var expired: [(ConnectionID, Int, EndReason)] = []
+        forgetClosed(now: now, into: &sink)
+        // Idle connections are looked for every tenth of the idle timeout (at most every minute): a walk over every
+        // connection, so not on every tick.
+        guard let idle = configuration.idleTimeout else { return }
+        if let last = lastIdleWalk, now.since(last) < min(idle / 10, 60_000_000_000) { return }
+        lastIdleWalk = now
+        var expired: [(ConnectionID, Int)] = []
         for slot in index.values {
-            guard let connection = connections[slot] else { continue }
-            let silent = now.since(connection.lastTime)
-            if connection.isClosed && silent >= configuration.closedLinger {
-                expired.append((connection.info.id, slot, connection.endReason ?? .finished))
-            } else if !connection.isClosed, let idle = configuration.idleTimeout, silent >= idle {
-                expired.append((connection.info.id, slot, .idle))
-            }
+            guard connections[slot]?.isClosed == false, let last = connections[slot]?.lastTime, now.since(last) >= idle,
+                let id = connections[slot]?.info.id
+            else { continue }
+            expired.append((id, slot))
         }
         expired.sort { $0.0 < $1.0 }
-        for (_, slot, reason) in expired {
-            end(slot: slot, reason: reason, time: now, packetNumber: 0, into: &sink)
+        for (_, slot) in expired {
+            end(slot: slot, reason: .idle, time: now, packetNumber: 0, into: &sink)
+        }
+    }
+
+    /// Ends the closed connections that have lingered long enough, oldest first: after `closedLinger`, or sooner
+    /// (but not before `minimumClosedLinger`) while more than `maximumClosedLingering` linger.
+    private mutating func forgetClosed<S: StreamSink>(now: Timestamp, into sink: inout S) {
+        while closedHead < closedQueue.count {
+            let (id, slot, since) = closedQueue[closedHead]
+            guard let (current, last, reason) = connections[slot]?.identity(), current == id else {
+                closedHead += 1  // ended otherwise (replaced, evicted)
+                continue
+            }
+            let quiet = now.since(last)
+            let crowded = lingeringCount > configuration.maximumClosedLingering
+            if quiet >= configuration.closedLinger || (crowded && quiet >= configuration.minimumClosedLinger) {
+                closedHead += 1
+                end(slot: slot, reason: reason ?? .finished, time: now, packetNumber: 0, into: &sink)
+            } else if last > since {
+                // Heard from after it closed: its linger counts from then, so it goes to the back.
+                closedHead += 1
+                closedQueue.append((id, slot, last))
+            } else {
+                break
+            }
+        }
+        if closedHead > 1024 && closedHead * 2 > closedQueue.count {
+            closedQueue.removeFirst(closedHead)
+            closedHead = 0
         }
     }
 
@@ -335,6 +392,7 @@ package struct Reassembler {
                 connection: id, direction: .clientToServer, time: time, packetNumber: packetNumber,
                 offset: 0, kind: .ended(connection.endReason ?? reason)))
         index[FlowKey(connection.info.client, connection.info.server)] = nil
+        if connection.lingering { lingeringCount -= 1 }
         connections[slot] = nil
         freeSlots.append(slot)
     }
@@ -354,6 +412,12 @@ package struct Reassembler {
         // Optional chaining changes the connection in place: nothing is copied or moved per packet.
         let grown = connections[slot]?.handle(
             segment, header: header, bytes: bytes, totalBuffered: &totalBuffered, into: &sink)
+        if segment.flags.contains(.fin) || segment.flags.contains(.rst),
+            let id = connections[slot]?.startLingering()
+        {
+            lingeringCount += 1
+            closedQueue.append((id, slot, header.timestamp))
+        }
         guard let direction = grown ?? nil, var connection = connections[slot].take() else { return }
         enforceLimits(&connection, direction, time: header.timestamp, packetNumber: header.number, into: &sink)
         connections[slot] = connection

@@ -240,6 +240,51 @@ func reassemble(
         #expect(sink.events.last == "end id=1 idle timeout")
     }
 
+    /// Many short connections, each SYN, SYN-ACK, ACK, RST, one new every 2 ms: closed ones linger a minute while
+    /// few linger; past `maximumClosedLingering` the oldest go, but none before `minimumClosedLinger`.
+    @Test(arguments: [(Int.max, 30_000), (200, 1_000), (100_000, 30_000)])
+    func closedConnectionsLingerWithinTheBudget(budget: Int, expectedMostTracked: Int) {
+        var configuration = ReassemblyConfiguration()
+        configuration.maximumClosedLingering = budget
+        var reassembler = Reassembler(configuration: configuration)
+        var sink = Collect()
+        var number = 0
+        var most = 0
+        let step: Int64 = 2_000_000
+        for i in 0..<35_000 {  // 70 s
+            let port = UInt16(1024 + i % 60_000)
+            let time = Timestamp(nanoseconds: Int64(i) * step)
+            let seq = UInt32(i) &* 7919
+            let packets = [
+                (true, seq, TCPFlags.syn), (false, 5000, [.syn, .ack]), (true, seq &+ 1, [.ack]),
+                (false, 5001, [.rst]),
+            ]
+            for (fromClient, sequence, flags) in packets {
+                let (s, d) = fromClient ? (port, UInt16(5672)) : (5672, port)
+                let bytes = Build.ethernet(
+                    payload: Build.ipv4(payload: Build.tcp(sport: s, dport: d, seq: sequence, flags: flags)))
+                number += 1
+                bytes.withUnsafeBytes { raw in
+                    guard case .tcp(let segment) = PacketDecoder.decode(raw, linkType: .ethernet) else { return }
+                    reassembler.process(
+                        segment,
+                        header: PacketHeader(
+                            number: number, timestamp: time, capturedLength: raw.count, originalLength: raw.count),
+                        bytes: raw, into: &sink)
+                }
+            }
+            most = max(most, reassembler.trackedConnections)
+            if i % 1000 == 0 {
+                sink.events.removeAll()
+                sink.packets.removeAll()
+            }
+        }
+        // Each linger is counted from the RST: a minute of connections (500 a second); or, over the budget, a second
+        // of them (the minimum linger) plus what comes between two sweeps.
+        #expect(most <= expectedMostTracked + 500, "most tracked \(most)")
+        #expect(most >= expectedMostTracked - 500, "most tracked \(most)")
+    }
+
     /// A random stream cut into random segments, shuffled, duplicated and re-cut with overlaps, comes out whole.
     @Test(arguments: 0..<20)
     func randomSegmentationReassemblesExactly(seed: Int) {
