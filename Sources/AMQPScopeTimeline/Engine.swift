@@ -297,7 +297,16 @@ struct EngineState: StreamSink {
     var pruneOpensAt = 64
     /// Connections that ended abruptly, for the other leg of a proxied pair to find when it ends (kept for a minute
     /// of capture time).
-    var endedLegs: [(leg: Leg, endedAt: Timestamp)] = []
+    var endedLegs: [Int: [(leg: Leg, endedAt: Timestamp)]] = [:]
+    /// The handshakes of `endedLegs` in the order they ended, for forgetting them after a minute.
+    var endedLegOrder: [(handshake: Int, endedAt: Timestamp)] = []
+    var endedLegHead = 0
+    /// Open connections by their handshake (`RecordBuilder.handshakeKey`): the other leg is looked for among these.
+    /// Clients of one library and version send the same handshake, so one key may hold many: each with its open time,
+    /// which is compared before anything else.
+    var openByHandshake: [Int: [ConnectionID: Timestamp]] = [:]
+    /// Live capture's timed checks (heartbeat overdue, flow warnings).
+    var checks = LiveChecks()
     /// How soon after a refusal an accepted connection counts as its fallback.
     static let fallbackWindow: Int64 = 1_000_000_000
     /// Timeline entries made since the last `takeLiveEntries()` (live capture only).
@@ -338,6 +347,10 @@ struct EngineState: StreamSink {
         }
         // Optional chaining mutates the entry in place: nothing is copied per event.
         entries[s]?.handle(event, configuration: configuration, totalHeld: &totalHeld)
+        // (A read through the optional element would copy the whole entry: a mutating call reaches it in place.)
+        if let (key, opened) = entries[s]?.builder.takeFreshHandshake() {
+            openByHandshake[key, default: [:]][event.connection] = opened
+        }
         if configuration.streamEntries { entries[s]?.builder.moveFresh(to: &live) }
     }
 
@@ -357,6 +370,12 @@ struct EngineState: StreamSink {
             entries.append(entry)
         }
         slots[info.id] = slot
+        if checks.started {
+            checks.queue.push(
+                .init(
+                    time: event.time.adding(nanoseconds: WakeQueue.firstPoll), id: info.id, slot: slot,
+                    poll: WakeQueue.firstPoll))
+        }
     }
 
     private mutating func end(_ entry: Entry, reason: EndReason, slot s: Int, _ event: StreamEvent) {
@@ -364,6 +383,13 @@ struct EngineState: StreamSink {
         totalHeld -= entry.held
         slots[event.connection] = nil
         freeSlots.append(s)
+        if let key = entry.builder.handshakeKey {
+            openByHandshake[key]?[event.connection] = nil
+            if openByHandshake[key]?.isEmpty == true { openByHandshake[key] = nil }
+        }
+        if checks.started {
+            for side in Side.allCases { checks.overdue[.init(id: event.connection, side: side)] = nil }
+        }
         if cachedID == event.connection {
             cachedSlot = -1
             cachedID = ConnectionID(rawValue: 0)
@@ -390,8 +416,15 @@ struct EngineState: StreamSink {
         var record = entry.builder.record
         endedTotals.add(record, ended: true)
         pairLegs(&record, now: event.time)
-        if let i = recentOpens.firstIndex(where: { $0.info.id == record.info.id }) {
-            recentOpens[i].accepted = Self.accepted(record)
+        // `recentOpens` is in the order of the opens, so of ids: found by halving.
+        var low = 0
+        var high = recentOpens.count
+        while low < high {
+            let mid = (low + high) / 2
+            if recentOpens[mid].info.id < record.info.id { low = mid + 1 } else { high = mid }
+        }
+        if low < recentOpens.count && recentOpens[low].info.id == record.info.id {
+            recentOpens[low].accepted = Self.accepted(record)
         }
         if Self.refused(record) {
             refusals.append(record)
@@ -469,17 +502,32 @@ struct EngineState: StreamSink {
     /// it on this record: the leg that opened first is the client's, whose server is the proxy.
     mutating func pairLegs(_ record: inout ConnectionRecord, now: Timestamp) {
         guard let leg = Leg(record) else { return }
-        var partner = endedLegs.first { $0.leg.pairs(with: leg) }?.leg
+        var partner = endedLegs[leg.handshake]?.first { $0.leg.pairs(with: leg) }?.leg
         if partner == nil {
-            for slot in slots.values {
-                if let other = entries[slot].flatMap({ Leg($0.builder.record) }), other.pairs(with: leg) {
+            // The earliest matching one, so that the answer does not depend on the order of a dictionary.
+            for (id, opened) in openByHandshake[leg.handshake] ?? [:]
+            where abs(opened.since(leg.opened)) <= 1_000_000_000 && id < (partner?.id ?? ConnectionID(rawValue: .max)) {
+                if let slot = slots[id], let other = entries[slot].flatMap({ Leg($0.builder.record) }),
+                    other.pairs(with: leg)
+                {
                     partner = other
-                    break
                 }
             }
         }
-        endedLegs.removeAll { now.since($0.endedAt) > 60_000_000_000 }
-        if endedLegs.count < 100_000 { endedLegs.append((leg, now)) }
+        // Ended legs are kept for a minute of capture time, at most 100,000 of them.
+        while endedLegHead < endedLegOrder.count {
+            let (handshake, endedAt) = endedLegOrder[endedLegHead]
+            guard now.since(endedAt) > 60_000_000_000 || endedLegOrder.count - endedLegHead >= 100_000 else { break }
+            endedLegHead += 1
+            endedLegs[handshake]?.removeFirst()
+            if endedLegs[handshake]?.isEmpty == true { endedLegs[handshake] = nil }
+        }
+        if endedLegHead > 1024 && endedLegHead * 2 > endedLegOrder.count {
+            endedLegOrder.removeFirst(endedLegHead)
+            endedLegHead = 0
+        }
+        endedLegs[leg.handshake, default: []].append((leg, now))
+        endedLegOrder.append((leg.handshake, now))
         guard let partner else { return }
         let clientSide = (leg.opened, leg.id) < (partner.opened, partner.id)
         record.proxied = Proxied(
@@ -614,6 +662,9 @@ public struct Engine {
     /// Whether ended connections wait to be taken.
     public var hasEnded: Bool { !state.ended.isEmpty }
 
+    /// Timeline entries and ended records waiting to be taken (live capture hands them off when many wait).
+    public var pendingOutput: Int { state.live.count + state.ended.count }
+
     /// Timeline entries made since the last call, in the order they were made (with `streamEntries`).
     public mutating func takeLiveEntries() -> [(ConnectionInfo, TimelineEntry)] {
         defer { state.live.removeAll(keepingCapacity: true) }
@@ -636,63 +687,6 @@ public struct Engine {
         builder.summarizeFlow(ended: false)
         builder.closeRuns()
         return builder.record
-    }
-
-    /// Sides of open connections that have sent no frame for longer than the negotiated heartbeat while their peer
-    /// kept sending, as of `now`: each silence is reported once. `now` comes from the caller (packet time, or the
-    /// clock of a live capture), so the engine itself keeps no clock.
-    public mutating func overdueHeartbeats(now: Timestamp) -> [HeartbeatOverdue] {
-        overdue(now: now, onlyNew: true)
-    }
-
-    /// Every side overdue as of `now`, reported before or not (for a gauge of how many are overdue now).
-    public mutating func overdueNow(now: Timestamp) -> [HeartbeatOverdue] {
-        overdue(now: now, onlyNew: false)
-    }
-
-    mutating func overdue(now: Timestamp, onlyNew: Bool) -> [HeartbeatOverdue] {
-        var out: [HeartbeatOverdue] = []
-        for (_, slot) in state.slots.sorted(by: { $0.key < $1.key }) {
-            guard let builder = state.entries[slot]?.builder else { continue }
-            let record = builder.record
-            guard record.isAMQP, record.endReason == nil else { continue }
-            for side in Side.allCases {
-                // 0-9-1: the negotiated heartbeat; 1.0: the idle timeout the side's peer advertised.
-                let idle10 = builder.idleTimeOut10[sentBy: side.peer]
-                let heartbeat = idle10 > 0 ? Int((idle10 + 999) / 1000) : Int(builder.negotiatedHeartbeat ?? 0)
-                guard heartbeat > 0 else { continue }
-                let interval = idle10 > 0 ? Int64(idle10) * 1_000_000 : Int64(heartbeat) * 1_000_000_000
-                guard let last = record.lastFrameTime[sentBy: side],
-                    let peerLast = record.lastFrameTime[sentBy: side.peer]
-                else { continue }
-                let silent = now.since(last)
-                guard silent > interval, peerLast > last, !onlyNew || builder.overdueReported[sentBy: side] != last
-                else { continue }
-                if onlyNew { state.entries[slot]?.builder.overdueReported[sentBy: side] = last }
-                out.append(
-                    HeartbeatOverdue(
-                        info: record.info, side: side, heartbeat: heartbeat, lastFrame: last,
-                        lastFramePacket: record.lastFramePacket[sentBy: side],
-                        silentFor: silent,
-                        peerFramesSince: record.heartbeatTimes[sentBy: side.peer].filter { $0 > last }.count,
-                        idleTimeOutMilliseconds: idle10 > 0 ? Int(idle10) : nil))
-            }
-        }
-        return out
-    }
-
-    /// Live: message-flow warnings that became true in open connections as of `now` (a consumer at its prefetch
-    /// longer than `options.saturationThreshold`, confirms slower than `options.slowConfirmThreshold`), each once.
-    public mutating func flowAlerts(now: Timestamp, options: StoryOptions) -> [FlowAlert] {
-        var out: [FlowAlert] = []
-        for (_, slot) in state.slots.sorted(by: { $0.key < $1.key }) {
-            guard let box = state.entries[slot]?.builder.flow, let info = state.entries[slot]?.builder.record.info
-            else { continue }
-            for (code, summary) in box.tracker.alerts(now: now, options: options) {
-                out.append(FlowAlert(info: info, code: code, summary: summary))
-            }
-        }
-        return out
     }
 
     /// Live connections being tracked.

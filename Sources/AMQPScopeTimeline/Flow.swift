@@ -438,6 +438,8 @@ struct FlowTracker {
     var cleanClose = false
     /// Live alerts already given (each once).
     var alerted: Set<String> = []
+    /// Confirms counted when the live check last looked at their latency.
+    var confirmsLooked: UInt64 = 0
     /// The last exchange and routing key looked up, and its part: publishes repeat them, and the name is not built.
     var lastKey: (exchange: String, routingKey: String, part: Int?)?
     /// The last queue looked up, and its part.
@@ -489,7 +491,11 @@ struct FlowTracker {
                     ))
             }
         }
-        if let latency = confirmLatency.summary, latency.count >= 10,
+        // The percentiles are worked out only when confirms came since the last look.
+        let looked = confirmsLooked
+        confirmsLooked = confirmLatency.total
+        if confirmLatency.total >= 10, confirmLatency.total != looked, !alerted.contains("slow-confirms"),
+            let latency = confirmLatency.summary,
             latency.p99 * 1_000_000 > Double(options.slowConfirmThreshold), alerted.insert("slow-confirms").inserted
         {
             out.append(

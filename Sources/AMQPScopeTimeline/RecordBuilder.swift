@@ -21,6 +21,18 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     var idleTimeOut10 = PerDirection<UInt32>(repeating: 0)
     /// Message flow, once a connection publishes, consumes or gets: held by reference (most frames are not flow).
     var flow: FlowBox?
+    /// The handshake a proxy would relay unchanged (0-9-1: Start-Ok's client properties; 1.0: the client's
+    /// container-id), hashed: the engine finds the other leg of a proxied connection by it. `handshakeFresh` until
+    /// the engine has indexed it.
+    var handshakeKey: Int?
+    var handshakeFresh = false
+
+    /// The handshake key and the open time, once, when the handshake has just been seen.
+    mutating func takeFreshHandshake() -> (Int, Timestamp)? {
+        guard handshakeFresh, let handshakeKey else { return nil }
+        handshakeFresh = false
+        return (handshakeKey, record.firstTime)
+    }
     /// Per direction, the last-frame time for which an overdue warning was given.
     var overdueReported = PerDirection<Timestamp?>(repeating: nil)
     /// Silences shorter than this are not kept.
@@ -258,6 +270,10 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
             case .method(let method):
                 record.frameCounts[direction].method += 1
                 if case .connectionTuneOk(let tune) = method { negotiatedHeartbeat = tune.heartbeat }
+                if case .connectionStartOk(let startOk) = method {
+                    handshakeKey = startOk.clientProperties.hashValue
+                    handshakeFresh = true
+                }
                 if method.classID == 60 || method.classID == 85 || flow != nil {
                     if flow == nil {
                         flow = FlowBox()
@@ -339,7 +355,13 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                     packetNumber: event.packetNumber, time: time, direction: direction, offset: event.offset,
                     frame: frame)
             }
-            if case .open(let o)? = frame.performative { idleTimeOut10[direction] = o.idleTimeOut ?? 0 }
+            if case .open(let o)? = frame.performative {
+                idleTimeOut10[direction] = o.idleTimeOut ?? 0
+                if direction == .clientToServer {
+                    handshakeKey = o.containerID.hashValue
+                    handshakeFresh = true
+                }
+            }
             switch frame.performative {
             case nil:
                 heartbeat(direction, time)

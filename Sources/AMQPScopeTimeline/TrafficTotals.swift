@@ -38,7 +38,7 @@ public struct TrafficTotals: Sendable {
     /// An empty total.
     public init() {}
 
-    mutating func server(_ endpoint: Endpoint) -> String {
+    func server(_ endpoint: Endpoint) -> String {
         let key = endpoint.description
         if servers[key] != nil || servers.count < Self.maximumServers { return key }
         return "other"
@@ -46,11 +46,14 @@ public struct TrafficTotals: Sendable {
 
     /// Adds one connection's numbers: `ended` when it is over (counted in `closed`), else counted as open.
     mutating func add(_ r: ConnectionRecord, ended: Bool) {
-        let key = server(r.info.server)
-        var s = servers[key] ?? Server()
+        // Changed in place: a copy of the server's numbers would copy its dictionaries on every change.
+        Self.add(r, ended: ended, to: &servers[server(r.info.server), default: Server()])
+    }
+
+    private static func add(_ r: ConnectionRecord, ended: Bool, to s: inout Server) {
         s.opened += 1
         if ended {
-            s.closed[Self.how(r), default: 0] += 1
+            s.closed[how(r), default: 0] += 1
         } else {
             s.open += 1
         }
@@ -58,14 +61,22 @@ public struct TrafficTotals: Sendable {
             let f = r.frameCounts[d]
             let p = r.performativeCounts[d]
             s.heartbeats[d] += f.heartbeat + p.empty
-            for (type, n) in [
-                ("method", f.method), ("header", f.header), ("body", f.body), ("heartbeat", f.heartbeat),
-                ("open", p.open), ("begin", p.begin), ("attach", p.attach), ("flow", p.flow),
-                ("transfer", p.transfer), ("disposition", p.disposition), ("detach", p.detach), ("end", p.end),
-                ("close", p.close), ("empty", p.empty), ("sasl", p.sasl),
-            ] where n > 0 {
-                s.frames[d][type, default: 0] += n
-            }
+            func count(_ type: String, _ n: Int) { if n > 0 { s.frames[d][type, default: 0] += n } }
+            count("method", f.method)
+            count("header", f.header)
+            count("body", f.body)
+            count("heartbeat", f.heartbeat)
+            count("open", p.open)
+            count("begin", p.begin)
+            count("attach", p.attach)
+            count("flow", p.flow)
+            count("transfer", p.transfer)
+            count("disposition", p.disposition)
+            count("detach", p.detach)
+            count("end", p.end)
+            count("close", p.close)
+            count("empty", p.empty)
+            count("sasl", p.sasl)
             s.bytes[d] += r.counters[d].payloadBytes
             s.gaps += r.counters[d].gaps
         }
@@ -73,7 +84,6 @@ public struct TrafficTotals: Sendable {
             guard case .reset(let info) = m.kind, !info.repeated else { continue }
             s.resets[ResetErrno.predict(info.receiverState).map { "\($0.errno)" } ?? "none", default: 0] += 1
         }
-        servers[key] = s
     }
 
     /// How a connection ended, for `closed`.
@@ -93,7 +103,7 @@ public struct TrafficTotals: Sendable {
     }
 
     /// The two totals added.
-    static func + (a: TrafficTotals, b: TrafficTotals) -> TrafficTotals {
+    public static func + (a: TrafficTotals, b: TrafficTotals) -> TrafficTotals {
         var out = a
         for (name, s) in b.servers {
             let key = out.servers[name] != nil || out.servers.count < maximumServers ? name : "other"
@@ -116,9 +126,16 @@ public struct TrafficTotals: Sendable {
 
 extension Engine {
     /// The totals so far: every ended connection, and the open ones as they stand.
-    public func trafficTotals() -> TrafficTotals {
+    public mutating func trafficTotals() -> TrafficTotals {
         var live = TrafficTotals()
-        for builder in state.openBuilders { live.add(builder.record, ended: false) }
+        // Each open record is read where it lies (not copied, not sorted): this runs every second of a live capture.
+        for slot in state.slots.values { state.entries[slot]?.builder.addOpen(to: &live) }
         return state.endedTotals + live
     }
+}
+
+extension RecordBuilder {
+    /// Adds this open connection's numbers as they stand. (Mutating only so that the caller reaches it in place: a
+    /// read through an optional array element copies the whole builder.)
+    mutating func addOpen(to totals: inout TrafficTotals) { totals.add(record, ended: false) }
 }
