@@ -25,7 +25,7 @@ package indirect enum JSON: Hashable, Sendable {
     }
 
     /// Appends the UTF-8 bytes of the document: byte-level, no per-character String work.
-    func write(into out: inout [UInt8], indent: Int?) {
+    package func write(into out: inout [UInt8], indent: Int?) {
         switch self {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)

@@ -3,6 +3,7 @@
 import AMQPScope
 import AMQPScopeCapture
 import ArgumentParser
+import Dispatch
 import Logging
 import Synchronization
 
@@ -197,25 +198,35 @@ struct CaptureCommand: ParsableCommand {
         configuration.keyLogMayGrow = pipeline.keylog != nil
         var watcher = pipeline.keylog.map { KeyLogWatcher(path: $0) }
         configuration.reassembly.idleTimeout = Int64((pipeline.idleTimeout ?? Self.defaultLiveIdleTimeout) * 1e9)
-        var live = LivePrinter(format: format)
-        live.metrics = metrics?.exporter
+        var printer = LivePrinter(format: format)
+        printer.metrics = metrics?.exporter
+        let storyOptions = printer.storyOptions
+        // The printer (events, diagnoses, metrics) runs on the second core; this thread reads and decodes.
+        let output = LiveOutput(printer)
         var engine = Engine(linkType: source.linkType, configuration: configuration)
         let started = Clock.now()
         var lastCheck = Timestamp(nanoseconds: 0)
         var lastMetrics = Timestamp(nanoseconds: 0)
         var packets = 0
         var failure: CaptureError?
-        func updateMetrics(_ now: Timestamp, force: Bool = false) {
-            guard let exporter = metrics?.exporter, force || now.since(lastMetrics) >= 1_000_000_000 else { return }
-            lastMetrics = now
-            exporter.update(
-                engine.trafficTotals(), overdueNow: engine.overdueNow(now: now),
-                pcap: source.statistics().map {
-                    CaptureStatistics(
-                        received: Int($0.received), dropped: Int($0.dropped), interfaceDropped: Int($0.interfaceDropped)
-                    )
-                }, captured: packets, buffered: engine.bufferedBytes + engine.codecBufferedBytes,
-                tracked: engine.liveConnections)
+        var batch = LiveBatch()
+        /// Hands what the engine made since the last hand-off to the printer, with the metrics once a second.
+        func handOff(_ now: Timestamp, forceMetrics: Bool = false) {
+            LiveBatch.collect(&engine, into: &batch)
+            batch.now = now
+            if metrics != nil, forceMetrics || now.since(lastMetrics) >= 1_000_000_000 {
+                lastMetrics = now
+                batch.metrics = MetricsUpdate(
+                    totals: engine.trafficTotals(), overdueNow: engine.overdueNow(now: now),
+                    pcap: source.statistics().map {
+                        CaptureStatistics(
+                            received: Int($0.received), dropped: Int($0.dropped),
+                            interfaceDropped: Int($0.interfaceDropped))
+                    }, captured: packets, buffered: engine.bufferedBytes + engine.codecBufferedBytes,
+                    tracked: engine.liveConnections)
+            }
+            output.send(batch)
+            batch = LiveBatch()
         }
 
         reading: while !stopRequested.load(ordering: .relaxed) {
@@ -241,13 +252,16 @@ struct CaptureCommand: ParsableCommand {
                     }
                 }
                 engine.process(header, source.packetBytes)
-                live.flush(&engine)
-                Self.check(now: header.timestamp, last: &lastCheck, engine: &engine, live: &live, keyLog: &watcher)
-                updateMetrics(header.timestamp)
+                let checked = Self.check(
+                    now: header.timestamp, last: &lastCheck, engine: &engine, into: &batch, options: storyOptions,
+                    keyLog: &watcher)
+                if checked || engine.pendingOutput >= LiveBatch.handOffEntries { handOff(header.timestamp) }
                 if let count, packets >= count { break reading }
             case .timeout:
-                Self.check(now: Clock.now(), last: &lastCheck, engine: &engine, live: &live, keyLog: &watcher)
-                updateMetrics(Clock.now())
+                let now = Clock.now()
+                _ = Self.check(
+                    now: now, last: &lastCheck, engine: &engine, into: &batch, options: storyOptions, keyLog: &watcher)
+                handOff(now)
             case .end:
                 break reading
             }
@@ -256,9 +270,8 @@ struct CaptureCommand: ParsableCommand {
 
         writer?.close()
         engine.finish()
-        live.flush(&engine)
-        updateMetrics(Clock.now(), force: true)
-        live.finalReport(engine: &engine, interface: interface!)
+        handOff(Clock.now(), forceMetrics: true)
+        output.finish(linkType: engine.linkType, counts: engine.counts, interface: interface!)
         if let stats = source.statistics() {
             printError(
                 "amqpscope: \(packets) packets captured, \(stats.received) received by filter, \(stats.dropped) "
@@ -278,21 +291,21 @@ struct CaptureCommand: ParsableCommand {
         }
     }
 
-    /// At most every 100 ms (of packet time, or of the clock on read timeouts): idle eviction, overdue heartbeats.
+    /// At most every 100 ms (of packet time, or of the clock on read timeouts): idle eviction, overdue heartbeats and
+    /// flow warnings, into `batch`. Returns whether it ran (the batch is then handed off).
     static func check(
-        now: Timestamp, last: inout Timestamp, engine: inout Engine, live: inout LivePrinter,
-        keyLog watcher: inout KeyLogWatcher?
-    ) {
-        guard now.since(last) >= 100_000_000 else { return }
+        now: Timestamp, last: inout Timestamp, engine: inout Engine, into batch: inout LiveBatch,
+        options: StoryOptions, keyLog watcher: inout KeyLogWatcher?
+    ) -> Bool {
+        guard now.since(last) >= 100_000_000 else { return false }
         last = now
         if let keyLog = watcher?.poll() { engine.update(keyLog: keyLog) }
         engine.tick(now: now)
         for overdue in engine.overdueHeartbeats(now: now) {
-            live.metrics?.overdueStarted(overdue)
-            live.overdue(overdue, now: now, engine: engine)
+            batch.overdue.append((overdue, engine.openRecord(overdue.info.id)))
         }
-        for alert in engine.flowAlerts(now: now, options: live.storyOptions) { live.flowAlert(alert, now: now) }
-        live.flush(&engine)
+        batch.alerts += engine.flowAlerts(now: now, options: options)
+        return true
     }
 }
 
@@ -322,29 +335,35 @@ struct LivePrinter {
     var recent: [ConnectionRecord] = []
     static let recentKept = 200
 
-    mutating func flush(_ engine: inout Engine) {
-        let entries = engine.takeLiveEntries()
-        var touched: [ConnectionID] = []
-        for (info, entry) in entries {
-            event(info, entry)
-            if case .run = entry {} else if !touched.contains(info.id) { touched.append(info.id) }
+    /// Prints one hand-off: overdue heartbeats and flow warnings, the events in the order they were made, the
+    /// diagnoses of open connections with key events (as they become true), then those of the connections that ended.
+    mutating func print(_ batch: LiveBatch) {
+        for (o, record) in batch.overdue {
+            metrics?.overdueStarted(o)
+            overdue(o, now: batch.now, story: record.map { Story($0) })
         }
-        // Diagnoses the moment they become true: after a key event, and when a connection ends.
-        for id in touched {
-            if let record = engine.openRecord(id) { diagnoses(Story(record)) }
-        }
-        for record in engine.takeEnded() {
+        for alert in batch.alerts { flowAlert(alert, now: batch.now) }
+        for (info, entry) in batch.entries { event(info, entry) }
+        for record in batch.touched { diagnoses(Story(record)) }
+        for record in batch.ended {
             metrics?.ended(record)
             diagnoses(Story(record))
             printed[record.info.id] = nil
             recent.append(record)
-            if recent.count > Self.recentKept { recent.removeFirst(recent.count - Self.recentKept) }
+            // Trimmed in batches: removing the first of 200 records on every end would move the other 199.
+            if recent.count >= 2 * Self.recentKept { recent.removeFirst(recent.count - Self.recentKept) }
         }
+        if let m = batch.metrics {
+            metrics?.update(
+                m.totals, overdueNow: m.overdueNow, pcap: m.pcap, captured: m.captured, buffered: m.buffered,
+                tracked: m.tracked)
+        }
+        writeOutput()
     }
 
     func prefix(_ info: ConnectionInfo) -> String { "[\(info.id.rawValue) \(info.client)>\(info.server)]" }
 
-    func event(_ info: ConnectionInfo, _ entry: TimelineEntry) {
+    mutating func event(_ info: ConnectionInfo, _ entry: TimelineEntry) {
         switch format {
         case .text:
             let line = AnalyzeReport.entryLine(entry)
@@ -353,8 +372,22 @@ struct LivePrinter {
                     + "\(Format.safe(line.text, limit: 300))"
             )
         case .jsonl:
-            guard case .object(let members) = AnalyzeReport.entryJSON(entry) else { return }
-            emit(JSON.object([("type", .string("event"))] + connectionMembers(info) + members).serialized())
+            // The connection's members are serialised once per connection, the entry's after them.
+            if cachedInfo?.id != info.id {
+                cachedInfo = info
+                cachedPrefix = []
+                JSON.object([("type", .string("event"))] + connectionMembers(info)).write(
+                    into: &cachedPrefix, indent: nil)
+                cachedPrefix.removeLast()  // "}"
+            }
+            scratch.removeAll(keepingCapacity: true)
+            AnalyzeReport.entryJSON(entry).write(into: &scratch, indent: nil)
+            guard scratch.count > 2 else { return }
+            output.append(contentsOf: cachedPrefix)
+            output.append(UInt8(ascii: ","))
+            output.append(contentsOf: scratch[1...])
+            output.append(UInt8(ascii: "\n"))
+            if output.count >= Self.outputFlushBytes { writeOutput() }
         }
     }
 
@@ -380,7 +413,7 @@ struct LivePrinter {
         }
     }
 
-    func flowAlert(_ alert: FlowAlert, now: Timestamp) {
+    mutating func flowAlert(_ alert: FlowAlert, now: Timestamp) {
         switch format {
         case .text:
             emit(
@@ -396,8 +429,7 @@ struct LivePrinter {
         }
     }
 
-    func overdue(_ o: HeartbeatOverdue, now: Timestamp, engine: Engine) {
-        let story = engine.openRecord(o.info.id).map { Story($0) }
+    mutating func overdue(_ o: HeartbeatOverdue, now: Timestamp, story: Story?) {
         let who = story?.describe(o.side) ?? "the \(o.side)"
         let last = "last frame #\(o.lastFramePacket) at \(Format.time(o.lastFrame).suffix(15))"
         let window =
@@ -446,11 +478,10 @@ struct LivePrinter {
     }
 
     /// Everything at the end: the stories of the connections (the most recent ones, for a long capture).
-    mutating func finalReport(engine: inout Engine, interface: String) {
-        flush(&engine)
-        let records = recent.sorted { $0.info.id < $1.info.id }
+    mutating func finalReport(linkType: LinkType, counts: PacketCounts, interface: String) {
+        let records = recent.suffix(Self.recentKept).sorted { $0.info.id < $1.info.id }
         let result = CaptureResult(
-            path: "live capture on \(interface)", linkType: engine.linkType, counts: engine.counts,
+            path: "live capture on \(interface)", linkType: linkType, counts: counts,
             records: records, error: nil, unreadable: false)
         switch format {
         case .text:
@@ -470,9 +501,37 @@ struct LivePrinter {
         }
     }
 
-    func emit(_ line: String, terminator: String = "\n") {
-        print(line, terminator: terminator)
-        fflushStandardOutput()
+    /// Output waits here and goes out in one write at every timer tick (100 ms), on a quiet read timeout, at the end,
+    /// or when this much has gathered: a write per line cost more than making the line.
+    var output: [UInt8] = []
+    static let outputFlushBytes = 1 << 16
+    var scratch: [UInt8] = []
+    var cachedInfo: ConnectionInfo?
+    var cachedPrefix: [UInt8] = []
+
+    mutating func emit(_ line: String, terminator: String = "\n") {
+        output.append(contentsOf: line.utf8)
+        output.append(contentsOf: terminator.utf8)
+        if output.count >= Self.outputFlushBytes { writeOutput() }
+    }
+
+    mutating func writeOutput() {
+        guard !output.isEmpty else { return }
+        fflushStandardOutput()  // anything print()ed before goes first
+        output.withUnsafeBytes { bytes in
+            var done = 0
+            while done < bytes.count {
+                let n = write(1, bytes.baseAddress! + done, bytes.count - done)
+                if n > 0 {
+                    done += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break  // stdout is gone (a closed pipe): the capture goes on
+                }
+            }
+        }
+        output.removeAll(keepingCapacity: true)
     }
 }
 
@@ -509,5 +568,75 @@ func dropPrivileges(to user: String) throws {
     guard setgroups(0, nil) == 0 || getuid() != 0, setgid(gid) == 0, setuid(uid) == 0 else {
         printError("amqpscope: -Z: cannot change to user \(user): \(String(cString: strerror(errno)))")
         throw ExitCode(Exit.unreadable)
+    }
+}
+
+/// What the capture loop hands to the printer's thread: what the engine made since the last hand-off, taken out of
+/// the engine (records are values: the printer's thread never touches the engine).
+struct LiveBatch: @unchecked Sendable {
+    var entries: [(ConnectionInfo, TimelineEntry)] = []
+    /// Open connections with key events in `entries`, as they stand (their diagnoses may have become true).
+    var touched: [ConnectionRecord] = []
+    var ended: [ConnectionRecord] = []
+    /// Sides newly overdue, with their connection's record as it stands.
+    var overdue: [(HeartbeatOverdue, ConnectionRecord?)] = []
+    var alerts: [FlowAlert] = []
+    var now = Timestamp(nanoseconds: 0)
+    var metrics: MetricsUpdate?
+
+    /// Entries and ended connections waiting in the engine before they are handed off between two ticks.
+    static let handOffEntries = 8192
+
+    /// Takes the engine's new entries and ended records into `batch`, with the records of the open connections that
+    /// had key events.
+    static func collect(_ engine: inout Engine, into batch: inout LiveBatch) {
+        let entries = engine.takeLiveEntries()
+        let ended = engine.takeEnded()
+        let endedIDs = Set(ended.map(\.info.id))
+        var seen = Set<ConnectionID>()
+        for (info, entry) in entries {
+            if case .run = entry { continue }
+            guard !endedIDs.contains(info.id), seen.insert(info.id).inserted, let record = engine.openRecord(info.id)
+            else { continue }
+            batch.touched.append(record)
+        }
+        batch.entries += entries
+        batch.ended += ended
+    }
+}
+
+/// The metrics as of one moment, computed on the capture's thread and applied on the printer's.
+struct MetricsUpdate {
+    var totals: TrafficTotals
+    var overdueNow: [HeartbeatOverdue]
+    var pcap: CaptureStatistics?
+    var captured: Int
+    var buffered: Int
+    var tracked: Int
+}
+
+/// The printer on its own serial queue. At most `inFlight` hand-offs wait: when the printer falls behind, the capture
+/// waits for it (and the kernel's buffer, then its drop count, tell).
+final class LiveOutput: @unchecked Sendable {
+    private var printer: LivePrinter
+    private let queue = DispatchQueue(label: "amqpscope.live-output")
+    private let slots = DispatchSemaphore(value: 8)
+
+    init(_ printer: LivePrinter) { self.printer = printer }
+
+    func send(_ batch: LiveBatch) {
+        slots.wait()
+        queue.async {
+            self.printer.print(batch)
+            self.slots.signal()
+        }
+    }
+
+    /// Waits for everything sent, then prints the final report.
+    func finish(linkType: LinkType, counts: PacketCounts, interface: String) {
+        queue.sync {
+            printer.finalReport(linkType: linkType, counts: counts, interface: interface)
+            printer.writeOutput()
+        }
     }
 }

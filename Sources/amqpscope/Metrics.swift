@@ -18,6 +18,8 @@ final class MetricsExporter: @unchecked Sendable {
     private var pushed: [String: Int] = [:]
     private var gauges: [String: Prometheus.Gauge] = [:]
     private var histograms: [String: ValueHistogram] = [:]
+    /// The servers named in labels: the same bound as the engine's totals (the first ones seen), the rest "other".
+    private var servers: Set<String> = []
 
     static let latencyHelp = [
         "amqpscope_confirm_latency_seconds": "Publish to publisher-confirm latency, of connections that ended.",
@@ -80,12 +82,28 @@ final class MetricsExporter: @unchecked Sendable {
         return h
     }
 
+    /// The label of a server: its address:port while fewer than `TrafficTotals.maximumServers` are named, else "other"
+    /// (a host that talks to ever new servers must not grow the exposition without bound).
+    func serverLabel(_ key: String) -> String {
+        if servers.contains(key) { return key }
+        guard key != "other", servers.count < TrafficTotals.maximumServers else { return "other" }
+        servers.insert(key)
+        return key
+    }
+
     /// The engine's totals, the libpcap counts and what the engine buffers, as of now.
     func update(
         _ totals: TrafficTotals, overdueNow: [HeartbeatOverdue], pcap: CaptureStatistics?, captured: Int,
         buffered: Int, tracked: Int
     ) {
-        for (server, s) in totals.servers {
+        // Servers past the bound are added up under "other"; a server's label never changes, so counters only grow.
+        var labelled = TrafficTotals()
+        for (server, s) in totals.servers.sorted(by: { $0.key < $1.key }) {
+            var one = TrafficTotals()
+            one.servers[serverLabel(server)] = s
+            labelled = labelled + one
+        }
+        for (server, s) in labelled.servers {
             let at = [("server", server)]
             gauge("amqpscope_connections_open", at, Double(s.open), help: "AMQP and other TCP connections open now.")
             count(
@@ -120,8 +138,8 @@ final class MetricsExporter: @unchecked Sendable {
                 help: "Stretches of a TCP stream that were never captured.")
         }
         var byServer: [String: Int] = [:]
-        for o in overdueNow { byServer[o.info.server.description, default: 0] += 1 }
-        for server in Set(totals.servers.keys).union(byServer.keys) {
+        for o in overdueNow { byServer[serverLabel(o.info.server.description), default: 0] += 1 }
+        for server in Set(labelled.servers.keys).union(byServer.keys) {
             gauge(
                 "amqpscope_heartbeat_overdue", [("server", server)], Double(byServer[server, default: 0]),
                 help: "Connection sides silent past their heartbeat interval while the peer keeps sending, now.")
@@ -145,7 +163,7 @@ final class MetricsExporter: @unchecked Sendable {
     /// A side fell overdue (once per silence).
     func overdueStarted(_ o: HeartbeatOverdue) {
         add(
-            "amqpscope_heartbeat_overdue_total", [("server", o.info.server.description)],
+            "amqpscope_heartbeat_overdue_total", [("server", serverLabel(o.info.server.description))],
             help: "Times a connection side went silent past its heartbeat interval while the peer kept sending.")
     }
 
@@ -159,7 +177,7 @@ final class MetricsExporter: @unchecked Sendable {
     /// An ended connection's confirm and ack latencies, and with --metrics-label-queues its deliveries per queue.
     func ended(_ record: ConnectionRecord) {
         guard let flow = record.flow else { return }
-        let at = [("server", record.info.server.description)]
+        let at = [("server", serverLabel(record.info.server.description))]
         for (name, buckets) in [
             ("amqpscope_confirm_latency_seconds", flow.confirmBuckets),
             ("amqpscope_ack_latency_seconds", flow.ackBuckets),
