@@ -40,6 +40,13 @@ public struct EngineConfiguration: Hashable, Sendable {
 /// together in a slab addressed by a slot: one hash lookup per event at most (none when the event is for the same
 /// connection as the last), and an entry is changed in place, never copied.
 struct EngineState: StreamSink {
+    /// An open connection's entry, held by reference. An entry is large (the record being built, the decoders):
+    /// a slab of them inline would be copied whole whenever it grows, and hold twice the memory while it does.
+    final class EntryBox {
+        var entry: Entry
+        init(_ entry: Entry) { self.entry = entry }
+    }
+
     /// One open connection: its record being built, its decoder, and what the decoder holds.
     struct Entry {
         var builder: RecordBuilder
@@ -278,7 +285,7 @@ struct EngineState: StreamSink {
 
     let configuration: EngineConfiguration
     var slots: [ConnectionID: Int] = [:]
-    var entries: [Entry?] = []
+    var entries: [EntryBox?] = []
     var freeSlots: [Int] = []
     var cachedID = ConnectionID(rawValue: 0)
     var cachedSlot = -1
@@ -330,7 +337,7 @@ struct EngineState: StreamSink {
 
     /// Builders of open connections, by id.
     var openBuilders: [RecordBuilder] {
-        slots.sorted { $0.key < $1.key }.compactMap { entries[$0.value]?.builder }
+        slots.sorted { $0.key < $1.key }.compactMap { entries[$0.value]?.entry.builder }
     }
 
     mutating func consume(_ event: StreamEvent) {
@@ -342,16 +349,16 @@ struct EngineState: StreamSink {
         }
         guard let s = slot(of: event.connection) else { return }
         if case .ended(let reason) = event.kind {
-            if let entry = entries[s].take() { end(entry, reason: reason, slot: s, event) }
+            if let box = entries[s].take() { end(box.entry, reason: reason, slot: s, event) }
             return
         }
         // Optional chaining mutates the entry in place: nothing is copied per event.
-        entries[s]?.handle(event, configuration: configuration, totalHeld: &totalHeld)
+        entries[s]?.entry.handle(event, configuration: configuration, totalHeld: &totalHeld)
         // (A read through the optional element would copy the whole entry: a mutating call reaches it in place.)
-        if let (key, opened) = entries[s]?.builder.takeFreshHandshake() {
+        if let (key, opened) = entries[s]?.entry.builder.takeFreshHandshake() {
             openByHandshake[key, default: [:]][event.connection] = opened
         }
-        if configuration.streamEntries { entries[s]?.builder.moveFresh(to: &live) }
+        if configuration.streamEntries { entries[s]?.entry.builder.moveFresh(to: &live) }
     }
 
     private mutating func open(_ info: ConnectionInfo, _ event: StreamEvent) {
@@ -364,10 +371,10 @@ struct EngineState: StreamSink {
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
-            entries[slot] = entry
+            entries[slot] = EntryBox(entry)
         } else {
             slot = entries.count
-            entries.append(entry)
+            entries.append(EntryBox(entry))
         }
         slots[info.id] = slot
         if checks.started {
@@ -507,7 +514,7 @@ struct EngineState: StreamSink {
             // The earliest matching one, so that the answer does not depend on the order of a dictionary.
             for (id, opened) in openByHandshake[leg.handshake] ?? [:]
             where abs(opened.since(leg.opened)) <= 1_000_000_000 && id < (partner?.id ?? ConnectionID(rawValue: .max)) {
-                if let slot = slots[id], let other = entries[slot].flatMap({ Leg($0.builder.record) }),
+                if let slot = slots[id], let other = entries[slot].flatMap({ Leg($0.entry.builder.record) }),
                     other.pairs(with: leg)
                 {
                     partner = other
@@ -571,7 +578,7 @@ struct EngineState: StreamSink {
                     && open.time >= record.firstTime && open.time.since(refusedAt) <= Self.fallbackWindow
                     && Self.sameHost(open.info.client.address, record.info.client.address)
                     && (open.accepted ?? slot(of: open.info.id).flatMap { entries[$0] }.map {
-                        Self.accepted($0.builder.record)
+                        Self.accepted($0.entry.builder.record)
                     } ?? false)
             }
             if let candidate {
@@ -630,8 +637,8 @@ public struct Engine {
     public mutating func update(keyLog: KeyLog) {
         state.keyLog = keyLog
         for slot in state.entries.indices where state.entries[slot] != nil {
-            state.entries[slot]?.keyLog = keyLog
-            state.entries[slot]?.tls?.update(keyLog: keyLog)
+            state.entries[slot]?.entry.keyLog = keyLog
+            state.entries[slot]?.entry.tls?.update(keyLog: keyLog)
         }
     }
 
@@ -646,7 +653,7 @@ public struct Engine {
         let end = counts.lastTime ?? Timestamp(nanoseconds: 0)
         // Take each connection's final TCP summary before reassembly forgets it.
         for summary in reassembler.summaries() {
-            if let slot = state.slot(of: summary.info.id) { state.entries[slot]?.builder.absorb(summary) }
+            if let slot = state.slot(of: summary.info.id) { state.entries[slot]?.entry.builder.absorb(summary) }
         }
         reassembler.finish(at: end, into: &state)
         state.releaseRefusals(now: nil)
@@ -683,7 +690,7 @@ public struct Engine {
 
     /// The record of one open connection as it stands now.
     public func openRecord(_ id: ConnectionID) -> ConnectionRecord? {
-        guard let slot = state.slots[id], var builder = state.entries[slot]?.builder else { return nil }
+        guard let slot = state.slots[id], var builder = state.entries[slot]?.entry.builder else { return nil }
         builder.summarizeFlow(ended: false)
         builder.closeRuns()
         return builder.record

@@ -176,8 +176,8 @@ extension Engine {
         while var wake = state.checks.queue.popDue(now) {
             // A connection that ended (its slot free or reused) is not looked at again.
             guard state.entries.indices.contains(wake.slot), state.slots[wake.id] == wake.slot else { continue }
-            // Optional chaining checks the entry in place: nothing is copied.
-            let next = state.entries[wake.slot]?.builder.check(now: now, into: &state.checks) ?? nil
+            // The entry is checked in place, through its box: nothing is copied.
+            let next = state.entries[wake.slot]?.entry.builder.check(now: now, into: &state.checks) ?? nil
             if let next {
                 wake.time = next
                 wake.poll = WakeQueue.firstPoll
@@ -206,7 +206,7 @@ extension Engine {
         var out: [HeartbeatOverdue] = []
         for key in state.checks.overdue.keys {
             guard let slot = state.slots[key.id],
-                let o = state.entries[slot]?.builder.overdue(key.side, now: now)
+                let o = state.entries[slot]?.entry.builder.overdue(key.side, now: now)
             else {
                 state.checks.overdue[key] = nil
                 continue

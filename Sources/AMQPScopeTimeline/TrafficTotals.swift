@@ -129,7 +129,7 @@ extension Engine {
     public mutating func trafficTotals() -> TrafficTotals {
         var live = TrafficTotals()
         // Each open record is read where it lies (not copied, not sorted): this runs every second of a live capture.
-        for slot in state.slots.values { state.entries[slot]?.builder.addOpen(to: &live) }
+        for slot in state.slots.values { state.entries[slot]?.entry.builder.addOpen(to: &live) }
         return state.endedTotals + live
     }
 }

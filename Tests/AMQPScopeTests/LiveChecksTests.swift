@@ -12,9 +12,9 @@ import Testing
     /// Every side overdue at `now`, by walking every open connection (what each tick used to do).
     static func walk(_ engine: Engine, now: Timestamp) -> Set<String> {
         var out: Set<String> = []
-        for case var entry? in engine.state.entries {
+        for case let box? in engine.state.entries {
             for side in Side.allCases {
-                if let o = entry.builder.overdue(side, now: now) {
+                if let o = box.entry.builder.overdue(side, now: now) {
                     out.insert("\(o.info.id.rawValue) \(side) \(o.lastFrame)")
                 }
             }
