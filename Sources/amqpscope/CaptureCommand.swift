@@ -229,6 +229,9 @@ struct CaptureCommand: ParsableCommand {
             batch = LiveBatch()
         }
 
+        // The options are read once: an argument parser's property wrapper costs a call on every packet.
+        let stopAfter = count
+        let stopAt = duration.map { started.adding(nanoseconds: Int64($0 * 1e9)) }
         reading: while !stopRequested.load(ordering: .relaxed) {
             let result: ReadResult
             do {
@@ -256,7 +259,7 @@ struct CaptureCommand: ParsableCommand {
                     now: header.timestamp, last: &lastCheck, engine: &engine, into: &batch, options: storyOptions,
                     keyLog: &watcher)
                 if checked || engine.pendingOutput >= LiveBatch.handOffEntries { handOff(header.timestamp) }
-                if let count, packets >= count { break reading }
+                if let stopAfter, packets >= stopAfter { break reading }
             case .timeout:
                 let now = Clock.now()
                 _ = Self.check(
@@ -265,7 +268,7 @@ struct CaptureCommand: ParsableCommand {
             case .end:
                 break reading
             }
-            if let duration, Clock.now().since(started) >= Int64(duration * 1e9) { break reading }
+            if let stopAt, Clock.now() >= stopAt { break reading }
         }
 
         writer?.close()
