@@ -120,11 +120,11 @@ struct Connection {
     /// In the reassembler's queue of closed connections.
     var lingering = false
 
-    /// Marks a connection that TCP has just closed as lingering, and gives its id; nil if it is not closed or already
-    /// lingers. (Mutating, so that the caller reaches it in place rather than copying it.)
     /// Its id, last packet time and end reason (mutating only so that callers reach it in place).
     mutating func identity() -> (ConnectionID, Timestamp, EndReason?) { (info.id, lastTime, endReason) }
 
+    /// Marks a connection that TCP has just closed as lingering, and gives its id; nil if it is not closed or already
+    /// lingers. (Mutating, so that the caller reaches it in place rather than copying it.)
     mutating func startLingering() -> ConnectionID? {
         guard !lingering, isClosed else { return nil }
         lingering = true

@@ -37,7 +37,7 @@ public struct EngineConfiguration: Hashable, Sendable {
 }
 
 /// Receives reassembly's events and runs the codec per connection. Each open connection's builder and decoder live
-/// together in a slab addressed by a slot: one hash lookup per event at most (none when the event is for the same
+/// together in a boxed entry, in a slab addressed by a slot: one hash lookup per event at most (none when the event is for the same
 /// connection as the last), and an entry is changed in place, never copied.
 struct EngineState: StreamSink {
     /// An open connection's entry, held by reference. An entry is large (the record being built, the decoders):
@@ -354,7 +354,7 @@ struct EngineState: StreamSink {
         }
         // Optional chaining mutates the entry in place: nothing is copied per event.
         entries[s]?.entry.handle(event, configuration: configuration, totalHeld: &totalHeld)
-        // (A read through the optional element would copy the whole entry: a mutating call reaches it in place.)
+        // A handshake just seen is indexed, for pairing the legs of a proxied connection.
         if let (key, opened) = entries[s]?.entry.builder.takeFreshHandshake() {
             openByHandshake[key, default: [:]][event.connection] = opened
         }
