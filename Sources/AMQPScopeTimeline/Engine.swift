@@ -395,7 +395,7 @@ struct EngineState: StreamSink {
             if openByHandshake[key]?.isEmpty == true { openByHandshake[key] = nil }
         }
         if checks.started {
-            for side in Side.allCases { checks.overdue[.init(id: event.connection, side: side)] = nil }
+            for side in Side.allCases { checks.overdue.remove(.init(id: event.connection, side: side)) }
         }
         if cachedID == event.connection {
             cachedSlot = -1

@@ -64,7 +64,7 @@ struct LiveChecks {
     var started = false
     /// Sides overdue at their last check, by connection and side: the gauge of how many are overdue now walks only
     /// these.
-    var overdue: [OverdueKey: Int] = [:]
+    var overdue: Set<OverdueKey> = []
     /// Found since the last call that hands them out.
     var newOverdue: [HeartbeatOverdue] = []
     var newAlerts: [FlowAlert] = []
@@ -90,8 +90,16 @@ extension RecordBuilder {
     /// `side` as overdue at `now`: silent for longer than its interval while its peer sent after it; nil otherwise.
     /// (Mutating only so that callers reach it in place, without copying the builder.)
     mutating func overdue(_ side: Side, now: Timestamp) -> HeartbeatOverdue? {
-        guard record.isAMQP, record.endReason == nil, let interval = heartbeatInterval(of: side),
-            let last = record.lastFrameTime[sentBy: side], let peerLast = record.lastFrameTime[sentBy: side.peer]
+        guard record.isAMQP, let interval = heartbeatInterval(of: side) else { return nil }
+        return overdue(side, now: now, interval: interval)
+    }
+
+    /// The same, with the side's interval already worked out (and the connection known to be AMQP).
+    func overdue(
+        _ side: Side, now: Timestamp, interval: (nanoseconds: Int64, seconds: Int, idle10: UInt32)
+    ) -> HeartbeatOverdue? {
+        guard record.endReason == nil, let last = record.lastFrameTime[sentBy: side],
+            let peerLast = record.lastFrameTime[sentBy: side.peer]
         else { return nil }
         let silent = now.since(last)
         guard silent > interval.nanoseconds, peerLast > last else { return nil }
@@ -109,16 +117,19 @@ extension RecordBuilder {
         func due(_ t: Timestamp) { next = min(next ?? t, t) }
         for side in Side.allCases {
             let key = LiveChecks.OverdueKey(id: record.info.id, side: side)
-            if let o = overdue(side, now: now) {
-                checks.overdue[key] = 1
+            guard record.isAMQP, let interval = heartbeatInterval(of: side) else {
+                checks.overdue.remove(key)
+                continue
+            }
+            if let o = overdue(side, now: now, interval: interval) {
+                checks.overdue.insert(key)
                 if overdueReported[sentBy: side] != o.lastFrame {
                     overdueReported[sentBy: side] = o.lastFrame
                     checks.newOverdue.append(o)
                 }
             } else {
-                checks.overdue[key] = nil
+                checks.overdue.remove(key)
             }
-            guard record.isAMQP, let interval = heartbeatInterval(of: side) else { continue }
             // Due once the side has been silent for longer than its interval. A side past that (overdue, or waiting
             // for its peer to send) is looked at again within a second; a side that has sent nothing yet cannot be
             // overdue before an interval has passed.
@@ -204,11 +215,11 @@ extension Engine {
     public mutating func overdueNow(now: Timestamp) -> [HeartbeatOverdue] {
         runChecks(now: now)
         var out: [HeartbeatOverdue] = []
-        for key in state.checks.overdue.keys {
+        for key in state.checks.overdue {
             guard let slot = state.slots[key.id],
                 let o = state.entries[slot]?.entry.builder.overdue(key.side, now: now)
             else {
-                state.checks.overdue[key] = nil
+                state.checks.overdue.remove(key)
                 continue
             }
             out.append(o)

@@ -38,16 +38,15 @@ public struct TrafficTotals: Sendable {
     /// An empty total.
     public init() {}
 
-    func server(_ endpoint: Endpoint) -> String {
-        let key = endpoint.description
-        if servers[key] != nil || servers.count < Self.maximumServers { return key }
-        return "other"
+    /// The key a server's numbers go under: its own while fewer than `maximumServers` are named, else "other".
+    func key(_ name: String) -> String {
+        servers[name] != nil || servers.count < Self.maximumServers ? name : "other"
     }
 
     /// Adds one connection's numbers: `ended` when it is over (counted in `closed`), else counted as open.
     mutating func add(_ r: ConnectionRecord, ended: Bool) {
         // Changed in place: a copy of the server's numbers would copy its dictionaries on every change.
-        Self.add(r, ended: ended, to: &servers[server(r.info.server), default: Server()])
+        Self.add(r, ended: ended, to: &servers[key(r.info.server.description), default: Server()])
     }
 
     private static func add(_ r: ConnectionRecord, ended: Bool, to s: inout Server) {
@@ -102,12 +101,10 @@ public struct TrafficTotals: Sendable {
         return amqpClosed ? "close" : "fin"
     }
 
-    /// The two totals added.
-    public static func + (a: TrafficTotals, b: TrafficTotals) -> TrafficTotals {
-        var out = a
-        for (name, s) in b.servers {
-            let key = out.servers[name] != nil || out.servers.count < maximumServers ? name : "other"
-            var t = out.servers[key] ?? Server()
+    /// Adds one server's numbers under `name` (under "other" once `maximumServers` are named).
+    public mutating func add(_ s: Server, as name: String) {
+        // Changed in place, like `add(_:ended:)`.
+        func merge(into t: inout Server) {
             t.open += s.open
             t.opened += s.opened
             t.closed.merge(s.closed, uniquingKeysWith: +)
@@ -118,8 +115,14 @@ public struct TrafficTotals: Sendable {
             }
             t.resets.merge(s.resets, uniquingKeysWith: +)
             t.gaps += s.gaps
-            out.servers[key] = t
         }
+        merge(into: &servers[key(name), default: Server()])
+    }
+
+    /// The two totals added.
+    public static func + (a: TrafficTotals, b: TrafficTotals) -> TrafficTotals {
+        var out = a
+        for (name, s) in b.servers { out.add(s, as: name) }
         return out
     }
 }

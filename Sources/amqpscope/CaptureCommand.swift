@@ -576,7 +576,7 @@ func dropPrivileges(to user: String) throws {
 
 /// What the capture loop hands to the printer's thread: what the engine made since the last hand-off, taken out of
 /// the engine (records are values: the printer's thread never touches the engine).
-struct LiveBatch: @unchecked Sendable {
+struct LiveBatch: Sendable {
     var entries: [(ConnectionInfo, TimelineEntry)] = []
     /// Open connections with key events in `entries`, as they stand (their diagnoses may have become true).
     var touched: [ConnectionRecord] = []
@@ -609,7 +609,7 @@ struct LiveBatch: @unchecked Sendable {
 }
 
 /// The metrics as of one moment, computed on the capture's thread and applied on the printer's.
-struct MetricsUpdate {
+struct MetricsUpdate: Sendable {
     var totals: TrafficTotals
     var overdueNow: [HeartbeatOverdue]
     var pcap: CaptureStatistics?

@@ -98,11 +98,7 @@ final class MetricsExporter: @unchecked Sendable {
     ) {
         // Servers past the bound are added up under "other"; a server's label never changes, so counters only grow.
         var labelled = TrafficTotals()
-        for (server, s) in totals.servers.sorted(by: { $0.key < $1.key }) {
-            var one = TrafficTotals()
-            one.servers[serverLabel(server)] = s
-            labelled = labelled + one
-        }
+        for (server, s) in totals.servers.sorted(by: { $0.key < $1.key }) { labelled.add(s, as: serverLabel(server)) }
         for (server, s) in labelled.servers {
             let at = [("server", server)]
             gauge("amqpscope_connections_open", at, Double(s.open), help: "AMQP and other TCP connections open now.")
@@ -228,7 +224,7 @@ final class MetricsExporter: @unchecked Sendable {
 }
 
 /// The libpcap counts the metrics report.
-struct CaptureStatistics {
+struct CaptureStatistics: Sendable {
     var received: Int
     var dropped: Int
     var interfaceDropped: Int
