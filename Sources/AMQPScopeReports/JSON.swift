@@ -1,6 +1,6 @@
 // A small JSON value with ordered keys and a deterministic writer: the same input always gives the same bytes.
 
-package indirect enum JSON: Hashable, Sendable {
+package enum JSON: Hashable, Sendable {
     case null
     case bool(Bool)
     case int(Int64)
