@@ -190,8 +190,8 @@ package struct ConnectionDecoder {
     /// Takes a direction's parser out while it runs, so that its buffer is never copied and the outputs it
     /// produces can update the decoder; decisions about the parser itself are applied in `putBack`.
     private mutating func takeParser(_ direction: Direction) -> FrameParser {
-        let parser = parsers[direction]
-        parsers[direction] = FrameParser(state: .opaque)
+        var parser = FrameParser(state: .opaque)
+        swap(&parser, &parsers[direction])
         return parser
     }
 

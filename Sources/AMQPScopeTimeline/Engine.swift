@@ -352,13 +352,14 @@ struct EngineState: StreamSink {
             if let box = entries[s].take() { end(box.entry, reason: reason, slot: s, event) }
             return
         }
-        // Optional chaining mutates the entry in place: nothing is copied per event.
-        entries[s]?.entry.handle(event, configuration: configuration, totalHeld: &totalHeld)
+        // The entry is changed in place through its box: nothing is copied per event, and the box is looked up once.
+        guard let box = entries[s] else { return }
+        box.entry.handle(event, configuration: configuration, totalHeld: &totalHeld)
         // A handshake just seen is indexed, for pairing the legs of a proxied connection.
-        if let (key, opened) = entries[s]?.entry.builder.takeFreshHandshake() {
+        if let (key, opened) = box.entry.builder.takeFreshHandshake() {
             openByHandshake[key, default: [:]][event.connection] = opened
         }
-        if configuration.streamEntries { entries[s]?.entry.builder.moveFresh(to: &live) }
+        if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
     }
 
     private mutating func open(_ info: ConnectionInfo, _ event: StreamEvent) {
