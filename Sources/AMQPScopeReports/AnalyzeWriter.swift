@@ -97,27 +97,69 @@ package struct AnalyzeWriter {
 
     /// One connection, as it ends: its story if the filters keep it, and its row in the table.
     package mutating func connection(_ record: ConnectionRecord, capture: Int) {
-        connections += 1
-        if record.isAMQP { amqp += 1 }
-        if rows.count < Self.tableRowsKept { rows.append(AnalyzeReport.tableRow(record)) }
-        guard AnalyzeReport.passes(record, options) else { return }
-        let story = Story(record, options: options.story, brokerLog: brokerLog?.events(for: record) ?? [])
-        finder.add(story)
-        for d in story.diagnoses { tally[d.severity, default: 0] += 1 }
-        if let worst = story.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
+        let events = brokerLog?.events(for: record) ?? []
+        append(Self.render(record, capture: capture, format: format, options: options, brokerLog: events))
+    }
+
+    /// A connection worked out for the writer: its table row, and its story and its text unless the filters drop
+    /// it. Working it out is pure, so connections can be rendered on other threads and appended in order.
+    package struct Rendered: Sendable {
+        var isAMQP: Bool
+        var row: [String]
+        var story: Story?
+        /// The text to write (JSON: the connection's object, without the separator before it); nil when the
+        /// connection is listed in the table only.
+        var text: String?
+    }
+
+    /// What `render` needs, apart from the writer's running state; nil when a broker log is joined, because that
+    /// join takes each log line once, in connection order.
+    package var renderer: (@Sendable (ConnectionRecord, Int) -> Rendered)? {
+        guard brokerLog == nil else { return nil }
+        let format = format
+        let options = options
+        return { record, capture in
+            Self.render(record, capture: capture, format: format, options: options, brokerLog: [])
+        }
+    }
+
+    static func render(
+        _ record: ConnectionRecord, capture: Int, format: Kind, options: ReportOptions, brokerLog: [BrokerLogEvent]
+    ) -> Rendered {
+        var rendered = Rendered(isAMQP: record.isAMQP, row: AnalyzeReport.tableRow(record))
+        guard AnalyzeReport.passes(record, options) else { return rendered }
+        let story = Story(record, options: options.story, brokerLog: brokerLog)
+        rendered.story = story
         switch format {
         case .text:
             // Connections that carry no AMQP are listed in the table only, unless asked for.
-            if !record.isAMQP && !options.verbose && options.connections == nil {
-                tableOnly += 1
-                return
-            }
-            write("\n" + AnalyzeReport.storyText(story, options: options))
+            if !record.isAMQP && !options.verbose && options.connections == nil { return rendered }
+            rendered.text = "\n" + AnalyzeReport.storyText(story, options: options)
         case .json:
-            write(
-                (wroteConnection ? "," : "") + "\n    "
-                    + AnalyzeReport.connectionJSON(story, capture: capture, options: options).serialized(
-                        indent: true, level: 2))
+            rendered.text = AnalyzeReport.connectionJSON(story, capture: capture, options: options).serialized(
+                indent: true, level: 2)
+        }
+        return rendered
+    }
+
+    /// Writes a rendered connection; connections must be appended in the order they ended.
+    package mutating func append(_ rendered: Rendered) {
+        connections += 1
+        if rendered.isAMQP { amqp += 1 }
+        if rows.count < Self.tableRowsKept { rows.append(rendered.row) }
+        guard let story = rendered.story else { return }
+        finder.add(story)
+        for d in story.diagnoses { tally[d.severity, default: 0] += 1 }
+        if let worst = story.worstSeverity { worstSeverity = max(worstSeverity ?? worst, worst) }
+        guard let text = rendered.text else {
+            tableOnly += 1
+            return
+        }
+        switch format {
+        case .text:
+            write(text)
+        case .json:
+            write((wroteConnection ? "," : "") + "\n    " + text)
             wroteConnection = true
         }
     }

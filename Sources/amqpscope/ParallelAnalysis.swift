@@ -1,6 +1,7 @@
-// Using both cores. One capture (a file, or rotated files read as one): the engine reads and decodes on this thread while a serial queue renders the
-// connections it hands over (a semaphore bounds the hand-off, so memory stays flat). Several files: they are
-// analysed in parallel, each rendering into its own temporary file, and joined in capture order afterwards.
+// Using both cores. One capture (a file, or rotated files read as one): the engine reads and decodes on this thread
+// while the connections it hands over are rendered on other threads and written in order by a serial queue (a
+// semaphore bounds the hand-off, so memory stays flat). Several files: they are analysed in parallel, each rendering
+// into its own temporary file, and joined in capture order afterwards.
 import AMQPScope
 import ArgumentParser
 import Dispatch
@@ -21,6 +22,12 @@ final class WriterBox: @unchecked Sendable {
     init(_ writer: AnalyzeWriter) { self.writer = writer }
 }
 
+/// One connection being rendered: set once by its renderer, read by the writer after `ready`.
+final class Pending: @unchecked Sendable {
+    var rendered: AnalyzeWriter.Rendered?
+    let ready = DispatchSemaphore(value: 0)
+}
+
 enum ParallelAnalysis {
     /// Connections handed to the render queue and not yet written, at most.
     static let handOff = 64
@@ -32,10 +39,26 @@ enum ParallelAnalysis {
         let queue = DispatchQueue(label: "amqpscope.render")
         let slots = DispatchSemaphore(value: handOff)
         box.writer.begin(capture: files.joined(separator: " + "))
+        let renderer = box.writer.renderer
         let result = analyzeFile(files, configuration: configuration) { record in
             slots.wait()
+            guard let renderer else {
+                queue.async {
+                    box.writer.connection(record, capture: 0)
+                    slots.signal()
+                }
+                return
+            }
+            // Rendered on any thread (both cores when the engine is done and many connections end at once, as
+            // at the end of a capture), written in the order the connections ended.
+            let pending = Pending()
+            DispatchQueue.global().async {
+                pending.rendered = renderer(record, 0)
+                pending.ready.signal()
+            }
             queue.async {
-                box.writer.connection(record, capture: 0)
+                pending.ready.wait()
+                box.writer.append(pending.rendered!)
                 slots.signal()
             }
         }
