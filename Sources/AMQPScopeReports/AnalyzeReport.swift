@@ -92,7 +92,7 @@ public enum AnalyzeReport {
 
     static func render(_ results: [CaptureResult], format: AnalyzeWriter.Kind, options: ReportOptions) -> String {
         var out = ""
-        var writer = AnalyzeWriter(format: format, options: options) { out += $0 }
+        var writer = AnalyzeWriter(format: format, options: options) { out += String(decoding: $0, as: UTF8.self) }
         for (index, r) in results.enumerated() {
             writer.begin(capture: r.path)
             for record in r.records { writer.connection(record, capture: index) }

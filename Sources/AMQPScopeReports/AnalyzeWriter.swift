@@ -7,7 +7,7 @@ package struct AnalyzeWriter {
 
     package let format: Kind
     package let options: ReportOptions
-    private let write: (String) -> Void
+    private let output: (UnsafeRawBufferPointer) -> Void
     /// Rows of the connection table kept per capture; past it they are counted.
     package static let tableRowsKept = 1000
 
@@ -32,11 +32,20 @@ package struct AnalyzeWriter {
     /// so that files analysed in parallel can be joined in capture order by `joinFragments`.
     package let fragment: Bool
 
-    package init(format: Kind, options: ReportOptions, fragment: Bool = false, write: @escaping (String) -> Void) {
+    /// `write` is given the report's UTF-8 bytes, piece by piece.
+    package init(
+        format: Kind, options: ReportOptions, fragment: Bool = false,
+        write: @escaping (UnsafeRawBufferPointer) -> Void
+    ) {
         self.format = format
         self.options = options
         self.fragment = fragment
-        self.write = write
+        self.output = write
+    }
+
+    private func write(_ text: String) {
+        var text = text
+        text.withUTF8 { output(UnsafeRawBufferPointer($0)) }
     }
 
     /// What a fragment writer learned, for the writer that joins the fragments.
@@ -107,9 +116,9 @@ package struct AnalyzeWriter {
         var isAMQP: Bool
         var row: [String]
         var story: Story?
-        /// The text to write (JSON: the connection's object, without the separator before it); nil when the
-        /// connection is listed in the table only.
-        var text: String?
+        /// The UTF-8 text to write (JSON: the connection's object after a comma, which the first connection leaves
+        /// out); nil when the connection is listed in the table only.
+        var text: [UInt8]?
     }
 
     /// What `render` needs, apart from the writer's running state; nil when a broker log is joined, because that
@@ -134,10 +143,11 @@ package struct AnalyzeWriter {
         case .text:
             // Connections that carry no AMQP are listed in the table only, unless asked for.
             if !record.isAMQP && !options.verbose && options.connections == nil { return rendered }
-            rendered.text = "\n" + AnalyzeReport.storyText(story, options: options)
+            rendered.text = Array(("\n" + AnalyzeReport.storyText(story, options: options)).utf8)
         case .json:
-            rendered.text = AnalyzeReport.connectionJSON(story, capture: capture, options: options).serialized(
-                indent: true, level: 2)
+            var text = Array(",\n    ".utf8)
+            AnalyzeReport.connectionJSON(story, capture: capture, options: options).write(into: &text, indent: 2)
+            rendered.text = text
         }
         return rendered
     }
@@ -155,13 +165,11 @@ package struct AnalyzeWriter {
             tableOnly += 1
             return
         }
-        switch format {
-        case .text:
-            write(text)
-        case .json:
-            write((wroteConnection ? "," : "") + "\n    " + text)
-            wroteConnection = true
+        text.withUnsafeBytes { bytes in
+            // JSON: the comma separates this connection from the one before.
+            output(format == .json && !wroteConnection ? UnsafeRawBufferPointer(rebasing: bytes.dropFirst()) : bytes)
         }
+        if format == .json { wroteConnection = true }
     }
 
     /// The capture is read: its summary and table.

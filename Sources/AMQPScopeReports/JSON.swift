@@ -76,8 +76,16 @@ package enum JSON: Hashable, Sendable {
     static func newline(_ out: inout [UInt8], _ indent: Int?) {
         guard let indent else { return }
         out.append(UInt8(ascii: "\n"))
-        for _ in 0..<(indent * 2) { out.append(UInt8(ascii: " ")) }
+        var spaces = indent * 2
+        while spaces > 0 {
+            let n = min(spaces, Self.spaces.count)
+            out.append(contentsOf: Self.spaces[..<n])
+            spaces -= n
+        }
     }
+
+    /// Indentation, appended in one piece rather than a space at a time.
+    static let spaces = [UInt8](repeating: UInt8(ascii: " "), count: 64)
 
     static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
         if value == 0 {

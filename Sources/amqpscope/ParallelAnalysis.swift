@@ -80,10 +80,9 @@ enum ParallelAnalysis {
         let slots = Mutex<[(CaptureResult, AnalyzeWriter.FragmentSummary)?]>(Array(repeating: nil, count: files.count))
         DispatchQueue.concurrentPerform(iterations: files.count) { index in
             let handle = fopen(outputs[index], "w")
-            var fragment = AnalyzeWriter(format: kind, options: options, fragment: true) { chunk in
+            var fragment = AnalyzeWriter(format: kind, options: options, fragment: true) { bytes in
                 guard let handle else { return }
-                var text = chunk
-                text.withUTF8 { bytes in _ = fwrite(bytes.baseAddress, 1, bytes.count, handle) }
+                _ = fwrite(bytes.baseAddress, 1, bytes.count, handle)
             }
             fragment.begin(capture: files[index].joined(separator: " + "))
             let result = Analysis.analyzeFiles(
