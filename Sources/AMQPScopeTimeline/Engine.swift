@@ -32,14 +32,19 @@ public struct EngineConfiguration: Hashable, Sendable {
     /// The key log grows while the capture runs (live): protected records wait, bounded, for their secrets, which a
     /// client writes only after the capture has seen its handshake. `Engine.update(keyLog:)` hands over the new one.
     public var keyLogMayGrow = false
+    /// `Analysis.analyzeFiles` runs the timeline stage on a second thread, fed the decoding stage's findings in
+    /// batches, so that one capture uses two cores (records are then handed to `onRecord` on that thread). The answer
+    /// is the same either way.
+    public var timelineThread = false
     /// The defaults.
     public init() {}
 }
 
-/// Receives reassembly's events and runs the codec per connection. Each open connection's builder and decoder live
-/// together in a boxed entry, in a slab addressed by a slot: one hash lookup per event at most (none when the event is for the same
-/// connection as the last), and an entry is changed in place, never copied.
-struct EngineState: StreamSink {
+/// The engine's second stage: applies what the decoding stage found to each open connection's record builder, and
+/// ties connections together (proxied legs, refused attempts and their fallbacks). Each open connection's builder
+/// lives in a boxed entry, in a slab addressed by a slot: one hash lookup per operation at most (none when it is for
+/// the same connection as the last), and an entry is changed in place, never copied.
+struct EngineState {
     /// An open connection's entry, held by reference. An entry is large (the record being built, the decoders):
     /// a slab of them inline would be copied whole whenever it grows, and hold twice the memory while it does.
     final class EntryBox {
@@ -47,138 +52,19 @@ struct EngineState: StreamSink {
         init(_ entry: Entry) { self.entry = entry }
     }
 
-    /// One open connection: its record being built, its decoder, and what the decoder holds.
+    /// One open connection's record being built (its decoders live in the decoding stage, `DecodeEntry`).
     struct Entry {
         var builder: RecordBuilder
-        var decoder: ConnectionDecoder
-        /// The AMQP 1.0 codec, once the 0-9-1 one saw a 1.0 protocol header; or, on a connection joined mid-stream on
-        /// an AMQP port, hunting for 1.0 frames beside the 0-9-1 codec until one of them finds its frames.
-        var amqp10: AMQP10Box?
-        /// The 1.0 codec is only a candidate (hunting beside the 0-9-1 one).
-        var amqp10Candidate = false
-        /// The TLS layer, when the connection is TLS: on 5671 always, elsewhere when the client's first bytes are
-        /// a TLS record header. Without keys it tells the story of the records; the codec then sees nothing.
-        var tls: TLSSession?
-        /// Whether the first client bytes have been looked at for TLS.
-        var layerDecided: Bool
-        /// What the decoder (and the TLS layer) held after the last call into them.
-        var held = 0
-        /// The buffers decrypted application data is swapped into for the codec (kept, so they are not reallocated).
-        var plaintext: [UInt8] = []
-        var plaintextPieces: [PlaintextPiece] = []
 
-        /// The TLS port (IANA "amqps").
-        static let tlsPort: UInt16 = 5671
-
-        /// Secrets for decrypting, when a key log was given.
-        var keyLog: KeyLog?
-
-        /// The key log may still grow.
-        let keysMayArrive: Bool
-
-        init(
-            builder: RecordBuilder, decoder: ConnectionDecoder, info: ConnectionInfo, keyLog: KeyLog?,
-            keysMayArrive: Bool
-        ) {
-            self.builder = builder
-            self.decoder = decoder
-            if info.opening == .midstream && decoder.onAMQPPort {
-                amqp10 = AMQP10Box(AMQP10Decoder(configuration: decoder.configuration.amqp10, hunting: true))
-                amqp10Candidate = true
-            }
-            self.keyLog = keyLog
-            self.keysMayArrive = keysMayArrive
-            if info.server.port == Self.tlsPort {
-                tls = TLSSession(fromStart: info.opening == .handshake, keyLog: keyLog, keysMayArrive: keysMayArrive)
-                layerDecided = true
-            } else {
-                layerDecided = info.opening != .handshake
-            }
-        }
-
-        /// Hands what the TLS layer decrypted to the codec, record by record in arrival order, each with its own
-        /// direction and the packet that completed it.
-        mutating func feedPlaintext(byteAtATime: Bool = false) {
-            guard tls != nil else { return }
-            var bytes: [UInt8] = []
-            var pieces: [PlaintextPiece] = []
-            swap(&bytes, &plaintext)
-            swap(&pieces, &plaintextPieces)
-            defer {
-                bytes.removeAll(keepingCapacity: true)
-                pieces.removeAll(keepingCapacity: true)
-                swap(&bytes, &plaintext)
-                swap(&pieces, &plaintextPieces)
-            }
-            guard tls?.swapPlaintext(&bytes, &pieces) == true else { return }
-            bytes.withUnsafeBytes { raw in
-                var from = 0
-                for piece in pieces {
-                    if piece.gap > 0 {
-                        codecGap(piece.gap, piece.direction, piece.time, piece.packetNumber)
-                    }
-                    let step = byteAtATime ? 1 : max(piece.end - from, 1)
-                    for start in stride(from: from, to: piece.end, by: step) {
-                        codecData(
-                            UnsafeRawBufferPointer(rebasing: raw[start..<min(start + step, piece.end)]),
-                            piece.direction, piece.time, piece.packetNumber)
-                    }
-                    from = piece.end
-                }
-            }
-        }
-
-        /// The client's first bytes: a TLS handshake record header (type 22, version 3.x) makes the connection TLS.
-        mutating func decideLayer(_ bytes: UnsafeRawBufferPointer, _ event: StreamEvent) {
-            guard !layerDecided, event.direction == .clientToServer, event.offset == 0, !bytes.isEmpty else { return }
-            layerDecided = true
-            if bytes[0] == ContentType.handshake.rawValue && (bytes.count < 2 || bytes[1] == 3) {
-                tls = TLSSession(fromStart: true, keyLog: keyLog, keysMayArrive: keysMayArrive)
-            }
-        }
-
-        /// One event of this connection, through its decoder into its builder; `totalHeld` is what all decoders hold.
-        mutating func handle(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
+        /// A reassembly event other than data, for the builder.
+        mutating func handle(_ event: StreamEvent) {
             switch event.kind {
-            case .opened, .ended:
+            case .opened, .ended, .data:
                 break
             case .packet(let packet):
                 builder.packet(packet, event)
-            case .data(let bytes):
-                builder.record.counters[event.direction].streamBytes += UInt64(bytes.count)
-                decideLayer(bytes, event)
-                if tls != nil {
-                    // Fed one byte at a time when asked, like the codec: chunking must not change the answer.
-                    let step = configuration.byteAtATime ? 1 : max(bytes.count, 1)
-                    for start in stride(from: 0, to: bytes.count, by: step) {
-                        tls?.data(
-                            UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + step, bytes.count)]),
-                            direction: event.direction, time: event.time, packetNumber: event.packetNumber,
-                            into: &builder)
-                    }
-                    builder.record.tls = tls?.summary
-                    feedPlaintext(byteAtATime: configuration.byteAtATime)
-                } else if configuration.byteAtATime {
-                    for i in 0..<bytes.count {
-                        codecData(
-                            UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), event.direction, event.time,
-                            event.packetNumber)
-                    }
-                } else {
-                    codecData(bytes, event.direction, event.time, event.packetNumber)
-                }
-                account(event, configuration: configuration, totalHeld: &totalHeld)
             case .gap(let length, let reason):
                 builder.moment(.gap(length: length, reason: reason), event)
-                if tls != nil {
-                    tls?.gap(
-                        length, direction: event.direction, time: event.time, packetNumber: event.packetNumber,
-                        into: &builder)
-                    builder.record.tls = tls?.summary
-                } else {
-                    codecGap(length, event.direction, event.time, event.packetNumber)
-                }
-                account(event, configuration: configuration, totalHeld: &totalHeld)
             case .fin:
                 builder.moment(.fin, event)
             case .reset(let info):
@@ -189,98 +75,6 @@ struct EngineState: StreamSink {
                 builder.moment(.dataAfterFIN(length: length), event)
             }
         }
-
-        /// Bytes given to the AMQP codecs: the 0-9-1 one, until a 1.0 header (or 1.0 frames found by sync) hand the
-        /// connection to the 1.0 one.
-        mutating func codecData(
-            _ bytes: UnsafeRawBufferPointer, _ direction: Direction, _ time: Timestamp, _ packet: Int
-        ) {
-            if amqp10Candidate {
-                // Both hunt; the first to find its frames keeps the connection.
-                amqp10?.decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
-                if amqp10?.decoder.isHunting(direction) == false {
-                    amqp10Candidate = false
-                    decoder.handOver(to: .amqp10(.amqp10), direction: direction, into: &builder)
-                    return
-                }
-                decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
-                switch decoder.verdict {
-                case .undetermined: break
-                default:
-                    amqp10Candidate = false
-                    amqp10 = nil
-                }
-                return
-            }
-            if amqp10 != nil {
-                amqp10?.decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
-                return
-            }
-            let before = decoder.streamOffset(direction)
-            decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &builder)
-            guard case .amqp10 = decoder.verdict else { return }
-            // The 0-9-1 codec read the 1.0 protocol header (the stream's first eight bytes): the 1.0 codec reads the
-            // rest, starting with what this call held after the header.
-            var consumed = PerDirection<UInt64>(repeating: 0)
-            consumed[direction] = 8
-            amqp10 = AMQP10Box(AMQP10Decoder(configuration: decoder.configuration.amqp10, consumed: consumed))
-            let skip = Int(min(UInt64(bytes.count), 8 - min(before, 8)))
-            if skip < bytes.count {
-                amqp10?.decoder.data(
-                    UnsafeRawBufferPointer(rebasing: bytes[skip...]), direction: direction, time: time,
-                    packetNumber: packet, into: &builder)
-            }
-        }
-
-        mutating func codecGap(_ length: UInt64, _ direction: Direction, _ time: Timestamp, _ packet: Int) {
-            if amqp10Candidate || amqp10 == nil {
-                decoder.gap(length, direction: direction, time: time, packetNumber: packet, into: &builder)
-            }
-            if amqp10 == nil, case .undetermined = decoder.verdict, decoder.onAMQPPort {
-                // The protocol header was lost before anything decided the protocol: both codecs hunt from here, as
-                // on a connection joined mid-stream.
-                amqp10 = AMQP10Box(
-                    AMQP10Decoder(
-                        configuration: decoder.configuration.amqp10,
-                        consumed: PerDirection(
-                            clientToServer: decoder.streamOffset(.clientToServer),
-                            serverToClient: decoder.streamOffset(.serverToClient)), hunting: true))
-                amqp10Candidate = true
-                return
-            }
-            amqp10?.decoder.gap(length, direction: direction, time: time, packetNumber: packet, into: &builder)
-        }
-
-        mutating func codecFinish(_ direction: Direction, _ time: Timestamp, _ packet: Int) {
-            if amqp10Candidate {
-                amqp10 = nil
-                amqp10Candidate = false
-            }
-            if amqp10 != nil {
-                amqp10?.decoder.finish(direction: direction, time: time, packetNumber: packet, into: &builder)
-            } else {
-                decoder.finish(direction: direction, time: time, packetNumber: packet, into: &builder)
-            }
-        }
-
-        var codecBufferedBytes: Int { decoder.bufferedBytes + (amqp10?.decoder.bufferedBytes ?? 0) }
-
-        /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
-        mutating func account(_ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int) {
-            var now = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
-            if now != held || totalHeld > configuration.maximumCodecBufferedBytes {
-                totalHeld += now - held
-                if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
-                    decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
-                    amqp10?.decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &builder)
-                    tls?.shed(into: &builder)
-                    let after = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
-                    totalHeld += after - now
-                    now = after
-                }
-                held = now
-            }
-        }
     }
 
     let configuration: EngineConfiguration
@@ -289,8 +83,6 @@ struct EngineState: StreamSink {
     var freeSlots: [Int] = []
     var cachedID = ConnectionID(rawValue: 0)
     var cachedSlot = -1
-    /// What all decoders hold together (kept up to date around every call into a decoder).
-    var totalHeld = 0
     var ended: [ConnectionRecord] = []
     /// The numbers of every connection that has ended (for metrics).
     var endedTotals = TrafficTotals()
@@ -319,12 +111,8 @@ struct EngineState: StreamSink {
     /// Timeline entries made since the last `takeLiveEntries()` (live capture only).
     var live: [(ConnectionInfo, TimelineEntry)] = []
 
-    /// The current key log (a live capture hands over newer ones).
-    var keyLog: KeyLog?
-
     init(configuration: EngineConfiguration) {
         self.configuration = configuration
-        keyLog = configuration.keyLog
     }
 
     mutating func slot(of id: ConnectionID) -> Int? {
@@ -354,21 +142,65 @@ struct EngineState: StreamSink {
         }
         // The entry is changed in place through its box: nothing is copied per event, and the box is looked up once.
         guard let box = entries[s] else { return }
-        box.entry.handle(event, configuration: configuration, totalHeld: &totalHeld)
-        // A handshake just seen is indexed, for pairing the legs of a proxied connection.
+        box.entry.handle(event)
+        changed(box, event.connection)
+    }
+
+    /// The open connection's box, if it is open.
+    mutating func box(of id: ConnectionID) -> EntryBox? {
+        guard let s = slot(of: id) else { return nil }
+        return entries[s]
+    }
+
+    /// After a builder changed: a handshake just seen is indexed, for pairing the legs of a proxied connection, and
+    /// new timeline entries go to the live queue.
+    mutating func changed(_ box: EntryBox, _ id: ConnectionID) {
         if let (key, opened) = box.entry.builder.takeFreshHandshake() {
-            openByHandshake[key, default: [:]][event.connection] = opened
+            openByHandshake[key, default: [:]][id] = opened
         }
         if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
     }
 
+    /// Applies what the decoding stage found, in order, and empties `ops` (keeping its capacity).
+    mutating func apply(_ ops: inout [StageOp]) {
+        for i in ops.indices { apply(ops[i]) }
+        ops.removeAll(keepingCapacity: true)
+    }
+
+    mutating func apply(_ op: StageOp) {
+        switch op {
+        case .stream(let event):
+            consume(event)
+        case .data(let id, let direction, let time, let count):
+            if !refusals.isEmpty { releaseRefusals(now: time) }
+            guard let box = box(of: id) else { return }
+            box.entry.builder.record.counters[direction].streamBytes += UInt64(count)
+            changed(box, id)
+        case .codec(let id, let event):
+            guard let box = box(of: id) else { return }
+            box.entry.builder.consume(event)
+            changed(box, id)
+        case .amqp10(let id, let event):
+            guard let box = box(of: id) else { return }
+            box.entry.builder.consume(event)
+            changed(box, id)
+        case .tls(let id, let event):
+            guard let box = box(of: id) else { return }
+            box.entry.builder.consume(event)
+            changed(box, id)
+        case .tlsSummary(let id, let summary):
+            box(of: id)?.entry.builder.record.tls = summary
+        case .concluded(let id, let tls, let verdict):
+            guard let box = box(of: id) else { return }
+            box.entry.builder.record.tls = tls
+            box.entry.builder.record.verdict = verdict
+        case .absorb(let summary):
+            box(of: summary.info.id)?.entry.builder.absorb(summary)
+        }
+    }
+
     private mutating func open(_ info: ConnectionInfo, _ event: StreamEvent) {
-        let onPort = configuration.reassembly.serverPorts.contains(info.server.port)
-        let entry = Entry(
-            builder: RecordBuilder(info: info, time: event.time, configuration: configuration),
-            decoder: ConnectionDecoder(
-                fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec),
-            info: info, keyLog: keyLog, keysMayArrive: configuration.keyLogMayGrow)
+        let entry = Entry(builder: RecordBuilder(info: info, time: event.time, configuration: configuration))
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
@@ -388,7 +220,6 @@ struct EngineState: StreamSink {
 
     private mutating func end(_ entry: Entry, reason: EndReason, slot s: Int, _ event: StreamEvent) {
         var entry = entry
-        totalHeld -= entry.held
         slots[event.connection] = nil
         freeSlots.append(s)
         if let key = entry.builder.handshakeKey {
@@ -402,20 +233,7 @@ struct EngineState: StreamSink {
             cachedSlot = -1
             cachedID = ConnectionID(rawValue: 0)
         }
-        entry.tls?.finish(into: &entry.builder)
-        entry.feedPlaintext()
-        for direction in Direction.allCases {
-            entry.codecFinish(direction, event.time, event.packetNumber)
-        }
-        if let tls = entry.tls, !tls.summary.decrypted {
-            entry.builder.record.tls = tls.summary
-            let port = entry.builder.record.info.server.port
-            entry.builder.record.verdict = .encrypted(
-                onAMQPPort: port == Entry.tlsPort || configuration.reassembly.serverPorts.contains(port))
-        } else {
-            entry.builder.record.tls = entry.tls?.summary
-            entry.builder.record.verdict = entry.decoder.verdict
-        }
+        // The decoders' last events and their verdict were applied just before (`StageOp.concluded`).
         entry.builder.record.endReason = reason
         entry.builder.record.endTime = event.time
         entry.builder.summarizeFlow(ended: true)
@@ -592,27 +410,25 @@ struct EngineState: StreamSink {
     }
 }
 
-/// The engine: feed it packets, then `finish`, then read `records`.
-public struct Engine {
-    /// What it was configured with.
-    public let configuration: EngineConfiguration
-    /// The link-layer type of the packets it is fed.
-    public let linkType: LinkType
+/// The engine's first stage, which needs the packets: packet layers, reassembly and each connection's decoders. What
+/// it finds waits in `ops` for the timeline stage (`EngineState.apply`), on this thread or on another.
+package struct DecodingStage {
+    let configuration: EngineConfiguration
+    let linkType: LinkType
     var reassembler: Reassembler
-    var state: EngineState
+    var state: DecodingState
     /// Capture-wide counts so far.
-    public private(set) var counts = PacketCounts()
+    package private(set) var counts = PacketCounts()
 
-    /// An engine for packets of one link-layer type.
-    public init(linkType: LinkType, configuration: EngineConfiguration = EngineConfiguration()) {
+    package init(linkType: LinkType, configuration: EngineConfiguration) {
         self.configuration = configuration
         self.linkType = linkType
         reassembler = Reassembler(configuration: configuration.reassembly)
-        state = EngineState(configuration: configuration)
+        state = DecodingState(configuration: configuration)
     }
 
     /// Feeds one captured packet.
-    public mutating func process(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) {
+    package mutating func process(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) {
         counts.packets += 1
         if header.isTruncated { counts.truncated += 1 }
         if counts.firstTime == nil { counts.firstTime = header.timestamp }
@@ -633,32 +449,103 @@ public struct Engine {
         }
     }
 
+    /// Ends idle connections as of `now`.
+    mutating func evictIdle(now: Timestamp) {
+        reassembler.evictIdle(now: now, into: &state)
+    }
+
+    /// Ends every connection still open (the capture is over), each with reassembly's final word on its TCP states.
+    package mutating func finish() {
+        let end = counts.lastTime ?? Timestamp(nanoseconds: 0)
+        for summary in reassembler.summaries() { state.out.ops.append(.absorb(summary)) }
+        reassembler.finish(at: end, into: &state)
+        counts.evictedConnections = reassembler.evictedForCap
+    }
+
+    /// Operations waiting for the timeline stage.
+    package var pendingOps: Int { state.out.ops.count }
+
+    /// Applies the operations waiting to a timeline stage on this thread.
+    package mutating func apply(to timeline: inout TimelineStage) {
+        if !state.out.ops.isEmpty { timeline.apply(&state.out.ops) }
+    }
+
+    /// Takes the operations found so far, leaving `spare` (emptied, its capacity kept) to collect the next ones.
+    package mutating func takeOps(leaving spare: inout [StageOp]) {
+        spare.removeAll(keepingCapacity: true)
+        swap(&spare, &state.out.ops)
+    }
+}
+
+/// The timeline stage on its own, for running it on another thread than the decoding stage: apply each batch of
+/// operations in the order they were taken, then `finish`.
+package struct TimelineStage {
+    var state: EngineState
+
+    package init(configuration: EngineConfiguration) {
+        state = EngineState(configuration: configuration)
+    }
+
+    /// Applies a batch of operations and empties it.
+    package mutating func apply(_ ops: inout [StageOp]) { state.apply(&ops) }
+
+    /// After the decoding stage's `finish` was applied: hands on the refusals still held.
+    package mutating func finish() { state.releaseRefusals(now: nil) }
+
+    /// Records of connections that have ended, in the order they ended; taking them frees their memory.
+    package mutating func takeEnded() -> [ConnectionRecord] {
+        defer { state.ended.removeAll() }
+        return state.ended
+    }
+
+    /// Whether ended connections wait to be taken.
+    package var hasEnded: Bool { !state.ended.isEmpty }
+}
+
+/// The engine: feed it packets, then `finish`, then read `records`. Its two stages run one after the other, packet by
+/// packet.
+public struct Engine {
+    /// What it was configured with.
+    public let configuration: EngineConfiguration
+    /// The link-layer type of the packets it is fed.
+    public let linkType: LinkType
+    var decoding: DecodingStage
+    var state: EngineState
+    /// Capture-wide counts so far.
+    public var counts: PacketCounts { decoding.counts }
+
+    /// An engine for packets of one link-layer type.
+    public init(linkType: LinkType, configuration: EngineConfiguration = EngineConfiguration()) {
+        self.configuration = configuration
+        self.linkType = linkType
+        decoding = DecodingStage(linkType: linkType, configuration: configuration)
+        state = EngineState(configuration: configuration)
+    }
+
+    /// Feeds one captured packet.
+    public mutating func process(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) {
+        decoding.process(header, bytes)
+        if !decoding.state.out.ops.isEmpty { state.apply(&decoding.state.out.ops) }
+    }
+
     /// A newer key log (a live capture re-reads the file as clients append their secrets): connections opened from
     /// now on use it, and open ones waiting for their secrets look again at their next packet.
     public mutating func update(keyLog: KeyLog) {
-        state.keyLog = keyLog
-        for slot in state.entries.indices where state.entries[slot] != nil {
-            state.entries[slot]?.entry.keyLog = keyLog
-            state.entries[slot]?.entry.tls?.update(keyLog: keyLog)
-        }
+        decoding.state.update(keyLog: keyLog)
     }
 
     /// Ends idle connections as of `now` (live capture calls this on a timer).
     public mutating func tick(now: Timestamp) {
-        reassembler.evictIdle(now: now, into: &state)
+        decoding.evictIdle(now: now)
+        state.apply(&decoding.state.out.ops)
         if !state.refusals.isEmpty { state.releaseRefusals(now: now) }
     }
 
     /// Ends every connection still open (the capture is over).
     public mutating func finish() {
-        let end = counts.lastTime ?? Timestamp(nanoseconds: 0)
-        // Take each connection's final TCP summary before reassembly forgets it.
-        for summary in reassembler.summaries() {
-            if let slot = state.slot(of: summary.info.id) { state.entries[slot]?.entry.builder.absorb(summary) }
-        }
-        reassembler.finish(at: end, into: &state)
+        decoding.finish()
+        state.apply(&decoding.state.out.ops)
         state.releaseRefusals(now: nil)
-        counts.evictedConnections = reassembler.evictedForCap
     }
 
     /// Records of connections that have ended, in the order they ended; taking them frees their memory.
@@ -698,11 +585,11 @@ public struct Engine {
     }
 
     /// Live connections being tracked.
-    public var liveConnections: Int { reassembler.trackedConnections }
+    public var liveConnections: Int { decoding.reassembler.trackedConnections }
     /// Bytes all decoders hold now.
-    public var codecBufferedBytes: Int { state.totalHeld }
+    public var codecBufferedBytes: Int { decoding.state.totalHeld }
     /// Out-of-order TCP bytes held now.
-    public var bufferedBytes: Int { reassembler.bufferedBytes }
+    public var bufferedBytes: Int { decoding.reassembler.bufferedBytes }
 }
 
 /// The AMQP 1.0 decoder of a connection, held by reference: most connections are not 1.0, and an entry that only

@@ -1,0 +1,362 @@
+// The engine's first stage: reassembly's events through each connection's TLS layer and AMQP codecs. What it finds is
+// not applied here but recorded, in order, as the calls the timeline stage (`EngineState`) makes on the connection's
+// record builder. The two stages share nothing else, so they can run one after the other on one thread (`Engine`) or
+// on two threads with the recorded operations handed over in batches, and give the same answer either way.
+import AMQPScopeAMQP10
+import AMQPScopeCodec
+import AMQPScopePackets
+import AMQPScopeReassembly
+import AMQPScopeTLS
+
+/// One thing the decoding stage found, for the timeline stage to apply to a connection's builder.
+package enum StageOp {
+    /// A reassembly event other than data (opened, packet, gap, fin, reset, ended, ...).
+    case stream(StreamEvent)
+    /// In-order bytes of one direction reached the decoders: how many (the bytes themselves stay in this stage).
+    case data(ConnectionID, Direction, Timestamp, count: Int)
+    case codec(ConnectionID, CodecEvent)
+    case amqp10(ConnectionID, AMQP10Event)
+    case tls(ConnectionID, TLSEvent)
+    /// The TLS layer's summary after it read bytes (boxed, as it is large: every operation is as large as the largest).
+    indirect case tlsSummary(ConnectionID, TLSSummary?)
+    /// What the decoders concluded as the connection ends: its TLS summary and its verdict.
+    indirect case concluded(ConnectionID, tls: TLSSummary?, verdict: Verdict)
+    /// Reassembly's final word on the TCP states of a connection still open when the capture ends.
+    case absorb(ConnectionSummary)
+}
+
+/// Records the decoders' events as operations for the timeline stage.
+struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
+    var ops: [StageOp] = []
+    /// The connection whose decoders are running.
+    var connection = ConnectionID(rawValue: 0)
+
+    mutating func consume(_ event: CodecEvent) { ops.append(.codec(connection, event)) }
+    mutating func consume(_ event: AMQP10Event) { ops.append(.amqp10(connection, event)) }
+    mutating func consume(_ event: TLSEvent) { ops.append(.tls(connection, event)) }
+}
+
+/// The decoding half of one open connection: its TLS layer and codecs, and what they hold.
+struct DecodeEntry {
+    var decoder: ConnectionDecoder
+    /// The AMQP 1.0 codec, once the 0-9-1 one saw a 1.0 protocol header; or, on a connection joined mid-stream on
+    /// an AMQP port, hunting for 1.0 frames beside the 0-9-1 codec until one of them finds its frames.
+    var amqp10: AMQP10Box?
+    /// The 1.0 codec is only a candidate (hunting beside the 0-9-1 one).
+    var amqp10Candidate = false
+    /// The TLS layer, when the connection is TLS: on 5671 always, elsewhere when the client's first bytes are
+    /// a TLS record header. Without keys it tells the story of the records; the codec then sees nothing.
+    var tls: TLSSession?
+    /// Whether the first client bytes have been looked at for TLS.
+    var layerDecided: Bool
+    /// What the decoder (and the TLS layer) held after the last call into them.
+    var held = 0
+    /// The buffers decrypted application data is swapped into for the codec (kept, so they are not reallocated).
+    var plaintext: [UInt8] = []
+    var plaintextPieces: [PlaintextPiece] = []
+
+    /// The TLS port (IANA "amqps").
+    static let tlsPort: UInt16 = 5671
+
+    /// Secrets for decrypting, when a key log was given.
+    var keyLog: KeyLog?
+
+    /// The key log may still grow.
+    let keysMayArrive: Bool
+
+    init(decoder: ConnectionDecoder, info: ConnectionInfo, keyLog: KeyLog?, keysMayArrive: Bool) {
+        self.decoder = decoder
+        if info.opening == .midstream && decoder.onAMQPPort {
+            amqp10 = AMQP10Box(AMQP10Decoder(configuration: decoder.configuration.amqp10, hunting: true))
+            amqp10Candidate = true
+        }
+        self.keyLog = keyLog
+        self.keysMayArrive = keysMayArrive
+        if info.server.port == Self.tlsPort {
+            tls = TLSSession(fromStart: info.opening == .handshake, keyLog: keyLog, keysMayArrive: keysMayArrive)
+            layerDecided = true
+        } else {
+            layerDecided = info.opening != .handshake
+        }
+    }
+
+    /// Hands what the TLS layer decrypted to the codec, record by record in arrival order, each with its own
+    /// direction and the packet that completed it.
+    mutating func feedPlaintext(byteAtATime: Bool = false, into out: inout OpRecorder) {
+        guard tls != nil else { return }
+        var bytes: [UInt8] = []
+        var pieces: [PlaintextPiece] = []
+        swap(&bytes, &plaintext)
+        swap(&pieces, &plaintextPieces)
+        defer {
+            bytes.removeAll(keepingCapacity: true)
+            pieces.removeAll(keepingCapacity: true)
+            swap(&bytes, &plaintext)
+            swap(&pieces, &plaintextPieces)
+        }
+        guard tls?.swapPlaintext(&bytes, &pieces) == true else { return }
+        bytes.withUnsafeBytes { raw in
+            var from = 0
+            for piece in pieces {
+                if piece.gap > 0 {
+                    codecGap(piece.gap, piece.direction, piece.time, piece.packetNumber, into: &out)
+                }
+                let step = byteAtATime ? 1 : max(piece.end - from, 1)
+                for start in stride(from: from, to: piece.end, by: step) {
+                    codecData(
+                        UnsafeRawBufferPointer(rebasing: raw[start..<min(start + step, piece.end)]),
+                        piece.direction, piece.time, piece.packetNumber, into: &out)
+                }
+                from = piece.end
+            }
+        }
+    }
+
+    /// The client's first bytes: a TLS handshake record header (type 22, version 3.x) makes the connection TLS.
+    mutating func decideLayer(_ bytes: UnsafeRawBufferPointer, _ event: StreamEvent) {
+        guard !layerDecided, event.direction == .clientToServer, event.offset == 0, !bytes.isEmpty else { return }
+        layerDecided = true
+        if bytes[0] == ContentType.handshake.rawValue && (bytes.count < 2 || bytes[1] == 3) {
+            tls = TLSSession(fromStart: true, keyLog: keyLog, keysMayArrive: keysMayArrive)
+        }
+    }
+
+    /// In-order bytes of one direction, through the TLS layer (when there is one) into the codecs.
+    mutating func data(
+        _ bytes: UnsafeRawBufferPointer, _ event: StreamEvent, configuration: EngineConfiguration,
+        into out: inout OpRecorder
+    ) {
+        decideLayer(bytes, event)
+        if tls != nil {
+            // Fed one byte at a time when asked, like the codec: chunking must not change the answer.
+            let step = configuration.byteAtATime ? 1 : max(bytes.count, 1)
+            for start in stride(from: 0, to: bytes.count, by: step) {
+                tls?.data(
+                    UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + step, bytes.count)]),
+                    direction: event.direction, time: event.time, packetNumber: event.packetNumber, into: &out)
+            }
+            out.ops.append(.tlsSummary(event.connection, tls?.summary))
+            feedPlaintext(byteAtATime: configuration.byteAtATime, into: &out)
+        } else if configuration.byteAtATime {
+            for i in 0..<bytes.count {
+                codecData(
+                    UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), event.direction, event.time,
+                    event.packetNumber, into: &out)
+            }
+        } else {
+            codecData(bytes, event.direction, event.time, event.packetNumber, into: &out)
+        }
+    }
+
+    /// Bytes lost from one direction's stream.
+    mutating func gap(_ length: UInt64, _ event: StreamEvent, into out: inout OpRecorder) {
+        if tls != nil {
+            tls?.gap(
+                length, direction: event.direction, time: event.time, packetNumber: event.packetNumber, into: &out)
+            out.ops.append(.tlsSummary(event.connection, tls?.summary))
+        } else {
+            codecGap(length, event.direction, event.time, event.packetNumber, into: &out)
+        }
+    }
+
+    /// Bytes given to the AMQP codecs: the 0-9-1 one, until a 1.0 header (or 1.0 frames found by sync) hand the
+    /// connection to the 1.0 one.
+    mutating func codecData(
+        _ bytes: UnsafeRawBufferPointer, _ direction: Direction, _ time: Timestamp, _ packet: Int,
+        into out: inout OpRecorder
+    ) {
+        if amqp10Candidate {
+            // Both hunt; the first to find its frames keeps the connection.
+            amqp10?.decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &out)
+            if amqp10?.decoder.isHunting(direction) == false {
+                amqp10Candidate = false
+                decoder.handOver(to: .amqp10(.amqp10), direction: direction, into: &out)
+                return
+            }
+            decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &out)
+            switch decoder.verdict {
+            case .undetermined: break
+            default:
+                amqp10Candidate = false
+                amqp10 = nil
+            }
+            return
+        }
+        if amqp10 != nil {
+            amqp10?.decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &out)
+            return
+        }
+        let before = decoder.streamOffset(direction)
+        decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &out)
+        guard case .amqp10 = decoder.verdict else { return }
+        // The 0-9-1 codec read the 1.0 protocol header (the stream's first eight bytes): the 1.0 codec reads the
+        // rest, starting with what this call held after the header.
+        var consumed = PerDirection<UInt64>(repeating: 0)
+        consumed[direction] = 8
+        amqp10 = AMQP10Box(AMQP10Decoder(configuration: decoder.configuration.amqp10, consumed: consumed))
+        let skip = Int(min(UInt64(bytes.count), 8 - min(before, 8)))
+        if skip < bytes.count {
+            amqp10?.decoder.data(
+                UnsafeRawBufferPointer(rebasing: bytes[skip...]), direction: direction, time: time,
+                packetNumber: packet, into: &out)
+        }
+    }
+
+    mutating func codecGap(
+        _ length: UInt64, _ direction: Direction, _ time: Timestamp, _ packet: Int, into out: inout OpRecorder
+    ) {
+        if amqp10Candidate || amqp10 == nil {
+            decoder.gap(length, direction: direction, time: time, packetNumber: packet, into: &out)
+        }
+        if amqp10 == nil, case .undetermined = decoder.verdict, decoder.onAMQPPort {
+            // The protocol header was lost before anything decided the protocol: both codecs hunt from here, as
+            // on a connection joined mid-stream.
+            amqp10 = AMQP10Box(
+                AMQP10Decoder(
+                    configuration: decoder.configuration.amqp10,
+                    consumed: PerDirection(
+                        clientToServer: decoder.streamOffset(.clientToServer),
+                        serverToClient: decoder.streamOffset(.serverToClient)), hunting: true))
+            amqp10Candidate = true
+            return
+        }
+        amqp10?.decoder.gap(length, direction: direction, time: time, packetNumber: packet, into: &out)
+    }
+
+    mutating func codecFinish(_ direction: Direction, _ time: Timestamp, _ packet: Int, into out: inout OpRecorder) {
+        if amqp10Candidate {
+            amqp10 = nil
+            amqp10Candidate = false
+        }
+        if amqp10 != nil {
+            amqp10?.decoder.finish(direction: direction, time: time, packetNumber: packet, into: &out)
+        } else {
+            decoder.finish(direction: direction, time: time, packetNumber: packet, into: &out)
+        }
+    }
+
+    var codecBufferedBytes: Int { decoder.bufferedBytes + (amqp10?.decoder.bufferedBytes ?? 0) }
+
+    /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
+    mutating func account(
+        _ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int, into out: inout OpRecorder
+    ) {
+        var now = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
+        if now != held || totalHeld > configuration.maximumCodecBufferedBytes {
+            totalHeld += now - held
+            if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
+                decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &out)
+                amqp10?.decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &out)
+                tls?.shed(into: &out)
+                let after = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
+                totalHeld += after - now
+                now = after
+            }
+            held = now
+        }
+    }
+
+    /// The connection ended: the decoders give up what they hold, and say what they concluded.
+    mutating func conclude(
+        _ event: StreamEvent, serverPort port: UInt16, configuration: EngineConfiguration, into out: inout OpRecorder
+    ) {
+        tls?.finish(into: &out)
+        feedPlaintext(into: &out)
+        for direction in Direction.allCases {
+            codecFinish(direction, event.time, event.packetNumber, into: &out)
+        }
+        let verdict: Verdict
+        if let tls, !tls.summary.decrypted {
+            verdict = .encrypted(
+                onAMQPPort: port == Self.tlsPort || configuration.reassembly.serverPorts.contains(port))
+        } else {
+            verdict = decoder.verdict
+        }
+        out.ops.append(.concluded(event.connection, tls: tls?.summary, verdict: verdict))
+    }
+}
+
+/// The decoding halves of the open connections. Receives reassembly's events and records, for the timeline stage,
+/// every call the original single stage made on a builder, in the same order.
+struct DecodingState: StreamSink {
+    final class DecodeBox {
+        var entry: DecodeEntry
+        /// The connection's server port (for the verdict of a TLS connection that was never decrypted).
+        let serverPort: UInt16
+        init(_ entry: DecodeEntry, serverPort: UInt16) {
+            self.entry = entry
+            self.serverPort = serverPort
+        }
+    }
+
+    let configuration: EngineConfiguration
+    var boxes: [ConnectionID: DecodeBox] = [:]
+    var cachedID = ConnectionID(rawValue: 0)
+    var cached: DecodeBox?
+    /// What all decoders hold together (kept up to date around every call into a decoder).
+    var totalHeld = 0
+    /// The operations recorded since the timeline stage last took them.
+    var out = OpRecorder()
+    /// The current key log (a live capture hands over newer ones).
+    var keyLog: KeyLog?
+
+    init(configuration: EngineConfiguration) {
+        self.configuration = configuration
+        keyLog = configuration.keyLog
+    }
+
+    mutating func box(of id: ConnectionID) -> DecodeBox? {
+        if id == cachedID, let cached { return cached }
+        guard let box = boxes[id] else { return nil }
+        cachedID = id
+        cached = box
+        return box
+    }
+
+    mutating func consume(_ event: StreamEvent) {
+        switch event.kind {
+        case .opened(let info):
+            let onPort = configuration.reassembly.serverPorts.contains(info.server.port)
+            let entry = DecodeEntry(
+                decoder: ConnectionDecoder(
+                    fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec),
+                info: info, keyLog: keyLog, keysMayArrive: configuration.keyLogMayGrow)
+            boxes[info.id] = DecodeBox(entry, serverPort: info.server.port)
+            out.ops.append(.stream(event))
+        case .data(let bytes):
+            guard let box = box(of: event.connection) else { return }
+            out.ops.append(.data(event.connection, event.direction, event.time, count: bytes.count))
+            out.connection = event.connection
+            box.entry.data(bytes, event, configuration: configuration, into: &out)
+            box.entry.account(event, configuration: configuration, totalHeld: &totalHeld, into: &out)
+        case .gap(let length, _):
+            out.ops.append(.stream(event))
+            guard let box = box(of: event.connection) else { return }
+            out.connection = event.connection
+            box.entry.gap(length, event, into: &out)
+            box.entry.account(event, configuration: configuration, totalHeld: &totalHeld, into: &out)
+        case .ended:
+            if let box = boxes.removeValue(forKey: event.connection) {
+                if cachedID == event.connection {
+                    cached = nil
+                    cachedID = ConnectionID(rawValue: 0)
+                }
+                totalHeld -= box.entry.held
+                out.connection = event.connection
+                box.entry.conclude(event, serverPort: box.serverPort, configuration: configuration, into: &out)
+            }
+            out.ops.append(.stream(event))
+        case .packet, .fin, .reset, .overlapConflict, .dataAfterFIN:
+            out.ops.append(.stream(event))
+        }
+    }
+
+    /// A newer key log: connections opened from now on use it, and open ones waiting for their secrets look again.
+    mutating func update(keyLog: KeyLog) {
+        self.keyLog = keyLog
+        for box in boxes.values {
+            box.entry.keyLog = keyLog
+            box.entry.tls?.update(keyLog: keyLog)
+        }
+    }
+}
