@@ -7,6 +7,7 @@ import AMQPScopeCapture
 @_exported import AMQPScopeReports
 @_exported import AMQPScopeTLS
 @_exported import AMQPScopeTimeline
+import Dispatch
 import Logging
 
 /// Reads saved captures through the pipeline: the embeddable entry point.
@@ -39,18 +40,36 @@ public enum Analysis {
         progress: ((_ bytesRead: Int, _ totalBytes: Int?) -> Void)? = nil,
         onRecord: ((ConnectionRecord) -> Void)? = nil
     ) -> CaptureResult {
-        var engine: Engine?
+        analyze(
+            paths, configuration: configuration, logger: logger, progress: progress, onRecord: onRecord,
+            batch: TimelineThread.batch)
+    }
+
+    /// `analyzeFiles`, handing the timeline thread (with `timelineThread`) `batch` operations at a time.
+    static func analyze(
+        _ paths: [String], configuration: EngineConfiguration, logger: Logger = Logger(label: "amqpscope"),
+        progress: ((_ bytesRead: Int, _ totalBytes: Int?) -> Void)? = nil,
+        onRecord: ((ConnectionRecord) -> Void)? = nil, batch: Int
+    ) -> CaptureResult {
+        var decoding: DecodingStage?
         var linkType: LinkType?
         // Streaming (onRecord): records leave as they end, in id order, so memory does not grow with the file.
-        // Otherwise they are all kept and returned.
-        var records: [ConnectionRecord] = []
-        var orderer = RecordOrderer()
-        func take(_ ended: [ConnectionRecord]) {
-            guard let onRecord else {
-                records.append(contentsOf: ended)
+        // Otherwise they are all kept and returned. The timeline stage and what it hands on run on the timeline
+        // thread when there is one.
+        let timeline = TimelineRunner(configuration: configuration, onRecord: onRecord)
+        let thread = configuration.timelineThread ? TimelineThread(timeline) : nil
+        var spare: [StageOp] = []
+        /// Hands the decoding stage's operations to the timeline stage: on its thread, in batches; or here, now.
+        func handOver(_ decoding: inout DecodingStage, force: Bool = false) {
+            guard let thread else {
+                decoding.apply(to: &timeline.stage)
+                timeline.takeEnded()
                 return
             }
-            for record in ended { orderer.add(record, emit: onRecord) }
+            guard force || decoding.pendingOps >= batch else { return }
+            decoding.takeOps(leaving: &spare)
+            thread.send(spare)
+            spare = thread.spare()
         }
         var parts: [CapturePart] = []
         var numbered = 0
@@ -78,7 +97,8 @@ public enum Analysis {
                 continue
             }
             linkType = source.linkType
-            if engine == nil { engine = Engine(linkType: source.linkType, configuration: configuration) }
+            var stage = decoding.take() ?? DecodingStage(linkType: source.linkType, configuration: configuration)
+            defer { decoding = stage }
             reading: while true {
                 do {
                     switch try source.next() {
@@ -87,8 +107,8 @@ public enum Analysis {
                         if part.firstTime == nil { part.firstTime = header.timestamp }
                         part.lastTime = header.timestamp
                         header.number += numbered
-                        engine!.process(header, source.packetBytes)
-                        if engine!.hasEnded { take(engine!.takeEnded()) }
+                        stage.process(header, source.packetBytes)
+                        handOver(&stage)
                         if let progress, header.number % 16_384 == 0, let read = source.bytesRead {
                             progress(read, source.fileSize)
                         }
@@ -105,18 +125,21 @@ public enum Analysis {
             }
             numbered += part.packets
         }
-        guard var engine else {
+        guard var decoding else {
+            thread?.close()
             // Nothing could be read at all.
             return CaptureResult(
                 path: paths.joined(separator: " + "), linkType: nil, counts: PacketCounts(), records: [],
                 error: parts.compactMap(\.error).first, unreadable: true, parts: parts.count > 1 ? parts : [])
         }
-        engine.finish()
-        take(engine.takeEnded())
-        if let onRecord { orderer.finish(emit: onRecord) }
-        records.sort { $0.info.id < $1.info.id }
+        decoding.finish()
+        handOver(&decoding, force: true)
+        // The timeline thread has applied everything once it is closed; the runner is this thread's again.
+        thread?.close()
+        timeline.finish()
         return CaptureResult(
-            path: paths.joined(separator: " + "), linkType: linkType, counts: engine.counts, records: records,
+            path: paths.joined(separator: " + "), linkType: linkType, counts: decoding.counts,
+            records: timeline.records.sorted { $0.info.id < $1.info.id },
             error: parts.compactMap(\.error).first, unreadable: false, parts: parts.count > 1 ? parts : [])
     }
 
@@ -172,5 +195,104 @@ public enum Analysis {
         return merged.sorted { a, b in
             (paths.firstIndex(of: a[0]) ?? 0) < (paths.firstIndex(of: b[0]) ?? 0)
         }
+    }
+}
+
+/// The timeline stage and where its records go: to `onRecord` in id order, or kept.
+final class TimelineRunner {
+    var stage: TimelineStage
+    let onRecord: ((ConnectionRecord) -> Void)?
+    var records: [ConnectionRecord] = []
+    var orderer = RecordOrderer()
+
+    init(configuration: EngineConfiguration, onRecord: ((ConnectionRecord) -> Void)?) {
+        stage = TimelineStage(configuration: configuration)
+        self.onRecord = onRecord
+    }
+
+    func apply(_ ops: inout [StageOp]) {
+        stage.apply(&ops)
+        takeEnded()
+    }
+
+    func takeEnded() {
+        guard stage.hasEnded else { return }
+        let ended = stage.takeEnded()
+        guard let onRecord else {
+            records.append(contentsOf: ended)
+            return
+        }
+        for record in ended { orderer.add(record, emit: onRecord) }
+    }
+
+    /// Everything was applied (the decoding stage's `finish` included).
+    func finish() {
+        stage.finish()
+        takeEnded()
+        if let onRecord { orderer.finish(emit: onRecord) }
+    }
+}
+
+/// Runs the timeline stage on a thread of its own, fed batches of the decoding stage's operations in order, so that
+/// one capture uses two cores: this thread reads, reassembles and decodes; that one builds the records and hands them
+/// on (`onRecord` is called there). At most `depth` batches wait, so memory stays flat.
+final class TimelineThread: @unchecked Sendable {
+    /// Operations per batch (by default).
+    static let batch = 2048
+    /// Batches handed over and not yet applied, at most.
+    static let depth = 4
+
+    private let runner: TimelineRunner
+    /// Guards `queue` and `spares` (a semaphore used as a lock).
+    private let lock = DispatchSemaphore(value: 1)
+    private var queue: [[StageOp]] = []
+    private var spares: [[StageOp]] = []
+    private let filled = DispatchSemaphore(value: 0)
+    private let room = DispatchSemaphore(value: depth)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ runner: TimelineRunner) {
+        self.runner = runner
+        // A serial queue of its own: its work item gets a thread even when every thread of the global pool is busy.
+        DispatchQueue(label: "amqpscope.timeline").async { self.run() }
+    }
+
+    private func run() {
+        while true {
+            filled.wait()
+            lock.wait()
+            let next = queue.isEmpty ? nil : queue.removeFirst()
+            lock.signal()
+            // Woken with nothing queued: closed.
+            guard var batch = next else { break }
+            runner.apply(&batch)
+            lock.wait()
+            spares.append(batch)
+            lock.signal()
+            room.signal()
+        }
+        done.signal()
+    }
+
+    /// Hands over a batch (waits while `depth` batches wait).
+    func send(_ ops: [StageOp]) {
+        room.wait()
+        lock.wait()
+        queue.append(ops)
+        lock.signal()
+        filled.signal()
+    }
+
+    /// An emptied batch to fill next (its capacity kept), or a new one.
+    func spare() -> [StageOp] {
+        lock.wait()
+        defer { lock.signal() }
+        return spares.popLast() ?? []
+    }
+
+    /// No more batches: returns once every batch handed over was applied.
+    func close() {
+        filled.signal()
+        done.wait()
     }
 }

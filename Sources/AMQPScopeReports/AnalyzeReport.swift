@@ -90,7 +90,8 @@ public enum AnalyzeReport {
         return (stories, join?.summary(within: result.span))
     }
 
-    static func render(_ results: [CaptureResult], format: AnalyzeWriter.Kind, options: ReportOptions) -> String {
+    package static func render(_ results: [CaptureResult], format: AnalyzeWriter.Kind, options: ReportOptions) -> String
+    {
         var out = ""
         var writer = AnalyzeWriter(format: format, options: options) { out += String(decoding: $0, as: UTF8.self) }
         for (index, r) in results.enumerated() {

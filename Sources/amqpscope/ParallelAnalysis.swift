@@ -85,6 +85,9 @@ enum ParallelAnalysis {
                 _ = fwrite(bytes.baseAddress, 1, bytes.count, handle)
             }
             fragment.begin(capture: files[index].joined(separator: " + "))
+            // The files already share the cores: each is read on one thread.
+            var configuration = configuration
+            configuration.timelineThread = false
             let result = Analysis.analyzeFiles(
                 files[index], configuration: configuration, logger: Logger(label: "amqpscope"),
                 onRecord: { fragment.connection($0, capture: index) })

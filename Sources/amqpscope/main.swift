@@ -70,6 +70,10 @@ struct PipelineOptions: ParsableArguments {
     @Flag(help: .hidden)
     var byteAtATime = false
 
+    /// Reads, decodes and builds the timeline on one thread (a check that the second thread never changes the answer).
+    @Flag(help: .hidden)
+    var singleThread = false
+
     @Option(
         name: .customLong("keylog"),
         help: "Decrypt TLS with this NSS key log (SSLKEYLOGFILE); read only when given, never echoed.")
@@ -98,6 +102,7 @@ struct PipelineOptions: ParsableArguments {
         configuration.codec.keepBodies = showBodies
         configuration.recordFrames = recordFrames
         configuration.byteAtATime = byteAtATime
+        configuration.timelineThread = !singleThread
         // Property values are shown only with frames or bodies; otherwise they are checked, not built.
         configuration.codec.decodeProperties = recordFrames || showBodies
         return configuration
