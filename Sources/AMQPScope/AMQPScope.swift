@@ -58,7 +58,7 @@ public enum Analysis {
         // thread when there is one.
         let timeline = TimelineRunner(configuration: configuration, onRecord: onRecord)
         let thread = configuration.timelineThread ? TimelineThread(timeline) : nil
-        var spare: [StageOp] = []
+        var spare = OpBuffer()
         /// Hands the decoding stage's operations to the timeline stage: on its thread, in batches; or here, now.
         func handOver(_ decoding: inout DecodingStage, force: Bool = false) {
             guard let thread else {
@@ -210,8 +210,8 @@ final class TimelineRunner {
         self.onRecord = onRecord
     }
 
-    func apply(_ ops: inout [StageOp]) {
-        stage.apply(&ops)
+    func apply(_ ops: OpBuffer) {
+        stage.apply(ops)
         takeEnded()
     }
 
@@ -245,8 +245,8 @@ final class TimelineThread: @unchecked Sendable {
     private let runner: TimelineRunner
     /// Guards `queue` and `spares` (a semaphore used as a lock).
     private let lock = DispatchSemaphore(value: 1)
-    private var queue: [[StageOp]] = []
-    private var spares: [[StageOp]] = []
+    private var queue: [OpBuffer] = []
+    private var spares: [OpBuffer] = []
     private let filled = DispatchSemaphore(value: 0)
     private let room = DispatchSemaphore(value: depth)
     private let done = DispatchSemaphore(value: 0)
@@ -264,8 +264,8 @@ final class TimelineThread: @unchecked Sendable {
             let next = queue.isEmpty ? nil : queue.removeFirst()
             lock.signal()
             // Woken with nothing queued: closed.
-            guard var batch = next else { break }
-            runner.apply(&batch)
+            guard let batch = next else { break }
+            runner.apply(batch)
             lock.wait()
             spares.append(batch)
             lock.signal()
@@ -275,7 +275,7 @@ final class TimelineThread: @unchecked Sendable {
     }
 
     /// Hands over a batch (waits while `depth` batches wait).
-    func send(_ ops: [StageOp]) {
+    func send(_ ops: OpBuffer) {
         room.wait()
         lock.wait()
         queue.append(ops)
@@ -284,10 +284,10 @@ final class TimelineThread: @unchecked Sendable {
     }
 
     /// An emptied batch to fill next (its capacity kept), or a new one.
-    func spare() -> [StageOp] {
+    func spare() -> OpBuffer {
         lock.wait()
         defer { lock.signal() }
-        return spares.popLast() ?? []
+        return spares.popLast() ?? OpBuffer(capacity: TimelineThread.batch)
     }
 
     /// No more batches: returns once every batch handed over was applied.

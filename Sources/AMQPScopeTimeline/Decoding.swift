@@ -25,9 +25,50 @@ package enum StageOp {
     case absorb(ConnectionSummary)
 }
 
+/// Operations in the order they were found. Each is moved out once as it is applied: an array would copy each one
+/// out (retaining what it holds) and destroy it again when emptied. Handed whole from one thread to another, and
+/// used by one at a time.
+package final class OpBuffer: @unchecked Sendable {
+    private var base: UnsafeMutablePointer<StageOp>
+    private var capacity: Int
+    /// Operations waiting.
+    package private(set) var count = 0
+
+    package init(capacity: Int = 256) {
+        self.capacity = max(capacity, 1)
+        base = .allocate(capacity: self.capacity)
+    }
+
+    deinit {
+        base.deinitialize(count: count)
+        base.deallocate()
+    }
+
+    package var isEmpty: Bool { count == 0 }
+
+    func append(_ op: consuming StageOp) {
+        if count == capacity {
+            let grown = UnsafeMutablePointer<StageOp>.allocate(capacity: capacity * 2)
+            grown.moveInitialize(from: base, count: count)
+            base.deallocate()
+            base = grown
+            capacity *= 2
+        }
+        (base + count).initialize(to: op)
+        count += 1
+    }
+
+    /// Hands each operation to `body`, in order, and leaves the buffer empty (its capacity kept).
+    func drain(_ body: (consuming StageOp) -> Void) {
+        let n = count
+        count = 0
+        for i in 0..<n { body((base + i).move()) }
+    }
+}
+
 /// Records the decoders' events as operations for the timeline stage.
 struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
-    var ops: [StageOp] = []
+    var ops = OpBuffer()
     /// The connection whose decoders are running.
     var connection = ConnectionID(rawValue: 0)
 

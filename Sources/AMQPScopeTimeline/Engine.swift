@@ -56,6 +56,24 @@ struct EngineState {
     struct Entry {
         var builder: RecordBuilder
 
+        /// A codec event; returns the connection's handshake when this event completed it (for pairing the legs of a
+        /// proxied connection).
+        mutating func consume(_ event: CodecEvent) -> (Int, Timestamp)? {
+            builder.consume(event)
+            return builder.takeFreshHandshake()
+        }
+
+        mutating func consume(_ event: AMQP10Event) -> (Int, Timestamp)? {
+            builder.consume(event)
+            return builder.takeFreshHandshake()
+        }
+
+        /// The decoders' conclusions as the connection ends.
+        mutating func conclude(tls: TLSSummary?, verdict: Verdict) {
+            builder.record.tls = tls
+            builder.record.verdict = verdict
+        }
+
         /// A reassembly event other than data, for the builder.
         mutating func handle(_ event: StreamEvent) {
             switch event.kind {
@@ -143,7 +161,7 @@ struct EngineState {
         // The entry is changed in place through its box: nothing is copied per event, and the box is looked up once.
         guard let box = entries[s] else { return }
         box.entry.handle(event)
-        changed(box, event.connection)
+        if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
     }
 
     /// The open connection's box, if it is open.
@@ -152,48 +170,35 @@ struct EngineState {
         return entries[s]
     }
 
-    /// After a builder changed: a handshake just seen is indexed, for pairing the legs of a proxied connection, and
-    /// new timeline entries go to the live queue.
-    mutating func changed(_ box: EntryBox, _ id: ConnectionID) {
-        if let (key, opened) = box.entry.builder.takeFreshHandshake() {
-            openByHandshake[key, default: [:]][id] = opened
-        }
-        if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
-    }
-
     /// Applies what the decoding stage found, in order, and empties `ops` (keeping its capacity).
-    mutating func apply(_ ops: inout [StageOp]) {
-        for i in ops.indices { apply(ops[i]) }
-        ops.removeAll(keepingCapacity: true)
+    mutating func apply(_ ops: OpBuffer) {
+        ops.drain { apply($0) }
     }
 
-    mutating func apply(_ op: StageOp) {
+    mutating func apply(_ op: consuming StageOp) {
+        // One access to the entry per operation: each access to a boxed entry is checked for exclusivity.
         switch op {
         case .stream(let event):
             consume(event)
         case .data(let id, let direction, let time, let count):
             if !refusals.isEmpty { releaseRefusals(now: time) }
-            guard let box = box(of: id) else { return }
-            box.entry.builder.record.counters[direction].streamBytes += UInt64(count)
-            changed(box, id)
+            box(of: id)?.entry.builder.record.counters[direction].streamBytes += UInt64(count)
         case .codec(let id, let event):
             guard let box = box(of: id) else { return }
-            box.entry.builder.consume(event)
-            changed(box, id)
+            if let (key, opened) = box.entry.consume(event) { openByHandshake[key, default: [:]][id] = opened }
+            if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
         case .amqp10(let id, let event):
             guard let box = box(of: id) else { return }
-            box.entry.builder.consume(event)
-            changed(box, id)
+            if let (key, opened) = box.entry.consume(event) { openByHandshake[key, default: [:]][id] = opened }
+            if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
         case .tls(let id, let event):
             guard let box = box(of: id) else { return }
             box.entry.builder.consume(event)
-            changed(box, id)
+            if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
         case .tlsSummary(let id, let summary):
             box(of: id)?.entry.builder.record.tls = summary
         case .concluded(let id, let tls, let verdict):
-            guard let box = box(of: id) else { return }
-            box.entry.builder.record.tls = tls
-            box.entry.builder.record.verdict = verdict
+            box(of: id)?.entry.conclude(tls: tls, verdict: verdict)
         case .absorb(let summary):
             box(of: summary.info.id)?.entry.builder.absorb(summary)
         }
@@ -467,12 +472,12 @@ package struct DecodingStage {
 
     /// Applies the operations waiting to a timeline stage on this thread.
     package mutating func apply(to timeline: inout TimelineStage) {
-        if !state.out.ops.isEmpty { timeline.apply(&state.out.ops) }
+        if !state.out.ops.isEmpty { timeline.apply(state.out.ops) }
     }
 
     /// Takes the operations found so far, leaving `spare` (emptied, its capacity kept) to collect the next ones.
-    package mutating func takeOps(leaving spare: inout [StageOp]) {
-        spare.removeAll(keepingCapacity: true)
+    package mutating func takeOps(leaving spare: inout OpBuffer) {
+        precondition(spare.isEmpty, "a spare batch must be empty")
         swap(&spare, &state.out.ops)
     }
 }
@@ -487,7 +492,7 @@ package struct TimelineStage {
     }
 
     /// Applies a batch of operations and empties it.
-    package mutating func apply(_ ops: inout [StageOp]) { state.apply(&ops) }
+    package mutating func apply(_ ops: OpBuffer) { state.apply(ops) }
 
     /// After the decoding stage's `finish` was applied: hands on the refusals still held.
     package mutating func finish() { state.releaseRefusals(now: nil) }
@@ -525,7 +530,7 @@ public struct Engine {
     /// Feeds one captured packet.
     public mutating func process(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) {
         decoding.process(header, bytes)
-        if !decoding.state.out.ops.isEmpty { state.apply(&decoding.state.out.ops) }
+        if !decoding.state.out.ops.isEmpty { state.apply(decoding.state.out.ops) }
     }
 
     /// A newer key log (a live capture re-reads the file as clients append their secrets): connections opened from
@@ -537,14 +542,14 @@ public struct Engine {
     /// Ends idle connections as of `now` (live capture calls this on a timer).
     public mutating func tick(now: Timestamp) {
         decoding.evictIdle(now: now)
-        state.apply(&decoding.state.out.ops)
+        state.apply(decoding.state.out.ops)
         if !state.refusals.isEmpty { state.releaseRefusals(now: now) }
     }
 
     /// Ends every connection still open (the capture is over).
     public mutating func finish() {
         decoding.finish()
-        state.apply(&decoding.state.out.ops)
+        state.apply(decoding.state.out.ops)
         state.releaseRefusals(now: nil)
     }
 

@@ -339,15 +339,25 @@ package struct LatencyHistogram {
 
     /// HdrHistogram's valueAtPercentile: the highest value equivalent to the one at the nearest rank, at most the
     /// largest recorded.
-    package func value(atPercentile percentile: Double) -> UInt64 {
-        guard total > 0 else { return 0 }
-        let wanted = max(1, UInt64((min(max(percentile.nextDown, 0), 100) * Double(total) / 100).rounded(.up)))
+    package func value(atPercentile percentile: Double) -> UInt64 { values(atPercentiles: [percentile])[0] }
+
+    /// `value(atPercentile:)` of each percentile (given in ascending order), in one pass over the counts.
+    package func values(atPercentiles percentiles: [Double]) -> [UInt64] {
+        guard total > 0 else { return percentiles.map { _ in 0 } }
+        var out: [UInt64] = []
+        out.reserveCapacity(percentiles.count)
         var seen: UInt64 = 0
-        for i in counts.indices {
-            seen += UInt64(counts[i])
-            if seen >= wanted { return min(Self.highest(i), maxRecorded) }
+        var i = 0
+        for percentile in percentiles {
+            let wanted = max(1, UInt64((min(max(percentile.nextDown, 0), 100) * Double(total) / 100).rounded(.up)))
+            while seen < wanted && i < counts.count {
+                seen += UInt64(counts[i])
+                i += 1
+            }
+            // The index that reached `wanted` is the one before `i`.
+            out.append(seen >= wanted && i > 0 ? min(Self.highest(i - 1), maxRecorded) : maxRecorded)
         }
-        return maxRecorded
+        return out
     }
 
     /// Counts in buckets doubling from 0.1 ms, up to the largest recorded.
@@ -372,9 +382,8 @@ package struct LatencyHistogram {
     var summary: LatencySummary? {
         guard total > 0 else { return nil }
         func ms(_ micros: UInt64) -> Double { Double(micros) / 1000 }
-        return LatencySummary(
-            count: Int(total), p50: ms(value(atPercentile: 50)), p90: ms(value(atPercentile: 90)),
-            p99: ms(value(atPercentile: 99)), max: ms(maxRecorded))
+        let p = values(atPercentiles: [50, 90, 99])
+        return LatencySummary(count: Int(total), p50: ms(p[0]), p90: ms(p[1]), p99: ms(p[2]), max: ms(maxRecorded))
     }
 }
 
