@@ -165,6 +165,23 @@ struct FlowKey: Hashable {
             b = x
         }
     }
+
+    /// Looked up once per packet. Two IPv4 endpoints fit whole in two words, which the hasher takes at once rather
+    /// than field by field; the words say everything the fields do, so hostile addresses collide no more than before.
+    func hash(into hasher: inout Hasher) {
+        if !a.address.isIPv6 && !b.address.isIPv6 {
+            hasher.combine(a.address.low | b.address.low << 32)
+            hasher.combine(UInt64(a.port) | UInt64(b.port) << 16)
+        } else {
+            hasher.combine(a.address.high)
+            hasher.combine(a.address.low)
+            hasher.combine(b.address.high)
+            hasher.combine(b.address.low)
+            hasher.combine(
+                UInt64(a.port) | UInt64(b.port) << 16 | (a.address.isIPv6 ? 1 << 32 : 0)
+                    | (b.address.isIPv6 ? 1 << 33 : 0))
+        }
+    }
 }
 
 /// A connection's summary, for reports.

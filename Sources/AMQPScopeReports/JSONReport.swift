@@ -458,17 +458,19 @@ extension AnalyzeReport {
 
     /// One timeline entry as a JSON object: shared by reports and live capture.
     package static func entryJSON(_ entry: TimelineEntry) -> JSON {
-        var members: [(String, JSON)] = []
+        // Built in order into one array: the time first, then what the entry is.
+        var members: [(String, JSON)] = [("time", .string(Format.rfc3339(entry.time)))]
+        members.reserveCapacity(10)
         switch entry {
         case .frame(let f):
-            members = [
-                ("kind", .string("frame")), ("direction", .string(directionName(f.direction))),
-                ("packet", .int(f.packetNumber)),
+            members.append(("kind", .string("frame")))
+            if case .method(let m) = f.frame.content { members.append(("method", .string(m.name))) }
+            members += [
+                ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
                 ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.frame(f.frame))),
             ]
-            if case .method(let m) = f.frame.content { members.insert(("method", .string(m.name)), at: 1) }
         case .moment(let m):
-            members = [
+            members += [
                 ("kind", .string(momentKind(m.kind))), ("direction", .string(directionName(m.direction))),
                 ("packet", .int(m.packetNumber)), ("description", .string(momentText(m))),
             ]
@@ -477,36 +479,36 @@ extension AnalyzeReport {
                 members.append(("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno })))
             }
         case .run(let run):
-            members = [
+            members += [
                 ("kind", .string("run")), ("direction", .string(directionName(run.direction))),
                 ("packet", .int(run.firstPacket)),
                 ("last_packet", .int(run.lastPacket)), ("what", .string(run.kind)), ("count", .int(run.count)),
                 ("until", .string(Format.rfc3339(run.last))), ("description", .string(runText(run))),
             ]
         case .problem(let p):
-            members = [
+            members += [
                 ("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
                 ("packet", .int(p.packetNumber)), ("description", .string(p.reason)),
             ]
         case .tls(let t):
-            members = [
+            members += [
                 ("kind", .string("tls")), ("direction", .string(directionName(t.direction))),
                 ("packet", .int(t.packetNumber)), ("description", .string(tlsText(t))),
             ]
         case .log(let l):
-            members = [
+            members += [
                 ("kind", .string("log")), ("source", .string("broker")), ("direction", .null), ("packet", .null),
                 ("level", .string(l.line.level)), ("line", .string(l.line.text)),
                 ("line_number", .int(l.line.number)), ("logged_time", .string(Format.rfc3339(l.line.time))),
             ]
         case .performative(let f):
-            members = [
+            members += [
                 ("kind", .string("frame")), ("performative", .string(f.frame.name)),
                 ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
                 ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.performative(f.frame))),
             ]
         }
-        return .object([("time", .string(Format.rfc3339(entry.time)))] + members)
+        return .object(members)
     }
 
     static func momentKind(_ kind: TCPMoment.Kind) -> String {
