@@ -8,7 +8,7 @@ public struct Frame: Hashable, Sendable {
     /// What a frame carried.
     public enum Content: Hashable, Sendable {
         case method(Method)
-        indirect case header(ContentHeader)
+        case header(ContentHeader)
         case body(length: Int)
         case heartbeat
     }
@@ -82,7 +82,7 @@ public enum Verdict: Hashable, Sendable {
 package enum CodecEventKind {
     case protocolHeader(ProtocolHeader)
     case frame(Frame)
-    indirect case message(Message)
+    case message(Message)
     /// Bytes that broke a rule; `skipped` bytes were passed over (the parser resynchronises after them).
     case malformed(reason: String, skipped: UInt64)
     /// A rule broken by a frame that was still decoded (frame_max exceeded, heartbeat on a channel, ...).

@@ -250,7 +250,11 @@ package enum FuzzEntry {
         configuration.reassembly.maximumConnections = 64
         let result = Analysis.analyzeFile(path, configuration: configuration)
         _ = AnalyzeReport.text([result])
-        _ = AnalyzeReport.json([result])
+        let json = AnalyzeReport.json([result])
+        // The timeline stage on its own thread tells the same story.
+        configuration.timelineThread = true
+        let threaded = Analysis.analyzeFile(path, configuration: configuration)
+        precondition(AnalyzeReport.json([threaded]) == json, "the timeline thread changed the answer")
         _ = HTMLReport.render([result], version: "fuzz")
         _ = MarkdownReport.render([result], version: "fuzz")
         unlink(path)

@@ -14,55 +14,108 @@ package enum StageOp {
     case stream(StreamEvent)
     /// In-order bytes of one direction reached the decoders: how many (the bytes themselves stay in this stage).
     case data(ConnectionID, Direction, Timestamp, count: Int)
-    case codec(ConnectionID, CodecEvent)
-    case amqp10(ConnectionID, AMQP10Event)
+    /// A codec event (waiting in the batch's queue of them: `OpBuffer.takeCodecEvent`).
+    case codec(ConnectionID)
+    /// A 1.0 codec event (`OpBuffer.takeAMQP10Event`).
+    case amqp10(ConnectionID)
     case tls(ConnectionID, TLSEvent)
-    /// The TLS layer's summary after it read bytes (boxed, as it is large: every operation is as large as the largest).
-    indirect case tlsSummary(ConnectionID, TLSSummary?)
-    /// What the decoders concluded as the connection ends: its TLS summary and its verdict.
+    /// What the decoders concluded as the connection ends: its TLS summary and its verdict (boxed, as it is large and
+    /// rare: every operation is as large as the largest kind).
     indirect case concluded(ConnectionID, tls: TLSSummary?, verdict: Verdict)
     /// Reassembly's final word on the TCP states of a connection still open when the capture ends.
     case absorb(ConnectionSummary)
 }
 
-/// Operations in the order they were found. Each is moved out once as it is applied: an array would copy each one
-/// out (retaining what it holds) and destroy it again when emptied. Handed whole from one thread to another, and
-/// used by one at a time.
-package final class OpBuffer: @unchecked Sendable {
-    private var base: UnsafeMutablePointer<StageOp>
+/// Values in the order they were added, each moved out once as it is taken: an array would copy each one out
+/// (retaining what it holds) and destroy it again when emptied.
+struct MoveQueue<Element> {
+    private var base: UnsafeMutablePointer<Element>
     private var capacity: Int
-    /// Operations waiting.
-    package private(set) var count = 0
+    private(set) var count = 0
+    private var head = 0
 
-    package init(capacity: Int = 256) {
+    init(capacity: Int) {
         self.capacity = max(capacity, 1)
         base = .allocate(capacity: self.capacity)
     }
 
-    deinit {
-        base.deinitialize(count: count)
+    /// Destroys what is left and frees the storage (the owner's deinit calls it).
+    func release() {
+        (base + head).deinitialize(count: count - head)
         base.deallocate()
     }
 
-    package var isEmpty: Bool { count == 0 }
-
-    func append(_ op: consuming StageOp) {
+    mutating func append(_ element: consuming Element) {
         if count == capacity {
-            let grown = UnsafeMutablePointer<StageOp>.allocate(capacity: capacity * 2)
-            grown.moveInitialize(from: base, count: count)
+            let grown = UnsafeMutablePointer<Element>.allocate(capacity: capacity * 2)
+            grown.moveInitialize(from: base + head, count: count - head)
             base.deallocate()
             base = grown
             capacity *= 2
+            count -= head
+            head = 0
         }
-        (base + count).initialize(to: op)
+        (base + count).initialize(to: element)
         count += 1
     }
 
-    /// Hands each operation to `body`, in order, and leaves the buffer empty (its capacity kept).
+    /// The oldest value not yet taken, moved out.
+    mutating func take() -> Element {
+        precondition(head < count, "taken more than was added")
+        defer {
+            head += 1
+            if head == count {
+                head = 0
+                count = 0
+            }
+        }
+        return (base + head).move()
+    }
+}
+
+/// Operations in the order they were found. The codecs' events, which are large, wait in queues of their own, so
+/// that the other operations stay small. Handed whole from one thread to another, and used by one at a time.
+package final class OpBuffer: @unchecked Sendable {
+    private var ops: MoveQueue<StageOp>
+    private var codec: MoveQueue<CodecEvent>
+    private var amqp10: MoveQueue<AMQP10Event>
+
+    package init(capacity: Int = 256) {
+        ops = MoveQueue(capacity: capacity)
+        codec = MoveQueue(capacity: capacity / 2)
+        amqp10 = MoveQueue(capacity: 16)
+    }
+
+    deinit {
+        ops.release()
+        codec.release()
+        amqp10.release()
+    }
+
+    /// Operations waiting.
+    package var count: Int { ops.count }
+    package var isEmpty: Bool { ops.count == 0 }
+
+    func append(_ op: consuming StageOp) { ops.append(op) }
+    func append(_ id: ConnectionID, _ event: consuming CodecEvent) {
+        codec.append(event)
+        ops.append(.codec(id))
+    }
+    func append(_ id: ConnectionID, _ event: consuming AMQP10Event) {
+        amqp10.append(event)
+        ops.append(.amqp10(id))
+    }
+
+    /// The codec event of a `.codec` operation just taken.
+    func takeCodecEvent() -> CodecEvent { codec.take() }
+    /// The 1.0 codec event of an `.amqp10` operation just taken.
+    func takeAMQP10Event() -> AMQP10Event { amqp10.take() }
+
+    /// Hands each operation to `body`, in order, and leaves the buffer empty (its capacity kept). `body` takes the
+    /// event of each `.codec` and `.amqp10` operation from the buffer.
     func drain(_ body: (consuming StageOp) -> Void) {
-        let n = count
-        count = 0
-        for i in 0..<n { body((base + i).move()) }
+        while ops.count > 0 { body(ops.take()) }
+        precondition(codec.count == 0 && amqp10.count == 0, "an event was not taken with its operation")
     }
 }
 
@@ -72,8 +125,8 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
     /// The connection whose decoders are running.
     var connection = ConnectionID(rawValue: 0)
 
-    mutating func consume(_ event: CodecEvent) { ops.append(.codec(connection, event)) }
-    mutating func consume(_ event: AMQP10Event) { ops.append(.amqp10(connection, event)) }
+    mutating func consume(_ event: CodecEvent) { ops.append(connection, event) }
+    mutating func consume(_ event: AMQP10Event) { ops.append(connection, event) }
     mutating func consume(_ event: TLSEvent) { ops.append(.tls(connection, event)) }
 }
 
@@ -90,6 +143,8 @@ struct DecodeEntry {
     var tls: TLSSession?
     /// Whether the first client bytes have been looked at for TLS.
     var layerDecided: Bool
+    /// The TLS layer has read bytes (or a gap): from then on an open connection's record shows its summary.
+    var tlsRead = false
     /// What the decoder (and the TLS layer) held after the last call into them.
     var held = 0
     /// The buffers decrypted application data is swapped into for the codec (kept, so they are not reallocated).
@@ -176,7 +231,7 @@ struct DecodeEntry {
                     UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + step, bytes.count)]),
                     direction: event.direction, time: event.time, packetNumber: event.packetNumber, into: &out)
             }
-            out.ops.append(.tlsSummary(event.connection, tls?.summary))
+            tlsRead = true
             feedPlaintext(byteAtATime: configuration.byteAtATime, into: &out)
         } else if configuration.byteAtATime {
             for i in 0..<bytes.count {
@@ -194,7 +249,7 @@ struct DecodeEntry {
         if tls != nil {
             tls?.gap(
                 length, direction: event.direction, time: event.time, packetNumber: event.packetNumber, into: &out)
-            out.ops.append(.tlsSummary(event.connection, tls?.summary))
+            tlsRead = true
         } else {
             codecGap(length, event.direction, event.time, event.packetNumber, into: &out)
         }

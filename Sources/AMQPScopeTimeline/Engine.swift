@@ -172,10 +172,10 @@ struct EngineState {
 
     /// Applies what the decoding stage found, in order, and empties `ops` (keeping its capacity).
     mutating func apply(_ ops: OpBuffer) {
-        ops.drain { apply($0) }
+        ops.drain { apply($0, ops) }
     }
 
-    mutating func apply(_ op: consuming StageOp) {
+    mutating func apply(_ op: consuming StageOp, _ ops: OpBuffer) {
         // One access to the entry per operation: each access to a boxed entry is checked for exclusivity.
         switch op {
         case .stream(let event):
@@ -183,11 +183,13 @@ struct EngineState {
         case .data(let id, let direction, let time, let count):
             if !refusals.isEmpty { releaseRefusals(now: time) }
             box(of: id)?.entry.builder.record.counters[direction].streamBytes += UInt64(count)
-        case .codec(let id, let event):
+        case .codec(let id):
+            let event = ops.takeCodecEvent()
             guard let box = box(of: id) else { return }
             if let (key, opened) = box.entry.consume(event) { openByHandshake[key, default: [:]][id] = opened }
             if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
-        case .amqp10(let id, let event):
+        case .amqp10(let id):
+            let event = ops.takeAMQP10Event()
             guard let box = box(of: id) else { return }
             if let (key, opened) = box.entry.consume(event) { openByHandshake[key, default: [:]][id] = opened }
             if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
@@ -195,8 +197,6 @@ struct EngineState {
             guard let box = box(of: id) else { return }
             box.entry.builder.consume(event)
             if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
-        case .tlsSummary(let id, let summary):
-            box(of: id)?.entry.builder.record.tls = summary
         case .concluded(let id, let tls, let verdict):
             box(of: id)?.entry.conclude(tls: tls, verdict: verdict)
         case .absorb(let summary):
@@ -573,20 +573,25 @@ public struct Engine {
 
     /// The records of connections still open, as they stand now (routine runs so far included).
     public func openRecords() -> [ConnectionRecord] {
-        state.openBuilders.map { builder in
-            var copy = builder
-            copy.summarizeFlow(ended: false)
-            copy.closeRuns()
-            return copy.record
-        }
+        state.openBuilders.map(snapshot)
     }
 
     /// The record of one open connection as it stands now.
     public func openRecord(_ id: ConnectionID) -> ConnectionRecord? {
-        guard let slot = state.slots[id], var builder = state.entries[slot]?.entry.builder else { return nil }
-        builder.summarizeFlow(ended: false)
-        builder.closeRuns()
-        return builder.record
+        guard let slot = state.slots[id], let builder = state.entries[slot]?.entry.builder else { return nil }
+        return snapshot(builder)
+    }
+
+    /// An open connection's record as it stands, with what its TLS layer knows so far (the decoding stage hands the
+    /// timeline stage its TLS summary only when the connection ends).
+    func snapshot(_ builder: RecordBuilder) -> ConnectionRecord {
+        var copy = builder
+        copy.summarizeFlow(ended: false)
+        copy.closeRuns()
+        if let entry = decoding.state.boxes[builder.record.info.id]?.entry, entry.tlsRead {
+            copy.record.tls = entry.tls?.summary
+        }
+        return copy.record
     }
 
     /// Live connections being tracked.
