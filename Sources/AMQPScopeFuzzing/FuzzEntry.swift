@@ -241,8 +241,17 @@ package enum FuzzEntry {
 
     /// A whole pcap file through the analysis in process: capture, layers, reassembly, codec, stories and reports.
     package static func pcapFile(_ input: UnsafeRawBufferPointer) {
-        let path = "/dev/shm/amqpscope-fuzz-\(getpid()).pcap"
-        guard let file = fopen(path, "w") else { return }
+        // A file of its own (mkstemp): the test suite replays inputs in parallel, in one process, and each input is
+        // read twice below.
+        var template = Array("/dev/shm/amqpscope-fuzz-XXXXXX".utf8CString)
+        let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard descriptor >= 0 else { return }
+        let path = String(cString: template)
+        guard let file = fdopen(descriptor, "w") else {
+            close(descriptor)
+            unlink(path)
+            return
+        }
         if let base = input.baseAddress { fwrite(base, 1, input.count, file) }
         fclose(file)
         var configuration = EngineConfiguration()

@@ -107,35 +107,43 @@ package struct AnalyzeWriter {
     /// One connection, as it ends: its story if the filters keep it, and its row in the table.
     package mutating func connection(_ record: ConnectionRecord, capture: Int) {
         let events = brokerLog?.events(for: record) ?? []
-        append(Self.render(record, capture: capture, format: format, options: options, brokerLog: events))
+        append(
+            Self.render(
+                record, capture: capture, row: connections < Self.tableRowsKept, format: format, options: options,
+                brokerLog: events))
     }
 
     /// A connection worked out for the writer: its table row, and its story and its text unless the filters drop
     /// it. Working it out is pure, so connections can be rendered on other threads and appended in order.
     package struct Rendered: Sendable {
         var isAMQP: Bool
-        var row: [String]
+        /// Its row in the connection table, for the first `tableRowsKept` connections of a capture.
+        var row: [String]?
         var story: Story?
         /// The UTF-8 text to write (JSON: the connection's object after a comma, which the first connection leaves
         /// out); nil when the connection is listed in the table only.
         var text: [UInt8]?
     }
 
-    /// What `render` needs, apart from the writer's running state; nil when a broker log is joined, because that
-    /// join takes each log line once, in connection order.
-    package var renderer: (@Sendable (ConnectionRecord, Int) -> Rendered)? {
+    /// `render` with what it needs apart from the writer's running state, for the `index`-th connection (from 0) of
+    /// capture `capture`; nil when a broker log is joined, because that join takes each log line once, in
+    /// connection order.
+    package var renderer: (@Sendable (_ record: ConnectionRecord, _ capture: Int, _ index: Int) -> Rendered)? {
         guard brokerLog == nil else { return nil }
         let format = format
         let options = options
-        return { record, capture in
-            Self.render(record, capture: capture, format: format, options: options, brokerLog: [])
+        return { record, capture, index in
+            Self.render(
+                record, capture: capture, row: index < Self.tableRowsKept, format: format, options: options,
+                brokerLog: [])
         }
     }
 
     static func render(
-        _ record: ConnectionRecord, capture: Int, format: Kind, options: ReportOptions, brokerLog: [BrokerLogEvent]
+        _ record: ConnectionRecord, capture: Int, row: Bool, format: Kind, options: ReportOptions,
+        brokerLog: [BrokerLogEvent]
     ) -> Rendered {
-        var rendered = Rendered(isAMQP: record.isAMQP, row: AnalyzeReport.tableRow(record))
+        var rendered = Rendered(isAMQP: record.isAMQP, row: row ? AnalyzeReport.tableRow(record) : nil)
         guard AnalyzeReport.passes(record, options) else { return rendered }
         let story = Story(record, options: options.story, brokerLog: brokerLog)
         rendered.story = story
@@ -156,7 +164,7 @@ package struct AnalyzeWriter {
     package mutating func append(_ rendered: Rendered) {
         connections += 1
         if rendered.isAMQP { amqp += 1 }
-        if rows.count < Self.tableRowsKept { rows.append(rendered.row) }
+        if let row = rendered.row, rows.count < Self.tableRowsKept { rows.append(row) }
         guard let story = rendered.story else { return }
         finder.add(story)
         for d in story.diagnoses { tally[d.severity, default: 0] += 1 }

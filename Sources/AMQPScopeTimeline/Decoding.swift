@@ -130,6 +130,12 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
     mutating func consume(_ event: TLSEvent) { ops.append(.tls(connection, event)) }
 }
 
+/// A connection's TLS layer, held by reference: it is large, and most connections are not TLS.
+final class TLSBox {
+    var session: TLSSession
+    init(_ session: TLSSession) { self.session = session }
+}
+
 /// The decoding half of one open connection: its TLS layer and codecs, and what they hold.
 struct DecodeEntry {
     var decoder: ConnectionDecoder
@@ -140,7 +146,7 @@ struct DecodeEntry {
     var amqp10Candidate = false
     /// The TLS layer, when the connection is TLS: on 5671 always, elsewhere when the client's first bytes are
     /// a TLS record header. Without keys it tells the story of the records; the codec then sees nothing.
-    var tls: TLSSession?
+    var tls: TLSBox?
     /// Whether the first client bytes have been looked at for TLS.
     var layerDecided: Bool
     /// The TLS layer has read bytes (or a gap): from then on an open connection's record shows its summary.
@@ -169,7 +175,8 @@ struct DecodeEntry {
         self.keyLog = keyLog
         self.keysMayArrive = keysMayArrive
         if info.server.port == Self.tlsPort {
-            tls = TLSSession(fromStart: info.opening == .handshake, keyLog: keyLog, keysMayArrive: keysMayArrive)
+            tls = TLSBox(
+                TLSSession(fromStart: info.opening == .handshake, keyLog: keyLog, keysMayArrive: keysMayArrive))
             layerDecided = true
         } else {
             layerDecided = info.opening != .handshake
@@ -190,7 +197,7 @@ struct DecodeEntry {
             swap(&bytes, &plaintext)
             swap(&pieces, &plaintextPieces)
         }
-        guard tls?.swapPlaintext(&bytes, &pieces) == true else { return }
+        guard tls?.session.swapPlaintext(&bytes, &pieces) == true else { return }
         bytes.withUnsafeBytes { raw in
             var from = 0
             for piece in pieces {
@@ -213,7 +220,7 @@ struct DecodeEntry {
         guard !layerDecided, event.direction == .clientToServer, event.offset == 0, !bytes.isEmpty else { return }
         layerDecided = true
         if bytes[0] == ContentType.handshake.rawValue && (bytes.count < 2 || bytes[1] == 3) {
-            tls = TLSSession(fromStart: true, keyLog: keyLog, keysMayArrive: keysMayArrive)
+            tls = TLSBox(TLSSession(fromStart: true, keyLog: keyLog, keysMayArrive: keysMayArrive))
         }
     }
 
@@ -227,7 +234,7 @@ struct DecodeEntry {
             // Fed one byte at a time when asked, like the codec: chunking must not change the answer.
             let step = configuration.byteAtATime ? 1 : max(bytes.count, 1)
             for start in stride(from: 0, to: bytes.count, by: step) {
-                tls?.data(
+                tls?.session.data(
                     UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + step, bytes.count)]),
                     direction: event.direction, time: event.time, packetNumber: event.packetNumber, into: &out)
             }
@@ -247,7 +254,7 @@ struct DecodeEntry {
     /// Bytes lost from one direction's stream.
     mutating func gap(_ length: UInt64, _ event: StreamEvent, into out: inout OpRecorder) {
         if tls != nil {
-            tls?.gap(
+            tls?.session.gap(
                 length, direction: event.direction, time: event.time, packetNumber: event.packetNumber, into: &out)
             tlsRead = true
         } else {
@@ -337,14 +344,14 @@ struct DecodeEntry {
     mutating func account(
         _ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int, into out: inout OpRecorder
     ) {
-        var now = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
+        var now = codecBufferedBytes + (tls?.session.bufferedBytes ?? 0)
         if now != held || totalHeld > configuration.maximumCodecBufferedBytes {
             totalHeld += now - held
             if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
                 decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &out)
                 amqp10?.decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &out)
-                tls?.shed(into: &out)
-                let after = codecBufferedBytes + (tls?.bufferedBytes ?? 0)
+                tls?.session.shed(into: &out)
+                let after = codecBufferedBytes + (tls?.session.bufferedBytes ?? 0)
                 totalHeld += after - now
                 now = after
             }
@@ -356,19 +363,19 @@ struct DecodeEntry {
     mutating func conclude(
         _ event: StreamEvent, serverPort port: UInt16, configuration: EngineConfiguration, into out: inout OpRecorder
     ) {
-        tls?.finish(into: &out)
+        tls?.session.finish(into: &out)
         feedPlaintext(into: &out)
         for direction in Direction.allCases {
             codecFinish(direction, event.time, event.packetNumber, into: &out)
         }
         let verdict: Verdict
-        if let tls, !tls.summary.decrypted {
+        if let tls, !tls.session.summary.decrypted {
             verdict = .encrypted(
                 onAMQPPort: port == Self.tlsPort || configuration.reassembly.serverPorts.contains(port))
         } else {
             verdict = decoder.verdict
         }
-        out.ops.append(.concluded(event.connection, tls: tls?.summary, verdict: verdict))
+        out.ops.append(.concluded(event.connection, tls: tls?.session.summary, verdict: verdict))
     }
 }
 
@@ -452,7 +459,7 @@ struct DecodingState: StreamSink {
         self.keyLog = keyLog
         for box in boxes.values {
             box.entry.keyLog = keyLog
-            box.entry.tls?.update(keyLog: keyLog)
+            box.entry.tls?.session.update(keyLog: keyLog)
         }
     }
 }

@@ -589,7 +589,7 @@ public struct Engine {
         copy.summarizeFlow(ended: false)
         copy.closeRuns()
         if let entry = decoding.state.boxes[builder.record.info.id]?.entry, entry.tlsRead {
-            copy.record.tls = entry.tls?.summary
+            copy.record.tls = entry.tls?.session.summary
         }
         return copy.record
     }

@@ -22,13 +22,15 @@ final class WriterBox: @unchecked Sendable {
     init(_ writer: AnalyzeWriter) { self.writer = writer }
 }
 
-/// One connection being rendered: set once by its renderer, read by the writer after `ready`.
+/// Connections being rendered: set once by their renderer, read by the writer after `ready`.
 final class Pending: @unchecked Sendable {
-    var rendered: AnalyzeWriter.Rendered?
+    var rendered: [AnalyzeWriter.Rendered] = []
     let ready = DispatchSemaphore(value: 0)
 }
 
 enum ParallelAnalysis {
+    /// Connections rendered together (one task on the render threads, one on the writer's queue).
+    static let batch = 16
     /// Connections handed to the render queue and not yet written, at most.
     static let handOff = 64
 
@@ -37,31 +39,49 @@ enum ParallelAnalysis {
     {
         let box = WriterBox(writer)
         let queue = DispatchQueue(label: "amqpscope.render")
-        let slots = DispatchSemaphore(value: handOff)
         box.writer.begin(capture: files.joined(separator: " + "))
-        let renderer = box.writer.renderer
-        let result = analyzeFile(files, configuration: configuration) { record in
-            slots.wait()
-            guard let renderer else {
+        guard let renderer = box.writer.renderer else {
+            // A joined broker log: rendered in order on the writer's queue.
+            let slots = DispatchSemaphore(value: handOff)
+            let result = analyzeFile(files, configuration: configuration) { record in
+                slots.wait()
                 queue.async {
                     box.writer.connection(record, capture: 0)
                     slots.signal()
                 }
-                return
             }
-            // Rendered on any thread (both cores when the engine is done and many connections end at once, as
-            // at the end of a capture), written in the order the connections ended.
+            queue.sync { box.writer.end(capture: result) }
+            writer = box.writer
+            return result
+        }
+        // Rendered on any thread, a batch at a time (both cores when the engine is done and many connections end at
+        // once, as at the end of a capture), and written in the order the connections ended.
+        let slots = DispatchSemaphore(value: handOff / batch)
+        var records: [ConnectionRecord] = []
+        var handed = 0
+        func handOver() {
+            guard !records.isEmpty else { return }
+            slots.wait()
             let pending = Pending()
+            let group = records
+            let first = handed
+            handed += group.count
+            records.removeAll(keepingCapacity: true)
             DispatchQueue.global().async {
-                pending.rendered = renderer(record, 0)
+                pending.rendered = group.enumerated().map { renderer($1, 0, first + $0) }
                 pending.ready.signal()
             }
             queue.async {
                 pending.ready.wait()
-                box.writer.append(pending.rendered!)
+                for rendered in pending.rendered { box.writer.append(rendered) }
                 slots.signal()
             }
         }
+        let result = analyzeFile(files, configuration: configuration) { record in
+            records.append(record)
+            if records.count == batch { handOver() }
+        }
+        handOver()
         queue.sync { box.writer.end(capture: result) }
         writer = box.writer
         return result
