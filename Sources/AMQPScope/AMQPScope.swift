@@ -33,7 +33,9 @@ public enum Analysis {
     /// Reads files that are parts of one capture (rotated by `capture -C -W`, `tcpdump -C`, `editcap -c`), in the
     /// order given, as one capture: connections run on from one file into the next, packets are numbered across
     /// them as mergecap numbers them, and each file's packets, time span and errors are kept as a part. A file
-    /// that cannot be read, or breaks, is named in the result and the next one is still read.
+    /// that cannot be read, or breaks, is named in the result and the next one is still read. With
+    /// `configuration.timelineThread`, `onRecord` is called on the timeline thread (one call at a time, all of them
+    /// before this returns), while `progress` is called on this one.
     public static func analyzeFiles(
         _ paths: [String], configuration: EngineConfiguration = EngineConfiguration(),
         logger: Logger = Logger(label: "amqpscope"),

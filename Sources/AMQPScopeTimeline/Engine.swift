@@ -475,7 +475,7 @@ package struct DecodingStage {
         if !state.out.ops.isEmpty { timeline.apply(state.out.ops) }
     }
 
-    /// Takes the operations found so far, leaving `spare` (emptied, its capacity kept) to collect the next ones.
+    /// Takes the operations found so far into `spare`, whose buffer (empty, its capacity kept) collects the next ones.
     package mutating func takeOps(leaving spare: inout OpBuffer) {
         precondition(spare.isEmpty, "a spare batch must be empty")
         swap(&spare, &state.out.ops)
