@@ -31,8 +31,12 @@ package enum StageOp {
 struct MoveQueue<Element> {
     private var base: UnsafeMutablePointer<Element>
     private var capacity: Int
-    private(set) var count = 0
+    /// Where the next value goes; values from `head` to here wait.
+    private var end = 0
     private var head = 0
+
+    /// Values waiting.
+    var count: Int { end - head }
 
     init(capacity: Int) {
         self.capacity = max(capacity, 1)
@@ -41,32 +45,32 @@ struct MoveQueue<Element> {
 
     /// Destroys what is left and frees the storage (the owner's deinit calls it).
     func release() {
-        (base + head).deinitialize(count: count - head)
+        (base + head).deinitialize(count: end - head)
         base.deallocate()
     }
 
     mutating func append(_ element: consuming Element) {
-        if count == capacity {
+        if end == capacity {
             let grown = UnsafeMutablePointer<Element>.allocate(capacity: capacity * 2)
-            grown.moveInitialize(from: base + head, count: count - head)
+            grown.moveInitialize(from: base + head, count: end - head)
             base.deallocate()
             base = grown
             capacity *= 2
-            count -= head
+            end -= head
             head = 0
         }
-        (base + count).initialize(to: element)
-        count += 1
+        (base + end).initialize(to: element)
+        end += 1
     }
 
     /// The oldest value not yet taken, moved out.
     mutating func take() -> Element {
-        precondition(head < count, "taken more than was added")
+        precondition(head < end, "taken more than was added")
         defer {
             head += 1
-            if head == count {
+            if head == end {
                 head = 0
-                count = 0
+                end = 0
             }
         }
         return (base + head).move()
@@ -159,6 +163,8 @@ struct DecodeEntry {
 
     /// The TLS port (IANA "amqps").
     static let tlsPort: UInt16 = 5671
+    /// The connection's server port (for the verdict of a TLS connection that was never decrypted).
+    let serverPort: UInt16
 
     /// Secrets for decrypting, when a key log was given.
     var keyLog: KeyLog?
@@ -174,6 +180,7 @@ struct DecodeEntry {
         }
         self.keyLog = keyLog
         self.keysMayArrive = keysMayArrive
+        serverPort = info.server.port
         if info.server.port == Self.tlsPort {
             tls = TLSBox(
                 TLSSession(fromStart: info.opening == .handshake, keyLog: keyLog, keysMayArrive: keysMayArrive))
@@ -360,9 +367,7 @@ struct DecodeEntry {
     }
 
     /// The connection ended: the decoders give up what they hold, and say what they concluded.
-    mutating func conclude(
-        _ event: StreamEvent, serverPort port: UInt16, configuration: EngineConfiguration, into out: inout OpRecorder
-    ) {
+    mutating func conclude(_ event: StreamEvent, configuration: EngineConfiguration, into out: inout OpRecorder) {
         tls?.session.finish(into: &out)
         feedPlaintext(into: &out)
         for direction in Direction.allCases {
@@ -371,7 +376,7 @@ struct DecodeEntry {
         let verdict: Verdict
         if let tls, !tls.session.summary.decrypted {
             verdict = .encrypted(
-                onAMQPPort: port == Self.tlsPort || configuration.reassembly.serverPorts.contains(port))
+                onAMQPPort: serverPort == Self.tlsPort || configuration.reassembly.serverPorts.contains(serverPort))
         } else {
             verdict = decoder.verdict
         }
@@ -384,12 +389,7 @@ struct DecodeEntry {
 struct DecodingState: StreamSink {
     final class DecodeBox {
         var entry: DecodeEntry
-        /// The connection's server port (for the verdict of a TLS connection that was never decrypted).
-        let serverPort: UInt16
-        init(_ entry: DecodeEntry, serverPort: UInt16) {
-            self.entry = entry
-            self.serverPort = serverPort
-        }
+        init(_ entry: DecodeEntry) { self.entry = entry }
     }
 
     let configuration: EngineConfiguration
@@ -424,7 +424,7 @@ struct DecodingState: StreamSink {
                 decoder: ConnectionDecoder(
                     fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec),
                 info: info, keyLog: keyLog, keysMayArrive: configuration.keyLogMayGrow)
-            boxes[info.id] = DecodeBox(entry, serverPort: info.server.port)
+            boxes[info.id] = DecodeBox(entry)
             out.ops.append(.stream(event))
         case .data(let bytes):
             guard let box = box(of: event.connection) else { return }
@@ -446,7 +446,7 @@ struct DecodingState: StreamSink {
                 }
                 totalHeld -= box.entry.held
                 out.connection = event.connection
-                box.entry.conclude(event, serverPort: box.serverPort, configuration: configuration, into: &out)
+                box.entry.conclude(event, configuration: configuration, into: &out)
             }
             out.ops.append(.stream(event))
         case .packet, .fin, .reset, .overlapConflict, .dataAfterFIN:

@@ -45,8 +45,8 @@ public struct EngineConfiguration: Hashable, Sendable {
 /// lives in a boxed entry, in a slab addressed by a slot: one hash lookup per operation at most (none when it is for
 /// the same connection as the last), and an entry is changed in place, never copied.
 struct EngineState {
-    /// An open connection's entry, held by reference. An entry is large (the record being built, the decoders):
-    /// a slab of them inline would be copied whole whenever it grows, and hold twice the memory while it does.
+    /// An open connection's entry, held by reference. An entry is large (the record being built): a slab of them
+    /// inline would be copied whole whenever it grows, and hold twice the memory while it does.
     final class EntryBox {
         var entry: Entry
         init(_ entry: Entry) { self.entry = entry }
@@ -515,7 +515,12 @@ public struct Engine {
     /// The link-layer type of the packets it is fed.
     public let linkType: LinkType
     var decoding: DecodingStage
-    var state: EngineState
+    var timeline: TimelineStage
+    /// The timeline stage's state (open connections, live checks), changed in place.
+    var state: EngineState {
+        _read { yield timeline.state }
+        _modify { yield &timeline.state }
+    }
     /// Capture-wide counts so far.
     public var counts: PacketCounts { decoding.counts }
 
@@ -524,13 +529,13 @@ public struct Engine {
         self.configuration = configuration
         self.linkType = linkType
         decoding = DecodingStage(linkType: linkType, configuration: configuration)
-        state = EngineState(configuration: configuration)
+        timeline = TimelineStage(configuration: configuration)
     }
 
     /// Feeds one captured packet.
     public mutating func process(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) {
         decoding.process(header, bytes)
-        if !decoding.state.out.ops.isEmpty { state.apply(decoding.state.out.ops) }
+        decoding.apply(to: &timeline)
     }
 
     /// A newer key log (a live capture re-reads the file as clients append their secrets): connections opened from
@@ -542,25 +547,22 @@ public struct Engine {
     /// Ends idle connections as of `now` (live capture calls this on a timer).
     public mutating func tick(now: Timestamp) {
         decoding.evictIdle(now: now)
-        state.apply(decoding.state.out.ops)
+        decoding.apply(to: &timeline)
         if !state.refusals.isEmpty { state.releaseRefusals(now: now) }
     }
 
     /// Ends every connection still open (the capture is over).
     public mutating func finish() {
         decoding.finish()
-        state.apply(decoding.state.out.ops)
-        state.releaseRefusals(now: nil)
+        decoding.apply(to: &timeline)
+        timeline.finish()
     }
 
     /// Records of connections that have ended, in the order they ended; taking them frees their memory.
-    public mutating func takeEnded() -> [ConnectionRecord] {
-        defer { state.ended.removeAll() }
-        return state.ended
-    }
+    public mutating func takeEnded() -> [ConnectionRecord] { timeline.takeEnded() }
 
     /// Whether ended connections wait to be taken.
-    public var hasEnded: Bool { !state.ended.isEmpty }
+    public var hasEnded: Bool { timeline.hasEnded }
 
     /// Timeline entries and ended records waiting to be taken (live capture hands them off when many wait).
     public var pendingOutput: Int { state.live.count + state.ended.count }
