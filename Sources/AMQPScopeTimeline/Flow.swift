@@ -449,6 +449,9 @@ struct FlowTracker {
     var alerted: Set<String> = []
     /// Confirms counted when the live check last looked at their latency.
     var confirmsLooked: UInt64 = 0
+    /// Channels and consumers with a saturation under way (`saturatedSince` set): while none is, the live check
+    /// has nothing to look at in the channels.
+    var saturating = 0
     /// The last exchange and routing key looked up, and its part: publishes repeat them, and the name is not built.
     var lastKey: (exchange: String, routingKey: String, part: Int?)?
     /// The last queue looked up, and its part.
@@ -472,7 +475,14 @@ struct FlowTracker {
     /// each is given once.
     mutating func alerts(now: Timestamp, options: StoryOptions) -> [(DiagnosisCode, String)] {
         var out: [(DiagnosisCode, String)] = []
-        for channel in channels {
+        // Live, every connection with a flow is looked at every second: channels are read in place, only while a
+        // saturation is under way, and only one with a saturation under way is looked at further.
+        for index in channels.indices where saturating > 0 {
+            let saturated = channels[index].saturatedSince != nil
+            guard saturated || channels[index].consumers.contains(where: { $0.saturatedSince != nil }) else {
+                continue
+            }
+            let channel = channels[index]
             var stretches: [(String, Int, (Timestamp, Int))] = []
             if let since = channel.saturatedSince, let limit = channel.prefetchChannel {
                 stretches.append(("channel \(channel.number)", limit, since))
@@ -503,8 +513,11 @@ struct FlowTracker {
         // The percentiles are worked out only when confirms came since the last look.
         let looked = confirmsLooked
         confirmsLooked = confirmLatency.total
-        if confirmLatency.total >= 10, confirmLatency.total != looked, !alerted.contains("slow-confirms"),
-            let latency = confirmLatency.summary,
+        // No percentile is above the largest latency recorded: the percentiles are not worked out while that is
+        // under the threshold.
+        if confirmLatency.total >= 10, confirmLatency.total != looked,
+            confirmLatency.maxRecorded * 1000 >= UInt64(max(0, options.slowConfirmThreshold)),
+            !alerted.contains("slow-confirms"), let latency = confirmLatency.summary,
             latency.p99 * 1_000_000 > Double(options.slowConfirmThreshold), alerted.insert("slow-confirms").inserted
         {
             out.append(
@@ -727,17 +740,21 @@ struct FlowTracker {
         }
         if let limit = channels[c].prefetchChannel {
             let now = channels[c].unacked >= limit
+            let was = channels[c].saturatedSince != nil
             channels[c].saturatedSince = transition(
                 channels[c].saturatedSince, now, channel: c, consumer: nil, prefetch: limit, time: time,
                 packet: packet)
+            saturating += (channels[c].saturatedSince != nil ? 1 : 0) - (was ? 1 : 0)
         }
         if let k = consumer {
             channels[c].consumers[k].unacked += delta
             if let limit = channels[c].prefetchConsumer {
                 let now = channels[c].consumers[k].unacked >= limit
+                let was = channels[c].consumers[k].saturatedSince != nil
                 channels[c].consumers[k].saturatedSince = transition(
                     channels[c].consumers[k].saturatedSince, now, channel: c, consumer: k, prefetch: limit,
                     time: time, packet: packet)
+                saturating += (channels[c].consumers[k].saturatedSince != nil ? 1 : 0) - (was ? 1 : 0)
             }
         }
     }
@@ -910,6 +927,7 @@ struct FlowTracker {
             }
         }
         for k in channels[c].consumers.indices {
+            if channels[c].consumers[k].saturatedSince != nil { saturating -= 1 }
             if let (from, fromPacket) = channels[c].consumers[k].saturatedSince,
                 let limit = channels[c].prefetchConsumer
             {
@@ -920,6 +938,7 @@ struct FlowTracker {
                         to: time, toPacket: packet))
             }
         }
+        if channels[c].saturatedSince != nil { saturating -= 1 }
         if let (from, fromPacket) = channels[c].saturatedSince, let limit = channels[c].prefetchChannel {
             keepSaturation(
                 Saturation(

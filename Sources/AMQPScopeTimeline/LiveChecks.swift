@@ -98,16 +98,34 @@ extension RecordBuilder {
     func overdue(
         _ side: Side, now: Timestamp, interval: (nanoseconds: Int64, seconds: Int, idle10: UInt32)
     ) -> HeartbeatOverdue? {
+        guard let last = silentSince(side, now: now, interval: interval) else { return nil }
+        return report(side, silentSince: last, now: now, interval: interval)
+    }
+
+    /// When `side` last sent a frame, if it has been silent for longer than its interval while its peer sent after
+    /// it; nil otherwise. Reads a few fields only: the periodic check calls it for every watched side.
+    func silentSince(
+        _ side: Side, now: Timestamp, interval: (nanoseconds: Int64, seconds: Int, idle10: UInt32)
+    ) -> Timestamp? {
         guard record.endReason == nil, let last = record.lastFrameTime[sentBy: side],
-            let peerLast = record.lastFrameTime[sentBy: side.peer]
+            let peerLast = record.lastFrameTime[sentBy: side.peer], now.since(last) > interval.nanoseconds,
+            peerLast > last
         else { return nil }
-        let silent = now.since(last)
-        guard silent > interval.nanoseconds, peerLast > last else { return nil }
+        return last
+    }
+
+    /// The report of a silence found by `silentSince`.
+    func report(
+        _ side: Side, silentSince last: Timestamp, now: Timestamp,
+        interval: (nanoseconds: Int64, seconds: Int, idle10: UInt32)
+    ) -> HeartbeatOverdue {
+        // Counted in place: the heartbeats kept can number thousands.
+        var peerFrames = 0
+        for time in record.heartbeatTimes[sentBy: side.peer] where time > last { peerFrames += 1 }
         return HeartbeatOverdue(
             info: record.info, side: side, heartbeat: interval.seconds, lastFrame: last,
-            lastFramePacket: record.lastFramePacket[sentBy: side], silentFor: silent,
-            peerFramesSince: record.heartbeatTimes[sentBy: side.peer].filter { $0 > last }.count,
-            idleTimeOutMilliseconds: interval.idle10 > 0 ? Int(interval.idle10) : nil)
+            lastFramePacket: record.lastFramePacket[sentBy: side], silentFor: now.since(last),
+            peerFramesSince: peerFrames, idleTimeOutMilliseconds: interval.idle10 > 0 ? Int(interval.idle10) : nil)
     }
 
     /// Checks this connection at `now`: sides newly overdue (each silence once) and flow warnings go to `checks`.
@@ -121,11 +139,12 @@ extension RecordBuilder {
                 checks.overdue.remove(key)
                 continue
             }
-            if let o = overdue(side, now: now, interval: interval) {
+            // A side that stays overdue is looked at every second: the report is built only when it is new.
+            if let last = silentSince(side, now: now, interval: interval) {
                 checks.overdue.insert(key)
-                if overdueReported[sentBy: side] != o.lastFrame {
-                    overdueReported[sentBy: side] = o.lastFrame
-                    checks.newOverdue.append(o)
+                if overdueReported[sentBy: side] != last {
+                    overdueReported[sentBy: side] = last
+                    checks.newOverdue.append(report(side, silentSince: last, now: now, interval: interval))
                 }
             } else {
                 checks.overdue.remove(key)
@@ -160,15 +179,20 @@ extension FlowBox {
     /// When the earliest saturation under way reaches the threshold (read in place: the tracker is not copied).
     func nextAlert(options: StoryOptions) -> Timestamp? {
         var next: Timestamp?
-        for channel in tracker.channels {
-            var starts: [(Timestamp, Int)] = []
-            if channel.prefetchChannel != nil, let since = channel.saturatedSince { starts.append(since) }
-            if channel.prefetchConsumer != nil {
-                for consumer in channel.consumers { if let since = consumer.saturatedSince { starts.append(since) } }
-            }
-            for since in starts {
-                let t = since.0.adding(nanoseconds: options.saturationThreshold)
-                next = min(next ?? t, t)
+        func start(_ since: (Timestamp, Int)?) {
+            guard let since else { return }
+            let t = since.0.adding(nanoseconds: options.saturationThreshold)
+            next = min(next ?? t, t)
+        }
+        // Channels and consumers are read in place, not copied, and only while one is saturated: this runs every
+        // second for every flow.
+        guard tracker.saturating > 0 else { return nil }
+        for index in tracker.channels.indices {
+            if tracker.channels[index].prefetchChannel != nil { start(tracker.channels[index].saturatedSince) }
+            if tracker.channels[index].prefetchConsumer != nil {
+                for consumer in tracker.channels[index].consumers.indices {
+                    start(tracker.channels[index].consumers[consumer].saturatedSince)
+                }
             }
         }
         return next

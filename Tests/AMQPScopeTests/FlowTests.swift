@@ -219,3 +219,48 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         #expect(!alerts.contains { $0.1.code == .slowConfirms })
     }
 }
+
+/// The live check skips a flow's channels while none is saturated: the count it reads must follow every saturation
+/// that starts and ends, and a skipped look must not hide a warning.
+@Suite("Live flow checks skip what cannot warn") struct LiveFlowSkipTests {
+    @Test(arguments: ["flow-confirms-acks.pcap", "many-connections.pcap", "blocked.pcap", "channel-error-404.pcap"])
+    func saturationCountFollowsTheChannels(_ path: String) throws {
+        let source = try PcapSource.openFile(Paths.captures.appendingPathComponent(path).path)
+        var engine = Engine(linkType: source.linkType)
+        var saturatedAtSomePoint = 0
+        while case .packet(let header) = try source.next() {
+            engine.process(header, source.packetBytes)
+            for case let box? in engine.state.entries {
+                guard let tracker = box.entry.builder.flow?.tracker else { continue }
+                var counted = 0
+                for channel in tracker.channels {
+                    if channel.saturatedSince != nil { counted += 1 }
+                    counted += channel.consumers.filter { $0.saturatedSince != nil }.count
+                }
+                #expect(tracker.saturating == counted, "\(path) at packet \(header.number)")
+                saturatedAtSomePoint += counted
+            }
+        }
+        if path == "flow-confirms-acks.pcap" { #expect(saturatedAtSomePoint > 0) }
+    }
+
+    /// Slow confirms are warned of when the threshold is under the latencies, and not when it is over them all.
+    @Test(arguments: [(Int64(1), true), (Int64(3_600_000_000_000), false)])
+    func slowConfirmsAreStillWarnedOf(_ threshold: Int64, _ warned: Bool) throws {
+        let source = try PcapSource.openFile(Paths.captures.appendingPathComponent("flow-confirms-acks.pcap").path)
+        var engine = Engine(linkType: source.linkType)
+        var options = StoryOptions()
+        options.slowConfirmThreshold = threshold
+        var alerts: [FlowAlert] = []
+        var last = Timestamp(nanoseconds: 0)
+        while case .packet(let header) = try source.next() {
+            while last.nanoseconds != 0 && header.timestamp.since(last) >= 100_000_000 {
+                last = last.adding(nanoseconds: 100_000_000)
+                alerts += engine.flowAlerts(now: last, options: options)
+            }
+            if last.nanoseconds == 0 { last = header.timestamp }
+            engine.process(header, source.packetBytes)
+        }
+        #expect(alerts.contains { $0.code == .slowConfirms } == warned, "\(alerts.map(\.summary))")
+    }
+}
