@@ -65,7 +65,8 @@ package final class PcapSource {
     package let isLive: Bool
     /// The capture's snapshot length (the most bytes kept per packet).
     package let snapshotLength: Int
-    package private(set) var packetsRead = 0
+    /// Unchecked (like `currentLength`): a source is read by one caller at a time, and these change on every packet.
+    @exclusivity(unchecked) package private(set) var packetsRead = 0
 
     private var handle: OpaquePointer?
     private var buffer: UnsafeMutableRawPointer
@@ -74,7 +75,7 @@ package final class PcapSource {
     package private(set) var bufferCapacity: Int
     /// libpcap's largest record for the link types amqpscope decodes (MAXIMUM_SNAPLEN).
     package static let largestRecord = 262_144
-    private var currentLength = 0
+    @exclusivity(unchecked) private var currentLength = 0
     /// Live: the descriptor to poll, and how long `next()` waits for a packet before returning `.timeout`.
     private var selectable: Int32 = -1
     private var timeoutMilliseconds: Int32 = 200

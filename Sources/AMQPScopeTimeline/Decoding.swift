@@ -80,9 +80,11 @@ struct MoveQueue<Element> {
 /// Operations in the order they were found. The codecs' events, which are large, wait in queues of their own, so
 /// that the other operations stay small. Handed whole from one thread to another, and used by one at a time.
 package final class OpBuffer: @unchecked Sendable {
-    private var ops: MoveQueue<StageOp>
-    private var codec: MoveQueue<CodecEvent>
-    private var amqp10: MoveQueue<AMQP10Event>
+    // Unchecked: one stage owns a buffer at a time (it is handed between threads whole), and no access to a queue
+    // overlaps another; the runtime check cost one call per operation on the hottest path.
+    @exclusivity(unchecked) private var ops: MoveQueue<StageOp>
+    @exclusivity(unchecked) private var codec: MoveQueue<CodecEvent>
+    @exclusivity(unchecked) private var amqp10: MoveQueue<AMQP10Event>
 
     package init(capacity: Int = 256) {
         ops = MoveQueue(capacity: capacity)
@@ -136,7 +138,8 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
 
 /// A connection's TLS layer, held by reference: it is large, and most connections are not TLS.
 final class TLSBox {
-    var session: TLSSession
+    /// Unchecked, like the other per-connection boxes: one owner, no overlapping access.
+    @exclusivity(unchecked) var session: TLSSession
     init(_ session: TLSSession) { self.session = session }
 }
 
@@ -388,7 +391,9 @@ struct DecodeEntry {
 /// every call the original single stage made on a builder, in the same order.
 struct DecodingState: StreamSink {
     final class DecodeBox {
-        var entry: DecodeEntry
+        /// Unchecked: only the decoding stage reaches a box, one access at a time; the runtime check was a call on
+        /// every packet.
+        @exclusivity(unchecked) var entry: DecodeEntry
         init(_ entry: DecodeEntry) { self.entry = entry }
     }
 

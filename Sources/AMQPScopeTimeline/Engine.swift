@@ -48,7 +48,9 @@ struct EngineState {
     /// An open connection's entry, held by reference. An entry is large (the record being built): a slab of them
     /// inline would be copied whole whenever it grows, and hold twice the memory while it does.
     final class EntryBox {
-        var entry: Entry
+        /// Unchecked: only the timeline stage reaches a box, one access at a time; the runtime check was a call on
+        /// every operation.
+        @exclusivity(unchecked) var entry: Entry
         init(_ entry: Entry) { self.entry = entry }
     }
 
@@ -607,7 +609,8 @@ public struct Engine {
 /// The AMQP 1.0 decoder of a connection, held by reference: most connections are not 1.0, and an entry that only
 /// may hold one stays a pointer wide.
 final class AMQP10Box {
-    var decoder: AMQP10Decoder
+    /// Unchecked, like the other per-connection boxes: one owner, no overlapping access.
+    @exclusivity(unchecked) var decoder: AMQP10Decoder
     init(_ decoder: AMQP10Decoder) { self.decoder = decoder }
 }
 

@@ -441,5 +441,6 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
 
 /// A connection's flow tracker, held by reference.
 final class FlowBox {
-    var tracker = FlowTracker()
+    /// Unchecked, like the other per-connection boxes: one owner, no overlapping access.
+    @exclusivity(unchecked) var tracker = FlowTracker()
 }
