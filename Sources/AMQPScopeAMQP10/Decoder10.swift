@@ -80,7 +80,8 @@ package struct AMQP10Event {
 }
 
 package protocol AMQP10Sink {
-    mutating func consume(_ event: AMQP10Event)
+    /// The event is the sink's to keep: it is moved in, not copied.
+    mutating func consume(_ event: consuming AMQP10Event)
 }
 
 /// What the 1.0 decoder keeps and shows.
@@ -205,7 +206,7 @@ package struct AMQP10Decoder {
     }
 
     private func emit<S: AMQP10Sink>(
-        _ direction: Direction, _ offset: UInt64, _ kind: AMQP10EventKind, into sink: inout S
+        _ direction: Direction, _ offset: UInt64, _ kind: consuming AMQP10EventKind, into sink: inout S
     ) {
         sink.consume(
             AMQP10Event(direction: direction, time: time, packetNumber: packetNumber, offset: offset, kind: kind))

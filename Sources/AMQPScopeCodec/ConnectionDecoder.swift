@@ -102,7 +102,8 @@ package struct CodecEvent {
 }
 
 package protocol CodecSink {
-    mutating func consume(_ event: CodecEvent)
+    /// The event is the sink's to keep: it is moved in, not copied (an event holds a frame or a message).
+    mutating func consume(_ event: consuming CodecEvent)
 }
 
 /// What the codec keeps and shows.
@@ -275,7 +276,7 @@ package struct ConnectionDecoder {
     }
 
     private func emit<S: CodecSink>(
-        _ direction: Direction, _ offset: UInt64, _ kind: CodecEventKind, into sink: inout S
+        _ direction: Direction, _ offset: UInt64, _ kind: consuming CodecEventKind, into sink: inout S
     ) {
         sink.consume(
             CodecEvent(direction: direction, time: time, packetNumber: packetNumber, offset: offset, kind: kind))

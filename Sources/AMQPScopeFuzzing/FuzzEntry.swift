@@ -125,8 +125,8 @@ package enum FuzzEntry {
     /// Counts what a codec (0-9-1 or 1.0) hands up.
     struct CountEvents: CodecSink, AMQP10Sink {
         var events = 0
-        mutating func consume(_ event: CodecEvent) { events &+= 1 }
-        mutating func consume(_ event: AMQP10Event) { events &+= 1 }
+        mutating func consume(_ event: consuming CodecEvent) { events &+= 1 }
+        mutating func consume(_ event: consuming AMQP10Event) { events &+= 1 }
     }
 
     /// An AMQP byte stream through a connection decoder in input-chosen chunk sizes, both ways, with gaps; from the

@@ -131,8 +131,8 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
     /// The connection whose decoders are running.
     var connection = ConnectionID(rawValue: 0)
 
-    mutating func consume(_ event: CodecEvent) { ops.append(connection, event) }
-    mutating func consume(_ event: AMQP10Event) { ops.append(connection, event) }
+    mutating func consume(_ event: consuming CodecEvent) { ops.append(connection, event) }
+    mutating func consume(_ event: consuming AMQP10Event) { ops.append(connection, event) }
     mutating func consume(_ event: TLSEvent) { ops.append(.tls(connection, event)) }
 }
 

@@ -78,7 +78,7 @@ struct Collected10: AMQP10Sink {
     var messages: [AMQP10Message] = []
     var problems: [String] = []
     var syncs: [UInt64] = []
-    mutating func consume(_ event: AMQP10Event) {
+    mutating func consume(_ event: consuming AMQP10Event) {
         switch event.kind {
         case .frame(let f): frames.append(f)
         case .protocolHeader(let h): headers.append(h)

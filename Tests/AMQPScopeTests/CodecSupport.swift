@@ -106,7 +106,7 @@ struct CodecCollect: CodecSink {
     var syncs: [UInt64] = []
     var verdicts: [Verdict] = []
 
-    mutating func consume(_ event: CodecEvent) {
+    mutating func consume(_ event: consuming CodecEvent) {
         switch event.kind {
         case .frame(let f): frames.append(f)
         case .message(let m): messages.append(m)
