@@ -188,6 +188,41 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
                 "p\(q): \(ours.value(atPercentile: q)) against \(theirs.valueAtPercentile(q)) (\(count) values)")
         }
     }
+
+    /// Latencies in a narrow range, in random order (so the range grows down as well as up): the same percentiles
+    /// and buckets as hdrhistogram-swift, and counts that cover exactly the indices from the smallest to the largest.
+    @Test(arguments: [(UInt64(1_000), UInt64(5_000)), (3, 7), (1_000_000, 1_000_300), (40, 3_600_000_000)])
+    func narrowRangesAreKeptExactly(_ low: UInt64, _ high: UInt64) {
+        var generator = SeededGenerator(seed: low ^ high)
+        var ours = LatencyHistogram()
+        var theirs = Histogram<UInt64>(
+            lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+        var smallest = UInt64.max
+        for _ in 0..<2000 {
+            let micros = low + generator.next() % (high - low + 1)
+            smallest = min(smallest, micros)
+            ours.record(microseconds: micros)
+            _ = theirs.record(micros)
+        }
+        for q in [0.1, 1, 25, 50, 75, 90, 99, 99.9, 100] {
+            #expect(ours.value(atPercentile: q) == theirs.valueAtPercentile(q), "p\(q) in \(low)...\(high)")
+        }
+        #expect(ours.base == LatencyHistogram.index(smallest))
+        #expect(ours.counts.count == LatencyHistogram.index(ours.maxRecorded) - ours.base + 1)
+        // The buckets (doubling from 0.1 ms) count what hdrhistogram-swift counts in the same value ranges.
+        var from: UInt64 = 0
+        for bucket in ours.buckets {
+            let to = UInt64((bucket.upToMilliseconds * 1000).rounded())
+            var expected = 0
+            for i in 0..<(LatencyHistogram.index(3_600_000_000) + 1) {
+                let value = LatencyHistogram.value(i)
+                guard value > from || (from == 0 && value == 0), value <= to else { continue }
+                expected += Int(theirs.countForValue(value))
+            }
+            #expect(bucket.count == expected, "bucket up to \(to) µs in \(low)...\(high)")
+            from = to
+        }
+    }
 }
 
 /// A live capture's flow warnings, replayed packet by packet: the saturated consumer is warned of once, five
