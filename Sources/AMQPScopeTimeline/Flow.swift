@@ -182,8 +182,9 @@ public struct FlowRecord: Hashable, Sendable {
     public var serverCancels: [String] = []
     /// channel.flow from the server that paused a channel.
     public var flowPauses = 0
-    /// Unacknowledged deliveries over time, on the connection: (time, count) at each change (the first
-    /// `FlowLimits.keptSamples`).
+    /// Unacknowledged deliveries over time, on the connection: (time, count) at each change, over the whole
+    /// connection in at most `FlowLimits.keptSamples` points. Past that many changes, each point is the highest of a
+    /// stretch of changes (two, then four, ...), so that peaks stay.
     public var unackedSamples: [UnackedSample] = []
     /// Outstanding publishes or deliveries given up on because a channel held more than the bound.
     public var untracked = 0
@@ -237,8 +238,8 @@ package enum FlowLimits {
     package static let maximumParts = 32
     /// Saturations, returns and redelivered messages kept per connection.
     package static let keptEvents = 100
-    /// Unacked samples kept per connection.
-    package static let keptSamples = 2000
+    /// Unacked samples kept per connection (a chart a few hundred pixels wide; 8 KiB per connection).
+    package static let keptSamples = 512
     /// Redelivered messages followed per connection.
     package static let followedMessages = 1024
     /// Saturations shorter than this are routine and not kept.
@@ -468,6 +469,10 @@ struct FlowTracker {
     var alerted: Set<String> = []
     /// Confirms counted when the live check last looked at their latency.
     var confirmsLooked: UInt64 = 0
+    /// Changes of the unacked count each kept point stands for (1 until `FlowLimits.keptSamples` points were kept),
+    /// and how many the last point holds so far.
+    var sampleStretch = 1
+    var samplesInStretch = 0
     /// Channels and consumers with a saturation under way (`saturatedSince` set): while none is, the live check
     /// has nothing to look at in the channels.
     var saturating = 0
@@ -754,9 +759,7 @@ struct FlowTracker {
         if let cp = channelPart(c) {
             parts[cp].part.maxUnacked = Swift.max(parts[cp].part.maxUnacked, channels[c].unacked)
         }
-        if record.unackedSamples.count < FlowLimits.keptSamples {
-            record.unackedSamples.append(UnackedSample(time: time, unacked: unacked))
-        }
+        sampleUnacked(time)
         if let limit = channels[c].prefetchChannel {
             let now = channels[c].unacked >= limit
             let was = channels[c].saturatedSince != nil
@@ -776,6 +779,35 @@ struct FlowTracker {
                 saturating += (channels[c].consumers[k].saturatedSince != nil ? 1 : 0) - (was ? 1 : 0)
             }
         }
+    }
+
+    /// One change of the connection's unacked count: a point of its own while the points are few; past
+    /// `FlowLimits.keptSamples`, pairs of points merge into their higher one and each later point stands for a stretch
+    /// of twice as many changes (the highest of them, as it comes).
+    mutating func sampleUnacked(_ time: Timestamp) {
+        let sample = UnackedSample(time: time, unacked: unacked)
+        if samplesInStretch > 0 && samplesInStretch < sampleStretch {
+            samplesInStretch += 1
+            if sample.unacked > record.unackedSamples[record.unackedSamples.count - 1].unacked {
+                record.unackedSamples[record.unackedSamples.count - 1] = sample
+            }
+            return
+        }
+        record.unackedSamples.append(sample)
+        samplesInStretch = 1
+        guard record.unackedSamples.count == FlowLimits.keptSamples else { return }
+        // Full: each pair becomes its higher point (the earlier on a tie), and stretches double.
+        var merged: [UnackedSample] = []
+        merged.reserveCapacity(FlowLimits.keptSamples)
+        var i = 0
+        while i + 1 < record.unackedSamples.count {
+            let (a, b) = (record.unackedSamples[i], record.unackedSamples[i + 1])
+            merged.append(b.unacked > a.unacked ? b : a)
+            i += 2
+        }
+        record.unackedSamples = merged
+        sampleStretch *= 2
+        samplesInStretch = sampleStretch  // the next change starts a stretch
     }
 
     mutating func transition(
@@ -941,9 +973,7 @@ struct FlowTracker {
         guard let c = channels.firstIndex(where: { $0.number == number }) else { return }
         if channels[c].unacked != 0 {
             unacked -= channels[c].unacked
-            if record.unackedSamples.count < FlowLimits.keptSamples {
-                record.unackedSamples.append(UnackedSample(time: time, unacked: unacked))
-            }
+            sampleUnacked(time)
         }
         for k in channels[c].consumers.indices {
             if channels[c].consumers[k].saturatedSince != nil { saturating -= 1 }

@@ -299,3 +299,31 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         #expect(alerts.contains { $0.code == .slowConfirms } == warned, "\(alerts.map(\.summary))")
     }
 }
+
+/// The unacked trace covers the whole connection in a bounded number of points, and keeps its peaks.
+@Suite("Unacked trace") struct UnackedTraceTests {
+    @Test(arguments: [100, 511, 512, 513, 5000, 40_000])
+    func boundedWholeAndPeaked(changes: Int) {
+        var tracker = FlowTracker()
+        var generator = SeededGenerator(seed: UInt64(changes))
+        let peakAt = changes * 3 / 5
+        var exact: [UnackedSample] = []
+        for n in 0..<changes {
+            tracker.unacked = n == peakAt ? 999 : Int(generator.next() % 50)
+            let time = Timestamp(nanoseconds: 1_000_000_000 + Int64(n) * 1_000_000)
+            tracker.sampleUnacked(time)
+            exact.append(UnackedSample(time: time, unacked: tracker.unacked))
+        }
+        let samples = tracker.record.unackedSamples
+        #expect(samples.count <= FlowLimits.keptSamples)
+        if changes < FlowLimits.keptSamples {
+            #expect(samples == exact, "while there are few, every change is a point")
+        } else {
+            #expect(samples.count >= FlowLimits.keptSamples / 2 - 1)
+            // The last stretch holds at most `sampleStretch` changes: the trace reaches the end.
+            #expect(samples.last!.time >= exact[changes - tracker.sampleStretch].time)
+        }
+        #expect(samples.contains(exact[peakAt]), "the peak is kept, with its time")
+        #expect(zip(samples, samples.dropFirst()).allSatisfy { $0.time < $1.time })
+    }
+}
