@@ -499,13 +499,13 @@ struct FlowTracker {
     /// each is given once.
     mutating func alerts(now: Timestamp, options: StoryOptions) -> [(DiagnosisCode, String)] {
         var out: [(DiagnosisCode, String)] = []
-        // Live, every connection with a flow is looked at every second: channels are read in place, only while a
-        // saturation is under way, and only one with a saturation under way is looked at further.
+        // Live, every connection with a flow is looked at every second: the channels are read only while a saturation
+        // is under way, in place, and only a channel with one is copied and looked at further.
         for index in channels.indices where saturating > 0 {
-            let saturated = channels[index].saturatedSince != nil
-            guard saturated || channels[index].consumers.contains(where: { $0.saturatedSince != nil }) else {
-                continue
-            }
+            guard
+                channels[index].saturatedSince != nil
+                    || channels[index].consumers.contains(where: { $0.saturatedSince != nil })
+            else { continue }
             let channel = channels[index]
             var stretches: [(String, Int, (Timestamp, Int))] = []
             if let since = channel.saturatedSince, let limit = channel.prefetchChannel {
