@@ -392,3 +392,61 @@ private func truth(_ name: String) throws -> [String: Any] {
         #expect(acks.count == 3)
     }
 }
+
+/// The key log is read as bytes; it must read every text as the Character-level reading did (kept here as the
+/// reference): the same secrets and the same count of skipped lines.
+@Suite("Key log reading") struct KeyLogReadingTests {
+    /// The reading before it went to bytes.
+    static func reference(_ text: String) -> (secrets: [[UInt8]: [String: [UInt8]]], skipped: Int) {
+        var secrets: [[UInt8]: [String: [UInt8]]] = [:]
+        var skipped = 0
+        for line in text.split(whereSeparator: \.isNewline) {
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            let fields = trimmed.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count == 3, let random = KeyLog.hex(fields[1]), random.count == 32,
+                let secret = KeyLog.hex(fields[2]), !secret.isEmpty
+            else {
+                skipped += 1
+                continue
+            }
+            secrets[random, default: [:]][String(fields[0])] = secret
+        }
+        return (secrets, skipped)
+    }
+
+    static let random = String(repeating: "0a", count: 32)
+    static let pieces = [
+        "CLIENT_RANDOM \(random) \(String(repeating: "ff", count: 48))", "SERVER_TRAFFIC_SECRET_0 \(random) ABCDEF01",
+        "  \tCLIENT_HANDSHAKE_TRAFFIC_SECRET  \(random)   0011  ", "# comment", "   # indented comment", "", "  ",
+        "bad line", "LABEL \(random)", "LABEL \(random) abc", "LABEL \(random) 00 extra", "LABEL 0a0b 00",
+        "LABEL\t\(random) 00", "ÉTIQUETTE \(random) 00", "LABEL \(random) zz", "\u{FEFF}LABEL \(random) 01",
+    ]
+    static let separators = ["\n", "\r\n", "\r", "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}", "\u{2029}", "\n\n"]
+
+    @Test func everyPieceWithEverySeparator() {
+        for piece in Self.pieces {
+            for separator in Self.separators {
+                for text in [piece, piece + separator, separator + piece + separator + piece] {
+                    let log = KeyLog(text: text)
+                    let expected = Self.reference(text)
+                    #expect(
+                        log.secrets == expected.secrets && log.skippedLines == expected.skipped,
+                        "\(text.debugDescription)")
+                }
+            }
+        }
+    }
+
+    @Test(arguments: 1...20) func randomMixes(seed: Int) {
+        var generator = SeededGenerator(seed: UInt64(seed))
+        var text = ""
+        for _ in 0..<(Int(generator.next() % 40)) {
+            text += Self.pieces[Int(generator.next() % UInt64(Self.pieces.count))]
+            text += Self.separators[Int(generator.next() % UInt64(Self.separators.count))]
+        }
+        let log = KeyLog(text: text)
+        let expected = Self.reference(text)
+        #expect(log.secrets == expected.secrets && log.skippedLines == expected.skipped, "\(text.debugDescription)")
+    }
+}
