@@ -55,25 +55,14 @@ public struct KeyLog: Hashable, Sendable {
         var from = 0
         while from < line.count && (line[from] == UInt8(ascii: " ") || line[from] == UInt8(ascii: "\t")) { from += 1 }
         if from == line.count || line[from] == UInt8(ascii: "#") { return }
-        var fields: [Range<Int>] = []
-        var i = from
-        while i < line.count {
-            if line[i] == UInt8(ascii: " ") {
-                i += 1
-                continue
-            }
-            let fieldStart = i
-            while i < line.count && line[i] != UInt8(ascii: " ") { i += 1 }
-            fields.append(fieldStart..<i)
-            if fields.count > 3 { break }
-        }
-        guard fields.count == 3, let random = Self.hex(line[fields[1]]), random.count == 32,
-            let secret = Self.hex(line[fields[2]]), !secret.isEmpty
+        let fields = line[from...].split(separator: UInt8(ascii: " "), omittingEmptySubsequences: true)
+        guard fields.count == 3, let random = Self.hex(fields[1]), random.count == 32,
+            let secret = Self.hex(fields[2]), !secret.isEmpty
         else {
             skippedLines += 1
             return
         }
-        secrets[random, default: [:]][String(decoding: line[fields[0]], as: UTF8.self)] = secret
+        secrets[random, default: [:]][String(decoding: fields[0], as: UTF8.self)] = secret
     }
 
     /// Adds the entries of more key log text (a live capture re-reads the file as clients append to it).

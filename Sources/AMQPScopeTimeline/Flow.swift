@@ -341,11 +341,7 @@ package struct LatencyHistogram {
             let low = min(base, i)
             let high = max(base + counts.count - 1, i)
             var grown = [UInt32](repeating: 0, count: high - low + 1)
-            grown.withUnsafeMutableBufferPointer { to in
-                counts.withUnsafeBufferPointer { from in
-                    _ = UnsafeMutableBufferPointer(rebasing: to[(base - low)...]).update(fromContentsOf: from)
-                }
-            }
+            grown.replaceSubrange((base - low)..<(base - low + counts.count), with: counts)
             counts = grown
             base = low
         }
