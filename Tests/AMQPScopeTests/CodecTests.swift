@@ -145,6 +145,31 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
             sink.messages.first?.bodySize == 5 && sink.messages.first?.body == nil, "bodies are kept only when asked")
     }
 
+    @Test func propertiesAreCopiedOnWriteAndComparedByValue() {
+        var a = BasicProperties()
+        a.contentType = "text/plain"
+        a.headers = FieldTable([.init(key: "x-retry", value: .int32(3))])
+        var b = a
+        b.contentType = "application/json"
+        #expect(a.contentType == "text/plain" && b.contentType == "application/json", "a copy changes alone")
+        #expect(a.headers == b.headers && a != b)
+        b.contentType = "text/plain"
+        #expect(a == b && a.hashValue == b.hashValue, "equal by value, not by storage")
+        var emptied = BasicProperties()
+        emptied.messageID = "m-1"
+        emptied.messageID = nil
+        #expect(emptied == BasicProperties() && emptied.hashValue == BasicProperties().hashValue)
+        #expect(emptied.present.isEmpty)
+    }
+
+    /// Frames are copied along the codec's path and kept by the thousand in timelines: the properties stay out of
+    /// line, so a content header does not make every frame as large as fourteen optional properties.
+    @Test func framesStaySmall() {
+        #expect(MemoryLayout<BasicProperties>.size == MemoryLayout<Int>.size)
+        #expect(MemoryLayout<ContentHeader>.size <= 64, "\(MemoryLayout<ContentHeader>.size)")
+        #expect(MemoryLayout<Frame>.size <= 96, "\(MemoryLayout<Frame>.size)")
+    }
+
     @Test func bodiesSplitAcrossManySegmentsAndFrames() {
         let body = (0..<10_000).map { UInt8($0 % 251) }
         var stream =
