@@ -112,18 +112,26 @@ package enum JSON: Hashable, Sendable {
     }
 
     /// RFC 8259 string escaping: quotes, backslash and every control character (and U+2028/2029, which break
-    /// JavaScript). A string with none of them is copied whole.
+    /// JavaScript). Runs with none of them are copied whole; the scan looks at each byte once.
     static func escape(_ s: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         var text = s
         text.withUTF8 { bytes in
+            let count = bytes.count
             var clean = 0
-            for (i, byte) in bytes.enumerated() {
-                let needs =
-                    byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F
-                    || (byte == 0xE2 && i + 2 < bytes.count && bytes[i + 1] == 0x80
-                        && (bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9))
-                guard needs else { continue }
+            var i = 0
+            while i < count {
+                let byte = bytes[i]
+                if byte >= 0x80 {
+                    // Only U+2028 and U+2029 (E2 80 A8, E2 80 A9) of the non-ASCII characters are escaped.
+                    guard byte == 0xE2, i + 2 < count, bytes[i + 1] == 0x80, bytes[i + 2] & 0xFE == 0xA8 else {
+                        i += 1
+                        continue
+                    }
+                } else if byte >= 0x20 && byte != 0x22 && byte != 0x5C && byte != 0x7F {
+                    i += 1
+                    continue
+                }
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean..<i]))
                 switch byte {
                 case 0x22: out.append(contentsOf: "\\\"".utf8)
@@ -131,19 +139,19 @@ package enum JSON: Hashable, Sendable {
                 case 0x0A: out.append(contentsOf: "\\n".utf8)
                 case 0x0D: out.append(contentsOf: "\\r".utf8)
                 case 0x09: out.append(contentsOf: "\\t".utf8)
-                case 0xE2:
-                    // U+2028 / U+2029: escaped; the continuation bytes are skipped below.
-                    out.append(contentsOf: (bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029").utf8)
+                case 0xE2: out.append(contentsOf: (bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029").utf8)
                 default:
-                    let hex = Array("0123456789abcdef".utf8)
                     out.append(contentsOf: "\\u00".utf8)
-                    out.append(hex[Int(byte >> 4)])
-                    out.append(hex[Int(byte & 15)])
+                    out.append(hexDigits[Int(byte >> 4)])
+                    out.append(hexDigits[Int(byte & 15)])
                 }
-                clean = byte == 0xE2 ? i + 3 : i + 1
+                i += byte == 0xE2 ? 3 : 1
+                clean = i
             }
-            if clean < bytes.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean...])) }
+            if clean < count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean...])) }
         }
         out.append(UInt8(ascii: "\""))
     }
+
+    static let hexDigits = Array("0123456789abcdef".utf8)
 }

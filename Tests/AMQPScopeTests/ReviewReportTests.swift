@@ -69,6 +69,31 @@ private func hostileCapture() -> String {
         #expect(MarkdownReport.escape("a|b *c* [d](e) <f> `g`") == "a\\|b \\*c\\* \\[d\\](e) &lt;f&gt; \\`g\\`")
     }
 
+    @Test func jsonEscaping() throws {
+        #expect(
+            JSON.string("a\"b\\c\n\u{01}\u{7F}é\u{2028}\u{2029}✓").serialized()
+                == #""a\"b\\c\n\u0001\u007fé\u2028\u2029✓""#)
+        // Every character class at every position round-trips through a real JSON parser, and the output carries no
+        // raw control byte and no U+2028/2029.
+        let pieces = [
+            "\"", "\\", "\n", "\r", "\t", "\u{00}", "\u{1F}", "\u{7F}", "\u{2028}", "\u{2029}", "\u{2027}", "é", "€",
+            "😀", "plain",
+        ]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            let text = (0..<Int.random(in: 0...12, using: &generator)).map { _ in
+                pieces.randomElement(using: &generator)!
+            }
+            .joined()
+            let out = JSON.string(text).serialized()
+            #expect(
+                !out.utf8.contains { $0 < 0x20 || $0 == 0x7F } && !out.contains("\u{2028}") && !out.contains("\u{2029}")
+            )
+            let parsed = try JSONSerialization.jsonObject(with: Data(out.utf8), options: .fragmentsAllowed) as? String
+            #expect(parsed == text, "\(out)")
+        }
+    }
+
     @Test func hostileCaptureRendersInert() throws {
         let result = Analysis.analyzeFile(hostileCapture())
         #expect(result.records.count == 1)
