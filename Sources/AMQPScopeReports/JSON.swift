@@ -8,6 +8,9 @@ package enum JSON: Hashable, Sendable {
     case string(String)
     case array([JSON])
     case object([(String, JSON)])
+    /// A value that writes its own bytes: for parts written by the thousand (a connection's events), without
+    /// building a tree for each.
+    case written(any JSONWritable)
 
     package static func == (a: JSON, b: JSON) -> Bool { a.serialized() == b.serialized() }
     package func hash(into hasher: inout Hasher) { hasher.combine(serialized()) }
@@ -42,35 +45,34 @@ package enum JSON: Hashable, Sendable {
             }
         case .string(let s): JSON.escape(s, into: &out)
         case .array(let items):
-            if items.isEmpty {
-                out.append(contentsOf: "[]".utf8)
-                return
+            JSON.writeArray(items.count, into: &out, indent: indent) { i, out, indent in
+                items[i].write(into: &out, indent: indent)
             }
-            out.append(UInt8(ascii: "["))
-            for (i, item) in items.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSON.newline(&out, indent.map { $0 + 1 })
-                item.write(into: &out, indent: indent.map { $0 + 1 })
-            }
-            JSON.newline(&out, indent)
-            out.append(UInt8(ascii: "]"))
         case .object(let members):
-            if members.isEmpty {
-                out.append(contentsOf: "{}".utf8)
-                return
-            }
-            out.append(UInt8(ascii: "{"))
-            for (i, (key, value)) in members.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSON.newline(&out, indent.map { $0 + 1 })
-                JSON.escape(key, into: &out)
-                out.append(UInt8(ascii: ":"))
-                if indent != nil { out.append(UInt8(ascii: " ")) }
-                value.write(into: &out, indent: indent.map { $0 + 1 })
-            }
-            JSON.newline(&out, indent)
-            out.append(UInt8(ascii: "}"))
+            var object = JSONObjectWriter(&out, indent: indent)
+            for (key, value) in members { object.value(key, value, &out) }
+            object.end(&out)
+        case .written(let value): value.write(into: &out, indent: indent)
         }
+    }
+
+    /// An array of `count` items, each written by `item` at the indent given to it: the one place arrays are
+    /// formatted, whether their items are trees or write themselves.
+    package static func writeArray(
+        _ count: Int, into out: inout [UInt8], indent: Int?, item: (Int, inout [UInt8], Int?) -> Void
+    ) {
+        if count == 0 {
+            out.append(contentsOf: "[]".utf8)
+            return
+        }
+        out.append(UInt8(ascii: "["))
+        for i in 0..<count {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSON.newline(&out, indent.map { $0 + 1 })
+            item(i, &out, indent.map { $0 + 1 })
+        }
+        JSON.newline(&out, indent)
+        out.append(UInt8(ascii: "]"))
     }
 
     static func newline(_ out: inout [UInt8], _ indent: Int?) {
@@ -154,4 +156,51 @@ package enum JSON: Hashable, Sendable {
     }
 
     static let hexDigits = Array("0123456789abcdef".utf8)
+}
+
+/// A value that writes itself as JSON, formatted as the tree is (through `JSON.writeArray` and `JSONObjectWriter`).
+package protocol JSONWritable: Sendable {
+    func write(into out: inout [UInt8], indent: Int?)
+}
+
+/// Writes one object member by member, formatted exactly as `JSON.write` formats an `.object` (which uses it): `{`
+/// on creation, each member on its line at `indent` + 1 when indenting, `}` at `end`.
+package struct JSONObjectWriter {
+    private let indent: Int?
+    private var members = 0
+
+    package init(_ out: inout [UInt8], indent: Int?) {
+        self.indent = indent
+        out.append(UInt8(ascii: "{"))
+    }
+
+    /// The separator and the key of the next member; its value is written next.
+    package mutating func key(_ key: String, _ out: inout [UInt8]) {
+        if members > 0 { out.append(UInt8(ascii: ",")) }
+        members += 1
+        JSON.newline(&out, indent.map { $0 + 1 })
+        JSON.escape(key, into: &out)
+        out.append(UInt8(ascii: ":"))
+        if indent != nil { out.append(UInt8(ascii: " ")) }
+    }
+
+    package mutating func string(_ key: String, _ value: String, _ out: inout [UInt8]) {
+        self.key(key, &out)
+        JSON.escape(value, into: &out)
+    }
+
+    package mutating func int(_ key: String, _ value: Int, _ out: inout [UInt8]) {
+        self.key(key, &out)
+        JSON.appendInteger(Int64(value), to: &out)
+    }
+
+    package mutating func value(_ key: String, _ value: JSON, _ out: inout [UInt8]) {
+        self.key(key, &out)
+        value.write(into: &out, indent: indent.map { $0 + 1 })
+    }
+
+    package func end(_ out: inout [UInt8]) {
+        if members > 0 { JSON.newline(&out, indent) }
+        out.append(UInt8(ascii: "}"))
+    }
 }

@@ -368,7 +368,7 @@ extension AnalyzeReport {
             ),
             ("links", story.amqp10.map(linksJSON) ?? .null),
             ("flow", r.flow.map(flowJSON) ?? .null),
-            ("events", .array(eventsJSON(story, options: options))),
+            ("events", eventsJSON(story, options: options)),
             ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),
         ]
         if options.showBodies {
@@ -452,63 +452,80 @@ extension AnalyzeReport {
         return .object(members)
     }
 
-    static func eventsJSON(_ story: Story, options: ReportOptions) -> [JSON] {
-        StoryOutline(story).moments(options).map(entryJSON)
+    static func eventsJSON(_ story: Story, options: ReportOptions) -> JSON {
+        .written(Events(entries: StoryOutline.moments(of: story, options)))
     }
 
-    /// One timeline entry as a JSON object: shared by reports and live capture.
-    package static func entryJSON(_ entry: TimelineEntry) -> JSON {
-        // Built in order into one array: the time first, then what the entry is.
-        var members: [(String, JSON)] = [("time", .string(Format.rfc3339(entry.time)))]
-        members.reserveCapacity(10)
+    /// A connection's events, written entry by entry: every connection has dozens, and a tree for each cost more
+    /// than the rest of its report.
+    struct Events: JSONWritable {
+        let entries: [TimelineEntry]
+        func write(into out: inout [UInt8], indent: Int?) {
+            JSON.writeArray(entries.count, into: &out, indent: indent) { i, out, indent in
+                AnalyzeReport.writeEntry(entries[i], into: &out, indent: indent)
+            }
+        }
+    }
+
+    /// One timeline entry as a JSON object (the time first, then what the entry is): shared by reports and live
+    /// capture.
+    package static func writeEntry(_ entry: TimelineEntry, into out: inout [UInt8], indent: Int?) {
+        var o = JSONObjectWriter(&out, indent: indent)
+        o.string("time", Format.rfc3339(entry.time), &out)
         switch entry {
         case .frame(let f):
-            members.append(("kind", .string("frame")))
-            if case .method(let m) = f.frame.content { members.append(("method", .string(m.name))) }
-            members += [
-                ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
-                ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.frame(f.frame))),
-            ]
+            o.string("kind", "frame", &out)
+            if case .method(let m) = f.frame.content { o.string("method", m.name, &out) }
+            o.string("direction", directionName(f.direction), &out)
+            o.int("packet", f.packetNumber, &out)
+            o.int("channel", Int(f.frame.channel), &out)
+            o.string("description", Describe.frame(f.frame), &out)
         case .moment(let m):
-            members += [
-                ("kind", .string(momentKind(m.kind))), ("direction", .string(directionName(m.direction))),
-                ("packet", .int(m.packetNumber)), ("description", .string(momentText(m))),
-            ]
+            o.string("kind", momentKind(m.kind), &out)
+            o.string("direction", directionName(m.direction), &out)
+            o.int("packet", m.packetNumber, &out)
+            o.string("description", momentText(m), &out)
             if case .reset(let info) = m.kind {
-                members.append(("receiver_state", .string(info.receiverState.rawValue)))
-                members.append(("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno })))
+                o.string("receiver_state", info.receiverState.rawValue, &out)
+                o.value("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno }), &out)
             }
         case .run(let run):
-            members += [
-                ("kind", .string("run")), ("direction", .string(directionName(run.direction))),
-                ("packet", .int(run.firstPacket)),
-                ("last_packet", .int(run.lastPacket)), ("what", .string(run.kind)), ("count", .int(run.count)),
-                ("until", .string(Format.rfc3339(run.last))), ("description", .string(runText(run))),
-            ]
+            o.string("kind", "run", &out)
+            o.string("direction", directionName(run.direction), &out)
+            o.int("packet", run.firstPacket, &out)
+            o.int("last_packet", run.lastPacket, &out)
+            o.string("what", run.kind, &out)
+            o.int("count", run.count, &out)
+            o.string("until", Format.rfc3339(run.last), &out)
+            o.string("description", runText(run), &out)
         case .problem(let p):
-            members += [
-                ("kind", .string(p.kind.rawValue)), ("direction", .string(directionName(p.direction))),
-                ("packet", .int(p.packetNumber)), ("description", .string(p.reason)),
-            ]
+            o.string("kind", p.kind.rawValue, &out)
+            o.string("direction", directionName(p.direction), &out)
+            o.int("packet", p.packetNumber, &out)
+            o.string("description", p.reason, &out)
         case .tls(let t):
-            members += [
-                ("kind", .string("tls")), ("direction", .string(directionName(t.direction))),
-                ("packet", .int(t.packetNumber)), ("description", .string(tlsText(t))),
-            ]
+            o.string("kind", "tls", &out)
+            o.string("direction", directionName(t.direction), &out)
+            o.int("packet", t.packetNumber, &out)
+            o.string("description", tlsText(t), &out)
         case .log(let l):
-            members += [
-                ("kind", .string("log")), ("source", .string("broker")), ("direction", .null), ("packet", .null),
-                ("level", .string(l.line.level)), ("line", .string(l.line.text)),
-                ("line_number", .int(l.line.number)), ("logged_time", .string(Format.rfc3339(l.line.time))),
-            ]
+            o.string("kind", "log", &out)
+            o.string("source", "broker", &out)
+            o.value("direction", .null, &out)
+            o.value("packet", .null, &out)
+            o.string("level", l.line.level, &out)
+            o.string("line", l.line.text, &out)
+            o.int("line_number", l.line.number, &out)
+            o.string("logged_time", Format.rfc3339(l.line.time), &out)
         case .performative(let f):
-            members += [
-                ("kind", .string("frame")), ("performative", .string(f.frame.name)),
-                ("direction", .string(directionName(f.direction))), ("packet", .int(f.packetNumber)),
-                ("channel", .int(Int64(f.frame.channel))), ("description", .string(Describe.performative(f.frame))),
-            ]
+            o.string("kind", "frame", &out)
+            o.string("performative", f.frame.name, &out)
+            o.string("direction", directionName(f.direction), &out)
+            o.int("packet", f.packetNumber, &out)
+            o.int("channel", Int(f.frame.channel), &out)
+            o.string("description", Describe.performative(f.frame), &out)
         }
-        return .object(members)
+        o.end(&out)
     }
 
     static func momentKind(_ kind: TCPMoment.Kind) -> String {

@@ -50,7 +50,11 @@ struct StoryOutline {
     func facts(_ kinds: Set<FactKind>) -> [Fact] { facts.filter { kinds.contains($0.kind) } }
 
     /// The key moments inside the report's time window.
-    func moments(_ options: ReportOptions) -> [TimelineEntry] {
+    func moments(_ options: ReportOptions) -> [TimelineEntry] { Self.moments(of: story, options) }
+
+    /// The key moments of a story, for a report that needs them without its facts (working those out costs more
+    /// than writing the moments).
+    static func moments(of story: Story, _ options: ReportOptions) -> [TimelineEntry] {
         let timeline = story.record.timeline.filter { options.includes($0.time) }
         guard !story.brokerLog.isEmpty else { return timeline }
         // The broker's log lines among the packets, by time (a line at a packet's time after it).

@@ -168,7 +168,7 @@ extension AnalyzeReport {
             }
             lines.sort { ($0.0, $0.1) < ($1.0, $1.1) }
         } else {
-            for entry in StoryOutline(story).moments(options) {
+            for entry in StoryOutline.moments(of: story, options) {
                 let line = entryLine(entry)
                 lines.append((line.time, line.packet, line.arrow, line.text))
             }

@@ -384,7 +384,7 @@ struct LivePrinter {
                 cachedPrefix.removeLast()  // "}"
             }
             scratch.removeAll(keepingCapacity: true)
-            AnalyzeReport.entryJSON(entry).write(into: &scratch, indent: nil)
+            AnalyzeReport.writeEntry(entry, into: &scratch, indent: nil)
             guard scratch.count > 2 else { return }
             output.append(contentsOf: cachedPrefix)
             output.append(UInt8(ascii: ","))
