@@ -77,7 +77,7 @@ private func hostileCapture() -> String {
         // raw control byte and no U+2028/2029.
         let pieces = [
             "\"", "\\", "\n", "\r", "\t", "\u{00}", "\u{1F}", "\u{7F}", "\u{2028}", "\u{2029}", "\u{2027}", "é", "€",
-            "😀", "plain",
+            "😀", "plain", "0123456789abcdef~ ",
         ]
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<300 {
