@@ -189,9 +189,16 @@ extension AMQPSpec {
         methodIndex[UInt32(classID) << 16 | UInt32(methodID)].map { methods[$0] }
     }
 
-    /// "class.method", or "unknown(C, M)".
+    /// The methods' names, by their index in `methods`.
+    static let methodNames = methods.map(\.name)
+
+    /// "class.method", or "unknown(C, M)". Asked for every frame a report or live capture describes: the name is
+    /// taken without copying the method's descriptor and its argument list.
     package static func methodName(classID: UInt16, methodID: UInt16) -> String {
-        descriptor(classID: classID, methodID: methodID)?.name ?? "unknown(\(classID), \(methodID))"
+        guard let index = methodIndex[UInt32(classID) << 16 | UInt32(methodID)] else {
+            return "unknown(\(classID), \(methodID))"
+        }
+        return methodNames[index]
     }
 
     static let classIDs: Set<UInt16> = Set(methods.map(\.classID))
