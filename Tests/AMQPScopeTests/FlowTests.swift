@@ -189,6 +189,30 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         }
     }
 
+    /// More than 65,535 values in one index carry past the 16-bit count: totals, percentiles and buckets stay those
+    /// of hdrhistogram-swift.
+    @Test func countsCarryPastSixteenBits() {
+        var ours = LatencyHistogram()
+        var theirs = Histogram<UInt64>(
+            lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+        var generator = SeededGenerator(seed: 18)
+        var values: [UInt64] = Array(repeating: 5, count: 66_000) + Array(repeating: 1_000, count: 2_000)
+        values += (0..<2_000).map { _ in 1 + generator.next() % 2_000_000 }
+        values.shuffle(using: &generator)
+        for micros in values {
+            ours.record(microseconds: micros)
+            _ = theirs.record(micros)
+        }
+        #expect(!ours.carries.isEmpty, "the test reaches the carries")
+        #expect(ours.total == theirs.totalCount)
+        for q in [0.1, 1, 25, 50, 75, 90, 94.3, 97, 99, 99.9, 100] {
+            #expect(ours.value(atPercentile: q) == theirs.valueAtPercentile(q), "p\(q)")
+        }
+        #expect(ours.buckets.reduce(0) { $0 + $1.count } == values.count)
+        #expect(
+            ours.buckets.first?.count == Int(theirs.countForValue(5)) + values.filter { $0 <= 100 && $0 != 5 }.count)
+    }
+
     /// Latencies in a narrow range, in random order (so the range grows down as well as up): the same percentiles
     /// and buckets as hdrhistogram-swift, and counts that cover exactly the indices from the smallest to the largest.
     @Test(arguments: [(UInt64(1_000), UInt64(5_000)), (3, 7), (1_000_000, 1_000_300), (40, 3_600_000_000)])
