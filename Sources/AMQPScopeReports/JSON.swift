@@ -50,7 +50,7 @@ package enum JSON: Hashable, Sendable {
             }
         case .object(let members):
             var object = JSONObjectWriter(&out, indent: indent)
-            for (key, value) in members { object.value(key, value, &out) }
+            for (key, value) in members { object.member(key, value, &out) }
             object.end(&out)
         case .written(let value): value.write(into: &out, indent: indent)
         }
@@ -77,17 +77,21 @@ package enum JSON: Hashable, Sendable {
 
     static func newline(_ out: inout [UInt8], _ indent: Int?) {
         guard let indent else { return }
-        out.append(UInt8(ascii: "\n"))
-        var spaces = indent * 2
-        while spaces > 0 {
-            let n = min(spaces, Self.spaces.count)
-            out.append(contentsOf: Self.spaces[..<n])
-            spaces -= n
+        // A line break and the indentation, copied from a constant in pieces of up to 64 spaces.
+        lineStart.withUTF8Buffer { line in
+            var spaces = indent * 2
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: line[...min(spaces, 64)]))
+            spaces -= min(spaces, 64)
+            while spaces > 0 {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: line[1...min(spaces, 64)]))
+                spaces -= min(spaces, 64)
+            }
         }
     }
 
-    /// Indentation, appended in one piece rather than a space at a time.
-    static let spaces = [UInt8](repeating: UInt8(ascii: " "), count: 64)
+    /// A line break and 64 spaces.
+    static let lineStart: StaticString =
+        "\n                                                                "
 
     static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
         if value == 0 {
@@ -193,28 +197,49 @@ package struct JSONObjectWriter {
         out.append(UInt8(ascii: "{"))
     }
 
-    /// The separator and the key of the next member; its value is written next.
-    package mutating func key(_ key: String, _ out: inout [UInt8]) {
+    /// The separator before the next member and, indenting, its line.
+    private mutating func next(_ out: inout [UInt8]) {
         if members > 0 { out.append(UInt8(ascii: ",")) }
         members += 1
         JSON.newline(&out, indent.map { $0 + 1 })
+    }
+
+    /// The next member's key, escaped (a tree's keys can come from anywhere); its value is written next.
+    mutating func key(escaping key: String, _ out: inout [UInt8]) {
+        next(&out)
         JSON.escape(key, into: &out)
         out.append(UInt8(ascii: ":"))
         if indent != nil { out.append(UInt8(ascii: " ")) }
     }
 
-    package mutating func string(_ key: String, _ value: String, _ out: inout [UInt8]) {
+    /// The next member's key, one of the program's own names: plain ASCII with nothing to escape, copied as it is.
+    package mutating func key(_ key: StaticString, _ out: inout [UInt8]) {
+        next(&out)
+        out.append(UInt8(ascii: "\""))
+        key.withUTF8Buffer { out.append(contentsOf: $0) }
+        out.append(UInt8(ascii: "\""))
+        out.append(UInt8(ascii: ":"))
+        if indent != nil { out.append(UInt8(ascii: " ")) }
+    }
+
+    package mutating func string(_ key: StaticString, _ value: String, _ out: inout [UInt8]) {
         self.key(key, &out)
         JSON.escape(value, into: &out)
     }
 
-    package mutating func int(_ key: String, _ value: Int, _ out: inout [UInt8]) {
+    package mutating func int(_ key: StaticString, _ value: Int, _ out: inout [UInt8]) {
         self.key(key, &out)
         JSON.appendInteger(Int64(value), to: &out)
     }
 
-    package mutating func value(_ key: String, _ value: JSON, _ out: inout [UInt8]) {
+    package mutating func value(_ key: StaticString, _ value: JSON, _ out: inout [UInt8]) {
         self.key(key, &out)
+        value.write(into: &out, indent: indent.map { $0 + 1 })
+    }
+
+    /// A tree's member.
+    mutating func member(_ key: String, _ value: JSON, _ out: inout [UInt8]) {
+        self.key(escaping: key, &out)
         value.write(into: &out, indent: indent.map { $0 + 1 })
     }
 
