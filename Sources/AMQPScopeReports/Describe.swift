@@ -7,41 +7,47 @@ import AMQPScopeTimeline
 package enum Describe {
     /// "queue.declare queue=orders durable" — arguments that carry information, secrets already redacted.
     package static func method(_ method: Method) -> String {
-        var parts = [method.name]
+        // Built in one string, not joined from an array: reports and live capture describe every key frame.
+        var text = method.name
+        text.reserveCapacity(96)
+        func add(_ part: String) {
+            text.append(" ")
+            text.append(part)
+        }
         switch method {
         case .connectionStart(let m):
-            parts.append("version=\(m.versionMajor)-\(m.versionMinor)")
-            parts.append(contentsOf: peer(m.serverProperties))
-            parts.append("mechanisms=\(Format.safe(m.mechanisms.text, limit: 60))")
+            add("version=\(m.versionMajor)-\(m.versionMinor)")
+            for part in peer(m.serverProperties) { add(part) }
+            add("mechanisms=\(Format.safe(m.mechanisms.text, limit: 60))")
         case .connectionStartOk(let m):
-            parts.append(contentsOf: peer(m.clientProperties))
-            parts.append("mechanism=\(Format.safe(m.mechanism))")
+            for part in peer(m.clientProperties) { add(part) }
+            add("mechanism=\(Format.safe(m.mechanism))")
             if let user = Credentials.user(mechanism: m.mechanism, response: m.response) {
-                parts.append("user=\(Format.safe(user, limit: 60))")
+                add("user=\(Format.safe(user, limit: 60))")
             }
         case .connectionTune(let m):
-            parts.append("channel_max=\(m.channelMax) frame_max=\(m.frameMax) heartbeat=\(m.heartbeat)")
+            add("channel_max=\(m.channelMax) frame_max=\(m.frameMax) heartbeat=\(m.heartbeat)")
         case .connectionTuneOk(let m):
-            parts.append("channel_max=\(m.channelMax) frame_max=\(m.frameMax) heartbeat=\(m.heartbeat)")
+            add("channel_max=\(m.channelMax) frame_max=\(m.frameMax) heartbeat=\(m.heartbeat)")
         case .connectionClose(let m):
-            parts.append("\(m.replyCode) \(replyName(m.replyCode)) \"\(Format.safe(m.replyText))\"")
-            if m.classId != 0 { parts.append("(in \(AMQPSpec.methodName(classID: m.classId, methodID: m.methodId)))") }
+            add("\(m.replyCode) \(replyName(m.replyCode)) \"\(Format.safe(m.replyText))\"")
+            if m.classId != 0 { add("(in \(AMQPSpec.methodName(classID: m.classId, methodID: m.methodId)))") }
         case .channelClose(let m):
-            parts.append("\(m.replyCode) \(replyName(m.replyCode)) \"\(Format.safe(m.replyText))\"")
-            if m.classId != 0 { parts.append("(in \(AMQPSpec.methodName(classID: m.classId, methodID: m.methodId)))") }
+            add("\(m.replyCode) \(replyName(m.replyCode)) \"\(Format.safe(m.replyText))\"")
+            if m.classId != 0 { add("(in \(AMQPSpec.methodName(classID: m.classId, methodID: m.methodId)))") }
         case .connectionBlocked(let m):
-            parts.append("reason=\"\(Format.safe(m.reason))\"")
+            add("reason=\"\(Format.safe(m.reason))\"")
         default:
             for argument in method.namedArguments {
-                guard let text = Self.argument(argument.value) else { continue }
+                guard let value = Self.argument(argument.value) else { continue }
                 if case .bit = argument.value {
-                    parts.append(argument.name)
+                    add(argument.name)
                 } else {
-                    parts.append("\(argument.name)=\(text)")
+                    add("\(argument.name)=\(value)")
                 }
             }
         }
-        return parts.joined(separator: " ")
+        return text
     }
 
     /// A frame: method description, content header summary, body size or "heartbeat".
