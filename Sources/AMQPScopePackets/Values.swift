@@ -27,42 +27,63 @@ extension Timestamp {
     /// "2026-11-25 09:18:00.123456" with `separator` between date and time, and a "Z" with `zulu` (UTC).
     /// Formatted into a fixed buffer: reports format every event, so no intermediate strings are made.
     public func utc(separator: UInt8 = UInt8(ascii: " "), zulu: Bool = false) -> String {
-        let seconds = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds - 999_999_999) / 1_000_000_000
-        let micros = (nanoseconds - seconds * 1_000_000_000) / 1000
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        let secondOfDay = seconds - days * 86_400
+        let text = String(unsafeUninitializedCapacity: 27) { format(into: $0, separator: separator, zulu: zulu) }
+        guard text.isEmpty else { return text }
+        let (days, secondOfDay, _) = parts
         let (y, m, d) = Self.civil(fromDays: days)
-        guard (0...9999).contains(y) else { return "\(y)-\(m)-\(d) \(secondOfDay)s" }
-        return String(unsafeUninitializedCapacity: 27) { buffer in
-            var i = 0
-            func put(_ value: Int64, _ width: Int) {
-                var v = value
-                for k in stride(from: width - 1, through: 0, by: -1) {
-                    buffer[i + k] = UInt8(ascii: "0") + UInt8(v % 10)
-                    v /= 10
-                }
-                i += width
-            }
-            func put(_ byte: UInt8) {
-                buffer[i] = byte
-                i += 1
-            }
-            put(y, 4)
-            put(UInt8(ascii: "-"))
-            put(m, 2)
-            put(UInt8(ascii: "-"))
-            put(d, 2)
-            put(separator)
-            put(secondOfDay / 3600, 2)
-            put(UInt8(ascii: ":"))
-            put(secondOfDay / 60 % 60, 2)
-            put(UInt8(ascii: ":"))
-            put(secondOfDay % 60, 2)
-            put(UInt8(ascii: "."))
-            put(micros, 6)
-            if zulu { put(UInt8(ascii: "Z")) }
-            return i
+        return "\(y)-\(m)-\(d) \(secondOfDay)s"
+    }
+
+    /// Days since the epoch, the second of that day and the microsecond of that second.
+    /// Floor divisions by remainders, so that no step overflows, even at the ends of Int64.
+    private var parts: (days: Int64, secondOfDay: Int64, micros: Int64) {
+        var (seconds, nanos) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
+        if nanos < 0 {
+            seconds -= 1
+            nanos += 1_000_000_000
         }
+        var (days, secondOfDay) = seconds.quotientAndRemainder(dividingBy: 86_400)
+        if secondOfDay < 0 {
+            days -= 1
+            secondOfDay += 86_400
+        }
+        return (days, secondOfDay, nanos / 1000)
+    }
+
+    /// `utc`'s bytes, written into `buffer` (27 bytes at least): how many, or 0 for a year outside 0 to 9999, which
+    /// `utc` spells differently. For writers that want the bytes without a string.
+    package func format(into buffer: UnsafeMutableBufferPointer<UInt8>, separator: UInt8, zulu: Bool) -> Int {
+        let (days, secondOfDay, micros) = parts
+        let (y, m, d) = Self.civil(fromDays: days)
+        guard (0...9999).contains(y), buffer.count >= 27 else { return 0 }
+        var i = 0
+        func put(_ value: Int64, _ width: Int) {
+            var v = value
+            for k in stride(from: width - 1, through: 0, by: -1) {
+                buffer[i + k] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            }
+            i += width
+        }
+        func put(_ byte: UInt8) {
+            buffer[i] = byte
+            i += 1
+        }
+        put(y, 4)
+        put(UInt8(ascii: "-"))
+        put(m, 2)
+        put(UInt8(ascii: "-"))
+        put(d, 2)
+        put(separator)
+        put(secondOfDay / 3600, 2)
+        put(UInt8(ascii: ":"))
+        put(secondOfDay / 60 % 60, 2)
+        put(UInt8(ascii: ":"))
+        put(secondOfDay % 60, 2)
+        put(UInt8(ascii: "."))
+        put(micros, 6)
+        if zulu { put(UInt8(ascii: "Z")) }
+        return i
     }
 
     /// "09:18:00.123456": the time of day (UTC), for sentences.

@@ -1,4 +1,5 @@
 // A small JSON value with ordered keys and a deterministic writer: the same input always gives the same bytes.
+import AMQPScopePackets
 
 package enum JSON: Hashable, Sendable {
     case null
@@ -225,6 +226,26 @@ package struct JSONObjectWriter {
     package mutating func string(_ key: StaticString, _ value: String, _ out: inout [UInt8]) {
         self.key(key, &out)
         JSON.escape(value, into: &out)
+    }
+
+    /// A value that is one of the program's own names (a kind, a direction): copied as it is, like the keys.
+    package mutating func name(_ key: StaticString, _ value: StaticString, _ out: inout [UInt8]) {
+        self.key(key, &out)
+        out.append(UInt8(ascii: "\""))
+        value.withUTF8Buffer { out.append(contentsOf: $0) }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// A time as RFC 3339 text in UTC ("2026-12-02T06:59:27.123456Z"), formatted straight into the output.
+    package mutating func time(_ key: StaticString, _ time: Timestamp, _ out: inout [UInt8]) {
+        self.key(key, &out)
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
+            let count = time.format(into: buffer, separator: UInt8(ascii: "T"), zulu: true)
+            guard count > 0 else { return JSON.escape(Format.rfc3339(time), into: &out) }
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<count]))
+            out.append(UInt8(ascii: "\""))
+        }
     }
 
     package mutating func int(_ key: StaticString, _ value: Int, _ out: inout [UInt8]) {

@@ -124,7 +124,10 @@ extension AnalyzeReport {
         ])
     }
 
-    static func directionName(_ d: Direction) -> String {
+    static func directionName(_ d: Direction) -> String { directionKey(d).description }
+
+    /// `directionName` as a constant, for writers that copy it as it is.
+    static func directionKey(_ d: Direction) -> StaticString {
         d == .clientToServer ? "client_to_server" : "server_to_client"
     }
 
@@ -471,18 +474,18 @@ extension AnalyzeReport {
     /// capture.
     package static func writeEntry(_ entry: TimelineEntry, into out: inout [UInt8], indent: Int?) {
         var o = JSONObjectWriter(&out, indent: indent)
-        o.string("time", Format.rfc3339(entry.time), &out)
+        o.time("time", entry.time, &out)
         switch entry {
         case .frame(let f):
-            o.string("kind", "frame", &out)
+            o.name("kind", "frame", &out)
             if case .method(let m) = f.frame.content { o.string("method", m.name, &out) }
-            o.string("direction", directionName(f.direction), &out)
+            o.name("direction", directionKey(f.direction), &out)
             o.int("packet", f.packetNumber, &out)
             o.int("channel", Int(f.frame.channel), &out)
             o.string("description", Describe.frame(f.frame), &out)
         case .moment(let m):
-            o.string("kind", momentKind(m.kind), &out)
-            o.string("direction", directionName(m.direction), &out)
+            o.name("kind", momentKey(m.kind), &out)
+            o.name("direction", directionKey(m.direction), &out)
             o.int("packet", m.packetNumber, &out)
             o.string("description", momentText(m), &out)
             if case .reset(let info) = m.kind {
@@ -490,37 +493,37 @@ extension AnalyzeReport {
                 o.value("errno", .optional(ResetErrno.predict(info.receiverState).map { $0.errno }), &out)
             }
         case .run(let run):
-            o.string("kind", "run", &out)
-            o.string("direction", directionName(run.direction), &out)
+            o.name("kind", "run", &out)
+            o.name("direction", directionKey(run.direction), &out)
             o.int("packet", run.firstPacket, &out)
             o.int("last_packet", run.lastPacket, &out)
             o.string("what", run.kind, &out)
             o.int("count", run.count, &out)
-            o.string("until", Format.rfc3339(run.last), &out)
+            o.time("until", run.last, &out)
             o.string("description", runText(run), &out)
         case .problem(let p):
             o.string("kind", p.kind.rawValue, &out)
-            o.string("direction", directionName(p.direction), &out)
+            o.name("direction", directionKey(p.direction), &out)
             o.int("packet", p.packetNumber, &out)
             o.string("description", p.reason, &out)
         case .tls(let t):
-            o.string("kind", "tls", &out)
-            o.string("direction", directionName(t.direction), &out)
+            o.name("kind", "tls", &out)
+            o.name("direction", directionKey(t.direction), &out)
             o.int("packet", t.packetNumber, &out)
             o.string("description", tlsText(t), &out)
         case .log(let l):
-            o.string("kind", "log", &out)
-            o.string("source", "broker", &out)
+            o.name("kind", "log", &out)
+            o.name("source", "broker", &out)
             o.value("direction", .null, &out)
             o.value("packet", .null, &out)
             o.string("level", l.line.level, &out)
             o.string("line", l.line.text, &out)
             o.int("line_number", l.line.number, &out)
-            o.string("logged_time", Format.rfc3339(l.line.time), &out)
+            o.time("logged_time", l.line.time, &out)
         case .performative(let f):
-            o.string("kind", "frame", &out)
+            o.name("kind", "frame", &out)
             o.string("performative", f.frame.name, &out)
-            o.string("direction", directionName(f.direction), &out)
+            o.name("direction", directionKey(f.direction), &out)
             o.int("packet", f.packetNumber, &out)
             o.int("channel", Int(f.frame.channel), &out)
             o.string("description", Describe.performative(f.frame), &out)
@@ -528,7 +531,10 @@ extension AnalyzeReport {
         o.end(&out)
     }
 
-    static func momentKind(_ kind: TCPMoment.Kind) -> String {
+    static func momentKind(_ kind: TCPMoment.Kind) -> String { momentKey(kind).description }
+
+    /// `momentKind` as a constant, for writers that copy it as it is.
+    static func momentKey(_ kind: TCPMoment.Kind) -> StaticString {
         switch kind {
         case .syn: "syn"
         case .synAck: "syn-ack"

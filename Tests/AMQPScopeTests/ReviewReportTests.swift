@@ -94,6 +94,28 @@ private func hostileCapture() -> String {
         }
     }
 
+    /// The object writer formats times straight into its bytes: the same text as `Timestamp.utc`, which Foundation's
+    /// formatter checks, out to the years nanoseconds since 1970 reach in 64 bits (1677 and 2262).
+    @Test func timesWrittenAsBytes() throws {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        for nanoseconds: Int64 in [0, 1_764_658_767_123_456_789, -1_000, -86_400_000_000_000, .max, .min] {
+            let t = Timestamp(nanoseconds: nanoseconds)
+            var out: [UInt8] = []
+            var object = JSONObjectWriter(&out, indent: nil)
+            object.time("t", t, &out)
+            object.end(&out)
+            let text = Format.rfc3339(t)
+            #expect(String(decoding: out, as: UTF8.self) == #"{"t":""# + text + #""}"#)
+            // Foundation keeps milliseconds: the text up to them is its text.
+            let (quotient, remainder) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000)
+            let milliseconds = remainder < 0 ? quotient - 1 : quotient
+            let date = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+            #expect(text.prefix(23) == formatter.string(from: date).prefix(23), "\(nanoseconds)")
+        }
+    }
+
     @Test func hostileCaptureRendersInert() throws {
         let result = Analysis.analyzeFile(hostileCapture())
         #expect(result.records.count == 1)
