@@ -218,8 +218,10 @@ final class TimelineRunner {
     }
 
     func takeEnded() {
-        guard stage.hasEnded else { return }
+        // Taken (a mutating call, made in place) rather than asked about first: reading a property of the stage
+        // through this class copied the whole stage, once a packet when there is no timeline thread.
         let ended = stage.takeEnded()
+        guard !ended.isEmpty else { return }
         guard let onRecord else {
             records.append(contentsOf: ended)
             return
