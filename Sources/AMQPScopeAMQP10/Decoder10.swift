@@ -145,9 +145,13 @@ package struct AMQP10Decoder {
     /// Whether a direction is still looking for a frame boundary.
     package func isHunting(_ direction: Direction) -> Bool { parsers[direction].isHunting }
 
+    /// Bytes this decoder holds. A mutating getter, read in place (see ConnectionDecoder.bufferedBytes).
     package var bufferedBytes: Int {
-        Direction.allCases.reduce(0) { total, d in
-            total + parsers[d].pending.count + deliveries[d].reduce(0) { $0 + ($1.body?.count ?? 0) }
+        mutating get {
+            var total = parsers[.clientToServer].pending.count + parsers[.serverToClient].pending.count
+            for delivery in deliveries[.clientToServer] { total += delivery.body?.count ?? 0 }
+            for delivery in deliveries[.serverToClient] { total += delivery.body?.count ?? 0 }
+            return total
         }
     }
 

@@ -203,10 +203,14 @@ package struct ConnectionDecoder {
         parsers[direction] = parser
     }
 
-    /// Bytes this decoder holds: partial frames, hunt buffers and kept bodies.
+    /// Bytes this decoder holds: partial frames, hunt buffers and kept bodies. A mutating getter, so that the engine,
+    /// which asks once a segment, reads it in place: a plain getter copied the whole decoder for the call.
     package var bufferedBytes: Int {
-        Direction.allCases.reduce(0) { total, direction in
-            total + parsers[direction].pending.count + content[direction].reduce(0) { $0 + ($1.body?.count ?? 0) }
+        mutating get {
+            var total = parsers[.clientToServer].pending.count + parsers[.serverToClient].pending.count
+            for pending in content[.clientToServer] { total += pending.body?.count ?? 0 }
+            for pending in content[.serverToClient] { total += pending.body?.count ?? 0 }
+            return total
         }
     }
 

@@ -411,8 +411,12 @@ package struct TLSSession {
     }
 
     /// Bytes the TLS layer holds for this connection.
+    /// A mutating getter, read in place (see ConnectionDecoder.bufferedBytes): a session is large.
     package var bufferedBytes: Int {
-        waitingBytes + Direction.allCases.reduce(0) { $0 + parsers[$1].bufferedBytes + handshake[$1].bufferedBytes }
+        mutating get {
+            waitingBytes + parsers[.clientToServer].bufferedBytes + parsers[.serverToClient].bufferedBytes
+                + handshake[.clientToServer].bufferedBytes + handshake[.serverToClient].bufferedBytes
+        }
     }
 
     /// A newer key log (a live capture re-reads the file as clients append to it).

@@ -348,7 +348,8 @@ struct DecodeEntry {
         }
     }
 
-    var codecBufferedBytes: Int { decoder.bufferedBytes + (amqp10?.decoder.bufferedBytes ?? 0) }
+    /// Mutating, like the decoders' own counts: read in place.
+    var codecBufferedBytes: Int { mutating get { decoder.bufferedBytes + (amqp10?.decoder.bufferedBytes ?? 0) } }
 
     /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
     mutating func account(
