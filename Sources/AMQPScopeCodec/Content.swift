@@ -43,10 +43,12 @@ public struct BasicProperties: Hashable, Sendable {
         }
     }
 
+    /// Equal when every property is: by value, whether or not the two share their storage.
     public static func == (a: BasicProperties, b: BasicProperties) -> Bool {
         a.storage === b.storage || (a.storage?.fields ?? Fields()) == (b.storage?.fields ?? Fields())
     }
 
+    /// Hashes the properties' values, as `==` compares them.
     public func hash(into hasher: inout Hasher) { hasher.combine(storage?.fields ?? Fields()) }
 
     /// The `content-type` property, when present.
