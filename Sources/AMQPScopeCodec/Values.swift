@@ -184,9 +184,14 @@ extension AMQPSpec {
         return index
     }()
 
+    /// A known method's index in `methods`.
+    static func index(classID: UInt16, methodID: UInt16) -> Int? {
+        methodIndex[UInt32(classID) << 16 | UInt32(methodID)]
+    }
+
     /// The descriptor of a known method.
     package static func descriptor(classID: UInt16, methodID: UInt16) -> MethodDescriptor? {
-        methodIndex[UInt32(classID) << 16 | UInt32(methodID)].map { methods[$0] }
+        index(classID: classID, methodID: methodID).map { methods[$0] }
     }
 
     /// The methods' names, by their index in `methods`.
@@ -195,10 +200,7 @@ extension AMQPSpec {
     /// "class.method", or "unknown(C, M)". Asked for every frame a report or live capture describes: the name is
     /// taken without copying the method's descriptor and its argument list.
     package static func methodName(classID: UInt16, methodID: UInt16) -> String {
-        guard let index = methodIndex[UInt32(classID) << 16 | UInt32(methodID)] else {
-            return "unknown(\(classID), \(methodID))"
-        }
-        return methodNames[index]
+        index(classID: classID, methodID: methodID).map { methodNames[$0] } ?? "unknown(\(classID), \(methodID))"
     }
 
     static let classIDs: Set<UInt16> = Set(methods.map(\.classID))

@@ -27,11 +27,7 @@ extension Timestamp {
     /// "2026-11-25 09:18:00.123456" with `separator` between date and time, and a "Z" with `zulu` (UTC).
     /// Formatted into a fixed buffer: reports format every event, so no intermediate strings are made.
     public func utc(separator: UInt8 = UInt8(ascii: " "), zulu: Bool = false) -> String {
-        let text = String(unsafeUninitializedCapacity: 27) { format(into: $0, separator: separator, zulu: zulu) }
-        guard text.isEmpty else { return text }
-        let (days, secondOfDay, _) = parts
-        let (y, m, d) = Self.civil(fromDays: days)
-        return "\(y)-\(m)-\(d) \(secondOfDay)s"
+        String(unsafeUninitializedCapacity: 27) { format(into: $0, separator: separator, zulu: zulu) }
     }
 
     /// Days since the epoch, the second of that day and the microsecond of that second.
@@ -50,12 +46,12 @@ extension Timestamp {
         return (days, secondOfDay, nanos / 1000)
     }
 
-    /// `utc`'s bytes, written into `buffer` (27 bytes at least): how many, or 0 for a year outside 0 to 9999, which
-    /// `utc` spells differently. For writers that want the bytes without a string.
+    /// `utc`'s bytes, written into `buffer` (27 bytes at least): how many. For writers that want the bytes without a
+    /// string. Int64 nanoseconds since 1970 reach from 1677 to 2262, so the year always has four digits.
     package func format(into buffer: UnsafeMutableBufferPointer<UInt8>, separator: UInt8, zulu: Bool) -> Int {
+        precondition(buffer.count >= 27, "a timestamp takes 27 bytes")
         let (days, secondOfDay, micros) = parts
         let (y, m, d) = Self.civil(fromDays: days)
-        guard (0...9999).contains(y), buffer.count >= 27 else { return 0 }
         var i = 0
         func put(_ value: Int64, _ width: Int) {
             var v = value

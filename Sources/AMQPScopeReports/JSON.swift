@@ -241,7 +241,6 @@ package struct JSONObjectWriter {
         self.key(key, &out)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
             let count = time.format(into: buffer, separator: UInt8(ascii: "T"), zulu: true)
-            guard count > 0 else { return JSON.escape(Format.rfc3339(time), into: &out) }
             out.append(UInt8(ascii: "\""))
             out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<count]))
             out.append(UInt8(ascii: "\""))
