@@ -1,5 +1,5 @@
 // The only code in amqpscope that touches libpcap. It opens a saved file (pcap or pcapng), pulls packets with
-// pcap_next_ex, copies each packet's captured bytes once into a buffer it owns, and hands on plain values.
+// pcap_next_ex and hands on plain values; a packet's bytes are libpcap's own, read in place until the next pull.
 // Live interfaces open through the same type (see `openLive`), so the rest of the pipeline never knows which.
 import AMQPScopePackets
 import CPcap
@@ -69,17 +69,15 @@ package final class PcapSource {
     @exclusivity(unchecked) package private(set) var packetsRead = 0
 
     private var handle: OpaquePointer?
-    private var buffer: UnsafeMutableRawPointer
-    /// The packet buffer's size: at first the snap length, but never more than libpcap's largest record, whatever a
-    /// (possibly hostile) file header claims; it grows only for a record that really is larger.
-    package private(set) var bufferCapacity: Int
-    /// libpcap's largest record for the link types amqpscope decodes (MAXIMUM_SNAPLEN).
-    package static let largestRecord = 262_144
+    /// The last packet's bytes in libpcap's buffer (valid until the next pcap_next_ex), or nil before the first.
+    @exclusivity(unchecked) private var current: UnsafeRawPointer?
     @exclusivity(unchecked) private var currentLength = 0
     /// Live: the descriptor to poll, and how long `next()` waits for a packet before returning `.timeout`.
     private var selectable: Int32 = -1
     private var timeoutMilliseconds: Int32 = 200
     private let logger: Logger
+    /// A saved file's stdio buffer (see `readAheadBytes`), freed after pcap_close has closed the file.
+    private var readAhead: UnsafeMutableRawPointer?
 
     private init(handle: OpaquePointer, source: String, isLive: Bool, logger: Logger) {
         self.handle = handle
@@ -88,26 +86,48 @@ package final class PcapSource {
         self.logger = logger
         self.linkType = LinkType(rawValue: pcap_datalink(handle))
         self.snapshotLength = Int(pcap_snapshot(handle))
-        self.bufferCapacity = min(max(65_536, snapshotLength), Self.largestRecord)
-        self.buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 16)
     }
 
     deinit {
         if let handle { pcap_close(handle) }
-        buffer.deallocate()
+        readAhead?.deallocate()
     }
+
+    /// The stdio buffer a saved file is read through: 1 MiB, 256 read system calls where stdio's default makes
+    /// one per 4 KiB block.
+    static let readAheadBytes = 1 << 20
 
     /// Opens a saved pcap or pcapng file with nanosecond timestamps.
     package static func openFile(_ path: String, logger: Logger = Logger(label: "amqpscope.capture"))
         throws(CaptureError) -> PcapSource
     {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
-        let opened = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer)
+        let precision = UInt32(PCAP_TSTAMP_PRECISION_NANO)
+        var opened: OpaquePointer?
+        var readAhead: UnsafeMutableRawPointer?
+        // A file is read through a stdio buffer of its own, `readAheadBytes` long: libpcap's own open leaves stdio's
+        // default (the file system's 4 KiB block), one read system call per 4 KiB. Standard input ("-"), or a path
+        // fopen cannot open, goes through libpcap's open, which names the problem as users know it.
+        if path != "-", let file = fopen(path, "rb") {
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: readAheadBytes, alignment: 16)
+            // glibc ignores the size unless given the buffer too.
+            setvbuf(file, buffer.assumingMemoryBound(to: CChar.self), _IOFBF, readAheadBytes)
+            opened = pcap_fopen_offline_with_tstamp_precision(file, precision, &errorBuffer)
+            if opened == nil {
+                fclose(file)  // pcap_fopen_offline leaves a file it refused open
+                buffer.deallocate()
+            } else {
+                readAhead = buffer
+            }
+        } else {
+            opened = pcap_open_offline_with_tstamp_precision(path, precision, &errorBuffer)
+        }
         guard let opened else {
             throw CaptureError(
                 code: .cannotOpen, source: path, message: Self.describeOpenError(errorBuffer, path: path))
         }
         let capture = PcapSource(handle: opened, source: path, isLive: false, logger: logger)
+        capture.readAhead = readAhead
         logger.debug("opened capture file", metadata: ["file": "\(path)", "linktype": "\(capture.linkType.rawValue)"])
         return capture
     }
@@ -179,6 +199,9 @@ package final class PcapSource {
     /// Pulls the next packet. Its bytes are in `packetBytes` until the next call.
     package func next() throws(CaptureError) -> ReadResult {
         guard let handle else { return .end }
+        // Whatever comes back, the last packet's bytes are libpcap's again.
+        current = nil
+        currentLength = 0
         var headerPointer: UnsafeMutablePointer<pcap_pkthdr>?
         var dataPointer: UnsafePointer<UInt8>?
         var status = pcap_next_ex(handle, &headerPointer, &dataPointer)
@@ -199,12 +222,10 @@ package final class PcapSource {
             guard let header = headerPointer?.pointee, let dataPointer else { return .end }
             packetsRead += 1
             let captured = Int(header.caplen)
-            if captured > bufferCapacity {
-                buffer.deallocate()
-                bufferCapacity = captured
-                buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferCapacity, alignment: 16)
-            }
-            buffer.copyMemory(from: dataPointer, byteCount: captured)
+            // Read in place: libpcap keeps the bytes until the next pcap_next_ex, and nothing downstream holds a
+            // packet's bytes past its turn (the decoders copy what they keep), so a copy here would be a second
+            // one (libpcap has already copied the record out of the file's buffer).
+            current = UnsafeRawPointer(dataPointer)
             currentLength = captured
             return .packet(
                 PacketHeader(
@@ -250,7 +271,7 @@ package final class PcapSource {
     }
 
     /// The captured bytes of the packet `next()` last returned; valid until the next call to `next()`.
-    package var packetBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: buffer, count: currentLength) }
+    package var packetBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: current, count: currentLength) }
 
     /// Asks a blocking `next()` to return `.end` (pcap_breakloop).
     package func breakLoop() {
