@@ -847,11 +847,12 @@ struct FlowTracker {
         guard let part else { return }
         if confirm {
             parts[part].part.confirmed += 1
-            parts[part].confirm = parts[part].confirm ?? LatencyHistogram()
+            // Assigned only when absent: `x = x ?? y` would copy the histogram out and back on every record.
+            if parts[part].confirm == nil { parts[part].confirm = LatencyHistogram() }
             parts[part].confirm?.record(latency)
         } else {
             parts[part].part.acked += 1
-            parts[part].ack = parts[part].ack ?? LatencyHistogram()
+            if parts[part].ack == nil { parts[part].ack = LatencyHistogram() }
             parts[part].ack?.record(latency)
         }
     }
