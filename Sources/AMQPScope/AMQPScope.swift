@@ -61,14 +61,15 @@ public enum Analysis {
         let timeline = TimelineRunner(configuration: configuration, onRecord: onRecord)
         let thread = configuration.timelineThread ? TimelineThread(timeline) : nil
         var spare = OpBuffer()
-        /// Hands the decoding stage's operations to the timeline stage: on its thread, in batches; or here, now.
-        func handOver(_ decoding: inout DecodingStage, force: Bool = false) {
+        /// Hands the decoding stage's operations to the timeline stage: on its thread, in batches (once `waiting`,
+        /// as `process` counts them, reaches `batch`); or here, now.
+        func handOver(_ decoding: inout DecodingStage, waiting: Int) {
             guard let thread else {
                 decoding.apply(to: &timeline.stage)
                 timeline.takeEnded()
                 return
             }
-            guard force || decoding.pendingOps >= batch else { return }
+            guard waiting >= batch else { return }
             decoding.takeOps(leaving: &spare)
             thread.send(spare)
             spare = thread.spare()
@@ -109,8 +110,8 @@ public enum Analysis {
                         if part.firstTime == nil { part.firstTime = header.timestamp }
                         part.lastTime = header.timestamp
                         header.number += numbered
-                        stage.process(header, source.packetBytes)
-                        handOver(&stage)
+                        let waiting = stage.process(header, source.packetBytes)
+                        handOver(&stage, waiting: waiting)
                         if let progress, header.number % 16_384 == 0, let read = source.bytesRead {
                             progress(read, source.fileSize)
                         }
@@ -135,7 +136,7 @@ public enum Analysis {
                 error: parts.compactMap(\.error).first, unreadable: true, parts: parts.count > 1 ? parts : [])
         }
         decoding.finish()
-        handOver(&decoding, force: true)
+        handOver(&decoding, waiting: .max)
         // The timeline thread has applied everything once it is closed; the runner is this thread's again.
         thread?.close()
         timeline.finish()

@@ -434,8 +434,11 @@ package struct DecodingStage {
         state = DecodingState(configuration: configuration)
     }
 
-    /// Feeds one captured packet.
-    package mutating func process(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) {
+    /// Feeds one captured packet, and says how many operations wait for the timeline stage: a caller that hands them
+    /// over in batches learns it here, as a getter asked of a stage it held inout copied the whole stage (688 bytes)
+    /// on every packet.
+    @discardableResult
+    package mutating func process(_ header: PacketHeader, _ bytes: UnsafeRawBufferPointer) -> Int {
         counts.packets += 1
         if header.isTruncated { counts.truncated += 1 }
         if counts.firstTime == nil { counts.firstTime = header.timestamp }
@@ -454,6 +457,7 @@ package struct DecodingStage {
                 counts.firstMalformed.append(MalformedPacket(packet: header.number, reason: problem.description))
             }
         }
+        return state.out.ops.count
     }
 
     /// Ends idle connections as of `now`.
@@ -468,9 +472,6 @@ package struct DecodingStage {
         reassembler.finish(at: end, into: &state)
         counts.evictedConnections = reassembler.evictedForCap
     }
-
-    /// Operations waiting for the timeline stage.
-    package var pendingOps: Int { state.out.ops.count }
 
     /// Applies the operations waiting to a timeline stage on this thread.
     package mutating func apply(to timeline: inout TimelineStage) {
