@@ -399,7 +399,7 @@ struct DecodingState: StreamSink {
     }
 
     let configuration: EngineConfiguration
-    var boxes: [ConnectionID: DecodeBox] = [:]
+    var boxes = ConnectionTable<DecodeBox>()
     var cachedID = ConnectionID(rawValue: 0)
     var cached: DecodeBox?
     /// What all decoders hold together (kept up to date around every call into a decoder).

@@ -98,7 +98,7 @@ struct EngineState {
     }
 
     let configuration: EngineConfiguration
-    var slots: [ConnectionID: Int] = [:]
+    var slots = ConnectionTable<Int>()
     var entries: [EntryBox?] = []
     var freeSlots: [Int] = []
     var cachedID = ConnectionID(rawValue: 0)
