@@ -216,9 +216,7 @@ package struct JSONObjectWriter {
     /// The next member's key, one of the program's own names: plain ASCII with nothing to escape, copied as it is.
     package mutating func key(_ key: StaticString, _ out: inout [UInt8]) {
         next(&out)
-        out.append(UInt8(ascii: "\""))
-        key.withUTF8Buffer { out.append(contentsOf: $0) }
-        out.append(UInt8(ascii: "\""))
+        Self.quoted(key, &out)
         out.append(UInt8(ascii: ":"))
         if indent != nil { out.append(UInt8(ascii: " ")) }
     }
@@ -231,8 +229,13 @@ package struct JSONObjectWriter {
     /// A value that is one of the program's own names (a kind, a direction): copied as it is, like the keys.
     package mutating func name(_ key: StaticString, _ value: StaticString, _ out: inout [UInt8]) {
         self.key(key, &out)
+        Self.quoted(value, &out)
+    }
+
+    /// One of the program's own names in quotes, copied as it is (plain ASCII, nothing to escape).
+    private static func quoted(_ name: StaticString, _ out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        value.withUTF8Buffer { out.append(contentsOf: $0) }
+        name.withUTF8Buffer { out.append(contentsOf: $0) }
         out.append(UInt8(ascii: "\""))
     }
 

@@ -41,15 +41,7 @@ struct ConnectionTable<Value>: Sequence {
     }
 
     /// How many slots a lookup of `id` examines (for tests: the hash must keep runs short).
-    func probes(_ id: ConnectionID) -> Int {
-        var i = home(id.rawValue)
-        var n = 1
-        while keys[i] != id.rawValue && keys[i] != Self.empty {
-            i = (i + 1) & mask
-            n += 1
-        }
-        return n
-    }
+    func probes(_ id: ConnectionID) -> Int { (find(id.rawValue).slot - home(id.rawValue)) & mask + 1 }
 
     subscript(id: ConnectionID) -> Value? {
         get {

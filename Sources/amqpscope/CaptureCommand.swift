@@ -62,8 +62,8 @@ struct CaptureCommand: ParsableCommand {
     @Option(
         name: .customShort("B"),
         help: ArgumentHelp(
-            "The kernel capture buffer, in KiB (as tcpdump -B; default 65536, not libpcap's 2048: see the README's "
-                + "Live capture under load).", valueName: "KiB"))
+            "The kernel capture buffer, in KiB (as tcpdump -B; default \(CaptureCommand.defaultBufferKiB), not "
+                + "libpcap's 2048: see the README's Live capture under load).", valueName: "KiB"))
     var bufferKiB: Int?
 
     /// The kernel buffer when -B is not given. Measured with scripts/load-test: at 200,000 packets/s libpcap's 2 MiB
