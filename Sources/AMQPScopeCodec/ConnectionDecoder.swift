@@ -196,7 +196,7 @@ package struct ConnectionDecoder {
         return parser
     }
 
-    private mutating func putBack(_ parser: FrameParser, _ direction: Direction) {
+    private mutating func putBack(_ parser: consuming FrameParser, _ direction: Direction) {
         var parser = parser
         parser.negotiatedFrameMax = negotiatedFrameMax
         if stopsDecoding { parser.stop() }
@@ -507,7 +507,8 @@ package struct ConnectionDecoder {
             .message(
                 Message(
                     channel: channel,
-                    method: configuration.showCredentials ? pending.method : Credentials.redacting(pending.method),
+                    method: configuration.showCredentials || pending.method.classID != 10
+                        ? pending.method : Credentials.redacting(pending.method),
                     properties: pending.header?.properties ?? BasicProperties(),
                     bodySize: pending.header?.bodySize ?? 0,
                     bodyFrames: pending.frames, body: pending.body, incomplete: pending.incomplete,

@@ -199,6 +199,12 @@ package struct Reassembler {
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
     private var index: [FlowKey: Int] = [:]
+    /// The slot each 4-tuple was last found in, by a cheap hash of the 4-tuple: checked against the slot's own
+    /// endpoints, so a stale or colliding entry is only a miss, and `index` (hashed with a seeded SipHash, as a capture
+    /// chooses its 4-tuples) answers. Most packets hit, which saves hashing the key. Needs no upkeep: a slot holds a
+    /// connection exactly while `index` maps that connection's 4-tuple to it.
+    private var recent = [Int32](repeating: -1, count: Reassembler.recentCount)
+    private static let recentCount = 8192
     private var nextID = 1
     private var totalBuffered = 0
     private var lastSweep: Timestamp?
@@ -225,11 +231,10 @@ package struct Reassembler {
     ) {
         let time = header.timestamp
         sweepIfDue(now: time, into: &sink)
-        let key = FlowKey(segment.source, segment.destination)
         let isBareSYN = segment.flags.contains(.syn) && !segment.flags.contains(.ack)
 
         var slot: Int
-        if let existing = index[key] {
+        if let existing = trackedSlot(segment.source, segment.destination) {
             slot = existing
             // A new SYN on a 4-tuple that is closed, or with another initial sequence number, starts a new connection.
             if isBareSYN, let connection = connections[slot] {
@@ -247,6 +252,24 @@ package struct Reassembler {
             slot = open(segment, header: header, into: &sink)
         }
         handle(segment, header: header, bytes: bytes, slot: slot, into: &sink)
+    }
+
+    /// The slot of the connection between two endpoints, if one is tracked.
+    private mutating func trackedSlot(_ x: Endpoint, _ y: Endpoint) -> Int? {
+        // Symmetric in the two endpoints, like FlowKey; a Fibonacci multiplication spreads ephemeral ports.
+        let mixed =
+            (x.address.low ^ y.address.low ^ x.address.high ^ y.address.high) &+ UInt64(x.port ^ y.port) << 32
+            &+ UInt64(x.port &+ y.port)
+        let r = Int(truncatingIfNeeded: (mixed &* 0x9E37_79B9_7F4A_7C15) >> 51)
+        let cached = Int(recent[r])
+        // Read in place: a connection is large, and an optional chain on the array's element copied it.
+        let hit = connections.withUnsafeBufferPointer { c in
+            cached >= 0 && c[cached]?.info.joins(x, y) == true
+        }
+        if hit { return cached }
+        guard let slot = index[FlowKey(x, y)] else { return nil }
+        recent[r] = Int32(truncatingIfNeeded: slot)
+        return slot
     }
 
     /// Ends every connection (flushing buffered bytes as gaps): call when the capture ends.

@@ -16,6 +16,9 @@ package enum StageOp {
     case data(ConnectionID, Direction, Timestamp, count: Int)
     /// A codec event (waiting in the batch's queue of them: `OpBuffer.takeCodecEvent`).
     case codec(ConnectionID)
+    /// A content-header, body or heartbeat frame when frames are not recorded: all the timeline takes from one, in
+    /// place of its codec event (most frames are these, and an event is twice the size of an operation).
+    case counted(ConnectionID, Direction, Timestamp, packet: Int, CountedFrame)
     /// A 1.0 codec event (`OpBuffer.takeAMQP10Event`).
     case amqp10(ConnectionID)
     case tls(ConnectionID, TLSEvent)
@@ -125,13 +128,46 @@ package final class OpBuffer: @unchecked Sendable {
     }
 }
 
+/// A frame the timeline only counts (unless every frame is recorded): what it takes from one.
+package enum CountedFrame {
+    case header
+    case body(length: Int)
+    case heartbeat
+
+    /// The frame's content, when it is one of these.
+    init?(_ content: borrowing Frame.Content) {
+        switch content {
+        case .header: self = .header
+        case .body(let length): self = .body(length: length)
+        case .heartbeat: self = .heartbeat
+        case .method: return nil
+        }
+    }
+
+    /// The event's frame, when it is one of these.
+    init?(_ kind: borrowing CodecEventKind) {
+        switch kind {
+        case .frame(let frame): self.init(frame.content)
+        default: return nil
+        }
+    }
+}
+
 /// Records the decoders' events as operations for the timeline stage.
 struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
     var ops = OpBuffer()
     /// The connection whose decoders are running.
     var connection = ConnectionID(rawValue: 0)
+    /// Frames are recorded whole (`EngineConfiguration.recordFrames`): none is only counted.
+    var recordFrames = false
 
-    mutating func consume(_ event: consuming CodecEvent) { ops.append(connection, event) }
+    mutating func consume(_ event: consuming CodecEvent) {
+        if !recordFrames, let counted = CountedFrame(event.kind) {
+            ops.append(.counted(connection, event.direction, event.time, packet: event.packetNumber, counted))
+            return
+        }
+        ops.append(connection, event)
+    }
     mutating func consume(_ event: consuming AMQP10Event) { ops.append(connection, event) }
     mutating func consume(_ event: TLSEvent) { ops.append(.tls(connection, event)) }
 }
@@ -412,6 +448,7 @@ struct DecodingState: StreamSink {
     init(configuration: EngineConfiguration) {
         self.configuration = configuration
         keyLog = configuration.keyLog
+        out.recordFrames = configuration.recordFrames
     }
 
     mutating func box(of id: ConnectionID) -> DecodeBox? {

@@ -60,7 +60,7 @@ struct EngineState {
 
         /// A codec event; returns the connection's handshake when this event completed it (for pairing the legs of a
         /// proxied connection).
-        mutating func consume(_ event: CodecEvent) -> (Int, Timestamp)? {
+        mutating func consume(_ event: consuming CodecEvent) -> (Int, Timestamp)? {
             builder.consume(event)
             return builder.takeFreshHandshake()
         }
@@ -190,6 +190,8 @@ struct EngineState {
             guard let box = box(of: id) else { return }
             if let (key, opened) = box.entry.consume(event) { openByHandshake[key, default: [:]][id] = opened }
             if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
+        case .counted(let id, let direction, let time, let packet, let frame):
+            box(of: id)?.entry.builder.counted(frame, direction, time, packet)
         case .amqp10(let id):
             let event = ops.takeAMQP10Event()
             guard let box = box(of: id) else { return }

@@ -250,21 +250,48 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
         record.serverState = summary.serverState
     }
 
-    mutating func consume(_ event: CodecEvent) {
+    /// A content-header, body or heartbeat frame: the direction spoke, and the frame is counted (a heartbeat also
+    /// joins its run).
+    mutating func counted(_ frame: CountedFrame, _ direction: Direction, _ time: Timestamp, _ packet: Int) {
+        spoke(direction, time, packet)
+        switch frame {
+        case .header: record.frameCounts[direction].header += 1
+        case .body(let length):
+            record.frameCounts[direction].body += 1
+            record.frameCounts[direction].bodyBytes += UInt64(length)
+            if let i = openRuns.lastIndex(where: { $0.direction == direction && !$0.isHeartbeat }) {
+                openRuns[i].bodyBytes += UInt64(length)
+            }
+        case .heartbeat:
+            record.frameCounts[direction].heartbeat += 1
+            heartbeat(direction, time)
+            routine(0, 0, direction, time, packet)
+        }
+    }
+
+    /// Consuming: the engine hands each event over, and a borrowed one was copied whole (callgrind: 99,000 copies
+    /// for 86,000 events, now 37,000).
+    mutating func consume(_ event: consuming CodecEvent) {
         let direction = event.direction
         let time = event.time
+        let packetNumber = event.packetNumber
+        let offset = event.offset
         switch event.kind {
         case .protocolHeader(let header):
             record.protocolHeaders.append(
-                ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: event.packetNumber)
+                ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: packetNumber)
             )
         case .frame(let frame):
-            spoke(direction, time, event.packetNumber)
+            if let counted = CountedFrame(frame.content) {
+                self.counted(counted, direction, time, packetNumber)
+            } else {
+                spoke(direction, time, packetNumber)
+            }
             // Made only when kept (a key frame, or every frame with recordFrames): most frames are routine.
             var frameRecord: FrameRecord {
                 FrameRecord(
-                    packetNumber: event.packetNumber, time: time, direction: direction,
-                    offset: event.offset, frame: frame)
+                    packetNumber: packetNumber, time: time, direction: direction,
+                    offset: offset, frame: frame)
             }
             switch frame.content {
             case .method(let method):
@@ -287,7 +314,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                             }
                     }
                     flow?.tracker.method(
-                        method, channel: frame.channel, direction: direction, time: time, packet: event.packetNumber)
+                        method, channel: frame.channel, direction: direction, time: time, packet: packetNumber)
                 }
                 if Self.isKey(method) {
                     let key = frameRecord
@@ -298,36 +325,26 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                     }
                     addKey(.frame(key))
                 } else {
-                    routine(method.classID, method.methodID, direction, time, event.packetNumber)
+                    routine(method.classID, method.methodID, direction, time, packetNumber)
                 }
-            case .header: record.frameCounts[direction].header += 1
-            case .body(let length):
-                record.frameCounts[direction].body += 1
-                record.frameCounts[direction].bodyBytes += UInt64(length)
-                if let i = openRuns.lastIndex(where: { $0.direction == direction && !$0.isHeartbeat }) {
-                    openRuns[i].bodyBytes += UInt64(length)
-                }
-            case .heartbeat:
-                record.frameCounts[direction].heartbeat += 1
-                heartbeat(direction, time)
-                routine(0, 0, direction, time, event.packetNumber)
+            case .header, .body, .heartbeat: break
             }
             if configuration.recordFrames { record.frames.append(frameRecord) }
         case .message(let message):
             record.frameCounts[direction].messages += 1
-            flow?.tracker.message(message, direction: direction, time: time, packet: event.packetNumber)
+            flow?.tracker.message(message, direction: direction, time: time, packet: packetNumber)
             if configuration.recordFrames || configuration.codec.keepBodies {
                 record.messages.append(
-                    MessageRecord(direction: direction, time: time, packetNumber: event.packetNumber, message: message))
+                    MessageRecord(direction: direction, time: time, packetNumber: packetNumber, message: message))
             }
         case .malformed(let reason, _):
-            addProblem(.malformed, reason, direction, time, event)
+            addProblem(.malformed, reason, direction, time, packetNumber, offset)
         case .violation(let reason):
-            addProblem(.violation, reason, direction, time, event)
+            addProblem(.violation, reason, direction, time, packetNumber, offset)
         case .synchronized(let skipped):
             if record.synchronizations.count < configuration.maximumProblemsKept {
                 record.synchronizations.append(
-                    Synchronization(direction: direction, skipped: skipped, packetNumber: event.packetNumber))
+                    Synchronization(direction: direction, skipped: skipped, packetNumber: packetNumber))
             }
         case .verdict(let verdict):
             record.verdict = verdict
@@ -401,12 +418,6 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                     Synchronization(direction: direction, skipped: skipped, packetNumber: event.packetNumber))
             }
         }
-    }
-
-    private mutating func addProblem(
-        _ kind: Problem.Kind, _ reason: String, _ direction: Direction, _ time: Timestamp, _ event: CodecEvent
-    ) {
-        addProblem(kind, reason, direction, time, event.packetNumber, event.offset)
     }
 
     private mutating func addProblem(

@@ -356,6 +356,92 @@ func reassemble(
         #expect(sink.gaps.map { "\($0.offset)+\($0.length)" } == expectedGaps.map { "\($0.0)+\($0.1)" })
     }
 
+    /// Each packet reaches its own connection when more connections are open than the reassembler's cache of recent
+    /// 4-tuples has entries (so entries collide and are replaced), across two client addresses and with ports that
+    /// share low bits, and when a 4-tuple is reused by a new connection after an RST. Every stream must come out as
+    /// its own client sent it.
+    @Test func everyPacketFindsItsConnectionAmongMany() {
+        var reassembler = Reassembler()
+        struct Streams: StreamSink {
+            var opened: [ConnectionID: Endpoint] = [:]
+            var bytes: [ConnectionID: [UInt8]] = [:]
+            var ended: [ConnectionID] = []
+            mutating func consume(_ e: StreamEvent) {
+                switch e.kind {
+                case .opened(let info): opened[e.connection] = info.client
+                case .data(let b): bytes[e.connection, default: []] += Array(b)
+                case .ended: ended.append(e.connection)
+                default: break
+                }
+            }
+        }
+        var sink = Streams()
+        var number = 0
+        func send(client: UInt32, port: UInt16, seq: UInt32, flags: TCPFlags, payload: [UInt8] = []) {
+            let bytes = Build.ethernet(
+                payload: Build.ipv4(
+                    src: client, dst: 0x0a00_0001,
+                    payload: Build.tcp(sport: port, dport: 5672, seq: seq, flags: flags, payload: payload)))
+            number += 1
+            bytes.withUnsafeBytes { raw in
+                guard case .tcp(let segment) = PacketDecoder.decode(raw, linkType: .ethernet) else { return }
+                reassembler.process(
+                    segment,
+                    header: PacketHeader(
+                        number: number, timestamp: Timestamp(nanoseconds: Int64(number) * 1000),
+                        capturedLength: raw.count, originalLength: raw.count),
+                    bytes: raw, into: &sink)
+            }
+        }
+        // 10,000 connections: ports 1024 up, and the same ports again from a second address; then ports 8192 apart.
+        var clients: [(address: UInt32, port: UInt16)] = []
+        for i in 0..<4_000 { clients.append((0x0a00_0002, UInt16(1024 + i))) }
+        for i in 0..<4_000 { clients.append((0x0a00_0003, UInt16(1024 + i))) }
+        for i in 0..<2_000 { clients.append((0x0a00_0004, UInt16(1024 + (i * 8192) % 64_000 + i / 8))) }
+        var rng = SeededGenerator(seed: 42)
+        var sent = [Int](repeating: 0, count: clients.count)
+        for (i, c) in clients.enumerated() {
+            send(client: c.address, port: c.port, seq: UInt32(i) &* 7919, flags: .syn)
+        }
+        // Interleaved: each packet carries one byte naming its connection (its index modulo 251) in order.
+        for _ in 0..<60_000 {
+            let i = Int.random(in: 0..<clients.count, using: &rng)
+            let seq = UInt32(i) &* 7919 &+ 1 &+ UInt32(sent[i])
+            send(
+                client: clients[i].address, port: clients[i].port, seq: seq, flags: [.ack, .psh],
+                payload: [UInt8(i % 251)])
+            sent[i] += 1
+        }
+        // The first hundred are reset and opened again on the same 4-tuples, with new sequence numbers.
+        for i in 0..<100 {
+            let seq = UInt32(i) &* 7919 &+ 1 &+ UInt32(sent[i])
+            send(client: clients[i].address, port: clients[i].port, seq: seq, flags: [.rst])
+            send(client: clients[i].address, port: clients[i].port, seq: 99_000 + UInt32(i), flags: .syn)
+            send(
+                client: clients[i].address, port: clients[i].port, seq: 99_001 + UInt32(i), flags: [.ack],
+                payload: [7, 7])
+        }
+        reassembler.finish(at: Timestamp(nanoseconds: Int64(number + 1) * 1000), into: &sink)
+
+        #expect(sink.opened.count == clients.count + 100)
+        // Ids are given in order of opening: the first 10,000 are the clients in order, then the hundred reopened.
+        for (i, c) in clients.enumerated() {
+            let first = ConnectionID(rawValue: i + 1)
+            #expect(sink.opened[first]?.port == c.port && sink.opened[first]?.address.low == UInt64(c.address))
+            let expected = [UInt8](repeating: UInt8(i % 251), count: sent[i])
+            if sink.bytes[first, default: []] != expected {
+                Issue.record("connection \(i + 1) got \(sink.bytes[first, default: []].count) bytes, sent \(sent[i])")
+                return
+            }
+        }
+        for i in 0..<100 {
+            let reopened = ConnectionID(rawValue: clients.count + i + 1)
+            #expect(sink.opened[reopened]?.port == clients[i].port)
+            #expect(sink.bytes[reopened] == [7, 7])
+        }
+        #expect(sink.ended.count == clients.count + 100)
+    }
+
     /// A million out-of-order segments that never fill their hole keep the buffer under its cap.
     @Test func floodStaysUnderTheCap() {
         var configuration = ReassemblyConfiguration()
