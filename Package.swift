@@ -67,8 +67,8 @@ let package = Package(
         .target(
             name: "AMQPScopeFuzzing",
             dependencies: [
-                "AMQPScope", "AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeTLS", "AMQPScopeCodec",
-                "AMQPScopeAMQP10", "AMQPScopeBrokerLog",
+                "AMQPScope", "AMQPScopeCapture", "AMQPScopePackets", "AMQPScopeReassembly", "AMQPScopeTLS",
+                "AMQPScopeCodec", "AMQPScopeAMQP10", "AMQPScopeBrokerLog",
             ]
         ),
         .executableTarget(

@@ -78,6 +78,9 @@ package final class PcapSource {
     private let logger: Logger
     /// A saved file's stdio buffer (see `readAheadBytes`), freed after pcap_close has closed the file.
     private var readAhead: UnsafeMutableRawPointer?
+    /// A classic pcap file's records, read by amqpscope itself (see `RecordReader`); nil: libpcap reads them.
+    /// Unchecked like `current`: one caller at a time.
+    @exclusivity(unchecked) private var records: RecordReader?
 
     private init(handle: OpaquePointer, source: String, isLive: Bool, logger: Logger) {
         self.handle = handle
@@ -91,20 +94,23 @@ package final class PcapSource {
     deinit {
         if let handle { pcap_close(handle) }
         readAhead?.deallocate()
+        records?.release()
     }
 
     /// The stdio buffer a saved file is read through: 1 MiB, 256 read system calls where stdio's default makes
     /// one per 4 KiB block.
     static let readAheadBytes = 1 << 20
 
-    /// Opens a saved pcap or pcapng file with nanosecond timestamps.
-    package static func openFile(_ path: String, logger: Logger = Logger(label: "amqpscope.capture"))
-        throws(CaptureError) -> PcapSource
-    {
+    /// Opens a saved pcap or pcapng file with nanosecond timestamps. `ownRecords`: classic pcap records are read by
+    /// `RecordReader` (false: by libpcap, as the tests compare).
+    package static func openFile(
+        _ path: String, ownRecords: Bool = true, logger: Logger = Logger(label: "amqpscope.capture")
+    ) throws(CaptureError) -> PcapSource {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         let precision = UInt32(PCAP_TSTAMP_PRECISION_NANO)
         var opened: OpaquePointer?
         var readAhead: UnsafeMutableRawPointer?
+        var records: RecordReader?
         // A file is read through a stdio buffer of its own, `readAheadBytes` long: libpcap's own open leaves stdio's
         // default (the file system's 4 KiB block), one read system call per 4 KiB. Standard input ("-"), or a path
         // fopen cannot open, goes through libpcap's open, which names the problem as users know it.
@@ -113,11 +119,20 @@ package final class PcapSource {
             // glibc ignores the size unless given the buffer too.
             setvbuf(file, buffer.assumingMemoryBound(to: CChar.self), _IOFBF, readAheadBytes)
             opened = pcap_fopen_offline_with_tstamp_precision(file, precision, &errorBuffer)
-            if opened == nil {
+            if let opened {
+                readAhead = buffer
+                // The file header's magic and version, read where they lie (pread leaves stdio's position alone;
+                // a pipe refuses, and stays with libpcap).
+                var header = [UInt8](repeating: 0, count: 8)
+                let got = pread(fileno(file), &header, header.count, 0)
+                if ownRecords && got == header.count {
+                    records = RecordReader(
+                        path: path, header: header, linkType: pcap_datalink(opened),
+                        snapshot: Int(pcap_snapshot(opened)))
+                }
+            } else {
                 fclose(file)  // pcap_fopen_offline leaves a file it refused open
                 buffer.deallocate()
-            } else {
-                readAhead = buffer
             }
         } else {
             opened = pcap_open_offline_with_tstamp_precision(path, precision, &errorBuffer)
@@ -128,6 +143,7 @@ package final class PcapSource {
         }
         let capture = PcapSource(handle: opened, source: path, isLive: false, logger: logger)
         capture.readAhead = readAhead
+        capture.records = records
         logger.debug("opened capture file", metadata: ["file": "\(path)", "linktype": "\(capture.linkType.rawValue)"])
         return capture
     }
@@ -199,9 +215,10 @@ package final class PcapSource {
     /// Pulls the next packet. Its bytes are in `packetBytes` until the next call.
     package func next() throws(CaptureError) -> ReadResult {
         guard let handle else { return .end }
-        // Whatever comes back, the last packet's bytes are libpcap's again.
+        // Whatever comes back, the last packet's bytes are libpcap's (or the record reader's) again.
         current = nil
         currentLength = 0
+        if records != nil { return try nextRecord() }
         var headerPointer: UnsafeMutablePointer<pcap_pkthdr>?
         var dataPointer: UnsafePointer<UInt8>?
         var status = pcap_next_ex(handle, &headerPointer, &dataPointer)
@@ -248,8 +265,30 @@ package final class PcapSource {
         }
     }
 
+    /// Whether amqpscope reads the file's records itself (`RecordReader`) rather than through libpcap.
+    package var readsOwnRecords: Bool { records != nil }
+
+    /// `next()` for a file whose records `RecordReader` reads: the same packets and errors as from pcap_next_ex.
+    private func nextRecord() throws(CaptureError) -> ReadResult {
+        switch records?.next() ?? .end {
+        case .packet(let seconds, let nanoseconds, let captured, let original):
+            packetsRead += 1
+            current = records?.packet.baseAddress
+            currentLength = captured
+            return .packet(
+                PacketHeader(
+                    number: packetsRead, timestamp: Self.timestamp(seconds: seconds, nanoseconds: nanoseconds),
+                    capturedLength: captured, originalLength: original))
+        case .end:
+            return .end
+        case .damaged(let message):
+            throw CaptureError(code: .truncated, source: source, packetNumber: packetsRead + 1, message: message)
+        }
+    }
+
     /// How far into a saved file reading has come (for progress), or nil for a live capture.
     package var bytesRead: Int? {
+        if let records { return records.offset }
         guard let handle, !isLive, let file = pcap_file(handle) else { return nil }
         let position = ftell(file)
         return position >= 0 ? position : nil

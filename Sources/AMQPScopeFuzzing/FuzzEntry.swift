@@ -4,6 +4,7 @@
 import AMQPScope
 import AMQPScopeAMQP10
 import AMQPScopeBrokerLog
+import AMQPScopeCapture
 import AMQPScopeCodec
 import AMQPScopePackets
 import AMQPScopeReassembly
@@ -266,7 +267,25 @@ package enum FuzzEntry {
         precondition(AnalyzeReport.json([threaded]) == json, "the timeline thread changed the answer")
         _ = HTMLReport.render([result], version: "fuzz")
         _ = MarkdownReport.render([result], version: "fuzz")
+        // amqpscope's own record reader and libpcap's read the same packets and stop at the same error.
+        precondition(packets(path, ownRecords: true) == packets(path, ownRecords: false), "the record reader differs")
         unlink(path)
+    }
+
+    /// Every packet of a capture file (number, time, lengths, bytes) and how reading ended, as one string each.
+    static func packets(_ path: String, ownRecords: Bool) -> [String] {
+        guard let source = try? PcapSource.openFile(path, ownRecords: ownRecords) else { return ["cannot open"] }
+        var out: [String] = []
+        while true {
+            do {
+                guard case .packet(let h) = try source.next() else { return out + ["end"] }
+                out.append(
+                    "\(h.number) \(h.timestamp.nanoseconds) \(h.capturedLength) \(h.originalLength) "
+                        + "\(Array(source.packetBytes))")
+            } catch {
+                return out + ["\(error.code) \(error.description)"]
+            }
+        }
     }
 
     /// AMQP 1.0 values from arbitrary bytes: whole, skipped, and as every performative's fields. What is read stays

@@ -98,6 +98,108 @@ import Testing
     }
 }
 
+/// amqpscope reads classic pcap records itself (`RecordReader`); libpcap is the oracle. Random files, in either
+/// byte order and either time unit, with records longer than the snap length, lengths past libpcap's largest, times
+/// past what 32 signed bits hold, and cut at random points, must give the same packets (times, lengths, bytes) and
+/// the same end: the same error at the same packet with the same words, or none.
+@Suite("Reading pcap records") struct RecordReaderTests {
+    /// A classic pcap file, little- or big-endian, with raw record fields (nothing is checked or fixed).
+    static func file(
+        swapped: Bool, nanoseconds: Bool, snaplen: UInt32, linkType: UInt32 = 1, minor: UInt16 = 4,
+        records: [(seconds: UInt32, fraction: UInt32, captured: UInt32, original: UInt32, data: [UInt8])]
+    ) -> [UInt8] {
+        func u32(_ v: UInt32) -> [UInt8] {
+            let b = [UInt8(v & 0xff), UInt8(v >> 8 & 0xff), UInt8(v >> 16 & 0xff), UInt8(v >> 24)]
+            return swapped ? b.reversed() : b
+        }
+        func u16(_ v: UInt16) -> [UInt8] {
+            let b = [UInt8(v & 0xff), UInt8(v >> 8)]
+            return swapped ? b.reversed() : b
+        }
+        var out = u32(nanoseconds ? 0xa1b2_3c4d : 0xa1b2_c3d4) + u16(2) + u16(minor) + u32(0) + u32(0) + u32(snaplen)
+        out += u32(linkType)
+        for r in records { out += u32(r.seconds) + u32(r.fraction) + u32(r.captured) + u32(r.original) + r.data }
+        return out
+    }
+
+    /// Every packet (number, time, lengths, bytes) and how reading ended.
+    static func read(_ path: String, own: Bool) throws -> (packets: [String], end: String, own: Bool) {
+        let source = try PcapSource.openFile(path, ownRecords: own)
+        var packets: [String] = []
+        while true {
+            do {
+                guard case .packet(let h) = try source.next() else { return (packets, "end", source.readsOwnRecords) }
+                packets.append(
+                    "\(h.number) \(h.timestamp.nanoseconds) \(h.capturedLength) \(h.originalLength) "
+                        + "\(Array(source.packetBytes).hashValue)")
+            } catch {
+                return (packets, "\(error.code) \(error.description)", source.readsOwnRecords)
+            }
+        }
+    }
+
+    @Test(arguments: 0..<300)
+    func sameAsLibpcap(seed: Int) throws {
+        var rng = SeededGenerator(seed: UInt64(seed) &* 104_729 &+ 7)
+        let swapped = Bool.random(using: &rng)
+        let nanoseconds = Bool.random(using: &rng)
+        let snaplen: UInt32 = [65_535, 262_144, 0, 100, 1_582_128_286, 3_000_000_000, 40].randomElement(using: &rng)!
+        var records: [(UInt32, UInt32, UInt32, UInt32, [UInt8])] = []
+        for _ in 0..<Int.random(in: 0...12, using: &rng) {
+            let length = [0, 1, 54, 300, 1500, 9000].randomElement(using: &rng)!
+            let data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            var captured = UInt32(length)
+            var original = UInt32(length) + UInt32.random(in: 0...3, using: &rng) * 100
+            var seconds = UInt32.random(in: 1_600_000_000...1_700_000_000, using: &rng)
+            var fraction = UInt32.random(in: 0..<(nanoseconds ? 1_000_000_000 : 1_000_000), using: &rng)
+            switch Int.random(in: 0..<12, using: &rng) {
+            case 0: captured = UInt32.random(in: 262_145...UInt32.max, using: &rng)  // past libpcap's largest
+            case 1: captured = 262_144  // the largest: reads the next bytes (and, cut short, says so)
+            case 2: fraction = UInt32.random(in: 1_000_000_000...UInt32.max, using: &rng)
+            case 3: seconds = UInt32.random(in: 0x8000_0000...UInt32.max, using: &rng)
+            case 4: original = 0
+            default: break
+            }
+            records.append((seconds, fraction, captured, original, data))
+        }
+        var bytes = Self.file(
+            swapped: swapped, nanoseconds: nanoseconds, snaplen: snaplen,
+            records: records.map { (seconds: $0.0, fraction: $0.1, captured: $0.2, original: $0.3, data: $0.4) })
+        if Bool.random(using: &rng), bytes.count > 24 {
+            bytes = Array(bytes.prefix(Int.random(in: 24..<bytes.count, using: &rng)))
+        }
+        let path = Paths.temporaryFile("records-\(seed).pcap", bytes)
+        let own = try Self.read(path, own: true)
+        let libpcap = try Self.read(path, own: false)
+        #expect(own.own && !libpcap.own, "the reader under test must be the one reading")
+        #expect(own.packets == libpcap.packets)
+        #expect(own.end == libpcap.end)
+    }
+
+    /// Formats the reader leaves to libpcap: pcapng, version 2.3 (lengths in another order), and the link types
+    /// whose records may be longer than the usual largest.
+    @Test func leavesOtherFormatsToLibpcap() throws {
+        let packet = Build.segment(fromClient: true, seq: 1, flags: [.syn])
+        let record = (
+            seconds: UInt32(1), fraction: UInt32(2), captured: UInt32(packet.count), original: UInt32(packet.count),
+            data: packet
+        )
+        let older = Paths.temporaryFile(
+            "minor3.pcap", Self.file(swapped: false, nanoseconds: false, snaplen: 65_535, minor: 3, records: [record]))
+        let dbus = Paths.temporaryFile(
+            "dbus.pcap",
+            Self.file(swapped: false, nanoseconds: false, snaplen: 65_535, linkType: 231, records: [record]))
+        let common = Paths.temporaryFile(
+            "common.pcap", Self.file(swapped: true, nanoseconds: true, snaplen: 65_535, records: [record]))
+        #expect(try !PcapSource.openFile(older).readsOwnRecords)
+        #expect(try !PcapSource.openFile(dbus).readsOwnRecords)
+        #expect(try PcapSource.openFile(common).readsOwnRecords)
+        let pcapng = Paths.captures.appendingPathComponent("missed-heartbeats-104.pcap").path
+        let first = try Array(Data(contentsOf: URL(fileURLWithPath: pcapng)).prefix(4))
+        #expect(try PcapSource.openFile(pcapng).readsOwnRecords == (first != [0x0a, 0x0d, 0x0d, 0x0a]))
+    }
+}
+
 @Suite("Writing captures") struct PcapWriterTests {
     /// -w with -C and -W: files rotate at the size, named as tcpdump names them, and the ring keeps N files.
     @Test func rotatesIntoARingOfFiles() throws {
