@@ -172,7 +172,7 @@ package struct ConnectionDecoder {
         self.packetNumber = packetNumber
         var parser = takeParser(direction)
         parser.feed(bytes) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
-        putBack(parser, direction)
+        putBack(consume parser, direction)
         afterFeed(direction: direction, into: &sink)
     }
 
@@ -185,7 +185,7 @@ package struct ConnectionDecoder {
         contentTracked[direction] = []
         var parser = takeParser(direction)
         parser.gap(length) { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
-        putBack(parser, direction)
+        putBack(consume parser, direction)
     }
 
     /// Takes a direction's parser out while it runs, so that its buffer is never copied and the outputs it
@@ -197,10 +197,9 @@ package struct ConnectionDecoder {
     }
 
     private mutating func putBack(_ parser: consuming FrameParser, _ direction: Direction) {
-        var parser = parser
         parser.negotiatedFrameMax = negotiatedFrameMax
         if stopsDecoding { parser.stop() }
-        parsers[direction] = parser
+        parsers[direction] = consume parser
     }
 
     /// Bytes this decoder holds: partial frames, hunt buffers and kept bodies. A mutating getter, so that the engine,
@@ -221,7 +220,7 @@ package struct ConnectionDecoder {
         for direction in Direction.allCases {
             var parser = takeParser(direction)
             parser.shed { offset, output in handle(output, offset: offset, direction: direction, into: &sink) }
-            putBack(parser, direction)
+            putBack(consume parser, direction)
             for i in content[direction].indices where content[direction][i].body != nil {
                 content[direction][i].body = []
                 content[direction][i].incomplete = true
