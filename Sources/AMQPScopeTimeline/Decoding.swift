@@ -427,17 +427,15 @@ struct DecodeEntry {
 /// The decoding halves of the open connections. Receives reassembly's events and records, for the timeline stage,
 /// every call the original single stage made on a builder, in the same order.
 struct DecodingState: StreamSink {
-    final class DecodeBox {
-        /// Unchecked: only the decoding stage reaches a box, one access at a time; the runtime check was a call on
-        /// every packet.
-        @exclusivity(unchecked) var entry: DecodeEntry
-        init(_ entry: DecodeEntry) { self.entry = entry }
-    }
-
     let configuration: EngineConfiguration
-    var boxes = ConnectionTable<DecodeBox>()
+    /// The open connections' decoding halves, in place: a connection's entry is changed where it lies, with no
+    /// reference to count per packet (a box per connection cost a retain and a release on every segment).
+    var entries: [DecodeEntry?] = []
+    var freeSlots: [Int] = []
+    /// Open connections' slots in `entries`, by id.
+    var slots = ConnectionTable<Int>()
     var cachedID = ConnectionID(rawValue: 0)
-    var cached: DecodeBox?
+    var cachedSlot = -1
     /// What all decoders hold together (kept up to date around every call into a decoder).
     var totalHeld = 0
     /// The operations recorded since the timeline stage last took them.
@@ -451,13 +449,16 @@ struct DecodingState: StreamSink {
         out.recordFrames = configuration.recordFrames
     }
 
-    mutating func box(of id: ConnectionID) -> DecodeBox? {
-        if id == cachedID, let cached { return cached }
-        guard let box = boxes[id] else { return nil }
+    mutating func slot(of id: ConnectionID) -> Int? {
+        if id == cachedID { return cachedSlot }
+        guard let slot = slots[id] else { return nil }
         cachedID = id
-        cached = box
-        return box
+        cachedSlot = slot
+        return slot
     }
+
+    /// An open connection's decoding half (a copy: for looking, not for changing).
+    func entry(_ id: ConnectionID) -> DecodeEntry? { slots[id].flatMap { entries[$0] } }
 
     mutating func consume(_ event: StreamEvent) {
         switch event.kind {
@@ -467,29 +468,36 @@ struct DecodingState: StreamSink {
                 decoder: ConnectionDecoder(
                     fromStart: info.opening == .handshake, onAMQPPort: onPort, configuration: configuration.codec),
                 info: info, keyLog: keyLog, keysMayArrive: configuration.keyLogMayGrow)
-            boxes[info.id] = DecodeBox(entry)
+            if let free = freeSlots.popLast() {
+                entries[free] = entry
+                slots[info.id] = free
+            } else {
+                entries.append(entry)
+                slots[info.id] = entries.count - 1
+            }
             out.ops.append(.stream(event))
         case .data(let bytes):
-            guard let box = box(of: event.connection) else { return }
+            guard let s = slot(of: event.connection) else { return }
             out.ops.append(.data(event.connection, event.direction, event.time, count: bytes.count))
             out.connection = event.connection
-            box.entry.data(bytes, event, configuration: configuration, into: &out)
-            box.entry.account(event, configuration: configuration, totalHeld: &totalHeld, into: &out)
+            entries[s]?.data(bytes, event, configuration: configuration, into: &out)
+            entries[s]?.account(event, configuration: configuration, totalHeld: &totalHeld, into: &out)
         case .gap(let length, _):
             out.ops.append(.stream(event))
-            guard let box = box(of: event.connection) else { return }
+            guard let s = slot(of: event.connection) else { return }
             out.connection = event.connection
-            box.entry.gap(length, event, into: &out)
-            box.entry.account(event, configuration: configuration, totalHeld: &totalHeld, into: &out)
+            entries[s]?.gap(length, event, into: &out)
+            entries[s]?.account(event, configuration: configuration, totalHeld: &totalHeld, into: &out)
         case .ended:
-            if let box = boxes.removeValue(forKey: event.connection) {
+            if let s = slots.removeValue(forKey: event.connection), var entry = entries[s].take() {
+                freeSlots.append(s)
                 if cachedID == event.connection {
-                    cached = nil
+                    cachedSlot = -1
                     cachedID = ConnectionID(rawValue: 0)
                 }
-                totalHeld -= box.entry.held
+                totalHeld -= entry.held
                 out.connection = event.connection
-                box.entry.conclude(event, configuration: configuration, into: &out)
+                entry.conclude(event, configuration: configuration, into: &out)
             }
             out.ops.append(.stream(event))
         case .packet, .fin, .reset, .overlapConflict, .dataAfterFIN:
@@ -500,9 +508,9 @@ struct DecodingState: StreamSink {
     /// A newer key log: connections opened from now on use it, and open ones waiting for their secrets look again.
     mutating func update(keyLog: KeyLog) {
         self.keyLog = keyLog
-        for box in boxes.values {
-            box.entry.keyLog = keyLog
-            box.entry.tls?.session.update(keyLog: keyLog)
+        for s in entries.indices where entries[s] != nil {
+            entries[s]?.keyLog = keyLog
+            entries[s]?.tls?.session.update(keyLog: keyLog)
         }
     }
 }

@@ -595,7 +595,7 @@ public struct Engine {
         var copy = builder
         copy.summarizeFlow(ended: false)
         copy.closeRuns()
-        if let entry = decoding.state.boxes[builder.record.info.id]?.entry, entry.tlsRead {
+        if let entry = decoding.state.entry(builder.record.info.id), entry.tlsRead {
             copy.record.tls = entry.tls?.session.summary
         }
         return copy.record
