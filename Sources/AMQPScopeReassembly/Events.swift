@@ -56,10 +56,6 @@ public struct ConnectionInfo: Hashable, Sendable {
     /// The address and port of one side.
     public func endpoint(_ side: Side) -> Endpoint { side == .client ? client : server }
 
-    /// Whether the connection is the one between these two endpoints, in either order.
-    package func joins(_ x: Endpoint, _ y: Endpoint) -> Bool {
-        (client == x && server == y) || (client == y && server == x)
-    }
 }
 
 /// One TCP segment as the timeline needs it: every packet, pure ACKs and keepalives included.

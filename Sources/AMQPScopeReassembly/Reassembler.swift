@@ -264,7 +264,10 @@ package struct Reassembler {
         let cached = Int(recent[r])
         // Read in place: a connection is large, and an optional chain on the array's element copied it.
         let hit = connections.withUnsafeBufferPointer { c in
-            cached >= 0 && c[cached]?.info.joins(x, y) == true
+            guard cached >= 0, let client = c[cached]?.info.client, let server = c[cached]?.info.server else {
+                return false
+            }
+            return (client == x && server == y) || (client == y && server == x)
         }
         if hit { return cached }
         guard let slot = index[FlowKey(x, y)] else { return nil }
