@@ -127,7 +127,7 @@ package final class PcapSource {
                 let got = pread(fileno(file), &header, header.count, 0)
                 if ownRecords && got == header.count {
                     records = RecordReader(
-                        path: path, header: header, linkType: pcap_datalink(opened),
+                        file: fileno(file), header: header, linkType: pcap_datalink(opened),
                         snapshot: Int(pcap_snapshot(opened)))
                 }
             } else {

@@ -1,7 +1,7 @@
 // Classic pcap records, read by amqpscope itself out of large blocks of the file. libpcap opens every file and
 // answers for its header (format, link type, snap length); then, for the common format only (classic pcap 2.4 in
 // microseconds or nanoseconds, either byte order), the records are taken straight from blocks read with read(2) on
-// a descriptor of the reader's own: one copy of the file (the kernel's), where pcap_next_ex makes two buffered reads
+// the file's descriptor: one copy of the file (the kernel's), where pcap_next_ex makes two buffered reads
 // per packet and a second copy of every byte (stdio's buffer into libpcap's). Everything else (pcapng, older
 // versions, the modified formats, pipes and standard input) stays with libpcap. The reader gives the same packets
 // and the same errors, at the same packet, as libpcap (the differential tests hold it to that): only its cost
@@ -55,10 +55,10 @@ struct RecordReader {
     /// The last packet's captured bytes.
     private(set) var packet = UnsafeRawBufferPointer(start: nil, count: 0)
 
-    /// A reader for the records of the file at `path` (a regular file), just past its file header, when that header
-    /// (`header`: its first 8 bytes) shows the common format; nil otherwise. The reader owns a descriptor and a
-    /// buffer: call `release()`.
-    init?(path: String, header: [UInt8], linkType: Int32, snapshot: Int) {
+    /// A reader for the records of the file open as `file` (a regular file, which libpcap opened and will not read
+    /// again), just past its file header, when that header (`header`: its first 8 bytes) shows the common format;
+    /// nil otherwise. The reader owns a duplicate of the file's descriptor and a buffer: call `release()`.
+    init?(file: Int32, header: [UInt8], linkType: Int32, snapshot: Int) {
         guard header.count >= 8, snapshot > 0, !Self.linkTypesWithLargerRecords.contains(linkType) else { return nil }
         let magic = Self.integer(header, 0, swapped: false)
         switch magic {
@@ -71,7 +71,7 @@ struct RecordReader {
         let version = Self.integer(header, 4, swapped: swapped)
         let (major, minor) = swapped ? (version >> 16, version & 0xffff) : (version & 0xffff, version >> 16)
         guard major == 2 && minor == 4 else { return nil }
-        let descriptor = open(path, O_RDONLY)
+        let descriptor = dup(file)
         guard descriptor >= 0 else { return nil }
         guard lseek(descriptor, off_t(Self.fileHeaderBytes), SEEK_SET) == off_t(Self.fileHeaderBytes) else {
             close(descriptor)
