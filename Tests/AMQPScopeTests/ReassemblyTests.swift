@@ -35,6 +35,22 @@ struct Collect: StreamSink {
     }
 }
 
+/// One Ethernet frame's TCP segment into the reassembler, as packet `number` at `time`.
+func feed<S: StreamSink>(
+    _ reassembler: inout Reassembler, _ bytes: [UInt8], number: Int, time: Timestamp, into sink: inout S
+) {
+    bytes.withUnsafeBytes { raw in
+        guard case .tcp(let segment) = PacketDecoder.decode(raw, linkType: .ethernet) else {
+            Issue.record("not TCP")
+            return
+        }
+        reassembler.process(
+            segment,
+            header: PacketHeader(number: number, timestamp: time, capturedLength: raw.count, originalLength: raw.count),
+            bytes: raw, into: &sink)
+    }
+}
+
 struct Seg {
     var client: Bool
     var seq: UInt32
@@ -264,14 +280,7 @@ func reassemble(
                 let bytes = Build.ethernet(
                     payload: Build.ipv4(payload: Build.tcp(sport: s, dport: d, seq: sequence, flags: flags)))
                 number += 1
-                bytes.withUnsafeBytes { raw in
-                    guard case .tcp(let segment) = PacketDecoder.decode(raw, linkType: .ethernet) else { return }
-                    reassembler.process(
-                        segment,
-                        header: PacketHeader(
-                            number: number, timestamp: time, capturedLength: raw.count, originalLength: raw.count),
-                        bytes: raw, into: &sink)
-                }
+                feed(&reassembler, bytes, number: number, time: time, into: &sink)
             }
             most = max(most, reassembler.trackedConnections)
             if i % 1000 == 0 {
@@ -383,15 +392,7 @@ func reassemble(
                     src: client, dst: 0x0a00_0001,
                     payload: Build.tcp(sport: port, dport: 5672, seq: seq, flags: flags, payload: payload)))
             number += 1
-            bytes.withUnsafeBytes { raw in
-                guard case .tcp(let segment) = PacketDecoder.decode(raw, linkType: .ethernet) else { return }
-                reassembler.process(
-                    segment,
-                    header: PacketHeader(
-                        number: number, timestamp: Timestamp(nanoseconds: Int64(number) * 1000),
-                        capturedLength: raw.count, originalLength: raw.count),
-                    bytes: raw, into: &sink)
-            }
+            feed(&reassembler, bytes, number: number, time: Timestamp(nanoseconds: Int64(number) * 1000), into: &sink)
         }
         // 10,000 connections: ports 1024 up, and the same ports again from a second address; then ports 8192 apart.
         var clients: [(address: UInt32, port: UInt16)] = []
