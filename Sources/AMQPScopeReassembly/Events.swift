@@ -55,7 +55,6 @@ public struct ConnectionInfo: Hashable, Sendable {
 
     /// The address and port of one side.
     public func endpoint(_ side: Side) -> Endpoint { side == .client ? client : server }
-
 }
 
 /// One TCP segment as the timeline needs it: every packet, pure ACKs and keepalives included.
