@@ -272,8 +272,9 @@ package enum FuzzEntry {
         unlink(path)
     }
 
-    /// Every packet of a capture file (number, time, lengths, bytes) and how reading ended, as one string each.
-    static func packets(_ path: String, ownRecords: Bool) -> [String] {
+    /// Every packet of a capture file (number, time, lengths, bytes) and how reading ended, as one string each: what
+    /// amqpscope's record reader and libpcap must agree on.
+    package static func packets(_ path: String, ownRecords: Bool) -> [String] {
         guard let source = try? PcapSource.openFile(path, ownRecords: ownRecords) else { return ["cannot open"] }
         var out: [String] = []
         while true {

@@ -508,7 +508,7 @@ struct DecodingState: StreamSink {
     /// A newer key log: connections opened from now on use it, and open ones waiting for their secrets look again.
     mutating func update(keyLog: KeyLog) {
         self.keyLog = keyLog
-        for s in entries.indices where entries[s] != nil {
+        for s in entries.indices {
             entries[s]?.keyLog = keyLog
             entries[s]?.tls?.session.update(keyLog: keyLog)
         }

@@ -282,11 +282,6 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                 ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: packetNumber)
             )
         case .frame(let frame):
-            if let counted = CountedFrame(frame.content) {
-                self.counted(counted, direction, time, packetNumber)
-            } else {
-                spoke(direction, time, packetNumber)
-            }
             // Made only when kept (a key frame, or every frame with recordFrames): most frames are routine.
             var frameRecord: FrameRecord {
                 FrameRecord(
@@ -295,6 +290,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
             }
             switch frame.content {
             case .method(let method):
+                spoke(direction, time, packetNumber)
                 record.frameCounts[direction].method += 1
                 if case .connectionTuneOk(let tune) = method { negotiatedHeartbeat = tune.heartbeat }
                 if case .connectionStartOk(let startOk) = method {
@@ -327,7 +323,8 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                 } else {
                     routine(method.classID, method.methodID, direction, time, packetNumber)
                 }
-            case .header, .body, .heartbeat: break
+            case .header, .body, .heartbeat:
+                if let counted = CountedFrame(frame.content) { self.counted(counted, direction, time, packetNumber) }
             }
             if configuration.recordFrames { record.frames.append(frameRecord) }
         case .message(let message):
