@@ -170,10 +170,13 @@ struct Diagnoser {
             default: break
             }
         }
-        for f in record.keyFrames where f.direction.sender == side && f.time >= time {
-            if case .method(.connectionClose(let c)) = f.frame.content, best == nil || f.time < best!.1 {
-                best = ("closed the connection (Connection.Close \(c.replyCode))", f.time, f.packetNumber)
-            }
+        // By index: a `for` over the frames would copy every frame (and retain its strings) to look at two fields.
+        let frames = record.keyFrames
+        for i in frames.indices where frames[i].direction.sender == side && frames[i].time >= time {
+            guard best == nil || frames[i].time < best!.1,
+                case .method(.connectionClose(let c)) = frames[i].frame.content
+            else { continue }
+            best = ("closed the connection (Connection.Close \(c.replyCode))", frames[i].time, frames[i].packetNumber)
         }
         for f in record.keyPerformatives where f.direction.sender == side && f.time >= time {
             if case .close(let e)? = f.frame.performative, best == nil || f.time < best!.1 {

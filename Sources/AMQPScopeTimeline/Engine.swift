@@ -61,7 +61,7 @@ struct EngineState {
         /// A codec event; returns the connection's handshake when this event completed it (for pairing the legs of a
         /// proxied connection).
         mutating func consume(_ event: consuming CodecEvent) -> (Int, Timestamp)? {
-            builder.consume(event)
+            builder.consume(consume event)
             return builder.takeFreshHandshake()
         }
 
@@ -188,7 +188,7 @@ struct EngineState {
         case .codec(let id):
             let event = ops.takeCodecEvent()
             guard let box = box(of: id) else { return }
-            if let (key, opened) = box.entry.consume(event) { openByHandshake[key, default: [:]][id] = opened }
+            if let (key, opened) = box.entry.consume(consume event) { openByHandshake[key, default: [:]][id] = opened }
             if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
         case .counted(let id, let direction, let time, let packet, let frame):
             box(of: id)?.entry.builder.counted(frame, direction, time, packet)

@@ -276,7 +276,9 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
         let time = event.time
         let packetNumber = event.packetNumber
         let offset = event.offset
-        switch event.kind {
+        // The event's own kind, switched on as it is moved: its frame or message is taken, not copied.
+        let kind = (consume event).kind
+        switch consume kind {
         case .protocolHeader(let header):
             record.protocolHeaders.append(
                 ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: packetNumber)
