@@ -373,14 +373,44 @@ package struct LatencyHistogram {
         var i = 0
         for percentile in percentiles {
             let wanted = max(1, UInt64((min(max(percentile.nextDown, 0), 100) * Double(total) / 100).rounded(.up)))
-            while seen < wanted && i < counts.count {
-                seen += count(at: i)
-                i += 1
-            }
+            i = sum(from: i, while: { $0 < wanted }, into: &seen)
             // The index that reached `wanted` is the one before `i`.
             out.append(seen >= wanted && i > 0 ? min(Self.highest(base + i - 1), maxRecorded) : maxRecorded)
         }
         return out
+    }
+
+    /// Adds counts to `sum` from index `start` while `more(sum)` holds (`more` turns false at most once as the sum
+    /// grows), and returns the index after the last one added. Read in place, eight counts at a time while all eight
+    /// fit, with the carries looked at only when there are any: every connection's summary reads each of its
+    /// histograms through here.
+    private func sum(from start: Int, upTo end: Int? = nil, while more: (UInt64) -> Bool, into sum: inout UInt64) -> Int
+    {
+        let end = min(end ?? counts.count, counts.count)
+        guard start < end else { return start }
+        var i = start
+        counts.withUnsafeBufferPointer { c in
+            if carries.isEmpty {
+                while i + 8 <= end {
+                    var eight = UInt64(c[i]) + UInt64(c[i + 1]) + UInt64(c[i + 2]) + UInt64(c[i + 3])
+                    eight += UInt64(c[i + 4]) + UInt64(c[i + 5]) + UInt64(c[i + 6]) + UInt64(c[i + 7])
+                    // Short of the end only if each of the eight additions would also be made one by one.
+                    guard more(sum + eight) else { break }
+                    sum += eight
+                    i += 8
+                }
+                while i < end && more(sum) {
+                    sum += UInt64(c[i])
+                    i += 1
+                }
+            } else {
+                while i < end && more(sum) {
+                    sum += count(at: i)
+                    i += 1
+                }
+            }
+        }
+        return i
     }
 
     /// Counts in buckets doubling from 0.1 ms, up to the largest recorded.
@@ -388,18 +418,18 @@ package struct LatencyHistogram {
         guard total > 0 else { return [] }
         var out: [LatencyBucket] = []
         var high: UInt64 = 100
-        var count = 0
-        // The indices under `base` hold nothing: the buckets up to it are empty either way.
-        for i in counts.indices {
-            while Self.value(base + i) > high {
-                out.append(LatencyBucket(upToMilliseconds: Double(high) / 1000, count: count))
-                count = 0
-                high *= 2
-            }
-            count += Int(self.count(at: i))
+        var i = 0
+        while true {
+            // The bucket up to `high` holds the indices before the first whose lowest value is above `high` (the
+            // indices under `base` hold nothing: the buckets up to it are empty either way).
+            let next = Self.index(high + 1)
+            let above = (Self.value(next) > high ? next : next + 1) - base
+            var count: UInt64 = 0
+            i = sum(from: i, upTo: above, while: { _ in true }, into: &count)
+            out.append(LatencyBucket(upToMilliseconds: Double(high) / 1000, count: Int(count)))
+            if i == counts.count { return out }
+            high *= 2
         }
-        out.append(LatencyBucket(upToMilliseconds: Double(high) / 1000, count: count))
-        return out
     }
 
     /// How many values `counts[i]` stands for, its carries included.

@@ -246,6 +246,10 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
             #expect(bucket.count == expected, "bucket up to \(to) µs in \(low)...\(high)")
             from = to
         }
+        // The last bucket is the first to reach the largest value's index: none trails it.
+        let largest = LatencyHistogram.value(LatencyHistogram.index(ours.maxRecorded))
+        let bounds = ours.buckets.map { UInt64(($0.upToMilliseconds * 1000).rounded()) }
+        #expect(bounds.last! >= largest && (bounds.count == 1 || bounds[bounds.count - 2] < largest))
     }
 }
 
