@@ -153,9 +153,10 @@ package struct AnalyzeWriter {
             if !record.isAMQP && !options.verbose && options.connections == nil { return rendered }
             rendered.text = Array(("\n" + AnalyzeReport.storyText(story, options: options)).utf8)
         case .json:
-            var text = Array(",\n    ".utf8)
+            var text = JSONOutput(capacity: 16_384)
+            text.append(",\n    ")
             AnalyzeReport.connectionJSON(story, capture: capture, options: options).write(into: &text, indent: 2)
-            rendered.text = text
+            rendered.text = text.bytes
         }
         return rendered
     }

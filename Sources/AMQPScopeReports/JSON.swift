@@ -22,27 +22,26 @@ package enum JSON: Hashable, Sendable {
 
     /// Compact by default; `indent` gives a readable document, starting at nesting `level`.
     package func serialized(indent: Bool = false, level: Int = 0) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(1024)
+        var out = JSONOutput()
         write(into: &out, indent: indent ? level : nil)
-        return String(decoding: out, as: UTF8.self)
+        return out.string
     }
 
     /// Appends the UTF-8 bytes of the document: byte-level, no per-character String work.
-    package func write(into out: inout [UInt8], indent: Int?) {
+    package func write(into out: inout JSONOutput, indent: Int?) {
         switch self {
-        case .null: out.append(contentsOf: "null".utf8)
-        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .null: out.append("null")
+        case .bool(let b): out.append(b ? "true" : "false")
         case .int(let i): JSON.appendInteger(i, to: &out)
         case .double(let d):
             if d.isFinite {
                 if d == d.rounded() && abs(d) < 1e15 {
                     JSON.appendInteger(Int64(d), to: &out)
                 } else {
-                    out.append(contentsOf: String(d).utf8)
+                    out.append(text: String(d))
                 }
             } else {
-                out.append(contentsOf: "null".utf8)
+                out.append("null")
             }
         case .string(let s): JSON.escape(s, into: &out)
         case .array(let items):
@@ -60,10 +59,10 @@ package enum JSON: Hashable, Sendable {
     /// An array of `count` items, each written by `item` at the indent given to it: the one place arrays are
     /// formatted, whether their items are trees or write themselves.
     package static func writeArray(
-        _ count: Int, into out: inout [UInt8], indent: Int?, item: (Int, inout [UInt8], Int?) -> Void
+        _ count: Int, into out: inout JSONOutput, indent: Int?, item: (Int, inout JSONOutput, Int?) -> Void
     ) {
         if count == 0 {
-            out.append(contentsOf: "[]".utf8)
+            out.append("[]")
             return
         }
         out.append(UInt8(ascii: "["))
@@ -76,15 +75,15 @@ package enum JSON: Hashable, Sendable {
         out.append(UInt8(ascii: "]"))
     }
 
-    static func newline(_ out: inout [UInt8], _ indent: Int?) {
+    static func newline(_ out: inout JSONOutput, _ indent: Int?) {
         guard let indent else { return }
         // A line break and the indentation, copied from a constant in pieces of up to 64 spaces.
         lineStart.withUTF8Buffer { line in
             var spaces = indent * 2
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: line[...min(spaces, 64)]))
+            out.append(UnsafeBufferPointer(rebasing: line[...min(spaces, 64)]))
             spaces -= min(spaces, 64)
             while spaces > 0 {
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: line[1...min(spaces, 64)]))
+                out.append(UnsafeBufferPointer(rebasing: line[1...min(spaces, 64)]))
                 spaces -= min(spaces, 64)
             }
         }
@@ -94,7 +93,7 @@ package enum JSON: Hashable, Sendable {
     static let lineStart: StaticString =
         "\n                                                                "
 
-    static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
+    static func appendInteger(_ value: Int64, to out: inout JSONOutput) {
         if value == 0 {
             out.append(UInt8(ascii: "0"))
             return
@@ -114,13 +113,13 @@ package enum JSON: Hashable, Sendable {
                 count += 1
             }
             if value < 0 { out.append(UInt8(ascii: "-")) }
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[(20 - count)...]))
+            out.append(UnsafeRawBufferPointer(rebasing: buffer[(20 - count)...]))
         }
     }
 
     /// RFC 8259 string escaping: quotes, backslash and every control character (and U+2028/2029, which break
     /// JavaScript). Runs with none of them are copied whole; the scan looks at each byte once.
-    static func escape(_ s: String, into out: inout [UInt8]) {
+    static func escape(_ s: String, into out: inout JSONOutput) {
         out.append(UInt8(ascii: "\""))
         var text = s
         text.withUTF8 { bytes in
@@ -145,23 +144,23 @@ package enum JSON: Hashable, Sendable {
                     i += 1
                     continue
                 }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean..<i]))
+                out.append(UnsafeBufferPointer(rebasing: bytes[clean..<i]))
                 switch byte {
-                case 0x22: out.append(contentsOf: "\\\"".utf8)
-                case 0x5C: out.append(contentsOf: "\\\\".utf8)
-                case 0x0A: out.append(contentsOf: "\\n".utf8)
-                case 0x0D: out.append(contentsOf: "\\r".utf8)
-                case 0x09: out.append(contentsOf: "\\t".utf8)
-                case 0xE2: out.append(contentsOf: (bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029").utf8)
+                case 0x22: out.append("\\\"")
+                case 0x5C: out.append("\\\\")
+                case 0x0A: out.append("\\n")
+                case 0x0D: out.append("\\r")
+                case 0x09: out.append("\\t")
+                case 0xE2: out.append(bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029")
                 default:
-                    out.append(contentsOf: "\\u00".utf8)
+                    out.append("\\u00")
                     out.append(hexDigits[Int(byte >> 4)])
                     out.append(hexDigits[Int(byte & 15)])
                 }
                 i += byte == 0xE2 ? 3 : 1
                 clean = i
             }
-            if clean < count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[clean...])) }
+            if clean < count { out.append(UnsafeBufferPointer(rebasing: bytes[clean...])) }
         }
         out.append(UInt8(ascii: "\""))
     }
@@ -184,7 +183,7 @@ package enum JSON: Hashable, Sendable {
 
 /// A value that writes itself as JSON, formatted as the tree is (through `JSON.writeArray` and `JSONObjectWriter`).
 package protocol JSONWritable: Sendable {
-    func write(into out: inout [UInt8], indent: Int?)
+    func write(into out: inout JSONOutput, indent: Int?)
 }
 
 /// Writes one object member by member, formatted exactly as `JSON.write` formats an `.object` (which uses it): `{`
@@ -193,20 +192,20 @@ package struct JSONObjectWriter {
     private let indent: Int?
     private var members = 0
 
-    package init(_ out: inout [UInt8], indent: Int?) {
+    package init(_ out: inout JSONOutput, indent: Int?) {
         self.indent = indent
         out.append(UInt8(ascii: "{"))
     }
 
     /// The separator before the next member and, indenting, its line.
-    private mutating func next(_ out: inout [UInt8]) {
+    private mutating func next(_ out: inout JSONOutput) {
         if members > 0 { out.append(UInt8(ascii: ",")) }
         members += 1
         JSON.newline(&out, indent.map { $0 + 1 })
     }
 
     /// The next member's key, escaped (a tree's keys can come from anywhere); its value is written next.
-    mutating func key(escaping key: String, _ out: inout [UInt8]) {
+    mutating func key(escaping key: String, _ out: inout JSONOutput) {
         next(&out)
         JSON.escape(key, into: &out)
         out.append(UInt8(ascii: ":"))
@@ -214,60 +213,141 @@ package struct JSONObjectWriter {
     }
 
     /// The next member's key, one of the program's own names: plain ASCII with nothing to escape, copied as it is.
-    package mutating func key(_ key: StaticString, _ out: inout [UInt8]) {
+    package mutating func key(_ key: StaticString, _ out: inout JSONOutput) {
         next(&out)
         Self.quoted(key, &out)
         out.append(UInt8(ascii: ":"))
         if indent != nil { out.append(UInt8(ascii: " ")) }
     }
 
-    package mutating func string(_ key: StaticString, _ value: String, _ out: inout [UInt8]) {
+    package mutating func string(_ key: StaticString, _ value: String, _ out: inout JSONOutput) {
         self.key(key, &out)
         JSON.escape(value, into: &out)
     }
 
     /// A value that is one of the program's own names (a kind, a direction): copied as it is, like the keys.
-    package mutating func name(_ key: StaticString, _ value: StaticString, _ out: inout [UInt8]) {
+    package mutating func name(_ key: StaticString, _ value: StaticString, _ out: inout JSONOutput) {
         self.key(key, &out)
         Self.quoted(value, &out)
     }
 
     /// One of the program's own names in quotes, copied as it is (plain ASCII, nothing to escape).
-    private static func quoted(_ name: StaticString, _ out: inout [UInt8]) {
+    private static func quoted(_ name: StaticString, _ out: inout JSONOutput) {
         out.append(UInt8(ascii: "\""))
-        name.withUTF8Buffer { out.append(contentsOf: $0) }
+        out.append(name)
         out.append(UInt8(ascii: "\""))
     }
 
     /// A time as RFC 3339 text in UTC ("2026-12-02T06:59:27.123456Z"), formatted straight into the output.
-    package mutating func time(_ key: StaticString, _ time: Timestamp, _ out: inout [UInt8]) {
+    package mutating func time(_ key: StaticString, _ time: Timestamp, _ out: inout JSONOutput) {
         self.key(key, &out)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
             let count = time.format(into: buffer, separator: UInt8(ascii: "T"), zulu: true)
             out.append(UInt8(ascii: "\""))
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<count]))
+            out.append(UnsafeBufferPointer(rebasing: buffer[..<count]))
             out.append(UInt8(ascii: "\""))
         }
     }
 
-    package mutating func int(_ key: StaticString, _ value: Int, _ out: inout [UInt8]) {
+    package mutating func int(_ key: StaticString, _ value: Int, _ out: inout JSONOutput) {
         self.key(key, &out)
         JSON.appendInteger(Int64(value), to: &out)
     }
 
-    package mutating func value(_ key: StaticString, _ value: JSON, _ out: inout [UInt8]) {
+    package mutating func value(_ key: StaticString, _ value: JSON, _ out: inout JSONOutput) {
         self.key(key, &out)
         value.write(into: &out, indent: indent.map { $0 + 1 })
     }
 
     /// A tree's member.
-    mutating func member(_ key: String, _ value: JSON, _ out: inout [UInt8]) {
+    mutating func member(_ key: String, _ value: JSON, _ out: inout JSONOutput) {
         self.key(escaping: key, &out)
         value.write(into: &out, indent: indent.map { $0 + 1 })
     }
 
-    package func end(_ out: inout [UInt8]) {
+    package func end(_ out: inout JSONOutput) {
         if members > 0 { JSON.newline(&out, indent) }
         out.append(UInt8(ascii: "}"))
+    }
+}
+
+/// JSON text as it is written: bytes appended in place behind a pointer, the room doubled when it runs out. Appending a
+/// few bytes to an array went through its generic copy from a sequence, about a hundred instructions each time, and a
+/// report appends pieces of a few bytes a million times.
+package struct JSONOutput: ~Copyable {
+    private var base: UnsafeMutablePointer<UInt8>
+    private var capacity: Int
+    /// Bytes written.
+    package private(set) var count = 0
+
+    package init(capacity: Int = 1024) {
+        self.capacity = max(capacity, 16)
+        base = .allocate(capacity: self.capacity)
+    }
+
+    deinit { base.deallocate() }
+
+    @inline(__always) package mutating func append(_ byte: UInt8) {
+        if count == capacity { grow(1) }
+        base[count] = byte
+        count += 1
+    }
+
+    @inline(__always) package mutating func append(_ bytes: UnsafeBufferPointer<UInt8>) {
+        guard let source = bytes.baseAddress else { return }
+        if capacity - count < bytes.count { grow(bytes.count) }
+        (base + count).initialize(from: source, count: bytes.count)
+        count += bytes.count
+    }
+
+    package mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        append(bytes.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// One of the program's own texts (a constant).
+    package mutating func append(_ text: StaticString) {
+        if text.hasPointerRepresentation {
+            append(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        } else {
+            append(text: text.description)
+        }
+    }
+
+    package mutating func append(text: String) {
+        var text = text
+        text.withUTF8 { append($0) }
+    }
+
+    package mutating func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBufferPointer { append($0) }
+    }
+
+    /// Forgets the last byte written (there must be one).
+    package mutating func removeLast() {
+        precondition(count > 0, "no byte to remove")
+        count -= 1
+    }
+
+    /// Forgets every byte written; the room is kept.
+    package mutating func removeAll() { count = 0 }
+
+    /// The bytes written.
+    package var bytes: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+
+    /// The bytes written from `start` on.
+    package func bytes(from start: Int) -> [UInt8] {
+        Array(UnsafeBufferPointer(start: base + min(start, count), count: count - min(start, count)))
+    }
+
+    /// The text written.
+    package var string: String { String(decoding: UnsafeBufferPointer(start: base, count: count), as: UTF8.self) }
+
+    private mutating func grow(_ needed: Int) {
+        let grown = max(capacity * 2, count + needed)
+        let new = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
+        new.initialize(from: base, count: count)
+        base.deallocate()
+        base = new
+        capacity = grown
     }
 }

@@ -463,7 +463,7 @@ extension AnalyzeReport {
     /// than the rest of its report.
     struct Events: JSONWritable {
         let entries: [TimelineEntry]
-        func write(into out: inout [UInt8], indent: Int?) {
+        func write(into out: inout JSONOutput, indent: Int?) {
             JSON.writeArray(entries.count, into: &out, indent: indent) { i, out, indent in
                 AnalyzeReport.writeEntry(entries[i], into: &out, indent: indent)
             }
@@ -472,7 +472,7 @@ extension AnalyzeReport {
 
     /// One timeline entry as a JSON object (the time first, then what the entry is): shared by reports and live
     /// capture.
-    package static func writeEntry(_ entry: TimelineEntry, into out: inout [UInt8], indent: Int?) {
+    package static func writeEntry(_ entry: TimelineEntry, into out: inout JSONOutput, indent: Int?) {
         var o = JSONObjectWriter(&out, indent: indent)
         o.time("time", entry.time, &out)
         switch entry {

@@ -388,17 +388,17 @@ struct LivePrinter {
             // The connection's members are serialised once per connection, the entry's after them.
             if cachedInfo?.id != info.id {
                 cachedInfo = info
-                cachedPrefix = []
-                JSON.object([("type", .string("event"))] + connectionMembers(info)).write(
-                    into: &cachedPrefix, indent: nil)
-                cachedPrefix.removeLast()  // "}"
+                var prefix = JSONOutput()
+                JSON.object([("type", .string("event"))] + connectionMembers(info)).write(into: &prefix, indent: nil)
+                prefix.removeLast()  // "}"
+                cachedPrefix = prefix.bytes
             }
-            scratch.removeAll(keepingCapacity: true)
-            AnalyzeReport.writeEntry(entry, into: &scratch, indent: nil)
-            guard scratch.count > 2 else { return }
+            var entryJSON = JSONOutput()
+            AnalyzeReport.writeEntry(entry, into: &entryJSON, indent: nil)
+            guard entryJSON.count > 2 else { return }
             output.append(contentsOf: cachedPrefix)
             output.append(UInt8(ascii: ","))
-            output.append(contentsOf: scratch[1...])
+            output.append(contentsOf: entryJSON.bytes(from: 1))
             output.append(UInt8(ascii: "\n"))
             if output.count >= Self.outputFlushBytes { writeOutput() }
         }
@@ -518,7 +518,6 @@ struct LivePrinter {
     /// or when this much has gathered: a write per line cost more than making the line.
     var output: [UInt8] = []
     static let outputFlushBytes = 1 << 16
-    var scratch: [UInt8] = []
     var cachedInfo: ConnectionInfo?
     var cachedPrefix: [UInt8] = []
 

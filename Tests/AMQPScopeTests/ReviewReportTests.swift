@@ -102,12 +102,12 @@ private func hostileCapture() -> String {
         formatter.timeZone = TimeZone(identifier: "UTC")
         for nanoseconds: Int64 in [0, 1_764_658_767_123_456_789, -1_000, -86_400_000_000_000, .max, .min] {
             let t = Timestamp(nanoseconds: nanoseconds)
-            var out: [UInt8] = []
+            var out = JSONOutput()
             var object = JSONObjectWriter(&out, indent: nil)
             object.time("t", t, &out)
             object.end(&out)
             let text = Format.rfc3339(t)
-            #expect(String(decoding: out, as: UTF8.self) == #"{"t":""# + text + #""}"#)
+            #expect(out.string == #"{"t":""# + text + #""}"#)
             // Foundation keeps milliseconds: the text up to them is its text.
             let (quotient, remainder) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000)
             let milliseconds = remainder < 0 ? quotient - 1 : quotient
