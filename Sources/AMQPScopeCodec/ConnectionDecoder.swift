@@ -444,7 +444,15 @@ package struct ConnectionDecoder {
                     Frame(
                         type: header.type, channel: header.channel, size: header.size,
                         content: .header(contentHeader), cut: cut)), into: &sink)
-            guard let i = pendingIndex(direction, header.channel), content[direction][i].header == nil else {
+            let taken = pendingIndex(direction, header.channel).map { i in
+                Self.inPlace(&content[direction][i]) { pending in
+                    guard pending.header == nil else { return false }
+                    pending.header = contentHeader
+                    if cut { pending.incomplete = true }
+                    return true
+                }
+            }
+            guard taken == true else {
                 if isTracked(direction, header.channel) {
                     emit(
                         direction, offset,
@@ -453,8 +461,6 @@ package struct ConnectionDecoder {
                 }
                 return
             }
-            content[direction][i].header = contentHeader
-            if cut { content[direction][i].incomplete = true }
             if contentHeader.bodySize == 0 {
                 completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
             }
@@ -465,8 +471,16 @@ package struct ConnectionDecoder {
                     Frame(
                         type: header.type, channel: header.channel, size: header.size,
                         content: .body(length: Int(header.size)))), into: &sink)
-            guard let i = pendingIndex(direction, header.channel), let bodySize = content[direction][i].header?.bodySize
-            else {
+            let counted = pendingIndex(direction, header.channel).flatMap { i in
+                Self.inPlace(&content[direction][i]) { pending -> (bodySize: UInt64, received: UInt64)? in
+                    guard let bodySize = pending.header?.bodySize else { return nil }
+                    pending.received += UInt64(header.size)
+                    pending.frames += 1
+                    if damaged { pending.incomplete = true }
+                    return (bodySize, pending.received)
+                }
+            }
+            guard let (bodySize, received) = counted else {
                 if isTracked(direction, header.channel) {
                     emit(
                         direction, offset,
@@ -475,10 +489,6 @@ package struct ConnectionDecoder {
                 }
                 return
             }
-            content[direction][i].received += UInt64(header.size)
-            content[direction][i].frames += 1
-            if damaged { content[direction][i].incomplete = true }
-            let received = content[direction][i].received
             if received >= bodySize {
                 if received > bodySize {
                     emit(
@@ -536,6 +546,13 @@ package struct ConnectionDecoder {
 
     /// Channels with content in flight at once, per direction (a peer may interleave at most channel_max).
     static let maximumPendingContents = 2048
+
+    /// Reads and changes one content in place, through a single access: reading a field of an element of
+    /// `content` through the per-direction getter copied the whole element (its method and header).
+    @inline(__always)
+    private static func inPlace<T>(_ pending: inout PendingContent, _ body: (inout PendingContent) -> T) -> T {
+        body(&pending)
+    }
 
     private func pendingIndex(_ direction: Direction, _ channel: UInt16) -> Int? {
         content[direction].firstIndex { $0.channel == channel }
