@@ -321,7 +321,7 @@ package struct ConnectionDecoder {
                     direction, into: &sink)
                 return
             }
-            emit(direction, offset, .malformed(reason: reason, skipped: skipped), into: &sink)
+            emit(direction, offset, .malformed(reason: reason.description, skipped: skipped), into: &sink)
         case .synchronized(let skipped):
             everSynchronized = true
             contentTracked[direction] = []

@@ -83,7 +83,7 @@ enum ParserOutput {
     /// empty (bodies stream through `.bodyPiece`). `damaged` says capture gaps removed bytes from inside it.
     case frame(FrameHeader, payload: UnsafeRawBufferPointer, damaged: Bool)
     case bodyPiece(FrameHeader, UnsafeRawBufferPointer)
-    case malformed(reason: String, skipped: UInt64)
+    case malformed(reason: MalformedFrame, skipped: UInt64)
     case synchronized(skipped: UInt64)
 
     /// The same output with its payload (a frame's) or bytes (a body piece's) in `bytes`.
@@ -92,6 +92,24 @@ enum ParserOutput {
         case .frame(let header, _, let damaged): .frame(header, payload: bytes, damaged: damaged)
         case .bodyPiece(let header, _): .bodyPiece(header, bytes)
         case .protocolHeader, .malformed, .synchronized: self
+        }
+    }
+}
+
+/// Why bytes were not a frame: words only when the decoder hands the reason up. Held as values, so that the parser's
+/// outputs hold no reference, and a step costs nothing to destroy (a step of every frame did).
+enum MalformedFrame: CustomStringConvertible {
+    case unknownType(UInt8)
+    case tooLarge(size: UInt32, maximum: UInt32)
+    case badEnd(UInt8)
+    case dropped(type: UInt8)
+
+    var description: String {
+        switch self {
+        case .unknownType(let type): "unknown frame type \(type)"
+        case .tooLarge(let size, let maximum): "frame size \(size) exceeds the \(maximum)-byte limit"
+        case .badEnd(let byte): "frame end byte is 0x\(String(byte, radix: 16)), not 0xce"
+        case .dropped(let type): "\(FrameParser.typeName(type)) frame dropped: the decoders' memory cap was reached"
         }
     }
 }
@@ -288,7 +306,7 @@ struct FrameParser {
                 }
                 // The byte that should have ended the frame may begin the next one: hunt from it.
                 startHunting(at: offset - 1, carrying: [byte])
-                return Step(offset: start, output: .malformed(reason: Self.badEnd(byte), skipped: offset - 1 - start))
+                return Step(offset: start, output: .malformed(reason: .badEnd(byte), skipped: offset - 1 - start))
             case .skip(let header, let start, let remaining):
                 // The rest of a frame already handed up (cut by a gap) or dropped (memory cap): passed over.
                 let n = min(remaining, available)
@@ -407,9 +425,7 @@ struct FrameParser {
             state = .skip(header, start: start, remaining: remaining)
             out(
                 start,
-                .malformed(
-                    reason: "\(Self.typeName(header.type)) frame dropped: the decoders' memory cap was reached",
-                    skipped: UInt64(Int(header.size) + 8)))
+                .malformed(reason: .dropped(type: header.type), skipped: UInt64(Int(header.size) + 8)))
         case .hunting(let start, let skipped):
             let held = UInt64(pending.count)
             pending = []
@@ -483,7 +499,7 @@ struct FrameParser {
         guard end == AMQPSpec.frameEnd else {
             pending.removeAll(keepingCapacity: true)
             startHunting(at: offset - 1, carrying: [end])
-            return Step(offset: start, output: .malformed(reason: Self.badEnd(end), skipped: offset - 1 - start))
+            return Step(offset: start, output: .malformed(reason: .badEnd(end), skipped: offset - 1 - start))
         }
         return Step(offset: start, output: .frame(header, payload: .empty, damaged: false), payload: payload)
     }
@@ -499,15 +515,11 @@ struct FrameParser {
         ]
     }
 
-    static func problem(with header: FrameHeader, maximum: UInt32) -> String? {
-        guard FrameType(rawValue: header.type) != nil else { return "unknown frame type \(header.type)" }
-        if header.size > maximum {
-            return "frame size \(header.size) exceeds the \(maximum)-byte limit"
-        }
+    static func problem(with header: FrameHeader, maximum: UInt32) -> MalformedFrame? {
+        guard FrameType(rawValue: header.type) != nil else { return .unknownType(header.type) }
+        if header.size > maximum { return .tooLarge(size: header.size, maximum: maximum) }
         return nil
     }
-
-    static func badEnd(_ byte: UInt8) -> String { "frame end byte is 0x\(String(byte, radix: 16)), not 0xce" }
 
     static func typeName(_ type: UInt8) -> String {
         switch FrameType(rawValue: type) {
