@@ -104,6 +104,23 @@ package struct CodecEvent {
 package protocol CodecSink {
     /// The event is the sink's to keep: it is moved in, not copied (an event holds a frame or a message).
     mutating func consume(_ event: consuming CodecEvent)
+    /// A content-header, body or heartbeat frame, offered before its event is made: true when the sink counts it
+    /// and wants no event (most frames are these, and an event is large); false, and the event follows.
+    mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool
+}
+
+extension CodecSink {
+    /// By default every frame is an event.
+    package mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int)
+        -> Bool
+    { false }
+}
+
+/// A content-header, body or heartbeat frame, as a sink that only counts such frames takes it.
+package enum CountedFrame {
+    case header
+    case body(length: Int)
+    case heartbeat
 }
 
 /// What the codec keeps and shows.
@@ -365,10 +382,12 @@ package struct ConnectionDecoder {
                     .violation("heartbeat frame on channel \(header.channel) with \(header.size) payload bytes"),
                     into: &sink)
             }
-            emit(
-                direction, offset,
-                .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .heartbeat)),
-                into: &sink)
+            if !sink.count(.heartbeat, direction: direction, time: time, packetNumber: packetNumber) {
+                emit(
+                    direction, offset,
+                    .frame(Frame(type: header.type, channel: header.channel, size: header.size, content: .heartbeat)),
+                    into: &sink)
+            }
         case .method:
             var reader = FieldReader(payload, captured: captured)
             let method: Method
@@ -438,12 +457,14 @@ package struct ConnectionDecoder {
                 if let i = pendingIndex(direction, header.channel) { content[direction].remove(at: i) }
                 return
             }
-            emit(
-                direction, offset,
-                .frame(
-                    Frame(
-                        type: header.type, channel: header.channel, size: header.size,
-                        content: .header(contentHeader), cut: cut)), into: &sink)
+            if !sink.count(.header, direction: direction, time: time, packetNumber: packetNumber) {
+                emit(
+                    direction, offset,
+                    .frame(
+                        Frame(
+                            type: header.type, channel: header.channel, size: header.size,
+                            content: .header(contentHeader), cut: cut)), into: &sink)
+            }
             let taken = pendingIndex(direction, header.channel).map { i in
                 Self.inPlace(&content[direction][i]) { pending in
                     guard pending.header == nil else { return false }
@@ -465,12 +486,16 @@ package struct ConnectionDecoder {
                 completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
             }
         case .body:
-            emit(
-                direction, offset,
-                .frame(
-                    Frame(
-                        type: header.type, channel: header.channel, size: header.size,
-                        content: .body(length: Int(header.size)))), into: &sink)
+            if !sink.count(
+                .body(length: Int(header.size)), direction: direction, time: time, packetNumber: packetNumber)
+            {
+                emit(
+                    direction, offset,
+                    .frame(
+                        Frame(
+                            type: header.type, channel: header.channel, size: header.size,
+                            content: .body(length: Int(header.size)))), into: &sink)
+            }
             let counted = pendingIndex(direction, header.channel).flatMap { i in
                 Self.inPlace(&content[direction][i]) { pending -> (bodySize: UInt64, received: UInt64)? in
                     guard let bodySize = pending.header?.bodySize else { return nil }

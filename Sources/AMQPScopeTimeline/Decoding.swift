@@ -128,12 +128,7 @@ package final class OpBuffer: @unchecked Sendable {
     }
 }
 
-/// A frame the timeline only counts (unless every frame is recorded): what it takes from one.
-package enum CountedFrame {
-    case header
-    case body(length: Int)
-    case heartbeat
-
+extension CountedFrame {
     /// The frame's content, when it is one of these.
     init?(_ content: borrowing Frame.Content) {
         switch content {
@@ -167,6 +162,12 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
             return
         }
         ops.append(connection, event)
+    }
+
+    mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool {
+        guard !recordFrames else { return false }
+        ops.append(.counted(connection, direction, time, packet: packetNumber, frame))
+        return true
     }
     mutating func consume(_ event: consuming AMQP10Event) { ops.append(connection, event) }
     mutating func consume(_ event: TLSEvent) { ops.append(.tls(connection, event)) }
