@@ -77,21 +77,8 @@ package enum JSON: Hashable, Sendable {
 
     static func newline(_ out: inout JSONOutput, _ indent: Int?) {
         guard let indent else { return }
-        // A line break and the indentation, copied from a constant in pieces of up to 64 spaces.
-        lineStart.withUTF8Buffer { line in
-            var spaces = indent * 2
-            out.append(UnsafeBufferPointer(rebasing: line[...min(spaces, 64)]))
-            spaces -= min(spaces, 64)
-            while spaces > 0 {
-                out.append(UnsafeBufferPointer(rebasing: line[1...min(spaces, 64)]))
-                spaces -= min(spaces, 64)
-            }
-        }
+        out.appendLine(indent: indent)
     }
-
-    /// A line break and 64 spaces.
-    static let lineStart: StaticString =
-        "\n                                                                "
 
     static func appendInteger(_ value: Int64, to out: inout JSONOutput) {
         if value == 0 {
@@ -320,6 +307,15 @@ package struct JSONOutput: ~Copyable {
 
     package mutating func append(_ bytes: [UInt8]) {
         bytes.withUnsafeBufferPointer { append($0) }
+    }
+
+    /// A line break and the indentation of nesting `indent` (two spaces a level), written in place.
+    package mutating func appendLine(indent: Int) {
+        let length = 1 + 2 * max(indent, 0)
+        if capacity - count < length { grow(length) }
+        base[count] = UInt8(ascii: "\n")
+        (base + count + 1).initialize(repeating: UInt8(ascii: " "), count: length - 1)
+        count += length
     }
 
     /// Forgets the last byte written (there must be one).
