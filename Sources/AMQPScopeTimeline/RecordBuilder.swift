@@ -283,14 +283,18 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
             record.protocolHeaders.append(
                 ProtocolHeaderRecord(direction: direction, header: header, time: time, packetNumber: packetNumber)
             )
-        case .frame(let frame):
+        case .frame(var frame):
             // Made only when kept (a key frame, or every frame with recordFrames): most frames are routine.
             var frameRecord: FrameRecord {
                 FrameRecord(
                     packetNumber: packetNumber, time: time, direction: direction,
                     offset: offset, frame: frame)
             }
-            switch frame.content {
+            // The content is moved out of the frame (a heartbeat left in its place) and put back only when the frame
+            // is kept: a method bound from the frame in place was copied, every string in it retained and released.
+            var content = Frame.Content.heartbeat
+            swap(&content, &frame.content)
+            switch consume content {
             case .method(let method):
                 spoke(direction, time, packetNumber)
                 record.frameCounts[direction].method += 1
@@ -315,6 +319,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                         method, channel: frame.channel, direction: direction, time: time, packet: packetNumber)
                 }
                 if Self.isKey(method) {
+                    frame.content = .method(method)
                     let key = frameRecord
                     if record.keyFrames.count < 10_000 {
                         record.keyFrames.append(key)
@@ -324,9 +329,16 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                     addKey(.frame(key))
                 } else {
                     routine(method.classID, method.methodID, direction, time, packetNumber)
+                    if configuration.recordFrames { frame.content = .method(method) }
                 }
-            case .header, .body, .heartbeat:
-                if let counted = CountedFrame(frame.content) { self.counted(counted, direction, time, packetNumber) }
+            case .header(let header):
+                counted(.header, direction, time, packetNumber)
+                if configuration.recordFrames { frame.content = .header(header) }
+            case .body(let length):
+                counted(.body(length: length), direction, time, packetNumber)
+                if configuration.recordFrames { frame.content = .body(length: length) }
+            case .heartbeat:
+                counted(.heartbeat, direction, time, packetNumber)
             }
             if configuration.recordFrames { record.frames.append(frameRecord) }
         case .message(let message):
