@@ -330,9 +330,9 @@ package struct JSONOutput: ~Copyable {
     /// The bytes written.
     package var bytes: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
 
-    /// The bytes written from `start` on.
-    package func bytes(from start: Int) -> [UInt8] {
-        Array(UnsafeBufferPointer(start: base + min(start, count), count: count - min(start, count)))
+    /// The bytes written from `start` on, read in place.
+    package func withBytes<T>(from start: Int, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
+        body(UnsafeBufferPointer(start: base + min(start, count), count: count - min(start, count)))
     }
 
     /// The text written.

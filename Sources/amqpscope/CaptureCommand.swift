@@ -393,12 +393,12 @@ struct LivePrinter {
                 prefix.removeLast()  // "}"
                 cachedPrefix = prefix.bytes
             }
-            var entryJSON = JSONOutput()
-            AnalyzeReport.writeEntry(entry, into: &entryJSON, indent: nil)
-            guard entryJSON.count > 2 else { return }
+            scratch.json.removeAll()
+            AnalyzeReport.writeEntry(entry, into: &scratch.json, indent: nil)
+            guard scratch.json.count > 2 else { return }
             output.append(contentsOf: cachedPrefix)
             output.append(UInt8(ascii: ","))
-            output.append(contentsOf: entryJSON.bytes(from: 1))
+            scratch.json.withBytes(from: 1) { output.append(contentsOf: $0) }
             output.append(UInt8(ascii: "\n"))
             if output.count >= Self.outputFlushBytes { writeOutput() }
         }
@@ -520,6 +520,12 @@ struct LivePrinter {
     static let outputFlushBytes = 1 << 16
     var cachedInfo: ConnectionInfo?
     var cachedPrefix: [UInt8] = []
+    /// Where each entry is written before it joins the output, kept from one entry to the next.
+    let scratch = Scratch()
+
+    final class Scratch {
+        var json = JSONOutput(capacity: 4096)
+    }
 
     mutating func emit(_ line: String, terminator: String = "\n") {
         output.append(contentsOf: line.utf8)
