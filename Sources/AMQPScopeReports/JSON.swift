@@ -305,10 +305,6 @@ package struct JSONOutput: ~Copyable {
         text.withUTF8 { append($0) }
     }
 
-    package mutating func append(_ bytes: [UInt8]) {
-        bytes.withUnsafeBufferPointer { append($0) }
-    }
-
     /// A line break and the indentation of nesting `indent` (two spaces a level), written in place.
     package mutating func appendLine(indent: Int) {
         let length = 1 + 2 * max(indent, 0)

@@ -128,26 +128,6 @@ package final class OpBuffer: @unchecked Sendable {
     }
 }
 
-extension CountedFrame {
-    /// The frame's content, when it is one of these.
-    init?(_ content: borrowing Frame.Content) {
-        switch content {
-        case .header: self = .header
-        case .body(let length): self = .body(length: length)
-        case .heartbeat: self = .heartbeat
-        case .method: return nil
-        }
-    }
-
-    /// The event's frame, when it is one of these.
-    init?(_ kind: borrowing CodecEventKind) {
-        switch kind {
-        case .frame(let frame): self.init(frame.content)
-        default: return nil
-        }
-    }
-}
-
 /// Records the decoders' events as operations for the timeline stage.
 struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
     var ops = OpBuffer()
@@ -156,14 +136,10 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
     /// Frames are recorded whole (`EngineConfiguration.recordFrames`): none is only counted.
     var recordFrames = false
 
-    mutating func consume(_ event: consuming CodecEvent) {
-        if !recordFrames, let counted = CountedFrame(event.kind) {
-            ops.append(.counted(connection, event.direction, event.time, packet: event.packetNumber, counted))
-            return
-        }
-        ops.append(connection, event)
-    }
+    mutating func consume(_ event: consuming CodecEvent) { ops.append(connection, event) }
 
+    /// Unless frames are recorded, header, body and heartbeat frames are only counted: the decoder offers each here
+    /// before making its event, and makes none.
     mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool {
         guard !recordFrames else { return false }
         ops.append(.counted(connection, direction, time, packet: packetNumber, frame))
