@@ -104,8 +104,9 @@ package struct CodecEvent {
 package protocol CodecSink {
     /// The event is the sink's to keep: it is moved in, not copied (an event holds a frame or a message).
     mutating func consume(_ event: consuming CodecEvent)
-    /// A content-header, body or heartbeat frame, offered before its event is made: true when the sink counts it
-    /// and wants no event (most frames are these, and an event is large); false, and the event follows.
+    /// A content-header, body or heartbeat frame, or a routine method frame, offered before its event is made: true
+    /// when the sink counts it and wants no event (most frames are these, and an event is large); false, and the
+    /// event follows.
     mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool
 }
 
@@ -116,11 +117,50 @@ extension CodecSink {
     { false }
 }
 
-/// A content-header, body or heartbeat frame, as a sink that only counts such frames takes it.
+/// A content-header, body or heartbeat frame, or a routine method frame, as a sink that only counts such frames
+/// takes it.
 package enum CountedFrame {
     case header
     case body(length: Int)
     case heartbeat
+    /// A method frame of the message flow (`RoutineMethod`), whole (not cut by the capture).
+    case method(channel: UInt16, RoutineMethod)
+}
+
+/// The method frames of the message flow, as a sink that does not keep them takes them: what is followed of each,
+/// without its strings. A publish's and a delivery's arguments still reach the sink with their message.
+package enum RoutineMethod: Equatable {
+    case publish
+    case deliver
+    case ack(deliveryTag: UInt64, multiple: Bool)
+    case nack(deliveryTag: UInt64, multiple: Bool, requeue: Bool)
+    case reject(deliveryTag: UInt64, requeue: Bool)
+
+    /// A method of the flow, or nil.
+    package init?(_ method: Method) {
+        switch method {
+        case .basicPublish: self = .publish
+        case .basicDeliver: self = .deliver
+        case .basicAck(let a): self = .ack(deliveryTag: a.deliveryTag, multiple: a.multiple)
+        case .basicNack(let n): self = .nack(deliveryTag: n.deliveryTag, multiple: n.multiple, requeue: n.requeue)
+        case .basicReject(let r): self = .reject(deliveryTag: r.deliveryTag, requeue: r.requeue)
+        default: return nil
+        }
+    }
+
+    /// All of them are the basic class's.
+    package static let classID: UInt16 = 60
+
+    /// Its method id within the basic class.
+    package var methodID: UInt16 {
+        switch self {
+        case .publish: BasicPublish.methodID
+        case .deliver: BasicDeliver.methodID
+        case .ack: BasicAck.methodID
+        case .nack: BasicNack.methodID
+        case .reject: BasicReject.methodID
+        }
+    }
 }
 
 /// What the codec keeps and shows.
@@ -408,15 +448,26 @@ package struct ConnectionDecoder {
                     into: &sink)
                 return
             }
-            // Only the connection class carries secrets: other methods are passed on as they are, without a copy.
-            let shown = configuration.showCredentials || method.classID != 10 ? method : Credentials.redacting(method)
-            emit(
-                direction, offset,
-                .frame(
-                    Frame(
-                        type: header.type, channel: header.channel, size: header.size, content: .method(shown), cut: cut
-                    )),
-                into: &sink)
+            // A routine method that the sink only counts makes no event (a publish's or a delivery's method goes on
+            // with its content, to its message).
+            var counted = false
+            if !cut, let routine = RoutineMethod(method) {
+                counted = sink.count(
+                    .method(channel: header.channel, routine), direction: direction, time: time,
+                    packetNumber: packetNumber)
+            }
+            if !counted {
+                // Only the connection class carries secrets: other methods are passed on as they are, without a copy.
+                let shown =
+                    configuration.showCredentials || method.classID != 10 ? method : Credentials.redacting(method)
+                emit(
+                    direction, offset,
+                    .frame(
+                        Frame(
+                            type: header.type, channel: header.channel, size: header.size, content: .method(shown),
+                            cut: cut)),
+                    into: &sink)
+            }
             follow(method, direction: direction)
             contentTracked[direction]?.insert(header.channel)
             if case .channelClose = method { dropContent(channel: header.channel) }

@@ -630,22 +630,55 @@ struct FlowTracker {
 
     // MARK: - Events
 
-    /// A method frame.
-    mutating func method(
-        _ method: Method, channel number: UInt16, direction: Direction, time: Timestamp, packet: Int,
-        atRisk: (Int) -> Void = { _ in }
+    /// A method frame of the message flow: publish, deliver, and the settling of either.
+    mutating func routine(
+        _ method: RoutineMethod, channel number: UInt16, direction: Direction, time: Timestamp, packet: Int
     ) {
         switch method {
-        case .confirmSelect:
-            let c = channelIndex(number)
-            channels[c].confirmMode = true
-        case .basicPublish:
+        case .publish:
             if serverClosed {
                 record.atRisk.lost += 1
                 noteRisk(number, packet, time)
                 return
             }
             channels[channelIndex(number)].publishInFlight += 1
+        case .deliver:
+            break  // followed with its message
+        case .ack(let tag, let multiple) where direction == .serverToClient:
+            record.serverAcks += 1
+            confirm(channel: number, tag: tag, multiple: multiple, nack: false, time: time, packet: packet)
+        case .nack(let tag, let multiple, _) where direction == .serverToClient:
+            record.serverNacks += 1
+            confirm(channel: number, tag: tag, multiple: multiple, nack: true, time: time, packet: packet)
+        case .ack(let tag, let multiple):
+            record.acks += 1
+            settle(
+                channel: number, tag: tag, multiple: multiple, requeue: false, acked: true, time: time, packet: packet)
+        case .nack(let tag, let multiple, let requeue):
+            record.nacks += 1
+            settle(
+                channel: number, tag: tag, multiple: multiple, requeue: requeue, acked: false, time: time,
+                packet: packet)
+        case .reject(let tag, let requeue):
+            record.rejects += 1
+            settle(
+                channel: number, tag: tag, multiple: false, requeue: requeue, acked: false, time: time, packet: packet)
+        }
+    }
+
+    /// A method frame.
+    mutating func method(
+        _ method: Method, channel number: UInt16, direction: Direction, time: Timestamp, packet: Int,
+        atRisk: (Int) -> Void = { _ in }
+    ) {
+        if let routine = RoutineMethod(method) {
+            self.routine(routine, channel: number, direction: direction, time: time, packet: packet)
+            return
+        }
+        switch method {
+        case .confirmSelect:
+            let c = channelIndex(number)
+            channels[c].confirmMode = true
         case .basicQos(let q):
             let c = channelIndex(number)
             let count = q.prefetchCount == 0 ? nil : Int(q.prefetchCount)
@@ -686,29 +719,6 @@ struct FlowTracker {
                         channel: number, replyCode: r.replyCode, replyText: r.replyText, exchange: r.exchange,
                         routingKey: r.routingKey, packetNumber: packet, time: time))
             }
-        case .basicAck(let ack) where direction == .serverToClient:
-            record.serverAcks += 1
-            confirm(
-                channel: number, tag: ack.deliveryTag, multiple: ack.multiple, nack: false, time: time, packet: packet)
-        case .basicNack(let nack) where direction == .serverToClient:
-            record.serverNacks += 1
-            confirm(
-                channel: number, tag: nack.deliveryTag, multiple: nack.multiple, nack: true, time: time, packet: packet)
-        case .basicAck(let ack):
-            record.acks += 1
-            settle(
-                channel: number, tag: ack.deliveryTag, multiple: ack.multiple, requeue: false, acked: true,
-                time: time, packet: packet)
-        case .basicNack(let nack):
-            record.nacks += 1
-            settle(
-                channel: number, tag: nack.deliveryTag, multiple: nack.multiple, requeue: nack.requeue,
-                acked: false, time: time, packet: packet)
-        case .basicReject(let reject):
-            record.rejects += 1
-            settle(
-                channel: number, tag: reject.deliveryTag, multiple: false, requeue: reject.requeue, acked: false,
-                time: time, packet: packet)
         case .channelFlow(let flow) where direction == .serverToClient && !flow.active:
             record.flowPauses += 1
         case .channelClose(let close):

@@ -266,7 +266,28 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
             record.frameCounts[direction].heartbeat += 1
             heartbeat(direction, time)
             routine(0, 0, direction, time, packet)
+        case .method(let channel, let method):
+            // As `consume` takes the same method's frame event: counted, followed, and not a key frame.
+            record.frameCounts[direction].method += 1
+            startFlow()
+            flow?.tracker.routine(method, channel: channel, direction: direction, time: time, packet: packet)
+            routine(RoutineMethod.classID, method.methodID, direction, time, packet)
         }
+    }
+
+    /// The first method of the basic or confirm class starts following the message flow.
+    mutating func startFlow() {
+        guard flow == nil else { return }
+        flow = FlowBox()
+        // What the server closed before the first flow method: publishes after it are lost.
+        flow?.tracker.serverClosed =
+            peerClosed[.clientToServer].fin || peerClosed[.clientToServer].rst
+            || record.keyFrames.contains { f in
+                guard f.direction == .serverToClient, case .method(.connectionClose) = f.frame.content else {
+                    return false
+                }
+                return true
+            }
     }
 
     /// Consuming: the engine hands each event over, and a borrowed one was copied whole (callgrind: 99,000 copies
@@ -304,17 +325,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                     handshakeFresh = true
                 }
                 if method.classID == 60 || method.classID == 85 || flow != nil {
-                    if flow == nil {
-                        flow = FlowBox()
-                        // What the server closed before the first flow method: publishes after it are lost.
-                        flow?.tracker.serverClosed =
-                            peerClosed[.clientToServer].fin || peerClosed[.clientToServer].rst
-                            || record.keyFrames.contains { f in
-                                guard f.direction == .serverToClient, case .method(.connectionClose) = f.frame.content
-                                else { return false }
-                                return true
-                            }
-                    }
+                    startFlow()
                     flow?.tracker.method(
                         method, channel: frame.channel, direction: direction, time: time, packet: packetNumber)
                 }

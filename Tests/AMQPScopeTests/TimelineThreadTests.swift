@@ -37,6 +37,31 @@ struct TimelineThreadTests {
         }
     }
 
+    /// Without `recordFrames` (as `analyze` runs unless asked for frames) routine frames are only counted, and publish,
+    /// deliver and ack frames cross to the timeline thread without their methods: the report must be the one made from
+    /// every frame's event, once the frames and messages that only `recordFrames` keeps are set aside.
+    @Test(arguments: Paths.allCaptures + Paths.tlsCaptures)
+    func countedFramesGiveTheSameReport(path: String) {
+        func report(frames: Bool) -> String {
+            var configuration = EngineConfiguration()
+            let keylog = String(path.dropLast(".pcap".count)) + ".keylog"
+            if let text = try? String(contentsOfFile: keylog, encoding: .utf8) {
+                configuration.keyLog = KeyLog(text: text)
+            }
+            configuration.recordFrames = frames
+            configuration.timelineThread = true
+            var result = Analysis.analyze([path], configuration: configuration, batch: TimelineThread.batch)
+            for i in result.records.indices {
+                result.records[i].frames = []
+                result.records[i].messages = []
+            }
+            return AnalyzeReport.render([result], format: .json, options: ReportOptions())
+        }
+        let counted = report(frames: false)
+        #expect(counted.contains("\"connections\""))
+        #expect(counted == report(frames: true))
+    }
+
     /// A capture that could not be read at all still closes the thread and says so.
     @Test func unreadableFileClosesTheThread() {
         var configuration = EngineConfiguration()
