@@ -198,7 +198,8 @@ package struct ConnectionDecoder {
 
     struct PendingContent {
         var channel: UInt16
-        var method: Method
+        /// Taken (left nil) only as the message is made: it and the header are moved into it, not copied.
+        var method: Method?
         var header: ContentHeader?
         var received: UInt64 = 0
         var frames = 0
@@ -264,6 +265,9 @@ package struct ConnectionDecoder {
     package var bufferedBytes: Int {
         mutating get {
             var total = parsers[.clientToServer].pending.count + parsers[.serverToClient].pending.count
+            // Bodies are kept only when asked: otherwise no content holds one, and none is looked at (a loop over them
+            // copied each content, its method and header, on every segment).
+            guard configuration.keepBodies else { return total }
             for pending in content[.clientToServer] { total += pending.body?.count ?? 0 }
             for pending in content[.serverToClient] { total += pending.body?.count ?? 0 }
             return total
@@ -472,8 +476,9 @@ package struct ConnectionDecoder {
             contentTracked[direction]?.insert(header.channel)
             if case .channelClose = method { dropContent(channel: header.channel) }
             if method.carriesContent {
+                // The method is moved into its content, not copied: nothing reads it here after this.
                 let pending = PendingContent(
-                    channel: header.channel, method: method, body: configuration.keepBodies ? [] : nil,
+                    channel: header.channel, method: consume method, body: configuration.keepBodies ? [] : nil,
                     incomplete: cut, methodCut: cut)
                 if let i = pendingIndex(direction, header.channel) {
                     // Content a gap cut short was never going to complete: the capture's fault. It is handed up as
@@ -485,7 +490,8 @@ package struct ConnectionDecoder {
                         emit(
                             direction, offset,
                             .violation(
-                                "\(method.name) on channel \(header.channel) before the previous content was complete"),
+                                "\(pending.method?.name ?? "method") on channel \(header.channel) before the previous "
+                                    + "content was complete"),
                             into: &sink)
                         content[direction][i] = pending
                     }
@@ -516,10 +522,13 @@ package struct ConnectionDecoder {
                             type: header.type, channel: header.channel, size: header.size,
                             content: .header(contentHeader), cut: cut)), into: &sink)
             }
+            let bodySize = contentHeader.bodySize
+            // Moved into its content, not copied.
+            var moved: ContentHeader? = consume contentHeader
             let taken = pendingIndex(direction, header.channel).map { i in
                 Self.inPlace(&content[direction][i]) { pending in
                     guard pending.header == nil else { return false }
-                    pending.header = contentHeader
+                    swap(&pending.header, &moved)
                     if cut { pending.incomplete = true }
                     return true
                 }
@@ -533,7 +542,7 @@ package struct ConnectionDecoder {
                 }
                 return
             }
-            if contentHeader.bodySize == 0 {
+            if bodySize == 0 {
                 completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
             }
         case .body:
@@ -584,21 +593,31 @@ package struct ConnectionDecoder {
         channel: UInt16, direction: Direction, offset: UInt64, into sink: inout S
     ) {
         guard let i = pendingIndex(direction, channel) else { return }
-        let pending = content[direction].remove(at: i)
+        var pending = content[direction].remove(at: i)
         // Content whose header a gap took is still a message (of unknown properties and size).
-        guard pending.header != nil || pending.incomplete else { return }
+        guard pending.header != nil || pending.incomplete, let method = pending.method.take() else { return }
+        // The method, header and body are moved out of the content into the message: a copy of each retained every
+        // string in it, and destroying the content released them again.
+        var properties = BasicProperties()
+        var bodySize: UInt64 = 0
+        var messageIDDigest: UInt64?
+        var messageIDPrefix: String?
+        if var header = pending.header.take() {
+            swap(&properties, &header.properties)
+            bodySize = header.bodySize
+            messageIDDigest = header.messageIDDigest
+            messageIDPrefix = header.messageIDPrefix.take()
+        }
         emit(
             direction, offset,
             .message(
                 Message(
                     channel: channel,
-                    method: configuration.showCredentials || pending.method.classID != 10
-                        ? pending.method : Credentials.redacting(pending.method),
-                    properties: pending.header?.properties ?? BasicProperties(),
-                    bodySize: pending.header?.bodySize ?? 0,
-                    bodyFrames: pending.frames, body: pending.body, incomplete: pending.incomplete,
-                    messageIDDigest: pending.header?.messageIDDigest,
-                    messageIDPrefix: pending.header?.messageIDPrefix, methodCut: pending.methodCut)), into: &sink)
+                    method: configuration.showCredentials || method.classID != 10
+                        ? method : Credentials.redacting(method),
+                    properties: properties, bodySize: bodySize, bodyFrames: pending.frames, body: pending.body.take(),
+                    incomplete: pending.incomplete, messageIDDigest: messageIDDigest, messageIDPrefix: messageIDPrefix,
+                    methodCut: pending.methodCut)), into: &sink)
     }
 
     /// Follows the negotiation: frame_max from Tune-Ok (the client's final word) bounds both directions; a closed
