@@ -16,8 +16,8 @@ package enum StageOp {
     case data(ConnectionID, Direction, Timestamp, count: Int)
     /// A codec event (waiting in the batch's queue of them: `OpBuffer.takeCodecEvent`).
     case codec(ConnectionID)
-    /// A content-header, body or heartbeat frame when frames are not recorded: all the timeline takes from one, in
-    /// place of its codec event (most frames are these, and an event is twice the size of an operation).
+    /// A content-header, body, heartbeat or routine method frame when frames are not recorded: all the timeline takes
+    /// from one, in place of its codec event (most frames are these, and an event is twice the size of an operation).
     case counted(ConnectionID, Direction, Timestamp, packet: Int, CountedFrame)
     /// A 1.0 codec event (`OpBuffer.takeAMQP10Event`).
     case amqp10(ConnectionID)
@@ -138,8 +138,8 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
 
     mutating func consume(_ event: consuming CodecEvent) { ops.append(connection, event) }
 
-    /// Unless frames are recorded, header, body and heartbeat frames are only counted: the decoder offers each here
-    /// before making its event, and makes none.
+    /// Unless frames are recorded, header, body, heartbeat and routine method frames are only counted: the decoder
+    /// offers each here before making its event, and makes none.
     mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool {
         guard !recordFrames else { return false }
         ops.append(.counted(connection, direction, time, packet: packetNumber, frame))

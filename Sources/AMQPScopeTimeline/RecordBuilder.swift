@@ -250,8 +250,8 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
         record.serverState = summary.serverState
     }
 
-    /// A content-header, body or heartbeat frame: the direction spoke, and the frame is counted (a heartbeat also
-    /// joins its run).
+    /// A content-header, body, heartbeat or routine method frame: the direction spoke, and the frame is counted (a
+    /// heartbeat or a method also joins its run, and a method is followed in the message flow).
     mutating func counted(_ frame: CountedFrame, _ direction: Direction, _ time: Timestamp, _ packet: Int) {
         spoke(direction, time, packet)
         switch frame {
