@@ -11,17 +11,24 @@ struct TimelineThreadTests {
     static func report(_ path: String, thread: Bool, batch: Int = TimelineThread.batch, frames: Bool = false)
         -> (json: String, streamed: [Int])
     {
-        var configuration = EngineConfiguration()
-        let keylog = String(path.dropLast(".pcap".count)) + ".keylog"
-        if let text = try? String(contentsOfFile: keylog, encoding: .utf8) { configuration.keyLog = KeyLog(text: text) }
-        configuration.recordFrames = frames
-        configuration.timelineThread = thread
+        let configuration = Self.configuration(path, thread: thread, frames: frames)
         let kept = Analysis.analyze([path], configuration: configuration, batch: batch)
         // Streamed: records handed on as they end (on the timeline thread when there is one), in id order.
         var streamed: [Int] = []
         _ = Analysis.analyze(
             [path], configuration: configuration, onRecord: { streamed.append($0.info.id.rawValue) }, batch: batch)
         return (AnalyzeReport.render([kept], format: .json, options: ReportOptions()), streamed)
+    }
+
+    /// The engine's configuration for one capture: its key log (beside it, when there is one), frames recorded or
+    /// not, the timeline stage on its own thread or not.
+    static func configuration(_ path: String, thread: Bool, frames: Bool) -> EngineConfiguration {
+        var configuration = EngineConfiguration()
+        let keylog = String(path.dropLast(".pcap".count)) + ".keylog"
+        if let text = try? String(contentsOfFile: keylog, encoding: .utf8) { configuration.keyLog = KeyLog(text: text) }
+        configuration.recordFrames = frames
+        configuration.timelineThread = thread
+        return configuration
     }
 
     @Test(
@@ -43,13 +50,7 @@ struct TimelineThreadTests {
     @Test(arguments: Paths.allCaptures + Paths.tlsCaptures)
     func countedFramesGiveTheSameReport(path: String) {
         func report(frames: Bool) -> String {
-            var configuration = EngineConfiguration()
-            let keylog = String(path.dropLast(".pcap".count)) + ".keylog"
-            if let text = try? String(contentsOfFile: keylog, encoding: .utf8) {
-                configuration.keyLog = KeyLog(text: text)
-            }
-            configuration.recordFrames = frames
-            configuration.timelineThread = true
+            let configuration = Self.configuration(path, thread: true, frames: frames)
             var result = Analysis.analyze([path], configuration: configuration, batch: TimelineThread.batch)
             for i in result.records.indices {
                 result.records[i].frames = []
