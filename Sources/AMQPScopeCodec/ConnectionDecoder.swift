@@ -83,6 +83,8 @@ package enum CodecEventKind {
     case protocolHeader(ProtocolHeader)
     case frame(Frame)
     case message(Message)
+    /// A message as the flow follows it, instead of `message` when the sink takes these (`takesFlowMessages`).
+    case flowMessage(FlowMessage)
     /// Bytes that broke a rule; `skipped` bytes were passed over (the parser resynchronises after them).
     case malformed(reason: String, skipped: UInt64)
     /// A rule broken by a frame that was still decoded (frame_max exceeded, heartbeat on a channel, ...).
@@ -108,6 +110,9 @@ package protocol CodecSink {
     /// when the sink counts it and wants no event (most frames are these, and an event is large); false, and the
     /// event follows.
     mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool
+    /// True when the sink keeps no messages, only follows the flow: a publish's or a delivery's message is then
+    /// given as a `FlowMessage`, and no `Method` is made for it.
+    var takesFlowMessages: Bool { get }
 }
 
 extension CodecSink {
@@ -115,6 +120,8 @@ extension CodecSink {
     package mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int)
         -> Bool
     { false }
+    /// By default every message is whole.
+    package var takesFlowMessages: Bool { false }
 }
 
 /// A content-header, body or heartbeat frame, or a routine method frame, as a sink that only counts such frames
@@ -198,14 +205,22 @@ package struct ConnectionDecoder {
 
     struct PendingContent {
         var channel: UInt16
-        /// Taken (left nil) only as the message is made: it and the header are moved into it, not copied.
+        /// Taken (left nil) only as the message is made: it and the header are moved into it, not copied. Nil from
+        /// the start when the flow's view of the message is made instead (`flow`).
         var method: Method?
+        var flow: FlowMessage? = nil
+        /// Kept only with its method: the flow's view of a message takes only how the message is known from it.
         var header: ContentHeader?
+        /// The body size its content header declared; nil until that header is seen.
+        var bodySize: UInt64?
         var received: UInt64 = 0
         var frames = 0
         var body: [UInt8]?
         var incomplete = false
         var methodCut = false
+
+        /// The name of the method that carries it, as a violation gives it.
+        var methodName: String { method?.name ?? flow?.methodName ?? "method" }
     }
 
     /// `fromStart`: the capture saw the connection open, so stream offset 0 is where AMQP begins.
@@ -433,6 +448,29 @@ package struct ConnectionDecoder {
                     into: &sink)
             }
         case .method:
+            // A routine method is first read straight from its bytes, for a sink that counts it (and, for a publish
+            // or a delivery, follows its message without keeping it): then no `Method` is made.
+            var offered = false
+            var flowMessage: FlowMessage?
+            if !cut,
+                let (routine, message) = RoutineMethod.read(
+                    payload, channel: header.channel, flowMessage: sink.takesFlowMessages)
+            {
+                offered = true
+                flowMessage = message
+                if sink.count(
+                    .method(channel: header.channel, routine), direction: direction, time: time,
+                    packetNumber: packetNumber)
+                {
+                    contentTracked[direction]?.insert(header.channel)
+                    if let message {
+                        addContent(
+                            PendingContent(channel: header.channel, method: nil, flow: message, body: nil),
+                            direction: direction, offset: offset, into: &sink)
+                    }
+                    return
+                }
+            }
             var reader = FieldReader(payload, captured: captured)
             let method: Method
             do throws(DecodeError) {
@@ -455,7 +493,7 @@ package struct ConnectionDecoder {
             // A routine method that the sink only counts makes no event (a publish's or a delivery's method goes on
             // with its content, to its message).
             var counted = false
-            if !cut, let routine = RoutineMethod(method) {
+            if !cut, !offered, let routine = RoutineMethod(method) {
                 counted = sink.count(
                     .method(channel: header.channel, routine), direction: direction, time: time,
                     packetNumber: packetNumber)
@@ -475,29 +513,18 @@ package struct ConnectionDecoder {
             follow(method, direction: direction)
             contentTracked[direction]?.insert(header.channel)
             if case .channelClose = method { dropContent(channel: header.channel) }
-            if method.carriesContent {
+            if let flowMessage {
+                // The sink takes the flow's view of the message (it wanted the frame, not the message): the method is
+                // not kept.
+                addContent(
+                    PendingContent(channel: header.channel, method: nil, flow: flowMessage, body: nil),
+                    direction: direction, offset: offset, into: &sink)
+            } else if method.carriesContent {
                 // The method is moved into its content, not copied: nothing reads it here after this.
-                let pending = PendingContent(
-                    channel: header.channel, method: consume method, body: configuration.keepBodies ? [] : nil,
-                    incomplete: cut, methodCut: cut)
-                if let i = pendingIndex(direction, header.channel) {
-                    // Content a gap cut short was never going to complete: the capture's fault. It is handed up as
-                    // it is, so that the message is counted.
-                    if content[direction][i].incomplete {
-                        completeMessage(channel: header.channel, direction: direction, offset: offset, into: &sink)
-                        content[direction].append(pending)
-                    } else {
-                        emit(
-                            direction, offset,
-                            .violation(
-                                "\(pending.method?.name ?? "method") on channel \(header.channel) before the previous "
-                                    + "content was complete"),
-                            into: &sink)
-                        content[direction][i] = pending
-                    }
-                } else if content[direction].count < Self.maximumPendingContents {
-                    content[direction].append(pending)
-                }
+                addContent(
+                    PendingContent(
+                        channel: header.channel, method: consume method, body: configuration.keepBodies ? [] : nil,
+                        incomplete: cut, methodCut: cut), direction: direction, offset: offset, into: &sink)
             }
         case .header:
             var reader = FieldReader(payload, captured: captured)
@@ -527,8 +554,14 @@ package struct ConnectionDecoder {
             var moved: ContentHeader? = consume contentHeader
             let taken = pendingIndex(direction, header.channel).map { i in
                 Self.inPlace(&content[direction][i]) { pending in
-                    guard pending.header == nil else { return false }
-                    swap(&pending.header, &moved)
+                    guard pending.bodySize == nil else { return false }
+                    pending.bodySize = bodySize
+                    if pending.flow != nil {
+                        pending.flow!.messageIDDigest = moved!.messageIDDigest
+                        swap(&pending.flow!.messageIDPrefix, &moved!.messageIDPrefix)
+                    } else {
+                        swap(&pending.header, &moved)
+                    }
                     if cut { pending.incomplete = true }
                     return true
                 }
@@ -558,7 +591,7 @@ package struct ConnectionDecoder {
             }
             let counted = pendingIndex(direction, header.channel).flatMap { i in
                 Self.inPlace(&content[direction][i]) { pending -> (bodySize: UInt64, received: UInt64)? in
-                    guard let bodySize = pending.header?.bodySize else { return nil }
+                    guard let bodySize = pending.bodySize else { return nil }
                     pending.received += UInt64(header.size)
                     pending.frames += 1
                     if damaged { pending.incomplete = true }
@@ -589,13 +622,43 @@ package struct ConnectionDecoder {
         }
     }
 
+    /// A content method starts its content on its channel.
+    private mutating func addContent<S: CodecSink>(
+        _ pending: consuming PendingContent, direction: Direction, offset: UInt64, into sink: inout S
+    ) {
+        let channel = pending.channel
+        if let i = pendingIndex(direction, channel) {
+            // Content a gap cut short was never going to complete: the capture's fault. It is handed up as it is, so
+            // that the message is counted.
+            if content[direction][i].incomplete {
+                completeMessage(channel: channel, direction: direction, offset: offset, into: &sink)
+                content[direction].append(consume pending)
+            } else {
+                emit(
+                    direction, offset,
+                    .violation(
+                        "\(pending.methodName) on channel \(channel) before the previous content was complete"),
+                    into: &sink)
+                content[direction][i] = consume pending
+            }
+        } else if content[direction].count < Self.maximumPendingContents {
+            content[direction].append(consume pending)
+        }
+    }
+
     private mutating func completeMessage<S: CodecSink>(
         channel: UInt16, direction: Direction, offset: UInt64, into sink: inout S
     ) {
         guard let i = pendingIndex(direction, channel) else { return }
         var pending = content[direction].remove(at: i)
         // Content whose header a gap took is still a message (of unknown properties and size).
-        guard pending.header != nil || pending.incomplete, let method = pending.method.take() else { return }
+        guard pending.bodySize != nil || pending.incomplete else { return }
+        if var flow = pending.flow.take() {
+            flow.methodCut = pending.methodCut
+            emit(direction, offset, .flowMessage(consume flow), into: &sink)
+            return
+        }
+        guard let method = pending.method.take() else { return }
         // The method, header and body are moved out of the content into the message: a copy of each retained every
         // string in it, and destroying the content released them again.
         var properties = BasicProperties()

@@ -250,16 +250,20 @@ package struct FieldReader {
         return start
     }
 
+    @inline(__always)
     package mutating func octet() throws(DecodeError) -> UInt8 { bytes[try take(1, "octet")] }
 
+    @inline(__always)
     package mutating func short() throws(DecodeError) -> UInt16 {
         bytes.integer(at: try take(2, "short"))
     }
 
+    @inline(__always)
     package mutating func long() throws(DecodeError) -> UInt32 {
         bytes.integer(at: try take(4, "long"))
     }
 
+    @inline(__always)
     package mutating func longlong() throws(DecodeError) -> UInt64 {
         bytes.integer(at: try take(8, "long long"))
     }

@@ -135,6 +135,9 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
     var connection = ConnectionID(rawValue: 0)
     /// Frames are recorded whole (`EngineConfiguration.recordFrames`): none is only counted.
     var recordFrames = false
+    /// Messages are kept whole (`EngineConfiguration.keepsMessages`): none is only followed.
+    var keepsMessages = false
+    var takesFlowMessages: Bool { !keepsMessages }
 
     mutating func consume(_ event: consuming CodecEvent) { ops.append(connection, event) }
 
@@ -424,6 +427,7 @@ struct DecodingState: StreamSink {
         self.configuration = configuration
         keyLog = configuration.keyLog
         out.recordFrames = configuration.recordFrames
+        out.keepsMessages = configuration.keepsMessages
     }
 
     mutating func slot(of id: ConnectionID) -> Int? {

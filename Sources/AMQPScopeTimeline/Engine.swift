@@ -38,6 +38,10 @@ public struct EngineConfiguration: Hashable, Sendable {
     public var timelineThread = false
     /// The defaults.
     public init() {}
+
+    /// Records keep every message whole (with frames, or with bodies); otherwise a message is only followed in the
+    /// message flow.
+    var keepsMessages: Bool { recordFrames || codec.keepBodies }
 }
 
 /// The engine's second stage: applies what the decoding stage found to each open connection's record builder, and

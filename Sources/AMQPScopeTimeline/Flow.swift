@@ -481,11 +481,20 @@ struct FlowTracker {
     }
     struct Consumer {
         var tag: String
+        /// How a delivery names it (`FlowMessage.tagDigest`).
+        var tagDigest: UInt64
         var queue: String
         /// no-ack (automatic acknowledgement): its deliveries are settled as they are sent.
         var noAck = false
         var unacked = 0
         var saturatedSince: (Timestamp, Int)?
+
+        init(tag: String, queue: String, noAck: Bool) {
+            self.tag = tag
+            tagDigest = FlowMessage.tagDigest(tag)
+            self.queue = queue
+            self.noAck = noAck
+        }
     }
     struct Channel {
         var number: UInt16
@@ -735,13 +744,14 @@ struct FlowTracker {
     }
 
     /// A complete message: a publish (the client's), a delivery or get-ok (the server's).
-    mutating func message(_ message: Message, direction: Direction, time: Timestamp, packet: Int) {
-        switch message.method {
-        case .basicPublish(let p) where direction == .clientToServer:
+    /// A message, whole or as the flow's view of it: the only place either is followed.
+    mutating func message(_ message: FlowMessage, direction: Direction, time: Timestamp, packet: Int) {
+        switch message.carrier {
+        case .publish(let exchange, let routingKey) where direction == .clientToServer:
             let c = channelIndex(message.channel)
             channels[c].publishInFlight = Swift.max(0, channels[c].publishInFlight - 1)
             record.publishes += 1
-            let keyPart = keyPart(p.exchange, p.routingKey)
+            let keyPart = keyPart(exchange, routingKey)
             if let keyPart { parts[keyPart].part.publishes += 1 }
             if let cp = channelPart(c) { parts[cp].part.publishes += 1 }
             guard channels[c].confirmMode else { return }
@@ -752,19 +762,19 @@ struct FlowTracker {
                 record.untracked += 1
             }
             channels[c].publishes.append(Publish(seq: seq, time: time, packet: packet, part: keyPart, settled: false))
-        case .basicDeliver(let d):
+        case .deliver(let consumerTag, let deliveryTag, let redelivered):
             let c = channelIndex(message.channel)
-            let consumer = channels[c].consumers.firstIndex { $0.tag == d.consumerTag }
+            let consumer = channels[c].consumers.firstIndex { $0.tagDigest == consumerTag }
             let queue = consumer.map { channels[c].consumers[$0].queue }
             // A delivery whose tag the capture cut off is counted, not followed: its ack cannot be matched.
             delivered(
-                channel: c, tag: d.deliveryTag, redelivered: d.redelivered, consumer: consumer, queue: queue,
+                channel: c, tag: deliveryTag, redelivered: redelivered, consumer: consumer, queue: queue,
                 noAck: message.methodCut || (consumer.map { channels[c].consumers[$0].noAck } ?? false),
                 identity: message.messageIDDigest, label: message.messageIDPrefix, time: time, packet: packet)
-        case .basicGetOk(let g):
+        case .getOk(let deliveryTag, let redelivered):
             let c = channelIndex(message.channel)
             delivered(
-                channel: c, tag: g.deliveryTag, redelivered: g.redelivered, consumer: nil,
+                channel: c, tag: deliveryTag, redelivered: redelivered, consumer: nil,
                 queue: channels[c].lastGet?.queue, noAck: channels[c].lastGet?.noAck ?? false,
                 identity: message.messageIDDigest, label: message.messageIDPrefix, time: time, packet: packet)
         default:

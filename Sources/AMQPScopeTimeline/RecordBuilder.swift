@@ -352,10 +352,13 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                 counted(.heartbeat, direction, time, packetNumber)
             }
             if configuration.recordFrames { record.frames.append(frameRecord) }
-        case .message(let message):
+        case .flowMessage(let message):
             record.frameCounts[direction].messages += 1
             flow?.tracker.message(message, direction: direction, time: time, packet: packetNumber)
-            if configuration.recordFrames || configuration.codec.keepBodies {
+        case .message(let message):
+            record.frameCounts[direction].messages += 1
+            flow?.tracker.message(FlowMessage(message), direction: direction, time: time, packet: packetNumber)
+            if configuration.keepsMessages {
                 record.messages.append(
                     MessageRecord(direction: direction, time: time, packetNumber: packetNumber, message: message))
             }
@@ -425,7 +428,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
             if configuration.recordFrames { record.performatives.append(frameRecord) }
         case .message(let message):
             record.performativeCounts[direction].messages += 1
-            if configuration.recordFrames || configuration.codec.keepBodies {
+            if configuration.keepsMessages {
                 record.deliveries.append(
                     AMQP10MessageRecord(
                         direction: direction, time: time, packetNumber: event.packetNumber, message: message))

@@ -100,6 +100,17 @@ enum Encode {
 struct CodecCollect: CodecSink {
     var frames: [Frame] = []
     var messages: [Message] = []
+    /// Only for a sink that takes them (this one does not, unless told).
+    var flowMessages: [FlowMessage] = []
+    var takesFlowMessages = false
+    /// Count routine frames (no event for them), as the timeline's sink does unless frames are recorded.
+    var counts = false
+    var counted = 0
+
+    mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool {
+        if counts { counted += 1 }
+        return counts
+    }
     var malformed: [String] = []
     var violations: [String] = []
     var headers: [ProtocolHeader] = []
@@ -110,6 +121,7 @@ struct CodecCollect: CodecSink {
         switch event.kind {
         case .frame(let f): frames.append(f)
         case .message(let m): messages.append(m)
+        case .flowMessage(let m): flowMessages.append(m)
         case .malformed(let reason, _): malformed.append(reason)
         case .violation(let reason): violations.append(reason)
         case .protocolHeader(let h): headers.append(h)
@@ -126,10 +138,10 @@ struct CodecCollect: CodecSink {
 /// Feeds client->server bytes (and optionally server->client) through a fresh decoder, in chunks of `chunk` bytes.
 func decodeStream(
     client: [UInt8], server: [UInt8] = [], chunk: Int = .max, fromStart: Bool = true, onAMQPPort: Bool = true,
-    configuration: CodecConfiguration = CodecConfiguration()
+    configuration: CodecConfiguration = CodecConfiguration(), sink: CodecCollect = CodecCollect()
 ) -> CodecCollect {
     var decoder = ConnectionDecoder(fromStart: fromStart, onAMQPPort: onAMQPPort, configuration: configuration)
-    var sink = CodecCollect()
+    var sink = sink
     for (bytes, direction) in [(client, Direction.clientToServer), (server, .serverToClient)] {
         var at = 0
         while at < bytes.count {

@@ -330,6 +330,106 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         #expect(Credentials.user(mechanism: "AMQPLAIN", response: u.response) == "bob")
     }
 
+    /// Routine methods read straight from their bytes (`RoutineMethod.read`) must take exactly the payloads that
+    /// `Method.decode` takes, and find the same arguments, or the counted path would tell a different story.
+    @Test func routineMethodsReadFromBytesAgreeWithTheDecoder() {
+        let payloads = [
+            Encode.method(60, 40, [.short(0), .shortString("ex"), .shortString("orders.7"), .bit(true), .bit(false)]),
+            Encode.method(
+                60, 60,
+                [
+                    .shortString("amq.ctag-0123456789abcdefghijkl"), .longlong(1 << 40 + 3), .bit(true),
+                    .shortString(""), .shortString("orders.7"),
+                ]),
+            Encode.method(
+                60, 60,
+                [.shortString("ctag-\u{212A}é"), .longlong(9), .bit(false), .shortString("x"), .shortString("")]),
+            Encode.method(60, 80, [.longlong(77), .bit(true)]),
+            Encode.method(60, 120, [.longlong(78), .bit(false), .bit(true)]),
+            Encode.method(60, 90, [.longlong(79), .bit(true)]),
+            Encode.method(60, 71, [.longlong(80), .bit(true), .shortString("ex"), .shortString("rk"), .long(2)]),
+        ]
+        func check(_ payload: [UInt8]) -> Bool {
+            payload.withUnsafeBytes { raw in
+                var reader = FieldReader(raw)
+                let method: Method? = try? {
+                    () throws(DecodeError) -> Method in
+                    let classID = try reader.short()
+                    let methodID = try reader.short()
+                    return try Method.decode(classID: classID, methodID: methodID, reader: &reader)
+                }()
+                guard let read = RoutineMethod.read(raw, channel: 3, flowMessage: true) else {
+                    // Refused: either not a routine method, or a payload the decoder refuses too.
+                    return method.flatMap { RoutineMethod($0) } == nil
+                }
+                guard let method, read.method == RoutineMethod(method) else { return false }
+                switch (method, read.message?.carrier) {
+                case (.basicPublish(let p), .publish(let exchange, let routingKey)?):
+                    return p.exchange == exchange && p.routingKey == routingKey && read.message?.channel == 3
+                case (.basicDeliver(let d), .deliver(let tag, let deliveryTag, let redelivered)?):
+                    return tag == FlowMessage.tagDigest(d.consumerTag) && deliveryTag == d.deliveryTag
+                        && redelivered == d.redelivered
+                case (.basicPublish, _), (.basicDeliver, _): return false
+                default: return read.message == nil
+                }
+            }
+        }
+        var rng = SeededGenerator(seed: 11)
+        for payload in payloads {
+            #expect(check(payload))
+            for length in 0..<payload.count { #expect(check(Array(payload.prefix(length)))) }
+            for _ in 0..<200 {
+                var mutated = payload
+                mutated[Int.random(in: 4..<mutated.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                #expect(check(mutated))
+            }
+        }
+        // Without a flow message asked for, a publish or a delivery is left to the decoder.
+        for (payload, left) in [(payloads[0], true), (payloads[1], true), (payloads[3], false)] {
+            let read = payload.withUnsafeBytes { RoutineMethod.read($0, channel: 0, flowMessage: false)?.method }
+            #expect((read == nil) == left)
+        }
+    }
+
+    /// A sink that follows the flow without keeping messages gets the same view of each message as one made from the
+    /// whole message, whether it counts the frames or takes their events.
+    @Test func flowMessagesAreTheWholeMessagesView() {
+        let messageID = "order-0001-with-a-long-id"
+        let tag = "amq.ctag-0123456789abcdefghijkl"
+        let client =
+            Encode.header091
+            + Encode.methodFrame(
+                1, 60, 40, [.short(0), .shortString("ex"), .shortString("orders.7"), .bit(false), .bit(false)])
+            + Encode.contentHeader(1, bodySize: 2, flags: 0x0080, properties: Encode.shortString(messageID))
+            + Encode.frame(3, 1, [7, 7]) + Encode.methodFrame(2, 60, 80, [.longlong(5), .bit(false)])
+        let server =
+            Encode.header091
+            + Encode.methodFrame(
+                2, 60, 60, [.shortString(tag), .longlong(5), .bit(true), .shortString(""), .shortString("orders.7")])
+            + Encode.contentHeader(2, bodySize: 0, flags: 0x0080, properties: Encode.shortString(messageID))
+        let whole = decodeStream(client: client, server: server)
+        #expect(whole.messages.count == 2 && whole.flowMessages.isEmpty)
+        let expected = whole.messages.map { FlowMessage($0) }
+        #expect(expected.first?.carrier == .publish(exchange: "ex", routingKey: "orders.7"))
+        #expect(
+            expected.last?.carrier
+                == .deliver(consumerTag: FlowMessage.tagDigest(tag), deliveryTag: 5, redelivered: true))
+        #expect(expected.allSatisfy { $0.messageIDPrefix == "order-0001-with…" && $0.messageIDDigest != nil })
+        for counts in [true, false] {
+            var sink = CodecCollect()
+            sink.takesFlowMessages = true
+            sink.counts = counts
+            for chunk in [Int.max, 1] {
+                let flow = decodeStream(client: client, server: server, chunk: chunk, sink: sink)
+                #expect(flow.messages.isEmpty)
+                #expect(flow.flowMessages == expected)
+                // Counted: publish, header, body, ack; deliver, header. Otherwise each is a frame event.
+                #expect(flow.counted == (counts ? 6 : 0))
+                #expect(flow.frames.count == (counts ? 0 : 6))
+            }
+        }
+    }
+
     @Test func everyPrefixAndRandomGarbageNeverTraps() {
         let stream =
             Encode.header091 + Encode.methodFrame(0, 10, 31, [.short(1), .long(4096), .short(2)]) + Encode.heartbeat
