@@ -126,8 +126,16 @@ package enum FuzzEntry {
     /// Counts what a codec (0-9-1 or 1.0) hands up.
     struct CountEvents: CodecSink, AMQP10Sink {
         var events = 0
+        /// Count routine frames instead of taking their events, as the timeline's sink does without --frames.
+        var counts = false
+        /// Take messages as the flow's view of them (publish and deliver read straight from their bytes).
+        var takesFlowMessages = false
         mutating func consume(_ event: consuming CodecEvent) { events &+= 1 }
         mutating func consume(_ event: consuming AMQP10Event) { events &+= 1 }
+        mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool {
+            if counts { events &+= 1 }
+            return counts
+        }
     }
 
     /// An AMQP byte stream through a connection decoder in input-chosen chunk sizes, both ways, with gaps; from the
@@ -141,6 +149,8 @@ package enum FuzzEntry {
         for (fromStart, header) in [(true, true), (true, false), (false, false)] {
             var decoder = ConnectionDecoder(fromStart: fromStart, onAMQPPort: true, configuration: configuration)
             var sink = CountEvents()
+            sink.counts = input[1] & 2 != 0
+            sink.takesFlowMessages = input[1] & 4 != 0
             if header {
                 let amqp: [UInt8] = [0x41, 0x4D, 0x51, 0x50, 0, 0, 9, 1]
                 amqp.withUnsafeBytes {
@@ -265,6 +275,14 @@ package enum FuzzEntry {
         configuration.timelineThread = true
         let threaded = Analysis.analyzeFile(path, configuration: configuration)
         precondition(AnalyzeReport.json([threaded]) == json, "the timeline thread changed the answer")
+        // Without frames recorded (routine frames counted, messages followed as the flow's view of them) the two
+        // stages still agree.
+        configuration.recordFrames = false
+        let counted = AnalyzeReport.json([Analysis.analyzeFile(path, configuration: configuration)])
+        configuration.timelineThread = false
+        precondition(
+            AnalyzeReport.json([Analysis.analyzeFile(path, configuration: configuration)]) == counted,
+            "the timeline thread changed the counted answer")
         _ = HTMLReport.render([result], version: "fuzz")
         _ = MarkdownReport.render([result], version: "fuzz")
         // amqpscope's own record reader and libpcap's read the same packets and stop at the same error.
