@@ -8,8 +8,9 @@
 // `skip()`, which allocate nothing.
 import AMQPScopePackets
 
-/// An AMQP 1.0 value.
-public indirect enum AMQP10Value: Hashable, Sendable {
+/// An AMQP 1.0 value. Only a described value is boxed (it holds two values inline); the whole enum was indirect,
+/// which made every number and string of a performative a heap allocation.
+public enum AMQP10Value: Hashable, Sendable {
     case null
     case bool(Bool)
     case ubyte(UInt8)
@@ -37,7 +38,7 @@ public indirect enum AMQP10Value: Hashable, Sendable {
     case map([AMQP10MapEntry])
     case array([AMQP10Value])
     /// A described type: a descriptor (a ulong code or a symbol) and the value it describes.
-    case described(descriptor: AMQP10Value, value: AMQP10Value)
+    indirect case described(descriptor: AMQP10Value, value: AMQP10Value)
 
     /// The text of a string or symbol.
     public var text: String? {
