@@ -743,8 +743,8 @@ struct FlowTracker {
         }
     }
 
-    /// A complete message: a publish (the client's), a delivery or get-ok (the server's).
-    /// A message, whole or as the flow's view of it: the only place either is followed.
+    /// A complete message: a publish (the client's), a delivery or get-ok (the server's), as the flow's view of it.
+    /// The only place messages are followed: a whole one gives its view (`FlowMessage.init(_:)`).
     mutating func message(_ message: FlowMessage, direction: Direction, time: Timestamp, packet: Int) {
         switch message.carrier {
         case .publish(let exchange, let routingKey) where direction == .clientToServer:
