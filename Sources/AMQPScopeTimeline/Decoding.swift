@@ -252,21 +252,20 @@ struct DecodeEntry {
 
     /// In-order bytes of one direction, through the TLS layer (when there is one) into the codecs.
     mutating func data(
-        _ bytes: UnsafeRawBufferPointer, _ event: StreamEvent, configuration: EngineConfiguration,
-        into out: inout OpRecorder
+        _ bytes: UnsafeRawBufferPointer, _ event: StreamEvent, byteAtATime: Bool, into out: inout OpRecorder
     ) {
         decideLayer(bytes, event)
         if tls != nil {
             // Fed one byte at a time when asked, like the codec: chunking must not change the answer.
-            let step = configuration.byteAtATime ? 1 : max(bytes.count, 1)
+            let step = byteAtATime ? 1 : max(bytes.count, 1)
             for start in stride(from: 0, to: bytes.count, by: step) {
                 tls?.session.data(
                     UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + step, bytes.count)]),
                     direction: event.direction, time: event.time, packetNumber: event.packetNumber, into: &out)
             }
             tlsRead = true
-            feedPlaintext(byteAtATime: configuration.byteAtATime, into: &out)
-        } else if configuration.byteAtATime {
+            feedPlaintext(byteAtATime: byteAtATime, into: &out)
+        } else if byteAtATime {
             for i in 0..<bytes.count {
                 codecData(
                     UnsafeRawBufferPointer(rebasing: bytes[i..<i + 1]), event.direction, event.time,
@@ -315,7 +314,13 @@ struct DecodeEntry {
             amqp10?.decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &out)
             return
         }
-        let before = decoder.streamOffset(direction)
+        // Where the stream was, for the 1.0 codec if this call hands the connection over. Read only when it can (no
+        // verdict yet, or 1.0 already): the call copied the whole decoder, and destroyed the copy, on every segment.
+        let before: UInt64
+        switch decoder.verdict {
+        case .undetermined, .amqp10: before = decoder.streamOffset(direction)
+        default: before = 0  // not read: the verdict does not change from here to 1.0
+        }
         decoder.data(bytes, direction: direction, time: time, packetNumber: packet, into: &out)
         guard case .amqp10 = decoder.verdict else { return }
         // The 0-9-1 codec read the 1.0 protocol header (the stream's first eight bytes): the 1.0 codec reads the
@@ -368,13 +373,11 @@ struct DecodeEntry {
     var codecBufferedBytes: Int { mutating get { decoder.bufferedBytes + (amqp10?.decoder.bufferedBytes ?? 0) } }
 
     /// Keeps the total of what decoders hold; past the cap, the decoder that just grew sheds what it holds.
-    mutating func account(
-        _ event: StreamEvent, configuration: EngineConfiguration, totalHeld: inout Int, into out: inout OpRecorder
-    ) {
+    mutating func account(_ event: StreamEvent, limit: Int, totalHeld: inout Int, into out: inout OpRecorder) {
         var now = codecBufferedBytes + (tls?.session.bufferedBytes ?? 0)
-        if now != held || totalHeld > configuration.maximumCodecBufferedBytes {
+        if now != held || totalHeld > limit {
             totalHeld += now - held
-            if totalHeld > configuration.maximumCodecBufferedBytes && now > 0 {
+            if totalHeld > limit && now > 0 {
                 decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &out)
                 amqp10?.decoder.shed(time: event.time, packetNumber: event.packetNumber, into: &out)
                 tls?.session.shed(into: &out)
@@ -461,14 +464,17 @@ struct DecodingState: StreamSink {
             guard let s = slot(of: event.connection) else { return }
             out.ops.append(.data(event.connection, event.direction, event.time, count: bytes.count))
             out.connection = event.connection
-            entries[s]?.data(bytes, event, configuration: configuration, into: &out)
-            entries[s]?.account(event, configuration: configuration, totalHeld: &totalHeld, into: &out)
+            // The two settings are read out first: passing the whole configuration copied it (170 bytes) per segment.
+            entries[s]?.data(bytes, event, byteAtATime: configuration.byteAtATime, into: &out)
+            entries[s]?.account(
+                event, limit: configuration.maximumCodecBufferedBytes, totalHeld: &totalHeld, into: &out)
         case .gap(let length, _):
             out.ops.append(.stream(event))
             guard let s = slot(of: event.connection) else { return }
             out.connection = event.connection
             entries[s]?.gap(length, event, into: &out)
-            entries[s]?.account(event, configuration: configuration, totalHeld: &totalHeld, into: &out)
+            entries[s]?.account(
+                event, limit: configuration.maximumCodecBufferedBytes, totalHeld: &totalHeld, into: &out)
         case .ended:
             if let s = slots.removeValue(forKey: event.connection), var entry = entries[s].take() {
                 freeSlots.append(s)
