@@ -199,8 +199,12 @@ public struct ContentHeader: Hashable, Sendable {
         }
         func has(_ index: Int) -> Bool { propertyFlags & (UInt16(1) << (15 - index)) != 0 }
         guard decodeProperties else {
-            // The same fields in the same order, checked and skipped.
-            for index in 0..<14 where has(index) {
+            // The same fields in the same order, checked and skipped: only the properties present are visited, each
+            // found from the highest flag left (property 0 is bit 15).
+            var present = propertyFlags & 0xfffc
+            while present != 0 {
+                let index = present.leadingZeroBitCount
+                present ^= 0x8000 >> UInt16(index)
                 switch index {
                 case 2: try reader.skipTable()
                 case 3, 4: _ = try reader.octet()
