@@ -203,7 +203,9 @@ public enum Analysis {
 
 /// The timeline stage and where its records go: to `onRecord` in id order, or kept.
 final class TimelineRunner {
-    var stage: TimelineStage
+    /// Unchecked: one thread at a time runs the stage (the reading thread, or the timeline thread when there is one),
+    /// and no access overlaps another; the runtime check was a call on every packet when there is no timeline thread.
+    @exclusivity(unchecked) var stage: TimelineStage
     let onRecord: ((ConnectionRecord) -> Void)?
     var records: [ConnectionRecord] = []
     var orderer = RecordOrderer()
