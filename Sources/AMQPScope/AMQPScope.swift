@@ -215,8 +215,12 @@ final class TimelineRunner {
         self.onRecord = onRecord
     }
 
+    /// Records handed on at a time while a batch is applied: at a capture's end, its last batch ends every
+    /// connection still open, and their reports are written (on other threads) while the rest end.
+    static let handOnEvery = 16
+
     func apply(_ ops: OpBuffer) {
-        stage.apply(ops)
+        stage.apply(ops, every: Self.handOnEvery) { hand($0) }
         takeEnded()
     }
 
@@ -225,6 +229,10 @@ final class TimelineRunner {
         // through this class copied the whole stage, once a packet when there is no timeline thread.
         let ended = stage.takeEnded()
         guard !ended.isEmpty else { return }
+        hand(ended)
+    }
+
+    private func hand(_ ended: [ConnectionRecord]) {
         guard let onRecord else {
             records.append(contentsOf: ended)
             return

@@ -181,6 +181,18 @@ struct EngineState {
         ops.drain { apply($0, ops) }
     }
 
+    /// `apply`, handing the records of ended connections to `hand` whenever `every` of them wait, so that they can
+    /// be reported while the rest of the batch is applied (at a capture's end its last batch ends every connection).
+    mutating func apply(_ ops: OpBuffer, every: Int, hand: ([ConnectionRecord]) -> Void) {
+        ops.drain { op in
+            apply(op, ops)
+            if ended.count >= every {
+                hand(ended)
+                ended.removeAll(keepingCapacity: true)
+            }
+        }
+    }
+
     mutating func apply(_ op: consuming StageOp, _ ops: OpBuffer) {
         // One access to the entry per operation: each access to a boxed entry is checked for exclusivity.
         switch op {
@@ -502,6 +514,12 @@ package struct TimelineStage {
 
     /// Applies a batch of operations and empties it.
     package mutating func apply(_ ops: OpBuffer) { state.apply(ops) }
+
+    /// Applies a batch of operations and empties it, handing on the records of ended connections (in the order they
+    /// ended, as `takeEnded` gives them) whenever `every` of them wait; those left are taken by `takeEnded`.
+    package mutating func apply(_ ops: OpBuffer, every: Int, hand: ([ConnectionRecord]) -> Void) {
+        state.apply(ops, every: every, hand: hand)
+    }
 
     /// After the decoding stage's `finish` was applied: hands on the refusals still held.
     package mutating func finish() { state.releaseRefusals(now: nil) }
