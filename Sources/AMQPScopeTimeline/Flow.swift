@@ -908,15 +908,23 @@ struct FlowTracker {
     /// A confirm's (or an ack's) latency, counted in a part (a channel, a key) with its own histogram.
     mutating func recordLatency(_ latency: Int64, in part: Int?, confirm: Bool) {
         guard let part else { return }
+        // One access to the part: each `parts[part]` is a call to the array's accessor, with its uniqueness check.
+        Self.recordLatency(latency, confirm: confirm, in: &parts[part])
+    }
+
+    private static func recordLatency(
+        _ latency: Int64, confirm: Bool,
+        in entry: inout (part: FlowPart, confirm: LatencyHistogram?, ack: LatencyHistogram?)
+    ) {
         if confirm {
-            parts[part].part.confirmed += 1
+            entry.part.confirmed += 1
             // Assigned only when absent: `x = x ?? y` would copy the histogram out and back on every record.
-            if parts[part].confirm == nil { parts[part].confirm = LatencyHistogram() }
-            parts[part].confirm?.record(latency)
+            if entry.confirm == nil { entry.confirm = LatencyHistogram() }
+            entry.confirm!.record(latency)
         } else {
-            parts[part].part.acked += 1
-            if parts[part].ack == nil { parts[part].ack = LatencyHistogram() }
-            parts[part].ack?.record(latency)
+            entry.part.acked += 1
+            if entry.ack == nil { entry.ack = LatencyHistogram() }
+            entry.ack!.record(latency)
         }
     }
 
