@@ -33,16 +33,7 @@ package enum JSON: Hashable, Sendable {
         case .null: out.append("null")
         case .bool(let b): out.append(b ? "true" : "false")
         case .int(let i): JSON.appendInteger(i, to: &out)
-        case .double(let d):
-            if d.isFinite {
-                if d == d.rounded() && abs(d) < 1e15 {
-                    JSON.appendInteger(Int64(d), to: &out)
-                } else {
-                    out.append(text: String(d))
-                }
-            } else {
-                out.append("null")
-            }
+        case .double(let d): JSON.appendDouble(d, to: &out)
         case .string(let s): JSON.escape(s, into: &out)
         case .array(let items):
             JSON.writeArray(items.count, into: &out, indent: indent) { i, out, indent in
@@ -78,6 +69,19 @@ package enum JSON: Hashable, Sendable {
     static func newline(_ out: inout JSONOutput, _ indent: Int?) {
         guard let indent else { return }
         out.appendLine(indent: indent)
+    }
+
+    /// A number: whole values as integers, others as Swift's shortest text for them, and null for infinities and NaN.
+    static func appendDouble(_ d: Double, to out: inout JSONOutput) {
+        if d.isFinite {
+            if d == d.rounded() && abs(d) < 1e15 {
+                JSON.appendInteger(Int64(d), to: &out)
+            } else {
+                out.append(text: String(d))
+            }
+        } else {
+            out.append("null")
+        }
     }
 
     static func appendInteger(_ value: Int64, to out: inout JSONOutput) {
@@ -246,8 +250,64 @@ package struct JSONObjectWriter {
         value.write(into: &out, indent: indent.map { $0 + 1 })
     }
 
+    package mutating func int(_ key: StaticString, _ value: Int?, _ out: inout JSONOutput) {
+        guard let value else { return null(key, &out) }
+        int(key, value, &out)
+    }
+
+    package mutating func string(_ key: StaticString, _ value: String?, _ out: inout JSONOutput) {
+        guard let value else { return null(key, &out) }
+        string(key, value, &out)
+    }
+
+    /// A time, or null.
+    package mutating func time(_ key: StaticString, _ time: Timestamp?, _ out: inout JSONOutput) {
+        guard let time else { return null(key, &out) }
+        self.time(key, time, &out)
+    }
+
+    /// A number, written as the tree writes `.double`.
+    package mutating func double(_ key: StaticString, _ value: Double?, _ out: inout JSONOutput) {
+        guard let value else { return null(key, &out) }
+        self.key(key, &out)
+        JSON.appendDouble(value, to: &out)
+    }
+
+    package mutating func bool(_ key: StaticString, _ value: Bool, _ out: inout JSONOutput) {
+        self.key(key, &out)
+        out.append(value ? "true" : "false")
+    }
+
+    package mutating func null(_ key: StaticString, _ out: inout JSONOutput) {
+        self.key(key, &out)
+        out.append("null")
+    }
+
+    /// An object member whose members `body` writes.
+    package mutating func object(
+        _ key: StaticString, _ out: inout JSONOutput, _ body: (inout JSONObjectWriter, inout JSONOutput) -> Void
+    ) {
+        self.key(key, &out)
+        var inner = JSONObjectWriter(&out, indent: indent.map { $0 + 1 })
+        body(&inner, &out)
+        inner.end(&out)
+    }
+
+    /// An array member of `count` objects, the members of the i-th written by `body`.
+    package mutating func objects(
+        _ key: StaticString, _ count: Int, _ out: inout JSONOutput,
+        _ body: (Int, inout JSONObjectWriter, inout JSONOutput) -> Void
+    ) {
+        self.key(key, &out)
+        JSON.writeArray(count, into: &out, indent: indent.map { $0 + 1 }) { i, out, indent in
+            var item = JSONObjectWriter(&out, indent: indent)
+            body(i, &item, &out)
+            item.end(&out)
+        }
+    }
+
     /// A tree's member.
-    mutating func member(_ key: String, _ value: JSON, _ out: inout JSONOutput) {
+    package mutating func member(_ key: String, _ value: JSON, _ out: inout JSONOutput) {
         self.key(escaping: key, &out)
         value.write(into: &out, indent: indent.map { $0 + 1 })
     }

@@ -69,12 +69,14 @@ extension AnalyzeReport {
         return .object(members)
     }
 
-    static func directionJSON(_ k: DirectionCounters) -> JSON {
-        .object([
-            ("packets", .int(k.packets)), ("bytes", .int(k.wireBytes)), ("payload_bytes", .int(k.payloadBytes)),
-            ("retransmissions", .int(k.retransmissions)), ("out_of_order", .int(k.outOfOrder)),
-            ("gaps", .int(k.gaps)), ("gap_bytes", .int(Int64(k.gapBytes))),
-        ])
+    static func writeDirection(_ k: DirectionCounters, _ o: inout JSONObjectWriter, _ out: inout JSONOutput) {
+        o.int("packets", k.packets, &out)
+        o.int("bytes", k.wireBytes, &out)
+        o.int("payload_bytes", k.payloadBytes, &out)
+        o.int("retransmissions", k.retransmissions, &out)
+        o.int("out_of_order", k.outOfOrder, &out)
+        o.int("gaps", k.gaps, &out)
+        o.int("gap_bytes", Int(k.gapBytes), &out)
     }
 
     /// The connection's TLS, as docs/json.md describes it.
@@ -117,11 +119,11 @@ extension AnalyzeReport {
         ])
     }
 
-    static func framesJSON(_ f: FrameCounts) -> JSON {
-        .object([
-            ("method", .int(f.method)), ("header", .int(f.header)), ("body", .int(f.body)),
-            ("heartbeat", .int(f.heartbeat)),
-        ])
+    static func writeFrames(_ f: FrameCounts, _ o: inout JSONObjectWriter, _ out: inout JSONOutput) {
+        o.int("method", f.method, &out)
+        o.int("header", f.header, &out)
+        o.int("body", f.body, &out)
+        o.int("heartbeat", f.heartbeat, &out)
     }
 
     static func directionName(_ d: Direction) -> String { directionKey(d).description }
@@ -131,84 +133,100 @@ extension AnalyzeReport {
         d == .clientToServer ? "client_to_server" : "server_to_client"
     }
 
-    static func latencyJSON(_ l: LatencySummary?) -> JSON {
-        guard let l else { return .null }
-        return .object([
-            ("count", .int(l.count)), ("p50", .double(l.p50)), ("p90", .double(l.p90)), ("p99", .double(l.p99)),
-            ("max", .double(l.max)),
-        ])
+    static func writeLatency(
+        _ key: StaticString, _ l: LatencySummary?, _ o: inout JSONObjectWriter, _ out: inout JSONOutput
+    ) {
+        guard let l else { return o.null(key, &out) }
+        o.object(key, &out) { o, out in
+            o.int("count", l.count, &out)
+            o.double("p50", l.p50, &out)
+            o.double("p90", l.p90, &out)
+            o.double("p99", l.p99, &out)
+            o.double("max", l.max, &out)
+        }
     }
 
-    static func flowPartJSON(_ p: FlowPart) -> JSON {
-        .object([
-            ("name", .string(p.name)), ("publishes", .int(p.publishes)), ("confirmed", .int(p.confirmed)),
-            ("nacked", .int(p.nacked)), ("deliveries", .int(p.deliveries)), ("acked", .int(p.acked)),
-            ("max_unacked", .int(p.maxUnacked)), ("prefetch", .optional(p.prefetch)),
-            ("confirm_latency_ms", latencyJSON(p.confirmLatency)), ("ack_latency_ms", latencyJSON(p.ackLatency)),
-        ])
+    static func writeFlowParts(
+        _ key: StaticString, _ parts: [FlowPart], _ o: inout JSONObjectWriter, _ out: inout JSONOutput
+    ) {
+        o.objects(key, parts.count, &out) { i, o, out in
+            let p = parts[i]
+            o.string("name", p.name, &out)
+            o.int("publishes", p.publishes, &out)
+            o.int("confirmed", p.confirmed, &out)
+            o.int("nacked", p.nacked, &out)
+            o.int("deliveries", p.deliveries, &out)
+            o.int("acked", p.acked, &out)
+            o.int("max_unacked", p.maxUnacked, &out)
+            o.int("prefetch", p.prefetch, &out)
+            writeLatency("confirm_latency_ms", p.confirmLatency, &o, &out)
+            writeLatency("ack_latency_ms", p.ackLatency, &o, &out)
+        }
     }
 
     /// The connection's message flow, as docs/json.md describes it.
-    static func flowJSON(_ f: FlowRecord) -> JSON {
-        .object([
-            ("publishes", .int(f.publishes)), ("confirmed", .int(f.confirmed)), ("nacked", .int(f.nacked)),
-            ("server_acks", .int(f.serverAcks)), ("server_nacks", .int(f.serverNacks)),
-            ("unconfirmed_at_end", .int(f.unconfirmedAtEnd)), ("returns", .int(f.returns)),
-            ("deliveries", .int(f.deliveries)), ("gets", .int(f.gets)), ("get_empty", .int(f.getEmpty)),
-            ("acks", .int(f.acks)), ("acked_messages", .int(f.ackedMessages)), ("nacks", .int(f.nacks)),
-            ("rejects", .int(f.rejects)), ("redelivered", .int(f.redelivered)), ("max_unacked", .int(f.maxUnacked)),
-            ("prefetch", .optional(f.prefetch)), ("confirm_latency_ms", latencyJSON(f.confirmLatency)),
-            ("ack_latency_ms", latencyJSON(f.ackLatency)),
-            (
-                "at_risk",
-                .object([
-                    ("lost", .int(f.atRisk.lost)), ("unconfirmed", .int(f.atRisk.unconfirmed)),
-                    ("unacked", .int(f.atRisk.unacked)),
-                    ("channels", .array(f.atRisk.channels.map { .int(Int64($0)) })),
-                    ("first_packet", .optional(f.atRisk.firstPacket)), ("last_packet", .optional(f.atRisk.lastPacket)),
-                ])
-            ),
-            ("by_channel", .array(f.byChannel.map(flowPartJSON))),
-            ("by_queue", .array(f.byQueue.map(flowPartJSON))),
-            (
-                "saturations",
-                .array(
-                    f.saturations.map { s in
-                        .object([
-                            ("channel", .int(Int64(s.channel))), ("consumer_tag", .optional(s.consumerTag)),
-                            ("queue", .optional(s.queue)), ("prefetch", .int(s.prefetch)),
-                            ("from", .string(Format.rfc3339(s.from))), ("from_packet", .int(s.fromPacket)),
-                            ("to", s.to.map { .string(Format.rfc3339($0)) } ?? .null),
-                            ("to_packet", .optional(s.toPacket)),
-                        ])
-                    })
-            ),
-            (
-                "returned",
-                .array(
-                    f.returned.map { r in
-                        .object([
-                            ("channel", .int(Int64(r.channel))), ("reply_code", .int(Int64(r.replyCode))),
-                            ("reply_text", .string(r.replyText)), ("exchange", .string(r.exchange)),
-                            ("routing_key", .string(r.routingKey)), ("packet", .int(r.packetNumber)),
-                        ])
-                    })
-            ),
-            (
-                "redeliveries",
-                .array(
-                    f.redeliveries.map { r in
-                        .object([
-                            ("message", .string(r.message)), ("redeliveries", .int(r.redeliveries)),
-                            ("requeues", .int(r.requeues)), ("channel", .int(Int64(r.channel))),
-                            ("first_packet", .int(r.firstPacket)), ("last_packet", .int(r.lastPacket)),
-                        ])
-                    })
-            ),
-            ("server_cancels", .array(f.serverCancels.map(JSON.string))),
-            ("flow_pauses", .int(f.flowPauses)),
-            ("untracked", .int(f.untracked)),
-        ])
+    static func writeFlow(_ f: FlowRecord, _ o: inout JSONObjectWriter, _ out: inout JSONOutput) {
+        o.int("publishes", f.publishes, &out)
+        o.int("confirmed", f.confirmed, &out)
+        o.int("nacked", f.nacked, &out)
+        o.int("server_acks", f.serverAcks, &out)
+        o.int("server_nacks", f.serverNacks, &out)
+        o.int("unconfirmed_at_end", f.unconfirmedAtEnd, &out)
+        o.int("returns", f.returns, &out)
+        o.int("deliveries", f.deliveries, &out)
+        o.int("gets", f.gets, &out)
+        o.int("get_empty", f.getEmpty, &out)
+        o.int("acks", f.acks, &out)
+        o.int("acked_messages", f.ackedMessages, &out)
+        o.int("nacks", f.nacks, &out)
+        o.int("rejects", f.rejects, &out)
+        o.int("redelivered", f.redelivered, &out)
+        o.int("max_unacked", f.maxUnacked, &out)
+        o.int("prefetch", f.prefetch, &out)
+        writeLatency("confirm_latency_ms", f.confirmLatency, &o, &out)
+        writeLatency("ack_latency_ms", f.ackLatency, &o, &out)
+        o.object("at_risk", &out) { o, out in
+            o.int("lost", f.atRisk.lost, &out)
+            o.int("unconfirmed", f.atRisk.unconfirmed, &out)
+            o.int("unacked", f.atRisk.unacked, &out)
+            o.value("channels", .array(f.atRisk.channels.map { .int(Int64($0)) }), &out)
+            o.int("first_packet", f.atRisk.firstPacket, &out)
+            o.int("last_packet", f.atRisk.lastPacket, &out)
+        }
+        writeFlowParts("by_channel", f.byChannel, &o, &out)
+        writeFlowParts("by_queue", f.byQueue, &o, &out)
+        o.objects("saturations", f.saturations.count, &out) { i, o, out in
+            let s = f.saturations[i]
+            o.int("channel", Int(s.channel), &out)
+            o.string("consumer_tag", s.consumerTag, &out)
+            o.string("queue", s.queue, &out)
+            o.int("prefetch", s.prefetch, &out)
+            o.time("from", s.from, &out)
+            o.int("from_packet", s.fromPacket, &out)
+            o.time("to", s.to, &out)
+            o.int("to_packet", s.toPacket, &out)
+        }
+        o.objects("returned", f.returned.count, &out) { i, o, out in
+            let r = f.returned[i]
+            o.int("channel", Int(r.channel), &out)
+            o.int("reply_code", Int(r.replyCode), &out)
+            o.string("reply_text", r.replyText, &out)
+            o.string("exchange", r.exchange, &out)
+            o.string("routing_key", r.routingKey, &out)
+            o.int("packet", r.packetNumber, &out)
+        }
+        o.objects("redeliveries", f.redeliveries.count, &out) { i, o, out in
+            let r = f.redeliveries[i]
+            o.string("message", r.message, &out)
+            o.int("redeliveries", r.redeliveries, &out)
+            o.int("requeues", r.requeues, &out)
+            o.int("channel", Int(r.channel), &out)
+            o.int("first_packet", r.firstPacket, &out)
+            o.int("last_packet", r.lastPacket, &out)
+        }
+        o.value("server_cancels", .array(f.serverCancels.map(JSON.string)), &out)
+        o.int("flow_pauses", f.flowPauses, &out)
+        o.int("untracked", f.untracked, &out)
     }
 
     /// AMQP 1.0 frame counts by performative.
@@ -269,7 +287,30 @@ extension AnalyzeReport {
             })
     }
 
+    /// A connection's JSON object (docs/json.md), written straight to bytes when the tree is written.
     package static func connectionJSON(_ story: Story, capture: Int, options: ReportOptions) -> JSON {
+        .written(ConnectionObject(story: story, capture: capture, options: options))
+    }
+
+    /// A connection's object: written member by member, as a tree for each of a thousand connections cost as much
+    /// to build and to free as to write. Subtrees that few connections have (TLS, AMQP 1.0, bodies, frame lists)
+    /// are still trees.
+    struct ConnectionObject: JSONWritable {
+        let story: Story
+        let capture: Int
+        let options: ReportOptions
+
+        func write(into out: inout JSONOutput, indent: Int?) {
+            var o = JSONObjectWriter(&out, indent: indent)
+            AnalyzeReport.writeConnection(story, capture: capture, options: options, &o, &out)
+            o.end(&out)
+        }
+    }
+
+    /// The members of a connection's object (docs/json.md), after any that `o` already has.
+    package static func writeConnection(
+        _ story: Story, capture: Int, options: ReportOptions, _ o: inout JSONObjectWriter, _ out: inout JSONOutput
+    ) {
         let r = story.record
         let negotiated: JSON =
             story.amqp10.map(negotiated10JSON)
@@ -280,179 +321,159 @@ extension AnalyzeReport {
                     ("inferred", .bool(n.inferred)),
                 ])
             } ?? .null
-        var members: [(String, JSON)] = [
-            ("id", .int(r.info.id.rawValue)),
-            ("capture", .int(capture)),
-            ("client", .string(r.info.client.description)),
-            ("server", .string(r.info.server.description)),
-            ("protocol", .string(protocolName(r.verdict))),
-            ("tls", r.tls.map(tlsJSON) ?? .null),
-            (
-                "fallback",
-                r.fallback.map { f in
-                    .object([
-                        ("connection", .int(f.connection.rawValue)), ("server", .string(f.server.description)),
-                        ("after_us", .int(f.after / 1000)),
-                    ])
-                } ?? .null
-            ),
-            (
-                "proxied",
-                r.proxied.map { p in
-                    .object([
-                        ("peer_connection", .int(p.peerConnection.rawValue)), ("proxy", .string(p.proxy.description)),
-                        ("leg", .string(p.leg.rawValue)),
-                    ])
-                } ?? .null
-            ),
-            ("negotiated", negotiated),
-            ("client_properties", story.client.map { Describe.json($0.table) } ?? .null),
-            ("server_properties", story.server.map { Describe.json($0.table) } ?? .null),
-            (
-                "frames",
-                story.amqp10 != nil
-                    ? .object(
-                        Direction.allCases.map { (directionName($0), performativesJSON(r.performativeCounts[$0])) })
-                    : .object([
-                        ("client_to_server", framesJSON(r.frameCounts.clientToServer)),
-                        ("server_to_client", framesJSON(r.frameCounts.serverToClient)),
-                    ])
-            ),
-            ("opening", .string(r.info.opening.rawValue)),
-            ("first_time", .string(Format.rfc3339(r.firstTime))),
-            ("last_time", .string(Format.rfc3339(r.lastTime))),
-            ("ended", .string(story.ending)),
-            (
-                "tcp",
+        o.int("id", r.info.id.rawValue, &out)
+        o.int("capture", capture, &out)
+        o.string("client", r.info.client.description, &out)
+        o.string("server", r.info.server.description, &out)
+        o.string("protocol", protocolName(r.verdict), &out)
+        o.value("tls", r.tls.map(tlsJSON) ?? .null, &out)
+        o.value(
+            "fallback",
+            r.fallback.map { f in
                 .object([
-                    ("client_to_server", directionJSON(r.counters.clientToServer)),
-                    ("server_to_client", directionJSON(r.counters.serverToClient)),
+                    ("connection", .int(f.connection.rawValue)), ("server", .string(f.server.description)),
+                    ("after_us", .int(f.after / 1000)),
                 ])
-            ),
-            (
-                "heartbeat_cadence_seconds",
-                .object(
-                    Direction.allCases.map { d in
-                        (directionName(d), story.heartbeatCadence[d].map { .double(Double($0) / 1e9) } ?? .null)
-                    })
-            ),
-            (
-                "last_sent",
-                .object(
-                    Direction.allCases.map { d in
-                        (
-                            directionName(d),
-                            .object([
-                                ("frame", r.lastFrameTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
-                                ("frame_packet", r.lastFrameTime[d] == nil ? .null : .int(r.lastFramePacket[d])),
-                                ("packet", r.lastPacketTime[d].map { .string(Format.rfc3339($0)) } ?? .null),
-                            ])
-                        )
-                    })
-            ),
-            (
-                "silences",
-                .object(
-                    Direction.allCases.map { d in
-                        (
-                            directionName(d),
-                            .array(
-                                story.silences[d].map { g in
-                                    .object([
-                                        ("from", .string(Format.rfc3339(g.from))),
-                                        ("to", .string(Format.rfc3339(g.to))),
-                                        ("seconds", .double(Double(g.length) / 1e9)),
-                                        ("from_packet", .int(g.fromPacket)),
-                                        ("to_packet", g.toPacket > 0 ? .int(g.toPacket) : .null),
-                                    ])
-                                })
-                        )
-                    })
-            ),
-            ("links", story.amqp10.map(linksJSON) ?? .null),
-            ("flow", r.flow.map(flowJSON) ?? .null),
-            ("events", eventsJSON(story, options: options)),
-            ("diagnoses", .array(story.diagnoses.map(diagnosisJSON))),
-        ]
+            } ?? .null, &out)
+        o.value(
+            "proxied",
+            r.proxied.map { p in
+                .object([
+                    ("peer_connection", .int(p.peerConnection.rawValue)), ("proxy", .string(p.proxy.description)),
+                    ("leg", .string(p.leg.rawValue)),
+                ])
+            } ?? .null, &out)
+        o.value("negotiated", negotiated, &out)
+        o.value("client_properties", story.client.map { Describe.json($0.table) } ?? .null, &out)
+        o.value("server_properties", story.server.map { Describe.json($0.table) } ?? .null, &out)
+        if story.amqp10 != nil {
+            o.value(
+                "frames",
+                .object(Direction.allCases.map { (directionName($0), performativesJSON(r.performativeCounts[$0])) }),
+                &out)
+        } else {
+            o.object("frames", &out) { o, out in
+                for d in Direction.allCases {
+                    o.object(directionKey(d), &out) { o, out in writeFrames(r.frameCounts[d], &o, &out) }
+                }
+            }
+        }
+        o.string("opening", r.info.opening.rawValue, &out)
+        o.time("first_time", r.firstTime, &out)
+        o.time("last_time", r.lastTime, &out)
+        o.string("ended", story.ending, &out)
+        o.object("tcp", &out) { o, out in
+            for d in Direction.allCases {
+                o.object(directionKey(d), &out) { o, out in writeDirection(r.counters[d], &o, &out) }
+            }
+        }
+        o.object("heartbeat_cadence_seconds", &out) { o, out in
+            for d in Direction.allCases {
+                o.double(directionKey(d), story.heartbeatCadence[d].map { Double($0) / 1e9 }, &out)
+            }
+        }
+        o.object("last_sent", &out) { o, out in
+            for d in Direction.allCases {
+                o.object(directionKey(d), &out) { o, out in
+                    o.time("frame", r.lastFrameTime[d], &out)
+                    o.int("frame_packet", r.lastFrameTime[d] == nil ? nil : r.lastFramePacket[d], &out)
+                    o.time("packet", r.lastPacketTime[d], &out)
+                }
+            }
+        }
+        o.object("silences", &out) { o, out in
+            for d in Direction.allCases {
+                let gaps = story.silences[d]
+                o.objects(directionKey(d), gaps.count, &out) { i, o, out in
+                    let g = gaps[i]
+                    o.time("from", g.from, &out)
+                    o.time("to", g.to, &out)
+                    o.double("seconds", Double(g.length) / 1e9, &out)
+                    o.int("from_packet", g.fromPacket, &out)
+                    o.int("to_packet", g.toPacket > 0 ? g.toPacket : nil, &out)
+                }
+            }
+        }
+        o.value("links", story.amqp10.map(linksJSON) ?? .null, &out)
+        if let flow = r.flow {
+            o.object("flow", &out) { o, out in writeFlow(flow, &o, &out) }
+        } else {
+            o.null("flow", &out)
+        }
+        o.value("events", eventsJSON(story, options: options), &out)
+        o.objects("diagnoses", story.diagnoses.count, &out) { i, o, out in
+            writeDiagnosis(story.diagnoses[i], &o, &out)
+        }
         if options.showBodies {
-            members.append(
-                (
-                    "messages",
-                    .array(
-                        r.messages.map { m in
-                            .object([
-                                ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
-                                ("direction", .string(directionName(m.direction))),
-                                ("channel", .int(Int64(m.message.channel))),
-                                ("method", .string(Describe.method(m.message.method))),
-                                ("body_size", .int(Int64(m.message.bodySize))),
-                                (
-                                    "properties",
-                                    .object(m.message.properties.present.map { ($0.name, Describe.json($0.value)) })
-                                ),
-                                ("body", m.message.body.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null),
-                                ("incomplete", .bool(m.message.incomplete)),
-                            ])
-                        })
-                ))
+            o.value(
+                "messages",
+                .array(
+                    r.messages.map { m in
+                        .object([
+                            ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
+                            ("direction", .string(directionName(m.direction))),
+                            ("channel", .int(Int64(m.message.channel))),
+                            ("method", .string(Describe.method(m.message.method))),
+                            ("body_size", .int(Int64(m.message.bodySize))),
+                            (
+                                "properties",
+                                .object(m.message.properties.present.map { ($0.name, Describe.json($0.value)) })
+                            ),
+                            ("body", m.message.body.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null),
+                            ("incomplete", .bool(m.message.incomplete)),
+                        ])
+                    }), &out)
         }
         if options.showBodies && story.amqp10 != nil {
-            members.append(
-                (
-                    "deliveries",
-                    .array(
-                        r.deliveries.map { m in
-                            .object([
-                                ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
-                                ("direction", .string(directionName(m.direction))),
-                                ("channel", .int(Int64(m.message.channel))),
-                                ("handle", .int(Int64(m.message.handle))),
-                                ("delivery_id", m.message.deliveryID.map { .int(Int64($0)) } ?? .null),
-                                ("settled", .bool(m.message.settled)), ("aborted", .bool(m.message.aborted)),
-                                ("frames", .int(m.message.frames)), ("bytes", .int(Int64(m.message.payloadBytes))),
-                                (
-                                    "sections",
-                                    .array(
-                                        m.message.sections.map {
-                                            .object([("section", .string($0.name)), ("value", Describe.json($0.value))])
-                                        })
-                                ),
-                                ("incomplete", .bool(m.message.incomplete)),
-                            ])
-                        })
-                ))
+            o.value(
+                "deliveries",
+                .array(
+                    r.deliveries.map { m in
+                        .object([
+                            ("packet", .int(m.packetNumber)), ("time", .string(Format.rfc3339(m.time))),
+                            ("direction", .string(directionName(m.direction))),
+                            ("channel", .int(Int64(m.message.channel))),
+                            ("handle", .int(Int64(m.message.handle))),
+                            ("delivery_id", m.message.deliveryID.map { .int(Int64($0)) } ?? .null),
+                            ("settled", .bool(m.message.settled)), ("aborted", .bool(m.message.aborted)),
+                            ("frames", .int(m.message.frames)), ("bytes", .int(Int64(m.message.payloadBytes))),
+                            (
+                                "sections",
+                                .array(
+                                    m.message.sections.map {
+                                        .object([("section", .string($0.name)), ("value", Describe.json($0.value))])
+                                    })
+                            ),
+                            ("incomplete", .bool(m.message.incomplete)),
+                        ])
+                    }), &out)
         }
         if (options.showFrames || options.verbose) && story.amqp10 != nil {
-            members.append(
-                (
-                    "frame_list",
-                    .array(
-                        r.performatives.filter { options.includes($0.time) }.map { f in
-                            .object([
-                                ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
-                                ("direction", .string(directionName(f.direction))),
-                                ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
-                                ("performative", .string(f.frame.name)),
-                                ("description", .string(Describe.performative(f.frame))),
-                            ])
-                        })
-                ))
+            o.value(
+                "frame_list",
+                .array(
+                    r.performatives.filter { options.includes($0.time) }.map { f in
+                        .object([
+                            ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
+                            ("direction", .string(directionName(f.direction))),
+                            ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
+                            ("performative", .string(f.frame.name)),
+                            ("description", .string(Describe.performative(f.frame))),
+                        ])
+                    }), &out)
         } else if options.showFrames || options.verbose {
-            members.append(
-                (
-                    "frame_list",
-                    .array(
-                        r.frames.filter { options.includes($0.time) }.map { f in
-                            .object([
-                                ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
-                                ("direction", .string(directionName(f.direction))),
-                                ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
-                                ("description", .string(Describe.frame(f.frame))),
-                            ])
-                        })
-                ))
+            o.value(
+                "frame_list",
+                .array(
+                    r.frames.filter { options.includes($0.time) }.map { f in
+                        .object([
+                            ("packet", .int(f.packetNumber)), ("time", .string(Format.rfc3339(f.time))),
+                            ("direction", .string(directionName(f.direction))),
+                            ("channel", .int(Int64(f.frame.channel))), ("type", .int(Int64(f.frame.type))),
+                            ("description", .string(Describe.frame(f.frame))),
+                        ])
+                    }), &out)
         }
-        return .object(members)
     }
 
     static func eventsJSON(_ story: Story, options: ReportOptions) -> JSON {
@@ -547,29 +568,23 @@ extension AnalyzeReport {
         }
     }
 
-    package static func diagnosisJSON(_ d: Diagnosis) -> JSON {
-        .object([
-            ("code", .string(d.code.rawValue)),
-            ("severity", .string(d.severity.rawValue)),
-            ("summary", .string(d.summary)),
-            ("side", .optional(d.side?.rawValue)),
-            ("errno", .optional(d.errno?.errno)),
-            ("errno_name", .optional(d.errno?.name)),
-            ("rule", .optional(d.errno?.rule)),
-            (
-                "evidence",
-                .array(
-                    d.evidence.map { e in
-                        .object([
-                            ("packet", e.packetNumber > 0 ? .int(e.packetNumber) : .null),
-                            ("time", .string(Format.rfc3339(e.time))),
-                            ("what", .string(e.what)),
-                        ])
-                    })
-            ),
-            ("details", .array(d.details.map(JSON.string))),
-            ("advice", .array(d.advice.map(JSON.string))),
-            ("consequence_of", .optional(d.consequenceOf)),
-        ])
+    /// The members of a diagnosis's object (docs/json.md), after any that `o` already has.
+    package static func writeDiagnosis(_ d: Diagnosis, _ o: inout JSONObjectWriter, _ out: inout JSONOutput) {
+        o.string("code", d.code.rawValue, &out)
+        o.string("severity", d.severity.rawValue, &out)
+        o.string("summary", d.summary, &out)
+        o.string("side", d.side?.rawValue, &out)
+        o.int("errno", d.errno?.errno, &out)
+        o.string("errno_name", d.errno?.name, &out)
+        o.string("rule", d.errno?.rule, &out)
+        o.objects("evidence", d.evidence.count, &out) { i, o, out in
+            let e = d.evidence[i]
+            o.int("packet", e.packetNumber > 0 ? e.packetNumber : nil, &out)
+            o.time("time", e.time, &out)
+            o.string("what", e.what, &out)
+        }
+        o.value("details", .array(d.details.map(JSON.string)), &out)
+        o.value("advice", .array(d.advice.map(JSON.string)), &out)
+        o.int("consequence_of", d.consequenceOf, &out)
     }
 }

@@ -418,10 +418,13 @@ struct LivePrinter {
                         + "\(d.severity.rawValue.uppercased()) \(d.code): \(Format.safe(d.summary, limit: 2000))")
                 for detail in d.details { emit("    \(Format.safe(detail, limit: 2000))") }
             case .jsonl:
-                guard case .object(let members) = AnalyzeReport.diagnosisJSON(d) else { continue }
-                emit(
-                    JSON.object([("type", .string("diagnosis"))] + connectionMembers(story.record.info) + members)
-                        .serialized())
+                var out = JSONOutput()
+                var o = JSONObjectWriter(&out, indent: nil)
+                o.string("type", "diagnosis", &out)
+                for (key, value) in connectionMembers(story.record.info) { o.member(key, value, &out) }
+                AnalyzeReport.writeDiagnosis(d, &o, &out)
+                o.end(&out)
+                emit(out.string)
             }
         }
     }
@@ -505,11 +508,12 @@ struct LivePrinter {
             emit(AnalyzeReport.text([result]), terminator: "")
         case .jsonl:
             for story in AnalyzeReport.stories(result, options: ReportOptions()) {
-                guard
-                    case .object(let members) = AnalyzeReport.connectionJSON(
-                        story, capture: 0, options: ReportOptions())
-                else { continue }
-                emit(JSON.object([("type", .string("connection"))] + members).serialized())
+                var out = JSONOutput()
+                var o = JSONObjectWriter(&out, indent: nil)
+                o.string("type", "connection", &out)
+                AnalyzeReport.writeConnection(story, capture: 0, options: ReportOptions(), &o, &out)
+                o.end(&out)
+                emit(out.string)
             }
         }
     }
