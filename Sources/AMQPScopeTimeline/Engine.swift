@@ -185,7 +185,7 @@ struct EngineState {
     /// be reported while the rest of the batch is applied (at a capture's end its last batch ends every connection).
     mutating func apply(_ ops: OpBuffer, every: Int, hand: ([ConnectionRecord]) -> Void) {
         ops.drain { op in
-            apply(op, ops)
+            apply(consume op, ops)
             if ended.count >= every {
                 hand(ended)
                 ended.removeAll(keepingCapacity: true)
