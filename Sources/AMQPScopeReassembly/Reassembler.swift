@@ -452,9 +452,10 @@ package struct Reassembler {
     private mutating func handle<S: StreamSink>(
         _ segment: TCPSegment, header: PacketHeader, bytes: UnsafeRawBufferPointer, slot: Int, into sink: inout S
     ) {
-        // Optional chaining changes the connection in place: nothing is copied or moved per packet.
-        let grown = connections[slot]?.handle(
-            segment, header: header, bytes: bytes, totalBuffered: &totalBuffered, into: &sink)
+        // Changed in place: nothing is copied or moved per packet. Through a function taking the slot inout, as
+        // optional chaining on the array's element left its accessor a call per packet.
+        let grown = Self.handle(
+            &connections[slot], segment, header: header, bytes: bytes, totalBuffered: &totalBuffered, into: &sink)
         if segment.flags.contains(.fin) || segment.flags.contains(.rst),
             let id = connections[slot]?.startLingering()
         {
@@ -464,6 +465,14 @@ package struct Reassembler {
         guard let direction = grown ?? nil, var connection = connections[slot].take() else { return }
         enforceLimits(&connection, direction, time: header.timestamp, packetNumber: header.number, into: &sink)
         connections[slot] = connection
+    }
+
+    @inline(__always)
+    private static func handle<S: StreamSink>(
+        _ connection: inout Connection?, _ segment: TCPSegment, header: PacketHeader, bytes: UnsafeRawBufferPointer,
+        totalBuffered: inout Int, into sink: inout S
+    ) -> Direction?? {
+        connection?.handle(segment, header: header, bytes: bytes, totalBuffered: &totalBuffered, into: &sink)
     }
 
     private mutating func enforceLimits<S: StreamSink>(

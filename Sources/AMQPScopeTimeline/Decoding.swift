@@ -465,9 +465,11 @@ struct DecodingState: StreamSink {
             out.ops.append(.data(event.connection, event.direction, event.time, count: bytes.count))
             out.connection = event.connection
             // The two settings are read out first: passing the whole configuration copied it (170 bytes) per segment.
-            entries[s]?.data(bytes, event, byteAtATime: configuration.byteAtATime, into: &out)
-            entries[s]?.account(
-                event, limit: configuration.maximumCodecBufferedBytes, totalHeld: &totalHeld, into: &out)
+            // One access to the slot, through a function taking it inout: optional chaining on the array's element
+            // left its accessor a call, twice per segment.
+            Self.data(
+                &entries[s], bytes, event, byteAtATime: configuration.byteAtATime,
+                limit: configuration.maximumCodecBufferedBytes, totalHeld: &totalHeld, into: &out)
         case .gap(let length, _):
             out.ops.append(.stream(event))
             guard let s = slot(of: event.connection) else { return }
@@ -490,6 +492,15 @@ struct DecodingState: StreamSink {
         case .packet, .fin, .reset, .overlapConflict, .dataAfterFIN:
             out.ops.append(.stream(event))
         }
+    }
+
+    @inline(__always)
+    private static func data(
+        _ entry: inout DecodeEntry?, _ bytes: UnsafeRawBufferPointer, _ event: StreamEvent, byteAtATime: Bool,
+        limit: Int, totalHeld: inout Int, into out: inout OpRecorder
+    ) {
+        entry?.data(bytes, event, byteAtATime: byteAtATime, into: &out)
+        entry?.account(event, limit: limit, totalHeld: &totalHeld, into: &out)
     }
 
     /// A newer key log: connections opened from now on use it, and open ones waiting for their secrets look again.
