@@ -12,6 +12,31 @@ private func segment(_ bytes: [UInt8], _ link: LinkType) -> TCPSegment? {
 }
 
 @Suite("Packet layers") struct PacketLayerTests {
+    /// A direction's value is changed in place through the subscripts (an addressor): a uniquely held array keeps
+    /// its storage, a copy taken before is untouched, and each subscript reaches the half it names.
+    @Test func perDirectionChangesInPlace() {
+        var p = PerDirection(repeating: [Int]())
+        p[.clientToServer].reserveCapacity(64)
+        let storage = p.clientToServer.withUnsafeBufferPointer { $0.baseAddress }
+        for i in 0..<32 { p[.clientToServer].append(i) }
+        #expect(p.clientToServer.withUnsafeBufferPointer { $0.baseAddress } == storage)
+        let before = p
+        p[sentBy: .server].append(7)
+        p[.serverToClient] += [8]
+        p[sentBy: .client].removeAll()
+        #expect(p.clientToServer.isEmpty)
+        #expect(p.serverToClient == [7, 8])
+        #expect(before.clientToServer == Array(0..<32))
+        #expect(before.serverToClient.isEmpty)
+        var counts = PerDirection(repeating: 0)
+        for _ in 0..<1000 {
+            counts[.clientToServer] += 1
+            counts[sentBy: .client] += 2
+            counts[sentBy: .server] -= 1
+        }
+        #expect(counts == PerDirection(clientToServer: 3000, serverToClient: -1000))
+    }
+
     let tcpBytes = Build.tcp(
         sport: 40000, dport: 5672, seq: 1000, ack: 7, flags: [.psh, .ack], window: 512, payload: Array("hello".utf8))
 

@@ -94,6 +94,43 @@ private func hostileCapture() -> String {
         }
     }
 
+    /// Objects written member by member (`JSONObjectWriter`, whose member starts are stored in one step with eight
+    /// spaces at a time) give the same bytes as the tree, whose keys take the general path, at every depth and
+    /// indentation, compact or not.
+    @Test func writtenObjectsMatchTheTree() throws {
+        let keys: [StaticString] = [
+            "", "a", "id", "packet", "direction", "confirm_latency_ms", "twenty_four_bytes_of_key",
+        ]
+        func tree(_ depth: Int) -> JSON {
+            var members: [(String, JSON)] = keys.enumerated().map { ($1.description, .int(Int64($0))) }
+            members += [("flag", .bool(depth % 2 == 0)), ("none", .null), ("ratio", .double(0.25))]
+            if depth > 0 {
+                members += [("inner", tree(depth - 1)), ("list", .array([tree(depth - 1), tree(depth - 1)]))]
+            }
+            return .object(members)
+        }
+        func write(_ depth: Int, _ o: inout JSONObjectWriter, _ out: inout JSONOutput) {
+            for (i, key) in keys.enumerated() { o.int(key, i, &out) }
+            o.bool("flag", depth % 2 == 0, &out)
+            o.null("none", &out)
+            o.double("ratio", 0.25, &out)
+            if depth > 0 {
+                o.object("inner", &out) { o, out in write(depth - 1, &o, &out) }
+                o.objects("list", 2, &out) { _, o, out in write(depth - 1, &o, &out) }
+            }
+        }
+        for indent in [nil] + (0...9).map(Optional.some) {
+            var expected = JSONOutput(capacity: 16)
+            tree(4).write(into: &expected, indent: indent)
+            // A small first capacity, so that the room is made again and again.
+            var out = JSONOutput(capacity: 16)
+            var o = JSONObjectWriter(&out, indent: indent)
+            write(4, &o, &out)
+            o.end(&out)
+            #expect(out.string == expected.string, "indent \(String(describing: indent))")
+        }
+    }
+
     /// The object writer formats times straight into its bytes: the same text as `Timestamp.utc`, which Foundation's
     /// formatter checks, out to the years nanoseconds since 1970 reach in 64 bits (1677 and 2262).
     @Test func timesWrittenAsBytes() throws {
