@@ -158,22 +158,22 @@ public struct PerDirection<Value> {
     @inlinable
     public subscript(direction: Direction) -> Value {
         @inline(__always) get { direction == .clientToServer ? clientToServer : serverToClient }
-        @inline(__always) unsafeMutableAddress {
-            direction == .clientToServer
-                ? withUnsafeMutablePointer(to: &clientToServer) { $0 }
-                : withUnsafeMutablePointer(to: &serverToClient) { $0 }
-        }
+        @inline(__always) unsafeMutableAddress { address(of: direction) }
+    }
+
+    /// Where one direction's value is stored, for the addressors.
+    @inlinable @inline(__always)
+    mutating func address(of direction: Direction) -> UnsafeMutablePointer<Value> {
+        direction == .clientToServer
+            ? withUnsafeMutablePointer(to: &clientToServer) { $0 }
+            : withUnsafeMutablePointer(to: &serverToClient) { $0 }
     }
 
     /// The value of the direction in which `side` sends.
     @inlinable
     public subscript(sentBy side: Side) -> Value {
         @inline(__always) get { self[side.sending] }
-        @inline(__always) unsafeMutableAddress {
-            side == .client
-                ? withUnsafeMutablePointer(to: &clientToServer) { $0 }
-                : withUnsafeMutablePointer(to: &serverToClient) { $0 }
-        }
+        @inline(__always) unsafeMutableAddress { address(of: side.sending) }
     }
 
     /// Each direction's value transformed.

@@ -205,13 +205,7 @@ package struct JSONObjectWriter {
 
     /// The next member's key, one of the program's own names: plain ASCII with nothing to escape, copied as it is.
     package mutating func key(_ key: StaticString, _ out: inout JSONOutput) {
-        guard key.hasPointerRepresentation else {
-            next(&out)
-            Self.quoted(key, &out)
-            out.append(UInt8(ascii: ":"))
-            if indent != nil { out.append(UInt8(ascii: " ")) }
-            return
-        }
+        guard key.hasPointerRepresentation else { return self.key(escaping: key.description, &out) }
         out.appendKey(
             UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount), comma: members > 0,
             indent: indent.map { $0 + 1 })

@@ -178,7 +178,7 @@ struct EngineState {
 
     /// Applies what the decoding stage found, in order, and empties `ops` (keeping its capacity).
     mutating func apply(_ ops: OpBuffer) {
-        ops.drain { apply($0, ops) }
+        apply(ops, every: .max) { _ in }
     }
 
     /// `apply`, handing the records of ended connections to `hand` whenever `every` of them wait, so that they can

@@ -418,13 +418,11 @@ struct LivePrinter {
                         + "\(d.severity.rawValue.uppercased()) \(d.code): \(Format.safe(d.summary, limit: 2000))")
                 for detail in d.details { emit("    \(Format.safe(detail, limit: 2000))") }
             case .jsonl:
-                var out = JSONOutput()
-                var o = JSONObjectWriter(&out, indent: nil)
-                o.string("type", "diagnosis", &out)
-                for (key, value) in connectionMembers(story.record.info) { o.member(key, value, &out) }
-                AnalyzeReport.writeDiagnosis(d, &o, &out)
-                o.end(&out)
-                emit(out.string)
+                let members = connectionMembers(story.record.info)
+                emitObject(type: "diagnosis") { o, out in
+                    for (key, value) in members { o.member(key, value, &out) }
+                    AnalyzeReport.writeDiagnosis(d, &o, &out)
+                }
             }
         }
     }
@@ -486,6 +484,18 @@ struct LivePrinter {
         }
     }
 
+    /// One JSON line: an object whose `type` comes first and whose other members `body` writes.
+    mutating func emitObject(
+        type: StaticString, _ body: (inout JSONObjectWriter, inout JSONOutput) -> Void
+    ) {
+        var out = JSONOutput()
+        var o = JSONObjectWriter(&out, indent: nil)
+        o.name("type", type, &out)
+        body(&o, &out)
+        o.end(&out)
+        emit(out.string)
+    }
+
     func connectionMembers(_ info: ConnectionInfo) -> [(String, JSON)] {
         [
             ("connection", .int(info.id.rawValue)), ("client", .string(info.client.description)),
@@ -508,12 +518,9 @@ struct LivePrinter {
             emit(AnalyzeReport.text([result]), terminator: "")
         case .jsonl:
             for story in AnalyzeReport.stories(result, options: ReportOptions()) {
-                var out = JSONOutput()
-                var o = JSONObjectWriter(&out, indent: nil)
-                o.string("type", "connection", &out)
-                AnalyzeReport.writeConnection(story, capture: 0, options: ReportOptions(), &o, &out)
-                o.end(&out)
-                emit(out.string)
+                emitObject(type: "connection") { o, out in
+                    AnalyzeReport.writeConnection(story, capture: 0, options: ReportOptions(), &o, &out)
+                }
             }
         }
     }
