@@ -7,65 +7,106 @@ import AMQPScopeTimeline
 package enum Describe {
     /// "queue.declare queue=orders durable" — arguments that carry information, secrets already redacted.
     package static func method(_ method: Method) -> String {
-        // Built in one string, not joined from an array: reports and live capture describe every key frame.
-        var text = method.name
+        var text = ""
         text.reserveCapacity(96)
-        func add(_ part: String) {
-            text.append(" ")
-            text.append(part)
-        }
+        write(method, into: &text)
+        return text
+    }
+
+    /// `method`'s words, written into `s`: reports and live capture describe every key frame.
+    package static func write<S: TextSink & ~Copyable>(_ method: Method, into s: inout S) {
+        s.write(method.name)
         switch method {
         case .connectionStart(let m):
-            add("version=\(m.versionMajor)-\(m.versionMinor)")
-            for part in peer(m.serverProperties) { add(part) }
-            add("mechanisms=\(Format.safe(m.mechanisms.text, limit: 60))")
+            s.write(" version=")
+            s.write(m.versionMajor)
+            s.write("-")
+            s.write(m.versionMinor)
+            peer(m.serverProperties, into: &s)
+            s.write(" mechanisms=")
+            s.write(Format.safe(m.mechanisms.text, limit: 60))
         case .connectionStartOk(let m):
-            for part in peer(m.clientProperties) { add(part) }
-            add("mechanism=\(Format.safe(m.mechanism))")
+            peer(m.clientProperties, into: &s)
+            s.write(" mechanism=")
+            s.write(Format.safe(m.mechanism))
             if let user = Credentials.user(mechanism: m.mechanism, response: m.response) {
-                add("user=\(Format.safe(user, limit: 60))")
+                s.write(" user=")
+                s.write(Format.safe(user, limit: 60))
             }
         case .connectionTune(let m):
-            add("channel_max=\(m.channelMax) frame_max=\(m.frameMax) heartbeat=\(m.heartbeat)")
+            tune(m.channelMax, m.frameMax, m.heartbeat, into: &s)
         case .connectionTuneOk(let m):
-            add("channel_max=\(m.channelMax) frame_max=\(m.frameMax) heartbeat=\(m.heartbeat)")
+            tune(m.channelMax, m.frameMax, m.heartbeat, into: &s)
         case .connectionClose(let m):
-            add("\(m.replyCode) \(replyName(m.replyCode)) \"\(Format.safe(m.replyText))\"")
-            if m.classId != 0 { add("(in \(AMQPSpec.methodName(classID: m.classId, methodID: m.methodId)))") }
+            close(m.replyCode, m.replyText, m.classId, m.methodId, into: &s)
         case .channelClose(let m):
-            add("\(m.replyCode) \(replyName(m.replyCode)) \"\(Format.safe(m.replyText))\"")
-            if m.classId != 0 { add("(in \(AMQPSpec.methodName(classID: m.classId, methodID: m.methodId)))") }
+            close(m.replyCode, m.replyText, m.classId, m.methodId, into: &s)
         case .connectionBlocked(let m):
-            add("reason=\"\(Format.safe(m.reason))\"")
+            s.write(" reason=\"")
+            s.write(Format.safe(m.reason))
+            s.write("\"")
         default:
-            for argument in method.namedArguments {
-                guard let value = Self.argument(argument.value) else { continue }
-                if case .bit = argument.value {
-                    add(argument.name)
-                } else {
-                    add("\(argument.name)=\(value)")
-                }
-            }
+            for argument in method.namedArguments { write(argument, into: &s) }
         }
-        return text
+    }
+
+    private static func tune<S: TextSink & ~Copyable>(
+        _ channelMax: UInt16, _ frameMax: UInt32, _ heartbeat: UInt16, into s: inout S
+    ) {
+        s.write(" channel_max=")
+        s.write(channelMax)
+        s.write(" frame_max=")
+        s.write(frameMax)
+        s.write(" heartbeat=")
+        s.write(heartbeat)
+    }
+
+    private static func close<S: TextSink & ~Copyable>(
+        _ code: UInt16, _ text: String, _ classID: UInt16, _ methodID: UInt16, into s: inout S
+    ) {
+        s.write(" ")
+        s.write(code)
+        s.write(" ")
+        s.write(replyName(code))
+        s.write(" \"")
+        s.write(Format.safe(text))
+        s.write("\"")
+        if classID != 0 {
+            s.write(" (in ")
+            s.write(AMQPSpec.methodName(classID: classID, methodID: methodID))
+            s.write(")")
+        }
     }
 
     /// A frame: method description, content header summary, body size or "heartbeat".
     package static func frame(_ frame: Frame) -> String {
-        frame.cut ? whole(frame) + " (cut by the capture: the rest unknown)" : whole(frame)
+        var text = ""
+        write(frame, into: &text)
+        return text
     }
 
-    static func whole(_ frame: Frame) -> String {
+    /// `frame`'s words, written into `s`.
+    package static func write<S: TextSink & ~Copyable>(_ frame: Frame, into s: inout S) {
         switch frame.content {
-        case .method(let m): return method(m)
+        case .method(let m): write(m, into: &s)
         case .header(let h):
-            var text = "content-header body-size=\(h.bodySize)"
-            if let type = h.properties.contentType { text += " content-type=\(Format.safe(type, limit: 60))" }
-            if let mode = h.properties.deliveryMode { text += " delivery-mode=\(mode)" }
-            return text
-        case .body(let length): return "content-body \(length) bytes"
-        case .heartbeat: return "heartbeat"
+            s.write("content-header body-size=")
+            s.write(h.bodySize)
+            if let type = h.properties.contentType {
+                s.write(" content-type=")
+                s.write(Format.safe(type, limit: 60))
+            }
+            if let mode = h.properties.deliveryMode {
+                s.write(" delivery-mode=")
+                s.write(mode)
+            }
+        case .body(let length):
+            s.write("content-body ")
+            s.write(length)
+            s.write(" bytes")
+        case .heartbeat: s.write("heartbeat")
         }
+        if frame.cut { s.write(" (cut by the capture: the rest unknown)") }
     }
 
     /// "packet 20 at 09:30:35.239831: last frame from the client" (not escaped: each report escapes for itself).
@@ -85,31 +126,72 @@ package enum Describe {
         return text
     }
 
-    /// Product, version and connection name from client or server properties.
-    package static func peer(_ table: FieldTable) -> [String] {
-        var out: [String] = []
-        if let product = table.string("product") { out.append("product=\"\(Format.safe(product, limit: 60))\"") }
-        if let version = table.string("version") { out.append("version=\"\(Format.safe(version, limit: 40))\"") }
-        if let name = table.string("connection_name") {
-            out.append("connection_name=\"\(Format.safe(name, limit: 60))\"")
+    /// Product, version and connection name from client or server properties, each after a space.
+    static func peer<S: TextSink & ~Copyable>(_ table: FieldTable, into s: inout S) {
+        if let product = table.string("product") {
+            s.write(" product=\"")
+            s.write(Format.safe(product, limit: 60))
+            s.write("\"")
         }
-        return out
+        if let version = table.string("version") {
+            s.write(" version=\"")
+            s.write(Format.safe(version, limit: 40))
+            s.write("\"")
+        }
+        if let name = table.string("connection_name") {
+            s.write(" connection_name=\"")
+            s.write(Format.safe(name, limit: 60))
+            s.write("\"")
+        }
     }
 
     package static func replyName(_ code: UInt16) -> String { AMQPSpec.replyCodes[code]?.name ?? "UNKNOWN" }
 
-    /// An argument worth showing, or nil for empty strings, false bits, zero tickets and empty tables.
-    static func argument(_ value: ArgumentValue) -> String? {
-        switch value {
-        case .bit(let b): return b ? "" : nil
-        case .octet(let v): return String(v)
-        case .short(let v): return v == 0 ? nil : String(v)
-        case .long(let v): return String(v)
-        case .longlong(let v): return String(v)
-        case .timestamp(let v): return String(v)
-        case .shortString(let s): return s.isEmpty ? nil : "\"\(Format.safe(s, limit: 80))\""
-        case .longString(let s): return s.bytes.isEmpty ? nil : "\"\(Format.safe(s.text, limit: 80))\""
-        case .table(let t): return t.entries.isEmpty ? nil : "{\(t.entries.count) entries}"
+    /// An argument worth showing, after a space: nothing for empty strings, false bits, zero tickets and empty
+    /// tables; a true bit by its name alone.
+    static func write<S: TextSink & ~Copyable>(_ argument: NamedValue, into s: inout S) {
+        func name() {
+            s.write(" ")
+            s.write(argument.name)
+        }
+        switch argument.value {
+        case .bit(let b):
+            if b { name() }
+        case .octet(let v):
+            name()
+            s.write("=")
+            s.write(v)
+        case .short(let v):
+            guard v != 0 else { return }
+            name()
+            s.write("=")
+            s.write(v)
+        case .long(let v):
+            name()
+            s.write("=")
+            s.write(v)
+        case .longlong(let v), .timestamp(let v):
+            name()
+            s.write("=")
+            s.write(v)
+        case .shortString(let text):
+            guard !text.isEmpty else { return }
+            name()
+            s.write("=\"")
+            s.write(Format.safe(text, limit: 80))
+            s.write("\"")
+        case .longString(let text):
+            guard !text.bytes.isEmpty else { return }
+            name()
+            s.write("=\"")
+            s.write(Format.safe(text.text, limit: 80))
+            s.write("\"")
+        case .table(let t):
+            guard !t.entries.isEmpty else { return }
+            name()
+            s.write("={")
+            s.write(t.entries.count)
+            s.write(" entries}")
         }
     }
 

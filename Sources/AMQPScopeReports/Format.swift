@@ -19,16 +19,40 @@ package enum Format {
 
     /// A duration in readable units: "850 ms", "12.3 s", "4 min 5 s", "2 h 3 min".
     package static func duration(nanoseconds: Int64) -> String {
+        var text = ""
+        duration(nanoseconds: nanoseconds, into: &text)
+        return text
+    }
+
+    /// `duration`'s words, written into `s`.
+    package static func duration<S: TextSink & ~Copyable>(nanoseconds: Int64, into s: inout S) {
         let n = nanoseconds < 0 ? -nanoseconds : nanoseconds
-        if n < 1_000_000 { return "\(n / 1000) µs" }
-        if n < 1_000_000_000 { return "\(n / 1_000_000) ms" }
-        if n < 60_000_000_000 {
+        if n < 1_000_000 {
+            s.write(n / 1000)
+            s.write(" µs")
+        } else if n < 1_000_000_000 {
+            s.write(n / 1_000_000)
+            s.write(" ms")
+        } else if n < 60_000_000_000 {
             let tenths = (n + 50_000_000) / 100_000_000
-            return "\(tenths / 10).\(tenths % 10) s"
+            s.write(tenths / 10)
+            s.write(".")
+            s.write(tenths % 10)
+            s.write(" s")
+        } else {
+            let seconds = n / 1_000_000_000
+            if seconds < 3600 {
+                s.write(seconds / 60)
+                s.write(" min ")
+                s.write(seconds % 60)
+                s.write(" s")
+            } else {
+                s.write(seconds / 3600)
+                s.write(" h ")
+                s.write(seconds / 60 % 60)
+                s.write(" min")
+            }
         }
-        let s = n / 1_000_000_000
-        if s < 3600 { return "\(s / 60) min \(s % 60) s" }
-        return "\(s / 3600) h \(s / 60 % 60) min"
     }
 
     package static func pad(_ value: Int64, _ width: Int) -> String {

@@ -85,6 +85,11 @@ package enum JSON: Hashable, Sendable {
     }
 
     static func appendInteger(_ value: Int64, to out: inout JSONOutput) {
+        appendInteger(magnitude: value.magnitude, negative: value < 0, to: &out)
+    }
+
+    /// A whole number given as its magnitude and sign, so that every width of integer fits, UInt64 too.
+    static func appendInteger(magnitude value: UInt64, negative: Bool, to out: inout JSONOutput) {
         if value == 0 {
             out.append(UInt8(ascii: "0"))
             return
@@ -95,7 +100,7 @@ package enum JSON: Hashable, Sendable {
                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8
             ) =
                 (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var magnitude = value.magnitude
+        var magnitude = value
         var count = 0
         withUnsafeMutableBytes(of: &digits) { buffer in
             while magnitude > 0 {
@@ -103,7 +108,7 @@ package enum JSON: Hashable, Sendable {
                 magnitude /= 10
                 count += 1
             }
-            if value < 0 { out.append(UInt8(ascii: "-")) }
+            if negative { out.append(UInt8(ascii: "-")) }
             out.append(UnsafeRawBufferPointer(rebasing: buffer[(20 - count)...]))
         }
     }
@@ -113,47 +118,51 @@ package enum JSON: Hashable, Sendable {
     static func escape(_ s: String, into out: inout JSONOutput) {
         out.append(UInt8(ascii: "\""))
         var text = s
-        text.withUTF8 { bytes in
-            let count = bytes.count
-            guard let base = bytes.baseAddress else { return }
-            var clean = 0
-            var i = 0
-            while i < count {
-                // Eight bytes at a time while none of them needs a look.
-                if i + 8 <= count, JSON.plain(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)) {
-                    i += 8
-                    continue
-                }
-                let byte = bytes[i]
-                if byte >= 0x80 {
-                    // Only U+2028 and U+2029 (E2 80 A8, E2 80 A9) of the non-ASCII characters are escaped.
-                    guard byte == 0xE2, i + 2 < count, bytes[i + 1] == 0x80, bytes[i + 2] & 0xFE == 0xA8 else {
-                        i += 1
-                        continue
-                    }
-                } else if byte >= 0x20 && byte != 0x22 && byte != 0x5C && byte != 0x7F {
+        text.withUTF8 { escapeContent($0, into: &out) }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// `escape`'s work without the quotes around it: for strings written piece by piece (`TextSink`). Pieces are whole
+    /// UTF-8 texts, so escaping them one by one gives the bytes that escaping them joined would.
+    static func escapeContent(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout JSONOutput) {
+        let count = bytes.count
+        guard let base = bytes.baseAddress else { return }
+        var clean = 0
+        var i = 0
+        while i < count {
+            // Eight bytes at a time while none of them needs a look.
+            if i + 8 <= count, JSON.plain(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)) {
+                i += 8
+                continue
+            }
+            let byte = bytes[i]
+            if byte >= 0x80 {
+                // Only U+2028 and U+2029 (E2 80 A8, E2 80 A9) of the non-ASCII characters are escaped.
+                guard byte == 0xE2, i + 2 < count, bytes[i + 1] == 0x80, bytes[i + 2] & 0xFE == 0xA8 else {
                     i += 1
                     continue
                 }
-                out.append(UnsafeBufferPointer(rebasing: bytes[clean..<i]))
-                switch byte {
-                case 0x22: out.append("\\\"")
-                case 0x5C: out.append("\\\\")
-                case 0x0A: out.append("\\n")
-                case 0x0D: out.append("\\r")
-                case 0x09: out.append("\\t")
-                case 0xE2: out.append(bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029")
-                default:
-                    out.append("\\u00")
-                    out.append(hexDigits[Int(byte >> 4)])
-                    out.append(hexDigits[Int(byte & 15)])
-                }
-                i += byte == 0xE2 ? 3 : 1
-                clean = i
+            } else if byte >= 0x20 && byte != 0x22 && byte != 0x5C && byte != 0x7F {
+                i += 1
+                continue
             }
-            if clean < count { out.append(UnsafeBufferPointer(rebasing: bytes[clean...])) }
+            out.append(UnsafeBufferPointer(rebasing: bytes[clean..<i]))
+            switch byte {
+            case 0x22: out.append("\\\"")
+            case 0x5C: out.append("\\\\")
+            case 0x0A: out.append("\\n")
+            case 0x0D: out.append("\\r")
+            case 0x09: out.append("\\t")
+            case 0xE2: out.append(bytes[i + 2] == 0xA8 ? "\\u2028" : "\\u2029")
+            default:
+                out.append("\\u00")
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 15)])
+            }
+            i += byte == 0xE2 ? 3 : 1
+            clean = i
         }
-        out.append(UInt8(ascii: "\""))
+        if clean < count { out.append(UnsafeBufferPointer(rebasing: bytes[clean...])) }
     }
 
     static let hexDigits = Array("0123456789abcdef".utf8)

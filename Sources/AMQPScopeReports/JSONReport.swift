@@ -503,7 +503,7 @@ extension AnalyzeReport {
             o.name("direction", directionKey(f.direction), &out)
             o.int("packet", f.packetNumber, &out)
             o.int("channel", Int(f.frame.channel), &out)
-            o.string("description", Describe.frame(f.frame), &out)
+            o.text("description", &out) { Describe.write(f.frame, into: &$0) }
         case .moment(let m):
             o.name("kind", momentKey(m.kind), &out)
             o.name("direction", directionKey(m.direction), &out)
@@ -521,7 +521,7 @@ extension AnalyzeReport {
             o.string("what", run.kind, &out)
             o.int("count", run.count, &out)
             o.time("until", run.last, &out)
-            o.string("description", runText(run), &out)
+            o.text("description", &out) { writeRun(run, into: &$0) }
         case .problem(let p):
             o.string("kind", p.kind.rawValue, &out)
             o.name("direction", directionKey(p.direction), &out)

@@ -71,28 +71,56 @@ extension AnalyzeReport {
     }
 
     static func runText(_ run: Run) -> String {
-        let heartbeats =
-            run.amqp10
-            ? "\(run.count) empty frame\(run.count == 1 ? "" : "s") (heartbeats)"
-            : "\(run.count) heartbeat\(run.count == 1 ? "" : "s")"
-        var text = run.isHeartbeat ? heartbeats : "\(run.count) × \(run.kind)"
-        if run.count > 1 {
-            let every = run.last.since(run.first) / Int64(run.count - 1)
-            text += ", every \(Format.duration(nanoseconds: every)) (to #\(run.lastPacket))"
-        }
-        if run.inferred {
-            text =
-                run.isHeartbeat
-                ? "\(run.count) heartbeat-sized TLS record\(run.count == 1 ? "" : "s") (heartbeats, inferred)"
-                : "\(run.count) TLS record\(run.count == 1 ? "" : "s"), \(run.bodyBytes) bytes"
-            if run.count > 1 {
-                let every = run.last.since(run.first) / Int64(run.count - 1)
-                text += ", every \(Format.duration(nanoseconds: every)) (to #\(run.lastPacket))"
-            }
-            return text
-        }
-        if run.bodyBytes > 0 { text += ", \(run.bodyBytes) \(run.amqp10 ? "payload" : "body") bytes" }
+        var text = ""
+        writeRun(run, into: &text)
         return text
+    }
+
+    /// `runText`'s words, written into `s`.
+    static func writeRun<S: TextSink & ~Copyable>(_ run: Run, into s: inout S) {
+        s.write(run.count)
+        if run.inferred {
+            if run.isHeartbeat {
+                s.write(" heartbeat-sized TLS record")
+                s.plural(run.count)
+                s.write(" (heartbeats, inferred)")
+            } else {
+                s.write(" TLS record")
+                s.plural(run.count)
+                s.write(", ")
+                s.write(run.bodyBytes)
+                s.write(" bytes")
+            }
+            cadence(of: run, into: &s)
+            return
+        }
+        if !run.isHeartbeat {
+            s.write(" × ")
+            s.write(run.kind)
+        } else if run.amqp10 {
+            s.write(" empty frame")
+            s.plural(run.count)
+            s.write(" (heartbeats)")
+        } else {
+            s.write(" heartbeat")
+            s.plural(run.count)
+        }
+        cadence(of: run, into: &s)
+        if run.bodyBytes > 0 {
+            s.write(", ")
+            s.write(run.bodyBytes)
+            s.write(run.amqp10 ? " payload bytes" : " body bytes")
+        }
+    }
+
+    /// ", every 2.0 s (to #812)": a run's spacing, when it has more than one entry.
+    private static func cadence<S: TextSink & ~Copyable>(of run: Run, into s: inout S) {
+        guard run.count > 1 else { return }
+        s.write(", every ")
+        Format.duration(nanoseconds: run.last.since(run.first) / Int64(run.count - 1), into: &s)
+        s.write(" (to #")
+        s.write(run.lastPacket)
+        s.write(")")
     }
 
     static func packetLine(_ p: PacketInfo) -> String {

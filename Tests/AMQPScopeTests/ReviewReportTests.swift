@@ -3,6 +3,9 @@ import Foundation
 import Testing
 
 @testable import AMQPScope
+@testable import AMQPScopeCodec
+@testable import AMQPScopeReports
+@testable import AMQPScopeTimeline
 
 private let chromium = Tools.which("chromium")
 private let chromiumReady = chromium != nil || Tools.requireTshark  // CI installs it (scripts/setup)
@@ -128,6 +131,91 @@ private func hostileCapture() -> String {
             write(4, &o, &out)
             o.end(&out)
             #expect(out.string == expected.string, "indent \(String(describing: indent))")
+        }
+    }
+
+    /// Descriptions written straight into a JSON string (`TextSink`) give the bytes of the same words built as a
+    /// String and then escaped: with quotes, backslashes, control characters, U+2028 and other non-ASCII text from
+    /// the capture, numbers up to UInt64's largest, singular and plural runs, and durations in every unit.
+    @Test func descriptionsWrittenAsBytesMatchTheirText() throws {
+        let hostile = "ex\"ch\\ange\u{1}\n\u{2028}é×\u{7f}"
+        var frames: [Frame] = []
+        func method(_ m: Method, cut: Bool = false) {
+            frames.append(Frame(type: 1, channel: 1, size: 0, content: .method(m), cut: cut))
+        }
+        method(
+            .basicPublish(
+                BasicPublish(ticket: 0, exchange: hostile, routingKey: hostile, mandatory: true, immediate: false)))
+        method(
+            .basicPublish(
+                BasicPublish(
+                    ticket: 7, exchange: "", routingKey: String(repeating: "k", count: 300), mandatory: false,
+                    immediate: false)), cut: true)
+        method(
+            .basicDeliver(
+                BasicDeliver(consumerTag: hostile, deliveryTag: .max, redelivered: true, exchange: "x", routingKey: ""))
+        )
+        method(.connectionClose(ConnectionClose(replyCode: 320, replyText: hostile, classId: 60, methodId: 40)))
+        method(.channelClose(ChannelClose(replyCode: 999, replyText: "", classId: 0, methodId: 0)))
+        method(.connectionBlocked(ConnectionBlocked(reason: hostile)))
+        let properties = FieldTable([
+            .init(key: "product", value: .longString(LongString(Array(hostile.utf8)))),
+            .init(key: "version", value: .longString(LongString(Array("1.0".utf8)))),
+            .init(
+                key: "connection_name", value: .longString(LongString(Array(String(repeating: "n\"", count: 50).utf8)))),
+        ])
+        method(
+            .connectionStartOk(
+                ConnectionStartOk(
+                    clientProperties: properties, mechanism: "PLAIN",
+                    response: LongString([0] + Array("alice\u{7}\0pw".utf8)), locale: "en_US")))
+        method(.connectionTune(ConnectionTune(channelMax: 0, frameMax: .max, heartbeat: 60)))
+        method(
+            .queueDeclare(
+                QueueDeclare(
+                    ticket: 0, queue: hostile, passive: false, durable: true, exclusive: false, autoDelete: true,
+                    nowait: false, arguments: properties)))
+        // A content header with a content type (flag bit 15) and a delivery mode (flag bit 12).
+        let header =
+            Encode.u16(60) + Encode.u16(0) + Encode.u64(.max) + Encode.u16(0x9000) + Encode.shortString(hostile) + [2]
+        let decoded = try header.withUnsafeBytes { raw in
+            var reader = FieldReader(raw)
+            return try ContentHeader(from: &reader)
+        }
+        frames.append(Frame(type: 2, channel: 1, size: 0, content: .header(decoded), cut: true))
+        frames.append(Frame(type: 3, channel: 1, size: 0, content: .body(length: 12_345)))
+        frames.append(Frame(type: 8, channel: 0, size: 0, content: .heartbeat))
+
+        func same(_ text: String, _ write: (inout JSONOutput) -> Void) {
+            var expected = JSONOutput()
+            JSON.escape(text, into: &expected)
+            var out = JSONOutput(capacity: 16)
+            out.append(UInt8(ascii: "\""))
+            write(&out)
+            out.append(UInt8(ascii: "\""))
+            #expect(out.string == expected.string)
+        }
+        for frame in frames {
+            same(Describe.frame(frame)) { Describe.write(frame, into: &$0) }
+        }
+        #expect(Describe.frame(frames[0]).contains("exchange=\"ex\"ch\\ange\\x01\\n"))
+        #expect(Describe.frame(frames[1]).hasSuffix("k…\" (cut by the capture: the rest unknown)"))
+
+        let start = Timestamp(nanoseconds: 1_000_000_000)
+        for (count, spacing) in [
+            (1, 0), (2, 999), (3, 2_500_000), (4, 1_500_000_000), (5, 90_000_000_000), (6, 7_300_000_000_000),
+        ] {
+            for (classID, methodID, inferred, amqp10) in [
+                (0, 0, false, false), (60, 80, false, false), (0, 0, true, false), (0, 1, true, false),
+                (0, 0, false, true), (0, 0x14, false, true),
+            ] {
+                let run = Run(
+                    classID: UInt16(classID), methodID: UInt16(methodID), direction: .clientToServer, count: count,
+                    first: start, last: Timestamp(nanoseconds: start.nanoseconds + Int64(spacing * (count - 1))),
+                    firstPacket: 10, lastPacket: 10 + count, bodyBytes: UInt64(count % 2 * 1000), inferred: inferred,
+                    amqp10: amqp10)
+                same(AnalyzeReport.runText(run)) { AnalyzeReport.writeRun(run, into: &$0) }
+            }
         }
     }
 
