@@ -44,7 +44,7 @@ public struct Message: Hashable, Sendable {
     /// A digest of its message-id property (known even when properties are not decoded).
     public var messageIDDigest: UInt64? = nil
     /// Its message-id's first 15 bytes.
-    public var messageIDPrefix: String? = nil
+    public var messageIDPrefix: MessageIDPrefix? = nil
     /// The capture cut its method short: arguments past the captured bytes (a delivery tag after a long consumer
     /// tag, say) are unknown.
     public var methodCut = false
@@ -558,7 +558,7 @@ package struct ConnectionDecoder {
                     pending.bodySize = bodySize
                     if pending.flow != nil {
                         pending.flow!.messageIDDigest = moved!.messageIDDigest
-                        swap(&pending.flow!.messageIDPrefix, &moved!.messageIDPrefix)
+                        pending.flow!.messageIDPrefix = moved!.messageIDPrefix
                     } else {
                         swap(&pending.header, &moved)
                     }
@@ -664,12 +664,12 @@ package struct ConnectionDecoder {
         var properties = BasicProperties()
         var bodySize: UInt64 = 0
         var messageIDDigest: UInt64?
-        var messageIDPrefix: String?
+        var messageIDPrefix: MessageIDPrefix?
         if var header = pending.header.take() {
             swap(&properties, &header.properties)
             bodySize = header.bodySize
             messageIDDigest = header.messageIDDigest
-            messageIDPrefix = header.messageIDPrefix.take()
+            messageIDPrefix = header.messageIDPrefix
         }
         emit(
             direction, offset,

@@ -145,6 +145,50 @@ public struct BasicProperties: Hashable, Sendable {
     }
 }
 
+/// A message-id's first 15 bytes, held inline: how a report names a message that came back. It used to be a String,
+/// made for every message, retained and released along the codec's and the flow's paths, and allocated when the id
+/// was longer than 15 bytes (for the "…" after them); the text is now made only when a report names the message.
+public struct MessageIDPrefix: Hashable, Sendable {
+    /// Up to 15 bytes, then a byte with their count, and its top bit when the id was longer. Two words, not a
+    /// SIMD16, whose 16-byte alignment would make a content header larger than a cache line.
+    private var bytes: (UInt64, UInt64) = (0, 0)
+
+    /// The first bytes of `id`, whose whole length is `length`.
+    package init(_ id: UnsafeRawBufferPointer, length: Int) {
+        let kept = min(15, id.count)
+        withUnsafeMutableBytes(of: &bytes) { storage in
+            if kept > 0 { storage.copyMemory(from: UnsafeRawBufferPointer(rebasing: id[..<kept])) }
+            storage[15] = UInt8(kept) | (length > 15 ? 0x80 : 0)
+        }
+    }
+
+    /// The bytes kept as UTF-8 text (an ill-formed sequence shown as U+FFFD), "…" after them when the id was longer.
+    public var text: String {
+        withUnsafeBytes(of: bytes) { storage in
+            let prefix = String(decoding: storage.prefix(Int(storage[15] & 0x7f)), as: UTF8.self)
+            return storage[15] & 0x80 != 0 ? prefix + "…" : prefix
+        }
+    }
+
+    /// Equal when the bytes kept, their count and whether the id was longer are.
+    public static func == (a: MessageIDPrefix, b: MessageIDPrefix) -> Bool {
+        a.bytes.0 == b.bytes.0 && a.bytes.1 == b.bytes.1
+    }
+
+    /// Hashes what `==` compares.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(bytes.0)
+        hasher.combine(bytes.1)
+    }
+}
+
+/// How a message is known when it comes back: its message-id's digest (64-bit FNV-1a) and first bytes, together so
+/// that a content header holds one optional of them, not two.
+struct MessageID: Hashable, Sendable {
+    var digest: UInt64
+    var prefix: MessageIDPrefix
+}
+
 /// A named value decoded from the wire, such as a content property.
 public struct NamedValue: Hashable, Sendable {
     /// The spec's name, such as "content-type".
@@ -171,11 +215,12 @@ public struct ContentHeader: Hashable, Sendable {
     public var propertyFlags: UInt16
     /// Decoded for the basic class (60); other classes keep only their flags.
     public var properties: BasicProperties
-    /// A digest of the message-id property, made even when properties are not decoded: how a message is known when
-    /// it comes back (redeliveries).
-    public var messageIDDigest: UInt64?
+    /// How the message is known when it comes back (redeliveries), made even when properties are not decoded.
+    var messageID: MessageID?
+    /// A digest of the message-id property.
+    public var messageIDDigest: UInt64? { messageID?.digest }
     /// The message-id's first 15 bytes ("…" after them when it is longer).
-    public var messageIDPrefix: String?
+    public var messageIDPrefix: MessageIDPrefix? { messageID?.prefix }
 
     /// With `decodeProperties` false the properties are checked (lengths, table structure) but not made into
     /// values: `properties` stays empty. Analysis that shows no properties skips their cost per message.
@@ -191,8 +236,7 @@ public struct ContentHeader: Hashable, Sendable {
             if flags & 0xfffe != 0 { throw DecodeError(.badPropertyFlags, "properties beyond the 15th are set") }
         }
         properties = BasicProperties()
-        messageIDDigest = nil
-        messageIDPrefix = nil
+        messageID = nil
         guard classID == 60 else { return }
         if propertyFlags & 0x0001 != 0 && propertyFlags & 0x0002 != 0 {
             throw DecodeError(.badPropertyFlags, "property flag bit 1 set; basic has 14 properties")
@@ -209,7 +253,7 @@ public struct ContentHeader: Hashable, Sendable {
                 case 2: try reader.skipTable()
                 case 3, 4: _ = try reader.octet()
                 case 9: _ = try reader.longlong()
-                case 8: (messageIDDigest, messageIDPrefix) = try reader.shortStringDigest()
+                case 8: messageID = try reader.messageID()
                 default: try reader.skipShortString()
                 }
             }
@@ -227,8 +271,11 @@ public struct ContentHeader: Hashable, Sendable {
             let id = try reader.shortString()
             properties.messageID = id
             var utf8 = id
-            messageIDDigest = utf8.withUTF8 { FieldReader.digest(UnsafeRawBufferPointer($0)) }
-            messageIDPrefix = id.utf8.count > 15 ? String(decoding: Array(id.utf8.prefix(15)), as: UTF8.self) + "…" : id
+            messageID = utf8.withUTF8 {
+                MessageID(
+                    digest: FieldReader.digest(UnsafeRawBufferPointer($0)),
+                    prefix: MessageIDPrefix(UnsafeRawBufferPointer($0), length: $0.count))
+            }
         }
         if has(9) { properties.timestamp = try reader.longlong() }
         if has(10) { properties.type = try reader.shortString() }

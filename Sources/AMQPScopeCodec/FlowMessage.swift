@@ -25,7 +25,7 @@ package struct FlowMessage: Equatable {
     /// A digest of its message-id property (see `Message.messageIDDigest`).
     package var messageIDDigest: UInt64? = nil
     /// Its message-id's first 15 bytes.
-    package var messageIDPrefix: String? = nil
+    package var messageIDPrefix: MessageIDPrefix? = nil
 
     package init(channel: UInt16, carrier: Carrier) {
         self.channel = channel

@@ -332,14 +332,13 @@ package struct FieldReader {
         _ = try take(Int(try octet()), "short string")
     }
 
-    /// Skips a short string, returning a digest of its bytes (64-bit FNV-1a) and its first 15 bytes as text (a
-    /// small string, made without allocating): a message-id known without building the whole String.
-    package mutating func shortStringDigest() throws(DecodeError) -> (digest: UInt64, prefix: String) {
+    /// Skips a short string, returning a digest of its bytes and its first 15 bytes: a message-id known without
+    /// building a String.
+    mutating func messageID() throws(DecodeError) -> MessageID {
         let length = Int(try octet())
         let at = try take(length, "short string")
         let raw = UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])
-        let prefix = String(decoding: UnsafeRawBufferPointer(rebasing: raw[..<min(15, length)]), as: UTF8.self)
-        return (Self.digest(raw), length > 15 ? prefix + "…" : prefix)
+        return MessageID(digest: Self.digest(raw), prefix: MessageIDPrefix(raw, length: length))
     }
 
     /// 64-bit FNV-1a.

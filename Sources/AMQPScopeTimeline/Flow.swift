@@ -475,9 +475,9 @@ struct FlowTracker {
         var consumer: Int?
         var queuePart: Int?
         var settled: Bool
-        /// Its message-id's digest and first bytes (a small string: no allocation).
+        /// Its message-id's digest and first bytes.
         var identity: UInt64?
-        var label: String?
+        var label: MessageIDPrefix?
     }
     struct Consumer {
         var tag: String
@@ -783,11 +783,11 @@ struct FlowTracker {
     }
 
     /// How a redelivered message is named in a report.
-    static func name(_ label: String?) -> String { "the message with message-id \"\(label ?? "")\"" }
+    static func name(_ label: MessageIDPrefix?) -> String { "the message with message-id \"\(label?.text ?? "")\"" }
 
     mutating func delivered(
         channel c: Int, tag: UInt64, redelivered: Bool, consumer: Int?, queue: String?, noAck: Bool,
-        identity: UInt64?, label: String?, time: Timestamp, packet: Int
+        identity: UInt64?, label: MessageIDPrefix?, time: Timestamp, packet: Int
     ) {
         record.deliveries += 1
         if redelivered { record.redelivered += 1 }

@@ -162,6 +162,44 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         #expect(emptied.present.isEmpty)
     }
 
+    /// A message-id is known by its digest and first 15 bytes whether or not the properties are decoded: the same
+    /// digest and the same label, "…" after the bytes kept when the id is longer, a character cut at the fifteenth
+    /// byte shown as U+FFFD.
+    @Test func messageIDsAreKnownTheSameWayWithOrWithoutProperties() throws {
+        let ids = ["", "a", "order-0001-with", "order-0001-with-more", String(repeating: "é", count: 9), "a\"b\\c"]
+        var digests = Set<UInt64>()
+        for id in ids {
+            // content-type, then message-id (property flag bits 15 and 7).
+            let header =
+                Encode.u16(60) + Encode.u16(0) + Encode.u64(10) + Encode.u16(0x8080) + Encode.shortString("text/plain")
+                + Encode.shortString(id)
+            let (decoded, skipped) = try header.withUnsafeBytes { raw in
+                var full = FieldReader(raw)
+                var light = FieldReader(raw)
+                return (
+                    try ContentHeader(from: &full, decodeProperties: true),
+                    try ContentHeader(from: &light, decodeProperties: false)
+                )
+            }
+            let bytes = Array(id.utf8)
+            let label = String(decoding: bytes.prefix(15), as: UTF8.self) + (bytes.count > 15 ? "…" : "")
+            #expect(decoded.messageIDPrefix?.text == label, "\(id)")
+            #expect(skipped.messageIDPrefix?.text == label, "\(id)")
+            #expect(decoded.messageIDPrefix == skipped.messageIDPrefix)
+            #expect(decoded.messageIDDigest == skipped.messageIDDigest && decoded.messageIDDigest != nil)
+            #expect(decoded.properties.messageID == id && skipped.properties.messageID == nil)
+            digests.insert(decoded.messageIDDigest ?? 0)
+        }
+        #expect(digests.count == ids.count)
+        // No message-id: neither is known.
+        let none = Encode.u16(60) + Encode.u16(0) + Encode.u64(10) + Encode.u16(0)
+        let header = try none.withUnsafeBytes { raw in
+            var reader = FieldReader(raw)
+            return try ContentHeader(from: &reader, decodeProperties: false)
+        }
+        #expect(header.messageIDPrefix == nil && header.messageIDDigest == nil)
+    }
+
     /// Frames are copied along the codec's path and kept by the thousand in timelines: the properties stay out of
     /// line, so a content header does not make every frame as large as fourteen optional properties.
     @Test func framesStaySmall() {
@@ -414,7 +452,7 @@ private func sample(_ type: ArgumentType, _ i: Int) -> ArgumentValue {
         #expect(
             expected.last?.carrier
                 == .deliver(consumerTag: FlowMessage.tagDigest(tag), deliveryTag: 5, redelivered: true))
-        #expect(expected.allSatisfy { $0.messageIDPrefix == "order-0001-with…" && $0.messageIDDigest != nil })
+        #expect(expected.allSatisfy { $0.messageIDPrefix?.text == "order-0001-with…" && $0.messageIDDigest != nil })
         for counts in [true, false] {
             var sink = CodecCollect()
             sink.takesFlowMessages = true
