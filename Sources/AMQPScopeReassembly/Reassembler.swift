@@ -46,6 +46,7 @@ struct ChunkQueue {
     var isEmpty: Bool { head == storage.count }
     var count: Int { storage.count - head }
     var first: Chunk? { isEmpty ? nil : storage[head] }
+    var firstOffset: UInt64? { isEmpty ? nil : storage[head].offset }
 
     mutating func popFirst() -> Chunk? {
         guard !isEmpty else { return nil }
@@ -99,6 +100,15 @@ struct HalfConnection {
     var packetsSeen = 0
 
     var sentFIN: Bool { finRank != 0 }
+
+    /// The first buffered chunk, taken out when it starts at or before the next offset expected. A mutating method
+    /// so that the half is used in place: reading `chunks.first` through `PerDirection`'s getter copied the whole
+    /// half (its chunk queue retained and released) on every segment, though the queue is nearly always empty.
+    mutating func popReady() -> Chunk? {
+        guard let first = chunks.firstOffset, first <= nextOffset else { return nil }
+        return chunks.popFirst()
+    }
+
     var nextSequence: UInt32 { base &+ UInt32(truncatingIfNeeded: nextOffset) }
     /// The stream offset of the next sequence number the peer expects: a FIN consumes one.
     var expectedOffset: UInt64 { sentFIN && nextOffset >= finOffset ? finOffset + 1 : nextOffset }
@@ -721,8 +731,7 @@ extension Connection {
         _ direction: Direction, time: Timestamp, packetNumber: Int, totalBuffered: inout Int, into sink: inout S,
         ownStamps: Bool = false
     ) {
-        while let first = halves[direction].chunks.first, first.offset <= halves[direction].nextOffset {
-            let chunk = halves[direction].chunks.popFirst()!
+        while let chunk = halves[direction].popReady() {
             halves[direction].bufferedBytes -= chunk.bytes.count
             totalBuffered -= chunk.bytes.count
             let next = halves[direction].nextOffset
