@@ -457,7 +457,6 @@ package struct ConnectionDecoder {
                     payload, channel: header.channel, flowMessage: sink.takesFlowMessages)
             {
                 offered = true
-                flowMessage = message
                 if sink.count(
                     .method(channel: header.channel, routine), direction: direction, time: time,
                     packetNumber: packetNumber)
@@ -470,6 +469,9 @@ package struct ConnectionDecoder {
                     }
                     return
                 }
+                // Set only when it is needed below, so that each path uses the message once: setting it first made a
+                // copy (retaining a publish's exchange and routing key) on every routine publish and delivery.
+                flowMessage = message
             }
             var reader = FieldReader(payload, captured: captured)
             let method: Method
@@ -556,9 +558,12 @@ package struct ConnectionDecoder {
                 Self.inPlace(&content[direction][i]) { pending in
                     guard pending.bodySize == nil else { return false }
                     pending.bodySize = bodySize
-                    if pending.flow != nil {
-                        pending.flow!.messageIDDigest = moved!.messageIDDigest
-                        pending.flow!.messageIDPrefix = moved!.messageIDPrefix
+                    // The flow message is changed out of its optional and put back: testing the optional and
+                    // changing it through `!` copied the message.
+                    if var flow = pending.flow.take() {
+                        flow.messageIDDigest = moved!.messageIDDigest
+                        flow.messageIDPrefix = moved!.messageIDPrefix
+                        pending.flow = consume flow
                     } else {
                         swap(&pending.header, &moved)
                     }
