@@ -17,8 +17,9 @@ extension TextSink where Self: ~Copyable {
         writeInteger(magnitude: UInt64(number.magnitude), negative: number < 0)
     }
 
-    /// "s" after a count other than one.
-    @inline(__always) package mutating func plural(_ count: Int) {
+    /// A noun, with "s" after it when `count` is other than one.
+    @inline(__always) package mutating func noun(_ word: String, count: Int) {
+        write(word)
         if count != 1 { write("s") }
     }
 }

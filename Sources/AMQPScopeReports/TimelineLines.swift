@@ -80,13 +80,10 @@ extension AnalyzeReport {
     static func writeRun<S: TextSink & ~Copyable>(_ run: Run, into s: inout S) {
         s.write(run.count)
         if run.inferred {
+            s.noun(run.isHeartbeat ? " heartbeat-sized TLS record" : " TLS record", count: run.count)
             if run.isHeartbeat {
-                s.write(" heartbeat-sized TLS record")
-                s.plural(run.count)
                 s.write(" (heartbeats, inferred)")
             } else {
-                s.write(" TLS record")
-                s.plural(run.count)
                 s.write(", ")
                 s.write(run.bodyBytes)
                 s.write(" bytes")
@@ -97,13 +94,9 @@ extension AnalyzeReport {
         if !run.isHeartbeat {
             s.write(" × ")
             s.write(run.kind)
-        } else if run.amqp10 {
-            s.write(" empty frame")
-            s.plural(run.count)
-            s.write(" (heartbeats)")
         } else {
-            s.write(" heartbeat")
-            s.plural(run.count)
+            s.noun(run.amqp10 ? " empty frame" : " heartbeat", count: run.count)
+            if run.amqp10 { s.write(" (heartbeats)") }
         }
         cadence(of: run, into: &s)
         if run.bodyBytes > 0 {
