@@ -189,6 +189,38 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         }
     }
 
+    /// A histogram lists its values and spreads them into counts `listedLimit` at a time, and when read: with none
+    /// spread yet, some, or all, the same percentiles and buckets as hdrhistogram-swift.
+    @Test(arguments: [1, 2, 57, 63, 64, 65, 128, 300])
+    func listedValuesAreReadAsCounts(count: Int) {
+        var generator = SeededGenerator(seed: UInt64(count))
+        var ours = LatencyHistogram()
+        var theirs = Histogram<UInt64>(
+            lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+        for _ in 0..<count {
+            let micros = 200 + generator.next() % 4_000
+            ours.record(microseconds: micros)
+            _ = theirs.record(micros)
+        }
+        #expect(ours.listed.count == count % LatencyHistogram.listedLimit)
+        #expect(ours.counts.isEmpty == (count < LatencyHistogram.listedLimit))
+        #expect(ours.total == theirs.totalCount && ours.maxRecorded == theirs.maxRecorded)
+        for q in [0.1, 1, 25, 50, 75, 90, 99, 99.9, 100] {
+            #expect(ours.value(atPercentile: q) == theirs.valueAtPercentile(q), "p\(q) of \(count)")
+        }
+        var from: UInt64 = 0
+        for bucket in ours.buckets {
+            let to = UInt64((bucket.upToMilliseconds * 1000).rounded())
+            let expected = (0..<(LatencyHistogram.index(to) + 1)).reduce(0) { sum, i in
+                let value = LatencyHistogram.value(i)
+                return value > from && value <= to ? sum + Int(theirs.countForValue(value)) : sum
+            }
+            #expect(bucket.count == expected, "bucket up to \(to) µs of \(count)")
+            from = to
+        }
+        #expect(ours.buckets.reduce(0) { $0 + $1.count } == count)
+    }
+
     /// More than 65,535 values in one index carry past the 16-bit count: totals, percentiles and buckets stay those
     /// of hdrhistogram-swift.
     @Test func countsCarryPastSixteenBits() {
@@ -203,7 +235,7 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
             ours.record(microseconds: micros)
             _ = theirs.record(micros)
         }
-        #expect(!ours.carries.isEmpty, "the test reaches the carries")
+        #expect(!ours.spreadOut.carries.isEmpty, "the test reaches the carries")
         #expect(ours.total == theirs.totalCount)
         for q in [0.1, 1, 25, 50, 75, 90, 94.3, 97, 99, 99.9, 100] {
             #expect(ours.value(atPercentile: q) == theirs.valueAtPercentile(q), "p\(q)")
@@ -231,8 +263,9 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         for q in [0.1, 1, 25, 50, 75, 90, 99, 99.9, 100] {
             #expect(ours.value(atPercentile: q) == theirs.valueAtPercentile(q), "p\(q) in \(low)...\(high)")
         }
-        #expect(ours.base == LatencyHistogram.index(smallest))
-        #expect(ours.counts.count == LatencyHistogram.index(ours.maxRecorded) - ours.base + 1)
+        let spread = ours.spreadOut
+        #expect(spread.listed.isEmpty && spread.base == LatencyHistogram.index(smallest))
+        #expect(spread.counts.count == LatencyHistogram.index(ours.maxRecorded) - spread.base + 1)
         // The buckets (doubling from 0.1 ms) count what hdrhistogram-swift counts in the same value ranges.
         var from: UInt64 = 0
         for bucket in ours.buckets {
