@@ -164,10 +164,10 @@ struct EngineState {
             if let box = entries[s].take() { end(box.entry, reason: reason, slot: s, event) }
             return
         }
-        // The entry is changed in place through its box: nothing is copied per event, and the box is looked up once.
-        guard let box = entries[s] else { return }
-        box.entry.handle(event)
-        if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
+        // The entry is changed in place through its box: nothing is copied per event. Reached through the array in
+        // place, not taken out of it (which retained and released the box for every packet).
+        entries[s]?.entry.handle(event)
+        if configuration.streamEntries { entries[s]?.entry.builder.moveFresh(to: &live) }
     }
 
     /// The open connection's box, if it is open.
@@ -203,20 +203,22 @@ struct EngineState {
             box(of: id)?.entry.builder.record.counters[direction].streamBytes += UInt64(count)
         case .codec(let id):
             let event = ops.takeCodecEvent()
-            guard let box = box(of: id) else { return }
-            if let (key, opened) = box.entry.consume(consume event) { openByHandshake[key, default: [:]][id] = opened }
-            if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
+            guard let s = slot(of: id) else { return }
+            if let (key, opened) = entries[s]?.entry.consume(consume event) {
+                openByHandshake[key, default: [:]][id] = opened
+            }
+            if configuration.streamEntries { entries[s]?.entry.builder.moveFresh(to: &live) }
         case .counted(let id, let direction, let time, let packet, let frame):
             box(of: id)?.entry.builder.counted(frame, direction, time, packet)
         case .amqp10(let id):
             let event = ops.takeAMQP10Event()
-            guard let box = box(of: id) else { return }
-            if let (key, opened) = box.entry.consume(event) { openByHandshake[key, default: [:]][id] = opened }
-            if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
+            guard let s = slot(of: id) else { return }
+            if let (key, opened) = entries[s]?.entry.consume(event) { openByHandshake[key, default: [:]][id] = opened }
+            if configuration.streamEntries { entries[s]?.entry.builder.moveFresh(to: &live) }
         case .tls(let id, let event):
-            guard let box = box(of: id) else { return }
-            box.entry.builder.consume(event)
-            if configuration.streamEntries { box.entry.builder.moveFresh(to: &live) }
+            guard let s = slot(of: id) else { return }
+            entries[s]?.entry.builder.consume(event)
+            if configuration.streamEntries { entries[s]?.entry.builder.moveFresh(to: &live) }
         case .concluded(let id, let tls, let verdict):
             box(of: id)?.entry.conclude(tls: tls, verdict: verdict)
         case .absorb(let summary):
