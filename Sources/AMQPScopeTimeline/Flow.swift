@@ -880,23 +880,27 @@ struct FlowTracker {
             parts[cp].part.maxUnacked = Swift.max(parts[cp].part.maxUnacked, channels[c].unacked)
         }
         sampleUnacked(time)
+        // A saturation starts or ends only when the state changes: otherwise nothing is written back (each write
+        // through `channels[c]` is a uniqueness check, and this runs for every delivery and every ack).
         if let limit = channels[c].prefetchChannel {
             let now = channels[c].unacked >= limit
-            let was = channels[c].saturatedSince != nil
-            channels[c].saturatedSince = transition(
-                channels[c].saturatedSince, now, channel: c, consumer: nil, prefetch: limit, time: time,
-                packet: packet)
-            saturating += (channels[c].saturatedSince != nil ? 1 : 0) - (was ? 1 : 0)
+            if now != (channels[c].saturatedSince != nil) {
+                channels[c].saturatedSince = transition(
+                    channels[c].saturatedSince, now, channel: c, consumer: nil, prefetch: limit, time: time,
+                    packet: packet)
+                saturating += now ? 1 : -1
+            }
         }
         if let k = consumer {
             channels[c].consumers[k].unacked += delta
             if let limit = channels[c].prefetchConsumer {
                 let now = channels[c].consumers[k].unacked >= limit
-                let was = channels[c].consumers[k].saturatedSince != nil
-                channels[c].consumers[k].saturatedSince = transition(
-                    channels[c].consumers[k].saturatedSince, now, channel: c, consumer: k, prefetch: limit,
-                    time: time, packet: packet)
-                saturating += (channels[c].consumers[k].saturatedSince != nil ? 1 : 0) - (was ? 1 : 0)
+                if now != (channels[c].consumers[k].saturatedSince != nil) {
+                    channels[c].consumers[k].saturatedSince = transition(
+                        channels[c].consumers[k].saturatedSince, now, channel: c, consumer: k, prefetch: limit,
+                        time: time, packet: packet)
+                    saturating += now ? 1 : -1
+                }
             }
         }
     }
