@@ -359,8 +359,7 @@ package struct LatencyHistogram {
     /// Moves the listed values into the counts. The first time, the counts are made once to cover them exactly, with
     /// the usual quarter more room (and at most `listedLimit` values, no count can reach the carries).
     mutating func spread() {
-        guard let low = listed.min(), let high = listed.max() else { return }
-        if counts.isEmpty {
+        if counts.isEmpty, let low = listed.min(), let high = listed.max() {
             let size = Int(high - low) + 1
             counts = [UInt16](unsafeUninitializedCapacity: size + size / 4) { buffer, initialized in
                 UnsafeMutableBufferPointer(rebasing: buffer[..<size]).initialize(repeating: 0)
