@@ -169,7 +169,12 @@ struct FrameParser {
 
     private(set) var state: State
     /// The in-flight bytes of the current state (see `State`).
-    private(set) var pending: [UInt8] = []
+    private(set) var pending: [UInt8] = [] {
+        didSet { held = pending.count }
+    }
+    /// `pending.count`, kept in the parser: the checks made on every frame then read the parser alone, not the
+    /// array's storage, which a thousand interleaved connections evict from the cache between two packets.
+    private var held = 0
     /// Bytes after a boundary that a hunt found, to be read again as frames.
     private var replay: [UInt8] = []
     /// Where the last gap ended when a hunt began there: a segment's first byte.
@@ -267,14 +272,14 @@ struct FrameParser {
                 if let step = frameHeader(source, &i) { return step }
             case .payload(let header, let start):
                 let needed = Int(header.size) + 1
-                if pending.isEmpty && available >= needed {
+                if held == 0 && available >= needed {
                     let range = i..<i + needed
                     i += needed
                     offset += UInt64(needed)
                     return complete(
                         header, start: start, end: source[range.upperBound - 1], payload: .source(range.dropLast()))
                 }
-                let n = min(needed - pending.count, available)
+                let n = min(needed - held, available)
                 if pending.capacity < needed { pending.reserveCapacity(needed) }
                 pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[i..<i + n]))
                 i += n
@@ -464,15 +469,15 @@ struct FrameParser {
     /// called, it cost 98 instructions a frame.
     @inline(__always)
     private mutating func frameHeader(_ source: UnsafeRawBufferPointer, _ i: inout Int) -> Step? {
-        let start = offset - UInt64(pending.count)
+        let start = offset - UInt64(held)
         let available = source.count - i
         let header: FrameHeader
-        if pending.isEmpty && available >= 7 {
+        if held == 0 && available >= 7 {
             header = Self.readHeader(UnsafeRawBufferPointer(rebasing: source[i..<i + 7]))
             i += 7
             offset += 7
         } else {
-            let n = min(7 - pending.count, available)
+            let n = min(7 - held, available)
             pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[i..<i + n]))
             i += n
             offset += UInt64(n)
