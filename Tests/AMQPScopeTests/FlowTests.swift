@@ -189,9 +189,10 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         }
     }
 
-    /// A histogram lists its values and spreads them into counts `listedLimit` at a time, and when read: with none
-    /// spread yet, some, or all, the same percentiles and buckets as hdrhistogram-swift.
-    @Test(arguments: [1, 2, 57, 63, 64, 65, 128, 300])
+    /// A histogram stages its values, lists them `stagedLimit` at a time and spreads them into counts `listedLimit` at
+    /// a time, and when read: with none listed or spread yet, some, or all, the same percentiles and buckets as
+    /// hdrhistogram-swift.
+    @Test(arguments: [1, 2, 4, 5, 6, 57, 59, 60, 61, 64, 120, 123, 300])
     func listedValuesAreReadAsCounts(count: Int) {
         var generator = SeededGenerator(seed: UInt64(count))
         var ours = LatencyHistogram()
@@ -202,7 +203,8 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
             ours.record(microseconds: micros)
             _ = theirs.record(micros)
         }
-        #expect(ours.listed.count == count % LatencyHistogram.listedLimit)
+        #expect(ours.stagedCount == count % LatencyHistogram.stagedLimit)
+        #expect(ours.listed.count + ours.stagedCount == count % LatencyHistogram.listedLimit)
         #expect(ours.counts.isEmpty == (count < LatencyHistogram.listedLimit))
         #expect(ours.total == theirs.totalCount && ours.maxRecorded == theirs.maxRecorded)
         for q in [0.1, 1, 25, 50, 75, 90, 99, 99.9, 100] {
@@ -264,7 +266,7 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
             #expect(ours.value(atPercentile: q) == theirs.valueAtPercentile(q), "p\(q) in \(low)...\(high)")
         }
         let spread = ours.spreadOut
-        #expect(spread.listed.isEmpty && spread.base == LatencyHistogram.index(smallest))
+        #expect(spread.isSpread && spread.base == LatencyHistogram.index(smallest))
         #expect(spread.counts.count == LatencyHistogram.index(ours.maxRecorded) - spread.base + 1)
         // The buckets (doubling from 0.1 ms) count what hdrhistogram-swift counts in the same value ranges.
         var from: UInt64 = 0
