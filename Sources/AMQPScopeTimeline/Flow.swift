@@ -293,9 +293,10 @@ struct TagQueue<Item> {
 /// The counts cover only the indices from the smallest latency recorded to the largest, exactly, with room for about
 /// a quarter more (latencies of 1 to 5 ms take 1.2 KiB; 1 µs to an hour at most 25 KiB): a connection keeps one per
 /// channel, queue and key. Values are staged in the histogram as they come, listed five at a time (each as its index,
-/// two bytes) and spread into the counts `listedLimit` at a time, and when read. It is written here, specialised to this one layout: hdrhistogram-swift's
-/// generic reading code took about 100,000 instructions to summarise one histogram, a quarter of a whole analysis;
-/// the tests hold this one's percentiles against hdrhistogram-swift on the same values.
+/// two bytes) and spread into the counts `listedLimit` at a time, and when read. It is written here, specialised to
+/// this one layout: hdrhistogram-swift's generic reading code took about 100,000 instructions to summarise one
+/// histogram, a quarter of a whole analysis; the tests hold this one's percentiles against hdrhistogram-swift on the
+/// same values.
 package struct LatencyHistogram {
     static let subBucketHalfCountMagnitude = 7
     static let subBucketHalfCount = 1 << subBucketHalfCountMagnitude
