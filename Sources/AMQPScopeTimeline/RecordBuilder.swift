@@ -6,21 +6,25 @@ import AMQPScopeReassembly
 import AMQPScopeTLS
 
 struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
-    var record: ConnectionRecord
-    let configuration: EngineConfiguration
-    /// Runs of routine traffic not yet placed on the timeline (closed by the next key event).
-    var openRuns: [Run] = []
+    // Every packet reads the first three, frames the next two, then the record's first fields: they are kept
+    // together (see `ConnectionRecord`).
     /// Per direction: has this direction's peer sent FIN / RST (so this direction's writes are late)?
     var peerClosed = PerDirection(repeating: PeerClosed())
     var lateWriteSeen = PerDirection(repeating: false)
+    /// `configuration.recordPackets`.
+    let recordPackets: Bool
+    /// Message flow, once a connection publishes, consumes or gets: held by reference (most frames are not flow).
+    var flow: FlowBox?
+    /// Runs of routine traffic not yet placed on the timeline (closed by the next key event).
+    var openRuns: [Run] = []
+    var record: ConnectionRecord
+    let configuration: EngineConfiguration
     /// Entries made since the live queue last took them (only filled with `streamEntries`).
     var fresh: [TimelineEntry] = []
     /// Heartbeat from Tune-Ok, once seen (live warnings need it at once).
     var negotiatedHeartbeat: UInt16?
     /// AMQP 1.0: the idle timeout each direction's sender advertised in its open, in milliseconds (0: none).
     var idleTimeOut10 = PerDirection<UInt32>(repeating: 0)
-    /// Message flow, once a connection publishes, consumes or gets: held by reference (most frames are not flow).
-    var flow: FlowBox?
     /// The handshake a proxy would relay unchanged (0-9-1: Start-Ok's client properties; 1.0: the client's
     /// container-id), hashed: the engine finds the other leg of a proxied connection by it. `handshakeFresh` until
     /// the engine has indexed it.
@@ -50,6 +54,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     init(info: ConnectionInfo, time: Timestamp, configuration: EngineConfiguration) {
         record = ConnectionRecord(info: info, firstTime: time, lastTime: time)
         self.configuration = configuration
+        recordPackets = configuration.recordPackets
     }
 
     mutating func packet(_ packet: PacketInfo, _ event: StreamEvent) {
@@ -66,7 +71,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
         if packet.isKeepalive { record.counters[direction].keepalives += 1 }
         if packet.isZeroWindow { record.counters[direction].zeroWindows += 1 }
         record.packetsSinceLastFrame[direction] += 1
-        if configuration.recordPackets {
+        if recordPackets {
             record.packets.append(
                 PacketRecord(
                     direction: event.direction, time: event.time, packetNumber: event.packetNumber, info: packet))
