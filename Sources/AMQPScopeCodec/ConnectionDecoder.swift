@@ -279,7 +279,8 @@ package struct ConnectionDecoder {
     /// which asks once a segment, reads it in place: a plain getter copied the whole decoder for the call.
     package var bufferedBytes: Int {
         mutating get {
-            var total = parsers[.clientToServer].pending.count + parsers[.serverToClient].pending.count
+            // The parsers' own counts, not their arrays' (whose storage is out of the cache: see `FrameParser.held`).
+            var total = parsers[.clientToServer].held + parsers[.serverToClient].held
             // Bodies are kept only when asked: otherwise no content holds one, and none is looked at (a loop over them
             // copied each content, its method and header, on every segment).
             guard configuration.keepBodies else { return total }

@@ -174,7 +174,7 @@ struct FrameParser {
     }
     /// `pending.count`, kept in the parser: the checks made on every frame then read the parser alone, not the
     /// array's storage, which a thousand interleaved connections evict from the cache between two packets.
-    private var held = 0
+    private(set) var held = 0
     /// Bytes after a boundary that a hunt found, to be read again as frames.
     private var replay: [UInt8] = []
     /// Where the last gap ended when a hunt began there: a segment's first byte.
