@@ -14,7 +14,8 @@ public struct DirectionCounters: Hashable, Sendable {
     public var wireBytes = 0
     /// TCP payload bytes, retransmissions included.
     public var payloadBytes = 0
-    /// Bytes of the direction's byte stream delivered in order (retransmitted copies counted once).
+    /// Bytes of the direction's byte stream delivered in order (retransmitted copies counted once). The engine learns
+    /// them from its decoding stage as the connection ends; `Engine.openRecords()` fills them in for open ones.
     public var streamBytes: UInt64 = 0
     /// Packets whose payload had been seen before, in whole or in part.
     public var retransmissions = 0

@@ -12,8 +12,6 @@ import AMQPScopeTLS
 package enum StageOp {
     /// A reassembly event other than data (opened, packet, gap, fin, reset, ended, ...).
     case stream(StreamEvent)
-    /// In-order bytes of one direction reached the decoders: how many (the bytes themselves stay in this stage).
-    case data(ConnectionID, Direction, Timestamp, count: Int)
     /// A codec event (waiting in the batch's queue of them: `OpBuffer.takeCodecEvent`).
     case codec(ConnectionID)
     /// A content-header, body, heartbeat or routine method frame when frames are not recorded: all the timeline takes
@@ -22,9 +20,10 @@ package enum StageOp {
     /// A 1.0 codec event (`OpBuffer.takeAMQP10Event`).
     case amqp10(ConnectionID)
     case tls(ConnectionID, TLSEvent)
-    /// What the decoders concluded as the connection ends: its TLS summary and its verdict (boxed, as it is large and
-    /// rare: every operation is as large as the largest kind).
-    indirect case concluded(ConnectionID, tls: TLSSummary?, verdict: Verdict)
+    /// What the decoders concluded as the connection ends: its TLS summary, its verdict, and how many in-order bytes
+    /// each direction's stream handed them (boxed, as it is large and rare: every operation is as large as the
+    /// largest kind).
+    indirect case concluded(ConnectionID, tls: TLSSummary?, verdict: Verdict, streamBytes: PerDirection<UInt64>)
     /// Reassembly's final word on the TCP states of a connection still open when the capture ends.
     case absorb(ConnectionSummary)
 }
@@ -176,6 +175,10 @@ struct DecodeEntry {
     var tlsRead = false
     /// What the decoder (and the TLS layer) held after the last call into them.
     var held = 0
+    /// In-order bytes each direction's stream handed the decoders. Counted here and handed over as the connection
+    /// ends, not sent as an operation of every segment: that was a quarter of all operations, each 96 bytes moved
+    /// from one thread to the other.
+    var streamBytes = PerDirection<UInt64>(repeating: 0)
     /// The buffers decrypted application data is swapped into for the codec (kept, so they are not reallocated).
     var plaintext: [UInt8] = []
     var plaintextPieces: [PlaintextPiece] = []
@@ -403,7 +406,8 @@ struct DecodeEntry {
         } else {
             verdict = decoder.verdict
         }
-        out.ops.append(.concluded(event.connection, tls: tls?.session.summary, verdict: verdict))
+        out.ops.append(
+            .concluded(event.connection, tls: tls?.session.summary, verdict: verdict, streamBytes: streamBytes))
     }
 }
 
@@ -462,7 +466,6 @@ struct DecodingState: StreamSink {
             out.ops.append(.stream(event))
         case .data(let bytes):
             guard let s = slot(of: event.connection) else { return }
-            out.ops.append(.data(event.connection, event.direction, event.time, count: bytes.count))
             out.connection = event.connection
             // The two settings are read out first: passing the whole configuration copied it (170 bytes) per segment.
             // One access to the slot, through a function taking it inout: optional chaining on the array's element
@@ -499,6 +502,7 @@ struct DecodingState: StreamSink {
         _ entry: inout DecodeEntry?, _ bytes: UnsafeRawBufferPointer, _ event: StreamEvent, byteAtATime: Bool,
         limit: Int, totalHeld: inout Int, into out: inout OpRecorder
     ) {
+        entry?.streamBytes[event.direction] += UInt64(bytes.count)
         entry?.data(bytes, event, byteAtATime: byteAtATime, into: &out)
         entry?.account(event, limit: limit, totalHeld: &totalHeld, into: &out)
     }

@@ -75,9 +75,10 @@ struct EngineState {
         }
 
         /// The decoders' conclusions as the connection ends.
-        mutating func conclude(tls: TLSSummary?, verdict: Verdict) {
+        mutating func conclude(tls: TLSSummary?, verdict: Verdict, streamBytes: PerDirection<UInt64>) {
             builder.record.tls = tls
             builder.record.verdict = verdict
+            for d in Direction.allCases { builder.record.counters[d].streamBytes = streamBytes[d] }
         }
 
         /// A reassembly event other than data, for the builder.
@@ -198,9 +199,6 @@ struct EngineState {
         switch op {
         case .stream(let event):
             consume(event)
-        case .data(let id, let direction, let time, let count):
-            if !refusals.isEmpty { releaseRefusals(now: time) }
-            box(of: id)?.entry.builder.record.counters[direction].streamBytes += UInt64(count)
         case .codec(let id):
             let event = ops.takeCodecEvent()
             guard let s = slot(of: id) else { return }
@@ -219,8 +217,8 @@ struct EngineState {
             guard let s = slot(of: id) else { return }
             entries[s]?.entry.builder.consume(event)
             if configuration.streamEntries { entries[s]?.entry.builder.moveFresh(to: &live) }
-        case .concluded(let id, let tls, let verdict):
-            box(of: id)?.entry.conclude(tls: tls, verdict: verdict)
+        case .concluded(let id, let tls, let verdict, let streamBytes):
+            box(of: id)?.entry.conclude(tls: tls, verdict: verdict, streamBytes: streamBytes)
         case .absorb(let summary):
             box(of: summary.info.id)?.entry.builder.absorb(summary)
         }
@@ -613,14 +611,15 @@ public struct Engine {
         return snapshot(builder)
     }
 
-    /// An open connection's record as it stands, with what its TLS layer knows so far (the decoding stage hands the
-    /// timeline stage its TLS summary only when the connection ends).
+    /// An open connection's record as it stands, with what its TLS layer knows so far and its streams' in-order bytes
+    /// (the decoding stage hands the timeline stage both only when the connection ends).
     func snapshot(_ builder: RecordBuilder) -> ConnectionRecord {
         var copy = builder
         copy.summarizeFlow(ended: false)
         copy.closeRuns()
-        if let entry = decoding.state.entry(builder.record.info.id), entry.tlsRead {
-            copy.record.tls = entry.tls?.session.summary
+        if let entry = decoding.state.entry(builder.record.info.id) {
+            if entry.tlsRead { copy.record.tls = entry.tls?.session.summary }
+            for d in Direction.allCases { copy.record.counters[d].streamBytes = entry.streamBytes[d] }
         }
         return copy.record
     }
