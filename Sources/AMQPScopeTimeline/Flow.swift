@@ -160,6 +160,12 @@ public struct FlowRecord: Hashable, Sendable {
     public var redelivered = 0
     /// Most deliveries unacknowledged at once on one channel.
     public var maxUnacked = 0
+    /// Unacknowledged deliveries over time, on the connection: (time, count) at each change, over the whole
+    /// connection in at most `FlowLimits.keptSamples` points. Past that many changes, each point is the highest of a
+    /// stretch of changes (two, then four, ...), so that peaks stay.
+    public var unackedSamples: [UnackedSample] = []
+    /// Outstanding publishes or deliveries given up on because a channel held more than the bound.
+    public var untracked = 0
     /// The largest prefetch count set (basic.qos), when any.
     public var prefetch: Int?
     /// Publish-to-confirm latency: from the packet that completed the publish to the confirm's.
@@ -182,12 +188,6 @@ public struct FlowRecord: Hashable, Sendable {
     public var serverCancels: [String] = []
     /// channel.flow from the server that paused a channel.
     public var flowPauses = 0
-    /// Unacknowledged deliveries over time, on the connection: (time, count) at each change, over the whole
-    /// connection in at most `FlowLimits.keptSamples` points. Past that many changes, each point is the highest of a
-    /// stretch of changes (two, then four, ...), so that peaks stay.
-    public var unackedSamples: [UnackedSample] = []
-    /// Outstanding publishes or deliveries given up on because a channel held more than the bound.
-    public var untracked = 0
     /// The slowest confirm: the publish's packet and the confirm's.
     public var slowestConfirm: LatencySample?
     /// Publish-to-confirm latencies in buckets doubling from 0.1 ms (for charts).
@@ -586,34 +586,37 @@ struct FlowTracker {
         var part: Int?
     }
 
-    var record = FlowRecord()
+    // What every message reads and changes comes first, then the record (whose counters open it): a thousand
+    // interleaved connections evict a connection's tracker between two of its messages, and each cache line a message
+    // touches is then a miss. Declared after the record (520 bytes), they began on its ninth line.
     var channels: [Channel] = []
-    var confirmLatency = LatencyHistogram()
-    var ackLatency = LatencyHistogram()
     var parts: [(part: FlowPart, confirm: LatencyHistogram?, ack: LatencyHistogram?)] = []
-    var partIndex: [String: Int] = [:]
-    var redeliveries: [UInt64: Redelivery] = [:]
     /// The connection's unacknowledged deliveries, over all channels.
     var unacked = 0
-    /// The server closed (Connection.Close, FIN or RST): publishes after it are lost for certain.
-    var serverClosed = false
-    /// The Connection.Close handshake completed.
-    var cleanClose = false
-    /// Live alerts already given (each once).
-    var alerted: Set<String> = []
-    /// Confirms counted when the live check last looked at their latency.
-    var confirmsLooked: UInt64 = 0
+    /// Channels and consumers with a saturation under way (`saturatedSince` set): while none is, the live check
+    /// has nothing to look at in the channels.
+    var saturating = 0
     /// Changes of the unacked count each kept point stands for (1 until `FlowLimits.keptSamples` points were kept),
     /// and how many the last point holds so far.
     var sampleStretch = 1
     var samplesInStretch = 0
-    /// Channels and consumers with a saturation under way (`saturatedSince` set): while none is, the live check
-    /// has nothing to look at in the channels.
-    var saturating = 0
+    /// The server closed (Connection.Close, FIN or RST): publishes after it are lost for certain.
+    var serverClosed = false
+    /// The Connection.Close handshake completed.
+    var cleanClose = false
     /// The last exchange and routing key looked up, and its part: publishes repeat them, and the name is not built.
     var lastKey: (exchange: String, routingKey: String, part: Int?)?
     /// The last queue looked up, and its part.
     var lastQueue: (queue: String, part: Int?)?
+    var record = FlowRecord()
+    var confirmLatency = LatencyHistogram()
+    var ackLatency = LatencyHistogram()
+    var partIndex: [String: Int] = [:]
+    var redeliveries: [UInt64: Redelivery] = [:]
+    /// Live alerts already given (each once).
+    var alerted: Set<String> = []
+    /// Confirms counted when the live check last looked at their latency.
+    var confirmsLooked: UInt64 = 0
 
     mutating func keyPart(_ exchange: String, _ routingKey: String) -> Int? {
         if let last = lastKey, last.exchange == exchange, last.routingKey == routingKey { return last.part }
