@@ -233,7 +233,7 @@ public struct ConnectionRecord: Sendable {
     // What every packet and frame changes comes first, together (with the builder's own per-packet state just
     // before it): a capture of a thousand interleaved connections has evicted a record from the cache by the time
     // its connection's next packet comes, and each cache line a packet touches is then a miss. Scattered through
-    // the record, a packet touched five or six lines; perf put 80 % of `RecordBuilder.packet`'s samples on those loads.
+    // the builder, a packet touched five or six lines; perf put 80 % of `RecordBuilder.packet`'s samples on those loads.
     /// The time of its last packet.
     public var lastTime: Timestamp
     /// The last time each direction sent any packet.

@@ -318,8 +318,8 @@ package struct LatencyHistogram {
     /// go to the list's end, in the same cache line as the last ones, and not to scattered counts: a capture of a
     /// thousand interleaved connections has evicted the count's line, and the array's header with it, by the time the
     /// connection's next latency comes (perf put 17 % of the timeline thread's time on those two loads). Spreading
-    /// 60 at a time, the loads of the counts overlap. Two histograms in three never need counts: of 6,237 in 400,000
-    /// packets of the small mix, 4,097 held fewer than 64 values (57 on average, over 488 indices).
+    /// 60 at a time, the loads of the counts overlap. Most histograms never need counts: of 6,237 in 400,000 packets
+    /// of the small mix, 4,097 held fewer than 64 values (57 on average, over 488 indices).
     package private(set) var listed: [UInt16] = []
     /// The indices of the last values recorded, before they are listed: `stagedLimit` of `indexBits` each in the low
     /// 60 bits, how many in the top four. Recording one reads and writes only the histogram, whose line the caller
