@@ -176,7 +176,7 @@ struct DecodeEntry {
     /// What the decoder (and the TLS layer) held after the last call into them.
     var held = 0
     /// In-order bytes each direction's stream handed the decoders. Counted here and handed over as the connection
-    /// ends, not sent as an operation of every segment: that was a quarter of all operations, each 96 bytes moved
+    /// ends, not sent as an operation of every segment: that was over a fifth of all operations, each 96 bytes moved
     /// from one thread to the other.
     var streamBytes = PerDirection<UInt64>(repeating: 0)
     /// The buffers decrypted application data is swapped into for the codec (kept, so they are not reallocated).
