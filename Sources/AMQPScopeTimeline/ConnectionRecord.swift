@@ -326,6 +326,11 @@ public struct ConnectionRecord: Sendable {
         self.lastTime = lastTime
     }
 
+    /// Each direction's in-order stream bytes, as the decoding stage counted them.
+    mutating func setStreamBytes(_ bytes: PerDirection<UInt64>) {
+        for d in Direction.allCases { counters[d].streamBytes = bytes[d] }
+    }
+
     /// It carried AMQP.
     public var isAMQP: Bool { verdict.isAMQP }
 }

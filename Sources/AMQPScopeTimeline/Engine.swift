@@ -78,7 +78,7 @@ struct EngineState {
         mutating func conclude(tls: TLSSummary?, verdict: Verdict, streamBytes: PerDirection<UInt64>) {
             builder.record.tls = tls
             builder.record.verdict = verdict
-            for d in Direction.allCases { builder.record.counters[d].streamBytes = streamBytes[d] }
+            builder.record.setStreamBytes(streamBytes)
         }
 
         /// A reassembly event other than data, for the builder.
@@ -619,7 +619,7 @@ public struct Engine {
         copy.closeRuns()
         if let entry = decoding.state.entry(builder.record.info.id) {
             if entry.tlsRead { copy.record.tls = entry.tls?.session.summary }
-            for d in Direction.allCases { copy.record.counters[d].streamBytes = entry.streamBytes[d] }
+            copy.record.setStreamBytes(entry.streamBytes)
         }
         return copy.record
     }

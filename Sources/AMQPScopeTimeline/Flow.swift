@@ -308,6 +308,8 @@ package struct LatencyHistogram {
     /// index, that of an hour, is 3,286).
     static let stagedLimit = 5
     static let indexBits = 12
+    /// Where the staged values' number starts in `staged`: above the indices.
+    static let stagedCountShift = UInt64(stagedLimit * indexBits)
 
     /// `counts[i]` counts the values of index `base + i`, modulo 65,536; the rare count past that keeps its carries
     /// in `carries`, by index. Sixteen bits halve what the histograms take, the largest part of the memory of a
@@ -355,15 +357,17 @@ package struct LatencyHistogram {
 
     package mutating func record(microseconds: UInt64) {
         let v = max(1, min(microseconds, Self.largest))
-        let n = staged >> 60
-        staged = staged & (1 << 60 - 1) | UInt64(Self.index(v)) << (n * UInt64(Self.indexBits)) | (n + 1) << 60
-        if Int(n) + 1 == Self.stagedLimit { list() }
+        let n = UInt64(stagedCount)
+        staged =
+            staged & (1 << Self.stagedCountShift - 1) | UInt64(Self.index(v)) << (n * UInt64(Self.indexBits))
+            | (n + 1) << Self.stagedCountShift
+        if stagedCount == Self.stagedLimit { list() }
         total += 1
         maxRecorded = max(maxRecorded, v)
     }
 
     /// How many values are staged.
-    package var stagedCount: Int { Int(staged >> 60) }
+    package var stagedCount: Int { Int(staged >> Self.stagedCountShift) }
 
     /// Moves the staged values to the end of the list.
     private mutating func list() {
