@@ -8,21 +8,25 @@ import AMQPScopeReassembly
 /// Each stage looks a connection up here once a packet (the decoding stage its decoders, the timeline stage its
 /// record builder).
 struct ConnectionTable<Value>: Sequence {
-    /// Each slot's id, or `empty`.
-    private var keys: [Int]
+    /// A slot: its id (or `empty`) beside its value, so that a lookup reads one cache line, not one in an array of
+    /// ids and another in an array of values.
+    private struct Member {
+        var key: Int
+        var value: Value?
+    }
+
+    private var members: [Member]
     private static var empty: Int { Int.min }
-    private var slots: [Value?]
     /// The table's size is `1 << (64 - shift)`.
     private var shift: Int
     private(set) var count = 0
 
     init() {
-        keys = Array(repeating: Self.empty, count: 16)
-        slots = Array(repeating: nil, count: 16)
+        members = Array(repeating: Member(key: Self.empty, value: nil), count: 16)
         shift = 60
     }
 
-    private var mask: Int { keys.count - 1 }
+    private var mask: Int { members.count - 1 }
 
     /// Fibonacci hashing: the top bits of the id times 2^64 / φ.
     private func home(_ key: Int) -> Int {
@@ -33,7 +37,7 @@ struct ConnectionTable<Value>: Sequence {
     private func find(_ key: Int) -> (slot: Int, found: Bool) {
         var i = home(key)
         while true {
-            let k = keys[i]
+            let k = members[i].key
             if k == key { return (i, true) }
             if k == Self.empty { return (i, false) }
             i = (i + 1) & mask
@@ -46,7 +50,7 @@ struct ConnectionTable<Value>: Sequence {
     subscript(id: ConnectionID) -> Value? {
         get {
             let (slot, found) = find(id.rawValue)
-            return found ? slots[slot] : nil
+            return found ? members[slot].value : nil
         }
         set {
             guard let newValue else {
@@ -55,13 +59,12 @@ struct ConnectionTable<Value>: Sequence {
             }
             let (slot, found) = find(id.rawValue)
             if found {
-                slots[slot] = newValue
+                members[slot].value = newValue
                 return
             }
-            keys[slot] = id.rawValue
-            slots[slot] = newValue
+            members[slot] = Member(key: id.rawValue, value: newValue)
             count += 1
-            if count * 2 > keys.count { grow() }
+            if count * 2 > members.count { grow() }
         }
     }
 
@@ -70,47 +73,41 @@ struct ConnectionTable<Value>: Sequence {
     mutating func removeValue(forKey id: ConnectionID) -> Value? {
         let (slot, found) = find(id.rawValue)
         guard found else { return nil }
-        let value = slots[slot]
+        let value = members[slot].value
         // Backward-shift deletion: pull later members of the run into the hole when their home allows it, so that
         // every key stays reachable from its home without tombstones.
         var hole = slot
         var i = (slot + 1) & mask
-        while keys[i] != Self.empty {
-            let h = home(keys[i])
+        while members[i].key != Self.empty {
+            let h = home(members[i].key)
             // `i` may move into the hole unless its home lies cyclically in (hole, i].
             let homeInRange = hole <= i ? (h > hole && h <= i) : (h > hole || h <= i)
             if !homeInRange {
-                keys[hole] = keys[i]
-                slots[hole] = slots[i]
+                members[hole] = members[i]
                 hole = i
             }
             i = (i + 1) & mask
         }
-        keys[hole] = Self.empty
-        slots[hole] = nil
+        members[hole] = Member(key: Self.empty, value: nil)
         count -= 1
         return value
     }
 
     private mutating func grow() {
-        let oldKeys = keys
-        var oldSlots = slots
-        keys = Array(repeating: Self.empty, count: oldKeys.count * 2)
-        slots = Array(repeating: nil, count: oldKeys.count * 2)
+        let old = members
+        members = Array(repeating: Member(key: Self.empty, value: nil), count: old.count * 2)
         shift -= 1
-        for i in oldKeys.indices where oldKeys[i] != Self.empty {
-            let (slot, _) = find(oldKeys[i])
-            keys[slot] = oldKeys[i]
-            slots[slot] = oldSlots[i].take()
+        for member in old where member.key != Self.empty {
+            members[find(member.key).slot] = member
         }
     }
 
     /// The values, in no particular order.
-    var values: [Value] { slots.compactMap { $0 } }
+    var values: [Value] { members.compactMap(\.value) }
 
     /// Ids and values, in no particular order.
     func makeIterator() -> some IteratorProtocol<(key: ConnectionID, value: Value)> {
-        zip(keys, slots).lazy.compactMap { key, value in value.map { (key: ConnectionID(rawValue: key), value: $0) } }
+        members.lazy.compactMap { member in member.value.map { (key: ConnectionID(rawValue: member.key), value: $0) } }
             .makeIterator()
     }
 }
