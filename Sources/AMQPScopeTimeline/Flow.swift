@@ -581,13 +581,15 @@ struct FlowTracker {
         var deliveries = TagQueue<Delivery>()
         var unacked = 0
         var publishInFlight = 0
+        // Read for every message: before the rarely used tuples of strings, which pushed them to the channel's
+        // fourth cache line.
+        var part: Int?
         var prefetchChannel: Int?
         var prefetchConsumer: Int?
+        var saturatedSince: (Timestamp, Int)?
         var consumers: [Consumer] = []
         var pendingConsumer: (queue: String, noAck: Bool)?
         var lastGet: (queue: String, noAck: Bool)?
-        var saturatedSince: (Timestamp, Int)?
-        var part: Int?
     }
 
     // What every message reads and changes comes first, then the record (whose counters open it): a thousand
