@@ -33,8 +33,8 @@ enum ParallelAnalysis {
     static let batch = 16
     /// Connections handed to the render queue and not yet written, at most. Sixteen batches: when many connections
     /// end at once (at a capture's end), four waiting batches starved the render threads while the timeline thread
-    /// ended the next connections, and both cores were busy only four fifths of the time. Each waiting record is
-    /// bounded by the limits on what a record keeps (README, "Limits").
+    /// ended the next connections, and both cores were busy only four fifths of the time (README, "Limits that keep
+    /// hostile input cheap", lists it with the rest).
     static let handOff = 256
 
     static func pipelined(_ files: [String], configuration: EngineConfiguration, writer: inout AnalyzeWriter)
