@@ -17,12 +17,13 @@ struct ConnectionTable<Value>: Sequence {
 
     private var members: [Member]
     private static var empty: Int { Int.min }
+    private static var vacant: Member { Member(key: empty, value: nil) }
     /// The table's size is `1 << (64 - shift)`.
     private var shift: Int
     private(set) var count = 0
 
     init() {
-        members = Array(repeating: Member(key: Self.empty, value: nil), count: 16)
+        members = Array(repeating: Self.vacant, count: 16)
         shift = 60
     }
 
@@ -88,14 +89,14 @@ struct ConnectionTable<Value>: Sequence {
             }
             i = (i + 1) & mask
         }
-        members[hole] = Member(key: Self.empty, value: nil)
+        members[hole] = Self.vacant
         count -= 1
         return value
     }
 
     private mutating func grow() {
         let old = members
-        members = Array(repeating: Member(key: Self.empty, value: nil), count: old.count * 2)
+        members = Array(repeating: Self.vacant, count: old.count * 2)
         shift -= 1
         for member in old where member.key != Self.empty {
             members[find(member.key).slot] = member

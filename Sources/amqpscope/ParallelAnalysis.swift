@@ -35,7 +35,7 @@ enum ParallelAnalysis {
     /// end at once (at a capture's end), four waiting batches starved the render threads while the timeline thread
     /// ended the next connections, and both cores were busy only four fifths of the time (README, "Limits that keep
     /// hostile input cheap", lists it with the rest).
-    static let handOff = 256
+    static let handOff = 16 * batch
 
     static func pipelined(_ files: [String], configuration: EngineConfiguration, writer: inout AnalyzeWriter)
         -> CaptureResult
