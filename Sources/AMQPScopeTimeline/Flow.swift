@@ -954,16 +954,16 @@ struct FlowTracker {
         record.unackedSamples.append(sample)
         samplesInStretch = 1
         guard record.unackedSamples.count == FlowLimits.keptSamples else { return }
-        // Full: each pair becomes its higher point (the earlier on a tie), and stretches double.
-        var merged: [UnackedSample] = []
-        merged.reserveCapacity(FlowLimits.keptSamples)
-        var i = 0
-        while i + 1 < record.unackedSamples.count {
-            let (a, b) = (record.unackedSamples[i], record.unackedSamples[i + 1])
-            merged.append(b.unacked > a.unacked ? b : a)
-            i += 2
+        // Full: each pair becomes its higher point (the earlier on a tie), and stretches double. In place: a new array
+        // each time freed the old one in pieces the timeline's heap could not reuse for the next (fresh pages cost
+        // the kernel's zeroing; "Reading files" in the README).
+        record.unackedSamples.withUnsafeMutableBufferPointer { samples in
+            for i in 0..<samples.count / 2 {
+                let (a, b) = (samples[2 * i], samples[2 * i + 1])
+                samples[i] = b.unacked > a.unacked ? b : a
+            }
         }
-        record.unackedSamples = merged
+        record.unackedSamples.removeLast(record.unackedSamples.count - record.unackedSamples.count / 2)
         sampleStretch *= 2
         samplesInStretch = sampleStretch  // the next change starts a stretch
     }
