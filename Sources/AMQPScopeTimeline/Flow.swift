@@ -954,9 +954,8 @@ struct FlowTracker {
         record.unackedSamples.append(sample)
         samplesInStretch = 1
         guard record.unackedSamples.count == FlowLimits.keptSamples else { return }
-        // Full: each pair becomes its higher point (the earlier on a tie), and stretches double. In place: a new array
-        // each time freed the old one in pieces the timeline's heap could not reuse for the next (fresh pages cost
-        // the kernel's zeroing; "Reading files" in the README).
+        // Full: each pair becomes its higher point (the earlier on a tie), and stretches double. In place, so the
+        // trace keeps the one array it has.
         record.unackedSamples.withUnsafeMutableBufferPointer { samples in
             for i in 0..<samples.count / 2 {
                 let (a, b) = (samples[2 * i], samples[2 * i + 1])
