@@ -17,6 +17,9 @@ package enum StageOp {
     /// A content-header, body, heartbeat or routine method frame when frames are not recorded: all the timeline takes
     /// from one, in place of its codec event (most frames are these, and an event is twice the size of an operation).
     case counted(ConnectionID, Direction, Timestamp, packet: Int, CountedFrame)
+    /// A content-header frame and the body frame right after it, in the same packet: the two `counted` operations
+    /// they would be, in one (most messages are small: such pairs were a sixth of the small mix's operations).
+    case content(ConnectionID, Direction, Timestamp, packet: Int, bodyLength: Int)
     /// A 1.0 codec event (`OpBuffer.takeAMQP10Event`).
     case amqp10(ConnectionID)
     case tls(ConnectionID, TLSEvent)
@@ -63,6 +66,12 @@ struct MoveQueue<Element> {
         }
         (base + end).initialize(to: element)
         end += 1
+    }
+
+    /// Changes the newest value in place (there must be one).
+    mutating func changeLast<R>(_ body: (inout Element) -> R) -> R {
+        precondition(head < end, "no value to change")
+        return body(&(base + end - 1).pointee)
     }
 
     /// The oldest value not yet taken, moved out.
@@ -114,6 +123,17 @@ package final class OpBuffer: @unchecked Sendable {
         ops.append(.amqp10(id))
     }
 
+    /// Turns the last operation, when it is the header frame counted just before this body frame (same connection,
+    /// direction, time and packet), into one `content` operation for both; false when it is not.
+    func join(body length: Int, to id: ConnectionID, _ direction: Direction, _ time: Timestamp, packet: Int) -> Bool {
+        guard ops.count > 0 else { return false }
+        return ops.changeLast { op in
+            guard case .counted(id, direction, time, packet, .header) = op else { return false }
+            op = .content(id, direction, time, packet: packet, bodyLength: length)
+            return true
+        }
+    }
+
     /// The codec event of a `.codec` operation just taken.
     func takeCodecEvent() -> CodecEvent { codec.take() }
     /// The 1.0 codec event of an `.amqp10` operation just taken.
@@ -144,6 +164,11 @@ struct OpRecorder: CodecSink, AMQP10Sink, TLSSink {
     /// offers each here before making its event, and makes none.
     mutating func count(_ frame: CountedFrame, direction: Direction, time: Timestamp, packetNumber: Int) -> Bool {
         guard !recordFrames else { return false }
+        if case .body(let length) = frame,
+            ops.join(body: length, to: connection, direction, time, packet: packetNumber)
+        {
+            return true
+        }
         ops.append(.counted(connection, direction, time, packet: packetNumber, frame))
         return true
     }

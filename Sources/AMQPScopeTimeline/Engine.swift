@@ -208,6 +208,11 @@ struct EngineState {
             if configuration.streamEntries { entries[s]?.entry.builder.moveFresh(to: &live) }
         case .counted(let id, let direction, let time, let packet, let frame):
             box(of: id)?.entry.builder.counted(frame, direction, time, packet)
+        case .content(let id, let direction, let time, let packet, let length):
+            // As the two `counted` operations it stands for, in order, with one lookup.
+            guard let box = box(of: id) else { return }
+            box.entry.builder.counted(.header, direction, time, packet)
+            box.entry.builder.counted(.body(length: length), direction, time, packet)
         case .amqp10(let id):
             let event = ops.takeAMQP10Event()
             guard let s = slot(of: id) else { return }
