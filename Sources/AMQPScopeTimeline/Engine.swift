@@ -22,6 +22,9 @@ public struct EngineConfiguration: Hashable, Sendable {
     public var maximumTimelineEntries = 5000
     /// Keep every packet in the records (for `--verbose`).
     public var recordPackets = false
+    /// Keep each connection's unacked count over time (`FlowRecord.unackedSamples`, up to 8 KiB a connection), which
+    /// only the HTML review draws; without it the trace stays empty and nothing else changes.
+    public var keepsUnackedTrace = true
     /// Bytes all AMQP decoders together may hold (partial frames, frame-hunt buffers, kept bodies); past it the
     /// decoder that grew sheds what it holds, reported as malformed or skipped bytes.
     public var maximumCodecBufferedBytes = 64 * 1024 * 1024

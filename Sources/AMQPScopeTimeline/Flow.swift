@@ -606,6 +606,8 @@ struct FlowTracker {
     /// and how many the last point holds so far.
     var sampleStretch = 1
     var samplesInStretch = 0
+    /// Whether the unacked count is traced (`EngineConfiguration.keepsUnackedTrace`).
+    var tracesUnacked = true
     /// The server closed (Connection.Close, FIN or RST): publishes after it are lost for certain.
     var serverClosed = false
     /// The Connection.Close handshake completed.
@@ -913,7 +915,7 @@ struct FlowTracker {
         if let cp = channelPart(c) {
             parts[cp].part.maxUnacked = Swift.max(parts[cp].part.maxUnacked, channels[c].unacked)
         }
-        sampleUnacked(time)
+        if tracesUnacked { sampleUnacked(time) }
         // A saturation starts or ends only when the state changes: otherwise nothing is written back (each write
         // through `channels[c]` is a uniqueness check, and this runs for every delivery and every ack).
         if let limit = channels[c].prefetchChannel {

@@ -284,6 +284,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     mutating func startFlow() {
         guard flow == nil else { return }
         flow = FlowBox()
+        flow?.tracker.tracesUnacked = configuration.keepsUnackedTrace
         // What the server closed before the first flow method: publishes after it are lost.
         flow?.tracker.serverClosed =
             peerClosed[.clientToServer].fin || peerClosed[.clientToServer].rst

@@ -204,6 +204,8 @@ struct CaptureCommand: ParsableCommand {
 
         var configuration = try pipeline.engineConfiguration(recordFrames: false)
         configuration.streamEntries = true
+        // Live reports draw no unacked chart (the review's HTML does).
+        configuration.keepsUnackedTrace = false
         // Clients append their secrets to the key log after the capture has seen their handshake: re-read it.
         configuration.keyLogMayGrow = pipeline.keylog != nil
         var watcher = pipeline.keylog.map { KeyLogWatcher(path: $0) }

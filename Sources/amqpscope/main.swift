@@ -324,6 +324,8 @@ struct Analyze: ParsableCommand {
     func run() throws {
         var configuration = try pipeline.engineConfiguration(recordFrames: frames || verbose)
         configuration.recordPackets = verbose
+        // Text and JSON draw no unacked chart (the review's HTML does).
+        configuration.keepsUnackedTrace = false
         var options = view.reportOptions(captureStart: files.compactMap { Analysis.firstTimestamp($0) }.min())
         options.brokerLog = try view.readBrokerLog()
         options.showFrames = frames

@@ -1,6 +1,7 @@
 // Message flow on a real capture: pika publishing with confirms (some unroutable) and consuming with prefetch,
 // slow acks, nacks with requeue and a poison message; its counts and latencies against the clients' own logs and
 // tshark's view of the same packets; and the seed incident with a FIN, whose late publish is lost for certain.
+import AMQPScopeReports
 import Foundation
 import Histogram
 import Testing
@@ -365,6 +366,25 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
 
 /// The unacked trace covers the whole connection in a bounded number of points, and keeps its peaks.
 @Suite("Unacked trace") struct UnackedTraceTests {
+    /// Without the trace (analyze and capture, which draw no chart), each flow record is the same but for it.
+    @Test func leftOutItChangesNothingElse() throws {
+        let path = Paths.captures.appendingPathComponent("flow-confirms-acks.pcap").path
+        var configuration = EngineConfiguration()
+        let traced = Analysis.analyzeFile(path, configuration: configuration)
+        configuration.keepsUnackedTrace = false
+        let untraced = Analysis.analyzeFile(path, configuration: configuration)
+        #expect(traced.records.count == untraced.records.count)
+        #expect(traced.records.contains { ($0.flow?.unackedSamples.count ?? 0) >= 2 }, "the consumer's trace is drawn")
+        for (a, b) in zip(traced.records, untraced.records) {
+            #expect(b.flow?.unackedSamples.isEmpty ?? true)
+            var flow = a.flow
+            flow?.unackedSamples = []
+            #expect(flow == b.flow, "connection \(a.info.id.rawValue)")
+        }
+        #expect(AnalyzeReport.json([traced]) == AnalyzeReport.json([untraced]))
+        #expect(AnalyzeReport.text([traced]) == AnalyzeReport.text([untraced]))
+    }
+
     @Test(arguments: [100, 511, 512, 513, 5000, 40_000])
     func boundedWholeAndPeaked(changes: Int) {
         var tracker = FlowTracker()
