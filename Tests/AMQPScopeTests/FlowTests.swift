@@ -1,6 +1,8 @@
 // Message flow on a real capture: pika publishing with confirms (some unroutable) and consuming with prefetch,
 // slow acks, nacks with requeue and a poison message; its counts and latencies against the clients' own logs and
 // tshark's view of the same packets; and the seed incident with a FIN, whose late publish is lost for certain.
+import AMQPScopeCodec
+import AMQPScopePackets
 import AMQPScopeReports
 import Foundation
 import Histogram
@@ -222,6 +224,80 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
             from = to
         }
         #expect(ours.buckets.reduce(0) { $0 + $1.count } == count)
+    }
+
+    /// Values recorded across several histograms (some staged, some listed, some spread; ranges that do and do not
+    /// overlap; counts past 16 bits), then added together: the same total, largest value, percentiles and buckets as
+    /// all of them recorded in one. A connection's latencies are the sum of its channels'.
+    @Test(arguments: [1, 2, 3, 7, 60, 61, 500, 84_000])
+    func addedHistogramsEqualOneRecordedWithAll(count: Int) {
+        var generator = SeededGenerator(seed: UInt64(count) &+ 99)
+        var all = LatencyHistogram()
+        var parts = [LatencyHistogram](repeating: LatencyHistogram(), count: 4)
+        for n in 0..<count {
+            // Part 0 takes small latencies, part 3 large ones; past 4,000 values one latency repeats, split between
+            // parts 1 and 2 so that neither carries past 16 bits and their sum does.
+            var part = Int(generator.next() % 4)
+            let exponent = Double(generator.next() % 1_000_000) / 1_000_000 * 3 + Double(part) * 1.5
+            var micros = UInt64(pow(10, exponent))
+            if n >= 4_000 { (part, micros) = (1 + n % 2, 777) }
+            all.record(microseconds: micros)
+            parts[part].record(microseconds: micros)
+        }
+        if count > 65_536 { #expect(parts.allSatisfy { $0.spreadOut.carries.isEmpty }) }
+        var sum = LatencyHistogram()
+        for part in parts.shuffled(using: &generator) { sum.add(part) }
+        #expect(sum.total == all.total && sum.maxRecorded == all.maxRecorded)
+        for q in [0.1, 1, 25, 50, 75, 90, 99, 99.9, 100] {
+            #expect(sum.value(atPercentile: q) == all.value(atPercentile: q), "p\(q) of \(count)")
+        }
+        #expect(sum.buckets == all.buckets)
+        #expect(sum.summary == all.summary)
+        if count > 65_536 { #expect(!sum.spreadOut.carries.isEmpty, "the test reaches the carries") }
+    }
+
+    /// Confirms on 40 channels, more than get parts of their own: the connection's latencies (its channels' parts
+    /// summed, with the channels that have none) are all the confirms', and each channel part has its own.
+    @Test func connectionLatenciesAreItsChannelsSummed() {
+        var tracker = FlowTracker()
+        var generator = SeededGenerator(seed: 40)
+        var all = LatencyHistogram()
+        var byChannel: [UInt16: LatencyHistogram] = [:]
+        var packet = 0
+        let start = Timestamp(nanoseconds: 1_000_000_000_000)
+        for channel in UInt16(1)...40 {
+            tracker.method(
+                .confirmSelect(ConfirmSelect(nowait: false)), channel: channel, direction: .clientToServer,
+                time: start, packet: packet)
+        }
+        for round in 0..<25 {
+            for channel in UInt16(1)...40 {
+                let sent = start.adding(nanoseconds: Int64(round) * 1_000_000_000)
+                packet += 1
+                tracker.message(
+                    FlowMessage(channel: channel, carrier: .publish(exchange: "", routingKey: "work")),
+                    direction: .clientToServer, time: sent, packet: packet)
+                // Each channel is slower than the one before: the parts differ.
+                let latency = Int64(channel) * 20_000 + Int64(generator.next() % 900_000)
+                packet += 1
+                tracker.routine(
+                    .ack(deliveryTag: UInt64(round + 1), multiple: false), channel: channel,
+                    direction: .serverToClient, time: sent.adding(nanoseconds: latency), packet: packet)
+                all.record(latency)
+                byChannel[channel, default: LatencyHistogram()].record(latency)
+            }
+        }
+        let flow = tracker.summary(ended: true, died: false)
+        #expect(flow.confirmed == 1000)
+        #expect(flow.confirmLatency == all.summary)
+        #expect(flow.confirmBuckets == all.buckets)
+        // One part is the key's; the other 31 are the first channels', and the last 9 have none.
+        #expect(flow.byChannel.count == FlowLimits.maximumParts - 1)
+        #expect(tracker.confirmLatencyRest.total == 9 * 25)
+        for part in flow.byChannel {
+            let channel = UInt16(part.name.dropFirst("channel ".count))!
+            #expect(part.confirmLatency == byChannel[channel]?.summary, "\(part.name)")
+        }
     }
 
     /// More than 65,535 values in one index carry past the 16-bit count: totals, percentiles and buckets stay those
