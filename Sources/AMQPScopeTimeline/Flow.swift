@@ -414,7 +414,7 @@ package struct LatencyHistogram {
     /// Counts one more value at index `i`.
     private mutating func count(_ i: Int) { count(i, times: 1) }
 
-    /// Counts `n` more values at index `i`.
+    /// Counts `n` more values at index `i` (none: only widens the range to it).
     private mutating func count(_ i: Int, times n: UInt64) {
         if counts.isEmpty {
             base = i
@@ -455,8 +455,17 @@ package struct LatencyHistogram {
     /// Adds another histogram's values: the same as having recorded them here (counts add index by index).
     package mutating func add(_ other: LatencyHistogram) {
         guard other.total > 0 else { return }
+        // Nothing here yet (a connection's rest, before its first channel): the sum is the other.
+        guard total > 0 else {
+            self = other
+            return
+        }
         let other = other.spreadOut
         spread()
+        // The range is widened once to cover the other's (whose first and last counts are not zero), not an index at
+        // a time.
+        count(other.base, times: 0)
+        count(other.base + other.counts.count - 1, times: 0)
         for j in other.counts.indices {
             let n = other.count(at: j)
             if n > 0 { count(other.base + j, times: n) }
