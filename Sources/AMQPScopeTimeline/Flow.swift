@@ -643,14 +643,12 @@ struct FlowTracker {
     /// The last queue looked up, and its part.
     var lastQueue: (queue: String, part: Int?)?
     var record = FlowRecord()
-    /// The connection's latencies are those of its channels' parts (`channelParts`) and these: the ones of a channel
-    /// with no part (past `FlowLimits.maximumParts`). A latency is recorded once for its channel and once for its
-    /// key or queue, not a third time for the connection: the connection's histogram is their sum, made when it is
-    /// read (`latencies(confirm:)`). On 1 GiB of the small mix the third copy took 3.9 MB (900 page faults).
+    /// The connection's latencies are those of its channels' parts and these: the ones of a channel with no part (past
+    /// `FlowLimits.maximumParts`). A latency is recorded once for its channel and once for its key or queue, not a
+    /// third time for the connection: the connection's histogram is their sum, made when it is read
+    /// (`latencies(confirm:)`). On 1 GiB of the small mix the third copy took 3.9 MB (900 page faults).
     var confirmLatencyRest = LatencyHistogram()
     var ackLatencyRest = LatencyHistogram()
-    /// The parts that are channels, in the order they were made.
-    var channelParts: [Int] = []
     var partIndex: [String: Int] = [:]
     var redeliveries: [UInt64: Redelivery] = [:]
     /// Live alerts already given (each once).
@@ -748,12 +746,14 @@ struct FlowTracker {
 
     mutating func channelPart(_ c: Int) -> Int? {
         if let p = channels[c].part { return p }
-        let made = parts.count
         let p = part("channel \(channels[c].number)")
-        if let p, p == made { channelParts.append(p) }
         channels[c].part = p
         return p
     }
+
+    /// The parts of the connection's channels, one for each channel that has one (a channel keeps its entry and its
+    /// part when it is closed and opened again).
+    var channelParts: some Sequence<Int> { channels.lazy.compactMap(\.part) }
 
     /// The largest confirm latency recorded, in microseconds (read from the histograms without adding them up).
     var largestConfirmLatency: UInt64 {
