@@ -271,6 +271,33 @@ func decode10(
         #expect(joined.syncs.count == 1)
     }
 
+    /// Hunting asks only whether a header is possible; a malformed frame is reported in words. The two answers come
+    /// from one check, and each defect has its own words.
+    @Test func huntingsCheckAndTheReportedProblemAgree() {
+        let maximum: UInt32 = 1024
+        var words: [AMQP10FrameParser.Defect: Set<String>] = [:]
+        for size: UInt32 in [0, 7, 8, 9, 12, 16, 100, 1024, 1025, 70_000] {
+            for doff: UInt8 in [0, 1, 2, 3, 4, 255] {
+                for type: UInt8 in [0, 1, 2, 255] {
+                    let header = Frame10Header(size: size, doff: doff, type: type, channel: 0)
+                    let defect = AMQP10FrameParser.defect(of: header, maximum: maximum)
+                    let problem = AMQP10FrameParser.problem(with: header, maximum: maximum)
+                    #expect((defect == nil) == (problem == nil), "\(header): \(String(describing: defect))")
+                    if let defect, let problem {
+                        words[defect, default: []].insert(String(problem.prefix(while: { !$0.isNumber })))
+                    }
+                }
+            }
+        }
+        #expect(words[.sizeUnderMinimum] == ["frame size "])
+        #expect(words[.offsetUnderTwo] == ["data offset "])
+        #expect(words[.offsetPastFrame] == ["data offset "])
+        #expect(words[.unknownType] == ["unknown frame type "])
+        #expect(words[.sizeOverMaximum] == ["frame size "])
+        #expect(
+            AMQP10FrameParser.defect(of: Frame10Header(size: 8, doff: 2, type: 0, channel: 0), maximum: maximum) == nil)
+    }
+
     @Test func aFrameOverThePeersMaxFrameSizeIsAViolation() {
         let server =
             Enc10.header(0)
