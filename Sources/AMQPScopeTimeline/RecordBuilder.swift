@@ -17,6 +17,9 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     var flow: FlowBox?
     /// Runs of routine traffic not yet placed on the timeline (closed by the next key event).
     var openRuns: [Run] = []
+    /// Per direction, the open run that the last method carrying content (publish, return, deliver, get-ok) joined:
+    /// the body frames that follow are that method's, and their bytes that run's, whatever runs opened since.
+    var contentRun = PerDirection<Int?>(repeating: nil)
     var record: ConnectionRecord
     let configuration: EngineConfiguration
     /// Entries made since the live queue last took them (only filled with `streamEntries`).
@@ -147,6 +150,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
     mutating func closeRuns() {
         for run in openRuns { append(.run(run)) }
         openRuns.removeAll(keepingCapacity: true)
+        contentRun = PerDirection(repeating: nil)
     }
 
     private mutating func append(_ entry: TimelineEntry) {
@@ -163,6 +167,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
         _ classID: UInt16, _ methodID: UInt16, _ direction: Direction, _ time: Timestamp, _ packet: Int,
         inferred: Bool = false, amqp10: Bool = false, bytes: UInt64 = 0
     ) {
+        let joined: Int
         if let i = openRuns.firstIndex(where: {
             $0.classID == classID && $0.methodID == methodID && $0.direction == direction && $0.inferred == inferred
                 && $0.amqp10 == amqp10
@@ -171,12 +176,23 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
             openRuns[i].last = time
             openRuns[i].lastPacket = packet
             openRuns[i].bodyBytes += bytes
+            joined = i
         } else {
             openRuns.append(
                 Run(
                     classID: classID, methodID: methodID, direction: direction, count: 1, first: time, last: time,
                     firstPacket: packet, lastPacket: packet, bodyBytes: bytes, inferred: inferred, amqp10: amqp10))
+            joined = openRuns.count - 1
         }
+        if Self.carriesContent(classID, methodID, inferred: inferred, amqp10: amqp10) {
+            contentRun[direction] = joined
+        }
+    }
+
+    /// basic.publish, basic.return, basic.deliver and basic.get-ok: the 0-9-1 methods that a content header and body
+    /// frames follow (the basic class's methods with content in the specification).
+    static func carriesContent(_ classID: UInt16, _ methodID: UInt16, inferred: Bool, amqp10: Bool) -> Bool {
+        !inferred && !amqp10 && classID == 60 && (methodID == 40 || methodID == 50 || methodID == 60 || methodID == 71)
     }
 
     /// A direction sent a frame (or, encrypted, a record): its silences, and the connection's, end here.
@@ -264,9 +280,7 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
         case .body(let length):
             record.frameCounts[direction].body += 1
             record.frameCounts[direction].bodyBytes += UInt64(length)
-            if let i = openRuns.lastIndex(where: { $0.direction == direction && !$0.isHeartbeat }) {
-                openRuns[i].bodyBytes += UInt64(length)
-            }
+            if let i = contentRun[direction] { openRuns[i].bodyBytes += UInt64(length) }
         case .heartbeat:
             record.frameCounts[direction].heartbeat += 1
             heartbeat(direction, time)

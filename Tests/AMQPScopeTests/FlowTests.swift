@@ -167,6 +167,52 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
     }
 }
 
+/// A run's body bytes are those of the messages its methods carried. A body follows its method, and its bytes go to
+/// that method's run even when another run has opened in the same direction since: an ack between two publishes, or
+/// an ack on another channel between a publish and its content. They went to the direction's last run, so a
+/// publisher that also acknowledged deliveries showed its publishes' bytes on its acks.
+@Suite("Run body bytes") struct RunBodyBytesTests {
+    @Test(arguments: [false, true]) func bodiesCountOnTheRunOfTheirMethod(recordFrames: Bool) throws {
+        var c = Conversation()
+        c.open()
+        c.amqpHandshake(heartbeat: 60)
+        for channel: UInt16 in [1, 2] {
+            c.client(Encode.methodFrame(channel, 20, 10, [.shortString("")]))
+            c.server(Encode.methodFrame(channel, 20, 11, [.longString(LongString(""))]))
+        }
+        let publish = Encode.methodFrame(
+            1, 60, 40, [.short(0), .shortString(""), .shortString("q"), .bit(false), .bit(false)])
+        func deliver(_ tag: UInt64) -> [UInt8] {
+            Encode.methodFrame(
+                2, 60, 60, [.shortString("ctag"), .longlong(tag), .bit(false), .shortString(""), .shortString("q")])
+        }
+        func ack(_ tag: UInt64) -> [UInt8] { Encode.methodFrame(2, 60, 80, [.longlong(tag), .bit(false)]) }
+        func content(_ channel: UInt16, _ size: Int) -> [UInt8] {
+            Encode.contentHeader(channel, bodySize: UInt64(size))
+                + Encode.frame(3, channel, Array(repeating: 0x41, count: size))
+        }
+        c.client(publish + content(1, 100))
+        c.server(deliver(1) + content(2, 10))
+        c.client(ack(1))
+        c.client(publish + content(1, 200))
+        c.server(deliver(2) + content(2, 20))
+        // The ack on channel 2 comes between channel 1's publish and its content.
+        c.client(publish + ack(2) + content(1, 300))
+        let story = try #require(c.stories { $0.recordFrames = recordFrames }.first)
+        let runs = story.record.timeline.compactMap { entry -> Run? in
+            if case .run(let run) = entry { return run }
+            return nil
+        }
+        func bytes(_ methodID: UInt16, _ direction: Direction) -> [UInt64] {
+            runs.filter { $0.classID == 60 && $0.methodID == methodID && $0.direction == direction }.map(\.bodyBytes)
+        }
+        #expect(bytes(40, .clientToServer) == [600])
+        #expect(bytes(80, .clientToServer) == [0])
+        #expect(bytes(60, .serverToClient) == [30])
+        #expect(story.record.frameCounts[.clientToServer].bodyBytes == 600)
+    }
+}
+
 /// amqpscope's latency histogram against hdrhistogram-swift with the same layout (two significant digits from
 /// 1 µs): the same percentile for every value set tried.
 @Suite("Latency histogram") struct LatencyHistogramTests {
