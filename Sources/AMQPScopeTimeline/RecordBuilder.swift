@@ -184,15 +184,15 @@ struct RecordBuilder: CodecSink, AMQP10Sink, TLSSink {
                     firstPacket: packet, lastPacket: packet, bodyBytes: bytes, inferred: inferred, amqp10: amqp10))
             joined = openRuns.count - 1
         }
-        if Self.carriesContent(classID, methodID, inferred: inferred, amqp10: amqp10) {
-            contentRun[direction] = joined
-        }
+        if Self.carriesContent(classID, methodID) { contentRun[direction] = joined }
     }
 
     /// basic.publish, basic.return, basic.deliver and basic.get-ok: the 0-9-1 methods that a content header and body
-    /// frames follow (the basic class's methods with content in the specification).
-    static func carriesContent(_ classID: UInt16, _ methodID: UInt16, inferred: Bool, amqp10: Bool) -> Bool {
-        !inferred && !amqp10 && classID == 60 && (methodID == 40 || methodID == 50 || methodID == 60 || methodID == 71)
+    /// frames follow (the spec's content flag, `MethodDescriptor.carriesContent`, which a test holds this to; compared
+    /// here, not looked up, as it runs for every routine frame). Runs of AMQP 1.0 frames and of TLS records have
+    /// class 0.
+    static func carriesContent(_ classID: UInt16, _ methodID: UInt16) -> Bool {
+        classID == 60 && (methodID == 40 || methodID == 50 || methodID == 60 || methodID == 71)
     }
 
     /// A direction sent a frame (or, encrypted, a record): its silences, and the connection's, end here.

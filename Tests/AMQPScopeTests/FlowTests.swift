@@ -211,6 +211,16 @@ private func rank(_ sorted: [Double], _ q: Double) -> Double {
         #expect(bytes(60, .serverToClient) == [30])
         #expect(story.record.frameCounts[.clientToServer].bodyBytes == 600)
     }
+
+    /// The methods whose run takes the bodies that follow are the spec's methods with content, and only those.
+    @Test func contentMethodsAreTheSpecs() {
+        for method in AMQPSpec.methods {
+            #expect(
+                RecordBuilder.carriesContent(method.classID, method.methodID) == method.carriesContent, "\(method.name)"
+            )
+        }
+        #expect(AMQPSpec.methods.filter(\.carriesContent).count == 4)
+    }
 }
 
 /// amqpscope's latency histogram against hdrhistogram-swift with the same layout (two significant digits from
